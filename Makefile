@@ -1,0 +1,34 @@
+# Two commands matter: `make demo` and `make test`. Both start with `make install`.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install -q --disable-pip-version-check
+STAMP  := $(VENV)/.installed
+# The CPU build of torch; a plain `pip install torch` would pull a multi-GB CUDA build.
+TORCH  := torch==2.13.0
+# torchvision matching that torch, without its (CUDA-linked) dependency pins; see tools/torchvision_cpu_shim.py.
+TORCHVISION := torchvision==0.28.0
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile tools/install_torchvision_shim.py tools/torchvision_cpu_shim.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) $(TORCH)
+	$(PIP) --no-deps $(TORCHVISION)
+	$(PIP) -e '.[test,demo]'
+	$(PY) tools/install_torchvision_shim.py
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest tests
+
+demo: install
+	$(VENV)/bin/pela demo
+
+bench: install
+	$(PY) benchmarks/factorize_speed.py
+	$(PY) benchmarks/compressed_speed.py
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info

@@ -1,0 +1,28 @@
+"""A rich progress bar on stderr (stdout stays clean for --json), or nothing at all."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+stderr = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, total: int, description: str) -> Iterator[Callable[..., None]]:
+    """Yields ``advance(n=1, **fields)``; ``fields`` fill the bar's ``{task.fields[info]}`` text."""
+    if not enabled:
+        yield lambda n=1, **_: None
+        return
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+    with Progress(*columns, console=stderr, transient=False) as bar:
+        task = bar.add_task(description, total=total, info="")
+
+        def advance(n: int = 1, info: str = "") -> None:
+            bar.update(task, advance=n, info=info)
+
+        yield advance

@@ -1,0 +1,93 @@
+"""Throughput and memory of one model, or of several side by side (interleaved, so noise hits all alike)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .arch import example_inputs
+from .errors import PelaError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class BenchResult:
+    name: str
+    params: int
+    items_per_s: float
+    ms_per_batch: float
+    peak_memory_bytes: int | None  # CUDA only
+    batch_size: int
+    device: str
+    dtype: str
+    compiled: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise PelaError(f"device must be cpu or cuda, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PelaError("device cuda requested but no CUDA GPU is available")
+    return torch.device(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str = "cpu", dtype: str = "float32",
+              compile: bool = False, seq_len: int = 128, warmup: int = 2, iters: int = 5, rounds: int = 3) -> list[BenchResult]:
+    """Measure inference throughput of each model on inputs shaped for it.
+
+    Each of ``rounds`` rounds runs every model for ``iters`` forward passes in turn; a model's figure
+    is its median round, so a slow spell of a noisy machine does not favour one model.
+    """
+    if batch_size < 1:
+        raise PelaError(f"batch size must be >= 1, got {batch_size}")
+    if iters < 1 or rounds < 1:
+        raise PelaError("iters and rounds must be >= 1")
+    if dtype not in DTYPES:
+        raise PelaError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    dev, dt = _resolve_device(device), DTYPES[dtype]
+    runners, peaks = {}, {}
+    for name, model in models.items():
+        model = model.eval().to(dev, dt)
+        inputs = example_inputs(model, batch_size, seq_len, dev)
+        cast = lambda t: t.to(dt) if t.is_floating_point() else t  # noqa: E731
+        args, kwargs = ((tuple(cast(t) for t in inputs), {}) if isinstance(inputs, tuple)
+                        else ((), {k: cast(v) for k, v in inputs.items()}))
+        fn = torch.compile(model) if compile else model
+        runners[name] = (fn, args, kwargs)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        with torch.inference_mode():
+            for _ in range(warmup):
+                fn(*args, **kwargs)
+        _sync(dev)
+        peaks[name] = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for name, (fn, args, kwargs) in runners.items():
+                _sync(dev)
+                start = time.perf_counter()
+                for _ in range(iters):
+                    fn(*args, **kwargs)
+                _sync(dev)
+                times[name].append((time.perf_counter() - start) / iters)
+    results = []
+    for name, model in models.items():
+        sec = statistics.median(times[name])
+        params = sum(p.numel() for p in model.parameters())
+        results.append(BenchResult(name, params, batch_size / sec, sec * 1000, peaks[name], batch_size, str(dev), dtype, compile))
+    return results

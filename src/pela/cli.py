@@ -1,0 +1,143 @@
+"""The ``pela`` command: a thin layer over the Python API.
+
+User mistakes print one ``error: …`` line on stderr and exit with code 2; nothing else does.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import PelaError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Smaller, faster Transformers by low-rank approximation and distillation (PELA).")
+out_console = Console()
+err_console = Console(stderr=True)
+
+
+@app.command()
+def compress(
+    source: str = typer.Argument(..., help="timm:NAME, hf:ORG/NAME, or a local model directory"),
+    out: Path = typer.Option(..., "--out", help="directory to write the compressed model to"),
+    ratio: Optional[float] = typer.Option(None, help="compression ratio k of each layer (default 2)"),
+    rank: Optional[int] = typer.Option(None, help="one rank for every layer"),
+    energy: Optional[float] = typer.Option(None, help="keep this fraction of each layer's singular-value energy"),
+    align: int = typer.Option(8, help="round ranks to a multiple of this (1 = exact paper ranks)"),
+    exclude: Optional[List[str]] = typer.Option(None, help="regex of layers to keep dense (replaces the defaults)"),
+    include: Optional[List[str]] = typer.Option(None, help="regex of layers to factorize (only these)"),
+    checkpoint: Optional[Path] = typer.Option(None, help="safetensors weights for a timm: architecture"),
+    random_init: bool = typer.Option(False, "--random-init", help="no pretrained weights (smoke tests, benchmarks)"),
+    device: Optional[str] = typer.Option(None, help="where to run the factorization math (cpu, cuda)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
+) -> None:
+    """Factorize a model's linear layers (PELA stage 1) and save it."""
+    from . import compress as _compress, load_model, save_pretrained
+    from .config import LowRankConfig
+    from .io import check_output_dir
+
+    config = LowRankConfig(ratio=ratio, rank=rank, energy=energy, align=align, include=tuple(include or ()),
+                           exclude=tuple(exclude) if exclude else None, device=device)
+    check_output_dir(out, overwrite)  # fail before the slow part
+    with err_console.status(f"loading {source}"):
+        model = load_model(source, checkpoint=str(checkpoint) if checkpoint else None, random_init=random_init)
+    report = _compress(model, config, progress=not as_json)
+    save_pretrained(model, out, overwrite=overwrite, extra={"compression": {k: v for k, v in report.to_dict().items() if k != "layers"}})
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    table = Table("layer", "in", "out", "rank", "rel. error", "note", title="pela compress")
+    for r in report.layers:
+        table.add_row(r.name, str(r.in_features), str(r.out_features), "dense" if r.rank is None else str(r.rank),
+                      "" if r.rel_error is None else f"{r.rel_error:.4f}", r.reason or "")
+    out_console.print(table)
+    out_console.print(f"{report.summary()}\nsaved to {out}")
+
+
+@app.command()
+def bench(
+    model: str = typer.Argument(..., help="model to measure (timm:NAME, hf:ID, or a directory)"),
+    vs: Optional[str] = typer.Option(None, "--vs", help="a second model measured side by side; ratio = MODEL / VS"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    seq_len: int = typer.Option(128, "--seq-len", help="sequence length for text models"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16"),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile both models first"),
+    iters: int = typer.Option(5, help="forward passes per round"),
+    rounds: int = typer.Option(3, help="interleaved rounds; each model's median round counts"),
+    random_init: bool = typer.Option(False, "--random-init", help="build timm:/hf: sources without pretrained weights"),
+    as_json: bool = typer.Option(False, "--json", help="print results as JSON on stdout"),
+) -> None:
+    """Throughput (items/s) and peak memory of a model, or of two side by side."""
+    from .bench import benchmark
+    from .loading import load_model
+
+    if batch_size < 1:
+        raise PelaError(f"--batch-size must be >= 1, got {batch_size}")
+    sources = [model] + ([vs] if vs else [])
+    models = {}
+    for s in sources:
+        with err_console.status(f"loading {s}"):
+            models[s if s not in models else s + " (2)"] = load_model(s, random_init=random_init and not Path(s).is_dir())
+    results = benchmark(models, batch_size=batch_size, device=device, dtype=dtype, compile=compile, seq_len=seq_len, iters=iters, rounds=rounds)
+    ratio = results[0].items_per_s / results[1].items_per_s if vs else None
+    if as_json:
+        print(json.dumps({"results": [r.to_dict() for r in results], "ratio": ratio}, indent=2))
+        return
+    table = Table("model", "params", "items/s", "ms/batch", "peak memory", title=f"pela bench ({results[0].device}, {dtype}, batch {batch_size}{', compiled' if compile else ''})")
+    for r in results:
+        mem = "n/a on CPU" if r.peak_memory_bytes is None else f"{r.peak_memory_bytes / 2**20:,.0f} MiB"
+        table.add_row(r.name, f"{r.params:,}", f"{r.items_per_s:,.1f}", f"{r.ms_per_batch:.1f}", mem)
+    out_console.print(table)
+    if ratio is not None:
+        out_console.print(f"throughput ratio {results[0].name} / {results[1].name}: [bold]{ratio:.2f}×[/bold]")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="where the demo writes its models and report"),
+    quick: bool = typer.Option(False, "--quick", help="a small slice, for smoke tests"),
+) -> None:
+    """The PELA pipeline on the offline all-MiniLM-L6-v2 (runs offline)."""
+    from .demo import run_demo
+
+    run_demo(out, quick=quick, console=out_console)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return " ".join(text.split("\n")[0].split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the app and turns user mistakes into ``error: …`` and exit code 2."""
+    args = (sys.argv[1:] if argv is None else argv) or ["--help"]
+    try:
+        app(args=args, prog_name="pela", standalone_mode=False)
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        return 130
+    except typer.TyperException as e:  # usage errors: unknown option, bad value, missing argument
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        print(f"error: {_one_line(Exception(message))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except (PelaError, ValueError, TypeError, OSError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

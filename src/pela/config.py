@@ -1,0 +1,119 @@
+"""What to compress and how: a frozen, JSON-serializable config.
+
+The config says *what the user asked for*; values resolved from it (the rank of each layer, the
+exclusions actually applied) go into the report, never back into the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import PelaError
+
+INITS = ("svd",)  # extended by factorize.register_init
+
+
+def _check_regexes(field_name: str, patterns: Any) -> tuple[str, ...]:
+    if isinstance(patterns, str):
+        patterns = (patterns,)
+    try:
+        patterns = tuple(patterns)
+    except TypeError:
+        raise PelaError(f"{field_name} must be a list of regular expressions, got {patterns!r}") from None
+    for p in patterns:
+        if not isinstance(p, str):
+            raise PelaError(f"{field_name} must hold strings, got {p!r}")
+        try:
+            re.compile(p)
+        except re.error as e:
+            raise PelaError(f"{field_name} pattern {p!r} is not a valid regular expression: {e}") from None
+    return patterns
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class LowRankConfig:
+    """How `pela.compress` factorizes a model.
+
+    Give at most one of ``ratio``, ``rank`` and ``energy``; with none, ``ratio=2``.
+
+    Args:
+        ratio: compression ratio k of each layer; rank ``r = floor(m·n / (k·(m+n)))`` (PELA).
+        rank: one explicit rank for every layer (capped at the layer's full rank).
+        energy: keep the fewest singular values holding this fraction of ``Σσ²``, in (0, 1].
+        align: round ranks to a multiple of this (8 suits GPU tensor cores; 1 = exact ranks).
+            Rounding keeps the promise: down for ``ratio``/``rank``, up for ``energy``.
+        include: regexes (``re.search`` on the module name); if given, only matching layers are
+            candidates, and they override the default exclusions.
+        exclude: regexes of layers to leave dense. ``None`` applies the architecture defaults
+            (`pela.arch.DEFAULT_EXCLUDE`); a list replaces them.
+        min_features: layers with fewer outputs (or inputs) than this stay dense.
+        init: how factors are initialized; ``"svd"`` is truncated SVD split as ``B = UΣ½, A = Σ½Vᵀ``.
+        device: where to run the factorization math (default: each layer's own device).
+
+    >>> LowRankConfig(ratio=3, align=1).resolved_mode()
+    ('ratio', 3)
+    """
+
+    ratio: float | None = None
+    rank: int | None = None
+    energy: float | None = None
+    align: int = 8
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] | None = None
+    min_features: int = 10
+    init: str = "svd"
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        given = [n for n in ("ratio", "rank", "energy") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise PelaError(f"give only one of ratio, rank and energy; got {', '.join(given)}")
+        if self.ratio is not None:
+            if not _is_number(self.ratio) or not math.isfinite(self.ratio) or self.ratio <= 1:
+                raise PelaError(f"ratio must be a finite number > 1 (k=2 halves each layer), got {self.ratio!r}")
+        if self.rank is not None:
+            if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank < 1:
+                raise PelaError(f"rank must be an integer >= 1, got {self.rank!r}")
+        if self.energy is not None:
+            if not _is_number(self.energy) or not (0 < self.energy <= 1):
+                raise PelaError(f"energy must be a fraction in (0, 1], got {self.energy!r}")
+        if not isinstance(self.align, int) or isinstance(self.align, bool) or self.align < 1:
+            raise PelaError(f"align must be an integer >= 1, got {self.align!r}")
+        if not isinstance(self.min_features, int) or self.min_features < 0:
+            raise PelaError(f"min_features must be an integer >= 0, got {self.min_features!r}")
+        if self.init not in INITS:
+            raise PelaError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        object.__setattr__(self, "include", _check_regexes("include", self.include))
+        if self.exclude is not None:
+            object.__setattr__(self, "exclude", _check_regexes("exclude", self.exclude))
+
+    def resolved_mode(self) -> tuple[str, float | int]:
+        """The rank rule in force: ``(name, value)``, defaulting to ``("ratio", 2)``."""
+        for name in ("ratio", "rank", "energy"):
+            if getattr(self, name) is not None:
+                return name, getattr(self, name)
+        return "ratio", 2
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["include"] = list(self.include)
+        d["exclude"] = None if self.exclude is None else list(self.exclude)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LowRankConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            import warnings
+
+            warnings.warn(f"ignoring unknown LowRankConfig keys {unknown} (written by a newer pela?)")
+        return cls(**{k: v for k, v in d.items() if k in known})

@@ -1,0 +1,252 @@
+"""Saving and loading compressed models: safetensors for weights, JSON for everything else.
+
+A saved directory holds ``model.safetensors``, ``pela.json`` (how to rebuild the architecture and
+which layers are factorized at which rank) and, for Hugging Face models, ``config.json`` plus the
+tokenizer/processor files of the source. Nothing is ever unpickled. Directories and files are
+written to a temporary name beside the target and renamed into place, so a crash never leaves a
+half-written model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from .errors import PelaError
+from .layers import LowRankLinear
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "pela.json"
+WEIGHTS_NAME = "model.safetensors"
+# files of a Hugging Face model directory that are not weights but belong with the model
+COMPANION_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",
+                   "special_tokens_map.json", "added_tokens.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model", "preprocessor_config.json", "processor_config.json",
+                   "image_processor_config.json", "generation_config.json", "chat_template.jinja")
+
+
+# ---------------------------------------------------------------- atomic output
+def check_output_dir(directory: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse an output directory that is a file, is non-empty (unless ``overwrite``) or unwritable."""
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise PelaError(f"output {path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise PelaError(f"output directory {path} already exists and is not empty (use --overwrite to replace it)")
+    parent = path.absolute().parent
+    if not parent.exists():
+        raise PelaError(f"parent directory of {path} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise PelaError(f"cannot write to {parent} (permission denied)")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_dir(directory: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``directory`` only if the block succeeds."""
+    path = check_output_dir(directory, overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.absolute().parent))
+    try:
+        yield tmp
+        _default_permissions(tmp)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _default_permissions(root: Path) -> None:
+    """mkdtemp/mkstemp create private (0700/0600) entries; give them the modes a plain mkdir/open would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [root, *root.rglob("*")]:
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.absolute().parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        _default_permissions(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------- safe reading
+def check_safetensors(path: str | os.PathLike) -> Path:
+    """Raise `PelaError` unless ``path`` is a well-formed safetensors file (header checked, nothing run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PelaError(f"weights file {path} does not exist")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise PelaError(f"{path} is a pickle/zip archive (torch.save format), not safetensors; pela never unpickles files it did not write")
+    if len(head) < 8:
+        raise PelaError(f"{path} is not a safetensors file (only {size} bytes)")
+    (header_len,) = struct.unpack("<Q", head)
+    if header_len > size - 8:
+        raise PelaError(f"{path} is not a valid safetensors file (truncated or corrupt header)")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            for key in f.keys():
+                f.get_slice(key)  # validates offsets against the file size
+    except Exception as e:  # safetensors raises its own error types
+        raise PelaError(f"{path} is not a valid safetensors file: {str(e).splitlines()[0]}") from None
+    return path
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> None:
+    """Load safetensors weights into ``model``, with one-line errors for missing/extra/misshapen tensors."""
+    from safetensors.torch import load_file
+
+    path = check_safetensors(path)
+    state = load_file(path)
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if wrong:
+        raise PelaError(f"{path} does not fit this architecture: shape mismatch for {len(wrong)} tensors, e.g. {wrong[0]}")
+    result = model.load_state_dict(state, strict=False)
+    # tied weights are stored once by safetensors; a key missing only because it is tied is fine
+    missing = [k for k in result.missing_keys if not _is_tied(model, k, state)]
+    if strict and (missing or result.unexpected_keys):
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if result.unexpected_keys:
+            parts.append(f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[0]})")
+        raise PelaError(f"{path} does not fit this architecture: {', '.join(parts)} tensors")
+
+
+def _is_tied(model: nn.Module, key: str, state: dict[str, torch.Tensor]) -> bool:
+    params = dict(model.named_parameters(remove_duplicate=False))
+    target = params.get(key)
+    if target is None:
+        return False
+    return any(params.get(k) is target for k in state if k != key)
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise PelaError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PelaError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise PelaError(f"{path} must hold a JSON object")
+    return data
+
+
+# ---------------------------------------------------------------- structure
+def factorized_layers(model: nn.Module) -> dict[str, dict[str, Any]]:
+    return {
+        name: {"rank": m.rank, "in_features": m.in_features, "out_features": m.out_features, "bias": m.b.bias is not None}
+        for name, m in model.named_modules()
+        if isinstance(m, LowRankLinear)
+    }
+
+
+def apply_structure(model: nn.Module, layers: dict[str, dict[str, Any]]) -> None:
+    """Swap the named linear layers of a freshly built ``model`` for empty `LowRankLinear` of the saved ranks."""
+    from .arch import linear_weight
+
+    modules = dict(model.named_modules())
+    for name, spec in layers.items():
+        old = modules.get(name)
+        wb = None if old is None else linear_weight(old)
+        if wb is None:
+            raise PelaError(f"saved model factorizes layer {name!r}, which this architecture does not have as a linear layer")
+        out_f, in_f = wb[0].shape
+        if (in_f, out_f) != (spec["in_features"], spec["out_features"]):
+            raise PelaError(f"layer {name!r} is {in_f}->{out_f} here but {spec['in_features']}->{spec['out_features']} in the saved model")
+        new = LowRankLinear(in_f, out_f, int(spec["rank"]), bias=bool(spec["bias"]), device=wb[0].device, dtype=wb[0].dtype)
+        parent_name, _, attr = name.rpartition(".")
+        setattr(modules[parent_name] if parent_name else model, attr, new)
+
+
+# ---------------------------------------------------------------- public API
+def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to ``directory`` (atomically): safetensors weights plus JSON metadata.
+
+    The architecture is rebuilt on `load` from the source recorded by `pela.load_model` (a timm
+    name or a Hugging Face config); for any other model pass the fresh architecture to `load`.
+
+    >>> import torch.nn as nn, pela, tempfile
+    >>> d = pela.save_pretrained(nn.Linear(4, 4), tempfile.mkdtemp() + "/m")
+    """
+    from safetensors.torch import save_model
+
+    from .loading import source_of
+
+    source = source_of(model)
+    meta = {"format": "pela", "version": FORMAT_VERSION, "source": source,
+            "factorized": factorized_layers(model), **(extra or {})}
+    with atomic_dir(directory, overwrite) as tmp:
+        save_model(model, str(tmp / WEIGHTS_NAME))
+        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+        if source and source.get("kind") == "hf":
+            model.config.to_json_file(str(tmp / "config.json"))
+            files_from = getattr(model, "pela_files", None)
+            for name in COMPANION_FILES if files_from else ():
+                if (Path(files_from) / name).is_file():
+                    shutil.copy(Path(files_from) / name, tmp / name)
+    return Path(directory)
+
+
+def is_pela_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
+def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
+    """Rebuild a model saved by `save_pretrained` (in eval mode); outputs are bitwise those saved.
+
+    Args:
+        directory: a directory written by `save_pretrained`.
+        model: the freshly built dense architecture, needed only when the saved model's source
+            was not recorded (a model that did not come from `pela.load_model`).
+    """
+    from .loading import build_architecture
+
+    path = Path(directory)
+    if not path.is_dir():
+        raise PelaError(f"{path} is not a directory")
+    meta = read_json(path / CONFIG_NAME)
+    if meta.get("format") != "pela" or not isinstance(meta.get("factorized"), dict):
+        raise PelaError(f"{path / CONFIG_NAME} is not a pela model description")
+    if meta.get("version", 0) > FORMAT_VERSION:
+        raise PelaError(f"{path} was written by a newer pela (format {meta['version']}); upgrade pela")
+    if model is None:
+        if not meta.get("source"):
+            raise PelaError(f"{path} does not record its architecture; pass the dense model: pela.load(dir, model=...)")
+        model = build_architecture(meta["source"], path)
+    apply_structure(model, meta["factorized"])
+    load_weights(model, path / WEIGHTS_NAME)
+    model.pela_source = meta.get("source")
+    if (path / "config.json").is_file():
+        model.pela_files = str(path)
+    return model.eval()

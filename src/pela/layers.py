@@ -1,0 +1,58 @@
+"""`LowRankLinear`: a drop-in replacement for `nn.Linear` holding two factors, ``y = B(A x) + b``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LowRankLinear(nn.Module):
+    """A linear layer factorized as ``W ≈ B·A`` (A: rank × in, B: out × rank, bias on B).
+
+    The factors are ordinary `nn.Linear` modules (``.a`` and ``.b``), so autocast, `torch.compile`,
+    optimizers and peft LoRA treat them like any other linear layer.
+
+    >>> layer = LowRankLinear.from_linear(nn.Linear(64, 32), rank=8)
+    >>> layer(torch.randn(2, 64)).shape
+    torch.Size([2, 32])
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.a = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
+        self.b = nn.Linear(rank, out_features, bias=bias, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense product ``B·A`` (computed on each access), for code that reads ``.weight``."""
+        return self.b.weight @ self.a.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.b.bias
+
+    @classmethod
+    def from_factors(cls, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> "LowRankLinear":
+        """Build from ``A`` (rank × in), ``B`` (out × rank) and an optional bias, copying them."""
+        # built on the meta device so no time is spent on a random init that is overwritten at once
+        layer = cls(a.shape[1], b.shape[0], a.shape[0], bias=bias is not None, device="meta", dtype=a.dtype)
+        layer.a.weight = nn.Parameter(a.detach().clone(memory_format=torch.contiguous_format))
+        layer.b.weight = nn.Parameter(b.detach().clone(memory_format=torch.contiguous_format))
+        if bias is not None:
+            layer.b.bias = nn.Parameter(bias.detach().clone(memory_format=torch.contiguous_format))
+        return layer
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, rank: int) -> "LowRankLinear":
+        """Factorize ``linear`` by truncated SVD at ``rank``."""
+        from .factorize import svd_factors
+
+        a, b = svd_factors(linear.weight.detach(), rank)
+        return cls.from_factors(a, b, None if linear.bias is None else linear.bias.detach())
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, bias={self.b.bias is not None}"

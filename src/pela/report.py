@@ -1,0 +1,67 @@
+"""The result of `pela.compress`: one row per linear layer, and totals."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class LayerReport:
+    name: str
+    in_features: int
+    out_features: int
+    rank: int | None  # None: left dense
+    params_before: int
+    params_after: int
+    rel_error: float | None  # ||W - BA||_F / ||W||_F
+    status: str  # "factorized" or "dense"
+    reason: str | None = None  # why it stayed dense
+
+
+@dataclass
+class CompressionReport:
+    layers: list[LayerReport]
+    params_before: int  # whole model
+    params_after: int
+    seconds: float
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def factorized(self) -> list[LayerReport]:
+        return [r for r in self.layers if r.status == "factorized"]
+
+    @property
+    def linear_params_before(self) -> int:
+        return sum(r.params_before for r in self.layers)
+
+    @property
+    def linear_params_after(self) -> int:
+        return sum(r.params_after for r in self.layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "linear_params_before": self.linear_params_before,
+            "linear_params_after": self.linear_params_after,
+            "seconds": self.seconds,
+            "config": self.config,
+            "layers": [dataclasses.asdict(r) for r in self.layers],
+        }
+
+    def summary(self) -> str:
+        n = len(self.factorized)
+        return (
+            f"factorized {n} of {len(self.layers)} linear layers: parameters {self.params_before:,} -> "
+            f"{self.params_after:,} ({self.params_after / max(self.params_before, 1):.1%}) in {self.seconds:.2f}s"
+        )
+
+    def __str__(self) -> str:
+        lines = ["| layer | in | out | rank | params before | params after | rel. error | note |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for r in self.layers:
+            err = "" if r.rel_error is None else f"{r.rel_error:.4f}"
+            rank = "dense" if r.rank is None else str(r.rank)
+            lines.append(f"| {r.name} | {r.in_features} | {r.out_features} | {rank} | {r.params_before:,} | {r.params_after:,} | {err} | {r.reason or ''} |")
+        return "\n".join(lines + ["", self.summary()])

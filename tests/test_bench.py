@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+import pela
+from pela import LowRankConfig, PelaError
+from pela.arch import example_inputs
+from pela.bench import benchmark
+
+from conftest import ARCHITECTURES, hf_bert, timm_vit
+
+
+def test_side_by_side():
+    dense, small = timm_vit(), timm_vit()
+    pela.compress(small, LowRankConfig(align=1))
+    results = benchmark({"dense": dense, "small": small}, batch_size=2, iters=1, rounds=2, warmup=1)
+    assert [r.name for r in results] == ["dense", "small"]
+    assert all(r.items_per_s > 0 and r.peak_memory_bytes is None for r in results)
+    assert results[1].params < results[0].params
+
+
+def test_bfloat16_text_model():
+    (r,) = benchmark({"bert": hf_bert()}, batch_size=2, dtype="bfloat16", seq_len=8, iters=1, rounds=1, warmup=1)
+    assert r.dtype == "bfloat16" and r.items_per_s > 0
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(batch_size=0), "batch size"),
+    (dict(dtype="float8"), "dtype must be"),
+    (dict(device="tpu"), "device must be"),
+])
+def test_bad_arguments(kwargs, fragment):
+    with pytest.raises(PelaError, match=fragment):
+        benchmark({"m": hf_bert()}, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_missing_is_clear():
+    with pytest.raises(PelaError, match="no CUDA GPU"):
+        benchmark({"m": hf_bert()}, device="cuda")
+
+
+def test_example_inputs_follow_the_model():
+    (x,) = example_inputs(timm_vit(), 3)
+    assert x.shape == (3, 3, 32, 32)
+    clip = example_inputs(ARCHITECTURES["hf_clip"](), 2, seq_len=100)
+    assert clip["input_ids"].shape == (2, 32) and clip["pixel_values"].shape == (2, 3, 32, 32)
+    with pytest.raises(PelaError, match="cannot tell what inputs"):
+        example_inputs(torch.nn.Linear(2, 2), 1)

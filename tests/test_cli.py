@@ -1,0 +1,94 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import pela
+from pela.cli import main
+
+from conftest import TIMM_VIT
+
+
+@pytest.fixture
+def vit_dir(tmp_path):
+    """A dense tiny ViT saved as a pela directory, so the CLI can load it offline."""
+    model = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **TIMM_VIT)
+    return pela.save_pretrained(model, tmp_path / "dense")
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_compress_json(vit_dir, tmp_path, capsys):
+    code, out, err = run(capsys, "compress", vit_dir, "--out", tmp_path / "k2", "--ratio", 2, "--align", 1, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["params_after"] < report["params_before"] and report["seconds"] >= 0
+    qkv = next(layer for layer in report["layers"] if layer["name"] == "blocks.0.attn.qkv")
+    assert qkv["rank"] == 32 * 96 // (2 * 128) and qkv["in_features"] == 32 and 0 < qkv["rel_error"] < 1
+    assert pela.load(tmp_path / "k2") is not None
+
+
+def test_compress_table_and_bench(vit_dir, tmp_path, capsys):
+    code, out, _ = run(capsys, "compress", vit_dir, "--out", tmp_path / "k2", "--rank", 8)
+    assert code == 0 and "factorized" in out
+    code, out, err = run(capsys, "bench", tmp_path / "k2", "--vs", vit_dir, "--batch-size", 2, "--iters", 1, "--rounds", 1, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["ratio"] == pytest.approx(result["results"][0]["items_per_s"] / result["results"][1]["items_per_s"])
+    assert result["results"][0]["params"] < result["results"][1]["params"]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--ratio", "1"], "ratio must be a finite number > 1"),
+    (["--ratio", "nan"], "ratio must be"),
+    (["--ratio", "two"], "Invalid value for '--ratio'"),
+    (["--rank", "0"], "rank must be an integer >= 1"),
+    (["--energy", "1.5"], "energy must be"),
+    (["--exclude", "no_such_layer"], "exclude pattern 'no_such_layer' matches no linear layer"),
+    (["--include", "("], "not a valid regular expression"),
+    (["--ratio", "2", "--rank", "4"], "only one of"),
+])
+def test_compress_user_errors(vit_dir, tmp_path, capsys, args, fragment):
+    code, out, err = run(capsys, "compress", vit_dir, "--out", tmp_path / "o", *args)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and fragment in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_sources_and_checkpoints(tmp_path, capsys):
+    torch.save({"w": torch.zeros(1)}, tmp_path / "ckpt.safetensors")
+    (tmp_path / "trunc.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    cases = [
+        (["compress", "nowhere", "--out", tmp_path / "o"], "unknown model source"),
+        (["compress", "timm:vit_tiny_patch16_224", "--checkpoint", tmp_path / "ckpt.safetensors", "--out", tmp_path / "o"], "pickle"),
+        (["compress", "timm:vit_tiny_patch16_224", "--checkpoint", tmp_path / "trunc.safetensors", "--out", tmp_path / "o"], "not a valid safetensors"),
+        (["compress", "timm:vit_tiny_patch16_224", "--checkpoint", tmp_path / "missing.safetensors", "--out", tmp_path / "o"], "does not exist"),
+        (["bench", "nowhere"], "unknown model source"),
+        (["bench", "timm:vit_tiny_patch16_224", "--random-init", "--batch-size", "0"], "--batch-size must be >= 1"),
+    ]
+    for args, fragment in cases:
+        code, _, err = run(capsys, *args)
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and fragment in err, (args, err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_output_refused(vit_dir, tmp_path, capsys):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "keep.txt").write_text("precious")
+    code, _, err = run(capsys, "compress", vit_dir, "--out", tmp_path / "o")
+    assert code == 2 and "--overwrite" in err
+    assert (tmp_path / "o" / "keep.txt").read_text() == "precious"
+
+
+def test_real_process_exit_code_and_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pela", "compress", "timm:vit_tiny_patch16_224", "--random-init",
+                           "--ratio", "0.5", "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: ratio must be") and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0

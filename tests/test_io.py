@@ -1,0 +1,119 @@
+import json
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+import pela
+from pela import LowRankConfig, PelaError
+from pela.arch import example_inputs
+from pela.io import atomic_dir, check_safetensors
+
+from conftest import TIMM_VIT
+
+
+def _outputs(model):
+    inputs = example_inputs(model, batch_size=2, seq_len=8)
+    with torch.no_grad():
+        out = model(*inputs) if isinstance(inputs, tuple) else model(**inputs)
+    return out if torch.is_tensor(out) else out[0]
+
+
+def test_timm_round_trip_is_bitwise(tmp_path):
+    model = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **TIMM_VIT)
+    pela.compress(model, LowRankConfig(ratio=2, align=1))
+    pela.save_pretrained(model, tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "pela.json").read_text())
+    assert meta["source"] == {"kind": "timm", "name": "vit_tiny_patch16_224", "kwargs": json.loads(json.dumps(TIMM_VIT))}
+    assert meta["factorized"]["blocks.0.attn.qkv"]["rank"] > 0
+    loaded = pela.load(tmp_path / "m")
+    assert torch.equal(_outputs(loaded), _outputs(model))
+
+
+def test_hf_round_trip_keeps_tokenizer_files(hf_bert_dir, tmp_path):
+    model = pela.load_model(str(hf_bert_dir))
+    pela.compress(model, LowRankConfig(ratio=2, align=1))
+    pela.save_pretrained(model, tmp_path / "m")
+    assert {"config.json", "vocab.txt", "model.safetensors", "pela.json"} <= {p.name for p in (tmp_path / "m").iterdir()}
+    loaded = pela.load_model(str(tmp_path / "m"))  # a pela directory is a valid source too
+    assert torch.equal(_outputs(loaded), _outputs(model))
+
+
+def test_custom_model_needs_its_architecture(tmp_path, mlp):
+    pela.compress(mlp, LowRankConfig(align=1))
+    pela.save_pretrained(mlp, tmp_path / "m")
+    with pytest.raises(PelaError, match="does not record its architecture"):
+        pela.load(tmp_path / "m")
+    fresh = nn.Sequential(nn.Linear(64, 96), nn.GELU(), nn.Linear(96, 64), nn.GELU(), nn.Linear(64, 4))
+    loaded = pela.load(tmp_path / "m", model=fresh)
+    x = torch.randn(3, 64)
+    assert torch.equal(loaded(x), mlp.eval()(x))
+
+
+def test_wrong_architecture_is_refused(tmp_path, mlp):
+    pela.compress(mlp, LowRankConfig(align=1))
+    pela.save_pretrained(mlp, tmp_path / "m")
+    other = nn.Sequential(nn.Linear(64, 96), nn.GELU(), nn.Linear(96, 32), nn.GELU(), nn.Linear(32, 4))
+    with pytest.raises(PelaError, match="96->32 here but 96->64"):
+        pela.load(tmp_path / "m", model=other)
+    smaller = nn.Sequential(nn.Linear(64, 96))
+    with pytest.raises(PelaError, match="does not have as a linear layer"):
+        pela.load(tmp_path / "m", model=smaller)
+
+
+def test_bad_weight_files(tmp_path, mlp):
+    pela.save_pretrained(mlp, tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])
+    with pytest.raises(PelaError, match="not a valid safetensors"):
+        check_safetensors(weights)
+    torch.save(mlp.state_dict(), weights)  # a pickle/zip renamed .safetensors
+    with pytest.raises(PelaError, match="pickle"):
+        check_safetensors(weights)
+    weights.write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(PelaError, match="pickle"):
+        check_safetensors(weights)
+    weights.write_bytes(b"abc")
+    with pytest.raises(PelaError, match="not a safetensors"):
+        check_safetensors(weights)
+
+
+def test_shape_mismatch_is_refused(tmp_path, mlp):
+    pela.save_pretrained(mlp, tmp_path / "m")
+    other = nn.Sequential(nn.Linear(64, 90), nn.GELU(), nn.Linear(90, 64), nn.GELU(), nn.Linear(64, 4))
+    with pytest.raises(PelaError, match="shape mismatch"):
+        pela.load(tmp_path / "m", model=other)
+
+
+def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "out") as tmp:
+            (tmp / "half").write_text("x")
+            raise RuntimeError("crash")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_overwrite(tmp_path, mlp):
+    pela.save_pretrained(mlp, tmp_path / "m")
+    with pytest.raises(PelaError, match="already exists"):
+        pela.save_pretrained(mlp, tmp_path / "m")
+    pela.save_pretrained(mlp, tmp_path / "m", overwrite=True)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(PelaError, match="not a directory"):
+        pela.save_pretrained(mlp, tmp_path / "f")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "m"]  # no temporary left behind
+
+
+def test_tied_weights_round_trip(tmp_path):
+    from transformers import BertConfig, BertForMaskedLM
+
+    model = BertForMaskedLM(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=64, max_position_embeddings=32)).eval()
+    pela.compress(model, LowRankConfig(align=1))
+    pela.save_pretrained(model, tmp_path / "m")
+    loaded = pela.load(tmp_path / "m")
+    ids = torch.randint(0, 100, (2, 8))
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
