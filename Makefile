@@ -28,7 +28,7 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/factorize_speed.py
-	$(PY) benchmarks/compressed_speed.py
+	bash benchmarks/compressed_speed.sh cpu
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

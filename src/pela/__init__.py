@@ -7,7 +7,9 @@
     model = pela.load("vit-b-k2")
 """
 
+from .compare import compare
 from .config import LowRankConfig
+from .distill import DistillConfig, distill
 from .errors import PelaError
 from .factorize import compress
 from .io import load, save_pretrained
@@ -16,4 +18,4 @@ from .loading import load_model
 from .report import CompressionReport
 
 __version__ = "0.1.0"
-__all__ = ["LowRankConfig", "LowRankLinear", "CompressionReport", "PelaError", "compress", "load", "load_model", "save_pretrained"]
+__all__ = ["DistillConfig", "LowRankConfig", "compare", "distill", "LowRankLinear", "CompressionReport", "PelaError", "compress", "load", "load_model", "save_pretrained"]

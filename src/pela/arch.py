@@ -114,3 +114,72 @@ def example_inputs(model: nn.Module, batch_size: int, seq_len: int = 128, device
     if not inputs:
         raise PelaError(f"cannot make example inputs for main input {sorted(names)} of {type(model).__name__}")
     return inputs
+
+
+def _count_linear(module: nn.Module) -> int:
+    return sum(linear_weight(m) is not None for m in module.modules())
+
+
+def find_blocks(model: nn.Module, pattern: str | None = None) -> list[str]:
+    """Names of the Transformer blocks of ``model``, whose outputs feature distillation matches.
+
+    Without ``pattern``: the children of every innermost `nn.ModuleList`/`nn.Sequential` whose
+    children are all of one class holding at least two linear layers. That finds timm ``blocks``,
+    Swin's ``layers.i.blocks`` inside stages, HF ``encoder.layer(s)``, and each tower of CLIP.
+    With ``pattern``: every module whose name matches it (``re.search``).
+    """
+    if pattern is not None:
+        try:
+            names = [n for n, _ in model.named_modules() if n and re.search(pattern, n)]
+        except re.error as e:
+            raise PelaError(f"blocks pattern {pattern!r} is not a valid regular expression: {e}") from None
+        if not names:
+            raise PelaError(f"blocks pattern {pattern!r} matches no module")
+        return names
+    lists = []
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.ModuleList, nn.Sequential)):
+            kids = list(m.children())
+            if kids and len({type(k) for k in kids}) == 1 and linear_weight(kids[0]) is None and _count_linear(kids[0]) >= 2:
+                lists.append(name)
+    inner = [c for c in lists if not any(o != c and o.startswith(c + "." if c else "") for o in lists)]
+    return [f"{c}.{k}" if c else k for c in inner for k, _ in model.get_submodule(c).named_children()]
+
+
+def forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
+    """Call ``model`` on a batch dict: keyword arguments for Hugging Face models, the tensor for others."""
+    inner = getattr(model, "module", model)  # DistributedDataParallel wraps the real model
+    try:
+        import transformers
+
+        if isinstance(inner, transformers.PreTrainedModel):
+            return model(**inputs)
+    except ImportError:
+        pass
+    if len(inputs) == 1:
+        return model(next(iter(inputs.values())))
+    return model(**inputs)
+
+
+def main_output(output: Any) -> torch.Tensor:
+    """The tensor that stands for a model's prediction: logits if there are any, else hidden states."""
+    if torch.is_tensor(output):
+        return output
+    for attr in ("logits", "logits_per_image", "last_hidden_state"):
+        value = getattr(output, attr, None)
+        if torch.is_tensor(value):
+            return value
+    if isinstance(output, (tuple, list)) and output and torch.is_tensor(output[0]):
+        return output[0]
+    raise PelaError(f"cannot find a tensor in the model output ({type(output).__name__})")
+
+
+def block_output(output: Any) -> torch.Tensor:
+    """The hidden states a block returns (blocks return a tensor, a tuple, or a ModelOutput)."""
+    if torch.is_tensor(output):
+        return output
+    if isinstance(output, (tuple, list)) and output and torch.is_tensor(output[0]):
+        return output[0]
+    if hasattr(output, "values"):
+        return next(v for v in output.values() if torch.is_tensor(v))
+    raise PelaError(f"cannot read hidden states from a block output of type {type(output).__name__}")

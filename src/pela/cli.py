@@ -101,6 +101,119 @@ def bench(
 
 
 @app.command()
+def distill(
+    student: Path = typer.Option(..., "--student", help="a compressed model directory (from pela compress)"),
+    teacher: str = typer.Option(..., "--teacher", help="the original model (timm:NAME, hf:ID, or a directory)"),
+    data: Path = typer.Option(..., "--data", help="text (.txt/.jsonl/.csv), an image folder, or Fashion-MNIST idx files"),
+    out: Path = typer.Option(..., "--out", help="directory for checkpoints, metrics and the final student"),
+    steps: Optional[int] = typer.Option(None, help="optimizer steps (default: one epoch)"),
+    epochs: Optional[float] = typer.Option(None, help="epochs over the data, instead of --steps"),
+    batch_size: int = typer.Option(32, "--batch-size", help="global batch per optimizer step"),
+    lr: float = typer.Option(1e-4, help="peak learning rate (AdamW, warm-up + cosine)"),
+    seed: int = typer.Option(0),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help="checkpoint every N steps"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUT"),
+    alpha: float = typer.Option(1.0, help="weight of feature distillation (every block, all tokens)"),
+    beta: float = typer.Option(0.0, help="weight of logit distillation"),
+    task_weight: float = typer.Option(1.0, "--task-weight", help="weight of the task loss (labelled data, model with a head)"),
+    gamma: float = typer.Option(0.0, help="weight of weight-perturbation regularization"),
+    epsilon: float = typer.Option(1e-3, help="target of max|BA - W| for the regularization"),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="micro-batches per step"),
+    clip: float = typer.Option(1.0, help="gradient-norm clip (0 = off)"),
+    mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16"),
+    blocks: Optional[str] = typer.Option(None, help="regex naming the blocks to match (default: found automatically)"),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
+    log_every: int = typer.Option(10, "--log-every"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
+) -> None:
+    """Intermediate pre-training (PELA stage 2): distill the student from the frozen teacher."""
+    from . import load, load_model
+    from .data import Collator, load_dataset
+    from .distill import DistillConfig, distill as _distill
+    from .io import is_pela_dir, save_into
+
+    config = DistillConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, alpha=alpha, beta=beta, task=task_weight,
+                           gamma=gamma, epsilon=epsilon, grad_accum=grad_accum, clip=clip or None, seed=seed,
+                           mixed_precision=mixed_precision, save_every=save_every, log_every=log_every, blocks=blocks)
+    if max_length is not None and max_length < 1:
+        raise PelaError(f"--max-length must be >= 1, got {max_length}")
+    if not is_pela_dir(student):
+        raise PelaError(f"--student {student} is not a directory written by pela (run pela compress first)")
+    ds = load_dataset(data)
+    _prepare_run_dir(out, resume, overwrite)
+    with err_console.status("loading models"):
+        student_model, teacher_model = load(student), load_model(teacher)
+    collate = Collator(student_model, max_length=max_length)
+    info = {"student": str(Path(student).resolve()), "teacher": teacher, "data": str(Path(data).resolve())}
+    result = _distill(student_model, teacher_model, ds, config, collate_fn=collate, out=out, resume=resume, progress=True, run_info=info)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        save_into(student_model, out, extra={"distill": {**config.to_dict(), "final": result.history[-1] if result.history else {}}})
+        from .checkpoint import remove_checkpoints
+
+        remove_checkpoints(out / "checkpoints")
+        last = result.history[-1] if result.history else {}
+        out_console.print(f"distilled {result.steps} steps in {result.seconds:.0f}s ({result.items_per_s:.1f} items/s); "
+                          f"final loss {last.get('loss', float('nan')):.4g}; student saved to {out}")
+
+
+def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    import shutil
+
+    from accelerate import PartialState
+
+    from .checkpoint import latest_checkpoint
+    from .io import check_output_dir
+
+    state = PartialState()
+    if resume:
+        if not out.is_dir() or latest_checkpoint(out / "checkpoints") is None:
+            raise PelaError(f"no checkpoint to resume from in {out}")
+        return
+    check_output_dir(out, overwrite)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+    state.wait_for_everyone()
+
+
+@app.command()
+def compare(
+    student: str = typer.Argument(..., help="the student (a directory, or any model source)"),
+    teacher: str = typer.Argument(..., help="the teacher"),
+    data: Path = typer.Option(..., "--data", help="data to compare on (same formats as distill)"),
+    samples: int = typer.Option(256, help="examples to use (a seeded random subset)"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    blocks: Optional[str] = typer.Option(None, help="regex naming the blocks to compare"),
+    max_length: Optional[int] = typer.Option(None, "--max-length"),
+    as_json: bool = typer.Option(False, "--json", help="print the comparison as JSON on stdout"),
+) -> None:
+    """Per-block feature MSE / cosine similarity and output agreement of a student and its teacher."""
+    from .compare import compare as _compare
+    from .data import Collator, load_dataset
+    from .loading import load_model
+
+    if samples < 1 or batch_size < 1:
+        raise PelaError("--samples and --batch-size must be >= 1")
+    ds = load_dataset(data)
+    s_model, t_model = load_model(student), load_model(teacher)
+    result = _compare(s_model, t_model, ds, collate_fn=Collator(s_model, max_length=max_length), samples=samples,
+                      batch_size=batch_size, blocks=blocks)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table("block", "feature MSE", "cosine", title=f"pela compare ({result['samples']} examples)")
+    for b in result["blocks"]:
+        table.add_row(b["block"], f"{b['mse']:.5g}", f"{b['cosine']:.4f}")
+    table.add_row("[bold]mean[/bold]", f"{result['mean_mse']:.5g}", f"{result['mean_cosine']:.4f}")
+    out_console.print(table)
+    out_console.print(f"output agreement ({result['output_agreement_kind']}): {result['output_agreement']:.4f}")
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="where the demo writes its models and report"),
     quick: bool = typer.Option(False, "--quick", help="a small slice, for smoke tests"),

@@ -190,6 +190,24 @@ def apply_structure(model: nn.Module, layers: dict[str, dict[str, Any]]) -> None
 
 
 # ---------------------------------------------------------------- public API
+def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None) -> None:
+    from safetensors.torch import save_model
+
+    from .loading import source_of
+
+    source = source_of(model)
+    meta = {"format": "pela", "version": FORMAT_VERSION, "source": source,
+            "factorized": factorized_layers(model), **(extra or {})}
+    save_model(model, str(target / WEIGHTS_NAME))
+    if source and source.get("kind") == "hf":
+        model.config.to_json_file(str(target / "config.json"))
+        files_from = getattr(model, "pela_files", None)
+        for name in COMPANION_FILES if files_from else ():
+            if (Path(files_from) / name).is_file():
+                shutil.copy(Path(files_from) / name, target / name)
+    (target / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+
+
 def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` to ``directory`` (atomically): safetensors weights plus JSON metadata.
 
@@ -199,23 +217,27 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, overwrite
     >>> import torch.nn as nn, pela, tempfile
     >>> d = pela.save_pretrained(nn.Linear(4, 4), tempfile.mkdtemp() + "/m")
     """
-    from safetensors.torch import save_model
-
-    from .loading import source_of
-
-    source = source_of(model)
-    meta = {"format": "pela", "version": FORMAT_VERSION, "source": source,
-            "factorized": factorized_layers(model), **(extra or {})}
     with atomic_dir(directory, overwrite) as tmp:
-        save_model(model, str(tmp / WEIGHTS_NAME))
-        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
-        if source and source.get("kind") == "hf":
-            model.config.to_json_file(str(tmp / "config.json"))
-            files_from = getattr(model, "pela_files", None)
-            for name in COMPANION_FILES if files_from else ():
-                if (Path(files_from) / name).is_file():
-                    shutil.copy(Path(files_from) / name, tmp / name)
+        _write_model(model, tmp, extra)
     return Path(directory)
+
+
+def save_into(model: nn.Module, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    """Write the model files into an existing run directory (beside its logs), each file atomically.
+
+    ``pela.json`` is moved in last: until it is there, the directory is not a loadable model.
+    """
+    path = Path(directory)
+    tmp = Path(tempfile.mkdtemp(prefix=".model.tmp-", dir=path))
+    try:
+        _write_model(model, tmp, extra)
+        _default_permissions(tmp)
+        (path / CONFIG_NAME).unlink(missing_ok=True)
+        for f in sorted(tmp.iterdir(), key=lambda f: f.name == CONFIG_NAME):
+            os.replace(f, path / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 def is_pela_dir(path: str | os.PathLike) -> bool:

@@ -1,0 +1,60 @@
+"""How far a student is from its teacher: per-block feature MSE and cosine similarity, and output agreement."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from . import arch
+from .distill import BlockCapture
+
+
+@torch.no_grad()
+def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn: Callable | None = None,
+            samples: int = 256, batch_size: int = 32, blocks: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """Feature MSE and cosine similarity for each block on a seeded sample of ``data``, plus output agreement.
+
+    Output agreement is the fraction of equal argmax predictions when the models output class logits
+    (2-D), else the mean cosine similarity of their output vectors.
+    """
+    from .data import Collator
+
+    names = arch.find_blocks(teacher, blocks)
+    n = min(samples, len(data))
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
+    loader = DataLoader(Subset(data, idx), batch_size=batch_size, collate_fn=collate_fn or Collator(student))
+    caps = BlockCapture(student, names), BlockCapture(teacher, names)
+    mse = torch.zeros(len(names), dtype=torch.float64)
+    cos = torch.zeros(len(names), dtype=torch.float64)
+    agree, count = 0.0, 0
+    student.eval(), teacher.eval()
+    try:
+        for batch in loader:
+            batch.pop("labels", None)
+            rows = next(iter(batch.values())).shape[0]
+            s_out, t_out = (arch.main_output(arch.forward(m, batch)) for m in (student, teacher))
+            s_feats, t_feats = caps[0].take(), caps[1].take()
+            for i, (s, t) in enumerate(zip(s_feats, t_feats)):
+                mse[i] += F.mse_loss(s.float(), t.float()).double() * rows
+                cos[i] += F.cosine_similarity(s.float(), t.float(), dim=-1).mean().double() * rows
+            if s_out.dim() == 2:
+                agree += float((s_out.argmax(-1) == t_out.argmax(-1)).float().sum())
+            else:
+                agree += float(F.cosine_similarity(s_out.float(), t_out.float(), dim=-1).mean()) * rows
+            count += rows
+    finally:
+        for c in caps:
+            c.remove()
+    per_block = [{"block": b, "mse": float(mse[i] / count), "cosine": float(cos[i] / count)} for i, b in enumerate(names)]
+    return {
+        "samples": count,
+        "mean_mse": sum(b["mse"] for b in per_block) / len(per_block),
+        "mean_cosine": sum(b["cosine"] for b in per_block) / len(per_block),
+        "output_agreement": agree / count,
+        "output_agreement_kind": "argmax" if s_out.dim() == 2 else "cosine",
+        "blocks": per_block,
+    }

@@ -1,0 +1,285 @@
+"""Datasets for distillation and fine-tuning: text files, image folders, Fashion-MNIST, image–caption pairs.
+
+A dataset yields raw examples (``{"text": str}``, ``{"image": PIL.Image}``, optionally ``"label"``);
+`Collator` turns a list of them into model inputs with the model's *own* preprocessing: its tokenizer
+for text, timm's data config or the Hugging Face image processor for images. Files are read lazily
+where they are large (text by byte offsets, images one file at a time, idx files memory-mapped).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .errors import PelaError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class TextLines(Dataset):
+    """One example per non-empty line; an index of byte offsets keeps the file on disk."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offsets: list[int] = []
+        with open(path, "rb") as f:
+            pos = 0
+            for line in f:
+                if line.strip():
+                    self.offsets.append(pos)
+                pos += len(line)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        with open(self.path, "rb") as f:
+            f.seek(self.offsets[i])
+            return {"text": f.readline().decode("utf-8", errors="replace").strip()}
+
+
+class Records(Dataset):
+    """Rows of a JSONL or CSV file with a text field and an optional label field."""
+
+    def __init__(self, rows: list[dict[str, Any]], text_field: str, label_field: str, labels: list[str] | None):
+        self.rows, self.text_field, self.label_field = rows, text_field, label_field
+        self.classes = labels
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = self.rows[i]
+        item: dict[str, Any] = {"text": str(row[self.text_field])}
+        if self.classes is not None:
+            item["label"] = self.classes.index(str(row[self.label_field]))
+        return item
+
+
+def _read_records(path: Path, text_field: str, label_field: str) -> Records:
+    try:
+        if path.suffix == ".jsonl":
+            rows = []
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise PelaError(f"{path}:{n} is not valid JSON: {e.msg}") from None
+        else:
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+    except UnicodeDecodeError:
+        raise PelaError(f"{path} is not UTF-8 text") from None
+    if not rows:
+        raise PelaError(f"dataset {path} is empty")
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or text_field not in row:
+            raise PelaError(f"{path}: record {n} has no {text_field!r} field (use --text-field)")
+    has_labels = [label_field in r and r[label_field] not in (None, "") for r in rows]
+    if any(has_labels) and not all(has_labels):
+        missing = has_labels.index(False) + 1
+        raise PelaError(f"{path}: record {missing} has no {label_field!r} while others do")
+    labels = sorted({str(r[label_field]) for r in rows}) if all(has_labels) else None
+    return Records(rows, text_field, label_field, labels)
+
+
+class ImageFolder(Dataset):
+    """Images in class sub-folders (labelled) or directly in the folder (unlabelled)."""
+
+    def __init__(self, root: Path):
+        subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if subdirs:
+            self.classes: list[str] | None = [d.name for d in subdirs]
+            self.items = [(p, i) for i, d in enumerate(subdirs) for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+        else:
+            self.classes = None
+            self.items = [(p, None) for p in sorted(root.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from PIL import Image, UnidentifiedImageError
+
+        path, label = self.items[i]
+        try:
+            with Image.open(path) as im:
+                image = im.convert("RGB")
+        except (UnidentifiedImageError, OSError) as e:
+            raise PelaError(f"cannot read image {path}: {e}") from None
+        return {"image": image} if label is None else {"image": image, "label": label}
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise PelaError(f"{path} is not an idx file of unsigned bytes")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise PelaError(f"{path} is truncated: header says {shape}, found {body.size} values")
+    return body.reshape(shape)
+
+
+class IdxImages(Dataset):
+    """Fashion-MNIST / MNIST idx files: ``*-images-idx3-ubyte[.gz]`` with ``*-labels-idx1-ubyte[.gz]``."""
+
+    CLASSES = None
+
+    def __init__(self, images: Path, labels: Path | None):
+        self.images = _read_idx(images)
+        self.labels = None if labels is None else _read_idx(labels)
+        if self.labels is not None and len(self.labels) != len(self.images):
+            raise PelaError(f"{images} has {len(self.images)} images but {labels} has {len(self.labels)} labels")
+        self.classes = None if self.labels is None else [str(c) for c in range(int(self.labels.max()) + 1)]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from PIL import Image
+
+        item: dict[str, Any] = {"image": Image.fromarray(self.images[i]).convert("RGB")}
+        if self.labels is not None:
+            item["label"] = int(self.labels[i])
+        return item
+
+
+class ImageCaptions(Dataset):
+    """JSONL of ``{"image": path, "text": caption}`` pairs for two-tower models (paths relative to the file)."""
+
+    def __init__(self, path: Path, text_field: str):
+        self.root = path.parent
+        self.rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        self.text_field = text_field
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from PIL import Image
+
+        row = self.rows[i]
+        with Image.open(self.root / row["image"]) as im:
+            return {"image": im.convert("RGB"), "text": str(row[self.text_field])}
+
+
+def _find_idx(root: Path, split: str) -> tuple[Path, Path | None] | None:
+    for prefix in (split, "t10k" if split == "test" else split):
+        for suffix in ("", ".gz"):
+            images = root / f"{prefix}-images-idx3-ubyte{suffix}"
+            if images.is_file():
+                labels = root / f"{prefix}-labels-idx1-ubyte{suffix}"
+                return images, labels if labels.is_file() else None
+    return None
+
+
+def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: str = "text", label_field: str = "label") -> Dataset:
+    """Open a dataset by path; raises `PelaError` if it is missing, unreadable or empty.
+
+    * ``*.txt``: one text per line (unlabelled).
+    * ``*.jsonl`` / ``*.csv``: records with ``text_field`` and optionally ``label_field``;
+      a JSONL whose records have an ``image`` field is read as image–caption pairs.
+    * a directory of ``*-images-idx3-ubyte[.gz]`` files (Fashion-MNIST): ``split`` picks train/t10k.
+    * any other directory: an image folder (class sub-folders, or flat and unlabelled).
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise PelaError(f"dataset {p} does not exist")
+    if not os.access(p, os.R_OK):
+        raise PelaError(f"dataset {p} is not readable (permission denied)")
+    if p.is_dir():
+        idx = _find_idx(p, split)
+        ds: Dataset = IdxImages(*idx) if idx else ImageFolder(p)
+    elif p.suffix == ".jsonl" and '"image"' in p.open(encoding="utf-8", errors="replace").readline():
+        ds = ImageCaptions(p, text_field)
+    elif p.suffix in (".jsonl", ".csv"):
+        ds = _read_records(p, text_field, label_field)
+    elif p.suffix in (".txt", ".text", "") or p.is_file():
+        ds = TextLines(p)
+    else:
+        raise PelaError(f"cannot read dataset {p}")
+    if len(ds) == 0:
+        raise PelaError(f"dataset {p} is empty")
+    return ds
+
+
+def dataset_classes(ds: Dataset) -> list[str] | None:
+    return getattr(ds, "classes", None)
+
+
+class Collator:
+    """Turns raw examples into a batch of model inputs, with the model's own preprocessing.
+
+    Text goes through the tokenizer saved with the model (truncated to ``max_length``, default the
+    model's maximum); images through timm's data config (timm models) or the Hugging Face image
+    processor (Hugging Face models).
+    """
+
+    def __init__(self, model: nn.Module, max_length: int | None = None, tokenizer: Any = None, image_transform: Any = None):
+        self.model = model
+        self.max_length = max_length
+        self._tokenizer, self._transform = tokenizer, image_transform
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            files = getattr(self.model, "pela_files", None)
+            if not files:
+                raise PelaError("text data needs a tokenizer, and this model has none saved alongside it")
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(files)
+            except Exception as e:
+                raise PelaError(f"cannot load the tokenizer saved in {files}: {str(e).splitlines()[0]}") from None
+        return self._tokenizer
+
+    @property
+    def transform(self) -> Any:
+        if self._transform is None:
+            cfg = getattr(self.model, "pretrained_cfg", None)
+            if isinstance(cfg, dict) and "input_size" in cfg:
+                from timm.data import create_transform, resolve_model_data_config
+
+                data_cfg = resolve_model_data_config(self.model)
+                size = getattr(getattr(self.model, "patch_embed", None), "img_size", None)
+                if size:  # built with img_size=...: the pretrained input size no longer applies
+                    data_cfg["input_size"] = (data_cfg["input_size"][0], *size)
+                    data_cfg["crop_pct"] = 1.0
+                self._transform = create_transform(**data_cfg)
+            else:
+                from transformers import AutoImageProcessor
+
+                files = getattr(self.model, "pela_files", None)
+                try:
+                    processor = AutoImageProcessor.from_pretrained(files)
+                except Exception:
+                    raise PelaError("image data needs an image processor saved with the model (preprocessor_config.json)") from None
+                self._transform = lambda im: processor(images=im, return_tensors="pt")["pixel_values"][0]
+        return self._transform
+
+    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch: dict[str, torch.Tensor] = {}
+        if "text" in examples[0]:
+            limit = self.max_length or min(getattr(self.tokenizer, "model_max_length", 512), 4096)
+            enc = self.tokenizer([e["text"] for e in examples], padding=True, truncation=True, max_length=limit, return_tensors="pt")
+            batch.update(enc)
+        if "image" in examples[0]:
+            batch["pixel_values"] = torch.stack([self.transform(e["image"]) for e in examples])
+        if "label" in examples[0]:
+            batch["labels"] = torch.tensor([e["label"] for e in examples])
+        return batch

@@ -1,0 +1,94 @@
+import gzip
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pela import PelaError
+from pela.data import Collator, load_dataset
+
+from conftest import hf_vit, timm_vit
+
+
+def write_idx(path, array, gz=False):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(data)
+
+
+def test_text_formats(tmp_path):
+    (tmp_path / "a.txt").write_text("first line\n\nsecond line\n")
+    ds = load_dataset(tmp_path / "a.txt")
+    assert len(ds) == 2 and ds[1] == {"text": "second line"}
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps({"text": f"t{i}", "label": "xy"[i % 2]}) for i in range(4)))
+    ds = load_dataset(tmp_path / "b.jsonl")
+    assert ds.classes == ["x", "y"] and ds[1] == {"text": "t1", "label": 1}
+    (tmp_path / "c.csv").write_text("text,label\nhello,a\nworld,b\n")
+    assert load_dataset(tmp_path / "c.csv")[0] == {"text": "hello", "label": 0}
+
+
+@pytest.mark.parametrize("name, content, fragment", [
+    ("empty.txt", "\n\n", "is empty"),
+    ("bad.jsonl", '{"text": "a"}\n{oops\n', "bad.jsonl:2 is not valid JSON"),
+    ("nofield.jsonl", '{"body": "a"}\n', "has no 'text' field"),
+    ("mixed.jsonl", '{"text": "a", "label": 1}\n{"text": "b"}\n', "record 2 has no 'label'"),
+    ("empty.csv", "text,label\n", "is empty"),
+])
+def test_bad_text_data(tmp_path, name, content, fragment):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(PelaError, match=fragment):
+        load_dataset(tmp_path / name)
+
+
+def test_missing_and_unreadable(tmp_path):
+    with pytest.raises(PelaError, match="does not exist"):
+        load_dataset(tmp_path / "nope.txt")
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(PelaError, match="is empty"):
+        load_dataset(tmp_path / "empty_dir")
+
+
+def test_image_folder_and_timm_preprocessing(tmp_path):
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            Image.fromarray(np.full((40, 50, 3), i * 60, np.uint8)).save(tmp_path / cls / f"{i}.png")
+    Image.new("L", (20, 20)).save(tmp_path / "cat" / "gray.png")  # another mode: converted to RGB
+    (tmp_path / "dog" / "broken.png").write_bytes(b"not an image")
+    ds = load_dataset(tmp_path)
+    assert ds.classes == ["cat", "dog"] and len(ds) == 6
+    batch = Collator(timm_vit())([ds[0], ds[2]])
+    assert batch["pixel_values"].shape == (2, 3, 32, 32) and batch["labels"].tolist() == [0, 0]
+    broken = next(i for i, (p, _) in enumerate(ds.items) if p.name == "broken.png")
+    with pytest.raises(PelaError, match="cannot read image"):
+        ds[broken]
+
+
+def test_fashion_mnist_idx(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.random.randint(0, 255, (5, 28, 28)), gz=True)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.array([0, 1, 2, 3, 9]), gz=True)
+    ds = load_dataset(tmp_path)
+    assert len(ds) == 5 and ds[4]["label"] == 9 and ds[0]["image"].mode == "RGB"
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.array([0, 1]), gz=True)
+    with pytest.raises(PelaError, match="5 images but"):
+        load_dataset(tmp_path)
+
+
+def test_hf_image_processor(tmp_path):
+    from transformers import ViTImageProcessor
+
+    model = hf_vit()
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    model.pela_files = str(tmp_path)
+    batch = Collator(model)([{"image": Image.new("RGB", (64, 48))}])
+    assert batch["pixel_values"].shape == (1, 3, 32, 32)
+
+
+def test_text_is_truncated_to_the_models_limit(hf_bert_dir):
+    import pela
+
+    model = pela.load_model(str(hf_bert_dir))
+    batch = Collator(model, max_length=16)([{"text": " ".join(["w1"] * 500)}, {"text": "w2"}])
+    assert batch["input_ids"].shape == (2, 16)

@@ -1,0 +1,191 @@
+import json
+import re
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+import pela
+from pela import DistillConfig, LowRankConfig, PelaError
+from pela.arch import find_blocks
+from pela.distill import feature_loss, weight_perturbation
+
+from conftest import ARCHITECTURES, hf_bert, timm_swin, timm_vit
+
+
+class Tokens(Dataset):
+    def __init__(self, n=64, length=8, vocab=100, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(0, vocab, (n, length), generator=g)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i]}
+
+
+class Images(Dataset):
+    def __init__(self, n=16, classes=5):
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, classes, (n,), generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"pixel_values": self.x[i], "labels": self.y[i]}
+
+
+def pair(make, ratio=4):
+    torch.manual_seed(0)
+    teacher = make()
+    student = make()
+    student.load_state_dict(teacher.state_dict())
+    pela.compress(student, LowRankConfig(ratio=ratio, align=1))
+    return student, teacher
+
+
+def stack(examples):
+    return {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("timm_vit", ["blocks.0", "blocks.1"]),
+    ("timm_swin", ["layers.0.blocks.0", "layers.1.blocks.0"]),
+    ("hf_bert", ["encoder.layer.0", "encoder.layer.1"]),
+    ("hf_vit", ["vit.layers.0", "vit.layers.1"]),
+    ("hf_clip", ["text_model.encoder.layers.0", "text_model.encoder.layers.1", "vision_model.encoder.layers.0", "vision_model.encoder.layers.1"]),
+])
+def test_find_blocks(name, expected):
+    model = ARCHITECTURES[name]()
+    assert find_blocks(model) == expected
+    pela.compress(model, LowRankConfig(align=1))
+    assert find_blocks(model) == expected  # the student has the same blocks
+    assert find_blocks(model, "^" + re.escape(expected[-1]) + "$") == [expected[-1]]  # a user regex overrides
+    with pytest.raises(PelaError, match="matches no module"):
+        find_blocks(model, "nothing_here")
+
+
+def test_losses_are_pure_and_zero_at_identity():
+    x = torch.randn(2, 3, 4)
+    assert feature_loss([x, x], [x, x]) == 0
+    layer = pela.LowRankLinear.from_linear(torch.nn.Linear(16, 16), rank=16)
+    w = layer.weight.detach().clone()
+    assert weight_perturbation([(layer, w)], epsilon=0.0) < 1e-10
+    assert float(weight_perturbation([(layer, w + 0.5)], epsilon=1e-3).detach()) == pytest.approx((0.5 - 1e-3) ** 2, rel=1e-4)
+
+
+def test_distill_reduces_feature_gap_and_freezes_teacher():
+    student, teacher = pair(hf_bert)
+    before_teacher = {k: v.clone() for k, v in teacher.state_dict().items()}
+    data = Tokens()
+    gap = lambda: pela.compare(student, teacher, data, collate_fn=stack, samples=32)["mean_mse"]  # noqa: E731
+    start = gap()
+    result = pela.distill(student, teacher, data, DistillConfig(steps=40, batch_size=16, lr=1e-4, warmup=0.1, log_every=5), collate_fn=stack)
+    assert gap() < 0.5 * start
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before_teacher.items())
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert [row["step"] for row in result.history] == list(range(5, 41, 5))
+    assert {"feature", "loss", "lr", "items_per_s"} <= set(result.history[-1])
+
+
+def test_one_student_forward_per_step():
+    student, teacher = pair(hf_bert)
+    calls = []
+    student.register_forward_hook(lambda *a: calls.append(1))
+    pela.distill(student, teacher, Tokens(), DistillConfig(steps=3, batch_size=8, grad_accum=2), collate_fn=stack)
+    assert len(calls) == 3 * 2  # one forward per micro-batch, never a second pass
+
+
+def test_all_loss_terms_on_an_image_classifier():
+    student, teacher = pair(timm_vit)
+    result = pela.distill(student, teacher, Images(), DistillConfig(steps=2, batch_size=8, beta=1.0, gamma=1.0, log_every=1), collate_fn=stack)
+    assert {"feature", "logit", "task", "weight_reg"} <= set(result.history[-1])
+
+
+@pytest.mark.parametrize("make", [timm_swin, ARCHITECTURES["hf_clip"]])
+def test_nested_and_two_tower_models(make):
+    student, teacher = pair(make)
+    if make is timm_swin:
+        data, collate = Images(), stack
+    else:
+        class Pairs(Dataset):
+            def __len__(self):
+                return 8
+
+            def __getitem__(self, i):
+                return {"input_ids": torch.arange(6) + i, "pixel_values": torch.randn(3, 32, 32)}
+        data, collate = Pairs(), stack
+    result = pela.distill(student, teacher, data, DistillConfig(steps=2, batch_size=4, log_every=1), collate_fn=collate)
+    assert result.history[-1]["feature"] > 0
+
+
+def test_resume_after_crash_is_bitwise(tmp_path):
+    config = DistillConfig(steps=6, batch_size=8, lr=1e-3, save_every=2)
+    student, teacher = pair(hf_bert)
+    pela.distill(student, teacher, Tokens(), config, collate_fn=stack, out=tmp_path / "straight")
+    expected = student.state_dict()
+
+    calls = {"n": 0}
+
+    def crashing(examples):
+        calls["n"] += 1
+        if calls["n"] == 6:  # the loader runs one batch ahead: this dies in step 5, after the step-4 checkpoint
+            raise KeyboardInterrupt
+        return stack(examples)
+
+    student, teacher = pair(hf_bert)
+    with pytest.raises(KeyboardInterrupt):
+        pela.distill(student, teacher, Tokens(), config, collate_fn=crashing, out=tmp_path / "crashed")
+    assert (tmp_path / "crashed" / "checkpoints" / "checkpoint-4").is_dir()
+    student, teacher = pair(hf_bert)  # a fresh process would rebuild from scratch
+    pela.distill(student, teacher, Tokens(), config, collate_fn=stack, out=tmp_path / "crashed", resume=True)
+    assert all(torch.equal(v, student.state_dict()[k]) for k, v in expected.items())
+    steps = [json.loads(line)["step"] for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # no duplicated rows after the resume
+
+
+def test_resume_checks(tmp_path):
+    student, teacher = pair(hf_bert)
+    with pytest.raises(PelaError, match="no checkpoint"):
+        pela.distill(student, teacher, Tokens(), DistillConfig(steps=2, batch_size=8), collate_fn=stack, out=tmp_path, resume=True)
+    pela.distill(student, teacher, Tokens(), DistillConfig(steps=4, batch_size=8, save_every=2), collate_fn=stack, out=tmp_path)
+    student, teacher = pair(hf_bert)
+    with pytest.raises(PelaError, match="another run"):
+        pela.distill(student, teacher, Tokens(), DistillConfig(steps=4, batch_size=8, lr=0.5, save_every=2), collate_fn=stack, out=tmp_path, resume=True)
+
+
+def test_nan_loss_stops_and_keeps_checkpoint(tmp_path):
+    student, teacher = pair(hf_bert)
+    data = Tokens()
+
+    def poison(examples):
+        batch = stack(examples)
+        if poison.calls == 3:
+            with torch.no_grad():
+                next(m for m in student.modules() if isinstance(m, pela.LowRankLinear)).a.weight.fill_(float("nan"))
+        poison.calls += 1
+        return batch
+
+    poison.calls = 0
+    with pytest.raises(PelaError, match="loss became nan at step 3.*last good checkpoint"):
+        pela.distill(student, teacher, data, DistillConfig(steps=6, batch_size=8, save_every=2), collate_fn=poison, out=tmp_path)
+    assert (tmp_path / "checkpoints" / "checkpoint-2").is_dir()
+
+
+def test_pair_and_config_errors():
+    student, _ = pair(hf_bert)
+    from transformers import BertConfig, BertModel
+
+    other = BertModel(BertConfig(vocab_size=100, hidden_size=48, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64))
+    with pytest.raises(PelaError, match="different architectures"):
+        pela.distill(student, other, Tokens(), DistillConfig(steps=1, batch_size=8), collate_fn=stack)
+    with pytest.raises(PelaError, match="teacher is itself compressed"):
+        pela.distill(student, student, Tokens(), DistillConfig(steps=1, batch_size=8), collate_fn=stack)
+    with pytest.raises(PelaError, match="fewer than the batch size"):
+        s, t = pair(hf_bert)
+        pela.distill(s, t, Tokens(n=4), DistillConfig(steps=1, batch_size=8), collate_fn=stack)
+    for kwargs in (dict(steps=0), dict(batch_size=0), dict(lr=-1), dict(alpha=0, task=0), dict(steps=2, epochs=1.0)):
+        with pytest.raises(PelaError):
+            DistillConfig(**kwargs)
