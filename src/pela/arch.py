@@ -183,3 +183,14 @@ def block_output(output: Any) -> torch.Tensor:
     if hasattr(output, "values"):
         return next(v for v in output.values() if torch.is_tensor(v))
     raise PelaError(f"cannot read hidden states from a block output of type {type(output).__name__}")
+
+
+def output_tensors(output: Any) -> list[torch.Tensor]:
+    """Every tensor in a model output (a tensor, a tuple/list, or a dict-like ModelOutput), nested."""
+    if torch.is_tensor(output):
+        return [output]
+    if isinstance(output, (tuple, list)):
+        return [t for o in output for t in output_tensors(o)]
+    if hasattr(output, "values"):
+        return [t for o in output.values() for t in output_tensors(o)]
+    return []

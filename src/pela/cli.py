@@ -146,10 +146,11 @@ def distill(
     collate = Collator(student_model, max_length=max_length)
     info = {"student": str(Path(student).resolve()), "teacher": teacher, "data": str(Path(data).resolve())}
     result = _distill(student_model, teacher_model, ds, config, collate_fn=collate, out=out, resume=resume, progress=True, run_info=info)
-    from accelerate import PartialState
+    from .distill import partial_state
 
-    if PartialState().is_main_process:
-        save_into(student_model, out, extra={"distill": {**config.to_dict(), "final": result.history[-1] if result.history else {}}})
+    if partial_state().is_main_process:
+        save_into(student_model, out, extra={"distill": {**config.to_dict(), "final": result.history[-1] if result.history else {},
+                                                         "processes": len(result.rank_checksums), "rank_checksums": result.rank_checksums}})
         from .checkpoint import remove_checkpoints
 
         remove_checkpoints(out / "checkpoints")
@@ -161,12 +162,11 @@ def distill(
 def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
     import shutil
 
-    from accelerate import PartialState
-
     from .checkpoint import latest_checkpoint
+    from .distill import partial_state
     from .io import check_output_dir
 
-    state = PartialState()
+    state = partial_state()
     if resume:
         if not out.is_dir() or latest_checkpoint(out / "checkpoints") is None:
             raise PelaError(f"no checkpoint to resume from in {out}")

@@ -29,7 +29,6 @@ from ._progress import progress_bar
 from .errors import PelaError
 from .layers import LowRankLinear
 
-LOSS_TERMS = ("feature", "logit", "task", "weight_reg")
 
 
 @dataclass(frozen=True)
@@ -91,6 +90,7 @@ class DistillResult:
     seconds: float
     items_per_s: float
     history: list[dict[str, float]] = field(default_factory=list)  # the logged metrics
+    rank_checksums: list[float] = field(default_factory=list)  # one per process: all equal
 
 
 # ---------------------------------------------------------------- losses (pure functions)
@@ -230,7 +230,14 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
         raise PelaError(f"found no Transformer blocks in {type(student).__name__}; name them with --blocks REGEX")
     if accelerator is None:
         mp = config.mixed_precision if config.mixed_precision != "auto" else ("bf16" if torch.cuda.is_available() else "no")
-        accelerator = Accelerator(mixed_precision=mp, split_batches=True)
+        from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
+
+        # parts of a model can sit out a distillation step (BERT's pooler, a head with beta=task=0)
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+        accelerator = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp],
+                                  dataloader_config=DataLoaderConfiguration(split_batches=True))  # --batch-size is global
+    if not accelerator.split_batches:
+        raise PelaError("the Accelerator passed to distill must split batches (DataLoaderConfiguration(split_batches=True))")
     if config.batch_size % (accelerator.num_processes * config.grad_accum):
         raise PelaError(f"batch size {config.batch_size} must divide evenly over {accelerator.num_processes} processes × {config.grad_accum} accumulation steps")
     set_seed(config.seed)
@@ -262,7 +269,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
             for step, batch in zip(range(start, total), loader):
                 torch.manual_seed(config.seed * 1_000_003 + step)  # dropout masks depend on the step alone: resume is exact
                 micro = _split(batch, config.grad_accum)
-                sums = dict.fromkeys(LOSS_TERMS, 0.0)
+                sums: dict[str, float] = {}
                 for i, mb in enumerate(micro):
                     mb_labels = mb.pop("labels", None)
                     sync = accelerator.no_sync(model) if i < len(micro) - 1 else _nullcontext()
@@ -270,16 +277,19 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
                         with torch.no_grad():
                             t_out = arch.main_output(arch.forward(teacher, mb))
                         t_feats = t_capture.take()
-                        s_out = arch.main_output(arch.forward(model, mb))
+                        s_raw = arch.forward(model, mb)
+                        s_out = arch.main_output(s_raw)
                         s_feats = s_capture.take()
                         terms = _loss_terms(config, s_feats, t_feats, s_out, t_out, mb_labels, teacher_w)
                         loss = sum(config_weight(config, k) * v for k, v in terms.items()) / len(micro)
+                        # every output takes part (times 0) so DistributedDataParallel sees each used parameter get a gradient
+                        loss = loss + 0.0 * sum(o.float().sum() for o in arch.output_tensors(s_raw) if o.requires_grad)
                         if not torch.isfinite(loss):
                             raise PelaError(f"loss became {float(loss.detach())} at step {step + 1}; stopped"
                                             + (f", the last good checkpoint is kept in {out / 'checkpoints'}" if out and config.save_every else ""))
                         accelerator.backward(loss)
                     for k, v in terms.items():
-                        sums[k] += float(v.detach()) / len(micro)
+                        sums[k] = sums.get(k, 0.0) + float(v.detach()) / len(micro)
                 if config.clip:
                     accelerator.clip_grad_norm_(model.parameters(), config.clip)
                 optimizer.step()
@@ -290,10 +300,10 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
                 done = step + 1
                 if done % config.log_every == 0 or done == total:
                     row = {"step": done, "loss": sum(config_weight(config, k) * v for k, v in sums.items()),
-                           **{k: v for k, v in sums.items() if config_weight(config, k) > 0}, "lr": scheduler.get_last_lr()[0], "items_per_s": rate}
+                           **sums, "lr": scheduler.get_last_lr()[0], "items_per_s": rate}
                     history.append(row)
                     log.write(row)
-                advance(info=" ".join(f"{k} {v:.4g}" for k, v in sums.items() if config_weight(config, k) > 0) + f" | {rate:.1f} items/s")
+                advance(info=" ".join(f"{k} {v:.4g}" for k, v in sums.items()) + f" | {rate:.1f} items/s")
                 if out and config.save_every and done % config.save_every == 0 and done < total:
                     accelerator.wait_for_everyone()
                     if accelerator.is_main_process:
@@ -307,7 +317,24 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     seconds = time.perf_counter() - began
     student = accelerator.unwrap_model(model)
     student.eval()
-    return DistillResult(total, seconds, seen / max(seconds, 1e-9), history)
+    checksums = _rank_checksums(student, accelerator)
+    if len(set(checksums)) > 1:
+        raise PelaError(f"the {len(checksums)} processes ended with different students (checksums {checksums})")
+    return DistillResult(total, seconds, seen / max(seconds, 1e-9), history, checksums)
+
+
+def partial_state() -> Any:
+    """Accelerate's process state; on a machine without a GPU, processes started by torchrun use gloo."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _rank_checksums(model: nn.Module, accelerator: Any) -> list[float]:
+    """One float64 checksum of the student's weights per process, to prove every rank agrees."""
+    with torch.no_grad():
+        local = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1).to(accelerator.device)
+    return [float(x) for x in accelerator.gather(local).cpu()]
 
 
 class _nullcontext:

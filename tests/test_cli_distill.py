@@ -1,0 +1,102 @@
+"""`pela distill` and `pela compare` end to end, including a 2-process Accelerate run on CPU (gloo)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import pela
+from pela.cli import main
+
+WORDS = [f"w{i}" for i in range(95)]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from transformers import BertConfig, BertModel
+
+    root = tmp_path_factory.mktemp("distill")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                     max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    BertModel(cfg).save_pretrained(root / "teacher")
+    (root / "teacher" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS))
+    g = torch.Generator().manual_seed(0)
+    lines = [" ".join(WORDS[int(i)] for i in torch.randint(0, 95, (6,), generator=g)) for _ in range(64)]  # equal lengths
+    (root / "text.txt").write_text("\n".join(lines) + "\n")
+    assert main(["compress", str(root / "teacher"), "--out", str(root / "student"), "--ratio", "4", "--align", "1"]) == 0
+    return root
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_distill_and_compare(setup, tmp_path, capsys):
+    code, out, _ = run(capsys, "compare", setup / "student", setup / "teacher", "--data", setup / "text.txt", "--json")
+    before = json.loads(out)["mean_mse"]
+    code, out, err = run(capsys, "distill", "--student", setup / "student", "--teacher", setup / "teacher", "--data", setup / "text.txt",
+                         "--out", tmp_path / "o", "--steps", 30, "--batch-size", 16, "--lr", 3e-4, "--log-every", 5)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 30 and "feature" in rows[-1]
+    meta = json.loads((tmp_path / "o" / "pela.json").read_text())
+    assert meta["distill"]["steps"] == 30 and not (tmp_path / "o" / "checkpoints").exists()
+    code, out, _ = run(capsys, "compare", tmp_path / "o", setup / "teacher", "--data", setup / "text.txt", "--json")
+    after = json.loads(out)
+    assert after["mean_mse"] < 0.5 * before
+    assert len(after["blocks"]) == 2 and {"mse", "cosine"} <= set(after["blocks"][0])
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--steps", "0"], "steps must be an integer >= 1"),
+    (["--batch-size", "0"], "batch_size must be"),
+    (["--lr", "nan"], "lr must be"),
+    (["--alpha", "0", "--task-weight", "0"], "nothing to train"),
+    (["--max-length", "0"], "--max-length must be >= 1"),
+    (["--resume"], "no checkpoint to resume from"),
+])
+def test_distill_user_errors(setup, tmp_path, capsys, args, fragment):
+    code, _, err = run(capsys, "distill", "--student", setup / "student", "--teacher", setup / "teacher", "--data", setup / "text.txt",
+                       "--out", tmp_path / "o", *args)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and fragment in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_distill_input_errors(setup, tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("")
+    cases = [
+        (["--student", setup / "teacher", "--teacher", setup / "teacher", "--data", setup / "text.txt"], "is not a directory written by pela"),
+        (["--student", setup / "student", "--teacher", setup / "teacher", "--data", tmp_path / "empty.txt"], "is empty"),
+        (["--student", setup / "student", "--teacher", setup / "teacher", "--data", tmp_path / "missing.txt"], "does not exist"),
+        (["--student", setup / "student", "--teacher", setup / "student", "--data", setup / "text.txt"], "teacher is itself compressed"),
+    ]
+    for args, fragment in cases:
+        code, _, err = run(capsys, "distill", *args, "--out", tmp_path / "o", "--steps", 1, "--batch-size", 8)
+        assert code == 2 and fragment in err and err.count("\n") == 1, (args, err)
+        shutil.rmtree(tmp_path / "o", ignore_errors=True)
+
+
+def test_two_processes_match_one(setup, tmp_path):
+    """torchrun + Accelerate, 2 CPU processes (gloo), global batch 8: identical ranks, same student as 1 process."""
+    common = ["distill", "--student", str(setup / "student"), "--teacher", str(setup / "teacher"), "--data", str(setup / "text.txt"),
+              "--steps", "6", "--batch-size", "8", "--lr", "1e-3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "pela", *common, "--out", str(tmp_path / "one")], capture_output=True, text=True, env=env)
+    assert single.returncode == 0, single.stderr[-2000:]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "pela"]
+    multi = subprocess.run([*launch, *common, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    meta = json.loads((tmp_path / "two" / "pela.json").read_text())["distill"]
+    assert meta["processes"] == 2 and meta["rank_checksums"][0] == meta["rank_checksums"][1]
+    one, two = pela.load(tmp_path / "one"), pela.load(tmp_path / "two")
+    start = pela.load(setup / "student")
+    moved = max(float((a - b).abs().max()) for a, b in zip(one.state_dict().values(), start.state_dict().values()))
+    gap = max(float((a - b).abs().max()) for a, b in zip(one.state_dict().values(), two.state_dict().values()))
+    assert moved > 1e-3 and gap < 1e-5 * max(1.0, moved * 100)
