@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 # torchvision matching that torch, without its (CUDA-linked) dependency pins; see tools/torchvision_cpu_shim.py.
 TORCHVISION := torchvision==0.28.0
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install test demo bench clean
 
@@ -18,6 +19,8 @@ $(STAMP): pyproject.toml Makefile tools/install_torchvision_shim.py tools/torchv
 	$(PIP) --no-deps $(TORCHVISION)
 	$(PIP) -e '.[test,demo]'
 	$(PY) tools/install_torchvision_shim.py
+	@# real data for the demo and benchmarks (Debian): WordNet glosses
+	test -f /usr/share/wordnet/data.noun || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wordnet-base; }
 	touch $(STAMP)
 
 test: install
@@ -29,6 +32,8 @@ demo: install
 bench: install
 	$(PY) benchmarks/factorize_speed.py
 	bash benchmarks/compressed_speed.sh cpu
+	$(PY) benchmarks/distill_throughput.py
+	$(PY) benchmarks/minilm_distill.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

@@ -92,3 +92,16 @@ def test_text_is_truncated_to_the_models_limit(hf_bert_dir):
     model = pela.load_model(str(hf_bert_dir))
     batch = Collator(model, max_length=16)([{"text": " ".join(["w1"] * 500)}, {"text": "w2"}])
     assert batch["input_ids"].shape == (2, 16)
+
+
+def test_image_caption_pairs(tmp_path, hf_bert_dir):
+    from transformers import AutoTokenizer
+
+    Image.new("RGB", (40, 40), "red").save(tmp_path / "a.png")
+    (tmp_path / "pairs.jsonl").write_text(json.dumps({"image": "a.png", "text": "w1 w2"}) + "\n")
+    ds = load_dataset(tmp_path / "pairs.jsonl")
+    assert ds[0]["text"] == "w1 w2" and ds[0]["image"].size == (40, 40)
+    collate = Collator(timm_vit(), tokenizer=AutoTokenizer.from_pretrained(hf_bert_dir),
+                       image_transform=lambda im: torch.zeros(3, 32, 32))
+    batch = collate([ds[0], ds[0]])
+    assert batch["input_ids"].shape[0] == 2 and batch["pixel_values"].shape == (2, 3, 32, 32)

@@ -6,6 +6,7 @@ User mistakes print one ``error: …`` line on stderr and exit with code 2; noth
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -232,6 +233,13 @@ def _one_line(e: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app and turns user mistakes into ``error: …`` and exit code 2."""
     args = (sys.argv[1:] if argv is None else argv) or ["--help"]
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # pela reports what matters itself
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     try:
         app(args=args, prog_name="pela", standalone_mode=False)
     except typer.Exit as e:

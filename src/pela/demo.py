@@ -28,6 +28,29 @@ def minilm_dir() -> Path:
     return path
 
 
+WORDNET = Path("/usr/share/wordnet")
+
+
+def wordnet_glosses(root: Path = WORDNET) -> list[tuple[str, int, str]]:
+    """``(gloss, lexicographer category, split)`` for every synset in Debian's ``wordnet-base``.
+
+    The split is fixed and documented: a synset whose byte offset is divisible by 5 is ``test``,
+    every other one ``train``. Field 2 of a data line is the category (0–44); the gloss follows ``|``.
+    """
+    out = []
+    for pos in ("noun", "verb", "adj", "adv"):
+        path = root / f"data.{pos}"
+        if not path.is_file():
+            raise PelaError(f"{path} is missing: install Debian's wordnet-base (make install does)")
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("  ") or " | " not in line:
+                continue  # the licence header
+            fields = line.split(" ", 2)
+            gloss = line.split(" | ", 1)[1].strip()
+            out.append((gloss, int(fields[1]), "test" if int(fields[0]) % 5 == 0 else "train"))
+    return out
+
+
 def run_demo(out: Path, quick: bool = False, console: Console | None = None) -> dict:
     from . import compress, load, load_model, save_pretrained
     from .bench import benchmark
