@@ -147,7 +147,7 @@ def distill(
     collate = Collator(student_model, max_length=max_length)
     info = {"student": str(Path(student).resolve()), "teacher": teacher, "data": str(Path(data).resolve())}
     result = _distill(student_model, teacher_model, ds, config, collate_fn=collate, out=out, resume=resume, progress=True, run_info=info)
-    from .distill import partial_state
+    from .train import partial_state
 
     if partial_state().is_main_process:
         save_into(student_model, out, extra={"distill": {**config.to_dict(), "final": result.history[-1] if result.history else {},
@@ -164,7 +164,7 @@ def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
     import shutil
 
     from .checkpoint import latest_checkpoint
-    from .distill import partial_state
+    from .train import partial_state
     from .io import check_output_dir
 
     state = partial_state()
