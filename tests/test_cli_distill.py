@@ -125,3 +125,21 @@ def test_sigkill_then_resume_is_bitwise(setup, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = pela.load(tmp_path / "straight"), pela.load(tmp_path / "killed")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_finetune_and_eval_cli(setup, tmp_path, capsys):
+    lines = (setup / "text.txt").read_text().splitlines()
+    rows = [json.dumps({"text": line, "label": "even" if int(line.split()[0][1:]) % 2 == 0 else "odd"}) for line in lines]
+    (tmp_path / "train.jsonl").write_text("\n".join(rows) + "\n")
+    code, out, err = run(capsys, "finetune", setup / "student", "--data", tmp_path / "train.jsonl", "--eval-data", tmp_path / "train.jsonl",
+                         "--out", tmp_path / "ft", "--epochs", 2, "--batch-size", 16, "--lr", 1e-3, "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["eval"]["samples"] == 64 and 0 <= summary["eval"]["accuracy"] <= 1
+    code, out, err = run(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--json")
+    assert code == 0, err
+    assert json.loads(out)["accuracy"] == summary["eval"]["accuracy"]
+    code, _, err = run(capsys, "finetune", setup / "student", "--data", setup / "text.txt", "--out", tmp_path / "x", "--steps", 1)
+    assert code == 2 and "labelled data" in err
+    code, _, err = run(capsys, "eval", setup / "teacher", "--data", tmp_path / "train.jsonl")
+    assert code == 2 and "fine-tune it first" in err

@@ -12,10 +12,11 @@ from .config import LowRankConfig
 from .distill import DistillConfig, distill
 from .errors import PelaError
 from .factorize import compress
+from .finetune import FinetuneConfig, evaluate, finetune
 from .io import load, save_pretrained
 from .layers import LowRankLinear
 from .loading import load_model
 from .report import CompressionReport
 
 __version__ = "0.1.0"
-__all__ = ["DistillConfig", "LowRankConfig", "compare", "distill", "LowRankLinear", "CompressionReport", "PelaError", "compress", "load", "load_model", "save_pretrained"]
+__all__ = ["DistillConfig", "FinetuneConfig", "LowRankConfig", "compare", "distill", "evaluate", "finetune", "LowRankLinear", "CompressionReport", "PelaError", "compress", "load", "load_model", "save_pretrained"]

@@ -194,3 +194,44 @@ def output_tensors(output: Any) -> list[torch.Tensor]:
     if hasattr(output, "values"):
         return [t for o in output.values() for t in output_tensors(o)]
     return []
+
+
+def hidden_size(model: nn.Module) -> int | None:
+    """Width of a model's hidden states (Hugging Face config, or timm's ``num_features``)."""
+    cfg = getattr(model, "config", None)
+    for c in (cfg, getattr(cfg, "text_config", None)):
+        for attr in ("hidden_size", "d_model", "n_embd", "dim"):
+            if isinstance(getattr(c, attr, None), int):
+                return getattr(c, attr)
+    return getattr(model, "num_features", None)
+
+
+def with_classifier(model: nn.Module, num_classes: int, pooling: str = "mean") -> nn.Module:
+    """``model`` with a classification head of ``num_classes`` outputs.
+
+    timm models get ``reset_classifier`` (their own head); Hugging Face ``*ForSequenceClassification``
+    and ``*ForImageClassification`` models with that many labels are used as they are; any other
+    model is wrapped in `pela.layers.SequenceClassifier` (pooled hidden states → linear head).
+    """
+    from .layers import SequenceClassifier
+
+    if isinstance(model, SequenceClassifier):
+        if model.num_classes != num_classes:
+            raise PelaError(f"model has a {model.num_classes}-class head but the data has {num_classes} classes")
+        return model
+    if hasattr(model, "reset_classifier") and hasattr(model, "num_classes"):  # timm
+        if model.num_classes != num_classes:
+            model.reset_classifier(num_classes)
+            source = dict(getattr(model, "pela_source", None) or {})
+            if source.get("kind") == "timm":
+                model.pela_source = {**source, "kwargs": {**source.get("kwargs", {}), "num_classes": num_classes}}
+        return model
+    name = type(model).__name__
+    if name.endswith(("ForSequenceClassification", "ForImageClassification")) and getattr(model.config, "num_labels", None) == num_classes:
+        return model
+    hidden = hidden_size(model)
+    if hidden is None:
+        raise PelaError(f"cannot tell the hidden size of {name} to add a classification head")
+    wrapped = SequenceClassifier(model, hidden, num_classes, pooling)
+    wrapped.pela_files = getattr(model, "pela_files", None)
+    return wrapped

@@ -215,6 +215,95 @@ def compare(
 
 
 @app.command()
+def finetune(
+    model: str = typer.Argument(..., help="a pela student, or any model source (to compare under one recipe)"),
+    data: Path = typer.Option(..., "--data", help="labelled data: image folder, Fashion-MNIST idx, or CSV/JSONL with text and label"),
+    out: Path = typer.Option(..., "--out", help="directory for checkpoints, metrics and the fine-tuned model"),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="labelled data to evaluate on at the end"),
+    steps: Optional[int] = typer.Option(None, help="optimizer steps (default: one epoch)"),
+    epochs: Optional[float] = typer.Option(None, help="epochs over the data, instead of --steps"),
+    batch_size: int = typer.Option(32, "--batch-size", help="global batch per optimizer step"),
+    lr: float = typer.Option(1e-4, help="peak learning rate (AdamW, warm-up + cosine)"),
+    weight_decay: float = typer.Option(0.01, "--weight-decay"),
+    seed: int = typer.Option(0),
+    pooling: str = typer.Option("mean", help="for an added head: mean (masked mean of tokens) or cls"),
+    lora: Optional[int] = typer.Option(None, help="train only rank-R LoRA adapters (peft) and the head"),
+    grad_accum: int = typer.Option(1, "--grad-accum"),
+    mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16"),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
+    text_field: str = typer.Option("text", "--text-field"),
+    label_field: str = typer.Option("label", "--label-field"),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help="checkpoint every N steps"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUT"),
+    random_init: bool = typer.Option(False, "--random-init", help="no pretrained weights (the control)"),
+    log_every: int = typer.Option(10, "--log-every"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
+) -> None:
+    """Fine-tune a model for classification (PELA stage 3); a head is added when it has none."""
+    from .data import Collator, load_dataset
+    from .finetune import FinetuneConfig, evaluate, finetune as _finetune
+    from .io import save_into
+    from .loading import load_model
+    from .train import partial_state
+
+    config = FinetuneConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                            pooling=pooling, lora=lora, grad_accum=grad_accum, mixed_precision=mixed_precision,
+                            save_every=save_every, log_every=log_every)
+    if max_length is not None and max_length < 1:
+        raise PelaError(f"--max-length must be >= 1, got {max_length}")
+    ds = load_dataset(data, text_field=text_field, label_field=label_field)
+    test = load_dataset(eval_data, split="test", text_field=text_field, label_field=label_field) if eval_data else None
+    _prepare_run_dir(out, resume, overwrite)
+    with err_console.status(f"loading {model}"):
+        net = load_model(model, random_init=random_init)
+    tuned, result = _finetune(net, ds, config, collate_fn=Collator(net, max_length=max_length), out=out, resume=resume,
+                              progress=not as_json, run_info={"model": model, "data": str(Path(data).resolve())})
+    summary = {"steps": result.steps, "seconds": result.seconds, "items_per_s": result.items_per_s,
+               "final": result.history[-1] if result.history else {}}
+    if test is not None:
+        summary["eval"] = evaluate(tuned, test, collate_fn=Collator(tuned, max_length=max_length))
+    if partial_state().is_main_process:
+        from .checkpoint import remove_checkpoints
+
+        save_into(tuned, out, extra={"finetune": {**config.to_dict(), **summary}})
+        remove_checkpoints(out / "checkpoints")
+        if as_json:
+            print(json.dumps(summary, indent=2))
+        else:
+            acc = f"; accuracy {summary['eval']['accuracy']:.4f} on {summary['eval']['samples']} examples" if test is not None else ""
+            out_console.print(f"fine-tuned {result.steps} steps in {result.seconds:.0f}s{acc}; saved to {out}")
+
+
+@app.command(name="eval")
+def eval_(
+    model: str = typer.Argument(..., help="a fine-tuned model directory, or any model source with a head"),
+    data: Path = typer.Option(..., "--data", help="labelled data"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    max_length: Optional[int] = typer.Option(None, "--max-length"),
+    split: str = typer.Option("test", help="split of Fashion-MNIST idx data (train or test)"),
+    as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON on stdout"),
+) -> None:
+    """Accuracy (top-1, top-5), loss, parameters and throughput of a classifier."""
+    from .data import Collator, load_dataset
+    from .finetune import evaluate
+    from .loading import load_model
+
+    if batch_size < 1:
+        raise PelaError(f"--batch-size must be >= 1, got {batch_size}")
+    ds = load_dataset(data, split=split)
+    net = load_model(model)
+    metrics = evaluate(net, ds, collate_fn=Collator(net, max_length=max_length), batch_size=batch_size)
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+        return
+    table = Table("metric", "value", title=f"pela eval ({metrics['samples']} examples)")
+    for k, v in metrics.items():
+        table.add_row(k, "n/a" if v is None else (f"{v:,}" if isinstance(v, int) else f"{v:.4f}"))
+    out_console.print(table)
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="where the demo writes its models and report"),
     quick: bool = typer.Option(False, "--quick", help="a small slice, for smoke tests"),

@@ -195,13 +195,18 @@ def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None) -
 
     from .loading import source_of
 
-    source = source_of(model)
-    meta = {"format": "pela", "version": FORMAT_VERSION, "source": source,
+    from .layers import SequenceClassifier
+
+    backbone = model.backbone if isinstance(model, SequenceClassifier) else model
+    source = source_of(backbone)
+    head = ({"hidden": model.hidden, "num_classes": model.num_classes, "pooling": model.pooling}
+            if isinstance(model, SequenceClassifier) else None)
+    meta = {"format": "pela", "version": FORMAT_VERSION, "source": source, "head": head,
             "factorized": factorized_layers(model), **(extra or {})}
     save_model(model, str(target / WEIGHTS_NAME))
     if source and source.get("kind") == "hf":
-        model.config.to_json_file(str(target / "config.json"))
-        files_from = getattr(model, "pela_files", None)
+        backbone.config.to_json_file(str(target / "config.json"))
+        files_from = getattr(backbone, "pela_files", None)
         for name in COMPANION_FILES if files_from else ():
             if (Path(files_from) / name).is_file():
                 shutil.copy(Path(files_from) / name, target / name)
@@ -266,9 +271,16 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
         if not meta.get("source"):
             raise PelaError(f"{path} does not record its architecture; pass the dense model: pela.load(dir, model=...)")
         model = build_architecture(meta["source"], path)
+        model.pela_source = meta["source"]
+        if meta.get("head"):
+            from .layers import SequenceClassifier
+
+            model = SequenceClassifier(model, **meta["head"])
     apply_structure(model, meta["factorized"])
     load_weights(model, path / WEIGHTS_NAME)
-    model.pela_source = meta.get("source")
+    if meta.get("source"):
+        getattr(model, "backbone", model).pela_source = meta["source"]
     if (path / "config.json").is_file():
         model.pela_files = str(path)
+        getattr(model, "backbone", model).pela_files = str(path)
     return model.eval()

@@ -56,3 +56,38 @@ class LowRankLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, bias={self.b.bias is not None}"
+
+
+class SequenceClassifier(nn.Module):
+    """A backbone without a classification head, plus one: pooled hidden states → `nn.Linear`.
+
+    ``pooling="mean"`` averages the tokens the attention mask keeps; ``"cls"`` takes the first token.
+    Used by `pela.finetune` for models that have no head of the right size.
+    """
+
+    def __init__(self, backbone: nn.Module, hidden: int, num_classes: int, pooling: str = "mean"):
+        super().__init__()
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+        self.backbone, self.pooling = backbone, pooling
+        self.hidden, self.num_classes = hidden, num_classes
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        from .arch import block_output
+
+        out = self.backbone(*args, **kwargs)
+        h = getattr(out, "last_hidden_state", None)
+        h = block_output(out) if h is None else h
+        if h.dim() == 2:  # already pooled
+            return self.head(h)
+        if self.pooling == "cls":
+            return self.head(h[:, 0])
+        mask = kwargs.get("attention_mask")
+        if mask is None:
+            return self.head(h.mean(1))
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return self.head((h * m).sum(1) / m.sum(1).clamp_min(1))
+
+    def extra_repr(self) -> str:
+        return f"pooling={self.pooling!r}, num_classes={self.num_classes}"

@@ -1,0 +1,139 @@
+"""Stage 3 of PELA: fine-tune the student (or any model, so the two compare under one recipe).
+
+`finetune` adds a classification head where the model has none of the right size
+(`pela.arch.with_classifier`), optionally trains only LoRA adapters (peft) on top of it, and runs the
+shared loop `pela.train.fit` with cross-entropy. `evaluate` reports accuracy, loss, size and speed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from . import arch
+from .errors import PelaError
+from .layers import SequenceClassifier
+from .train import TrainConfig, TrainResult, fit
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(TrainConfig):
+    """`TrainConfig` plus the head and the optional LoRA adapters."""
+
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    pooling: str = "mean"  # for an added head: "mean" (masked mean of the tokens) or "cls"
+    lora: int | None = None  # train only rank-R LoRA adapters (peft) and the head
+    lora_alpha: float = 16.0
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pooling not in ("mean", "cls"):
+            raise PelaError(f"pooling must be mean or cls, got {self.pooling!r}")
+        if self.lora is not None and (not isinstance(self.lora, int) or self.lora < 1):
+            raise PelaError(f"lora must be an integer rank >= 1, got {self.lora!r}")
+        if not (0 <= self.label_smoothing < 1):
+            raise PelaError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+
+
+def _head_names(model: nn.Module) -> list[str]:
+    if isinstance(model, SequenceClassifier):
+        return ["head"]
+    get = getattr(model, "get_classifier", None)
+    if callable(get):  # timm
+        head = get()
+        return [n for n, m in model.named_modules() if m is head and n]
+    return [n for n in ("classifier", "score") if isinstance(getattr(model, n, None), nn.Module)]
+
+
+def _add_lora(model: nn.Module, rank: int, alpha: float) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    heads = _head_names(model)
+    targets = [n for n, m in model.named_modules()
+               if isinstance(m, nn.Linear) and not any(n == h or n.startswith(h + ".") for h in heads)]
+    if not targets:
+        raise PelaError("found no linear layers to put LoRA adapters on")
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, modules_to_save=heads or None)
+    return get_peft_model(model, config)
+
+
+def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = None, *, num_classes: int | None = None,
+             collate_fn: Callable | None = None, out: str | Path | None = None, resume: bool = False, progress: bool = False,
+             run_info: dict[str, Any] | None = None, accelerator: Any = None) -> tuple[nn.Module, TrainResult]:
+    """Fine-tune ``model`` for classification on labelled ``data``; returns ``(model, result)``.
+
+    The returned model has its head (and, with ``config.lora``, the LoRA adapters merged back into
+    the weights, so it has exactly the parameters of the input model plus the head).
+    """
+    from .data import Collator, dataset_classes
+
+    config = config or FinetuneConfig()
+    classes = dataset_classes(data)
+    if num_classes is None:
+        if classes is None:
+            raise PelaError("fine-tuning needs labelled data (class sub-folders, idx labels, or a label field)")
+        num_classes = len(classes)
+    if num_classes < 2:
+        raise PelaError(f"fine-tuning needs at least 2 classes, the data has {num_classes}")
+    model = arch.with_classifier(model, num_classes, config.pooling)
+    collate_fn = collate_fn or Collator(model)
+    trained = _add_lora(model, config.lora, config.lora_alpha) if config.lora else model
+
+    def step_loss(m: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[Any, dict[str, torch.Tensor]]:
+        labels = batch.pop("labels", None)
+        if labels is None:
+            raise PelaError("fine-tuning needs labelled data; this batch has no labels")
+        outputs = arch.forward(m, batch)
+        logits = arch.main_output(outputs)
+        return outputs, {"task": F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)}
+
+    result = fit(trained, data, collate_fn, config, step_loss, {"task": 1.0}, out=Path(out) if out else None, resume=resume,
+                 progress=progress, run_info=run_info, accelerator=accelerator, description="fine-tuning")
+    if config.lora:
+        model = trained.merge_and_unload()
+    return model.eval(), result
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Dataset, *, collate_fn: Callable | None = None, batch_size: int = 64,
+             device: str | None = None) -> dict[str, Any]:
+    """Top-1 (and top-5 with more than 5 classes) accuracy, mean cross-entropy, parameters, items/s."""
+    from .data import Collator
+
+    if batch_size < 1:
+        raise PelaError(f"batch size must be >= 1, got {batch_size}")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.eval().to(dev)
+    loader = DataLoader(data, batch_size=batch_size, collate_fn=collate_fn or Collator(model))
+    correct1 = correct5 = loss = n = 0.0
+    began = time.perf_counter()
+    for batch in loader:
+        labels = batch.pop("labels", None)
+        if labels is None:
+            raise PelaError("evaluation needs labelled data")
+        batch = {k: v.to(dev) for k, v in batch.items()}
+        logits = arch.main_output(arch.forward(model, batch)).float()
+        labels = labels.to(dev)
+        if logits.dim() != 2 or logits.shape[1] <= int(labels.max()):
+            raise PelaError(f"model outputs {tuple(logits.shape)} but labels go up to {int(labels.max())}; fine-tune it first")
+        loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct1 += float((top[:, 0] == labels).sum())
+        correct5 += float((top == labels[:, None]).any(1).sum())
+        n += len(labels)
+    seconds = time.perf_counter() - began
+    classes = logits.shape[1]
+    return {"samples": int(n), "accuracy": correct1 / n, "top5": correct5 / n if classes > 5 else None, "loss": loss / n,
+            "params": sum(p.numel() for p in model.parameters()),
+            "params_linear": sum(p.numel() for m in model.modules() if arch.linear_weight(m) is not None for p in m.parameters(recurse=False)),
+            "items_per_s": n / max(seconds, 1e-9)}

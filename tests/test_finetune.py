@@ -1,0 +1,97 @@
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+import pela
+from pela import FinetuneConfig, LowRankConfig, PelaError
+from pela.layers import SequenceClassifier
+
+from conftest import hf_bert, timm_vit
+
+
+class Labelled(Dataset):
+    """Token sequences whose class is decided by the first token: learnable in a few steps."""
+
+    classes = ["a", "b", "c"]
+
+    def __init__(self, n=96, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.y = torch.randint(0, 3, (n,), generator=g)
+        self.ids = torch.randint(10, 100, (n, 8), generator=g)
+        self.ids[:, 0] = self.y + 1
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "attention_mask": torch.ones(8, dtype=torch.long), "labels": self.y[i]}
+
+
+class Images(Dataset):
+    classes = [str(i) for i in range(4)]
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, i):
+        return {"pixel_values": torch.full((3, 32, 32), float(i % 4)), "labels": torch.tensor(i % 4)}
+
+
+def stack(examples):
+    return {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def test_finetune_learns_and_saves(tmp_path):
+    torch.manual_seed(0)
+    model = hf_bert()
+    pela.compress(model, LowRankConfig(align=1))
+    data = Labelled()
+    before = pela.evaluate(SequenceClassifier(hf_bert(), 32, 3), data, collate_fn=stack)
+    model, result = pela.finetune(model, data, FinetuneConfig(epochs=8, batch_size=16, lr=2e-3), collate_fn=stack)
+    metrics = pela.evaluate(model, data, collate_fn=stack)
+    assert isinstance(model, SequenceClassifier) and metrics["accuracy"] >= 0.9 > before["accuracy"]
+    assert metrics["top5"] is None and metrics["params"] == sum(p.numel() for p in model.parameters())
+    pela.save_pretrained(model, tmp_path / "m")  # head, factorized backbone and its HF config
+    loaded = pela.load(tmp_path / "m")
+    batch = stack([data[i] for i in range(4)])
+    batch.pop("labels")
+    with torch.no_grad():
+        assert torch.equal(loaded(**batch), model(**batch))
+
+
+def test_timm_head_is_reset_and_recorded():
+    model = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
+    model, _ = pela.finetune(model, Images(), FinetuneConfig(steps=2, batch_size=8), collate_fn=stack)
+    assert model.num_classes == 4 and model.pela_source["kwargs"]["num_classes"] == 4
+
+
+def test_lora_trains_adapters_and_merges_back():
+    torch.manual_seed(0)
+    model = hf_bert()
+    pela.compress(model, LowRankConfig(align=1))
+    n_before = sum(p.numel() for p in model.parameters())
+    backbone_before = {k: v.clone() for k, v in model.state_dict().items()}
+    model, _ = pela.finetune(model, Labelled(), FinetuneConfig(steps=3, batch_size=16, lr=1e-2, lora=4), collate_fn=stack)
+    assert isinstance(model, SequenceClassifier)
+    assert sum(p.numel() for p in model.parameters()) == n_before + 32 * 3 + 3  # adapters merged, only the head added
+    after = model.backbone.state_dict()
+    changed = [k for k, v in backbone_before.items() if not torch.equal(v, after[k])]
+    assert changed and all(".a." in k or ".b." in k or "dense" in k or "query" in k or "key" in k or "value" in k for k in changed)
+
+
+def test_errors():
+    class Unlabelled(Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return {"input_ids": torch.arange(4)}
+
+    with pytest.raises(PelaError, match="labelled"):
+        pela.finetune(hf_bert(), Unlabelled(), FinetuneConfig(steps=1, batch_size=4), collate_fn=stack)
+    with pytest.raises(PelaError, match="pooling"):
+        FinetuneConfig(pooling="max")
+    with pytest.raises(PelaError, match="lora"):
+        FinetuneConfig(lora=0)
+    with pytest.raises(PelaError, match="fine-tune it first"):
+        pela.evaluate(hf_bert(), Labelled(), collate_fn=stack)
