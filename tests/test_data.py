@@ -105,3 +105,14 @@ def test_image_caption_pairs(tmp_path, hf_bert_dir):
                        image_transform=lambda im: torch.zeros(3, 32, 32))
     batch = collate([ds[0], ds[0]])
     assert batch["input_ids"].shape[0] == 2 and batch["pixel_values"].shape == (2, 3, 32, 32)
+
+
+def test_evaluation_data_keeps_the_training_label_mapping(tmp_path):
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps({"text": "t", "label": c}) for c in "abc"))
+    (tmp_path / "test.jsonl").write_text(json.dumps({"text": "t", "label": "c"}) + "\n")
+    train = load_dataset(tmp_path / "train.jsonl")
+    assert load_dataset(tmp_path / "test.jsonl")[0]["label"] == 0  # alone, 'c' would be class 0 ...
+    assert load_dataset(tmp_path / "test.jsonl", classes=train.classes)[0]["label"] == 2  # ... but it is class 2
+    (tmp_path / "other.jsonl").write_text(json.dumps({"text": "t", "label": "z"}) + "\n")
+    with pytest.raises(PelaError, match="'z' is not one of the 3 classes"):
+        load_dataset(tmp_path / "other.jsonl", classes=train.classes)

@@ -125,6 +125,7 @@ def distill(
     blocks: Optional[str] = typer.Option(None, help="regex naming the blocks to match (default: found automatically)"),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
     log_every: int = typer.Option(10, "--log-every"),
+    group_by_length: bool = typer.Option(False, "--group-by-length", help="batch texts of similar length (less padding)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
 ) -> None:
     """Intermediate pre-training (PELA stage 2): distill the student from the frozen teacher."""
@@ -135,7 +136,8 @@ def distill(
 
     config = DistillConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, alpha=alpha, beta=beta, task=task_weight,
                            gamma=gamma, epsilon=epsilon, grad_accum=grad_accum, clip=clip or None, seed=seed,
-                           mixed_precision=mixed_precision, save_every=save_every, log_every=log_every, blocks=blocks)
+                           mixed_precision=mixed_precision, save_every=save_every, log_every=log_every, blocks=blocks,
+                           group_by_length=group_by_length)
     if max_length is not None and max_length < 1:
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
     if not is_pela_dir(student):
@@ -237,6 +239,7 @@ def finetune(
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUT"),
     random_init: bool = typer.Option(False, "--random-init", help="no pretrained weights (the control)"),
     log_every: int = typer.Option(10, "--log-every"),
+    group_by_length: bool = typer.Option(False, "--group-by-length", help="batch texts of similar length (less padding)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
 ) -> None:
@@ -249,11 +252,14 @@ def finetune(
 
     config = FinetuneConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                             pooling=pooling, lora=lora, grad_accum=grad_accum, mixed_precision=mixed_precision,
-                            save_every=save_every, log_every=log_every)
+                            save_every=save_every, log_every=log_every, group_by_length=group_by_length)
     if max_length is not None and max_length < 1:
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
+    from .data import dataset_classes
+
     ds = load_dataset(data, text_field=text_field, label_field=label_field)
-    test = load_dataset(eval_data, split="test", text_field=text_field, label_field=label_field) if eval_data else None
+    test = (load_dataset(eval_data, split="test", text_field=text_field, label_field=label_field, classes=dataset_classes(ds))
+            if eval_data else None)
     _prepare_run_dir(out, resume, overwrite)
     with err_console.status(f"loading {model}"):
         net = load_model(model, random_init=random_init)
@@ -291,8 +297,8 @@ def eval_(
 
     if batch_size < 1:
         raise PelaError(f"--batch-size must be >= 1, got {batch_size}")
-    ds = load_dataset(data, split=split)
     net = load_model(model)
+    ds = load_dataset(data, split=split, classes=getattr(net, "pela_classes", None))
     metrics = evaluate(net, ds, collate_fn=Collator(net, max_length=max_length), batch_size=batch_size)
     if as_json:
         print(json.dumps(metrics, indent=2))
@@ -306,12 +312,14 @@ def eval_(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="where the demo writes its models and report"),
-    quick: bool = typer.Option(False, "--quick", help="a small slice, for smoke tests"),
+    quick: bool = typer.Option(False, "--quick", help="the same pipeline on a small slice, in about 2 minutes"),
+    ratio: float = typer.Option(2.0, help="compression ratio k"),
+    overwrite: bool = typer.Option(True, "--overwrite/--no-overwrite", help="replace an earlier demo run in OUT"),
 ) -> None:
-    """The PELA pipeline on the offline all-MiniLM-L6-v2 (runs offline)."""
+    """The whole PELA pipeline, offline, on all-MiniLM-L6-v2 and WordNet: compress, distill, fine-tune, compare."""
     from .demo import run_demo
 
-    run_demo(out, quick=quick, console=out_console)
+    run_demo(out, quick=quick, ratio=ratio, overwrite=overwrite, console=out_console)
 
 
 def _one_line(e: BaseException) -> str:

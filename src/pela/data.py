@@ -41,6 +41,12 @@ class TextLines(Dataset):
     def __len__(self) -> int:
         return len(self.offsets)
 
+    @property
+    def lengths(self) -> list[int]:
+        """Bytes per example (line), a cheap proxy for token count when grouping batches by length."""
+        ends = self.offsets[1:] + [self.path.stat().st_size]
+        return [e - o for o, e in zip(self.offsets, ends)]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         with open(self.path, "rb") as f:
             f.seek(self.offsets[i])
@@ -57,6 +63,10 @@ class Records(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    @property
+    def lengths(self) -> list[int]:
+        return [len(str(r[self.text_field])) for r in self.rows]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.rows[i]
         item: dict[str, Any] = {"text": str(row[self.text_field])}
@@ -65,7 +75,7 @@ class Records(Dataset):
         return item
 
 
-def _read_records(path: Path, text_field: str, label_field: str) -> Records:
+def _read_records(path: Path, text_field: str, label_field: str, classes: list[str] | None = None) -> Records:
     try:
         if path.suffix == ".jsonl":
             rows = []
@@ -90,17 +100,26 @@ def _read_records(path: Path, text_field: str, label_field: str) -> Records:
         missing = has_labels.index(False) + 1
         raise PelaError(f"{path}: record {missing} has no {label_field!r} while others do")
     labels = sorted({str(r[label_field]) for r in rows}) if all(has_labels) else None
+    if labels is not None and classes is not None:
+        unknown = sorted(set(labels) - set(classes))
+        if unknown:
+            raise PelaError(f"{path}: label {unknown[0]!r} is not one of the {len(classes)} classes the model was trained on")
+        labels = list(classes)
     return Records(rows, text_field, label_field, labels)
 
 
 class ImageFolder(Dataset):
     """Images in class sub-folders (labelled) or directly in the folder (unlabelled)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, classes: list[str] | None = None):
         subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
         if subdirs:
-            self.classes: list[str] | None = [d.name for d in subdirs]
-            self.items = [(p, i) for i, d in enumerate(subdirs) for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+            self.classes: list[str] | None = list(classes) if classes is not None else [d.name for d in subdirs]
+            unknown = [d.name for d in subdirs if d.name not in self.classes]
+            if unknown:
+                raise PelaError(f"{root}: class folder {unknown[0]!r} is not one of the {len(self.classes)} classes the model was trained on")
+            index = {c: i for i, c in enumerate(self.classes)}
+            self.items = [(p, index[d.name]) for d in subdirs for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
         else:
             self.classes = None
             self.items = [(p, None) for p in sorted(root.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
@@ -139,12 +158,14 @@ class IdxImages(Dataset):
 
     CLASSES = None
 
-    def __init__(self, images: Path, labels: Path | None):
+    def __init__(self, images: Path, labels: Path | None, classes: list[str] | None = None):
         self.images = _read_idx(images)
         self.labels = None if labels is None else _read_idx(labels)
         if self.labels is not None and len(self.labels) != len(self.images):
             raise PelaError(f"{images} has {len(self.images)} images but {labels} has {len(self.labels)} labels")
-        self.classes = None if self.labels is None else [str(c) for c in range(int(self.labels.max()) + 1)]
+        self.classes = None if self.labels is None else (list(classes) if classes is not None else [str(c) for c in range(int(self.labels.max()) + 1)])
+        if self.classes is not None and int(self.labels.max()) >= len(self.classes):
+            raise PelaError(f"{labels} has label {int(self.labels.max())}, but the model knows {len(self.classes)} classes")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -187,7 +208,8 @@ def _find_idx(root: Path, split: str) -> tuple[Path, Path | None] | None:
     return None
 
 
-def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: str = "text", label_field: str = "label") -> Dataset:
+def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: str = "text", label_field: str = "label",
+                 classes: list[str] | None = None) -> Dataset:
     """Open a dataset by path; raises `PelaError` if it is missing, unreadable or empty.
 
     * ``*.txt``: one text per line (unlabelled).
@@ -195,6 +217,9 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
       a JSONL whose records have an ``image`` field is read as image–caption pairs.
     * a directory of ``*-images-idx3-ubyte[.gz]`` files (Fashion-MNIST): ``split`` picks train/t10k.
     * any other directory: an image folder (class sub-folders, or flat and unlabelled).
+
+    ``classes`` fixes the label → index mapping (the one a model was fine-tuned with), so an
+    evaluation set that lacks some classes still lines up; otherwise classes are sorted names.
     """
     p = Path(path).expanduser()
     if not p.exists():
@@ -203,11 +228,11 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
         raise PelaError(f"dataset {p} is not readable (permission denied)")
     if p.is_dir():
         idx = _find_idx(p, split)
-        ds: Dataset = IdxImages(*idx) if idx else ImageFolder(p)
+        ds: Dataset = IdxImages(*idx, classes=classes) if idx else ImageFolder(p, classes)
     elif p.suffix == ".jsonl" and '"image"' in p.open(encoding="utf-8", errors="replace").readline():
         ds = ImageCaptions(p, text_field)
     elif p.suffix in (".jsonl", ".csv"):
-        ds = _read_records(p, text_field, label_field)
+        ds = _read_records(p, text_field, label_field, classes)
     elif p.suffix in (".txt", ".text", "") or p.is_file():
         ds = TextLines(p)
     else:

@@ -101,6 +101,7 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
                  progress=progress, run_info=run_info, accelerator=accelerator, description="fine-tuning")
     if config.lora:
         model = trained.merge_and_unload()
+    model.pela_classes = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
     return model.eval(), result
 
 

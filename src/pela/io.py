@@ -202,7 +202,7 @@ def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None) -
     head = ({"hidden": model.hidden, "num_classes": model.num_classes, "pooling": model.pooling}
             if isinstance(model, SequenceClassifier) else None)
     meta = {"format": "pela", "version": FORMAT_VERSION, "source": source, "head": head,
-            "factorized": factorized_layers(model), **(extra or {})}
+            "classes": getattr(model, "pela_classes", None), "factorized": factorized_layers(model), **(extra or {})}
     save_model(model, str(target / WEIGHTS_NAME))
     if source and source.get("kind") == "hf":
         backbone.config.to_json_file(str(target / "config.json"))
@@ -280,6 +280,8 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
     load_weights(model, path / WEIGHTS_NAME)
     if meta.get("source"):
         getattr(model, "backbone", model).pela_source = meta["source"]
+    if meta.get("classes"):
+        model.pela_classes = list(meta["classes"])
     if (path / "config.json").is_file():
         model.pela_files = str(path)
         getattr(model, "backbone", model).pela_files = str(path)

@@ -48,6 +48,7 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto = bf16 on a GPU, none on the CPU
     save_every: int | None = None
     log_every: int = 10
+    group_by_length: bool = False  # batch texts of similar length together (less padding), if the data knows lengths
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:
@@ -88,11 +89,20 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
 class EpochBatches(Sampler[list[int]]):
     """Global batches of a fresh seeded permutation each epoch, starting at any step (for resume)."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int):
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int, lengths: list[int] | None = None):
         if n < batch_size:
             raise PelaError(f"dataset has {n} examples, fewer than the batch size {batch_size}")
         self.n, self.batch_size, self.seed, self.start, self.total = n, batch_size, seed, start, total
         self.per_epoch = n // batch_size
+        self.lengths = lengths
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed + epoch)
+        if self.lengths is None:
+            return torch.randperm(self.n, generator=g)
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        return torch.tensor(list(LengthGroupedSampler(self.batch_size, lengths=self.lengths, generator=g)))
 
     def __len__(self) -> int:
         return self.total - self.start
@@ -102,7 +112,7 @@ class EpochBatches(Sampler[list[int]]):
         for step in range(self.start, self.total):
             epoch, k = divmod(step, self.per_epoch)
             if epoch != perm_epoch:
-                perm, perm_epoch = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch)), epoch
+                perm, perm_epoch = self._permutation(epoch), epoch
             yield perm[k * self.batch_size:(k + 1) * self.batch_size].tolist()
 
 
@@ -169,7 +179,9 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
         if ckpt is None:
             raise PelaError(f"no checkpoint to resume from in {out}")
         start = load_checkpoint(ckpt, model, optimizer, scheduler, rid)
-    loader = DataLoader(data, batch_sampler=EpochBatches(len(data), config.batch_size, config.seed, start, total), collate_fn=collate_fn)
+    lengths = getattr(data, "lengths", None) if config.group_by_length else None
+    sampler = EpochBatches(len(data), config.batch_size, config.seed, start, total, list(lengths) if lengths is not None else None)
+    loader = DataLoader(data, batch_sampler=sampler, collate_fn=collate_fn)
     wrapped, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     log = _MetricsLog(out / "metrics.jsonl" if out and accelerator.is_main_process else None, start)
     history: list[dict[str, float]] = []

@@ -1,0 +1,35 @@
+"""`pela demo --quick`: the whole pipeline on the real offline MiniLM and WordNet, on a small slice."""
+
+import json
+
+from PIL import Image
+
+from pela.cli import main
+from pela.demo import wordnet_glosses
+
+
+def test_wordnet_split_is_fixed():
+    glosses = wordnet_glosses()
+    assert len({c for _, c, _ in glosses}) == 45
+    test = [g for g in glosses if g[2] == "test"]
+    assert 0.15 < len(test) / len(glosses) < 0.25
+    assert all(isinstance(t, str) and t for t, _, _ in glosses[:100])
+
+
+def test_quick_demo_writes_the_report(tmp_path, capsys):
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert report["ratio"] == 2.0
+    names = [r["name"] for r in report["rows"]]
+    assert names == ["teacher", "pela", "no_distill", "reg_ablation", "random_init"]
+    for row in report["rows"]:
+        assert {"name", "params_total", "params_linear", "accuracy", "delta", "finetune_seconds"} <= set(row)
+        assert 0 <= row["accuracy"] <= 1
+    by = {r["name"]: r for r in report["rows"]}
+    assert by["teacher"]["delta"] == 0
+    assert by["pela"]["params_linear"] < 0.6 * by["teacher"]["params_linear"]
+    assert by["random_init"]["params_total"] == by["teacher"]["params_total"]
+    md = (tmp_path / "demo" / "report.md").read_text()
+    assert md.startswith("| model |") and md.count("\n| ") == 5  # header, then 5 rows
+    with Image.open(tmp_path / "demo" / "report.png") as im:
+        assert im.size[0] > 500
