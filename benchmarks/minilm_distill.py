@@ -45,8 +45,8 @@ def main() -> None:
     before = pela.compare(student, teacher, heldout, collate_fn=collate, samples=args.heldout)
     torch.manual_seed(0)
     start = time.perf_counter()
-    result = pela.distill(student, teacher, train, DistillConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr),
-                          collate_fn=collate, progress=True)
+    pela.distill(student, teacher, train, DistillConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr),
+                 collate_fn=collate, progress=True)
     seconds = time.perf_counter() - start
     after = pela.compare(student, teacher, heldout, collate_fn=collate, samples=args.heldout)
     summary = {

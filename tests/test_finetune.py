@@ -6,7 +6,7 @@ import pela
 from pela import FinetuneConfig, LowRankConfig, PelaError
 from pela.layers import SequenceClassifier
 
-from conftest import hf_bert, timm_vit
+from conftest import hf_bert
 
 
 class Labelled(Dataset):

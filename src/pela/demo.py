@@ -190,7 +190,7 @@ def run_demo(out: Path, quick: bool = False, ratio: float = 2.0, overwrite: bool
                "total_seconds": time.perf_counter() - began, "rows": rows}
     table = Table("model", "params (total / in Linear)", "accuracy", "Δ vs teacher", "fine-tune time",
                   title=f"pela demo: all-MiniLM-L6-v2 on WordNet categories, k={ratio:g}")
-    md = [f"| model | params (total / in Linear) | accuracy | Δ vs teacher | fine-tune time |", "|---|---|---:|---:|---:|"]
+    md = ["| model | params (total / in Linear) | accuracy | Δ vs teacher | fine-tune time |", "|---|---|---:|---:|---:|"]
     for r in rows:
         cells = (r["label"], f"{r['params_total'] / 1e6:.1f}M / {r['params_linear'] / 1e6:.1f}M", f"{100 * r['accuracy']:.1f}%",
                  f"{100 * r['delta']:+.1f}", f"{r['finetune_seconds']:.0f}s")

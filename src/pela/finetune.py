@@ -7,7 +7,6 @@ shared loop `pela.train.fit` with cross-entropy. `evaluate` reports accuracy, lo
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path

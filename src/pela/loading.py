@@ -6,11 +6,9 @@ Every model loaded here remembers where it came from (``model.pela_source``), wh
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from .errors import PelaError
