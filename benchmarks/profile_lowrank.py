@@ -1,0 +1,51 @@
+"""Where the time goes: one forward pass of a dense model and its compressed copy, by operator.
+
+    .venv/bin/python benchmarks/profile_lowrank.py runs/vit_b_k2 --vs timm:vit_base_patch16_224 --batch-size 32
+
+Prints each model's total time and the time in matrix products (addmm/mm/bmm), from torch.profiler,
+so one can tell whether the factorized layers or the untouched operators limit the speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import pela
+from pela.arch import example_inputs
+
+GEMMS = ("aten::addmm", "aten::mm", "aten::bmm")
+
+
+def run(model: torch.nn.Module, batch_size: int) -> dict[str, float]:
+    inputs = example_inputs(model, batch_size)
+    call = (lambda: model(*inputs)) if isinstance(inputs, tuple) else (lambda: model(**inputs))
+    with torch.inference_mode():
+        call()  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            call()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / 1e6
+    gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMMS) / 1e6
+    return {"seconds": total, "gemm_seconds": gemm, "other_seconds": total - gemm}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("model")
+    p.add_argument("--vs", required=True)
+    p.add_argument("--batch-size", type=int, default=32)
+    args = p.parse_args()
+    small = pela.load_model(args.model)
+    dense = pela.load_model(args.vs, random_init=True)
+    a, b = run(dense, args.batch_size), run(small, args.batch_size)
+    result = {"batch_size": args.batch_size, "dense": a, "compressed": b,
+              "ratio_total": a["seconds"] / b["seconds"], "ratio_gemm": a["gemm_seconds"] / b["gemm_seconds"]}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
