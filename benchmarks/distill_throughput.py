@@ -11,13 +11,12 @@ interleaving the two so the machine's noise hits both alike.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import timm
 import torch
+from _results import report
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
@@ -106,10 +105,7 @@ def main() -> None:
     result = {"model": args.model, "device": str(device), "dtype": args.dtype, "batch_size": args.batch_size,
               "released_items_per_s": round(med["released"], 2), "pela_items_per_s": round(med["pela"], 2),
               "speedup": round(med["pela"] / med["released"], 2), "rounds": rates}
-    print(json.dumps(result, indent=2))
-    out = Path(__file__).with_name("results")
-    out.mkdir(exist_ok=True)
-    (out / f"distill_throughput_{device.type}.json").write_text(json.dumps(result, indent=2) + "\n")
+    report(f"distill_throughput_{device.type}", result)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ prints a JSON summary (also written to benchmarks/results/factorize_speed.json).
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import timm
@@ -71,10 +69,7 @@ def main() -> None:
         "pela_seconds": round(pela_s, 3), "released_seconds": round(released_s, 3),
         "speedup": round(released_s / pela_s, 2), "worst_error_above_optimum": worst,
     }
-    print(json.dumps(result, indent=2))
-    out = Path(__file__).with_name("results")
-    out.mkdir(exist_ok=True)
-    (out / "factorize_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    report("factorize_speed", result)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ glosses, and measures again. Writes benchmarks/results/minilm_distill.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -57,10 +56,7 @@ def main() -> None:
         "cosine_before": before["mean_cosine"], "cosine_after": after["mean_cosine"],
         "per_block_before": [b["mse"] for b in before["blocks"]], "per_block_after": [b["mse"] for b in after["blocks"]],
     }
-    print(json.dumps(summary, indent=2))
-    out = Path(__file__).with_name("results")
-    out.mkdir(exist_ok=True)
-    (out / "minilm_distill.json").write_text(json.dumps(summary, indent=2) + "\n")
+    report("minilm_distill", summary)
 
 
 if __name__ == "__main__":

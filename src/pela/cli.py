@@ -132,7 +132,7 @@ def distill(
     from . import load, load_model
     from .data import Collator, load_dataset
     from .distill import DistillConfig, distill as _distill
-    from .io import is_pela_dir, save_into
+    from .io import is_pela_dir
 
     config = DistillConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, alpha=alpha, beta=beta, task=task_weight,
                            gamma=gamma, epsilon=epsilon, grad_accum=grad_accum, clip=clip or None, seed=seed,
@@ -149,17 +149,26 @@ def distill(
     collate = Collator(student_model, max_length=max_length)
     info = {"student": str(Path(student).resolve()), "teacher": teacher, "data": str(Path(data).resolve())}
     result = _distill(student_model, teacher_model, ds, config, collate_fn=collate, out=out, resume=resume, progress=True, run_info=info)
-    from .train import partial_state
-
-    if partial_state().is_main_process:
-        save_into(student_model, out, extra={"distill": {**config.to_dict(), "final": result.history[-1] if result.history else {},
-                                                         "processes": len(result.rank_checksums), "rank_checksums": result.rank_checksums}})
-        from .checkpoint import remove_checkpoints
-
-        remove_checkpoints(out / "checkpoints")
+    if _publish(student_model, out, {"distill": {**config.to_dict(), "final": result.history[-1] if result.history else {},
+                                                 "processes": len(result.rank_checksums), "rank_checksums": result.rank_checksums}}):
         last = result.history[-1] if result.history else {}
         out_console.print(f"distilled {result.steps} steps in {result.seconds:.0f}s ({result.items_per_s:.1f} items/s); "
                           f"final loss {last.get('loss', float('nan')):.4g}; student saved to {out}")
+
+
+def _publish(model, out: Path, extra: dict) -> bool:
+    """On the main process: write the final model into the run directory and drop its checkpoints.
+
+    Returns whether this is the main process (the one that should also print the summary)."""
+    from .checkpoint import remove_checkpoints
+    from .io import save_into
+    from .train import partial_state
+
+    if not partial_state().is_main_process:
+        return False
+    save_into(model, out, extra=extra)
+    remove_checkpoints(out / "checkpoints")
+    return True
 
 
 def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
@@ -246,9 +255,7 @@ def finetune(
     """Fine-tune a model for classification (PELA stage 3); a head is added when it has none."""
     from .data import Collator, load_dataset
     from .finetune import FinetuneConfig, evaluate, finetune as _finetune
-    from .io import save_into
     from .loading import load_model
-    from .train import partial_state
 
     config = FinetuneConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                             pooling=pooling, lora=lora, grad_accum=grad_accum, mixed_precision=mixed_precision,
@@ -269,11 +276,7 @@ def finetune(
                "final": result.history[-1] if result.history else {}}
     if test is not None:
         summary["eval"] = evaluate(tuned, test, collate_fn=Collator(tuned, max_length=max_length))
-    if partial_state().is_main_process:
-        from .checkpoint import remove_checkpoints
-
-        save_into(tuned, out, extra={"finetune": {**config.to_dict(), **summary}})
-        remove_checkpoints(out / "checkpoints")
+    if _publish(tuned, out, {"finetune": {**config.to_dict(), **summary}}):
         if as_json:
             print(json.dumps(summary, indent=2))
         else:
