@@ -122,7 +122,10 @@ def remove_checkpoints(root: Path) -> None:
     for p in _checkpoints(root):
         shutil.rmtree(p, ignore_errors=True)
     (root / LATEST).unlink(missing_ok=True)
-    for p in root.glob(".checkpoint-*"):
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    for p in root.glob(".checkpoint-*"):  # temporaries of a write that was killed
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
     if root.is_dir() and not any(root.iterdir()):
         os.rmdir(root)

@@ -59,6 +59,7 @@ class Records(Dataset):
     def __init__(self, rows: list[dict[str, Any]], text_field: str, label_field: str, labels: list[str] | None):
         self.rows, self.text_field, self.label_field = rows, text_field, label_field
         self.classes = labels
+        self._index = None if labels is None else {c: i for i, c in enumerate(labels)}  # not list.index per item
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -70,8 +71,8 @@ class Records(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.rows[i]
         item: dict[str, Any] = {"text": str(row[self.text_field])}
-        if self.classes is not None:
-            item["label"] = self.classes.index(str(row[self.label_field]))
+        if self._index is not None:
+            item["label"] = self._index[str(row[self.label_field])]
         return item
 
 
@@ -155,8 +156,6 @@ def _read_idx(path: Path) -> np.ndarray:
 
 class IdxImages(Dataset):
     """Fashion-MNIST / MNIST idx files: ``*-images-idx3-ubyte[.gz]`` with ``*-labels-idx1-ubyte[.gz]``."""
-
-    CLASSES = None
 
     def __init__(self, images: Path, labels: Path | None, classes: list[str] | None = None):
         self.images = _read_idx(images)

@@ -143,7 +143,8 @@ def run_demo(out: Path, quick: bool = False, ratio: float = 2.0, overwrite: bool
     LowRankConfig(ratio=ratio)  # validate before any work
     out = check_output_dir(out, overwrite)
     work = out / "data"
-    shutil.rmtree(out, ignore_errors=True) if overwrite else None
+    if overwrite:
+        shutil.rmtree(out, ignore_errors=True)
     work.mkdir(parents=True)
     classes, train_path, test_path, unlabeled_path = _write_split(work, settings)
     train, unlabeled = load_dataset(train_path, classes=classes), load_dataset(unlabeled_path)

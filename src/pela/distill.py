@@ -102,16 +102,13 @@ def check_pair(student: nn.Module, teacher: nn.Module) -> list[tuple[LowRankLine
             pairs.append((layer, wb[0].detach()))
     if not pairs:
         raise PelaError("the student has no factorized layers; compress it first (pela compress)")
-    dense_s = {n: tuple(p.shape) for n, p in student.named_parameters() if not any(n.startswith(k + ".") for k in _lowrank_names(student))}
+    factorized = tuple(f"{name}." for name, m in student.named_modules() if isinstance(m, LowRankLinear))
+    dense_s = {n: tuple(p.shape) for n, p in student.named_parameters() if not n.startswith(factorized)}
     dense_t = {n: tuple(p.shape) for n, p in teacher.named_parameters()}
     wrong = [n for n, s in dense_s.items() if dense_t.get(n) != s]
     if wrong:
         raise PelaError(f"teacher and student have different architectures: parameter {wrong[0]!r} differs")
     return pairs
-
-
-def _lowrank_names(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, LowRankLinear)]
 
 
 def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: DistillConfig | None = None, *,

@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
 from torch import nn
 
 from .errors import PelaError
@@ -132,7 +131,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True)
         raise PelaError(f"{path} does not fit this architecture: shape mismatch for {len(wrong)} tensors, e.g. {wrong[0]}")
     result = model.load_state_dict(state, strict=False)
     # tied weights are stored once by safetensors; a key missing only because it is tied is fine
-    missing = [k for k in result.missing_keys if not _is_tied(model, k, state)]
+    params = dict(model.named_parameters(remove_duplicate=False))
+    stored = {id(params[k]) for k in state if k in params}
+    missing = [k for k in result.missing_keys if k not in params or id(params[k]) not in stored]
     if strict and (missing or result.unexpected_keys):
         parts = []
         if missing:
@@ -140,14 +141,6 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True)
         if result.unexpected_keys:
             parts.append(f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[0]})")
         raise PelaError(f"{path} does not fit this architecture: {', '.join(parts)} tensors")
-
-
-def _is_tied(model: nn.Module, key: str, state: dict[str, torch.Tensor]) -> bool:
-    params = dict(model.named_parameters(remove_duplicate=False))
-    target = params.get(key)
-    if target is None:
-        return False
-    return any(params.get(k) is target for k in state if k != key)
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
