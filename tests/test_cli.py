@@ -92,3 +92,37 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: ratio must be") and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+
+
+def test_compress_whiten_with_budget_and_plot(hf_bert_dir, tmp_path, capsys):
+    calib = tmp_path / "calib.txt"
+    calib.write_text("".join(f"w{i} w{i + 1} w{i + 2} w{(i * 7) % 95}\n" for i in range(60)))
+    code, out, err = run(capsys, "compress", hf_bert_dir, "--out", tmp_path / "b", "--calib", calib, "--calib-samples", 40,
+                         "--param-budget", 0.5, "--align", 1, "--plot", tmp_path / "ranks.png", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["config"]["init"] == "whiten" and report["config"]["param_budget"] == 0.5
+    assert {layer["init"] for layer in report["layers"] if layer["status"] == "factorized"} == {"whiten"}
+    assert (tmp_path / "ranks.png").stat().st_size > 10_000
+    model = pela.load(tmp_path / "b")
+    assert sum(p.numel() for p in model.parameters()) == report["params_after"]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--param-budget", "0.5"], "--param-budget needs calibration data: add --calib"),
+    (["--init", "whiten"], "--init whiten needs calibration data"),
+    (["--init", "qr"], "init must be one of svd, whiten"),
+    (["--param-budget", "1.2", "--calib", "CALIB"], "param_budget must be a fraction in (0, 1)"),
+    (["--ratio", "2", "--init", "svd", "--calib", "CALIB"], "--calib is used by --init whiten and --param-budget"),
+    (["--calib", "CALIB", "--calib-samples", "0"], "--calib-samples must be >= 1"),
+    (["--calib", "MISSING"], "does not exist"),
+    (["--ratio", "2", "--plot", "ranks.txt"], "must end in .png"),
+])
+def test_calibration_user_errors(hf_bert_dir, tmp_path, capsys, args, fragment):
+    calib = tmp_path / "calib.txt"
+    calib.write_text("w1 w2\n")
+    args = [str(calib) if a == "CALIB" else str(tmp_path / "missing.txt") if a == "MISSING" else a for a in args]
+    code, out, err = run(capsys, "compress", hf_bert_dir, "--out", tmp_path / "o", *args)
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and fragment in err, err
+    assert not (tmp_path / "o").exists()

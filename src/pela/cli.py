@@ -35,21 +35,49 @@ def compress(
     include: Optional[List[str]] = typer.Option(None, help="regex of layers to factorize (only these)"),
     checkpoint: Optional[Path] = typer.Option(None, help="safetensors weights for a timm: architecture"),
     random_init: bool = typer.Option(False, "--random-init", help="no pretrained weights (smoke tests, benchmarks)"),
+    param_budget: Optional[float] = typer.Option(None, "--param-budget", help="keep this fraction of the factorizable parameters, "
+                                                 "ranks allocated across layers by measured sensitivity (needs --calib)"),
+    init: Optional[str] = typer.Option(None, help="svd (weights) or whiten (outputs on --calib data); default whiten with --calib, else svd"),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="calibration examples (same formats as pela distill --data)"),
+    calib_samples: int = typer.Option(512, "--calib-samples", help="calibration examples to use"),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate calibration text to this many tokens"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="draw per-layer ranks and spectra to this .png/.pdf/.svg"),
     device: Optional[str] = typer.Option(None, help="where to run the factorization math (cpu, cuda)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
 ) -> None:
     """Factorize a model's linear layers (PELA stage 1) and save it."""
-    from . import compress as _compress, load_model, save_pretrained
+    from . import calibrate, compress as _compress, load_model, save_pretrained
     from .config import LowRankConfig
+    from .data import Collator, load_dataset
+    from .factorize import NEEDS_CALIBRATION
     from .io import check_output_dir
+    from .plots import check_figure_path, plot_compression
 
-    config = LowRankConfig(ratio=ratio, rank=rank, energy=energy, align=align, include=tuple(include or ()),
-                           exclude=tuple(exclude) if exclude else None, device=device)
+    config = LowRankConfig(ratio=ratio, rank=rank, energy=energy, param_budget=param_budget, align=align, include=tuple(include or ()),
+                           exclude=tuple(exclude) if exclude else None, device=device, init=init or ("whiten" if calib else "svd"))
+    needs_calib = config.init in NEEDS_CALIBRATION or config.param_budget is not None
+    if needs_calib and calib is None:
+        raise PelaError(f"{'--param-budget' if config.param_budget is not None else '--init ' + config.init} needs calibration data: add --calib DATA")
+    if calib is not None and not needs_calib:
+        raise PelaError("--calib is used by --init whiten and --param-budget; with --init svd and a per-layer rule it would be ignored")
+    if calib_samples < 1:
+        raise PelaError(f"--calib-samples must be >= 1, got {calib_samples}")
+    if max_length is not None and max_length < 1:
+        raise PelaError(f"--max-length must be >= 1, got {max_length}")
+    if plot is not None:
+        check_figure_path(plot)
     check_output_dir(out, overwrite)  # fail before the slow part
+    calib_data = load_dataset(calib) if calib is not None else None
     with err_console.status(f"loading {source}"):
         model = load_model(source, checkpoint=str(checkpoint) if checkpoint else None, random_init=random_init)
-    report = _compress(model, config, progress=not as_json)
+    calibration = None
+    if calib_data is not None:
+        calibration = calibrate(model, calib_data, config, collate_fn=Collator(model, max_length=max_length), samples=calib_samples,
+                                progress=not as_json)
+    report = _compress(model, config, calibration=calibration, progress=not as_json)
+    if plot is not None:
+        plot_compression(report, plot)
     save_pretrained(model, out, overwrite=overwrite, extra={"compression": {k: v for k, v in report.to_dict().items() if k != "layers"}})
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))

@@ -10,13 +10,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import arch
-from .distill import BlockCapture
+from .distill import BlockCapture, token_mse
 
 
 @torch.no_grad()
 def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn: Callable | None = None,
             samples: int = 256, batch_size: int = 32, blocks: str | None = None, seed: int = 0) -> dict[str, Any]:
     """Feature MSE and cosine similarity for each block on a seeded sample of ``data``, plus output agreement.
+
+    Padding tokens (outside the batch's ``attention_mask``) do not count.
 
     Output agreement is the fraction of equal argmax predictions when the models output class logits
     (2-D), else the mean cosine similarity of their output vectors.
@@ -38,8 +40,11 @@ def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn
             rows = next(iter(batch.values())).shape[0]
             s_out, t_out = (arch.main_output(arch.forward(m, batch)) for m in (student, teacher))
             s_feats, t_feats = caps[0].take(), caps[1].take()
+            mask = batch.get("attention_mask")
             for i, (s, t) in enumerate(zip(s_feats, t_feats)):
-                mse[i] += F.mse_loss(s.float(), t.float()).double() * rows
+                mse[i] += token_mse(s, t, mask).double() * rows
+                if mask is not None and s.shape[:-1] == mask.shape:
+                    s, t = s[mask.bool()], t[mask.bool()]
                 cos[i] += F.cosine_similarity(s.float(), t.float(), dim=-1).mean().double() * rows
             if s_out.dim() == 2:
                 agree += float((s_out.argmax(-1) == t_out.argmax(-1)).float().sum())

@@ -15,6 +15,7 @@ from typing import Any
 from .errors import PelaError
 
 INITS = ("svd",)  # extended by factorize.register_init
+RANK_RULES = ("ratio", "rank", "energy", "param_budget")
 
 
 def _check_regexes(field_name: str, patterns: Any) -> tuple[str, ...]:
@@ -42,12 +43,15 @@ def _is_number(x: Any) -> bool:
 class LowRankConfig:
     """How `pela.compress` factorizes a model.
 
-    Give at most one of ``ratio``, ``rank`` and ``energy``; with none, ``ratio=2``.
+    Give at most one of ``ratio``, ``rank``, ``energy`` and ``param_budget``; with none, ``ratio=2``.
 
     Args:
         ratio: compression ratio k of each layer; rank ``r = floor(m·n / (k·(m+n)))`` (PELA).
         rank: one explicit rank for every layer (capped at the layer's full rank).
         energy: keep the fewest singular values holding this fraction of ``Σσ²``, in (0, 1].
+        param_budget: keep this fraction, in (0, 1), of the factorizable layers' weight parameters,
+            with ranks *allocated across layers* to minimize the total error (`pela.allocate`)
+            instead of one ratio for all. ``param_budget=0.5`` is about the size of ``ratio=2``.
         align: round ranks to a multiple of this (8 suits GPU tensor cores; 1 = exact ranks).
             Rounding keeps the promise: down for ``ratio``/``rank``, up for ``energy``.
         include: regexes (``re.search`` on the module name); if given, only matching layers are
@@ -55,7 +59,9 @@ class LowRankConfig:
         exclude: regexes of layers to leave dense. ``None`` applies the architecture defaults
             (`pela.arch.DEFAULT_EXCLUDE`); a list replaces them.
         min_features: layers with fewer outputs (or inputs) than this stay dense.
-        init: how factors are initialized; ``"svd"`` is truncated SVD split as ``B = UΣ½, A = Σ½Vᵀ``.
+        init: how factors are initialized; ``"svd"`` is truncated SVD split as ``B = UΣ½, A = Σ½Vᵀ``;
+            ``"whiten"`` minimizes the error of each layer's outputs on calibration inputs instead
+            of its weights, and needs ``pela.compress(..., calibration=pela.calibrate(...))``.
         device: where to run the factorization math (default: each layer's own device).
 
     >>> LowRankConfig(ratio=3, align=1).resolved_mode()
@@ -65,6 +71,7 @@ class LowRankConfig:
     ratio: float | None = None
     rank: int | None = None
     energy: float | None = None
+    param_budget: float | None = None
     align: int = 8
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] | None = None
@@ -73,9 +80,9 @@ class LowRankConfig:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        given = [n for n in ("ratio", "rank", "energy") if getattr(self, n) is not None]
+        given = [n for n in RANK_RULES if getattr(self, n) is not None]
         if len(given) > 1:
-            raise PelaError(f"give only one of ratio, rank and energy; got {', '.join(given)}")
+            raise PelaError(f"give only one of ratio, rank, energy and param_budget; got {', '.join(given)}")
         if self.ratio is not None:
             if not _is_number(self.ratio) or not math.isfinite(self.ratio) or self.ratio <= 1:
                 raise PelaError(f"ratio must be a finite number > 1 (k=2 halves each layer), got {self.ratio!r}")
@@ -85,6 +92,9 @@ class LowRankConfig:
         if self.energy is not None:
             if not _is_number(self.energy) or not (0 < self.energy <= 1):
                 raise PelaError(f"energy must be a fraction in (0, 1], got {self.energy!r}")
+        if self.param_budget is not None:
+            if not _is_number(self.param_budget) or not (0 < self.param_budget < 1):
+                raise PelaError(f"param_budget must be a fraction in (0, 1) of the factorizable parameters, got {self.param_budget!r}")
         if not isinstance(self.align, int) or isinstance(self.align, bool) or self.align < 1:
             raise PelaError(f"align must be an integer >= 1, got {self.align!r}")
         if not isinstance(self.min_features, int) or self.min_features < 0:
@@ -97,7 +107,7 @@ class LowRankConfig:
 
     def resolved_mode(self) -> tuple[str, float | int]:
         """The rank rule in force: ``(name, value)``, defaulting to ``("ratio", 2)``."""
-        for name in ("ratio", "rank", "energy"):
+        for name in RANK_RULES:
             if getattr(self, name) is not None:
                 return name, getattr(self, name)
         return "ratio", 2

@@ -18,10 +18,8 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import os
 import random
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,12 +104,9 @@ def _write_split(work: Path, settings: DemoSettings) -> tuple[list[str], Path, P
 
 
 def _plot(path: Path, rows: list[dict[str, Any]], curves: dict[str, list[tuple[int, float]]], ratio: float) -> None:
-    import matplotlib
+    from .plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4.2))
     for r in rows:
         left.scatter(r["params_linear"] / 1e6, 100 * r["accuracy"], s=40)
         left.annotate(r["name"], (r["params_linear"] / 1e6, 100 * r["accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
@@ -122,11 +117,7 @@ def _plot(path: Path, rows: list[dict[str, Any]], curves: dict[str, list[tuple[i
     right.set(xlabel="step", ylabel="training loss", title="fine-tuning (and distillation) loss")
     right.legend(fontsize=8)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def run_demo(out: Path, quick: bool = False, ratio: float = 2.0, overwrite: bool = True, console: Console | None = None) -> dict:

@@ -50,9 +50,20 @@ class DistillConfig(TrainConfig):
 
 
 # ---------------------------------------------------------------- losses (pure functions)
-def feature_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
-    """Mean over blocks of the MSE between student and teacher block outputs (all tokens)."""
-    return torch.stack([F.mse_loss(s.float(), t.float()) for s, t in zip(student, teacher)]).mean()
+def token_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE between two block outputs over the tokens ``mask`` keeps (all when it is None or does not fit).
+
+    Padding positions are left out: their outputs are never used, and matching them wastes the student's capacity.
+    """
+    if mask is not None and student.dim() == mask.dim() + 1 and student.shape[:-1] == mask.shape:
+        keep = mask.to(student.device).bool()
+        return F.mse_loss(student[keep].float(), teacher[keep].float())
+    return F.mse_loss(student.float(), teacher.float())
+
+
+def feature_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over blocks of the MSE between student and teacher block outputs (every real token)."""
+    return torch.stack([token_mse(s, t, mask) for s, t in zip(student, teacher)]).mean()
 
 
 def weight_perturbation(pairs: list[tuple[LowRankLinear, torch.Tensor]], epsilon: float) -> torch.Tensor:
@@ -147,7 +158,8 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
         t_feats = t_capture.take()
         s_raw = arch.forward(model, batch)
         s_feats = s_capture.take()
-        return s_raw, _loss_terms(config, s_feats, t_feats, arch.main_output(s_raw), t_out, labels, teacher_w)
+        terms = _loss_terms(config, s_feats, t_feats, arch.main_output(s_raw), t_out, labels, teacher_w, batch.get("attention_mask"))
+        return s_raw, terms
 
     weights = {"feature": config.alpha, "logit": config.beta, "task": config.task, "weight_reg": config.gamma}
     try:
@@ -159,12 +171,12 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
 
 
 def _loss_terms(config: DistillConfig, s_feats: list[torch.Tensor], t_feats: list[torch.Tensor], s_out: torch.Tensor,
-                t_out: torch.Tensor, labels: torch.Tensor | None, teacher_w: list) -> dict[str, torch.Tensor]:
+                t_out: torch.Tensor, labels: torch.Tensor | None, teacher_w: list, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     terms: dict[str, torch.Tensor] = {}
     if config.alpha > 0:
         if len(s_feats) != len(t_feats) or any(s.shape != t.shape for s, t in zip(s_feats, t_feats)):
             raise PelaError("teacher and student blocks produce different shapes: different architectures?")
-        terms["feature"] = feature_loss(s_feats, t_feats)
+        terms["feature"] = feature_loss(s_feats, t_feats, mask)
     if config.beta > 0:
         terms["logit"] = F.mse_loss(s_out.float(), t_out.float())
     if config.task > 0 and labels is not None and s_out.dim() == 2 and labels.dim() == 1:

@@ -1,8 +1,10 @@
 """Stage 1 of PELA: replace eligible linear layers with truncated-SVD factors, in place.
 
-`compress` walks the model (`pela.targets`), picks each layer's rank (`choose_rank`), computes its
-factors with an *initialization* from the `INITS` registry, and swaps all layers at once at the end,
-so a failure halfway leaves the model untouched. A new initialization is one decorated function.
+`compress` walks the model (`pela.targets`), computes each layer's spectrum with an
+*initialization* from the `INITS` registry (plain SVD of the weights, or SVD of the weights whitened
+by calibration statistics), picks ranks (one rule per layer, `choose_rank`, or one budget for the
+whole model, `pela.allocate`), and swaps all layers at once at the end, so a failure halfway leaves
+the model untouched. A new initialization is one decorated function.
 """
 
 from __future__ import annotations
@@ -10,18 +12,20 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
 from . import config as _config
 from ._progress import progress_bar
+from .allocate import allocate, max_rank, sensitivities
+from .calibrate import Calibration
 from .config import LowRankConfig
 from .errors import PelaError
 from .layers import LowRankLinear
 from .report import CompressionReport, LayerReport
-from .targets import select
+from .targets import Candidate, select
 
 
 @dataclass
@@ -33,13 +37,20 @@ class Spectrum:
 
 
 INITS: dict[str, Callable[..., Spectrum]] = {}
+NEEDS_CALIBRATION: set[str] = set()
 
 
-def register_init(name: str) -> Callable:
-    """Register ``fn(weight, stats) -> Spectrum`` as ``LowRankConfig(init=name)``."""
+def register_init(name: str, needs_calibration: bool = False) -> Callable:
+    """Register ``fn(weight, stats) -> Spectrum`` as ``LowRankConfig(init=name)``.
+
+    ``stats`` is the layer's input second moment ``E[x xᵀ]`` from `pela.calibrate` (float64,
+    in × in), or ``None`` for inits that do not need calibration.
+    """
 
     def deco(fn: Callable[..., Spectrum]) -> Callable[..., Spectrum]:
         INITS[name] = fn
+        if needs_calibration:
+            NEEDS_CALIBRATION.add(name)
         if name not in _config.INITS:
             _config.INITS = (*_config.INITS, name)
         return fn
@@ -76,6 +87,37 @@ def svd_spectrum(weight: torch.Tensor, stats: Any = None) -> Spectrum:
         return (v * root).T, w @ (v * inv)  # A = √Σ Vᵀ, B = W V √Σ⁻¹ (= U√Σ)
 
     return Spectrum(sigma, factors)
+
+
+WHITEN_DAMPING = 1e-2  # ridge added to E[x xᵀ], relative to its mean eigenvalue
+
+
+@register_init("whiten", needs_calibration=True)
+def whiten_spectrum(weight: torch.Tensor, stats: torch.Tensor) -> Spectrum:
+    """The rank-r ``BA`` that minimizes ``E‖(W − BA)x‖²`` over the calibration inputs (SVD-LLM's whitening).
+
+    With ``C = E[x xᵀ] = S Sᵀ`` the output error is ``‖(W − BA) S‖_F²``, so the best ``BA`` is the
+    truncated SVD of ``W S`` mapped back through ``S⁻¹``. ``S = QΛ½`` comes from an eigendecomposition
+    in float64, with ``WHITEN_DAMPING`` × the mean eigenvalue added so that rank-deficient statistics
+    (too few or degenerate calibration inputs) stay invertible. The singular values are those of
+    ``W S``: they measure output error on calibration data, which is what rank allocation should see.
+    """
+    c = stats.to(weight.device, torch.float64)
+    evals, q = torch.linalg.eigh((c + c.T) / 2)
+    evals = evals.clamp_min(0)
+    scale = float(evals.mean())
+    if not scale > 1e-30 or not math.isfinite(scale):  # all-zero inputs: every BA is equally good, so plain SVD
+        evals, scale = torch.ones_like(evals), 1.0
+    evals = evals + WHITEN_DAMPING * scale
+    root = evals.sqrt()
+    inner = svd_spectrum(weight.double() @ (q * root))  # W S
+    s_inv = (q / root).T
+
+    def factors(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = inner.factors(rank)
+        return (a @ s_inv).to(weight.dtype), b.to(weight.dtype)
+
+    return Spectrum(inner.sigma, factors)
 
 
 def svd_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,16 +176,49 @@ def _relative_error(w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, sigma: to
     return float(torch.linalg.matrix_norm(w - b.to(w.dtype) @ a.to(w.dtype)) / torch.linalg.matrix_norm(w))
 
 
+def _allocate_budget(model: nn.Module, layers: list, config: LowRankConfig, calibration: Calibration, progress: bool) -> dict[str, int]:
+    """Ranks for ``param_budget``: probe each layer's sensitivity at the uniform rank of the same size, then allocate."""
+    fraction, align = config.param_budget, config.align
+    shapes = [tuple(c.weight.shape) for c, *_ in layers]
+    reference = [max(min(align, max_rank(o, i, align)), min(_align(math.floor(fraction * o * i / (o + i)), align, up=False), max_rank(o, i, align)))
+                 for o, i in shapes]
+
+    def delta(work: torch.Tensor, spectrum: Spectrum, rank: int) -> Callable[[], torch.Tensor]:
+        def make() -> torch.Tensor:
+            a, b = spectrum.factors(rank)
+            return (b.to(work.dtype) @ a.to(work.dtype) - work).to(next(model.parameters()).device)
+        return make
+
+    probes = [(c.name, c.module, delta(work, sp, r), float((sp.sigma.double() ** 2)[r:].sum())) for (c, _, work, sp, _), r in zip(layers, reference)]
+    with progress_bar(progress, len(probes), "probing sensitivity") as advance:
+        weights = sensitivities(model, probes, calibration.probe, advance)
+    free = [i for i, w in enumerate(weights) if w is not None]  # the rest keep the reference rank
+    budget = int(fraction * sum(o * i for o, i in shapes)) - sum(reference[i] * sum(shapes[i]) for i in range(len(shapes)) if i not in free)
+    chosen = allocate([shapes[i] for i in free], [layers[i][3].sigma for i in free], budget, align, [weights[i] for i in free])
+    ranks = dict(zip((layers[i][0].name for i in range(len(layers))), reference))
+    ranks.update({layers[i][0].name: r for i, r in zip(free, chosen)})
+    return ranks
+
+
+def _tail_error(sigma: torch.Tensor, rank: int) -> float:
+    """Relative error in the init's own metric (for whiten: outputs on calibration inputs), from the discarded σ."""
+    energy = sigma.double() ** 2
+    total = float(energy.sum())
+    return (float(energy[rank:].sum()) / total) ** 0.5 if total > 0 else 0.0
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def compress(model: nn.Module, config: LowRankConfig | None = None, *, progress: bool = False) -> CompressionReport:
+def compress(model: nn.Module, config: LowRankConfig | None = None, *, calibration: Calibration | None = None,
+             progress: bool = False) -> CompressionReport:
     """Factorize the eligible linear layers of ``model`` in place and report what was done.
 
     Args:
         model: any `nn.Module`; its linear layers (`pela.arch.LINEAR_LIKE`) are candidates.
         config: what to compress and how; defaults to ``LowRankConfig()`` (k=2, ranks aligned to 8).
+        calibration: input statistics from `pela.calibrate`, needed by ``init="whiten"``.
         progress: show a progress bar over layers on stderr.
 
     Returns:
@@ -151,7 +226,7 @@ def compress(model: nn.Module, config: LowRankConfig | None = None, *, progress:
 
     Raises:
         PelaError: the model is already compressed, has no linear layers, a pattern matches nothing,
-            or no layer could be factorized under the config.
+            the init needs calibration that was not given, or no layer could be factorized.
 
     >>> import torch.nn as nn, pela
     >>> net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64))
@@ -163,41 +238,71 @@ def compress(model: nn.Module, config: LowRankConfig | None = None, *, progress:
     config = config or LowRankConfig()
     if not isinstance(config, LowRankConfig):
         raise PelaError(f"config must be a LowRankConfig, got {type(config).__name__}")
+    mode, _ = config.resolved_mode()
+    if mode == "param_budget" and calibration is None:
+        raise PelaError("param_budget spends the budget where measured layer sensitivity says it matters, which needs calibration "
+                        "data: pass calibration=pela.calibrate(model, data) (CLI: --calib DATA)")
+    if config.init in NEEDS_CALIBRATION and calibration is None:
+        raise PelaError(f"init={config.init!r} needs calibration data: pass calibration=pela.calibrate(model, data) "
+                        "(CLI: --calib DATA)")
     start = time.perf_counter()
     params_before = count_params(model)
     candidates = select(model, config)
+    moments = calibration.moments if calibration is not None else {}
+    if calibration is not None and not any(c.name in moments for c in candidates if c.skip_reason is None):
+        raise PelaError("the calibration statistics belong to none of this model's layers (calibrated another model?)")
     rows: list[LayerReport] = []
-    swaps: list[tuple[nn.Module, str, LowRankLinear]] = []
+    jobs: list[tuple[Candidate, LayerReport, torch.Tensor, Spectrum, bool]] = []
     todo = sum(c.skip_reason is None for c in candidates)
-    with progress_bar(progress, todo, "factorizing") as advance:
-        for c in candidates:
-            out_f, in_f = c.weight.shape
-            dense = out_f * in_f + (0 if c.bias is None else out_f)
-            row = LayerReport(c.name, in_f, out_f, None, dense, dense, None, "dense", c.skip_reason)
-            rows.append(row)
-            if c.skip_reason is not None:
-                continue
-            w = c.weight.detach()
-            if w.device.type == "meta":
-                raise PelaError(f"layer {c.name} has no data (meta device); load real weights before compressing")
-            work = w.to(config.device or w.device, torch.float64 if w.dtype == torch.float64 else torch.float32)
-            spectrum = INITS[config.init](work, None)
+
+    def spectra() -> Iterator[tuple[Candidate, LayerReport, torch.Tensor, Spectrum, bool]]:
+        with progress_bar(progress, todo, "factorizing") as advance:
+            for c in candidates:
+                out_f, in_f = c.weight.shape
+                dense = out_f * in_f + (0 if c.bias is None else out_f)
+                row = LayerReport(c.name, in_f, out_f, None, dense, dense, None, "dense", c.skip_reason)
+                rows.append(row)
+                if c.skip_reason is not None:
+                    continue
+                w = c.weight.detach()
+                if w.device.type == "meta":
+                    raise PelaError(f"layer {c.name} has no data (meta device); load real weights before compressing")
+                work = w.to(config.device or w.device, torch.float64 if w.dtype == torch.float64 else torch.float32)
+                init, stats = config.init, moments.get(c.name)
+                if init in NEEDS_CALIBRATION and stats is None:
+                    init = "svd"  # no calibration input reached this layer
+                row.init = init
+                advance(info=c.name)
+                yield c, row, work, INITS[init](work, stats), init in NEEDS_CALIBRATION
+
+    layers: Iterable = spectra()
+    ranks: dict[str, int] = {}
+    if mode == "param_budget":  # ranks depend on every layer's spectrum: compute them all first
+        layers = list(layers)
+        ranks = _allocate_budget(model, layers, config, calibration, progress)
+    swaps: list[tuple[nn.Module, str, LowRankLinear]] = []
+    sigmas: dict[str, list[float]] = {}
+    for c, row, work, spectrum, weighted in layers:
+        out_f, in_f = c.weight.shape
+        sigmas[c.name] = spectrum.sigma.float().tolist()
+        if c.name in ranks:
+            rank, reason = ranks[c.name], None
+        else:
             rank, reason = choose_rank(out_f, in_f, spectrum.sigma, config)
-            advance(info=c.name)
-            if reason is not None:
-                row.reason = reason
-                continue
-            a, b = spectrum.factors(rank)
-            a, b = a.to(w.dtype), b.to(w.dtype)
-            err = _relative_error(work, a, b, spectrum.sigma, rank)
-            new = LowRankLinear.from_factors(a.to(w.device), b.to(w.device), None if c.bias is None else c.bias.detach())
-            new.train(c.module.training)
-            swaps.append((c.parent, c.name.rsplit(".", 1)[-1], new))
-            row.rank, row.status, row.rel_error = rank, "factorized", float(err)
-            row.params_after = rank * (in_f + out_f) + (0 if c.bias is None else out_f)
+        if reason is not None:
+            row.reason = reason
+            continue
+        a, b = spectrum.factors(rank)
+        a, b = a.to(c.weight.dtype), b.to(c.weight.dtype)
+        err = _tail_error(spectrum.sigma, rank) if weighted else _relative_error(work, a, b, spectrum.sigma, rank)
+        new = LowRankLinear.from_factors(a.to(c.weight.device), b.to(c.weight.device), None if c.bias is None else c.bias.detach())
+        new.train(c.module.training)
+        swaps.append((c.parent, c.name.rsplit(".", 1)[-1], new))
+        row.rank, row.status, row.rel_error = rank, "factorized", float(err)
+        row.params_after = rank * (in_f + out_f) + (0 if c.bias is None else out_f)
     if not swaps:
         reasons = sorted({r.reason for r in rows if r.reason})
         raise PelaError(f"no layer was factorized ({len(rows)} linear layers; reasons: {'; '.join(reasons)[:300]})")
     for parent, attr, new in swaps:
         setattr(parent, attr, new)
-    return CompressionReport(rows, params_before, count_params(model), time.perf_counter() - start, config.to_dict())
+    return CompressionReport(rows, params_before, count_params(model), time.perf_counter() - start, config.to_dict(), sigmas)

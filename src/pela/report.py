@@ -15,9 +15,10 @@ class LayerReport:
     rank: int | None  # None: left dense
     params_before: int
     params_after: int
-    rel_error: float | None  # ||W - BA||_F / ||W||_F
+    rel_error: float | None  # ||W - BA||_F / ||W||_F (svd); ||(W - BA)S||_F / ||WS||_F, outputs on calibration data (whiten)
     status: str  # "factorized" or "dense"
     reason: str | None = None  # why it stayed dense
+    init: str | None = None  # the initialization used (whiten falls back to svd for a layer calibration never reached)
 
 
 @dataclass
@@ -27,6 +28,7 @@ class CompressionReport:
     params_after: int
     seconds: float
     config: dict[str, Any] = field(default_factory=dict)
+    spectra: dict[str, list[float]] = field(default_factory=dict, repr=False)  # σ per factorized layer, for plots; not in to_dict
 
     @property
     def factorized(self) -> list[LayerReport]:

@@ -1,0 +1,119 @@
+"""Calibration for data-aware factorization: each eligible layer's input second moment ``E[x xᵀ]``.
+
+Plain SVD minimizes the error in a layer's *weights*; what matters is the error in its *outputs* on
+real inputs, ``E‖(W − BA)x‖² = tr((W − BA) C (W − BA)ᵀ)`` with ``C = E[x xᵀ]``. One pass over a
+few hundred examples gives ``C`` for every layer `pela.compress` would factorize: forward pre-hooks
+add ``XᵀX`` of each batch to a float64 running sum, so no activation is ever stored. Padding tokens
+(where the batch has an ``attention_mask``) are left out, since they are not inputs the model serves.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from . import arch
+from ._progress import progress_bar
+from .config import LowRankConfig
+from .errors import PelaError
+from .targets import select
+
+
+@dataclass
+class Calibration:
+    """Input statistics per layer name, as `pela.compress(..., calibration=...)` takes them."""
+
+    moments: dict[str, torch.Tensor]  # layer -> (in × in) float64 E[x xᵀ]
+    tokens: dict[str, int]  # input vectors each layer saw
+    samples: int  # examples run through the model
+    probe: list[dict[str, Any]]  # the first few batches, kept (on CPU) to measure layer sensitivities for rank allocation
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = None, *, collate_fn: Callable | None = None,
+              samples: int = 512, batch_size: int = 16, probe_samples: int = 32, seed: int = 0, progress: bool = False) -> Calibration:
+    """Run ``samples`` seeded examples of ``data`` through ``model`` and collect each eligible layer's ``E[x xᵀ]``.
+
+    Args:
+        model: the original (uncompressed) model.
+        data: examples as `pela.data.load_dataset` yields them (labels are ignored).
+        config: selects the layers, as `pela.compress` would; default ``LowRankConfig()``.
+        collate_fn: turns examples into model inputs; default `pela.data.Collator` with the model's own
+            tokenizer or image transform.
+        samples: how many examples to use (all of ``data`` if it has fewer).
+        probe_samples: how many of them to keep for `pela.allocate.sensitivities` (``param_budget``).
+
+    Raises:
+        PelaError: no data, or a forward pass reaches none of the layers to factorize.
+    """
+    from .data import Collator
+
+    if samples < 1:
+        raise PelaError(f"calibration needs at least 1 sample, got samples={samples}")
+    if batch_size < 1:
+        raise PelaError(f"calibration batch size must be >= 1, got {batch_size}")
+    if len(data) == 0:
+        raise PelaError("calibration data is empty")
+    layers = [c for c in select(model, config or LowRankConfig()) if c.skip_reason is None]
+    if not layers:
+        raise PelaError("no layer to factorize, so nothing to calibrate")
+    n = min(samples, len(data))
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
+    loader = DataLoader(Subset(data, idx), batch_size=batch_size, collate_fn=collate_fn or Collator(model))
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    mask: list[torch.Tensor | None] = [None]  # the current batch's attention mask, read by the hooks
+    probe: list[dict[str, Any]] = []
+    kept = 0
+
+    def hook(name: str) -> Callable:
+        def pre_hook(module: nn.Module, args: Any) -> None:
+            x = args[0] if args else None
+            if not torch.is_tensor(x):
+                return
+            m = mask[0]
+            if m is not None and x.dim() == m.dim() + 1 and x.shape[:-1] == m.shape:
+                x = x[m.to(x.device).bool()]
+            x = x.reshape(-1, x.shape[-1]).float()
+            xtx = (x.T @ x).double()
+            if name in sums:
+                sums[name] += xtx
+            else:
+                sums[name] = xtx
+            counts[name] = counts.get(name, 0) + x.shape[0]
+
+        return pre_hook
+
+    handles = [c.module.register_forward_pre_hook(hook(c.name)) for c in layers]
+    was_training = model.training
+    model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    try:
+        with progress_bar(progress, len(loader), "calibrating") as advance:
+            for batch in loader:
+                batch.pop("labels", None)
+                if kept < probe_samples:
+                    rows = next(iter(batch.values())).shape[0]
+                    probe.append({k: v[: probe_samples - kept] if torch.is_tensor(v) else v for k, v in batch.items()})
+                    kept += min(rows, probe_samples - kept)
+                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                mask[0] = batch.get("attention_mask")
+                arch.forward(model, batch)
+                advance()
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if not sums:
+        raise PelaError("the calibration forward passes reached none of the layers to factorize")
+    short = [c for c in layers if 0 < counts.get(c.name, 0) < c.weight.shape[1]]
+    if short:
+        worst = min(short, key=lambda c: counts[c.name] / c.weight.shape[1])
+        warnings.warn(f"calibration saw {counts[worst.name]} input vectors for {worst.name}, which has {worst.weight.shape[1]} inputs: "
+                      f"its statistics are rank-deficient and are damped; more calibration samples give better factors", stacklevel=2)
+    return Calibration({k: v / counts[k] for k, v in sums.items()}, counts, n, probe)

@@ -1,0 +1,76 @@
+"""Figures: per-layer ranks and spectra of a compression, and the helper that writes any figure atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import PelaError
+from .report import CompressionReport
+
+FORMATS = (".png", ".pdf", ".svg")
+
+
+def check_figure_path(path: str | os.PathLike) -> Path:
+    """Refuse a plot path matplotlib cannot write or whose folder does not exist, before any slow work."""
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise PelaError(f"plot file {path} must end in {', '.join(FORMATS)}")
+    if not path.parent.resolve().is_dir():
+        raise PelaError(f"folder {path.parent} for the plot does not exist")
+    return path
+
+
+def pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
+    """Write ``fig`` to ``path`` via a temporary file and a rename, then close it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        pyplot().close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def plot_compression(report: CompressionReport, path: str | os.PathLike) -> None:
+    """Left: the rank of each factorized layer against its break-even rank. Right: every layer's
+    normalized singular values ``σᵢ/σ₀`` (log scale), with a dot at the rank kept."""
+    path = check_figure_path(path)
+    rows = report.factorized
+    if not rows:
+        raise PelaError("nothing was factorized, so there is nothing to plot")
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    x = range(len(rows))
+    left.bar(x, [r.rank for r in rows], color="tab:blue", label="rank kept")
+    left.plot(x, [r.in_features * r.out_features / (r.in_features + r.out_features) for r in rows], "k_", ms=8, label="break-even rank")
+    left.set(xlabel="factorized layer (model order)", ylabel="rank", title=f"ranks ({report.config.get('init', 'svd')}; "
+             f"{report.linear_params_after / max(report.linear_params_before, 1):.0%} of linear parameters)")
+    left.legend(fontsize=8)
+    cmap = plt.get_cmap("viridis")
+    for i, r in enumerate(rows):
+        sigma = report.spectra.get(r.name)
+        if not sigma or sigma[0] <= 0:
+            continue
+        norm = [s / sigma[0] for s in sigma]
+        color = cmap(i / max(len(rows) - 1, 1))
+        right.semilogy(range(1, len(norm) + 1), [max(v, 1e-8) for v in norm], color=color, lw=0.8, alpha=0.8)
+        if r.rank and r.rank <= len(norm):
+            right.plot(r.rank, max(norm[r.rank - 1], 1e-8), "o", color=color, ms=3)
+    right.set(xlabel="singular value index", ylabel="σᵢ / σ₀", title="spectra (color: layer order; dot: rank kept)")
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -1,0 +1,175 @@
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+import pela
+from pela import LowRankConfig, PelaError
+from pela.allocate import allocate, max_rank
+from pela.factorize import svd_factors, whiten_spectrum
+
+from conftest import hf_bert
+
+
+class Vectors(Dataset):
+    def __init__(self, x):
+        self.x = x
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i]}
+
+
+def stack(examples):
+    return {"x": torch.stack([e["x"] for e in examples])}
+
+
+def anisotropic(n, dim, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    scales = torch.logspace(0, -3, dim)
+    return (torch.randn(n, dim, generator=g) * scales) @ torch.linalg.qr(torch.randn(dim, dim, generator=g))[0]
+
+
+def test_moments_are_the_input_second_moments(mlp):
+    x = anisotropic(300, 64)
+    cal = pela.calibrate(mlp, Vectors(x), collate_fn=stack, samples=1000, batch_size=7)
+    assert cal.samples == 300 and cal.tokens["0"] == 300
+    torch.testing.assert_close(cal.moments["0"], (x.double().T @ x.double()) / 300, rtol=1e-5, atol=1e-9)
+    hidden = mlp[1](mlp[0](x))  # what the second layer sees
+    torch.testing.assert_close(cal.moments["2"], (hidden.double().T @ hidden.double()) / 300, rtol=1e-4, atol=1e-7)
+    assert "4" not in cal.moments  # 4 outputs: stays dense, so it is not calibrated
+
+
+def test_padding_tokens_are_left_out():
+    torch.manual_seed(0)
+    model = hf_bert()
+    ids = torch.randint(5, 100, (2, 6))
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
+
+    class Batch(Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return i
+
+    def collate(idx):
+        return {"input_ids": ids[idx], "attention_mask": mask[idx]}
+
+    cal = pela.calibrate(model, Batch(), collate_fn=collate)
+    assert cal.tokens["encoder.layer.0.attention.self.query"] == 9  # 6 + 3 real tokens, not 12
+
+
+def test_whiten_beats_svd_on_the_outputs_it_was_calibrated_for(mlp):
+    x = anisotropic(2000, 64)
+    cal = pela.calibrate(mlp, Vectors(x[:1000]), collate_fn=stack, samples=1000)
+    errors = {}
+    for init in ("svd", "whiten"):
+        model = copy.deepcopy(mlp)
+        report = pela.compress(model, LowRankConfig(ratio=2, init=init, align=1), calibration=cal if init == "whiten" else None)
+        assert {r.init for r in report.factorized} == {init}
+        errors[init] = float((model[0](x[1000:]) - mlp[0](x[1000:])).pow(2).mean())  # held-out inputs
+    assert errors["whiten"] < 0.5 * errors["svd"]
+
+
+def test_whiten_with_white_inputs_is_plain_svd():
+    torch.manual_seed(0)
+    w = torch.randn(48, 32, dtype=torch.float64)
+    a, b = whiten_spectrum(w, torch.eye(32, dtype=torch.float64)).factors(8)
+    a0, b0 = svd_factors(w, 8)
+    torch.testing.assert_close(b @ a, b0 @ a0)
+
+
+@pytest.mark.parametrize("moment", ["zeros", "rank1"])
+def test_whiten_survives_rank_deficient_statistics(moment):
+    torch.manual_seed(0)
+    w = torch.randn(40, 30)
+    v = torch.randn(30, 1, dtype=torch.float64)
+    stats = torch.zeros(30, 30, dtype=torch.float64) if moment == "zeros" else v @ v.T
+    a, b = whiten_spectrum(w, stats).factors(8)
+    assert torch.isfinite(a).all() and torch.isfinite(b).all() and a.shape == (8, 30) and b.shape == (40, 8)
+
+
+def test_too_few_calibration_inputs_warn_but_work(mlp):
+    with pytest.warns(UserWarning, match="rank-deficient"):
+        cal = pela.calibrate(mlp, Vectors(anisotropic(5, 64)), collate_fn=stack)
+    pela.compress(mlp, LowRankConfig(init="whiten"), calibration=cal)
+
+
+def test_calibration_errors(mlp):
+    with pytest.raises(PelaError, match="empty"):
+        pela.calibrate(mlp, Vectors(torch.zeros(0, 64)), collate_fn=stack)
+    with pytest.raises(PelaError, match="at least 1 sample"):
+        pela.calibrate(mlp, Vectors(anisotropic(5, 64)), collate_fn=stack, samples=0)
+    with pytest.raises(PelaError, match="needs calibration data"):
+        pela.compress(copy.deepcopy(mlp), LowRankConfig(init="whiten"))
+    with pytest.raises(PelaError, match="needs calibration"):
+        pela.compress(copy.deepcopy(mlp), LowRankConfig(param_budget=0.5))
+    other = nn.Sequential(nn.Linear(16, 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cal = pela.calibrate(other, Vectors(torch.randn(4, 16)), collate_fn=stack)
+    with pytest.raises(PelaError, match="belong to none"):
+        pela.compress(nn.Sequential(nn.Identity(), nn.Linear(16, 16)), LowRankConfig(init="whiten"), calibration=cal)
+
+
+# ---------------------------------------------------------------- global rank allocation
+def test_allocation_spends_the_budget_where_the_weighted_error_is():
+    flat, steep = torch.ones(64), torch.logspace(0, -4, 64)
+    shapes = [(64, 64), (64, 64)]
+    budget = 24 * 128  # 24 ranks of 64+64 parameters: 8 each, and one more step for one of them
+    ranks = allocate(shapes, [flat, steep], budget, align=8)
+    assert ranks[0] > ranks[1] and sum(r * 128 for r in ranks) <= budget
+    # weights reverse the preference: the steep layer is said to matter 10⁶ times more
+    ranks = allocate(shapes, [flat, steep], budget, align=8, weights=[1.0, 1e6])
+    assert ranks[1] > ranks[0]
+    assert all(r % 8 == 0 and 8 <= r <= max_rank(64, 64, 8) for r in ranks)
+
+
+def test_allocation_is_optimal_for_concave_gains():
+    torch.manual_seed(0)
+    spectra = [torch.sort(torch.rand(32) * s, descending=True).values for s in (1.0, 3.0, 0.3)]
+    shapes = [(32, 32)] * 3
+    budget = 40 * 64
+    ranks = allocate(shapes, spectra, budget, align=1, weights=[1, 1, 1])
+    kept = sum(float((sp[:r] ** 2).sum()) for sp, r in zip(spectra, ranks))
+    # brute force over all rank triples within the budget
+    best = max(float((spectra[0][:a] ** 2).sum() + (spectra[1][:b] ** 2).sum() + (spectra[2][:c] ** 2).sum())
+               for a in range(1, 16) for b in range(1, 16) for c in range(1, 16) if (a + b + c) * 64 <= budget)
+    assert kept == pytest.approx(best, rel=1e-6)
+
+
+def test_budget_below_the_smallest_model_is_refused():
+    with pytest.raises(PelaError, match="below the smallest possible"):
+        allocate([(64, 64)] * 3, [torch.ones(64)] * 3, budget=100, align=8)
+
+
+def test_param_budget_end_to_end_fits_and_uses_sensitivity():
+    torch.manual_seed(0)
+    model = hf_bert()
+    ids = torch.randint(5, 100, (64, 12))
+
+    class Ids(Dataset):
+        def __len__(self):
+            return 64
+
+        def __getitem__(self, i):
+            return i
+
+    collate = lambda idx: {"input_ids": ids[idx], "attention_mask": torch.ones(len(idx), 12, dtype=torch.long)}  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cal = pela.calibrate(model, Ids(), collate_fn=collate, probe_samples=8)
+    assert sum(b["input_ids"].shape[0] for b in cal.probe) == 8
+    report = pela.compress(model, LowRankConfig(param_budget=0.4, align=1), calibration=cal)
+    factorizable = sum(r.in_features * r.out_features for r in report.layers if r.status == "factorized")
+    kept = sum(r.rank * (r.in_features + r.out_features) for r in report.factorized)
+    assert kept <= 0.4 * factorizable
+    assert len({r.rank for r in report.factorized}) > 1  # not one ratio for all
+    assert set(report.spectra) == {r.name for r in report.factorized}
+    assert report.config["param_budget"] == 0.4
