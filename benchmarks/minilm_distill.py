@@ -19,6 +19,7 @@ import pela
 from pela import DistillConfig, LowRankConfig
 from pela.data import Collator, load_dataset
 from pela.demo import minilm_dir, wordnet_glosses
+from _results import report
 
 
 def main() -> None:
@@ -28,7 +29,6 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--ratio", type=float, default=2)
     p.add_argument("--heldout", type=int, default=512)
-    p.add_argument("--init", default="svd")
     args = p.parse_args()
     work = Path("runs/bench_minilm")
     work.mkdir(parents=True, exist_ok=True)
@@ -39,7 +39,7 @@ def main() -> None:
 
     teacher = pela.load_model(str(minilm_dir()))
     student = pela.load_model(str(minilm_dir()))
-    report = pela.compress(student, LowRankConfig(ratio=args.ratio))
+    compression = pela.compress(student, LowRankConfig(ratio=args.ratio))
     collate = Collator(student, max_length=64)
     before = pela.compare(student, teacher, heldout, collate_fn=collate, samples=args.heldout)
     torch.manual_seed(0)
@@ -49,7 +49,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     after = pela.compare(student, teacher, heldout, collate_fn=collate, samples=args.heldout)
     summary = {
-        "model": "all-MiniLM-L6-v2", "ratio": args.ratio, "params_before": report.params_before, "params_after": report.params_after,
+        "model": "all-MiniLM-L6-v2", "ratio": args.ratio, "params_before": compression.params_before, "params_after": compression.params_after,
         "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "distill_seconds": round(seconds, 1),
         "heldout_samples": before["samples"],
         "mse_before": before["mean_mse"], "mse_after": after["mean_mse"], "mse_ratio_after_over_before": after["mean_mse"] / before["mean_mse"],

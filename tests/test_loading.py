@@ -43,7 +43,7 @@ def test_hf_directory(hf_bert_dir):
 
 def test_hf_directory_with_only_pickles_is_refused(hf_bert_dir):
     (hf_bert_dir / "model.safetensors").rename(hf_bert_dir / "pytorch_model.bin")
-    with pytest.raises(PelaError, match="pickle files are not loaded"):
+    with pytest.raises(PelaError, match="pickle files are loaded only with --allow-pickle"):
         pela.load_model(str(hf_bert_dir))
     assert pela.load_model(str(hf_bert_dir), random_init=True) is not None
 

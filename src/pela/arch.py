@@ -206,6 +206,17 @@ def hidden_size(model: nn.Module) -> int | None:
     return getattr(model, "num_features", None)
 
 
+def max_positions(model: nn.Module) -> int | None:
+    """The most tokens a text model accepts (its position table), if its config says; wrappers are looked through."""
+    for m in (model, getattr(model, "backbone", None), getattr(model, "module", None)):
+        cfg = getattr(m, "config", None)
+        for c in (cfg, getattr(cfg, "text_config", None)):
+            for attr in ("max_position_embeddings", "n_positions", "max_seq_len"):
+                if isinstance(getattr(c, attr, None), int):
+                    return getattr(c, attr)
+    return None
+
+
 def with_classifier(model: nn.Module, num_classes: int, pooling: str = "mean") -> nn.Module:
     """``model`` with a classification head of ``num_classes`` outputs.
 

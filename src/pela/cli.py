@@ -5,11 +5,12 @@ User mistakes print one ``error: …`` line on stderr and exit with code 2; noth
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 from rich.console import Console
@@ -35,6 +36,7 @@ def compress(
     include: Optional[List[str]] = typer.Option(None, help="regex of layers to factorize (only these)"),
     checkpoint: Optional[Path] = typer.Option(None, help="safetensors weights for a timm: architecture"),
     random_init: bool = typer.Option(False, "--random-init", help="no pretrained weights (smoke tests, benchmarks)"),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="also read legacy .pt/.pth/.bin weights, with torch.load(weights_only=True)"),
     param_budget: Optional[float] = typer.Option(None, "--param-budget", help="keep this fraction of the factorizable parameters, "
                                                  "ranks allocated across layers by measured sensitivity (needs --calib)"),
     init: Optional[str] = typer.Option(None, help="svd (weights) or whiten (outputs on --calib data); default whiten with --calib, else svd"),
@@ -70,7 +72,7 @@ def compress(
     check_output_dir(out, overwrite)  # fail before the slow part
     calib_data = load_dataset(calib) if calib is not None else None
     with err_console.status(f"loading {source}"):
-        model = load_model(source, checkpoint=str(checkpoint) if checkpoint else None, random_init=random_init)
+        model = load_model(source, checkpoint=str(checkpoint) if checkpoint else None, random_init=random_init, allow_pickle=allow_pickle)
     calibration = None
     if calib_data is not None:
         calibration = calibrate(model, calib_data, config, collate_fn=Collator(model, max_length=max_length), samples=calib_samples,
@@ -154,6 +156,7 @@ def distill(
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
     log_every: int = typer.Option(10, "--log-every"),
     group_by_length: bool = typer.Option(False, "--group-by-length", help="batch texts of similar length (less padding)"),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="also read legacy .pt/.pth/.bin weights, with torch.load(weights_only=True)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
 ) -> None:
     """Intermediate pre-training (PELA stage 2): distill the student from the frozen teacher."""
@@ -171,17 +174,17 @@ def distill(
     if not is_pela_dir(student):
         raise PelaError(f"--student {student} is not a directory written by pela (run pela compress first)")
     ds = load_dataset(data)
-    _prepare_run_dir(out, resume, overwrite)
-    with err_console.status("loading models"):
-        student_model, teacher_model = load(student), load_model(teacher)
-    collate = Collator(student_model, max_length=max_length)
-    info = {"student": str(Path(student).resolve()), "teacher": teacher, "data": str(Path(data).resolve())}
-    result = _distill(student_model, teacher_model, ds, config, collate_fn=collate, out=out, resume=resume, progress=True, run_info=info)
-    if _publish(student_model, out, {"distill": {**config.to_dict(), "final": result.history[-1] if result.history else {},
-                                                 "processes": len(result.rank_checksums), "rank_checksums": result.rank_checksums}}):
-        last = result.history[-1] if result.history else {}
-        out_console.print(f"distilled {result.steps} steps in {result.seconds:.0f}s ({result.items_per_s:.1f} items/s); "
-                          f"final loss {last.get('loss', float('nan')):.4g}; student saved to {out}")
+    with _run_dir(out, resume, overwrite):
+        with err_console.status("loading models"):
+            student_model, teacher_model = load(student), load_model(teacher, allow_pickle=allow_pickle)
+        collate = Collator(student_model, max_length=max_length)
+        info = {"student": str(Path(student).resolve()), "teacher": teacher, "data": str(Path(data).resolve())}
+        result = _distill(student_model, teacher_model, ds, config, collate_fn=collate, out=out, resume=resume, progress=True, run_info=info)
+        if _publish(student_model, out, {"distill": {**config.to_dict(), "final": result.history[-1] if result.history else {},
+                                                     "processes": len(result.rank_checksums), "rank_checksums": result.rank_checksums}}):
+            last = result.history[-1] if result.history else {}
+            out_console.print(f"distilled {result.steps} steps in {result.seconds:.0f}s ({result.items_per_s:.1f} items/s); "
+                              f"final loss {last.get('loss', float('nan')):.4g}; student saved to {out}")
 
 
 def _publish(model, out: Path, extra: dict) -> bool:
@@ -199,17 +202,21 @@ def _publish(model, out: Path, extra: dict) -> bool:
     return True
 
 
-def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+@contextlib.contextmanager
+def _run_dir(out: Path, resume: bool, overwrite: bool) -> Iterator[None]:
+    """Create (or, with ``resume``, check) a run directory; if the run then fails before its first
+    checkpoint, remove the directory again, so a mistake leaves nothing behind and nothing is lost."""
     import shutil
 
     from .checkpoint import latest_checkpoint
-    from .train import partial_state
     from .io import check_output_dir
+    from .train import partial_state
 
     state = partial_state()
     if resume:
         if not out.is_dir() or latest_checkpoint(out / "checkpoints") is None:
             raise PelaError(f"no checkpoint to resume from in {out}")
+        yield
         return
     check_output_dir(out, overwrite)
     state.wait_for_everyone()
@@ -218,6 +225,12 @@ def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
     state.wait_for_everyone()
+    try:
+        yield
+    except BaseException:
+        if state.is_main_process and latest_checkpoint(out / "checkpoints") is None and not (out / "pela.json").exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 @app.command()
@@ -275,6 +288,7 @@ def finetune(
     save_every: Optional[int] = typer.Option(None, "--save-every", help="checkpoint every N steps"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUT"),
     random_init: bool = typer.Option(False, "--random-init", help="no pretrained weights (the control)"),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="also read legacy .pt/.pth/.bin weights, with torch.load(weights_only=True)"),
     log_every: int = typer.Option(10, "--log-every"),
     group_by_length: bool = typer.Option(False, "--group-by-length", help="batch texts of similar length (less padding)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
@@ -295,21 +309,21 @@ def finetune(
     ds = load_dataset(data, text_field=text_field, label_field=label_field)
     test = (load_dataset(eval_data, split="test", text_field=text_field, label_field=label_field, classes=dataset_classes(ds))
             if eval_data else None)
-    _prepare_run_dir(out, resume, overwrite)
-    with err_console.status(f"loading {model}"):
-        net = load_model(model, random_init=random_init)
-    tuned, result = _finetune(net, ds, config, collate_fn=Collator(net, max_length=max_length), out=out, resume=resume,
-                              progress=not as_json, run_info={"model": model, "data": str(Path(data).resolve())})
-    summary = {"steps": result.steps, "seconds": result.seconds, "items_per_s": result.items_per_s,
-               "final": result.history[-1] if result.history else {}}
-    if test is not None:
-        summary["eval"] = evaluate(tuned, test, collate_fn=Collator(tuned, max_length=max_length))
-    if _publish(tuned, out, {"finetune": {**config.to_dict(), **summary}}):
-        if as_json:
-            print(json.dumps(summary, indent=2))
-        else:
-            acc = f"; accuracy {summary['eval']['accuracy']:.4f} on {summary['eval']['samples']} examples" if test is not None else ""
-            out_console.print(f"fine-tuned {result.steps} steps in {result.seconds:.0f}s{acc}; saved to {out}")
+    with _run_dir(out, resume, overwrite):
+        with err_console.status(f"loading {model}"):
+            net = load_model(model, random_init=random_init, allow_pickle=allow_pickle)
+        tuned, result = _finetune(net, ds, config, collate_fn=Collator(net, max_length=max_length), out=out, resume=resume,
+                                  progress=not as_json, run_info={"model": model, "data": str(Path(data).resolve())})
+        summary = {"steps": result.steps, "seconds": result.seconds, "items_per_s": result.items_per_s,
+                   "final": result.history[-1] if result.history else {}}
+        if test is not None:
+            summary["eval"] = evaluate(tuned, test, collate_fn=Collator(tuned, max_length=max_length))
+        if _publish(tuned, out, {"finetune": {**config.to_dict(), **summary}}):
+            if as_json:
+                print(json.dumps(summary, indent=2))
+            else:
+                acc = f"; accuracy {summary['eval']['accuracy']:.4f} on {summary['eval']['samples']} examples" if test is not None else ""
+                out_console.print(f"fine-tuned {result.steps} steps in {result.seconds:.0f}s{acc}; saved to {out}")
 
 
 @app.command(name="eval")

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from .errors import PelaError
 
+TEXT_SUFFIXES = (".txt", ".text", "")  # no suffix: plain text files like Debian's fortunes
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -30,6 +31,9 @@ class TextLines(Dataset):
 
     def __init__(self, path: Path):
         self.path = path
+        with open(path, "rb") as f:
+            if b"\0" in f.read(8192):
+                raise PelaError(f"{path} is not a text file (it holds NUL bytes); text data is one example per line")
         self.offsets: list[int] = []
         with open(path, "rb") as f:
             pos = 0
@@ -232,10 +236,11 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
         ds = ImageCaptions(p, text_field)
     elif p.suffix in (".jsonl", ".csv"):
         ds = _read_records(p, text_field, label_field, classes)
-    elif p.suffix in (".txt", ".text", "") or p.is_file():
+    elif p.suffix.lower() in TEXT_SUFFIXES:
         ds = TextLines(p)
     else:
-        raise PelaError(f"cannot read dataset {p}")
+        raise PelaError(f"cannot read dataset {p}: {p.suffix!r} is not a known format (text: {', '.join(s or 'no suffix' for s in TEXT_SUFFIXES)}; "
+                        "records: .jsonl, .csv; images: a folder; Fashion-MNIST: a folder of idx files)")
     if len(ds) == 0:
         raise PelaError(f"dataset {p} is empty")
     return ds
@@ -254,7 +259,12 @@ class Collator:
     """
 
     def __init__(self, model: nn.Module, max_length: int | None = None, tokenizer: Any = None, image_transform: Any = None):
+        from .arch import max_positions
+
         self.model = model
+        self.positions = max_positions(model)
+        if max_length is not None and self.positions is not None and max_length > self.positions:
+            raise PelaError(f"--max-length {max_length} is more than this model takes: at most {self.positions} positions")
         self.max_length = max_length
         self._tokenizer, self._transform = tokenizer, image_transform
 
@@ -299,7 +309,7 @@ class Collator:
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch: dict[str, torch.Tensor] = {}
         if "text" in examples[0]:
-            limit = self.max_length or min(getattr(self.tokenizer, "model_max_length", 512), 4096)
+            limit = self.max_length or min(getattr(self.tokenizer, "model_max_length", 512), self.positions or 4096, 4096)
             enc = self.tokenizer([e["text"] for e in examples], padding=True, truncation=True, max_length=limit, return_tensors="pt")
             batch.update(enc)
         if "image" in examples[0]:

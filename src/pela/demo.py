@@ -120,47 +120,80 @@ def _plot(path: Path, rows: list[dict[str, Any]], curves: dict[str, list[tuple[i
     save_figure(fig, path)
 
 
+@dataclass
+class DemoData:
+    classes: list[str]
+    train: Any  # labeled training glosses
+    test: Any  # labeled test glosses
+    unlabeled: Any  # the training glosses without labels: data for the intermediate pre-training
+    test_path: Path
+
+
+def demo_data(work: Path, settings: DemoSettings) -> DemoData:
+    """Write the demo's fixed split into ``work`` and load it."""
+    from .data import load_dataset
+
+    work.mkdir(parents=True, exist_ok=True)
+    classes, train_path, test_path, unlabeled_path = _write_split(work, settings)
+    train, unlabeled = load_dataset(train_path, classes=classes), load_dataset(unlabeled_path)
+    test = load_dataset(test_path, classes=classes)  # the same label -> index mapping as training
+    return DemoData(classes, train, test, unlabeled, test_path)
+
+
+def finetune_and_evaluate(model: Any, data: DemoData, settings: DemoSettings, seed: int = 0) -> tuple[dict[str, Any], list[tuple[int, float]]]:
+    """The demo's one fine-tuning recipe, then test metrics: ``(metrics + finetune_seconds, loss curve)``."""
+    from .data import Collator
+    from .finetune import FinetuneConfig, evaluate, finetune
+
+    config = FinetuneConfig(epochs=settings.finetune_epochs, batch_size=settings.batch_size, lr=settings.finetune_lr,
+                            group_by_length=True, log_every=10, seed=seed)
+    tuned, res = finetune(model, data.train, config, num_classes=len(data.classes),
+                          collate_fn=Collator(model, max_length=settings.max_length), progress=True)
+    metrics = evaluate(tuned, data.test, collate_fn=Collator(tuned, max_length=settings.max_length))
+    return {**metrics, "finetune_seconds": res.seconds}, [(h["step"], h["loss"]) for h in res.history]
+
+
+def distill_student(student: Any, data: DemoData, settings: DemoSettings, gamma: float = 0.0, steps: int | None = None,
+                    seed: int = 0) -> tuple[Any, list[tuple[int, float]]]:
+    """The demo's intermediate pre-training of ``student`` from MiniLM on the unlabeled training glosses."""
+    from . import load_model
+    from .data import Collator
+    from .distill import DistillConfig, distill
+
+    teacher = load_model(str(minilm_dir()))
+    config = DistillConfig(steps=settings.distill_steps if steps is None else steps, batch_size=settings.batch_size,
+                           lr=settings.distill_lr, gamma=gamma, group_by_length=True, seed=seed)
+    res = distill(student, teacher, data.unlabeled, config, collate_fn=Collator(student, max_length=settings.max_length), progress=True)
+    return student, [(h["step"], h["loss"]) for h in res.history]
+
+
 def run_demo(out: Path, quick: bool = False, ratio: float = 2.0, overwrite: bool = True, console: Console | None = None) -> dict:
     """Run the five-row comparison and write report.md, report.json and report.png to ``out``."""
     from . import compress, load_model
     from .config import LowRankConfig
-    from .data import Collator, load_dataset
-    from .distill import DistillConfig, distill
-    from .finetune import FinetuneConfig, evaluate, finetune
     from .io import atomic_write_text, check_output_dir
 
     console = console or Console()
     settings = DemoSettings.quick() if quick else DemoSettings()
     LowRankConfig(ratio=ratio)  # validate before any work
     out = check_output_dir(out, overwrite)
-    work = out / "data"
     if overwrite:
         shutil.rmtree(out, ignore_errors=True)
-    work.mkdir(parents=True)
-    classes, train_path, test_path, unlabeled_path = _write_split(work, settings)
-    train, unlabeled = load_dataset(train_path, classes=classes), load_dataset(unlabeled_path)
-    test = load_dataset(test_path, classes=classes)  # the same label -> index mapping as training
+    data = demo_data(out / "data", settings)
+    classes, train, test, test_path = data.classes, data.train, data.test, data.test_path
     teacher_dir = str(minilm_dir())
-    ft_config = FinetuneConfig(epochs=settings.finetune_epochs, batch_size=settings.batch_size, lr=settings.finetune_lr, group_by_length=True, log_every=10)
     began = time.perf_counter()
     results: dict[str, dict[str, Any]] = {}
     curves: dict[str, list[tuple[int, float]]] = {}
 
     def run_finetune(name: str, model: Any) -> None:
         console.print(f"[bold]{name}[/bold]: fine-tuning on {len(train)} glosses")
-        collate = Collator(model, max_length=settings.max_length)
-        tuned, res = finetune(model, train, ft_config, num_classes=len(classes), collate_fn=collate, progress=True)
-        metrics = evaluate(tuned, test, collate_fn=Collator(tuned, max_length=settings.max_length))
-        results[name] = {**metrics, "finetune_seconds": res.seconds}
-        curves[f"{name} (fine-tune)"] = [(h["step"], h["loss"]) for h in res.history]
-        console.print(f"  accuracy {metrics['accuracy']:.4f}")
+        results[name], curves[f"{name} (fine-tune)"] = finetune_and_evaluate(model, data, settings)
+        console.print(f"  accuracy {results[name]['accuracy']:.4f}")
 
     def run_distill(name: str, student: Any, gamma: float) -> Any:
         console.print(f"[bold]{name}[/bold]: distilling {settings.distill_steps} steps (γ={gamma:g})")
-        teacher = load_model(teacher_dir)
-        cfg = DistillConfig(steps=settings.distill_steps, batch_size=settings.batch_size, lr=settings.distill_lr, gamma=gamma, group_by_length=True)
-        res = distill(student, teacher, unlabeled, cfg, collate_fn=Collator(student, max_length=settings.max_length), progress=True)
-        curves[f"{name} (distill)"] = [(h["step"], h["loss"]) for h in res.history]
+        student, curves[f"{name} (distill)"] = distill_student(student, data, settings, gamma)
         return student
 
     run_finetune("teacher", load_model(teacher_dir))

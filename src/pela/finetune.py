@@ -84,7 +84,9 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
         num_classes = len(classes)
     if num_classes < 2:
         raise PelaError(f"fine-tuning needs at least 2 classes, the data has {num_classes}")
-    model = arch.with_classifier(model, num_classes, config.pooling)
+    with torch.random.fork_rng(devices=[]):  # a new head's initial weights follow config.seed, not the caller's RNG state
+        torch.manual_seed(config.seed)
+        model = arch.with_classifier(model, num_classes, config.pooling)
     collate_fn = collate_fn or Collator(model)
     trained = _add_lora(model, config.lora, config.lora_alpha) if config.lora else model
 

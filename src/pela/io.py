@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
 from torch import nn
 
 from .errors import PelaError
@@ -93,6 +94,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 # ---------------------------------------------------------------- safe reading
+def is_pickle(path: str | os.PathLike) -> bool:
+    """True for a torch.save file (zip archive or raw pickle), judged by its first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return head[:2] == b"PK" or head[:1] == b"\x80"
+
+
 def check_safetensors(path: str | os.PathLike) -> Path:
     """Raise `PelaError` unless ``path`` is a well-formed safetensors file (header checked, nothing run)."""
     path = Path(path)
@@ -101,8 +109,9 @@ def check_safetensors(path: str | os.PathLike) -> Path:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        raise PelaError(f"{path} is a pickle/zip archive (torch.save format), not safetensors; pela never unpickles files it did not write")
+    if is_pickle(path):
+        raise PelaError(f"{path} is a pickle/zip archive (torch.save format), not safetensors; pela never unpickles files it did not "
+                        "write (to read its tensors anyway with torch.load(weights_only=True), pass --allow-pickle)")
     if len(head) < 8:
         raise PelaError(f"{path} is not a safetensors file (only {size} bytes)")
     (header_len,) = struct.unpack("<Q", head)
@@ -119,12 +128,37 @@ def check_safetensors(path: str | os.PathLike) -> Path:
     return path
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> None:
-    """Load safetensors weights into ``model``, with one-line errors for missing/extra/misshapen tensors."""
+def load_pickled_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a legacy torch.save file, read with ``torch.load(weights_only=True)``: its restricted
+    unpickler builds tensors and plain containers only and refuses anything that would run code."""
+    path = Path(path)
+    if not path.is_file():
+        raise PelaError(f"weights file {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for forbidden globals, RuntimeError for broken archives
+        raise PelaError(f"{path} cannot be read safely with torch.load(weights_only=True): {str(e).splitlines()[0][:200]}") from None
+    for key in ("state_dict", "model", "model_state_dict"):  # common wrappers of training scripts
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
+        raise PelaError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return obj
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True, allow_pickle: bool = False) -> None:
+    """Load safetensors weights into ``model``, with one-line errors for missing/extra/misshapen tensors.
+
+    ``allow_pickle``: also accept a legacy torch.save file, read by `load_pickled_tensors` (never plain unpickling).
+    """
     from safetensors.torch import load_file
 
-    path = check_safetensors(path)
-    state = load_file(path)
+    path = Path(path)
+    if allow_pickle and path.is_file() and is_pickle(path):
+        state = load_pickled_tensors(path)
+    else:
+        path = check_safetensors(path)
+        state = load_file(path)
     own = model.state_dict()
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if k in own and own[k].shape != v.shape]
     if wrong:

@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from .errors import PelaError
-from .io import check_safetensors, is_pela_dir, load_weights
+from .io import check_safetensors, is_pela_dir, load_pickled_tensors, load_weights
 
 HF_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
 SOURCE_HELP = "use timm:NAME, hf:ORG/NAME, or a local directory (saved by pela or by Hugging Face save_pretrained)"
@@ -29,7 +29,7 @@ def _hf_class(config: Any) -> type:
     return transformers.AutoModel
 
 
-def _hf_from_dir(path: Path, random_init: bool) -> nn.Module:
+def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False) -> nn.Module:
     import transformers
 
     try:
@@ -41,14 +41,17 @@ def _hf_from_dir(path: Path, random_init: bool) -> nn.Module:
         model = cls.from_config(config) if cls is transformers.AutoModel else cls._from_config(config)
     else:
         shards = sorted(path.glob("*.safetensors"))
-        if not shards:
-            pickles = [p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
-            extra = f" (found {', '.join(pickles)}: pickle files are not loaded)" if pickles else ""
+        pickles = [p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+        if not shards and not (pickles and allow_pickle):
+            extra = f" (found {', '.join(pickles)}: pickle files are loaded only with --allow-pickle)" if pickles else ""
             raise PelaError(f"{path} has no .safetensors weights{extra}; use --random-init for an untrained model")
         for shard in shards:
             check_safetensors(shard)
+        for name in pickles if not shards else []:
+            load_pickled_tensors(path / name)  # refuse anything but tensors before transformers reads it
         try:
-            model = cls.from_pretrained(str(path), use_safetensors=True)
+            # transformers reads .bin files with torch.load(weights_only=True) too
+            model = cls.from_pretrained(str(path), use_safetensors=bool(shards))
         except Exception as e:
             raise PelaError(f"could not load the Hugging Face model in {path}: {str(e).splitlines()[0]}") from None
     model.pela_source = {"kind": "hf", "class": type(model).__name__}
@@ -56,7 +59,7 @@ def _hf_from_dir(path: Path, random_init: bool) -> nn.Module:
     return model.eval()
 
 
-def _load_timm(name: str, checkpoint: str | None, random_init: bool, kwargs: dict[str, Any]) -> nn.Module:
+def _load_timm(name: str, checkpoint: str | None, random_init: bool, kwargs: dict[str, Any], allow_pickle: bool = False) -> nn.Module:
     import timm
 
     if not timm.is_model(name.split(".", 1)[0]):
@@ -66,7 +69,7 @@ def _load_timm(name: str, checkpoint: str | None, random_init: bool, kwargs: dic
     if checkpoint or random_init:
         model = timm.create_model(name, pretrained=False, **kwargs)
         if checkpoint:
-            load_weights(model, checkpoint)
+            load_weights(model, checkpoint, allow_pickle=allow_pickle)
     else:
         try:
             model = timm.create_model(name, pretrained=True, **kwargs)
@@ -92,7 +95,8 @@ def _hf_snapshot(repo_id: str, random_init: bool) -> Path:
         ) from None
 
 
-def load_model(source: str, *, checkpoint: str | None = None, random_init: bool = False, **kwargs: Any) -> nn.Module:
+def load_model(source: str, *, checkpoint: str | None = None, random_init: bool = False, allow_pickle: bool = False,
+               **kwargs: Any) -> nn.Module:
     """Load a model the way users name it, in eval mode.
 
     Args:
@@ -101,6 +105,9 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
             written by `pela.save_pretrained` or by Hugging Face ``save_pretrained``.
         checkpoint: a safetensors file with weights for a ``timm:`` architecture.
         random_init: build the architecture without pretrained weights (smoke tests, benchmarks).
+        allow_pickle: also read legacy torch.save weights (``--checkpoint x.pt``, a Hugging Face directory
+            with only ``pytorch_model.bin``), with ``torch.load(weights_only=True)``, which refuses
+            anything but tensors. Off by default: pela never unpickles a file it did not write.
         **kwargs: passed to ``timm.create_model`` (e.g. ``num_classes``).
     """
     if not isinstance(source, str) or not source:
@@ -108,11 +115,11 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
     if checkpoint and random_init:
         raise PelaError("give either --checkpoint or --random-init, not both")
     if source.startswith("timm:"):
-        return _load_timm(source[5:], checkpoint, random_init, kwargs)
+        return _load_timm(source[5:], checkpoint, random_init, kwargs, allow_pickle)
     if checkpoint:
         raise PelaError("--checkpoint applies to timm: sources only")
     if source.startswith("hf:"):
-        return _hf_from_dir(_hf_snapshot(source[3:], random_init), random_init)
+        return _hf_from_dir(_hf_snapshot(source[3:], random_init), random_init, allow_pickle)
     path = Path(source).expanduser()
     if path.is_dir():
         if is_pela_dir(path):
@@ -120,7 +127,7 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
 
             return load(path)
         if (path / "config.json").is_file():
-            return _hf_from_dir(path, random_init)
+            return _hf_from_dir(path, random_init, allow_pickle)
         raise PelaError(f"{path} holds neither a pela model (pela.json) nor a Hugging Face model (config.json)")
     if path.exists():
         raise PelaError(f"{source} is a file, not a model directory; {SOURCE_HELP}")
@@ -150,9 +157,12 @@ def build_architecture(source: dict[str, Any], directory: Path) -> nn.Module:
     """A freshly initialized dense model of the recorded source (weights are loaded afterwards)."""
     kind = source.get("kind")
     if kind == "timm":
-        import timm
-
-        return timm.create_model(source["name"], pretrained=False, **source.get("kwargs", {}))
+        name, kwargs = source.get("name"), source.get("kwargs") or {}
+        if not isinstance(name, str) or not isinstance(kwargs, dict):
+            raise PelaError(f"{directory}/pela.json records a malformed timm source")
+        model = _load_timm(name, None, True, kwargs)
+        del model.pela_source  # the caller sets what was recorded
+        return model
     if kind == "hf":
         import transformers
 

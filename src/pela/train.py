@@ -14,6 +14,8 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +131,18 @@ def run_id(config: TrainConfig, extra: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps({"config": keep, **extra}, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def resident_mib() -> float:
+    """This process's resident memory now (Linux ``/proc``; elsewhere its peak), logged to catch leaks in long runs."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
 def partial_state() -> Any:
     """Accelerate's process state; on a machine without a GPU, processes started by torchrun use gloo."""
     from accelerate import PartialState
@@ -216,7 +230,7 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
                 done = step + 1
                 if done % config.log_every == 0 or done == total:
                     row = {"step": done, "loss": sum(weights[k] * v for k, v in sums.items()), **sums,
-                           "lr": scheduler.get_last_lr()[0], "items_per_s": rate}
+                           "lr": scheduler.get_last_lr()[0], "items_per_s": rate, "rss_mib": resident_mib()}
                     history.append(row)
                     log.write(row)
                 advance(info=" ".join(f"{k} {v:.4g}" for k, v in sums.items()) + f" | {rate:.1f} items/s")

@@ -1,0 +1,105 @@
+"""SIGKILL `pela distill` at random points, checkpoint writes included, and resume each time: the final
+student is bitwise the one an uninterrupted run gives, and no kill ever leaves a checkpoint that fails to load."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+import pela
+from pela.checkpoint import latest_checkpoint
+from pela.cli import main
+
+WORDS = [f"w{i}" for i in range(95)]
+STEPS = 60
+
+
+def _setup(root: Path) -> list[str]:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                     max_position_embeddings=64)  # dropout on: resume must restore the RNG too
+    BertModel(cfg).save_pretrained(root / "teacher")
+    (root / "teacher" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS))
+    g = torch.Generator().manual_seed(0)
+    lines = [" ".join(WORDS[int(i)] for i in torch.randint(0, 95, (int(n),), generator=g))
+             for n in torch.randint(3, 12, (64,), generator=g)]
+    (root / "text.txt").write_text("\n".join(lines) + "\n")
+    assert main(["compress", str(root / "teacher"), "--out", str(root / "student"), "--ratio", "4", "--align", "1"]) == 0
+    return [sys.executable, "-m", "pela", "distill", "--student", str(root / "student"), "--teacher", str(root / "teacher"),
+            "--data", str(root / "text.txt"), "--steps", str(STEPS), "--batch-size", "8", "--lr", "1e-3", "--save-every", "1"]
+
+
+def _assert_checkpoints_load(run: Path) -> int:
+    """Every complete checkpoint in ``run`` loads; returns the newest step (0 if none yet)."""
+    ckpt = latest_checkpoint(run / "checkpoints")
+    if ckpt is None:
+        return 0
+    for path in (run / "checkpoints").glob("checkpoint-*"):
+        if path.is_dir() and (path / "state.json").is_file():
+            state = json.loads((path / "state.json").read_text())
+            for name in ("model", "optimizer", "rng"):
+                load_file(str(path / f"{name}.safetensors"))
+            assert state["step"] == int(path.name.split("-")[1])
+    return json.loads((ckpt / "state.json").read_text())["step"]
+
+
+def _step(run: Path) -> int:
+    try:
+        return json.loads((run / "checkpoints" / "latest.json").read_text()).get("step", 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def test_sigkill_at_random_points_then_resume_is_bitwise(tmp_path):
+    command = _setup(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight = subprocess.run([*command, "--out", str(tmp_path / "straight")], capture_output=True, text=True, env=env)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    run = tmp_path / "killed"
+    rng = random.Random(1234)
+    targets = sorted(rng.sample(range(2, STEPS - 8), 4))
+    kills = [("after step", t) for t in targets]
+    kills.insert(2, ("during checkpoint write", None))
+    inject = str(Path(__file__).with_name("_inject"))
+    resumed_from = []
+    for i, (kind, target) in enumerate(kills):
+        args = [*command, "--out", str(run)] + (["--resume"] if i else [])
+        run_env = dict(env)
+        marker = tmp_path / f"writing-{i}"
+        if kind == "during checkpoint write":
+            run_env.update(PYTHONPATH=inject + os.pathsep + env.get("PYTHONPATH", ""), PELA_FAULT_MARKER=str(marker), PELA_FAULT_NTH="3")
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=run_env)
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            if (marker.exists() if target is None else _step(run) >= target):
+                break
+            time.sleep(0.002)
+        if target is not None:
+            time.sleep(rng.uniform(0, 0.02))  # land anywhere in the next step, checkpoint writes included
+        assert proc.poll() is None, f"kill {i} ({kind}): the run ended first: {proc.stderr.read().decode()[-1500:]}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if target is None:  # the half-written checkpoint is there, under its temporary name, and is ignored
+            assert any(p.name.startswith(".checkpoint-") for p in (run / "checkpoints").iterdir())
+        step = _assert_checkpoints_load(run)
+        assert not (run / "pela.json").exists()
+        resumed_from.append(step)
+    assert len(kills) >= 5 and resumed_from == sorted(resumed_from) and resumed_from[-1] < STEPS
+
+    final = subprocess.run([*command, "--out", str(run), "--resume"], capture_output=True, text=True, env=env)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert not (run / "checkpoints").exists() and not list(run.glob(".*"))  # temporaries of killed writes are gone too
+    a, b = pela.load(tmp_path / "straight"), pela.load(run)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
