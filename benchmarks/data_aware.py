@@ -9,8 +9,10 @@ demo's pipeline (300 distillation steps, then the demo's fine-tuning recipe), al
 distillation, and report held-out MSE after distillation and test accuracy after fine-tuning.
 
     .venv/bin/python benchmarks/data_aware.py [--downstream]
+    .venv/bin/python benchmarks/data_aware.py --weighting   # why allocation measures sensitivity
 
-Writes benchmarks/results/data_aware.json.
+Writes benchmarks/results/data_aware.json (`--weighting`: data_aware_weighting.json, the same budget
+allocated by the layers' own relative errors alone, as `pela.allocate.allocate(weights=None)` does).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from _results import report
 
 import pela
 from pela import LowRankConfig
-from pela.data import Collator, load_dataset
-from pela.demo import DemoSettings, demo_data, distill_student, finetune_and_evaluate, minilm_dir, wordnet_glosses
+from pela.data import Collator
+from pela.demo import DemoSettings, demo_data, distill_student, finetune_and_evaluate, gloss_texts, minilm_dir
 
 
 def main() -> None:
@@ -33,13 +35,9 @@ def main() -> None:
     p.add_argument("--calib-samples", type=int, default=512)
     p.add_argument("--heldout", type=int, default=512)
     p.add_argument("--downstream", action="store_true", help="also distill and fine-tune (about 20 minutes on CPU)")
+    p.add_argument("--weighting", action="store_true", help="only compare allocation weightings")
     args = p.parse_args()
-    work = Path("runs/bench_data_aware")
-    work.mkdir(parents=True, exist_ok=True)
-    glosses = wordnet_glosses()
-    (work / "train.txt").write_text("\n".join(g for g, _, split in glosses if split == "train") + "\n")
-    (work / "heldout.txt").write_text("\n".join(g for g, _, split in glosses if split == "test") + "\n")
-    train, heldout = load_dataset(work / "train.txt"), load_dataset(work / "heldout.txt")
+    train, heldout = gloss_texts(Path("runs/bench_data_aware"))
 
     teacher = pela.load_model(str(minilm_dir()))
     collate = Collator(teacher, max_length=64)
@@ -53,6 +51,16 @@ def main() -> None:
     budget = sum(r.rank * (r.in_features + r.out_features) for r in plain_report.factorized) / factorizable
     configs = {"svd": LowRankConfig(ratio=2), "whiten": LowRankConfig(ratio=2, init="whiten"),
                "svd+allocation": LowRankConfig(param_budget=budget), "whiten+allocation": LowRankConfig(param_budget=budget, init="whiten")}
+    if args.weighting:
+        import pela.factorize
+
+        measured = pela.factorize.allocate
+
+        def own_errors(shapes, spectra, budget, align, weights):  # ignore the measured sensitivities
+            return measured(shapes, spectra, budget, align)
+
+        pela.factorize.allocate = own_errors
+        configs = {f"{name} (own relative errors)": config for name, config in configs.items() if "allocation" in name}
     students, rows = {}, {}
     for name, config in configs.items():
         student = copy.deepcopy(teacher)
@@ -64,6 +72,11 @@ def main() -> None:
         rows[name] = {"params": rep.params_after, "linear_params": rep.linear_params_after, "compress_seconds": round(seconds, 2),
                       "mse": result["mean_mse"], "cosine": result["mean_cosine"], "ranks": [r.rank for r in rep.factorized]}
         print(f"{name:18s} params {rep.params_after:,}  held-out MSE {result['mean_mse']:.5f}  ({seconds:.1f}s)", flush=True)
+    if args.weighting:
+        for name, row in rows.items():
+            row["mse_vs_plain_svd_k2"] = row["mse"] / pela.compare(plain, teacher, heldout, collate_fn=collate, samples=args.heldout)["mean_mse"]
+        report("data_aware_weighting", {"model": "all-MiniLM-L6-v2", "param_budget": budget, "rows": rows})
+        return
     for row in rows.values():
         row["mse_vs_svd"] = row["mse"] / rows["svd"]["mse"]
     summary = {"model": "all-MiniLM-L6-v2", "param_budget": budget, "calib_samples": calibration.samples,

@@ -17,8 +17,8 @@ import torch
 
 import pela
 from pela import DistillConfig, LowRankConfig
-from pela.data import Collator, load_dataset
-from pela.demo import minilm_dir, wordnet_glosses
+from pela.data import Collator
+from pela.demo import gloss_texts, minilm_dir
 from _results import report
 
 
@@ -30,12 +30,7 @@ def main() -> None:
     p.add_argument("--ratio", type=float, default=2)
     p.add_argument("--heldout", type=int, default=512)
     args = p.parse_args()
-    work = Path("runs/bench_minilm")
-    work.mkdir(parents=True, exist_ok=True)
-    glosses = wordnet_glosses()
-    (work / "train.txt").write_text("\n".join(g for g, _, split in glosses if split == "train") + "\n")
-    (work / "heldout.txt").write_text("\n".join(g for g, _, split in glosses if split == "test") + "\n")
-    train, heldout = load_dataset(work / "train.txt"), load_dataset(work / "heldout.txt")
+    train, heldout = gloss_texts(Path("runs/bench_minilm"))
 
     teacher = pela.load_model(str(minilm_dir()))
     student = pela.load_model(str(minilm_dir()))

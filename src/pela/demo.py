@@ -65,6 +65,18 @@ def wordnet_glosses(root: Path = WORDNET) -> list[tuple[str, int, str]]:
     return out
 
 
+def gloss_texts(work: Path) -> tuple[Any, Any]:
+    """Every training gloss and every held-out gloss as unlabeled text datasets (for distillation
+    and feature-distance benchmarks), written as ``train.txt`` and ``heldout.txt`` under ``work``."""
+    from .data import load_dataset
+
+    work.mkdir(parents=True, exist_ok=True)
+    glosses = wordnet_glosses()
+    for name, split in (("train.txt", "train"), ("heldout.txt", "test")):
+        (work / name).write_text("\n".join(g for g, _, s in glosses if s == split) + "\n")
+    return load_dataset(work / "train.txt"), load_dataset(work / "heldout.txt")
+
+
 @dataclass(frozen=True)
 class DemoSettings:
     """Sized so the default run finishes in under 30 minutes on a 2-core CPU."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 import pela
@@ -27,7 +28,16 @@ def collate(examples):
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def test_resident_memory_is_flat_over_2000_steps(tmp_path):
+@pytest.fixture
+def one_thread():
+    """Tiny matrices gain nothing from threads, and lose much to contention with other processes."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_resident_memory_is_flat_over_2000_steps(tmp_path, one_thread):
     torch.manual_seed(0)
     teacher = hf_bert()
     student = hf_bert()
