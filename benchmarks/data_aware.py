@@ -52,14 +52,14 @@ def main() -> None:
     configs = {"svd": LowRankConfig(ratio=2), "whiten": LowRankConfig(ratio=2, init="whiten"),
                "svd+allocation": LowRankConfig(param_budget=budget), "whiten+allocation": LowRankConfig(param_budget=budget, init="whiten")}
     if args.weighting:
-        import pela.factorize
+        from pela import factorize
 
-        measured = pela.factorize.allocate
+        measured = factorize.allocate
 
         def own_errors(shapes, spectra, budget, align, weights):  # ignore the measured sensitivities
             return measured(shapes, spectra, budget, align)
 
-        pela.factorize.allocate = own_errors
+        factorize.allocate = own_errors
         configs = {f"{name} (own relative errors)": config for name, config in configs.items() if "allocation" in name}
     students, rows = {}, {}
     for name, config in configs.items():

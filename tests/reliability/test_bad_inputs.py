@@ -64,6 +64,9 @@ def w(tmp_path_factory):
                  pela.DistillConfig(steps=4, batch_size=8, save_every=2), out=root / "run_a",
                  run_info={"student": str(root / "student"), "teacher": str(root / "teacher"), "data": str(root / "text.txt")})
     assert (root / "run_a" / "checkpoints" / "latest.json").exists()
+    assert main(["finetune", str(root / "student"), "--data", str(root / "labeled.jsonl"), "--out", str(root / "tuned"), "--steps", "1",
+                 "--batch-size", "4", "--json"]) == 0
+    (root / "new_labels.jsonl").write_text("".join(json.dumps({"text": f"w{i}", "label": "zebra" if i else "a"}) + "\n" for i in range(4)))
     return root
 
 
@@ -102,6 +105,7 @@ CASES = [
     ("row without a label", F + " --data {root}/unlabeled_row.jsonl", "label"),
     ("a single class", F + " --data {root}/one_class.jsonl", "at least 2 classes"),
     ("unlabeled data to fine-tune", F + " --data {text}", "labelled data"),
+    ("labels the model was not trained on", "eval {root}/tuned --data {root}/new_labels.jsonl", "'zebra' is not one of the 2 classes"),
     ("corrupt image", "finetune {vit} --data {root}/images --steps 1 --batch-size 2", "broken.png"),
     ("max length beyond the model", D + " --max-length 1000", "at most 64 positions"),
     # training settings
@@ -152,6 +156,24 @@ def test_bad_input(w, tmp_path, capsys, name, template, fragment):
     assert fragment in lines[-1], err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output left behind
     assert (w / "exists" / "keep.txt").read_text() == "precious\n"
+
+
+def test_unreadable_dataset(w, tmp_path, capsys, monkeypatch):
+    """Permission denied (simulated: the tests may run as root, who can read anything)."""
+    import pela.data
+
+    real = pela.data.os.access
+    monkeypatch.setattr(pela.data.os, "access", lambda p, mode: False if str(p).endswith("text.txt") else real(p, mode))
+    argv = _argv(D, w, tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "text.txt" in last and "not readable" in last, err
+    assert not (tmp_path / "out").exists()
+    from pela.data import load_dataset
+
+    with pytest.raises(pela.PelaError, match="not readable"):  # the API says the same
+        load_dataset(w / "text.txt")
 
 
 def test_catalogue_is_large_enough():
