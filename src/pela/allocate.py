@@ -10,8 +10,8 @@ causes, and `allocate` weighs each ``σᵢ²`` by it. Because each layer's ``σ�
 per parameter only fall as its rank grows, so taking the best next step (``align`` ranks at a time)
 across all layers until the budget is spent is optimal up to the last step.
 
-Measured on MiniLM (docs/BENCHMARKS.md): weighing by the layers' own errors alone, relative or
-absolute, allocates *worse* than a uniform ratio; with measured sensitivities it beats it clearly.
+Measured on MiniLM (docs/BENCHMARKS.md): weighing by the layers' own relative errors alone
+allocates *worse* than a uniform ratio; with measured sensitivities it beats it clearly.
 """
 
 from __future__ import annotations
