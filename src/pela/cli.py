@@ -84,9 +84,10 @@ def compress(
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
-    table = Table("layer", "in", "out", "rank", "rel. error", "note", title="pela compress")
+    table = Table("layer", "in", "out", "rank", "init", "rel. error", "note", title="pela compress",
+                  caption="rel. error: of the weights (svd), of the outputs on the calibration data (whiten)")
     for r in report.layers:
-        table.add_row(r.name, str(r.in_features), str(r.out_features), "dense" if r.rank is None else str(r.rank),
+        table.add_row(r.name, str(r.in_features), str(r.out_features), "dense" if r.rank is None else str(r.rank), r.init or "",
                       "" if r.rel_error is None else f"{r.rel_error:.4f}", r.reason or "")
     out_console.print(table)
     out_console.print(f"{report.summary()}\nsaved to {out}")
