@@ -145,7 +145,7 @@ def distill(
     seed: int = typer.Option(0),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="checkpoint every N steps"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUT"),
-    alpha: float = typer.Option(1.0, help="weight of feature distillation (every block, all tokens)"),
+    alpha: float = typer.Option(1.0, help="weight of feature distillation (every block, every real token)"),
     beta: float = typer.Option(0.0, help="weight of logit distillation"),
     task_weight: float = typer.Option(1.0, "--task-weight", help="weight of the task loss (labelled data, model with a head)"),
     gamma: float = typer.Option(0.0, help="weight of weight-perturbation regularization"),

@@ -32,7 +32,7 @@ DistillResult = TrainResult
 class DistillConfig(TrainConfig):
     """`TrainConfig` plus the loss weights; defaults follow PELA (METHOD.md §2) where it has one."""
 
-    alpha: float = 1.0  # feature distillation
+    alpha: float = 1.0  # feature distillation: MSE of every block's output, over real tokens (padding excluded)
     beta: float = 0.0  # logit distillation
     task: float = 1.0  # task loss, used when batches carry labels and the model outputs class logits
     gamma: float = 0.0  # weight-perturbation regularization
