@@ -57,7 +57,10 @@ def plot(results: dict) -> None:
                 marker="o", capsize=4, label="PELA student, k=2")
     if "teacher" in results:
         ax.axhline(100 * results["teacher"]["accuracy"], color="k", ls="--", lw=1, label="teacher, fine-tuned")
-    ax.set(xscale="symlog", xlabel="distillation steps (symlog)", ylabel="test accuracy (%)", title="accuracy after distillation + fine-tuning")
+    ax.set_xscale("symlog", linthresh=100)  # 0 on a linear stretch, then 300/1000/3000 evenly
+    ax.set_xlim(-20, max(steps + [300]) * 1.5)
+    ax.set(xlabel="distillation steps (linear to 100, log beyond)", ylabel="test accuracy (%)",
+           title="accuracy after distillation + fine-tuning")
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, PLOT)

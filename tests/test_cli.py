@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -104,6 +105,9 @@ def test_compress_whiten_with_budget_and_plot(hf_bert_dir, tmp_path, capsys):
     assert report["config"]["init"] == "whiten" and report["config"]["param_budget"] == 0.5
     assert {layer["init"] for layer in report["layers"] if layer["status"] == "factorized"} == {"whiten"}
     assert (tmp_path / "ranks.png").stat().st_size > 10_000
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "ranks.png").stat().st_mode & 0o777 == 0o666 & ~umask
     model = pela.load(tmp_path / "b")
     assert sum(p.numel() for p in model.parameters()) == report["params_after"]
 

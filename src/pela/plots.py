@@ -34,11 +34,14 @@ def pyplot() -> Any:
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
     """Write ``fig`` to ``path`` via a temporary file and a rename, then close it."""
+    from .io import _default_permissions
+
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.absolute().parent)
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=dpi)
+        _default_permissions(Path(tmp))  # mkstemp makes it private; a plot is an ordinary file
         os.replace(tmp, path)
     finally:
         pyplot().close(fig)
