@@ -179,23 +179,28 @@ def _relative_error(w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, sigma: to
 def _allocate_budget(model: nn.Module, layers: list, config: LowRankConfig, calibration: Calibration, progress: bool) -> dict[str, int]:
     """Ranks for ``param_budget``: probe each layer's sensitivity at the uniform rank of the same size, then allocate."""
     fraction, align = config.param_budget, config.align
-    shapes = [tuple(c.weight.shape) for c, *_ in layers]
-    reference = [max(min(align, max_rank(o, i, align)), min(_align(math.floor(fraction * o * i / (o + i)), align, up=False), max_rank(o, i, align)))
-                 for o, i in shapes]
+    device = next(model.parameters()).device
+
+    def uniform_rank(n_out: int, n_in: int) -> int:  # what one ratio for all layers would give, kept in [one step, break-even)
+        cap = max_rank(n_out, n_in, align)
+        return max(min(align, cap), min(_align(math.floor(fraction * n_out * n_in / (n_out + n_in)), align, up=False), cap))
 
     def delta(work: torch.Tensor, spectrum: Spectrum, rank: int) -> Callable[[], torch.Tensor]:
         def make() -> torch.Tensor:
             a, b = spectrum.factors(rank)
-            return (b.to(work.dtype) @ a.to(work.dtype) - work).to(next(model.parameters()).device)
+            return (b.to(work.dtype) @ a.to(work.dtype) - work).to(device)
         return make
 
-    probes = [(c.name, c.module, delta(work, sp, r), float((sp.sigma.double() ** 2)[r:].sum())) for (c, _, work, sp, _), r in zip(layers, reference)]
+    shapes = [tuple(c.weight.shape) for c, *_ in layers]
+    reference = [uniform_rank(*shape) for shape in shapes]
+    probes = [(c.name, c.module, delta(work, sp, r), float((sp.sigma.double() ** 2)[r:].sum()))
+              for (c, _, work, sp, _), r in zip(layers, reference)]
     with progress_bar(progress, len(probes), "probing sensitivity") as advance:
         weights = sensitivities(model, probes, calibration.probe, advance)
-    free = [i for i, w in enumerate(weights) if w is not None]  # the rest keep the reference rank
-    budget = int(fraction * sum(o * i for o, i in shapes)) - sum(reference[i] * sum(shapes[i]) for i in range(len(shapes)) if i not in free)
+    ranks = {c.name: r for (c, *_), r in zip(layers, reference)}  # layers the probes cannot see keep these
+    free = [i for i, w in enumerate(weights) if w is not None]
+    budget = int(fraction * sum(o * i for o, i in shapes)) - sum(reference[i] * sum(shapes[i]) for i, w in enumerate(weights) if w is None)
     chosen = allocate([shapes[i] for i in free], [layers[i][3].sigma for i in free], budget, align, [weights[i] for i in free])
-    ranks = dict(zip((layers[i][0].name for i in range(len(layers))), reference))
     ranks.update({layers[i][0].name: r for i, r in zip(free, chosen)})
     return ranks
 
