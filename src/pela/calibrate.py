@@ -52,6 +52,7 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
         PelaError: no data, or a forward pass reaches none of the layers to factorize.
     """
     from .data import Collator
+    from .distill import real_tokens
 
     if samples < 1:
         raise PelaError(f"calibration needs at least 1 sample, got samples={samples}")
@@ -76,10 +77,7 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
             x = args[0] if args else None
             if not torch.is_tensor(x):
                 return
-            m = mask[0]
-            if m is not None and x.dim() == m.dim() + 1 and x.shape[:-1] == m.shape:
-                x = x[m.to(x.device).bool()]
-            x = x.reshape(-1, x.shape[-1]).float()
+            x = real_tokens(x, mask[0]).float()
             xtx = (x.T @ x).double()
             if name in sums:
                 sums[name] += xtx

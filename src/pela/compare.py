@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import arch
-from .distill import BlockCapture, token_mse
+from .distill import BlockCapture, real_tokens, token_mse
 
 
 @torch.no_grad()
@@ -43,9 +43,7 @@ def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn
             mask = batch.get("attention_mask")
             for i, (s, t) in enumerate(zip(s_feats, t_feats)):
                 mse[i] += token_mse(s, t, mask).double() * rows
-                if mask is not None and s.shape[:-1] == mask.shape:
-                    s, t = s[mask.bool()], t[mask.bool()]
-                cos[i] += F.cosine_similarity(s.float(), t.float(), dim=-1).mean().double() * rows
+                cos[i] += F.cosine_similarity(real_tokens(s, mask).float(), real_tokens(t, mask).float(), dim=-1).mean().double() * rows
             if s_out.dim() == 2:
                 agree += float((s_out.argmax(-1) == t_out.argmax(-1)).float().sum())
             else:

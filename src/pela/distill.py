@@ -50,15 +50,19 @@ class DistillConfig(TrainConfig):
 
 
 # ---------------------------------------------------------------- losses (pure functions)
+def real_tokens(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The rows of ``x`` (…, d) as (N, d), without the positions ``mask`` marks as padding (when it fits ``x``)."""
+    if mask is not None and x.dim() == mask.dim() + 1 and x.shape[:-1] == mask.shape:
+        return x[mask.to(x.device).bool()]
+    return x.reshape(-1, x.shape[-1])
+
+
 def token_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """MSE between two block outputs over the tokens ``mask`` keeps (all when it is None or does not fit).
 
     Padding positions are left out: their outputs are never used, and matching them wastes the student's capacity.
     """
-    if mask is not None and student.dim() == mask.dim() + 1 and student.shape[:-1] == mask.shape:
-        keep = mask.to(student.device).bool()
-        return F.mse_loss(student[keep].float(), teacher[keep].float())
-    return F.mse_loss(student.float(), teacher.float())
+    return F.mse_loss(real_tokens(student, mask).float(), real_tokens(teacher, mask).float())
 
 
 def feature_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
