@@ -8,6 +8,10 @@ already there are skipped, so the study can be spread over several sessions or m
 (on the GPU when there is one). The plot goes to docs/distill_steps.png.
 
     .venv/bin/python benchmarks/distill_steps.py [--steps 0,300,1000,3000] [--seeds 3] [--max-steps 1000]
+        [--results FILE.json] [--plot FILE.png]
+
+A study on another machine (a GPU) goes to its own --results/--plot, so runs on different hardware
+and precision (bf16 autocast on a GPU) are never mixed in one mean.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import copy
 import json
 import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -28,15 +33,15 @@ RESULTS = Path(__file__).with_name("results") / "distill_steps.json"
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "distill_steps.png"
 
 
-def _load() -> dict:
-    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {"runs": []}
 
 
-def _save(results: dict) -> None:
-    RESULTS.parent.mkdir(exist_ok=True)
-    tmp = RESULTS.with_suffix(".tmp")
+def _save(results: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(RESULTS)
+    tmp.replace(path)
 
 
 def summarize(results: dict) -> dict:
@@ -47,7 +52,7 @@ def summarize(results: dict) -> dict:
             for s, a in sorted(by_steps.items())}
 
 
-def plot(results: dict) -> None:
+def plot(results: dict, path: Path) -> None:
     from pela.plots import pyplot, save_figure
 
     table = summarize(results)
@@ -63,7 +68,7 @@ def plot(results: dict) -> None:
            title="accuracy after distillation + fine-tuning")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    save_figure(fig, PLOT)
+    save_figure(fig, path)
 
 
 def main() -> None:
@@ -71,36 +76,41 @@ def main() -> None:
     p.add_argument("--steps", default="0,300,1000,3000", help="distillation step counts")
     p.add_argument("--seeds", type=int, default=3, help="seeds for the smallest and largest step counts")
     p.add_argument("--max-steps", type=int, default=None, help="run only counts up to this (the rest another time)")
+    p.add_argument("--descending", action="store_true", help="largest counts first (when time may run out)")
+    p.add_argument("--results", type=Path, default=RESULTS, help="JSON file that keeps finished runs")
+    p.add_argument("--plot", type=Path, default=PLOT, help="where the figure goes")
     args = p.parse_args()
     counts = sorted(int(s) for s in args.steps.split(","))
     settings = DemoSettings()
     data = demo_data(Path("runs/bench_distill_steps/data"), settings)
-    results = _load()
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    results = _load(args.results)
     done = {(r["steps"], r["seed"]) for r in results["runs"]}
     if "teacher" not in results:
         metrics, _ = finetune_and_evaluate(pela.load_model(str(minilm_dir())), data, settings)
-        results["teacher"] = {"accuracy": metrics["accuracy"]}
-        _save(results)
+        results["teacher"] = {"accuracy": metrics["accuracy"], "device": device}
+        _save(results, args.results)
     compressed = pela.load_model(str(minilm_dir()))
     pela.compress(compressed, LowRankConfig(ratio=2))
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    for steps in counts:
+    for steps in reversed(counts) if args.descending else counts:
         if args.max_steps is not None and steps > args.max_steps:
             continue
         seeds = range(args.seeds) if steps in (counts[0], counts[-1]) else range(1)
         for seed in seeds:
             if (steps, seed) in done:
                 continue
+            began = time.perf_counter()
             student = copy.deepcopy(compressed)
             if steps:
                 student, _ = distill_student(student, data, settings, steps=steps, seed=seed)
             metrics, _ = finetune_and_evaluate(student, data, settings, seed=seed)
-            results["runs"].append({"steps": steps, "seed": seed, "accuracy": metrics["accuracy"], "device": device})
+            results["runs"].append({"steps": steps, "seed": seed, "accuracy": metrics["accuracy"], "device": device,
+                                    "seconds": round(time.perf_counter() - began, 1)})
             print(f"steps {steps} seed {seed}: accuracy {metrics['accuracy']:.4f}", flush=True)
-            _save(results)
+            _save(results, args.results)
     results["summary"] = summarize(results)
-    _save(results)
-    plot(results)
+    _save(results, args.results)
+    plot(results, args.plot)
     print(json.dumps(results["summary"], indent=2))
 
 
