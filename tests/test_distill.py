@@ -121,6 +121,22 @@ def test_nested_and_two_tower_models(make):
     assert result.history[-1]["feature"] > 0
 
 
+def test_block_shared_across_depth_gives_one_feature_per_call():
+    """ALBERT runs one layer's weights at every depth: each call is distilled and compared as its own layer."""
+    from transformers import AlbertConfig, AlbertModel
+
+    make = lambda: AlbertModel(AlbertConfig(vocab_size=100, embedding_size=16, hidden_size=32, num_hidden_layers=3,  # noqa: E731
+                                            num_attention_heads=2, intermediate_size=64)).eval()
+    student, teacher = pair(make)
+    assert len(find_blocks(teacher)) == 1
+    report = pela.compare(student, teacher, Tokens(), collate_fn=stack, samples=16)
+    labels = [b["block"] for b in report["blocks"]]
+    assert len(labels) == 3 and labels[0].endswith("#0") and labels[2].endswith("#2")
+    assert len({b["mse"] for b in report["blocks"]}) == 3  # three different depths, three different gaps
+    result = pela.distill(student, teacher, Tokens(), DistillConfig(steps=2, batch_size=8, log_every=1), collate_fn=stack)
+    assert result.history[-1]["feature"] > 0
+
+
 def test_resume_after_crash_is_bitwise(tmp_path):
     config = DistillConfig(steps=6, batch_size=8, lr=1e-3, save_every=2)
     student, teacher = pair(hf_bert)

@@ -30,8 +30,8 @@ def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
     loader = DataLoader(Subset(data, idx), batch_size=batch_size, collate_fn=collate_fn or Collator(student))
     caps = BlockCapture(student, names), BlockCapture(teacher, names)
-    mse = torch.zeros(len(names), dtype=torch.float64)
-    cos = torch.zeros(len(names), dtype=torch.float64)
+    mse: list[torch.Tensor] = []  # one per captured feature: a block, or each call of a block shared across depth
+    cos: list[torch.Tensor] = []
     agree, count = 0.0, 0
     student.eval(), teacher.eval()
     try:
@@ -41,9 +41,11 @@ def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn
             s_out, t_out = (arch.main_output(arch.forward(m, batch)) for m in (student, teacher))
             s_feats, t_feats = caps[0].take(), caps[1].take()
             mask = batch.get("attention_mask")
+            if not mse:
+                mse, cos = [torch.zeros((), dtype=torch.float64) for _ in t_feats], [torch.zeros((), dtype=torch.float64) for _ in t_feats]
             for i, (s, t) in enumerate(zip(s_feats, t_feats)):
-                mse[i] += token_mse(s, t, mask).double() * rows
-                cos[i] += F.cosine_similarity(real_tokens(s, mask).float(), real_tokens(t, mask).float(), dim=-1).mean().double() * rows
+                mse[i] += token_mse(s, t, mask).double().cpu() * rows
+                cos[i] += F.cosine_similarity(real_tokens(s, mask).float(), real_tokens(t, mask).float(), dim=-1).mean().double().cpu() * rows
             if s_out.dim() == 2:
                 agree += float((s_out.argmax(-1) == t_out.argmax(-1)).float().sum())
             else:
@@ -52,7 +54,7 @@ def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn
     finally:
         for c in caps:
             c.remove()
-    per_block = [{"block": b, "mse": float(mse[i] / count), "cosine": float(cos[i] / count)} for i, b in enumerate(names)]
+    per_block = [{"block": b, "mse": float(mse[i] / count), "cosine": float(cos[i] / count)} for i, b in enumerate(caps[1].labels)]
     return {
         "samples": count,
         "mean_mse": sum(b["mse"] for b in per_block) / len(per_block),

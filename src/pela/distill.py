@@ -79,24 +79,30 @@ def weight_perturbation(pairs: list[tuple[LowRankLinear, torch.Tensor]], epsilon
 
 # ---------------------------------------------------------------- plumbing
 class BlockCapture:
-    """Forward hooks that keep the output of each named block from the latest forward pass."""
+    """Forward hooks that keep the output of each named block from the latest forward pass.
+
+    A block that runs several times per pass, as a layer whose weights are shared across depth does
+    (ALBERT), contributes each call's output in call order: each call is one layer of features.
+    """
 
     def __init__(self, model: nn.Module, names: list[str]):
-        self.outputs: dict[str, torch.Tensor] = {}
+        self.outputs: dict[str, list[torch.Tensor]] = {}
+        self.labels: list[str] = []  # one per tensor of the latest `take`: the block name, with "#k" for repeated calls
         modules = dict(model.named_modules())
         self.names = names
         self.handles = [modules[n].register_forward_hook(self._hook(n)) for n in names]
 
     def _hook(self, name: str) -> Callable:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            self.outputs[name] = arch.block_output(output)
+            self.outputs.setdefault(name, []).append(arch.block_output(output))
 
         return hook
 
     def take(self) -> list[torch.Tensor]:
-        out = [self.outputs[n] for n in self.names if n in self.outputs]
+        calls = [(n, self.outputs.get(n, [])) for n in self.names]
+        self.labels = [n if len(ts) == 1 else f"{n}#{k}" for n, ts in calls for k in range(len(ts))]
         self.outputs = {}
-        return out
+        return [t for _, ts in calls for t in ts]
 
     def remove(self) -> None:
         for h in self.handles:
