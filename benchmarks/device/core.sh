@@ -1,17 +1,30 @@
 #!/usr/bin/env bash
-# First call: issue #2's GPU figures, a CUDA smoke check, and a dry run of the study (random-init MiniLM).
+# First call: GPU figures that need no MiniLM weights. Pick tasks by name (default: all, in this order):
+#   check      benchmarks/device/gpu_check.py, the CUDA smoke check
+#   factorize  whole-model factorization time of ViT-B/16 on the GPU (issue #2)
+#   dry        the distillation-steps study on a random-init MiniLM, 0 and 200 steps (sizes study.sh)
+#   speed      ViT-B/16 k=2 vs dense, bf16, batch 256, compiled (issue #2)
+#   speed1     the same with the paper's exact ranks (--align 1)
+#   throughput distillation step throughput, ViT-B/16, batch 64, bf16 (issue #3)
+#   bash benchmarks/device/core.sh [task ...]
 source "$(dirname "$0")/setup.sh"
 set +e  # one failed figure must not cost the others
+tasks=${*:-check factorize dry speed speed1 throughput}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch, transformers, timm, typer, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'timm', timm.__version__, 'peft', peft.__version__)"
-python3 benchmarks/device/gpu_check.py > "$OUT/gpu_check.log" 2>&1 && tail -20 "$OUT/gpu_check.log" || { echo "gpu_check FAILED"; tail -40 "$OUT/gpu_check.log"; }
-python3 benchmarks/factorize_speed.py --device cuda && cp benchmarks/results/factorize_speed_cuda.json "$OUT/"
-python3 benchmarks/device/fake_minilm.py .dry
-PYTHONPATH=$PWD/.dry:$PYTHONPATH python3 benchmarks/distill_steps.py --steps 0,200 --seeds 1 --results "$OUT/dry_run.json" \
-  --plot /tmp/dry.png > "$OUT/dry_run.log" 2>&1 && cat "$OUT/dry_run.json" || { echo "dry run FAILED"; tail -30 "$OUT/dry_run.log"; }
-bash benchmarks/compressed_speed.sh cuda 8 > /dev/null && cp benchmarks/results/compressed_speed_cuda.json "$OUT/"
-echo "elapsed ${SECONDS}s"
-if [ "$SECONDS" -lt "${ALIGN1_IF_UNDER:-170}" ]; then
-  bash benchmarks/compressed_speed.sh cuda 1 > /dev/null && cp benchmarks/results/compressed_speed_cuda_align1.json "$OUT/"
-fi
+python3 -c "import torch, transformers, timm, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'timm', timm.__version__, 'peft', peft.__version__)"
+for task in $tasks; do
+  echo "== $task (at ${SECONDS}s)"
+  case $task in
+    check) python3 benchmarks/device/gpu_check.py > "$OUT/gpu_check.log" 2>&1; tail -3 "$OUT/gpu_check.log" ;;
+    factorize) python3 benchmarks/factorize_speed.py --device cuda && cp benchmarks/results/factorize_speed_cuda.json "$OUT/" ;;
+    dry) python3 benchmarks/device/fake_minilm.py .dry
+         PYTHONPATH=$PWD/.dry:$PYTHONPATH python3 benchmarks/distill_steps.py --steps 0,200 --seeds 1 \
+           --results "$OUT/dry_run.json" --plot /tmp/dry.png > "$OUT/dry_run.log" 2>&1 && cat "$OUT/dry_run.json" ;;
+    speed) bash benchmarks/compressed_speed.sh cuda 8 > /dev/null && cp benchmarks/results/compressed_speed_cuda.json "$OUT/" ;;
+    speed1) bash benchmarks/compressed_speed.sh cuda 1 > /dev/null && cp benchmarks/results/compressed_speed_cuda_align1.json "$OUT/" ;;
+    throughput) python3 benchmarks/distill_throughput.py --model vit_base_patch16_224 --batch-size 64 --steps 20 --device cuda \
+                  --dtype bfloat16 && cp benchmarks/results/distill_throughput_cuda.json "$OUT/" ;;
+    *) echo "unknown task $task" ;;
+  esac
+done
 echo "elapsed ${SECONDS}s"
