@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import arch
 from .distill import BlockCapture, real_tokens, token_mse
+from .errors import PelaError
 
 
 @torch.no_grad()
@@ -25,6 +26,10 @@ def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn
     """
     from .data import Collator
 
+    if samples < 1 or batch_size < 1:
+        raise PelaError(f"samples and batch size must be >= 1, got {samples} and {batch_size}")
+    if len(data) == 0:
+        raise PelaError("no examples to compare on: the data is empty")
     names = arch.find_blocks(teacher, blocks)
     n = min(samples, len(data))
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()

@@ -201,6 +201,8 @@ def _api_cases(w, tmp_path):
          "different architectures"),
         ("save over an existing directory", lambda: pela.save_pretrained(student(), w / "exists"), "exists"),
         ("empty calibration data", lambda: pela.calibrate(teacher(), []), "empty"),
+        ("empty comparison data", lambda: pela.compare(student(), teacher(), []), "empty"),
+        ("compare on 0 samples", lambda: pela.compare(student(), teacher(), load_dataset(w / "text.txt"), samples=0), "samples and batch size"),
     ]
 
 
