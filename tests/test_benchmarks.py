@@ -1,0 +1,53 @@
+"""The benchmark scripts still run: each one at toy size, its results sent to a temporary folder."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PELA_BENCH_RESULTS": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def test_factorize_speed(tmp_path):
+    run_script(tmp_path, "benchmarks/factorize_speed.py", "--model", "vit_tiny_patch16_224")
+    result = json.loads((tmp_path / "factorize_speed.json").read_text())
+    assert result["layers"] == 48 and result["pela_seconds"] > 0 and result["released_seconds"] > 0
+    assert result["worst_error_above_optimum"] < 1e-4
+
+
+def test_distill_throughput(tmp_path):
+    run_script(tmp_path, "benchmarks/distill_throughput.py", "--model", "vit_tiny_patch16_224", "--batch-size", "2",
+               "--steps", "1", "--rounds", "1")
+    result = json.loads((tmp_path / "distill_throughput_cpu.json").read_text())
+    assert result["pela_items_per_s"] > 0 and result["released_items_per_s"] > 0
+
+
+def test_profile_lowrank(tmp_path):
+    import timm
+
+    import pela
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False)
+    pela.compress(model, pela.LowRankConfig(ratio=2))
+    pela.save_pretrained(model, tmp_path / "small")
+    proc = run_script(tmp_path, "benchmarks/profile_lowrank.py", str(tmp_path / "small"), "--vs", "timm:vit_tiny_patch16_224",
+                      "--batch-size", "2")
+    result = json.loads(proc.stdout)
+    assert result["dense"]["gemm_seconds"] > 0 and result["ratio_gemm"] > 0
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_")))
+def test_every_script_parses_its_arguments(script, tmp_path):
+    """The heavy ones (real MiniLM, minutes of work) at least import and answer --help."""
+    proc = run_script(tmp_path, f"benchmarks/{script}", "--help")
+    assert "usage" in proc.stdout
