@@ -154,7 +154,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     pairs = check_pair(student, teacher)
     blocks = arch.find_blocks(student, config.blocks)
     if config.alpha > 0 and not blocks:
-        raise PelaError(f"found no Transformer blocks in {type(student).__name__}; name them with --blocks REGEX")
+        raise PelaError(f"found no Transformer blocks in {type(student).__name__}; name them with --blocks REGEX (DistillConfig(blocks=...)), or distill logits only (--alpha 0 --beta 1)")
     accelerator = accelerator or make_accelerator(config)
     teacher.eval().requires_grad_(False).to(accelerator.device)
     student.to(accelerator.device)
