@@ -3,6 +3,7 @@
 #   bash benchmarks/compressed_speed.sh [cpu|cuda] [ALIGN]
 # CPU: float32, batch 32. CUDA: bfloat16, batch 256, both models compiled. ALIGN (default 8) is the
 # rank alignment; 1 gives the paper's exact ranks, whose effect on GPU tensor cores this shows.
+# COMPILE_MODE (cuda only) passes a torch.compile mode, e.g. max-autotune, to both models.
 # PELA overrides the command (default .venv/bin/pela), e.g. PELA="python3 -m pela" on a machine
 # where the package is on PYTHONPATH rather than installed.
 set -euo pipefail
@@ -11,6 +12,9 @@ device=${1:-cpu}
 align=${2:-8}
 pela=${PELA:-.venv/bin/pela}
 suffix=$([ "$align" = 8 ] && echo "" || echo "_align$align")
+mode=${COMPILE_MODE:-}
+compile_flag=$([ -n "$mode" ] && echo "--compile-mode $mode" || echo "--compile")
+result_suffix=$suffix$([ -n "$mode" ] && echo "_$mode" || echo "")
 mkdir -p benchmarks/results runs
 $pela compress timm:vit_base_patch16_224 --random-init --ratio 2 --align "$align" --out "runs/vit_b_k2$suffix" --overwrite --json \
   > "benchmarks/results/vit_b_k2${suffix}_compress.json"
@@ -19,5 +23,5 @@ if [ "$device" = cpu ]; then
     | tee "benchmarks/results/compressed_speed_cpu$suffix.json"
 else
   $pela bench "runs/vit_b_k2$suffix" --vs timm:vit_base_patch16_224 --random-init --device cuda --dtype bfloat16 \
-    --batch-size 256 --compile --iters 20 --rounds 5 --json | tee "benchmarks/results/compressed_speed_cuda$suffix.json"
+    --batch-size 256 $compile_flag --iters 20 --rounds 5 --json | tee "benchmarks/results/compressed_speed_cuda$result_suffix.json"
 fi

@@ -18,6 +18,11 @@ def test_side_by_side():
     assert results[1].params < results[0].params
 
 
+def test_compile_mode_implies_compile():
+    (r,) = benchmark({"vit": timm_vit()}, batch_size=2, compile_mode="reduce-overhead", iters=1, rounds=1, warmup=1)
+    assert r.compiled and r.compile_mode == "reduce-overhead" and r.items_per_s > 0
+
+
 def test_bfloat16_text_model():
     (r,) = benchmark({"bert": hf_bert()}, batch_size=2, dtype="bfloat16", seq_len=8, iters=1, rounds=1, warmup=1)
     assert r.dtype == "bfloat16" and r.items_per_s > 0
@@ -27,6 +32,7 @@ def test_bfloat16_text_model():
     (dict(batch_size=0), "batch size"),
     (dict(dtype="float8"), "dtype must be"),
     (dict(device="tpu"), "device must be"),
+    (dict(compile_mode="fastest"), "compile mode must be"),
 ])
 def test_bad_arguments(kwargs, fragment):
     with pytest.raises(PelaError, match=fragment):

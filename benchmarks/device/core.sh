@@ -5,11 +5,12 @@
 #   dry        the distillation-steps study on a random-init MiniLM, 0 and 200 steps (sizes study.sh)
 #   speed      ViT-B/16 k=2 vs dense, bf16, batch 256, compiled (issue #2)
 #   speed1     the same with the paper's exact ranks (--align 1)
+#   autotune   the same as speed, with torch.compile's max-autotune mode (GEMM kernels timed for each shape)
 #   throughput distillation step throughput, ViT-B/16, batch 64, bf16 (issue #3)
 #   bash benchmarks/device/core.sh [task ...]
 source "$(dirname "$0")/setup.sh"
 set +e  # one failed figure must not cost the others
-tasks=${*:-check factorize dry speed speed1 throughput}
+tasks=${*:-check factorize dry speed speed1 autotune throughput}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, transformers, timm, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'timm', timm.__version__, 'peft', peft.__version__)"
 for task in $tasks; do
@@ -22,6 +23,8 @@ for task in $tasks; do
            --results "$OUT/dry_run.json" --plot /tmp/dry.png > "$OUT/dry_run.log" 2>&1 && cat "$OUT/dry_run.json" ;;
     speed) bash benchmarks/compressed_speed.sh cuda 8 > /dev/null && cp benchmarks/results/compressed_speed_cuda.json "$OUT/" ;;
     speed1) bash benchmarks/compressed_speed.sh cuda 1 > /dev/null && cp benchmarks/results/compressed_speed_cuda_align1.json "$OUT/" ;;
+    autotune) COMPILE_MODE=max-autotune bash benchmarks/compressed_speed.sh cuda 8 > /dev/null \
+                && cp benchmarks/results/compressed_speed_cuda_max-autotune.json "$OUT/" ;;
     throughput) python3 benchmarks/distill_throughput.py --model vit_base_patch16_224 --batch-size 64 --steps 20 --device cuda \
                   --dtype bfloat16 && cp benchmarks/results/distill_throughput_cuda.json "$OUT/" ;;
     *) echo "unknown task $task" ;;

@@ -14,6 +14,7 @@ from .arch import example_inputs
 from .errors import PelaError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
 @dataclass
@@ -27,6 +28,7 @@ class BenchResult:
     device: str
     dtype: str
     compiled: bool
+    compile_mode: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,8 +48,13 @@ def _sync(device: torch.device) -> None:
 
 
 def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str = "cpu", dtype: str = "float32",
-              compile: bool = False, seq_len: int = 128, warmup: int = 2, iters: int = 5, rounds: int = 3) -> list[BenchResult]:
+              compile: bool = False, seq_len: int = 128, warmup: int = 2, iters: int = 5, rounds: int = 3,
+              compile_mode: str | None = None) -> list[BenchResult]:
     """Measure inference throughput of each model on inputs shaped for it.
+
+    ``compile`` runs both models through ``torch.compile`` (``compile_mode`` picks its mode, e.g.
+    ``max-autotune`` to let Inductor time GEMM kernels for the thin factorized products; it implies
+    ``compile``).
 
     Each of ``rounds`` rounds runs every model for ``iters`` forward passes in turn; a model's figure
     is its median round, so a slow spell of a noisy machine does not favour one model.
@@ -58,6 +65,9 @@ def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str
         raise PelaError("iters and rounds must be >= 1")
     if dtype not in DTYPES:
         raise PelaError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if compile_mode is not None and compile_mode not in COMPILE_MODES:
+        raise PelaError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
+    compile = compile or compile_mode is not None
     dev, dt = _resolve_device(device), DTYPES[dtype]
     runners, peaks = {}, {}
     for name, model in models.items():
@@ -66,7 +76,7 @@ def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str
         cast = lambda t: t.to(dt) if t.is_floating_point() else t  # noqa: E731
         args, kwargs = ((tuple(cast(t) for t in inputs), {}) if isinstance(inputs, tuple)
                         else ((), {k: cast(v) for k, v in inputs.items()}))
-        fn = torch.compile(model) if compile else model
+        fn = torch.compile(model, mode=compile_mode) if compile else model
         runners[name] = (fn, args, kwargs)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
@@ -89,5 +99,5 @@ def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str
     for name, model in models.items():
         sec = statistics.median(times[name])
         params = sum(p.numel() for p in model.parameters())
-        results.append(BenchResult(name, params, batch_size / sec, sec * 1000, peaks[name], batch_size, str(dev), dtype, compile))
+        results.append(BenchResult(name, params, batch_size / sec, sec * 1000, peaks[name], batch_size, str(dev), dtype, compile, compile_mode))
     return results

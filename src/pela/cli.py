@@ -102,28 +102,33 @@ def bench(
     device: str = typer.Option("cpu", help="cpu or cuda"),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile both models first"),
+    compile_mode: Optional[str] = typer.Option(None, "--compile-mode", help="torch.compile mode (default, reduce-overhead, "
+                                               "max-autotune, max-autotune-no-cudagraphs); implies --compile"),
     iters: int = typer.Option(5, help="forward passes per round"),
     rounds: int = typer.Option(3, help="interleaved rounds; each model's median round counts"),
     random_init: bool = typer.Option(False, "--random-init", help="build timm:/hf: sources without pretrained weights"),
     as_json: bool = typer.Option(False, "--json", help="print results as JSON on stdout"),
 ) -> None:
     """Throughput (items/s) and peak memory of a model, or of two side by side."""
-    from .bench import benchmark
+    from .bench import COMPILE_MODES, benchmark
     from .loading import load_model
 
     if batch_size < 1:
         raise PelaError(f"--batch-size must be >= 1, got {batch_size}")
+    if compile_mode is not None and compile_mode not in COMPILE_MODES:
+        raise PelaError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
     sources = [model] + ([vs] if vs else [])
     models = {}
     for s in sources:
         with err_console.status(f"loading {s}"):
             models[s if s not in models else s + " (2)"] = load_model(s, random_init=random_init and not Path(s).is_dir())
-    results = benchmark(models, batch_size=batch_size, device=device, dtype=dtype, compile=compile, seq_len=seq_len, iters=iters, rounds=rounds)
+    results = benchmark(models, batch_size=batch_size, device=device, dtype=dtype, compile=compile, seq_len=seq_len, iters=iters, rounds=rounds,
+                        compile_mode=compile_mode)
     ratio = results[0].items_per_s / results[1].items_per_s if vs else None
     if as_json:
         print(json.dumps({"results": [r.to_dict() for r in results], "ratio": ratio}, indent=2))
         return
-    table = Table("model", "params", "items/s", "ms/batch", "peak memory", title=f"pela bench ({results[0].device}, {dtype}, batch {batch_size}{', compiled' if compile else ''})")
+    table = Table("model", "params", "items/s", "ms/batch", "peak memory", title=f"pela bench ({results[0].device}, {dtype}, batch {batch_size}{', compiled' if results[0].compiled else ''}{f' ({compile_mode})' if compile_mode else ''})")
     for r in results:
         mem = "n/a on CPU" if r.peak_memory_bytes is None else f"{r.peak_memory_bytes / 2**20:,.0f} MiB"
         table.add_row(r.name, f"{r.params:,}", f"{r.items_per_s:,.1f}", f"{r.ms_per_batch:.1f}", mem)
