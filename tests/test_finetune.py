@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 from torch.utils.data import Dataset
@@ -63,6 +65,69 @@ def test_timm_head_is_reset_and_recorded():
     model = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
     model, _ = pela.finetune(model, Images(), FinetuneConfig(steps=2, batch_size=8), collate_fn=stack)
     assert model.num_classes == 4 and model.pela_source["kwargs"]["num_classes"] == 4
+
+
+def _round_trip(model, tmp_path, data):
+    pela.save_pretrained(model, tmp_path / "m")
+    loaded = pela.load(tmp_path / "m")
+    batch = stack([data[i] for i in range(4)])
+    batch.pop("labels")
+    out = lambda m: pela.arch.main_output(pela.arch.forward(m, batch))  # noqa: E731
+    with torch.no_grad():
+        assert torch.equal(out(loaded), out(model))
+    return loaded
+
+
+def test_hf_classifier_with_other_labels_gets_a_new_last_layer(tmp_path):
+    """A 5-label RoBERTa classifier fine-tuned on 3 classes keeps its head's dense layer; only out_proj is new."""
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    torch.manual_seed(0)
+    model = RobertaForSequenceClassification(RobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                           intermediate_size=64, max_position_embeddings=70, num_labels=5))
+    dense = model.classifier.dense.weight.detach().clone()
+    pela.compress(model, LowRankConfig(align=1))
+    tuned, _ = pela.finetune(model, Labelled(), FinetuneConfig(steps=2, batch_size=16), collate_fn=stack)
+    assert type(tuned).__name__ == "RobertaForSequenceClassification"  # not wrapped: its own head, resized
+    assert tuned.classifier.out_proj.out_features == 3 and tuned.config.num_labels == 3
+    assert tuned.classifier.dense.weight.shape == dense.shape
+    _round_trip(tuned, tmp_path, Labelled())
+
+
+def test_hf_model_with_another_head_is_pooled_from_hidden_states(tmp_path):
+    """A masked-LM model's main output is vocabulary logits: the new head must read hidden states instead."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64))
+    pela.compress(model, LowRankConfig(align=1))
+    tuned, _ = pela.finetune(model, Labelled(), FinetuneConfig(epochs=8, batch_size=16, lr=2e-3), collate_fn=stack)
+    assert isinstance(tuned, SequenceClassifier) and tuned.hidden_states
+    assert pela.evaluate(tuned, Labelled(), collate_fn=stack)["accuracy"] >= 0.9
+    _round_trip(tuned, tmp_path, Labelled())
+
+
+def test_timm_model_built_with_unseen_arguments(tmp_path):
+    """pela cannot see timm.create_model's arguments: saving warns and records no source, so nothing wrong is rebuilt."""
+    import timm
+
+    kwargs = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=4)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **kwargs)
+    pela.compress(model, LowRankConfig(align=1))
+    with pytest.warns(UserWarning, match="does not rebuild"):
+        pela.save_pretrained(model, tmp_path / "m")
+    with pytest.raises(PelaError, match="pass the dense model"):
+        pela.load(tmp_path / "m")
+    loaded = pela.load(tmp_path / "m", model=timm.create_model("vit_tiny_patch16_224", pretrained=False, **kwargs))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model.eval()(x))
+    recorded = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **kwargs)  # arguments recorded: no warning
+    pela.compress(recorded, LowRankConfig(align=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pela.save_pretrained(recorded, tmp_path / "r")
+    assert pela.load(tmp_path / "r").patch_embed.proj.weight.shape == (32, 3, 8, 8)
 
 
 def test_lora_trains_adapters_and_merges_back():

@@ -220,9 +220,11 @@ def max_positions(model: nn.Module) -> int | None:
 def with_classifier(model: nn.Module, num_classes: int, pooling: str = "mean") -> nn.Module:
     """``model`` with a classification head of ``num_classes`` outputs.
 
-    timm models get ``reset_classifier`` (their own head); Hugging Face ``*ForSequenceClassification``
-    and ``*ForImageClassification`` models with that many labels are used as they are; any other
-    model is wrapped in `pela.layers.SequenceClassifier` (pooled hidden states → linear head).
+    timm models get ``reset_classifier`` (their own head). Hugging Face ``*ForSequenceClassification``
+    and ``*ForImageClassification`` models keep their head, with its last layer replaced when it has
+    another number of labels. Any other model is wrapped in `pela.layers.SequenceClassifier` (pooled
+    hidden states → linear head); a Hugging Face model with a head of another kind (masked or causal
+    language modelling, say) is pooled from its last hidden states, not from that head's output.
     """
     from .layers import SequenceClassifier
 
@@ -238,11 +240,38 @@ def with_classifier(model: nn.Module, num_classes: int, pooling: str = "mean") -
                 model.pela_source = {**source, "kwargs": {**source.get("kwargs", {}), "num_classes": num_classes}}
         return model
     name = type(model).__name__
-    if name.endswith(("ForSequenceClassification", "ForImageClassification")) and getattr(model.config, "num_labels", None) == num_classes:
-        return model
+    if name.endswith(("ForSequenceClassification", "ForImageClassification")):
+        if getattr(model.config, "num_labels", None) == num_classes or _resize_hf_head(model, num_classes):
+            return model
     hidden = hidden_size(model)
     if hidden is None:
         raise PelaError(f"cannot tell the hidden size of {name} to add a classification head")
-    wrapped = SequenceClassifier(model, hidden, num_classes, pooling)
+    task_head = "For" in name and hasattr(model, "base_model")  # Hugging Face names every task-head model *For*
+    wrapped = SequenceClassifier(model, hidden, num_classes, pooling, hidden_states=task_head)
     wrapped.pela_files = getattr(model, "pela_files", None)
     return wrapped
+
+
+def _resize_hf_head(model: nn.Module, num_classes: int) -> bool:
+    """Replace the last layer of a Hugging Face classifier (``classifier``/``score``) by one with
+    ``num_classes`` outputs, keeping the rest of the head (e.g. RoBERTa's dense layer); False if none fits."""
+    labels = getattr(model.config, "num_labels", None)
+    for attr in ("classifier", "score"):
+        head = getattr(model, attr, None)
+        if not isinstance(head, nn.Module):
+            continue
+        last = [(n, m) for n, m in head.named_modules() if isinstance(m, nn.Linear) and m.out_features == labels]
+        if not last:
+            continue
+        path, old = last[-1]
+        new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype)
+        init = getattr(model, "_init_weights", None)
+        if callable(init):
+            init(new)  # the model's own initialization for a fresh head
+        parent, _, leaf = f"{attr}.{path}".rstrip(".").rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, new)
+        model.config.num_labels = num_classes  # the saved config then rebuilds this head size
+        if hasattr(model, "num_labels"):
+            model.num_labels = num_classes
+        return True
+    return False

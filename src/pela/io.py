@@ -15,6 +15,7 @@ import os
 import shutil
 import struct
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -216,6 +217,20 @@ def apply_structure(model: nn.Module, layers: dict[str, dict[str, Any]]) -> None
         setattr(modules[parent_name] if parent_name else model, attr, new)
 
 
+def _rebuilds(model: nn.Module, source: dict[str, Any]) -> bool:
+    """Whether ``source`` rebuilds exactly ``model``'s parameter and buffer shapes (built on the meta device: no memory)."""
+    from .loading import build_architecture
+
+    try:
+        with torch.device("meta"):
+            fresh = build_architecture(source, Path("."))
+            apply_structure(fresh, factorized_layers(model))
+    except Exception:  # an architecture that cannot be rebuilt at all
+        return False
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    return shapes(fresh) == shapes(model)
+
+
 # ---------------------------------------------------------------- public API
 def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None) -> None:
     from safetensors.torch import save_model
@@ -226,8 +241,13 @@ def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None) -
 
     backbone = model.backbone if isinstance(model, SequenceClassifier) else model
     source = source_of(backbone)
-    head = ({"hidden": model.hidden, "num_classes": model.num_classes, "pooling": model.pooling}
-            if isinstance(model, SequenceClassifier) else None)
+    if source and source.get("kind") == "timm" and not _rebuilds(backbone, source):
+        warnings.warn(f"timm:{source.get('name')} as recorded does not rebuild this model's shapes (it was built with arguments "
+                      "pela did not see); the weights are saved, and pela.load needs the dense model: pela.load(dir, model=...). "
+                      "Models made by pela.load_model('timm:NAME', **kwargs) record their arguments.", stacklevel=3)
+        source = None
+    head = ({"hidden": model.hidden, "num_classes": model.num_classes, "pooling": model.pooling,
+             "hidden_states": model.hidden_states} if isinstance(model, SequenceClassifier) else None)
     meta = {"format": "pela", "version": FORMAT_VERSION, "source": source, "head": head,
             "classes": getattr(model, "pela_classes", None), "factorized": factorized_layers(model), **(extra or {})}
     save_model(model, str(target / WEIGHTS_NAME))

@@ -62,23 +62,28 @@ class SequenceClassifier(nn.Module):
     """A backbone without a classification head, plus one: pooled hidden states → `nn.Linear`.
 
     ``pooling="mean"`` averages the tokens the attention mask keeps; ``"cls"`` takes the first token.
-    Used by `pela.finetune` for models that have no head of the right size.
+    ``hidden_states=True`` pools the last of the backbone's ``hidden_states`` (a Hugging Face model
+    with a head of another kind, whose main output is that head's). Used by `pela.finetune` for
+    models that have no head of the right size.
     """
 
-    def __init__(self, backbone: nn.Module, hidden: int, num_classes: int, pooling: str = "mean"):
+    def __init__(self, backbone: nn.Module, hidden: int, num_classes: int, pooling: str = "mean", hidden_states: bool = False):
         super().__init__()
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
-        self.backbone, self.pooling = backbone, pooling
+        self.backbone, self.pooling, self.hidden_states = backbone, pooling, hidden_states
         self.hidden, self.num_classes = hidden, num_classes
         self.head = nn.Linear(hidden, num_classes)
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
         from .arch import block_output
 
-        out = self.backbone(*args, **kwargs)
-        h = getattr(out, "last_hidden_state", None)
-        h = block_output(out) if h is None else h
+        if self.hidden_states:
+            h = self.backbone(*args, **kwargs, output_hidden_states=True).hidden_states[-1]
+        else:
+            out = self.backbone(*args, **kwargs)
+            h = getattr(out, "last_hidden_state", None)
+            h = block_output(out) if h is None else h
         if h.dim() == 2:  # already pooled
             return self.head(h)
         if self.pooling == "cls":
@@ -90,4 +95,4 @@ class SequenceClassifier(nn.Module):
         return self.head((h * m).sum(1) / m.sum(1).clamp_min(1))
 
     def extra_repr(self) -> str:
-        return f"pooling={self.pooling!r}, num_classes={self.num_classes}"
+        return f"pooling={self.pooling!r}, num_classes={self.num_classes}" + (", from hidden_states" if self.hidden_states else "")
