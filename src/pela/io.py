@@ -218,17 +218,23 @@ def apply_structure(model: nn.Module, layers: dict[str, dict[str, Any]]) -> None
 
 
 def _rebuilds(model: nn.Module, source: dict[str, Any]) -> bool:
-    """Whether ``source`` rebuilds exactly ``model``'s parameter and buffer shapes (built on the meta device: no memory)."""
+    """Whether ``source`` rebuilds exactly ``model``'s parameter and buffer shapes.
+
+    Built on the meta device (no memory, no init); on the CPU for an architecture whose constructor
+    needs real numbers (``.item()`` on a tensor, say).
+    """
     from .loading import build_architecture
 
-    try:
-        with torch.device("meta"):
-            fresh = build_architecture(source, Path("."))
-            apply_structure(fresh, factorized_layers(model))
-    except Exception:  # an architecture that cannot be rebuilt at all
-        return False
-    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
-    return shapes(fresh) == shapes(model)
+    for device in ("meta", "cpu"):
+        try:
+            with torch.device(device):
+                fresh = build_architecture(source, Path("."))
+                apply_structure(fresh, factorized_layers(model))
+        except Exception:  # noqa: BLE001 - any failure to rebuild means "does not rebuild"
+            continue
+        shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+        return shapes(fresh) == shapes(model)
+    return False
 
 
 # ---------------------------------------------------------------- public API
