@@ -300,7 +300,7 @@ def finetune(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
 ) -> None:
-    """Fine-tune a model for classification (PELA stage 3); a head is added when it has none."""
+    """Fine-tune a model for classification (PELA stage 3); a head is added or resized to the data's classes."""
     from .data import Collator, load_dataset
     from .finetune import FinetuneConfig, evaluate, finetune as _finetune
     from .loading import load_model
