@@ -28,6 +28,7 @@ import torch
 import pela
 from pela import LowRankConfig
 from pela.demo import DemoSettings, demo_data, distill_student, finetune_and_evaluate, minilm_dir
+from pela.io import atomic_write_text
 
 RESULTS = Path(__file__).with_name("results") / "distill_steps.json"
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "distill_steps.png"
@@ -39,9 +40,7 @@ def _load(path: Path) -> dict:
 
 def _save(results: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(results, indent=2) + "\n")
 
 
 def summarize(results: dict) -> dict:
