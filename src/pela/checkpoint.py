@@ -84,8 +84,19 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer: to
         (tmp / "state.json").write_text(json.dumps(state))
     atomic_write_text(root / LATEST, json.dumps({"step": step, "path": target.name}))
     for old in _checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)
     return target
+
+
+def _discard(path: Path) -> None:
+    """Remove a checkpoint directory so that a kill midway never leaves a half-deleted ``checkpoint-N``:
+    it is first renamed to a temporary name (atomic), which every reader ignores, then deleted."""
+    doomed = path.with_name(f".{path.name}.old-{os.getpid()}")
+    try:
+        os.replace(path, doomed)
+    except OSError:
+        doomed = path
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _checkpoints(root: Path) -> list[Path]:
@@ -119,10 +130,14 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
 
 
 def remove_checkpoints(root: Path) -> None:
-    for p in _checkpoints(root):
-        shutil.rmtree(p, ignore_errors=True)
+    """Delete ``root`` with every checkpoint in it and the temporaries that killed writes left behind."""
+    for p in root.glob("checkpoint-*"):
+        if re.fullmatch(r"checkpoint-\d+", p.name) and p.is_dir():
+            _discard(p)
     (root / LATEST).unlink(missing_ok=True)
-    for p in root.glob(".checkpoint-*"):  # temporaries of a write that was killed
+    # temporaries of a write or delete that was killed: a checkpoint directory, the old one it replaced,
+    # and the pointer file (a kill while latest.json is replaced leaves ".latest.json.tmp-*")
+    for p in [*root.glob(".checkpoint-*"), *root.glob(f".{LATEST}.tmp-*")]:
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:

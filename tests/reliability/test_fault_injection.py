@@ -70,16 +70,19 @@ def test_sigkill_at_random_points_then_resume_is_bitwise(tmp_path):
     run = tmp_path / "killed"
     rng = random.Random(1234)
     targets = sorted(rng.sample(range(2, STEPS - 8), 4))
-    kills = [("after step", t) for t in targets]
-    kills.insert(2, ("during checkpoint write", None))
+    kills: list[tuple[str, int | None]] = [("after step", t) for t in targets]
+    # kills at exact instants of a checkpoint's life, each with the temporary it must leave behind
+    kills[2:2] = [("rng", None), ("pointer", None), ("discard", None)]
+    left_behind = {"rng": ".checkpoint-", "pointer": ".latest.json.tmp-", "discard": ".checkpoint-"}
     inject = str(Path(__file__).with_name("_inject"))
     resumed_from = []
     for i, (kind, target) in enumerate(kills):
         args = [*command, "--out", str(run)] + (["--resume"] if i else [])
         run_env = dict(env)
         marker = tmp_path / f"writing-{i}"
-        if kind == "during checkpoint write":
-            run_env.update(PYTHONPATH=inject + os.pathsep + env.get("PYTHONPATH", ""), PELA_FAULT_MARKER=str(marker), PELA_FAULT_NTH="3")
+        if target is None:
+            run_env.update(PYTHONPATH=inject + os.pathsep + env.get("PYTHONPATH", ""), PELA_FAULT_MARKER=str(marker),
+                           PELA_FAULT_NTH="3", PELA_FAULT_AT=kind)
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=run_env)
         deadline = time.time() + 180
         while time.time() < deadline and proc.poll() is None:
@@ -91,8 +94,8 @@ def test_sigkill_at_random_points_then_resume_is_bitwise(tmp_path):
         assert proc.poll() is None, f"kill {i} ({kind}): the run ended first: {proc.stderr.read().decode()[-1500:]}"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        if target is None:  # the half-written checkpoint is there, under its temporary name, and is ignored
-            assert any(p.name.startswith(".checkpoint-") for p in (run / "checkpoints").iterdir())
+        if target is None:  # the half-written (or half-deleted) entry is there, under its temporary name, and is ignored
+            assert any(p.name.startswith(left_behind[kind]) for p in (run / "checkpoints").iterdir()), kind
         step = _assert_checkpoints_load(run)
         assert not (run / "pela.json").exists()
         resumed_from.append(step)

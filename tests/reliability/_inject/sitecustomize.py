@@ -1,24 +1,58 @@
 """Fault injection for tests/reliability/test_fault_injection.py (on PYTHONPATH for that test's runs only).
 
-With PELA_FAULT_MARKER set, the checkpoint write of step PELA_FAULT_STEP pauses halfway (model and
-optimizer written, RNG state and state.json not yet, nothing renamed) after creating the marker file,
-so the test can SIGKILL the process in the middle of a checkpoint write.
+With PELA_FAULT_MARKER set, the PELA_FAULT_NTH-th checkpoint write pauses at PELA_FAULT_AT after creating
+the marker file, so the test can SIGKILL the process exactly there:
+
+- ``rng`` (default): halfway through writing the checkpoint directory (model and optimizer written,
+  RNG state and state.json not yet, nothing renamed);
+- ``pointer``: while ``latest.json`` is replaced (its temporary file exists, nothing renamed);
+- ``discard``: while the previous checkpoint is deleted (one of its files already gone).
 """
 
 import os
 import time
 
 if os.environ.get("PELA_FAULT_MARKER"):
-    import pela.checkpoint as _ckpt
+    import shutil
+    import tempfile
+    import types
 
-    _original = _ckpt._rng_state
+    import pela.checkpoint as _ckpt
+    import pela.io as _io
+
+    _at = os.environ.get("PELA_FAULT_AT", "rng")
     _calls = [0]
 
-    def _slow_rng_state():
+    def _pause_on_nth():
         _calls[0] += 1
         if _calls[0] == int(os.environ.get("PELA_FAULT_NTH", "1")):
             open(os.environ["PELA_FAULT_MARKER"], "w").close()
             time.sleep(60)
-        return _original()
 
-    _ckpt._rng_state = _slow_rng_state
+    if _at == "rng":
+        _rng_state = _ckpt._rng_state
+
+        def _paused_rng_state():
+            _pause_on_nth()
+            return _rng_state()
+
+        _ckpt._rng_state = _paused_rng_state
+    elif _at == "pointer":
+        def _mkstemp(*args, **kwargs):
+            made = tempfile.mkstemp(*args, **kwargs)
+            if os.path.basename(made[1]).startswith(f".{_ckpt.LATEST}.tmp-"):
+                _pause_on_nth()
+            return made
+
+        _io.tempfile = types.SimpleNamespace(**{**vars(tempfile), "mkstemp": _mkstemp})
+    elif _at == "discard":
+        def _rmtree(path, *args, **kwargs):
+            files = sorted(p for p in os.listdir(path))
+            if files:
+                os.unlink(os.path.join(path, files[0]))
+            _pause_on_nth()
+            return shutil.rmtree(path, *args, **kwargs)
+
+        _ckpt.shutil = types.SimpleNamespace(**{**vars(shutil), "rmtree": _rmtree})
+    else:
+        raise SystemExit(f"PELA_FAULT_AT={_at!r}: expected rng, pointer or discard")
