@@ -60,6 +60,7 @@ def test_distill_and_compare(setup, tmp_path, capsys):
     (["--lr", "nan"], "lr must be"),
     (["--alpha", "0", "--task-weight", "0"], "nothing to train"),
     (["--max-length", "0"], "--max-length must be >= 1"),
+    (["--workers", "-1"], "workers must be an integer >= 0"),
     (["--resume"], "no checkpoint to resume from"),
 ])
 def test_distill_user_errors(setup, tmp_path, capsys, args, fragment):
@@ -81,6 +82,18 @@ def test_distill_input_errors(setup, tmp_path, capsys):
         code, _, err = run(capsys, "distill", *args, "--out", tmp_path / "o", "--steps", 1, "--batch-size", 8)
         assert code == 2 and fragment in err and err.count("\n") == 1, (args, err)
         shutil.rmtree(tmp_path / "o", ignore_errors=True)
+
+
+def test_loader_workers_give_the_same_student(setup, tmp_path, capsys):
+    """Batches prepared by 2 DataLoader worker processes train exactly the student that in-process batches do."""
+    common = ["distill", "--student", setup / "student", "--teacher", setup / "teacher", "--data", setup / "text.txt",
+              "--steps", 6, "--batch-size", 8, "--lr", 1e-3]
+    for workers in (0, 2):
+        code, _, err = run(capsys, *common, "--out", tmp_path / f"w{workers}", "--workers", workers)
+        assert code == 0, err
+    a, b, start = pela.load(tmp_path / "w0"), pela.load(tmp_path / "w2"), pela.load(setup / "student")
+    assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), start.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def test_two_processes_match_one(setup, tmp_path):

@@ -116,3 +116,22 @@ def test_evaluation_data_keeps_the_training_label_mapping(tmp_path):
     (tmp_path / "other.jsonl").write_text(json.dumps({"text": "t", "label": "z"}) + "\n")
     with pytest.raises(PelaError, match="'z' is not one of the 3 classes"):
         load_dataset(tmp_path / "other.jsonl", classes=train.classes)
+
+
+def test_collator_pickles_small_for_spawned_loader_workers(hf_bert_dir):
+    """Workers started by spawn/forkserver get the collator pickled: it must not drag the model along."""
+    import pickle
+
+    import pela
+
+    model = pela.load_model(str(hf_bert_dir))
+    collate = Collator(model, max_length=16)
+    examples = [{"text": "w1 w2 w3"}, {"text": "w4"}]
+    expected = collate(examples)  # the tokenizer is loaded now, and pickled with the collator
+    blob = pickle.dumps(collate)
+    assert len(blob) < sum(p.numel() * p.element_size() for p in model.parameters()) / 4
+    again = pickle.loads(blob)(examples)
+    assert all(torch.equal(expected[k], again[k]) for k in expected)
+    vit = Collator(timm_vit())
+    image = Image.new("RGB", (40, 30), "blue")
+    assert torch.equal(pickle.loads(pickle.dumps(vit))([{"image": image}])["pixel_values"], vit([{"image": image}])["pixel_values"])

@@ -24,6 +24,8 @@ out_console = Console()
 err_console = Console(stderr=True)
 
 
+WORKERS_HELP = "DataLoader processes that tokenize or decode batches while the model runs (0 = in the main process); helps most on a GPU"
+
 @app.command()
 def compress(
     source: str = typer.Argument(..., help="timm:NAME, hf:ORG/NAME, or a local model directory"),
@@ -162,6 +164,7 @@ def distill(
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
     log_every: int = typer.Option(10, "--log-every"),
     group_by_length: bool = typer.Option(False, "--group-by-length", help="batch texts of similar length (less padding)"),
+    workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="also read legacy .pt/.pth/.bin weights, with torch.load(weights_only=True)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
 ) -> None:
@@ -174,7 +177,7 @@ def distill(
     config = DistillConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, alpha=alpha, beta=beta, task=task_weight,
                            gamma=gamma, epsilon=epsilon, grad_accum=grad_accum, clip=clip or None, seed=seed,
                            mixed_precision=mixed_precision, save_every=save_every, log_every=log_every, blocks=blocks,
-                           group_by_length=group_by_length)
+                           group_by_length=group_by_length, workers=workers)
     if max_length is not None and max_length < 1:
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
     if not is_pela_dir(student):
@@ -297,6 +300,7 @@ def finetune(
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="also read legacy .pt/.pth/.bin weights, with torch.load(weights_only=True)"),
     log_every: int = typer.Option(10, "--log-every"),
     group_by_length: bool = typer.Option(False, "--group-by-length", help="batch texts of similar length (less padding)"),
+    workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
 ) -> None:
@@ -307,7 +311,8 @@ def finetune(
 
     config = FinetuneConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                             pooling=pooling, lora=lora, grad_accum=grad_accum, mixed_precision=mixed_precision,
-                            save_every=save_every, log_every=log_every, group_by_length=group_by_length)
+                            save_every=save_every, log_every=log_every, group_by_length=group_by_length,
+                            workers=workers)
     if max_length is not None and max_length < 1:
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
     from .data import dataset_classes
@@ -323,7 +328,7 @@ def finetune(
         summary = {"steps": result.steps, "seconds": result.seconds, "items_per_s": result.items_per_s,
                    "final": result.history[-1] if result.history else {}}
         if test is not None:
-            summary["eval"] = evaluate(tuned, test, collate_fn=Collator(tuned, max_length=max_length))
+            summary["eval"] = evaluate(tuned, test, collate_fn=Collator(tuned, max_length=max_length), workers=workers)
         if _publish(tuned, out, {"finetune": {**config.to_dict(), **summary}}):
             if as_json:
                 print(json.dumps(summary, indent=2))
@@ -339,6 +344,7 @@ def eval_(
     batch_size: int = typer.Option(64, "--batch-size"),
     max_length: Optional[int] = typer.Option(None, "--max-length"),
     split: str = typer.Option("test", help="split of Fashion-MNIST idx data (train or test)"),
+    workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON on stdout"),
 ) -> None:
     """Accuracy (top-1, top-5), loss, parameters and throughput of a classifier."""
@@ -348,9 +354,11 @@ def eval_(
 
     if batch_size < 1:
         raise PelaError(f"--batch-size must be >= 1, got {batch_size}")
+    if workers < 0:
+        raise PelaError(f"--workers must be >= 0, got {workers}")
     net = load_model(model)
     ds = load_dataset(data, split=split, classes=getattr(net, "pela_classes", None))
-    metrics = evaluate(net, ds, collate_fn=Collator(net, max_length=max_length), batch_size=batch_size)
+    metrics = evaluate(net, ds, collate_fn=Collator(net, max_length=max_length), batch_size=batch_size, workers=workers)
     if as_json:
         print(json.dumps(metrics, indent=2))
         return

@@ -250,6 +250,31 @@ def dataset_classes(ds: Dataset) -> list[str] | None:
     return getattr(ds, "classes", None)
 
 
+def _timm_data_config(model: nn.Module) -> dict[str, Any] | None:
+    """timm's evaluation preprocessing for a timm model (None for any other model)."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not (isinstance(cfg, dict) and "input_size" in cfg):
+        return None
+    from timm.data import resolve_model_data_config
+
+    data_cfg = dict(resolve_model_data_config(model))
+    size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if size:  # built with img_size=...: the pretrained input size no longer applies
+        data_cfg["input_size"] = (data_cfg["input_size"][0], *size)
+        data_cfg["crop_pct"] = 1.0
+    return data_cfg
+
+
+class _HFImageTransform:
+    """A Hugging Face image processor as a one-image transform (a class, not a lambda, so it pickles)."""
+
+    def __init__(self, processor: Any):
+        self.processor = processor
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+
 class Collator:
     """Turns raw examples into a batch of model inputs, with the model's own preprocessing.
 
@@ -261,49 +286,44 @@ class Collator:
     def __init__(self, model: nn.Module, max_length: int | None = None, tokenizer: Any = None, image_transform: Any = None):
         from .arch import max_positions
 
-        self.model = model
         self.positions = max_positions(model)
         if max_length is not None and self.positions is not None and max_length > self.positions:
             raise PelaError(f"--max-length {max_length} is more than this model takes: at most {self.positions} positions")
         self.max_length = max_length
         self._tokenizer, self._transform = tokenizer, image_transform
+        # what preprocessing needs of the model, kept instead of the model itself, so that DataLoader
+        # workers started by spawn or forkserver receive a small picklable object
+        self.files = getattr(model, "pela_files", None)
+        self.timm_data_config = _timm_data_config(model)
 
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
-            files = getattr(self.model, "pela_files", None)
-            if not files:
+            if not self.files:
                 raise PelaError("text data needs a tokenizer, and this model has none saved alongside it")
             try:
-                self._tokenizer = AutoTokenizer.from_pretrained(files)
+                self._tokenizer = AutoTokenizer.from_pretrained(self.files)
             except Exception as e:
-                raise PelaError(f"cannot load the tokenizer saved in {files}: {str(e).splitlines()[0]}") from None
+                raise PelaError(f"cannot load the tokenizer saved in {self.files}: {str(e).splitlines()[0]}") from None
         return self._tokenizer
 
     @property
     def transform(self) -> Any:
         if self._transform is None:
-            cfg = getattr(self.model, "pretrained_cfg", None)
-            if isinstance(cfg, dict) and "input_size" in cfg:
-                from timm.data import create_transform, resolve_model_data_config
+            if self.timm_data_config is not None:
+                from timm.data import create_transform
 
-                data_cfg = resolve_model_data_config(self.model)
-                size = getattr(getattr(self.model, "patch_embed", None), "img_size", None)
-                if size:  # built with img_size=...: the pretrained input size no longer applies
-                    data_cfg["input_size"] = (data_cfg["input_size"][0], *size)
-                    data_cfg["crop_pct"] = 1.0
-                self._transform = create_transform(**data_cfg)
+                self._transform = create_transform(**self.timm_data_config)
             else:
                 from transformers import AutoImageProcessor
 
-                files = getattr(self.model, "pela_files", None)
                 try:
-                    processor = AutoImageProcessor.from_pretrained(files)
+                    processor = AutoImageProcessor.from_pretrained(self.files)
                 except Exception:
                     raise PelaError("image data needs an image processor saved with the model (preprocessor_config.json)") from None
-                self._transform = lambda im: processor(images=im, return_tensors="pt")["pixel_values"][0]
+                self._transform = _HFImageTransform(processor)
         return self._transform
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:

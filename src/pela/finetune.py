@@ -15,12 +15,12 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from . import arch
 from .errors import PelaError
 from .layers import SequenceClassifier
-from .train import TrainConfig, TrainResult, fit
+from .train import TrainConfig, TrainResult, fit, make_loader
 
 
 @dataclass(frozen=True)
@@ -108,15 +108,18 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, *, collate_fn: Callable | None = None, batch_size: int = 64,
-             device: str | None = None) -> dict[str, Any]:
-    """Top-1 (and top-5 with more than 5 classes) accuracy, mean cross-entropy, parameters, items/s."""
+             device: str | None = None, workers: int = 0) -> dict[str, Any]:
+    """Top-1 (and top-5 with more than 5 classes) accuracy, mean cross-entropy, parameters, items/s.
+
+    ``workers`` DataLoader processes prepare the batches (0 = in this process).
+    """
     from .data import Collator
 
     if batch_size < 1:
         raise PelaError(f"batch size must be >= 1, got {batch_size}")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.eval().to(dev)
-    loader = DataLoader(data, batch_size=batch_size, collate_fn=collate_fn or Collator(model))
+    loader = make_loader(data, collate_fn or Collator(model), workers, batch_size=batch_size)
     correct1 = correct5 = loss = n = 0.0
     began = time.perf_counter()
     for batch in loader:

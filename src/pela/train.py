@@ -51,6 +51,7 @@ class TrainConfig:
     save_every: int | None = None
     log_every: int = 10
     group_by_length: bool = False  # batch texts of similar length together (less padding), if the data knows lengths
+    workers: int = 0  # DataLoader processes that prepare batches while the model trains (0 = in the main process)
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:
@@ -64,6 +65,7 @@ class TrainConfig:
                   ("grad_accum", self.grad_accum, lambda v: isinstance(v, int) and 1 <= v <= self.batch_size, "an integer in [1, batch_size]"),
                   ("save_every", self.save_every, lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer >= 1"),
                   ("log_every", self.log_every, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+                  ("workers", self.workers, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
                   ("mixed_precision", self.mixed_precision, lambda v: v in ("auto", "no", "bf16", "fp16"), "auto, no, bf16 or fp16")]
         for name, value, ok, allowed in checks:
             if not ok(value):
@@ -127,8 +129,24 @@ def _split(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.T
 
 def run_id(config: TrainConfig, extra: dict[str, Any]) -> str:
     """What makes two runs the same run (a checkpoint may only resume its own run)."""
-    keep = {k: v for k, v in config.to_dict().items() if k not in ("save_every", "log_every")}
+    # how often to save or log, and how many processes prepare batches, do not change what is computed
+    keep = {k: v for k, v in config.to_dict().items() if k not in ("save_every", "log_every", "workers")}
     return hashlib.sha256(json.dumps({"config": keep, **extra}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def make_loader(data: Dataset, collate_fn: Callable, workers: int = 0, **kwargs: Any) -> DataLoader:
+    """A DataLoader whose batches are prepared by ``workers`` processes (0 = in this one).
+
+    Batches depend only on the examples (preprocessing is not random), so results are the same for
+    any number of workers; workers only overlap tokenizing and image decoding with the model's work.
+    """
+    if workers < 0:
+        raise PelaError(f"workers must be an integer >= 0, got {workers!r}")
+    if workers:
+        # the tokenizer's own thread pool and forked workers deadlock; a worker is its parallelism
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return DataLoader(data, collate_fn=collate_fn, num_workers=workers, persistent_workers=workers > 0,
+                      pin_memory=workers > 0 and torch.cuda.is_available(), **kwargs)
 
 
 def resident_mib() -> float:
@@ -195,7 +213,7 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
         start = load_checkpoint(ckpt, model, optimizer, scheduler, rid)
     lengths = getattr(data, "lengths", None) if config.group_by_length else None
     sampler = EpochBatches(len(data), config.batch_size, config.seed, start, total, list(lengths) if lengths is not None else None)
-    loader = DataLoader(data, batch_sampler=sampler, collate_fn=collate_fn)
+    loader = make_loader(data, collate_fn, config.workers, batch_sampler=sampler)
     wrapped, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     log = _MetricsLog(out / "metrics.jsonl" if out and accelerator.is_main_process else None, start)
     history: list[dict[str, float]] = []
