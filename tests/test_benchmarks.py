@@ -51,3 +51,11 @@ def test_every_script_parses_its_arguments(script, tmp_path):
     """The heavy ones (real MiniLM, minutes of work) at least import and answer --help."""
     proc = run_script(tmp_path, f"benchmarks/{script}", "--help")
     assert "usage" in proc.stdout
+
+
+def test_loader_workers(tmp_path, hf_bert_dir):
+    (tmp_path / "text.txt").write_text("\n".join(" ".join(f"w{(i * 7 + j) % 95}" for j in range(3 + i % 5)) for i in range(24)) + "\n")
+    run_script(tmp_path, "benchmarks/loader_workers.py", "--model", str(hf_bert_dir), "--data", str(tmp_path / "text.txt"),
+               "--workers", "0,1", "--steps", "3", "--rounds", "1", "--batch-size", "4")
+    result = json.loads((tmp_path / "loader_workers_cpu.json").read_text())
+    assert set(result["steps_per_s"]) == {"0", "1"} and result["students_max_abs_difference"] == 0.0

