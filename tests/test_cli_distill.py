@@ -149,9 +149,12 @@ def test_finetune_and_eval_cli(setup, tmp_path, capsys):
     assert code == 0, err
     summary = json.loads(out)
     assert summary["eval"]["samples"] == 64 and 0 <= summary["eval"]["accuracy"] <= 1
-    code, out, err = run(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--json")
-    assert code == 0, err
-    assert json.loads(out)["accuracy"] == summary["eval"]["accuracy"]
+    for workers in (0, 1):  # batches prepared in a worker process give the same result
+        code, out, err = run(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--json", "--workers", workers)
+        assert code == 0, err
+        assert json.loads(out)["accuracy"] == summary["eval"]["accuracy"]
+    code, _, err = run(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--workers", -2)
+    assert code == 2 and err.startswith("error: --workers must be >= 0"), err
     code, _, err = run(capsys, "finetune", setup / "student", "--data", setup / "text.txt", "--out", tmp_path / "x", "--steps", 1)
     assert code == 2 and "labelled data" in err
     code, _, err = run(capsys, "eval", setup / "teacher", "--data", tmp_path / "train.jsonl")
