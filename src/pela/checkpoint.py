@@ -99,8 +99,14 @@ def _discard(path: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
+def _checkpoint_dirs(root: Path) -> list[Path]:
+    """Every ``checkpoint-<step>`` directory, complete or not."""
+    return [p for p in root.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name) and p.is_dir()]
+
+
 def _checkpoints(root: Path) -> list[Path]:
-    found = [p for p in root.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name) and (p / "state.json").is_file()]
+    """The complete checkpoints, oldest first."""
+    found = [p for p in _checkpoint_dirs(root) if (p / "state.json").is_file()]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
@@ -131,9 +137,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
 
 def remove_checkpoints(root: Path) -> None:
     """Delete ``root`` with every checkpoint in it and the temporaries that killed writes left behind."""
-    for p in root.glob("checkpoint-*"):
-        if re.fullmatch(r"checkpoint-\d+", p.name) and p.is_dir():
-            _discard(p)
+    for p in _checkpoint_dirs(root):
+        _discard(p)
     (root / LATEST).unlink(missing_ok=True)
     # temporaries of a write or delete that was killed: a checkpoint directory, the old one it replaced,
     # and the pointer file (a kill while latest.json is replaced leaves ".latest.json.tmp-*")
