@@ -46,6 +46,21 @@ def test_profile_lowrank(tmp_path):
     assert result["dense"]["gemm_seconds"] > 0 and result["ratio_gemm"] > 0
 
 
+def test_cpu_speed_runs(tmp_path):
+    import timm
+
+    import pela
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False)
+    pela.compress(model, pela.LowRankConfig(ratio=2))
+    pela.save_pretrained(model, tmp_path / "small")
+    run_script(tmp_path, "benchmarks/cpu_speed_runs.py", str(tmp_path / "small"), "--vs", "timm:vit_tiny_patch16_224",
+               "--runs", "1", "--batch-size", "1", "--iters", "1", "--rounds", "1")
+    result = json.loads((tmp_path / "compressed_speed_cpu_runs.json").read_text())
+    assert set(result["summary"]) == {"kept", "glibc default"}
+    assert all(len(s["ratios"]) == 1 and s["median_ratio"] > 0 for s in result["summary"].values())
+
+
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_")))
 def test_every_script_parses_its_arguments(script, tmp_path):
     """The heavy ones (real MiniLM, minutes of work) at least import and answer --help."""

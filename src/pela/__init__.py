@@ -7,6 +7,7 @@
     model = pela.load("vit-b-k2")
 """
 
+from .allocator import keep_freed_memory
 from .calibrate import Calibration, calibrate
 from .compare import compare
 from .config import LowRankConfig
@@ -20,4 +21,4 @@ from .loading import load_model
 from .report import CompressionReport
 
 __version__ = "0.1.0"
-__all__ = ["Calibration", "calibrate", "DistillConfig", "FinetuneConfig", "LowRankConfig", "compare", "distill", "evaluate", "finetune", "LowRankLinear", "CompressionReport", "PelaError", "compress", "load", "load_model", "save_pretrained"]
+__all__ = ["Calibration", "calibrate", "DistillConfig", "FinetuneConfig", "LowRankConfig", "compare", "distill", "evaluate", "finetune", "keep_freed_memory", "LowRankLinear", "CompressionReport", "PelaError", "compress", "load", "load_model", "save_pretrained"]

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .allocator import keep_freed_memory
 from .errors import PelaError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -128,9 +129,13 @@ def bench(
                         compile_mode=compile_mode)
     ratio = results[0].items_per_s / results[1].items_per_s if vs else None
     if as_json:
-        print(json.dumps({"results": [r.to_dict() for r in results], "ratio": ratio}, indent=2))
+        print(json.dumps({"results": [r.to_dict() for r in results], "ratio": ratio,
+                          "keep_freed_memory": keep_freed_memory()}, indent=2))  # idempotent; says whether it applies
         return
-    table = Table("model", "params", "items/s", "ms/batch", "peak memory", title=f"pela bench ({results[0].device}, {dtype}, batch {batch_size}{', compiled' if results[0].compiled else ''}{f' ({compile_mode})' if compile_mode else ''})")
+    caption = None if results[0].device != "cpu" else (
+        "freed memory kept for reuse (PELA_KEEP_FREED_MEMORY=0: glibc's default)" if keep_freed_memory() else "the C library's default allocator")
+    table = Table("model", "params", "items/s", "ms/batch", "peak memory", caption=caption,
+                  title=f"pela bench ({results[0].device}, {dtype}, batch {batch_size}{', compiled' if results[0].compiled else ''}{f' ({compile_mode})' if compile_mode else ''})")
     for r in results:
         mem = "n/a on CPU" if r.peak_memory_bytes is None else f"{r.peak_memory_bytes / 2**20:,.0f} MiB"
         table.add_row(r.name, f"{r.params:,}", f"{r.items_per_s:,.1f}", f"{r.ms_per_batch:.1f}", mem)
@@ -390,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app and turns user mistakes into ``error: …`` and exit code 2."""
     args = (sys.argv[1:] if argv is None else argv) or ["--help"]
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # pela reports what matters itself
+    keep_freed_memory()  # CPU activations reused, not page-faulted in again each pass (see pela.allocator)
     try:
         from transformers.utils import logging as hf_logging
 

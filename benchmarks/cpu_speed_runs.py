@@ -1,0 +1,70 @@
+"""Repeated `pela bench --vs` runs, alternating glibc's default allocator with pela's kept freed memory.
+
+    .venv/bin/python benchmarks/cpu_speed_runs.py runs/vit_b_k2 --vs timm:vit_base_patch16_224 --runs 4
+
+One `pela bench` run on a shared CPU moves by ±10% with the neighbours' load, so this runs it
+``--runs`` times per setting, alternating the settings so a slow spell hits both, and reports every
+run's ratio and their median. Each run is a fresh process: ``PELA_KEEP_FREED_MEMORY=1`` (the default
+of the ``pela`` command, see `pela.allocator`) or ``=0`` (glibc's default, large blocks mapped afresh
+and page-faulted in on every forward pass). Results: benchmarks/results/compressed_speed_cpu_runs.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from _results import report
+
+SETTINGS = {"kept": "1", "glibc default": "0"}
+
+
+def bench(model: str, vs: str, keep: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, "-m", "pela", "bench", model, "--vs", vs, "--random-init", "--batch-size", str(args.batch_size),
+           "--iters", str(args.iters), "--rounds", str(args.rounds), "--json"]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, "PELA_KEEP_FREED_MEMORY": keep})
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        sys.exit(f"error: pela bench failed: {last}")
+    out = json.loads(done.stdout)
+    a, b = out["results"]
+    return {"ratio": out["ratio"], "ms_per_batch": {a["name"]: a["ms_per_batch"], b["name"]: b["ms_per_batch"]},
+            "seconds": time.perf_counter() - start}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("model")
+    p.add_argument("--vs", required=True)
+    p.add_argument("--runs", type=int, default=4, help="runs per allocator setting")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--iters", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--only-kept", action="store_true", help="skip the glibc-default runs")
+    p.add_argument("--name", default="compressed_speed_cpu_runs", help="result name (benchmarks/results/NAME.json)")
+    args = p.parse_args()
+    settings = {"kept": "1"} if args.only_kept else SETTINGS
+    runs: dict[str, list[dict]] = {name: [] for name in settings}
+    for i in range(args.runs):
+        for name, keep in settings.items():
+            r = bench(args.model, args.vs, keep, args)
+            runs[name].append(r)
+            print(f"run {i + 1}/{args.runs}, {name}: ratio {r['ratio']:.3f}  "
+                  + "  ".join(f"{k} {v:,.0f} ms" for k, v in r["ms_per_batch"].items()), flush=True)
+    summary = {name: {"ratios": [round(r["ratio"], 4) for r in rs], "median_ratio": statistics.median(r["ratio"] for r in rs),
+                      "min_ratio": min(r["ratio"] for r in rs), "max_ratio": max(r["ratio"] for r in rs)}
+               for name, rs in runs.items()}
+    report(args.name, {"model": args.model, "vs": args.vs, "batch_size": args.batch_size, "iters": args.iters,
+                            "rounds": args.rounds, "summary": summary, "runs": runs})
+    for name, s in summary.items():
+        print(f"{name}: median {s['median_ratio']:.3f} (min {s['min_ratio']:.3f}, max {s['max_ratio']:.3f}) over {len(s['ratios'])} runs")
+
+
+if __name__ == "__main__":
+    main()
