@@ -10,7 +10,8 @@ glibc every Linux machine already has, with no preload and no extra package.
 
 The price: freed memory is not returned to the OS before the process exits, so a process stays at
 its peak footprint, and that peak may grow a little from heap fragmentation (5–8% for the ViT-B
-benchmark: 1,314–1,353 MB against 1,239–1,257 MB). The ``pela`` command does this at start-up; ``PELA_KEEP_FREED_MEMORY=0`` turns it off.
+benchmark: 1,314–1,353 MB against 1,239–1,257 MB). The ``pela`` command does this at start-up;
+``PELA_KEEP_FREED_MEMORY=0`` turns it off.
 """
 
 from __future__ import annotations
