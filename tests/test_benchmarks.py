@@ -18,6 +18,19 @@ def run_script(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.fixture
+def small_vit(tmp_path: Path) -> Path:
+    """A random-init timm ViT-Tiny compressed at k=2 and saved: the compressed side of a speed comparison."""
+    import timm
+
+    import pela
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False)
+    pela.compress(model, pela.LowRankConfig(ratio=2))
+    pela.save_pretrained(model, tmp_path / "small")
+    return tmp_path / "small"
+
+
 def test_factorize_speed(tmp_path):
     run_script(tmp_path, "benchmarks/factorize_speed.py", "--model", "vit_tiny_patch16_224")
     result = json.loads((tmp_path / "factorize_speed.json").read_text())
@@ -32,29 +45,30 @@ def test_distill_throughput(tmp_path):
     assert result["pela_items_per_s"] > 0 and result["released_items_per_s"] > 0
 
 
-def test_profile_lowrank(tmp_path):
-    import timm
-
-    import pela
-
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False)
-    pela.compress(model, pela.LowRankConfig(ratio=2))
-    pela.save_pretrained(model, tmp_path / "small")
-    proc = run_script(tmp_path, "benchmarks/profile_lowrank.py", str(tmp_path / "small"), "--vs", "timm:vit_tiny_patch16_224",
+def test_profile_lowrank(tmp_path, small_vit):
+    proc = run_script(tmp_path, "benchmarks/profile_lowrank.py", str(small_vit), "--vs", "timm:vit_tiny_patch16_224",
                       "--batch-size", "2")
     result = json.loads(proc.stdout)
-    assert result["dense"]["gemm_seconds"] > 0 and result["ratio_gemm"] > 0
+    assert result["dense"]["gemm_seconds"] > 0 and result["ratio_gemm"] > 0 and result["ratio_wall"] > 0
 
 
-def test_cpu_speed_runs(tmp_path):
-    import timm
+def test_profile_lowrank_sorts_gpu_kernels():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from profile_lowrank import kind
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert kind("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64") == "gemm"
+    assert kind("nvjet_tst_128x192_64x5_2x1_v_bz_coopA_TNN") == "gemm"
+    assert kind("triton_tem_fused_addmm_0") == "gemm"
+    assert kind("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128>>") == "attention"
+    assert kind("fmha_cutlassF_bf16_aligned_64x128_rf_sm80") == "attention"
+    assert kind("triton_poi_fused_add_native_layer_norm_3") == "other"
+    assert kind("triton_red_fused_gelu_1") == "other"
 
-    import pela
 
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False)
-    pela.compress(model, pela.LowRankConfig(ratio=2))
-    pela.save_pretrained(model, tmp_path / "small")
-    run_script(tmp_path, "benchmarks/cpu_speed_runs.py", str(tmp_path / "small"), "--vs", "timm:vit_tiny_patch16_224",
+def test_cpu_speed_runs(tmp_path, small_vit):
+    run_script(tmp_path, "benchmarks/cpu_speed_runs.py", str(small_vit), "--vs", "timm:vit_tiny_patch16_224",
                "--runs", "1", "--batch-size", "1", "--iters", "1", "--rounds", "1")
     result = json.loads((tmp_path / "compressed_speed_cpu_runs.json").read_text())
     assert set(result["summary"]) == {"kept", "glibc default"}
@@ -74,3 +88,12 @@ def test_loader_workers(tmp_path, hf_bert_dir):
                "--workers", "0,1", "--steps", "3", "--rounds", "1", "--batch-size", "4")
     result = json.loads((tmp_path / "loader_workers_cpu.json").read_text())
     assert set(result["steps_per_s"]) == {"0", "1"} and result["students_max_abs_difference"] == 0.0
+
+
+def test_pass_times(tmp_path, small_vit):
+    run_script(tmp_path, "benchmarks/pass_times.py", str(small_vit), "--vs", "timm:vit_tiny_patch16_224",
+               "--pairs", "3", "--batch-size", "1")
+    result = json.loads((tmp_path / "pass_times.json").read_text())
+    assert len(result["seconds"]["model"]) == len(result["seconds"]["vs"]) == 3
+    assert result["paired_ratio"]["min"] <= result["paired_ratio"]["median"] <= result["paired_ratio"]["max"]
+    assert result["ratio_of_medians"] > 0
