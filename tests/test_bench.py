@@ -16,6 +16,8 @@ def test_side_by_side():
     assert [r.name for r in results] == ["dense", "small"]
     assert all(r.items_per_s > 0 and r.peak_memory_bytes is None for r in results)
     assert results[1].params < results[0].params
+    for r in results:  # every round is kept, and the figure is their median
+        assert len(r.round_ms) == 2 and r.ms_per_batch == pytest.approx(sum(r.round_ms) / 2)
 
 
 def test_compile_mode_implies_compile():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -29,6 +29,7 @@ class BenchResult:
     dtype: str
     compiled: bool
     compile_mode: str | None = None
+    round_ms: list[float] = field(default_factory=list)  # every round's ms per batch; ms_per_batch is their median
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,7 +58,8 @@ def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str
     ``compile``).
 
     Each of ``rounds`` rounds runs every model for ``iters`` forward passes in turn; a model's figure
-    is its median round, so a slow spell of a noisy machine does not favour one model.
+    is its median round, so a slow spell of a noisy machine does not favour one model. Every round's
+    time is kept in ``round_ms``: their spread says how far to trust one run.
     """
     if batch_size < 1:
         raise PelaError(f"batch size must be >= 1, got {batch_size}")
@@ -99,5 +101,6 @@ def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str
     for name, model in models.items():
         sec = statistics.median(times[name])
         params = sum(p.numel() for p in model.parameters())
-        results.append(BenchResult(name, params, batch_size / sec, sec * 1000, peaks[name], batch_size, str(dev), dtype, compile, compile_mode))
+        results.append(BenchResult(name, params, batch_size / sec, sec * 1000, peaks[name], batch_size, str(dev), dtype, compile, compile_mode,
+                                   [t * 1000 for t in times[name]]))
     return results
