@@ -75,6 +75,8 @@ def test_bad_sources_and_checkpoints(tmp_path, capsys):
         (["compress", "timm:vit_tiny_patch16_224", "--checkpoint", tmp_path / "missing.safetensors", "--out", tmp_path / "o"], "does not exist"),
         (["bench", "nowhere"], "unknown model source"),
         (["bench", "timm:vit_tiny_patch16_224", "--random-init", "--batch-size", "0"], "--batch-size must be >= 1"),
+        (["bench", "timm:vit_tiny_patch16_224", "--random-init", "--rounds", "0"], "--rounds must be >= 1, got 0"),
+        (["bench", "timm:vit_tiny_patch16_224", "--random-init", "--iters", "-1"], "--iters must be >= 1, got -1"),
         (["bench", "timm:vit_tiny_patch16_224", "--random-init", "--compile-mode", "fastest"], "--compile-mode must be one of"),
     ]
     for args, fragment in cases:

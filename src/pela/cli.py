@@ -116,8 +116,9 @@ def bench(
     from .bench import COMPILE_MODES, benchmark
     from .loading import load_model
 
-    if batch_size < 1:
-        raise PelaError(f"--batch-size must be >= 1, got {batch_size}")
+    for flag, value in (("--batch-size", batch_size), ("--iters", iters), ("--rounds", rounds)):
+        if value < 1:
+            raise PelaError(f"{flag} must be >= 1, got {value}")
     if compile_mode is not None and compile_mode not in COMPILE_MODES:
         raise PelaError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
     sources = [model] + ([vs] if vs else [])
