@@ -35,6 +35,8 @@ def test_bfloat16_text_model():
     (dict(dtype="float8"), "dtype must be"),
     (dict(device="tpu"), "device must be"),
     (dict(compile_mode="fastest"), "compile mode must be"),
+    (dict(seq_len=0), "seq_len must be >= 1"),
+    (dict(rounds=0), "rounds and seq_len must be >= 1"),
 ])
 def test_bad_arguments(kwargs, fragment):
     with pytest.raises(PelaError, match=fragment):

@@ -76,6 +76,7 @@ def test_bad_sources_and_checkpoints(tmp_path, capsys):
         (["bench", "nowhere"], "unknown model source"),
         (["bench", "timm:vit_tiny_patch16_224", "--random-init", "--batch-size", "0"], "--batch-size must be >= 1"),
         (["bench", "timm:vit_tiny_patch16_224", "--random-init", "--rounds", "0"], "--rounds must be >= 1, got 0"),
+        (["bench", "timm:vit_tiny_patch16_224", "--random-init", "--seq-len", "0"], "--seq-len must be >= 1, got 0"),
         (["bench", "timm:vit_tiny_patch16_224", "--random-init", "--iters", "-1"], "--iters must be >= 1, got -1"),
         (["bench", "timm:vit_tiny_patch16_224", "--random-init", "--compile-mode", "fastest"], "--compile-mode must be one of"),
     ]

@@ -63,8 +63,8 @@ def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str
     """
     if batch_size < 1:
         raise PelaError(f"batch size must be >= 1, got {batch_size}")
-    if iters < 1 or rounds < 1:
-        raise PelaError("iters and rounds must be >= 1")
+    if iters < 1 or rounds < 1 or seq_len < 1:
+        raise PelaError(f"iters, rounds and seq_len must be >= 1, got {iters}, {rounds} and {seq_len}")
     if dtype not in DTYPES:
         raise PelaError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if compile_mode is not None and compile_mode not in COMPILE_MODES:

@@ -116,7 +116,7 @@ def bench(
     from .bench import COMPILE_MODES, benchmark
     from .loading import load_model
 
-    for flag, value in (("--batch-size", batch_size), ("--iters", iters), ("--rounds", rounds)):
+    for flag, value in (("--batch-size", batch_size), ("--seq-len", seq_len), ("--iters", iters), ("--rounds", rounds)):
         if value < 1:
             raise PelaError(f"{flag} must be >= 1, got {value}")
     if compile_mode is not None and compile_mode not in COMPILE_MODES:
