@@ -28,6 +28,12 @@ def test_compile_mode_implies_compile():
 def test_bfloat16_text_model():
     (r,) = benchmark({"bert": hf_bert()}, batch_size=2, dtype="bfloat16", seq_len=8, iters=1, rounds=1, warmup=1)
     assert r.dtype == "bfloat16" and r.items_per_s > 0
+    assert r.input_shapes["input_ids"] == [2, 8]
+
+
+def test_text_cut_to_the_models_positions():
+    (r,) = benchmark({"bert": hf_bert()}, batch_size=2, seq_len=1000, iters=1, rounds=1, warmup=1)
+    assert r.input_shapes["input_ids"] == [2, 64]  # max_position_embeddings, and the table says so
 
 
 @pytest.mark.parametrize("kwargs, fragment", [

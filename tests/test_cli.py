@@ -44,6 +44,8 @@ def test_compress_table_and_bench(vit_dir, tmp_path, capsys):
     result = json.loads(out)
     assert result["ratio"] == pytest.approx(result["results"][0]["items_per_s"] / result["results"][1]["items_per_s"])
     assert result["results"][0]["params"] < result["results"][1]["params"]
+    first, second = (r["input_shapes"]["arg0"] for r in result["results"])  # a batch of 2 images, the same for both
+    assert first == second and first[:2] == [2, 3] and len(first) == 4
     assert all(len(r["round_ms"]) == 1 and r["round_ms"][0] == pytest.approx(r["ms_per_batch"]) for r in result["results"])
     assert result["keep_freed_memory"] is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
 

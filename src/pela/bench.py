@@ -30,6 +30,7 @@ class BenchResult:
     compiled: bool
     compile_mode: str | None = None
     round_ms: list[float] = field(default_factory=list)  # every round's ms per batch; ms_per_batch is their median
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)  # what one batch was (text is cut to the model's positions)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,7 +72,7 @@ def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str
         raise PelaError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
     compile = compile or compile_mode is not None
     dev, dt = _resolve_device(device), DTYPES[dtype]
-    runners, peaks = {}, {}
+    runners, peaks, shapes = {}, {}, {}
     for name, model in models.items():
         model = model.eval().to(dev, dt)
         inputs = example_inputs(model, batch_size, seq_len, dev)
@@ -80,6 +81,7 @@ def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str
                         else ((), {k: cast(v) for k, v in inputs.items()}))
         fn = torch.compile(model, mode=compile_mode) if compile else model
         runners[name] = (fn, args, kwargs)
+        shapes[name] = {f"arg{i}": list(t.shape) for i, t in enumerate(args)} | {k: list(v.shape) for k, v in kwargs.items()}
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         with torch.inference_mode():
@@ -102,5 +104,5 @@ def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str
         sec = statistics.median(times[name])
         params = sum(p.numel() for p in model.parameters())
         results.append(BenchResult(name, params, batch_size / sec, sec * 1000, peaks[name], batch_size, str(dev), dtype, compile, compile_mode,
-                                   [t * 1000 for t in times[name]]))
+                                   [t * 1000 for t in times[name]], shapes[name]))
     return results

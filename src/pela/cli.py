@@ -133,8 +133,9 @@ def bench(
         print(json.dumps({"results": [r.to_dict() for r in results], "ratio": ratio,
                           "keep_freed_memory": keep_freed_memory()}, indent=2))  # idempotent; says whether it applies
         return
-    caption = None if results[0].device != "cpu" else (
-        "freed memory kept for reuse (PELA_KEEP_FREED_MEMORY=0: glibc's default)" if keep_freed_memory() else "the C library's default allocator")
+    shapes = "; ".join(dict.fromkeys(", ".join(f"{k} {'×'.join(map(str, v))}" for k, v in r.input_shapes.items()) for r in results))
+    caption = f"inputs: {shapes}" + ("" if results[0].device != "cpu" else "\n" + (
+        "freed memory kept for reuse (PELA_KEEP_FREED_MEMORY=0: glibc's default)" if keep_freed_memory() else "the C library's default allocator"))
     table = Table("model", "params", "items/s", "ms/batch", "rounds (ms/batch)", "peak memory", caption=caption,
                   title=f"pela bench ({results[0].device}, {dtype}, batch {batch_size}{', compiled' if results[0].compiled else ''}{f' ({compile_mode})' if compile_mode else ''})")
     for r in results:
