@@ -97,3 +97,12 @@ def test_pass_times(tmp_path, small_vit):
     assert len(result["seconds"]["model"]) == len(result["seconds"]["vs"]) == 3
     assert result["paired_ratio"]["min"] <= result["paired_ratio"]["median"] <= result["paired_ratio"]["max"]
     assert result["ratio_of_medians"] > 0
+
+
+def test_lowrank_gemm(tmp_path, small_vit):
+    run_script(tmp_path, "benchmarks/lowrank_gemm.py", str(small_vit), "--batch-size", "1", "--reps", "1")
+    result = json.loads((tmp_path / "lowrank_gemm_cpu.json").read_text())
+    # ViT-Tiny: qkv, proj, fc1, fc2 shapes, each in all 12 blocks, 197 tokens per image
+    assert sorted((s["in"], s["out"]) for s in result["shapes"]) == [(192, 192), (192, 576), (192, 768), (768, 192)]
+    assert all(s["count"] == 12 and s["tokens"] == 197 for s in result["shapes"])
+    assert result["flop_ratio"] > 1 and result["ratio"] > 0

@@ -7,13 +7,14 @@
 #   speed1     the same with the paper's exact ranks (--align 1)
 #   speed64    the same with ranks rounded down to multiples of 64 (GEMM tile widths; fewer parameters than k=2)
 #   autotune   the same as speed, with torch.compile's max-autotune mode (GEMM kernels timed for each shape)
+#   gemm       the factorized products alone vs the dense ones, each ViT-B/16 k=2 shape, bf16, batch 256
 #   profile    GPU kernel time of one compiled pass of each, split into matrix products, attention and the rest
 #   throughput distillation step throughput, ViT-B/16, batch 64, bf16 (issue #3)
 #   workers    MiniLM-shaped distillation steps/s with --workers 0 vs 4 (random-init stand-in: same shapes, same tokenizer)
 #   bash benchmarks/device/core.sh [task ...]
 source "$(dirname "$0")/setup.sh"
 set +e  # one failed figure must not cost the others
-tasks=${*:-check factorize dry speed speed1 speed64 autotune profile throughput workers}
+tasks=${*:-check factorize dry speed speed1 speed64 autotune gemm profile throughput workers}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, transformers, timm, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'timm', timm.__version__, 'peft', peft.__version__)"
 for task in $tasks; do
@@ -30,6 +31,9 @@ for task in $tasks; do
                benchmarks/results/vit_b_k2_align64_compress.json "$OUT/" ;;
     autotune) COMPILE_MODE=max-autotune bash benchmarks/compressed_speed.sh cuda 8 > /dev/null \
                 && cp benchmarks/results/compressed_speed_cuda_max-autotune.json "$OUT/" ;;
+    gemm) [ -d runs/vit_b_k2 ] || $PELA compress timm:vit_base_patch16_224 --random-init --ratio 2 --out runs/vit_b_k2 --json > /dev/null
+          python3 benchmarks/lowrank_gemm.py runs/vit_b_k2 --batch-size 256 --device cuda --dtype bfloat16 > "$OUT/lowrank_gemm.log" \
+            && cp benchmarks/results/lowrank_gemm_cuda.json "$OUT/" && tail -4 "$OUT/lowrank_gemm.log" ;;
     profile) [ -d runs/vit_b_k2 ] || $PELA compress timm:vit_base_patch16_224 --random-init --ratio 2 --out runs/vit_b_k2 --json > /dev/null
              python3 benchmarks/profile_lowrank.py runs/vit_b_k2 --vs timm:vit_base_patch16_224 --device cuda --dtype bfloat16 \
                --batch-size 256 --compile > "$OUT/profile_lowrank_cuda.json" && cat "$OUT/profile_lowrank_cuda.json" ;;
