@@ -133,8 +133,8 @@ def bench(
         print(json.dumps({"results": [r.to_dict() for r in results], "ratio": ratio,
                           "keep_freed_memory": keep_freed_memory()}, indent=2))  # idempotent; says whether it applies
         return
-    shapes = "; ".join(dict.fromkeys(", ".join(f"{k} {'×'.join(map(str, v))}" for k, v in r.input_shapes.items()) for r in results))
-    caption = f"inputs: {shapes}" + ("" if results[0].device != "cpu" else "\n" + (
+    inputs = "; ".join(dict.fromkeys(_shapes_text(r.input_shapes) for r in results))  # once when both models take the same
+    caption = f"inputs: {inputs}" + ("" if results[0].device != "cpu" else "\n" + (
         "freed memory kept for reuse (PELA_KEEP_FREED_MEMORY=0: glibc's default)" if keep_freed_memory() else "the C library's default allocator"))
     table = Table("model", "params", "items/s", "ms/batch", "rounds (ms/batch)", "peak memory", caption=caption,
                   title=f"pela bench ({results[0].device}, {dtype}, batch {batch_size}{', compiled' if results[0].compiled else ''}{f' ({compile_mode})' if compile_mode else ''})")
@@ -145,6 +145,11 @@ def bench(
     out_console.print(table)
     if ratio is not None:
         out_console.print(f"throughput ratio {results[0].name} / {results[1].name}: [bold]{ratio:.2f}×[/bold]")
+
+
+def _shapes_text(shapes: dict[str, list[int]]) -> str:
+    """``{"input_ids": [32, 128]}`` → ``input_ids 32×128``."""
+    return ", ".join(f"{name} {'×'.join(map(str, shape))}" for name, shape in shapes.items())
 
 
 @app.command()
