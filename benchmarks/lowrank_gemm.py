@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import pela
-from pela.arch import example_inputs
-from pela.bench import DTYPES
+from pela.bench import DTYPES, batch_for
 from _results import report
 
 
@@ -35,9 +34,9 @@ def layer_shapes(model: torch.nn.Module) -> Counter:
                 x = args[0]
                 shapes[(m.in_features, m.out_features, m.rank, x.numel() // x.shape[-1])] += 1
             hooks.append(module.register_forward_hook(hook))
-    inputs = example_inputs(model, 1)
+    args, kwargs = batch_for(model, 1, 128, torch.device("cpu"), torch.float32)
     with torch.inference_mode():
-        model(*inputs) if isinstance(inputs, tuple) else model(**inputs)
+        model(*args, **kwargs)
     for h in hooks:
         h.remove()
     return shapes

@@ -18,7 +18,7 @@ import time
 import torch
 
 import pela
-from pela.arch import example_inputs
+from pela.bench import batch_for
 from _results import report
 
 
@@ -32,12 +32,12 @@ def main() -> None:
     args = p.parse_args()
     pela.keep_freed_memory()
     models = {"model": pela.load_model(args.model).eval(), "vs": pela.load_model(args.vs, random_init=True).eval()}
-    inputs = {k: example_inputs(m, args.batch_size) for k, m in models.items()}
+    batches = {k: batch_for(m, args.batch_size, 128, torch.device("cpu"), torch.float32) for k, m in models.items()}
 
     def one(key: str) -> float:
-        x = inputs[key]
+        pos, kw = batches[key]
         start = time.perf_counter()
-        models[key](*x) if isinstance(x, tuple) else models[key](**x)
+        models[key](*pos, **kw)
         return time.perf_counter() - start
 
     times: dict[str, list[float]] = {"model": [], "vs": []}

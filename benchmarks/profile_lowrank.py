@@ -25,8 +25,7 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 import pela
-from pela.arch import example_inputs
-from pela.bench import DTYPES
+from pela.bench import DTYPES, batch_for
 
 GEMMS = ("aten::addmm", "aten::mm", "aten::bmm")
 # substrings of GPU kernel names: cuBLAS (gemm, xmma, nvjet), CUTLASS, Inductor's mm templates
@@ -43,15 +42,9 @@ def kind(kernel: str) -> str:
 
 def run(model: torch.nn.Module, batch_size: int, device: torch.device, dtype: torch.dtype, compile: bool) -> dict:
     model = model.eval().to(device, dtype)
-    inputs = example_inputs(model, batch_size, device=device)
-    cast = lambda t: t.to(dtype) if t.is_floating_point() else t  # noqa: E731
+    args, kwargs = batch_for(model, batch_size, 128, device, dtype)
     fn = torch.compile(model) if compile else model
-    if isinstance(inputs, tuple):
-        args = tuple(cast(t) for t in inputs)
-        call = lambda: fn(*args)  # noqa: E731
-    else:
-        kwargs = {k: cast(v) for k, v in inputs.items()}
-        call = lambda: fn(**kwargs)  # noqa: E731
+    call = lambda: fn(*args, **kwargs)  # noqa: E731
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     with torch.inference_mode():

@@ -49,6 +49,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def batch_for(model: nn.Module, batch_size: int, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[tuple, dict]:
+    """A random batch shaped for ``model`` as ``(args, kwargs)``, its floating-point tensors in ``dtype``."""
+    inputs = example_inputs(model, batch_size, seq_len, device)
+    cast = lambda t: t.to(dtype) if t.is_floating_point() else t  # noqa: E731  (token ids stay integers)
+    if isinstance(inputs, tuple):
+        return tuple(cast(t) for t in inputs), {}
+    return (), {k: cast(v) for k, v in inputs.items()}
+
+
 def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str = "cpu", dtype: str = "float32",
               compile: bool = False, seq_len: int = 128, warmup: int = 2, iters: int = 5, rounds: int = 3,
               compile_mode: str | None = None) -> list[BenchResult]:
@@ -75,10 +84,7 @@ def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str
     runners, peaks, shapes = {}, {}, {}
     for name, model in models.items():
         model = model.eval().to(dev, dt)
-        inputs = example_inputs(model, batch_size, seq_len, dev)
-        cast = lambda t: t.to(dt) if t.is_floating_point() else t  # noqa: E731
-        args, kwargs = ((tuple(cast(t) for t in inputs), {}) if isinstance(inputs, tuple)
-                        else ((), {k: cast(v) for k, v in inputs.items()}))
+        args, kwargs = batch_for(model, batch_size, seq_len, dev, dt)
         fn = torch.compile(model, mode=compile_mode) if compile else model
         runners[name] = (fn, args, kwargs)
         shapes[name] = {f"arg{i}": list(t.shape) for i, t in enumerate(args)} | {k: list(v.shape) for k, v in kwargs.items()}
