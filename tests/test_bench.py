@@ -26,9 +26,18 @@ def test_compile_mode_implies_compile():
 
 
 def test_bfloat16_text_model():
-    (r,) = benchmark({"bert": hf_bert()}, batch_size=2, dtype="bfloat16", seq_len=8, iters=1, rounds=1, warmup=1)
+    model = hf_bert()
+    (r,) = benchmark({"bert": model}, batch_size=2, dtype="bfloat16", seq_len=8, iters=1, rounds=1, warmup=1)
     assert r.dtype == "bfloat16" and r.items_per_s > 0
     assert r.input_shapes["input_ids"] == [2, 8]
+    # cast outside inference mode: the caller can still train the model afterwards
+    assert not any(p.is_inference() for p in model.parameters())
+
+
+def test_progress_bar_on_stderr(capsys):
+    benchmark({"bert": hf_bert()}, batch_size=2, seq_len=8, iters=2, rounds=2, warmup=1, progress=True)
+    out, err = capsys.readouterr()
+    assert out == "" and "benchmarking" in err and "5/5" in err  # 1 warm-up + 2 rounds × 2 passes
 
 
 def test_text_cut_to_the_models_positions():

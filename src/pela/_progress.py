@@ -12,17 +12,20 @@ stderr = Console(stderr=True)
 
 
 @contextlib.contextmanager
-def progress_bar(enabled: bool, total: int, description: str) -> Iterator[Callable[..., None]]:
-    """Yields ``advance(n=1, **fields)``; ``fields`` fill the bar's ``{task.fields[info]}`` text."""
+def progress_bar(enabled: bool, total: int, description: str, redraw_only_on_advance: bool = False) -> Iterator[Callable[..., None]]:
+    """Yields ``advance(n=1, **fields)``; ``fields`` fill the bar's ``{task.fields[info]}`` text.
+
+    ``redraw_only_on_advance`` stops rich's refresh thread, for timing loops that must not share the CPU.
+    """
     if not enabled:
         yield lambda n=1, **_: None
         return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
-    with Progress(*columns, console=stderr, transient=False) as bar:
+    with Progress(*columns, console=stderr, transient=False, auto_refresh=not redraw_only_on_advance) as bar:
         task = bar.add_task(description, total=total, info="")
 
         def advance(n: int = 1, info: str = "") -> None:
-            bar.update(task, advance=n, info=info)
+            bar.update(task, advance=n, info=info, refresh=redraw_only_on_advance)
 
         yield advance

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._progress import progress_bar
 from .arch import example_inputs
 from .errors import PelaError
 
@@ -60,12 +61,13 @@ def batch_for(model: nn.Module, batch_size: int, seq_len: int, device: torch.dev
 
 def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str = "cpu", dtype: str = "float32",
               compile: bool = False, seq_len: int = 128, warmup: int = 2, iters: int = 5, rounds: int = 3,
-              compile_mode: str | None = None) -> list[BenchResult]:
+              compile_mode: str | None = None, progress: bool = False) -> list[BenchResult]:
     """Measure inference throughput of each model on inputs shaped for it.
 
     ``compile`` runs both models through ``torch.compile`` (``compile_mode`` picks its mode, e.g.
     ``max-autotune`` to let Inductor time GEMM kernels for the thin factorized products; it implies
-    ``compile``).
+    ``compile``). ``progress`` shows a bar over the forward passes on stderr, redrawn only between
+    timed rounds so that it takes no CPU while one is measured.
 
     Each of ``rounds`` rounds runs every model for ``iters`` forward passes in turn; a model's figure
     is its median round, so a slow spell of a noisy machine does not favour one model. Every round's
@@ -82,29 +84,32 @@ def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str
     compile = compile or compile_mode is not None
     dev, dt = _resolve_device(device), DTYPES[dtype]
     runners, peaks, shapes = {}, {}, {}
-    for name, model in models.items():
-        model = model.eval().to(dev, dt)
-        args, kwargs = batch_for(model, batch_size, seq_len, dev, dt)
-        fn = torch.compile(model, mode=compile_mode) if compile else model
-        runners[name] = (fn, args, kwargs)
-        shapes[name] = {f"arg{i}": list(t.shape) for i, t in enumerate(args)} | {k: list(v.shape) for k, v in kwargs.items()}
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        with torch.inference_mode():
-            for _ in range(warmup):
-                fn(*args, **kwargs)
-        _sync(dev)
-        peaks[name] = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
     times: dict[str, list[float]] = {name: [] for name in models}
-    with torch.inference_mode():
-        for _ in range(rounds):
-            for name, (fn, args, kwargs) in runners.items():
-                _sync(dev)
-                start = time.perf_counter()
-                for _ in range(iters):
+    with progress_bar(progress, len(models) * (warmup + rounds * iters), "benchmarking", redraw_only_on_advance=True) as advance:
+        for name, model in models.items():
+            model = model.eval().to(dev, dt)  # outside inference mode, so the parameters stay ordinary tensors
+            args, kwargs = batch_for(model, batch_size, seq_len, dev, dt)
+            fn = torch.compile(model, mode=compile_mode) if compile else model
+            runners[name] = (fn, args, kwargs)
+            shapes[name] = {f"arg{i}": list(t.shape) for i, t in enumerate(args)} | {k: list(v.shape) for k, v in kwargs.items()}
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            with torch.inference_mode():
+                for _ in range(warmup):
                     fn(*args, **kwargs)
-                _sync(dev)
-                times[name].append((time.perf_counter() - start) / iters)
+                    advance(info=f"warm-up {name}")
+            _sync(dev)
+            peaks[name] = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
+        with torch.inference_mode():
+            for r in range(rounds):
+                for name, (fn, args, kwargs) in runners.items():
+                    _sync(dev)
+                    start = time.perf_counter()
+                    for _ in range(iters):
+                        fn(*args, **kwargs)
+                    _sync(dev)
+                    times[name].append((time.perf_counter() - start) / iters)
+                    advance(iters, info=f"round {r + 1}/{rounds}")  # after the clock stops
     results = []
     for name, model in models.items():
         sec = statistics.median(times[name])

@@ -127,7 +127,7 @@ def bench(
         with err_console.status(f"loading {s}"):
             models[s if s not in models else s + " (2)"] = load_model(s, random_init=random_init and not Path(s).is_dir())
     results = benchmark(models, batch_size=batch_size, device=device, dtype=dtype, compile=compile, seq_len=seq_len, iters=iters, rounds=rounds,
-                        compile_mode=compile_mode)
+                        compile_mode=compile_mode, progress=True)
     ratio = results[0].items_per_s / results[1].items_per_s if vs else None
     if as_json:
         print(json.dumps({"results": [r.to_dict() for r in results], "ratio": ratio,
