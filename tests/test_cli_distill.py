@@ -153,6 +153,8 @@ def test_finetune_and_eval_cli(setup, tmp_path, capsys):
         code, out, err = run(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--json", "--workers", workers)
         assert code == 0, err
         assert json.loads(out)["accuracy"] == summary["eval"]["accuracy"]
+    code, out, err = run(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--batch-size", 16)
+    assert code == 0 and "evaluating" in err and "4/4" in err and "accuracy" in out  # 64 examples, a bar over 4 batches
     code, _, err = run(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--workers", -2)
     assert code == 2 and err.startswith("error: --workers must be >= 0"), err
     code, _, err = run(capsys, "finetune", setup / "student", "--data", setup / "text.txt", "--out", tmp_path / "x", "--steps", 1)

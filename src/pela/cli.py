@@ -341,7 +341,7 @@ def finetune(
         summary = {"steps": result.steps, "seconds": result.seconds, "items_per_s": result.items_per_s,
                    "final": result.history[-1] if result.history else {}}
         if test is not None:
-            summary["eval"] = evaluate(tuned, test, collate_fn=Collator(tuned, max_length=max_length), workers=workers)
+            summary["eval"] = evaluate(tuned, test, collate_fn=Collator(tuned, max_length=max_length), workers=workers, progress=not as_json)
         if _publish(tuned, out, {"finetune": {**config.to_dict(), **summary}}):
             if as_json:
                 print(json.dumps(summary, indent=2))
@@ -371,7 +371,8 @@ def eval_(
         raise PelaError(f"--workers must be >= 0, got {workers}")
     net = load_model(model)
     ds = load_dataset(data, split=split, classes=getattr(net, "pela_classes", None))
-    metrics = evaluate(net, ds, collate_fn=Collator(net, max_length=max_length), batch_size=batch_size, workers=workers)
+    metrics = evaluate(net, ds, collate_fn=Collator(net, max_length=max_length), batch_size=batch_size, workers=workers,
+                       progress=not as_json)
     if as_json:
         print(json.dumps(metrics, indent=2))
         return

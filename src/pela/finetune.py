@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from . import arch
+from ._progress import progress_bar
 from .errors import PelaError
 from .layers import SequenceClassifier
 from .train import TrainConfig, TrainResult, fit, make_loader
@@ -108,10 +109,12 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, *, collate_fn: Callable | None = None, batch_size: int = 64,
-             device: str | None = None, workers: int = 0) -> dict[str, Any]:
+             device: str | None = None, workers: int = 0, progress: bool = False) -> dict[str, Any]:
     """Top-1 (and top-5 with more than 5 classes) accuracy, mean cross-entropy, parameters, items/s.
 
-    ``workers`` DataLoader processes prepare the batches (0 = in this process).
+    ``workers`` DataLoader processes prepare the batches (0 = in this process). ``progress`` shows a
+    bar over the batches on stderr, redrawn only when a batch is done so that it does not slow the
+    items/s figure.
     """
     from .data import Collator
 
@@ -122,20 +125,22 @@ def evaluate(model: nn.Module, data: Dataset, *, collate_fn: Callable | None = N
     loader = make_loader(data, collate_fn or Collator(model), workers, batch_size=batch_size)
     correct1 = correct5 = loss = n = 0.0
     began = time.perf_counter()
-    for batch in loader:
-        labels = batch.pop("labels", None)
-        if labels is None:
-            raise PelaError("evaluation needs labelled data")
-        batch = {k: v.to(dev) for k, v in batch.items()}
-        logits = arch.main_output(arch.forward(model, batch)).float()
-        labels = labels.to(dev)
-        if logits.dim() != 2 or logits.shape[1] <= int(labels.max()):
-            raise PelaError(f"model outputs {tuple(logits.shape)} but labels go up to {int(labels.max())}; fine-tune it first")
-        loss += float(F.cross_entropy(logits, labels, reduction="sum"))
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct1 += float((top[:, 0] == labels).sum())
-        correct5 += float((top == labels[:, None]).any(1).sum())
-        n += len(labels)
+    with progress_bar(progress, len(loader) if progress else 0, "evaluating", redraw_only_on_advance=True) as advance:
+        for batch in loader:
+            labels = batch.pop("labels", None)
+            if labels is None:
+                raise PelaError("evaluation needs labelled data")
+            batch = {k: v.to(dev) for k, v in batch.items()}
+            logits = arch.main_output(arch.forward(model, batch)).float()
+            labels = labels.to(dev)
+            if logits.dim() != 2 or logits.shape[1] <= int(labels.max()):
+                raise PelaError(f"model outputs {tuple(logits.shape)} but labels go up to {int(labels.max())}; fine-tune it first")
+            loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            correct1 += float((top[:, 0] == labels).sum())
+            correct5 += float((top == labels[:, None]).any(1).sum())
+            n += len(labels)
+            advance()
     seconds = time.perf_counter() - began
     classes = logits.shape[1]
     return {"samples": int(n), "accuracy": correct1 / n, "top5": correct5 / n if classes > 5 else None, "loss": loss / n,
