@@ -276,7 +276,7 @@ def compare(
     ds = load_dataset(data)
     s_model, t_model = load_model(student), load_model(teacher)
     result = _compare(s_model, t_model, ds, collate_fn=Collator(s_model, max_length=max_length), samples=samples,
-                      batch_size=batch_size, blocks=blocks)
+                      batch_size=batch_size, blocks=blocks, progress=not as_json)
     if as_json:
         print(json.dumps(result, indent=2))
         return

@@ -10,16 +10,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import arch
+from ._progress import progress_bar
 from .distill import BlockCapture, real_tokens, token_mse
 from .errors import PelaError
 
 
 @torch.no_grad()
 def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn: Callable | None = None,
-            samples: int = 256, batch_size: int = 32, blocks: str | None = None, seed: int = 0) -> dict[str, Any]:
+            samples: int = 256, batch_size: int = 32, blocks: str | None = None, seed: int = 0,
+            progress: bool = False) -> dict[str, Any]:
     """Feature MSE and cosine similarity for each block on a seeded sample of ``data``, plus output agreement.
 
-    Padding tokens (outside the batch's ``attention_mask``) do not count.
+    Padding tokens (outside the batch's ``attention_mask``) do not count. ``progress`` shows a bar
+    over the batches on stderr.
 
     Output agreement is the fraction of equal argmax predictions when the models output class logits
     (2-D), else the mean cosine similarity of their output vectors.
@@ -40,22 +43,24 @@ def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn
     agree, count = 0.0, 0
     student.eval(), teacher.eval()
     try:
-        for batch in loader:
-            batch.pop("labels", None)
-            rows = next(iter(batch.values())).shape[0]
-            s_out, t_out = (arch.main_output(arch.forward(m, batch)) for m in (student, teacher))
-            s_feats, t_feats = caps[0].take(), caps[1].take()
-            mask = batch.get("attention_mask")
-            if not mse:
-                mse, cos = [torch.zeros((), dtype=torch.float64) for _ in t_feats], [torch.zeros((), dtype=torch.float64) for _ in t_feats]
-            for i, (s, t) in enumerate(zip(s_feats, t_feats)):
-                mse[i] += token_mse(s, t, mask).double().cpu() * rows
-                cos[i] += F.cosine_similarity(real_tokens(s, mask).float(), real_tokens(t, mask).float(), dim=-1).mean().double().cpu() * rows
-            if s_out.dim() == 2:
-                agree += float((s_out.argmax(-1) == t_out.argmax(-1)).float().sum())
-            else:
-                agree += float(F.cosine_similarity(s_out.float(), t_out.float(), dim=-1).mean()) * rows
-            count += rows
+        with progress_bar(progress, len(loader), "comparing") as advance:
+            for batch in loader:
+                batch.pop("labels", None)
+                rows = next(iter(batch.values())).shape[0]
+                s_out, t_out = (arch.main_output(arch.forward(m, batch)) for m in (student, teacher))
+                s_feats, t_feats = caps[0].take(), caps[1].take()
+                mask = batch.get("attention_mask")
+                if not mse:
+                    mse, cos = [torch.zeros((), dtype=torch.float64) for _ in t_feats], [torch.zeros((), dtype=torch.float64) for _ in t_feats]
+                for i, (s, t) in enumerate(zip(s_feats, t_feats)):
+                    mse[i] += token_mse(s, t, mask).double().cpu() * rows
+                    cos[i] += F.cosine_similarity(real_tokens(s, mask).float(), real_tokens(t, mask).float(), dim=-1).mean().double().cpu() * rows
+                if s_out.dim() == 2:
+                    agree += float((s_out.argmax(-1) == t_out.argmax(-1)).float().sum())
+                else:
+                    agree += float(F.cosine_similarity(s_out.float(), t_out.float(), dim=-1).mean()) * rows
+                count += rows
+                advance()
     finally:
         for c in caps:
             c.remove()
