@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/cpu_speed_runs.py runs/vit_b_k2 --vs timm:vit_base_patch16_224 --runs 4
 
-One `pela bench` run on a shared CPU moves by ±10% with the neighbours' load, so this runs it
+One `pela bench` run on a shared CPU moves with the neighbours' load (1.42–1.95× over 19 runs of
+ViT-B k=2 on the 2-core development VM; docs/BENCHMARKS.md), so this runs it
 ``--runs`` times per setting, alternating the settings so a slow spell hits both, and reports every
 run's ratio and their median. Each run is a fresh process: ``PELA_KEEP_FREED_MEMORY=1`` (the default
 of the ``pela`` command, see `pela.allocator`) or ``=0`` (glibc's default, large blocks mapped afresh
