@@ -96,10 +96,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 # ---------------------------------------------------------------- safe reading
 def is_pickle(path: str | os.PathLike) -> bool:
-    """True for a torch.save file (zip archive or raw pickle), judged by its first bytes."""
+    """True for a torch.save file (zip archive or raw pickle), judged by its first bytes.
+
+    A safetensors file starts with its header's length (8 bytes, little-endian) and then ``{``, so a
+    header 0x0a80 bytes long also starts with 0x80: the ``{`` after the length tells the two apart.
+    """
     with open(path, "rb") as f:
-        head = f.read(2)
-    return head[:2] == b"PK" or head[:1] == b"\x80"
+        head = f.read(9)
+    if head[8:9] == b"{":
+        return False
+    return head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
 
 
 def check_safetensors(path: str | os.PathLike) -> Path:
