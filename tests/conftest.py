@@ -63,8 +63,15 @@ def hf_gpt2() -> nn.Module:
     return GPT2Model(GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=2, n_positions=32)).eval()
 
 
+def hf_t5() -> nn.Module:
+    """An encoder-decoder model with a language-model head: its decoder needs inputs of its own."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    return T5ForConditionalGeneration(T5Config(vocab_size=100, d_model=32, d_ff=64, d_kv=16, num_layers=2, num_heads=2)).eval()
+
+
 ARCHITECTURES = {"timm_vit": timm_vit, "timm_swin": timm_swin, "hf_bert": hf_bert, "hf_vit": hf_vit,
-                 "hf_clip": hf_clip, "hf_gpt2": hf_gpt2}
+                 "hf_clip": hf_clip, "hf_gpt2": hf_gpt2, "hf_t5": hf_t5}
 
 
 @pytest.fixture

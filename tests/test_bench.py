@@ -67,6 +67,11 @@ def test_cuda_missing_is_clear():
 def test_example_inputs_follow_the_model():
     (x,) = example_inputs(timm_vit(), 3)
     assert x.shape == (3, 3, 32, 32)
+    import timm
+
+    mixer = timm.create_model("mixer_s16_224", img_size=32, num_classes=3)  # its patch embedding is called stem
+    (x,) = example_inputs(mixer, 1)
+    assert x.shape == (1, 3, 32, 32) and mixer(x).shape == (1, 3)
     clip = example_inputs(ARCHITECTURES["hf_clip"](), 2, seq_len=100)
     assert clip["input_ids"].shape == (2, 32) and clip["pixel_values"].shape == (2, 3, 32, 32)
     with pytest.raises(PelaError, match="cannot tell what inputs"):

@@ -121,6 +121,16 @@ def test_nested_and_two_tower_models(make):
     assert result.history[-1]["feature"] > 0
 
 
+def test_encoder_decoder_distills_both_stacks_on_plain_text():
+    """T5 fed text alone: its decoder reads the text shifted (arch.with_decoder_inputs), and the blocks of
+    both stacks are distilled."""
+    student, teacher = pair(ARCHITECTURES["hf_t5"])
+    blocks = find_blocks(student)
+    assert [b for b in blocks if b.startswith("encoder.")] and [b for b in blocks if b.startswith("decoder.")]
+    result = pela.distill(student, teacher, Tokens(n=16), DistillConfig(steps=2, batch_size=4, beta=1.0, log_every=1), collate_fn=stack)
+    assert result.history[-1]["feature"] > 0 and result.history[-1]["logit"] > 0
+
+
 def test_block_shared_across_depth_gives_one_feature_per_call():
     """ALBERT runs one layer's weights at every depth: each call is distilled and compared as its own layer."""
     from transformers import AlbertConfig, AlbertModel

@@ -144,6 +144,47 @@ def test_lora_trains_adapters_and_merges_back():
     assert changed and all(".a." in k or ".b." in k or "dense" in k or "query" in k or "key" in k or "value" in k for k in changed)
 
 
+def _gpt2_lm():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=2, n_positions=16))
+
+
+def _llama_lm():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(LlamaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                        num_key_value_heads=1, intermediate_size=64))
+
+
+def _t5():
+    from conftest import hf_t5
+
+    return hf_t5()
+
+
+@pytest.mark.parametrize("build", [_gpt2_lm, _llama_lm, _t5])
+@pytest.mark.parametrize("lora", [None, 4])
+def test_language_model_backbones_get_a_pooled_head(tmp_path, build, lora):
+    """A language model (whose own output is next-token logits) is pooled from its last hidden states (an
+    encoder-decoder's decoder's); its language-model head is neither run, trained nor given LoRA adapters."""
+    torch.manual_seed(0)
+    model = build()
+    pela.compress(model, LowRankConfig(align=1))
+    lm_head = model.lm_head.weight.detach().clone()
+    tuned, _ = pela.finetune(model, Labelled(), FinetuneConfig(steps=3, batch_size=16, lr=1e-2, lora=lora), collate_fn=stack)
+    assert isinstance(tuned, SequenceClassifier) and tuned.hidden_states and tuned.head.in_features == 32
+    tied = tuned.backbone.lm_head.weight is tuned.backbone.get_input_embeddings().weight  # GPT-2's is the embedding
+    # (T5's pooled decoder states are scaled by d_model**-0.5 before its tied head: a head it never runs here)
+    assert torch.equal(tuned.backbone.lm_head.weight, lm_head) or (tied and not lora)
+    assert pela.evaluate(tuned, Labelled(n=16), collate_fn=stack)["accuracy"] is not None
+    pela.save_pretrained(tuned, tmp_path / "m")
+    batch = stack([Labelled()[i] for i in range(4)])
+    batch.pop("labels")
+    with torch.no_grad():
+        assert torch.equal(pela.load(tmp_path / "m")(**batch), tuned(**batch))
+
+
 def test_errors():
     class Unlabelled(Dataset):
         def __len__(self):

@@ -7,12 +7,15 @@
 * `structural_skip`: layers whose weight the parent reads directly, so swapping them would break
   the model (`nn.MultiheadAttention.out_proj`).
 * `example_inputs`: dummy inputs shaped for a model, for benchmarks and smoke tests.
+* `with_decoder_inputs`: an encoder-decoder model (T5) fed text alone gets that text, shifted, as
+  its decoder's input, so distillation and fine-tuning run on plain text.
 
 The core (`pela.factorize`) calls only these functions and has no per-architecture branches.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any, Callable
 
@@ -89,8 +92,9 @@ def example_inputs(model: nn.Module, batch_size: int, seq_len: int = 128, device
     cfg = getattr(model, "pretrained_cfg", None)
     if isinstance(cfg, dict) and "input_size" in cfg:
         channels, *size = cfg["input_size"]
-        # a model built with img_size=... keeps the pretrained input_size; its patch embedding knows better
-        size = getattr(getattr(model, "patch_embed", None), "img_size", None) or size
+        # a model built with img_size=... keeps the pretrained input_size; its patch embedding (timm's
+        # PatchEmbed, be it called patch_embed or stem) knows better
+        size = next((tuple(m.img_size) for m in model.modules() if isinstance(getattr(m, "img_size", None), (tuple, list))), size)
         return (torch.randn(batch_size, channels, *size, generator=g).to(device),)
     hf = getattr(model, "config", None)
     if hf is None or not hasattr(hf, "to_dict"):
@@ -113,7 +117,31 @@ def example_inputs(model: nn.Module, batch_size: int, seq_len: int = 128, device
         inputs["pixel_values"] = torch.randn(batch_size, channels, *size, generator=g).to(device)
     if not inputs:
         raise PelaError(f"cannot make example inputs for main input {sorted(names)} of {type(model).__name__}")
-    return inputs
+    return with_decoder_inputs(model, inputs)
+
+
+def with_decoder_inputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``inputs`` plus decoder inputs for a Hugging Face encoder-decoder model that needs them.
+
+    The decoder reads the encoder's text shifted right by one behind the decoder start token (what
+    BART does by itself, and what T5 does with ``labels``), so both halves of the model run on it.
+    Inputs that already name decoder inputs, and other models, are returned as they are.
+    """
+    cfg = getattr(model, "config", None)
+    ids = inputs.get("input_ids")
+    if not getattr(cfg, "is_encoder_decoder", False) or ids is None or ids.dim() != 2 or any(k.startswith("decoder_") for k in inputs):
+        return inputs
+    if "decoder_input_ids" not in inspect.signature(model.forward).parameters:
+        return inputs
+    generation = getattr(model, "generation_config", None)
+    candidates = (getattr(cfg, "decoder_start_token_id", None), getattr(generation, "decoder_start_token_id", None),
+                  getattr(cfg, "pad_token_id", None))
+    start = next((t for t in candidates if isinstance(t, int)), 0)
+    out = {**inputs, "decoder_input_ids": torch.cat([torch.full_like(ids[:, :1], start), ids[:, :-1]], dim=1)}
+    mask = inputs.get("attention_mask")
+    if mask is not None:
+        out["decoder_attention_mask"] = torch.cat([torch.ones_like(mask[:, :1]), mask[:, :-1]], dim=1)
+    return out
 
 
 def _count_linear(module: nn.Module) -> int:
@@ -153,7 +181,7 @@ def forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
         import transformers
 
         if isinstance(inner, transformers.PreTrainedModel):
-            return model(**inputs)
+            return model(**with_decoder_inputs(inner, inputs))
     except ImportError:
         pass
     if len(inputs) == 1:
@@ -246,7 +274,9 @@ def with_classifier(model: nn.Module, num_classes: int, pooling: str = "mean") -
     hidden = hidden_size(model)
     if hidden is None:
         raise PelaError(f"cannot tell the hidden size of {name} to add a classification head")
-    task_head = "For" in name and hasattr(model, "base_model")  # Hugging Face names every task-head model *For*
+    # a Hugging Face task-head model (BertForMaskedLM, GPT2LMHeadModel) has a base model other than
+    # itself; T5ForConditionalGeneration, which has none, still follows the *For* naming
+    task_head = hasattr(model, "base_model") and (model.base_model is not model or "For" in name)
     wrapped = SequenceClassifier(model, hidden, num_classes, pooling, hidden_states=task_head)
     wrapped.pela_files = getattr(model, "pela_files", None)
     return wrapped

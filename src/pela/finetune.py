@@ -63,8 +63,12 @@ def _add_lora(model: nn.Module, rank: int, alpha: float) -> nn.Module:
                if isinstance(m, nn.Linear) and not any(n == h or n.startswith(h + ".") for h in heads)]
     if not targets:
         raise PelaError("found no linear layers to put LoRA adapters on")
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, modules_to_save=heads or None)
-    return get_peft_model(model, config)
+    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets))
+    # the new head trains whole; not through peft's modules_to_save, which matches names by suffix, so a
+    # head called "head" would also claim a language model's "lm_head"
+    for h in heads:
+        peft_model.base_model.model.get_submodule(h).requires_grad_(True)
+    return peft_model
 
 
 def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = None, *, num_classes: int | None = None,

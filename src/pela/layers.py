@@ -62,9 +62,10 @@ class SequenceClassifier(nn.Module):
     """A backbone without a classification head, plus one: pooled hidden states → `nn.Linear`.
 
     ``pooling="mean"`` averages the tokens the attention mask keeps; ``"cls"`` takes the first token.
-    ``hidden_states=True`` pools the last of the backbone's ``hidden_states`` (a Hugging Face model
-    with a head of another kind, whose main output is that head's). Used by `pela.finetune` for
-    models that have no head of the right size.
+    ``hidden_states=True`` pools the last hidden states of the backbone's ``base_model``, for a
+    Hugging Face model with a head of another kind (whose main output is that head's, and which is not
+    run). An encoder-decoder model pools its decoder's states (see `pela.arch.with_decoder_inputs`).
+    Used by `pela.finetune` for models that have no head of the right size.
     """
 
     def __init__(self, backbone: nn.Module, hidden: int, num_classes: int, pooling: str = "mean", hidden_states: bool = False):
@@ -76,19 +77,24 @@ class SequenceClassifier(nn.Module):
         self.head = nn.Linear(hidden, num_classes)
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
-        from .arch import block_output
+        from .arch import block_output, with_decoder_inputs
 
-        if self.hidden_states:
-            h = self.backbone(*args, **kwargs, output_hidden_states=True).hidden_states[-1]
+        # a task head's output is not hidden states: run its base model instead, which skips the head
+        model = getattr(self.backbone, "base_model", self.backbone) if self.hidden_states else self.backbone
+        kwargs = with_decoder_inputs(model, kwargs)
+        if self.hidden_states and model is self.backbone:  # no separate base model (T5ForConditionalGeneration)
+            out = model(*args, **kwargs, output_hidden_states=True)
+            h = (getattr(out, "decoder_hidden_states", None) or out.hidden_states)[-1]
         else:
-            out = self.backbone(*args, **kwargs)
+            out = model(*args, **kwargs)
             h = getattr(out, "last_hidden_state", None)
             h = block_output(out) if h is None else h
         if h.dim() == 2:  # already pooled
             return self.head(h)
         if self.pooling == "cls":
             return self.head(h[:, 0])
-        mask = kwargs.get("attention_mask")
+        # an encoder-decoder model's last states are its decoder's, which has a mask of its own
+        mask = kwargs.get("decoder_attention_mask", kwargs.get("attention_mask"))
         if mask is None:
             return self.head(h.mean(1))
         m = mask.unsqueeze(-1).to(h.dtype)
