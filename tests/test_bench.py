@@ -72,6 +72,12 @@ def test_example_inputs_follow_the_model():
     mixer = timm.create_model("mixer_s16_224", img_size=32, num_classes=3)  # its patch embedding is called stem
     (x,) = example_inputs(mixer, 1)
     assert x.shape == (1, 3, 32, 32) and mixer(x).shape == (1, 3)
+    from transformers import XLNetConfig, XLNetModel
+
+    from pela.arch import max_positions
+
+    xlnet = XLNetModel(XLNetConfig(vocab_size=100, d_model=32, n_layer=1, n_head=2, d_inner=64))  # its limit reads -1: none
+    assert example_inputs(xlnet, 2, seq_len=12)["input_ids"].shape == (2, 12) and max_positions(xlnet) is None
     clip = example_inputs(ARCHITECTURES["hf_clip"](), 2, seq_len=100)
     assert clip["input_ids"].shape == (2, 32) and clip["pixel_values"].shape == (2, 3, 32, 32)
     with pytest.raises(PelaError, match="cannot tell what inputs"):

@@ -135,3 +135,23 @@ def test_collator_pickles_small_for_spawned_loader_workers(hf_bert_dir):
     vit = Collator(timm_vit())
     image = Image.new("RGB", (40, 30), "blue")
     assert torch.equal(pickle.loads(pickle.dumps(vit))([{"image": image}])["pixel_values"], vit([{"image": image}])["pixel_values"])
+
+
+def test_timm_preprocessing_follows_the_size_the_model_was_built_for():
+    """A model at its pretrained size keeps its pretrained evaluation transform (crop_pct included); one
+    built with img_size=... gets images of that size, wherever its patch embedding is (or if it has none)."""
+    import timm
+
+    import pela
+    from pela.data import _timm_data_config
+
+    pretrained_size = timm.create_model("vit_tiny_patch16_224", depth=1)
+    cfg = _timm_data_config(pretrained_size)
+    assert cfg["input_size"] == (3, 224, 224) and cfg["crop_pct"] == pretrained_size.pretrained_cfg["crop_pct"] < 1
+    assert _timm_data_config(timm_vit())["input_size"] == (3, 32, 32)
+    mixer = timm.create_model("mixer_s16_224", img_size=32, num_classes=3)  # patch embedding called stem
+    assert _timm_data_config(mixer)["input_size"] == (3, 32, 32)
+    hiera = pela.load_model("timm:hiera_tiny_224", random_init=True, img_size=64, embed_dim=16, num_heads=1, stages=(1, 1, 1, 1))
+    image = Image.fromarray(np.zeros((80, 90, 3), dtype=np.uint8))
+    x = Collator(hiera)([{"image": image}])["pixel_values"]  # no img_size anywhere in it: the one recorded at load
+    assert x.shape == (1, 3, 64, 64) and hiera(x).shape[0] == 1

@@ -92,9 +92,7 @@ def example_inputs(model: nn.Module, batch_size: int, seq_len: int = 128, device
     cfg = getattr(model, "pretrained_cfg", None)
     if isinstance(cfg, dict) and "input_size" in cfg:
         channels, *size = cfg["input_size"]
-        # a model built with img_size=... keeps the pretrained input_size; its patch embedding (timm's
-        # PatchEmbed, be it called patch_embed or stem) knows better
-        size = next((tuple(m.img_size) for m in model.modules() if isinstance(getattr(m, "img_size", None), (tuple, list))), size)
+        size = built_image_size(model) or size
         return (torch.randn(batch_size, channels, *size, generator=g).to(device),)
     hf = getattr(model, "config", None)
     if hf is None or not hasattr(hf, "to_dict"):
@@ -106,8 +104,7 @@ def example_inputs(model: nn.Module, batch_size: int, seq_len: int = 128, device
     if getattr(hf, "text_config", None) is not None and getattr(hf, "vision_config", None) is not None:
         names = {"input_ids", "pixel_values"}
     if "input_ids" in names:
-        max_len = getattr(text_cfg, "max_position_embeddings", seq_len) or seq_len
-        length = min(seq_len, max_len)
+        length = min(seq_len, _positive(getattr(text_cfg, "max_position_embeddings", None)) or seq_len)
         inputs["input_ids"] = torch.randint(0, text_cfg.vocab_size, (batch_size, length), generator=g).to(device)
         inputs["attention_mask"] = torch.ones(batch_size, length, dtype=torch.long).to(device)
     if "pixel_values" in names:
@@ -118,6 +115,24 @@ def example_inputs(model: nn.Module, batch_size: int, seq_len: int = 128, device
     if not inputs:
         raise PelaError(f"cannot make example inputs for main input {sorted(names)} of {type(model).__name__}")
     return with_decoder_inputs(model, inputs)
+
+
+def built_image_size(model: nn.Module) -> tuple[int, ...] | None:
+    """The image size a timm model was built for with ``img_size=...`` (its ``pretrained_cfg`` keeps the
+    pretrained one): its patch embedding's, be it called ``patch_embed`` or ``stem``, else the
+    ``img_size`` recorded by `pela.load_model`; None if neither says."""
+    for m in model.modules():
+        if isinstance(getattr(m, "img_size", None), (tuple, list)):
+            return tuple(m.img_size)
+    recorded = (getattr(model, "pela_source", None) or {}).get("kwargs", {}).get("img_size")
+    if isinstance(recorded, int):
+        return (recorded, recorded)
+    return tuple(recorded) if isinstance(recorded, (tuple, list)) else None
+
+
+def _positive(value: Any) -> int | None:
+    """A config's length limit, if it states one (XLNet's is -1: no limit)."""
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def with_decoder_inputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -240,7 +255,7 @@ def max_positions(model: nn.Module) -> int | None:
         cfg = getattr(m, "config", None)
         for c in (cfg, getattr(cfg, "text_config", None)):
             for attr in ("max_position_embeddings", "n_positions", "max_seq_len"):
-                if isinstance(getattr(c, attr, None), int):
+                if _positive(getattr(c, attr, None)):
                     return getattr(c, attr)
     return None
 

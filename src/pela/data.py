@@ -257,9 +257,11 @@ def _timm_data_config(model: nn.Module) -> dict[str, Any] | None:
         return None
     from timm.data import resolve_model_data_config
 
+    from .arch import built_image_size
+
     data_cfg = dict(resolve_model_data_config(model))
-    size = getattr(getattr(model, "patch_embed", None), "img_size", None)
-    if size:  # built with img_size=...: the pretrained input size no longer applies
+    size = built_image_size(model)
+    if size and tuple(size) != tuple(data_cfg["input_size"][1:]):  # built with img_size=...: the pretrained size no longer applies
         data_cfg["input_size"] = (data_cfg["input_size"][0], *size)
         data_cfg["crop_pct"] = 1.0
     return data_cfg
