@@ -185,6 +185,25 @@ def test_language_model_backbones_get_a_pooled_head(tmp_path, build, lora):
         assert torch.equal(pela.load(tmp_path / "m")(**batch), tuned(**batch))
 
 
+@pytest.mark.parametrize("data, tower", [(Images, "vision_model"), (Labelled, "text_model")])
+def test_two_tower_model_classifies_with_the_tower_its_data_feeds(tmp_path, data, tower):
+    """CLIP fine-tuned on labelled images alone is an image classifier on its vision tower (and on text
+    alone, a text classifier on its text tower); the choice is saved with the model."""
+    from conftest import hf_clip
+
+    torch.manual_seed(0)
+    model = hf_clip()
+    pela.compress(model, LowRankConfig(align=1))
+    tuned, _ = pela.finetune(model, data(), FinetuneConfig(steps=2, batch_size=8), collate_fn=stack)
+    assert isinstance(tuned, SequenceClassifier) and tuned.tower == tower and tuned.head.in_features == 32
+    pela.save_pretrained(tuned, tmp_path / "m")
+    loaded = pela.load(tmp_path / "m")
+    batch = stack([data()[i] for i in range(4)])
+    batch.pop("labels")
+    with torch.no_grad():
+        assert loaded.tower == tower and torch.equal(loaded(**batch), tuned(**batch))
+
+
 def test_errors():
     class Unlabelled(Dataset):
         def __len__(self):

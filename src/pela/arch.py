@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import torch
 from torch import nn
@@ -260,14 +260,33 @@ def max_positions(model: nn.Module) -> int | None:
     return None
 
 
-def with_classifier(model: nn.Module, num_classes: int, pooling: str = "mean") -> nn.Module:
+# a two-tower model (CLIP, SigLIP) classifying one kind of input runs the tower that reads it
+TOWERS: dict[str, tuple[str, str]] = {"pixel_values": ("vision_model", "vision_config"), "input_ids": ("text_model", "text_config")}
+
+
+def _tower(model: nn.Module, inputs: Collection[str] | None) -> tuple[str, int | None] | None:
+    """The tower (submodule name, its hidden size) of a two-tower model that reads ``inputs`` alone."""
+    cfg = getattr(model, "config", None)
+    kinds = [k for k in TOWERS if k in (inputs or ())]
+    if not inputs or len(kinds) != 1 or not all(getattr(cfg, c, None) is not None for _, c in TOWERS.values()):
+        return None
+    name, config_name = TOWERS[kinds[0]]
+    if not isinstance(getattr(model, name, None), nn.Module):
+        return None
+    tower_cfg = getattr(getattr(model, name), "config", None) or getattr(cfg, config_name)
+    return name, getattr(tower_cfg, "hidden_size", None)
+
+
+def with_classifier(model: nn.Module, num_classes: int, pooling: str = "mean", inputs: Collection[str] | None = None) -> nn.Module:
     """``model`` with a classification head of ``num_classes`` outputs.
 
     timm models get ``reset_classifier`` (their own head). Hugging Face ``*ForSequenceClassification``
     and ``*ForImageClassification`` models keep their head, with its last layer replaced when it has
     another number of labels. Any other model is wrapped in `pela.layers.SequenceClassifier` (pooled
     hidden states → linear head); a Hugging Face model with a head of another kind (masked or causal
-    language modelling, say) is pooled from its last hidden states, not from that head's output.
+    language modelling, say) is pooled from its last hidden states, not from that head's output. A
+    two-tower model whose batches hold only ``inputs`` of one kind (see `TOWERS`) is pooled from the
+    tower that reads them: CLIP fine-tuned on labelled images classifies with its vision tower.
     """
     from .layers import SequenceClassifier
 
@@ -286,13 +305,14 @@ def with_classifier(model: nn.Module, num_classes: int, pooling: str = "mean") -
     if name.endswith(("ForSequenceClassification", "ForImageClassification")):
         if getattr(model.config, "num_labels", None) == num_classes or _resize_hf_head(model, num_classes):
             return model
-    hidden = hidden_size(model)
+    tower = _tower(model, inputs)
+    hidden = tower[1] if tower else hidden_size(model)
     if hidden is None:
         raise PelaError(f"cannot tell the hidden size of {name} to add a classification head")
     # a Hugging Face task-head model (BertForMaskedLM, GPT2LMHeadModel) has a base model other than
     # itself; T5ForConditionalGeneration, which has none, still follows the *For* naming
     task_head = hasattr(model, "base_model") and (model.base_model is not model or "For" in name)
-    wrapped = SequenceClassifier(model, hidden, num_classes, pooling, hidden_states=task_head)
+    wrapped = SequenceClassifier(model, hidden, num_classes, pooling, hidden_states=task_head, tower=tower[0] if tower else None)
     wrapped.pela_files = getattr(model, "pela_files", None)
     return wrapped
 

@@ -259,7 +259,7 @@ def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None) -
                       "Models made by pela.load_model('timm:NAME', **kwargs) record their arguments.", stacklevel=3)
         source = None
     head = ({"hidden": model.hidden, "num_classes": model.num_classes, "pooling": model.pooling,
-             "hidden_states": model.hidden_states} if isinstance(model, SequenceClassifier) else None)
+             "hidden_states": model.hidden_states, "tower": model.tower} if isinstance(model, SequenceClassifier) else None)
     meta = {"format": "pela", "version": FORMAT_VERSION, "source": source, "head": head,
             "classes": getattr(model, "pela_classes", None), "factorized": factorized_layers(model), **(extra or {})}
     save_model(model, str(target / WEIGHTS_NAME))

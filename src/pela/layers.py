@@ -65,24 +65,27 @@ class SequenceClassifier(nn.Module):
     ``hidden_states=True`` pools the last hidden states of the backbone's ``base_model``, for a
     Hugging Face model with a head of another kind (whose main output is that head's, and which is not
     run). An encoder-decoder model pools its decoder's states (see `pela.arch.with_decoder_inputs`).
+    ``tower`` names the submodule to run instead of the whole backbone (one tower of CLIP).
     Used by `pela.finetune` for models that have no head of the right size.
     """
 
-    def __init__(self, backbone: nn.Module, hidden: int, num_classes: int, pooling: str = "mean", hidden_states: bool = False):
+    def __init__(self, backbone: nn.Module, hidden: int, num_classes: int, pooling: str = "mean", hidden_states: bool = False,
+                 tower: str | None = None):
         super().__init__()
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
-        self.backbone, self.pooling, self.hidden_states = backbone, pooling, hidden_states
+        self.backbone, self.pooling, self.hidden_states, self.tower = backbone, pooling, hidden_states, tower
         self.hidden, self.num_classes = hidden, num_classes
         self.head = nn.Linear(hidden, num_classes)
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
         from .arch import block_output, with_decoder_inputs
 
+        root = self.backbone.get_submodule(self.tower) if self.tower else self.backbone
         # a task head's output is not hidden states: run its base model instead, which skips the head
-        model = getattr(self.backbone, "base_model", self.backbone) if self.hidden_states else self.backbone
+        model = getattr(root, "base_model", root) if self.hidden_states else root
         kwargs = with_decoder_inputs(model, kwargs)
-        if self.hidden_states and model is self.backbone:  # no separate base model (T5ForConditionalGeneration)
+        if self.hidden_states and model is root:  # no separate base model (T5ForConditionalGeneration)
             out = model(*args, **kwargs, output_hidden_states=True)
             h = (getattr(out, "decoder_hidden_states", None) or out.hidden_states)[-1]
         else:
@@ -101,4 +104,5 @@ class SequenceClassifier(nn.Module):
         return self.head((h * m).sum(1) / m.sum(1).clamp_min(1))
 
     def extra_repr(self) -> str:
-        return f"pooling={self.pooling!r}, num_classes={self.num_classes}" + (", from hidden_states" if self.hidden_states else "")
+        return (f"pooling={self.pooling!r}, num_classes={self.num_classes}" + (", from hidden_states" if self.hidden_states else "")
+                + (f", tower={self.tower!r}" if self.tower else ""))
