@@ -106,3 +106,13 @@ def test_lowrank_gemm(tmp_path, small_vit):
     assert sorted((s["in"], s["out"]) for s in result["shapes"]) == [(192, 192), (192, 576), (192, 768), (768, 192)]
     assert all(s["count"] == 12 and s["tokens"] == 197 for s in result["shapes"])
     assert result["flop_ratio"] > 1 and result["ratio"] > 0
+
+
+def test_architectures(tmp_path):
+    """The zoo check runs the seven CLI steps and reports a failure as a failure (a name it knows, run)."""
+    run_script(tmp_path, "benchmarks/architectures.py", "--only", "gpt2_lm", "timm_vit")
+    result = json.loads((tmp_path / "architectures.json").read_text())
+    assert result["checked"] == 2 and result["passed"] == 2, result["models"]
+    for r in result["models"].values():
+        assert r["passed"] == ["compress", "bench", "distill", "compare", "finetune", "eval", "lora"]
+        assert 0 < r["params_k2"] < r["params_dense"]
