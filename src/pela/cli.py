@@ -14,7 +14,7 @@ from typing import Iterator, List, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from .allocator import keep_freed_memory
 from .errors import PelaError
@@ -87,7 +87,7 @@ def compress(
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
-    table = Table("layer", "in", "out", "rank", "init", "rel. error", "note", title="pela compress",
+    table = Table(Column("layer", overflow="fold"), "in", "out", "rank", "init", "rel. error", "note", title="pela compress",
                   caption="rel. error: of the weights (svd), of the outputs on the calibration data (whiten)")
     for r in report.layers:
         table.add_row(r.name, str(r.in_features), str(r.out_features), "dense" if r.rank is None else str(r.rank), r.init or "",
@@ -136,7 +136,8 @@ def bench(
     inputs = "; ".join(dict.fromkeys(_shapes_text(r.input_shapes) for r in results))  # once when both models take the same
     caption = f"inputs: {inputs}" + ("" if results[0].device != "cpu" else "\n" + (
         "freed memory kept for reuse (PELA_KEEP_FREED_MEMORY=0: glibc's default)" if keep_freed_memory() else "the C library's default allocator"))
-    table = Table("model", "params", "items/s", "ms/batch", "rounds (ms/batch)", "peak memory", caption=caption,
+    # two directories often share a long prefix: fold a long name onto more lines rather than cut it
+    table = Table(Column("model", overflow="fold"), "params", "items/s", "ms/batch", "rounds (ms/batch)", "peak memory", caption=caption,
                   title=f"pela bench ({results[0].device}, {dtype}, batch {batch_size}{', compiled' if results[0].compiled else ''}{f' ({compile_mode})' if compile_mode else ''})")
     for r in results:
         mem = "n/a on CPU" if r.peak_memory_bytes is None else f"{r.peak_memory_bytes / 2**20:,.0f} MiB"
@@ -280,7 +281,7 @@ def compare(
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    table = Table("block", "feature MSE", "cosine", title=f"pela compare ({result['samples']} examples)")
+    table = Table(Column("block", overflow="fold"), "feature MSE", "cosine", title=f"pela compare ({result['samples']} examples)")
     for b in result["blocks"]:
         table.add_row(b["block"], f"{b['mse']:.5g}", f"{b['cosine']:.4f}")
     table.add_row("[bold]mean[/bold]", f"{result['mean_mse']:.5g}", f"{result['mean_cosine']:.4f}")
