@@ -12,6 +12,7 @@ import csv
 import gzip
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -80,6 +81,12 @@ class Records(Dataset):
         return item
 
 
+def _sorted_labels(labels: set[str]) -> list[str]:
+    """Class names in order; integers by value, so class 10 comes after class 9, not after class 1."""
+    numeric = all(re.fullmatch(r"-?\d+", x) for x in labels)
+    return sorted(labels, key=int) if numeric else sorted(labels)
+
+
 def _read_records(path: Path, text_field: str, label_field: str, classes: list[str] | None = None) -> Records:
     try:
         if path.suffix == ".jsonl":
@@ -90,9 +97,10 @@ def _read_records(path: Path, text_field: str, label_field: str, classes: list[s
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as e:
                         raise PelaError(f"{path}:{n} is not valid JSON: {e.msg}") from None
-        else:
+        else:  # tab-separated files (GLUE's) do not quote: a " is part of the text
+            tsv = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix == ".tsv" else {}
             with open(path, newline="", encoding="utf-8") as f:
-                rows = list(csv.DictReader(f))
+                rows = list(csv.DictReader(f, **tsv))
     except UnicodeDecodeError:
         raise PelaError(f"{path} is not UTF-8 text") from None
     if not rows:
@@ -104,7 +112,7 @@ def _read_records(path: Path, text_field: str, label_field: str, classes: list[s
     if any(has_labels) and not all(has_labels):
         missing = has_labels.index(False) + 1
         raise PelaError(f"{path}: record {missing} has no {label_field!r} while others do")
-    labels = sorted({str(r[label_field]) for r in rows}) if all(has_labels) else None
+    labels = _sorted_labels({str(r[label_field]) for r in rows}) if all(has_labels) else None
     if labels is not None and classes is not None:
         unknown = sorted(set(labels) - set(classes))
         if unknown:
@@ -216,7 +224,8 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
     """Open a dataset by path; raises `PelaError` if it is missing, unreadable or empty.
 
     * ``*.txt``: one text per line (unlabelled).
-    * ``*.jsonl`` / ``*.csv``: records with ``text_field`` and optionally ``label_field``;
+    * ``*.jsonl`` / ``*.csv`` / ``*.tsv``: records with ``text_field`` and optionally ``label_field``
+      (classes in sorted order, integers by value);
       a JSONL whose records have an ``image`` field is read as image–caption pairs.
     * a directory of ``*-images-idx3-ubyte[.gz]`` files (Fashion-MNIST): ``split`` picks train/t10k.
     * any other directory: an image folder (class sub-folders, or flat and unlabelled).
@@ -234,13 +243,13 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
         ds: Dataset = IdxImages(*idx, classes=classes) if idx else ImageFolder(p, classes)
     elif p.suffix == ".jsonl" and '"image"' in p.open(encoding="utf-8", errors="replace").readline():
         ds = ImageCaptions(p, text_field)
-    elif p.suffix in (".jsonl", ".csv"):
+    elif p.suffix in (".jsonl", ".csv", ".tsv"):
         ds = _read_records(p, text_field, label_field, classes)
     elif p.suffix.lower() in TEXT_SUFFIXES:
         ds = TextLines(p)
     else:
         raise PelaError(f"cannot read dataset {p}: {p.suffix!r} is not a known format (text: {', '.join(s or 'no suffix' for s in TEXT_SUFFIXES)}; "
-                        "records: .jsonl, .csv; images: a folder; Fashion-MNIST: a folder of idx files)")
+                        "records: .jsonl, .csv, .tsv; images: a folder; Fashion-MNIST: a folder of idx files)")
     if len(ds) == 0:
         raise PelaError(f"dataset {p} is empty")
     return ds
