@@ -142,3 +142,26 @@ def test_calibration_user_errors(hf_bert_dir, tmp_path, capsys, args, fragment):
     assert code == 2, err
     assert err.startswith("error: ") and err.count("\n") == 1 and fragment in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_every_command_reads_named_columns(hf_bert_dir, tmp_path, capsys):
+    """A TSV whose columns are not called text/label (GLUE's sentence, say) works in every command that
+    reads data, once --text-field/--label-field name them; without them, the error says which option."""
+    rows = "".join(f"w{i} w{(i * 3) % 90} w{i % 7}\t{'ab'[i % 2]}\n" for i in range(16))
+    (tmp_path / "d.tsv").write_text("sentence\ttarget\n" + rows)
+    data, fields = tmp_path / "d.tsv", ["--text-field", "sentence"]
+    labelled = fields + ["--label-field", "target"]
+    commands = [
+        ["compress", hf_bert_dir, "--out", tmp_path / "k", "--param-budget", 0.5, "--calib", data, "--calib-samples", 16, "--align", 1],
+        ["distill", "--student", tmp_path / "k", "--teacher", hf_bert_dir, "--data", data, "--out", tmp_path / "s", "--steps", 1,
+         "--batch-size", 4],
+        ["compare", tmp_path / "s", hf_bert_dir, "--data", data],
+        ["finetune", tmp_path / "s", "--data", data, "--out", tmp_path / "f", "--steps", 1, "--batch-size", 4],
+        ["eval", tmp_path / "f", "--data", data],
+    ]
+    for command in commands:
+        extra = labelled if command[0] in ("finetune", "eval", "distill") else fields
+        code, _, err = run(capsys, *command)
+        assert code == 2 and "has no 'sentence'" not in err and "use --text-field" in err, (command[0], err)
+        code, _, err = run(capsys, *command, *extra)
+        assert code == 0, (command[0], err)

@@ -25,6 +25,8 @@ out_console = Console()
 err_console = Console(stderr=True)
 
 
+TEXT_FIELD_HELP = "column (CSV/TSV) or key (JSONL) holding the text"
+LABEL_FIELD_HELP = "column (CSV/TSV) or key (JSONL) holding the class"
 WORKERS_HELP = "DataLoader processes that tokenize or decode batches while the model runs (0 = in the main process); helps most on a GPU"
 
 @app.command()
@@ -45,6 +47,7 @@ def compress(
     init: Optional[str] = typer.Option(None, help="svd (weights) or whiten (outputs on --calib data); default whiten with --calib, else svd"),
     calib: Optional[Path] = typer.Option(None, "--calib", help="calibration examples (same formats as pela distill --data)"),
     calib_samples: int = typer.Option(512, "--calib-samples", help="calibration examples to use"),
+    text_field: str = typer.Option("text", "--text-field", help=TEXT_FIELD_HELP),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate calibration text to this many tokens"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="draw per-layer ranks and spectra to this .png/.pdf/.svg"),
     device: Optional[str] = typer.Option(None, help="where to run the factorization math (cpu, cuda)"),
@@ -73,7 +76,7 @@ def compress(
     if plot is not None:
         check_figure_path(plot)
     check_output_dir(out, overwrite)  # fail before the slow part
-    calib_data = load_dataset(calib) if calib is not None else None
+    calib_data = load_dataset(calib, text_field=text_field) if calib is not None else None
     with err_console.status(f"loading {source}"):
         model = load_model(source, checkpoint=str(checkpoint) if checkpoint else None, random_init=random_init, allow_pickle=allow_pickle)
     calibration = None
@@ -175,6 +178,8 @@ def distill(
     clip: float = typer.Option(1.0, help="gradient-norm clip (0 = off)"),
     mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16"),
     blocks: Optional[str] = typer.Option(None, help="regex naming the blocks to match (default: found automatically)"),
+    text_field: str = typer.Option("text", "--text-field", help=TEXT_FIELD_HELP),
+    label_field: str = typer.Option("label", "--label-field", help=LABEL_FIELD_HELP + " (for the task loss)"),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
     log_every: int = typer.Option(10, "--log-every"),
     group_by_length: bool = typer.Option(False, "--group-by-length", help="batch texts of similar length (less padding)"),
@@ -196,7 +201,7 @@ def distill(
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
     if not is_pela_dir(student):
         raise PelaError(f"--student {student} is not a directory written by pela (run pela compress first)")
-    ds = load_dataset(data)
+    ds = load_dataset(data, text_field=text_field, label_field=label_field)
     with _run_dir(out, resume, overwrite):
         with err_console.status("loading models"):
             student_model, teacher_model = load(student), load_model(teacher, allow_pickle=allow_pickle)
@@ -265,6 +270,7 @@ def compare(
     batch_size: int = typer.Option(32, "--batch-size"),
     blocks: Optional[str] = typer.Option(None, help="regex naming the blocks to compare"),
     max_length: Optional[int] = typer.Option(None, "--max-length"),
+    text_field: str = typer.Option("text", "--text-field", help=TEXT_FIELD_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the comparison as JSON on stdout"),
 ) -> None:
     """Per-block feature MSE / cosine similarity and output agreement of a student and its teacher."""
@@ -274,7 +280,7 @@ def compare(
 
     if samples < 1 or batch_size < 1:
         raise PelaError("--samples and --batch-size must be >= 1")
-    ds = load_dataset(data)
+    ds = load_dataset(data, text_field=text_field)
     s_model, t_model = load_model(student), load_model(teacher)
     result = _compare(s_model, t_model, ds, collate_fn=Collator(s_model, max_length=max_length), samples=samples,
                       batch_size=batch_size, blocks=blocks, progress=not as_json)
@@ -306,8 +312,8 @@ def finetune(
     grad_accum: int = typer.Option(1, "--grad-accum"),
     mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16"),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
-    text_field: str = typer.Option("text", "--text-field"),
-    label_field: str = typer.Option("label", "--label-field"),
+    text_field: str = typer.Option("text", "--text-field", help=TEXT_FIELD_HELP),
+    label_field: str = typer.Option("label", "--label-field", help=LABEL_FIELD_HELP),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="checkpoint every N steps"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUT"),
     random_init: bool = typer.Option(False, "--random-init", help="no pretrained weights (the control)"),
@@ -358,6 +364,8 @@ def eval_(
     batch_size: int = typer.Option(64, "--batch-size"),
     max_length: Optional[int] = typer.Option(None, "--max-length"),
     split: str = typer.Option("test", help="split of Fashion-MNIST idx data (train or test)"),
+    text_field: str = typer.Option("text", "--text-field", help=TEXT_FIELD_HELP),
+    label_field: str = typer.Option("label", "--label-field", help=LABEL_FIELD_HELP),
     workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON on stdout"),
 ) -> None:
@@ -371,7 +379,7 @@ def eval_(
     if workers < 0:
         raise PelaError(f"--workers must be >= 0, got {workers}")
     net = load_model(model)
-    ds = load_dataset(data, split=split, classes=getattr(net, "pela_classes", None))
+    ds = load_dataset(data, split=split, text_field=text_field, label_field=label_field, classes=getattr(net, "pela_classes", None))
     metrics = evaluate(net, ds, collate_fn=Collator(net, max_length=max_length), batch_size=batch_size, workers=workers,
                        progress=not as_json)
     if as_json:
