@@ -121,6 +121,21 @@ def test_nested_and_two_tower_models(make):
     assert result.history[-1]["feature"] > 0
 
 
+@pytest.mark.parametrize("data, trained, untouched", [(Images, "vision_model.", "text_model."), (Tokens, "text_model.", "vision_model.")])
+def test_two_tower_model_distills_the_tower_its_data_feeds(data, trained, untouched):
+    """CLIP distilled on images alone (or text alone) trains that tower; the other is left exactly as it was."""
+    student, teacher = pair(ARCHITECTURES["hf_clip"])
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    examples = data(n=8)
+    result = pela.distill(student, teacher, examples, DistillConfig(steps=2, batch_size=4, task=0.0, log_every=1), collate_fn=stack)
+    assert result.history[-1]["feature"] > 0
+    after = student.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(trained))
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(untouched))
+    with torch.no_grad():  # compare runs the same tower
+        assert pela.compare(student, teacher, examples, collate_fn=stack)["mean_mse"] > 0
+
+
 def test_encoder_decoder_distills_both_stacks_on_plain_text():
     """T5 fed text alone: its decoder reads the text shifted (arch.with_decoder_inputs), and the blocks of
     both stacks are distilled."""

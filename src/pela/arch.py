@@ -189,13 +189,42 @@ def find_blocks(model: nn.Module, pattern: str | None = None) -> list[str]:
     return [f"{c}.{k}" if c else k for c in inner for k, _ in model.get_submodule(c).named_children()]
 
 
+class TowerView(nn.Module):
+    """One tower of a two-tower model as a model of its own, for training it on inputs of one kind.
+
+    Only the tower is a submodule, so an optimizer (and DistributedDataParallel) built on the view
+    sees the tower's parameters, which are the full model's own, and nothing of the other tower.
+    """
+
+    def __init__(self, model: nn.Module, tower: str):
+        super().__init__()
+        self.tower = model.get_submodule(tower)
+
+    def forward(self, *args, **kwargs) -> Any:
+        return self.tower(*args, **kwargs)
+
+
+def tower_for(model: nn.Module, inputs: Collection[str]) -> str | None:
+    """The tower of a two-tower model (`TOWERS`) that ``inputs`` alone feed, e.g. ``vision_model`` for
+    CLIP given only ``pixel_values``; None for any other model, or inputs for both towers."""
+    tower = _tower(model, inputs)
+    return tower[0] if tower else None
+
+
 def forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
-    """Call ``model`` on a batch dict: keyword arguments for Hugging Face models, the tensor for others."""
+    """Call ``model`` on a batch dict: keyword arguments for Hugging Face models, the tensor for others.
+
+    A two-tower model given inputs of one kind runs the tower that reads them (see `TowerView` for
+    training one under DistributedDataParallel).
+    """
     inner = getattr(model, "module", model)  # DistributedDataParallel wraps the real model
     try:
         import transformers
 
         if isinstance(inner, transformers.PreTrainedModel):
+            tower = tower_for(inner, inputs) if model is inner else None
+            if tower:
+                return inner.get_submodule(tower)(**inputs)
             return model(**with_decoder_inputs(inner, inputs))
     except ImportError:
         pass
