@@ -87,6 +87,8 @@ def hf_models(vocab: int) -> dict[str, tuple[Callable[[], torch.nn.Module], str]
         "siglip_vision": (T.SiglipVisionModel, T.SiglipVisionConfig(image_size=32, patch_size=8, **TINY), "image"),
         "clip": (T.CLIPModel, T.CLIPConfig(projection_dim=16, **towers), "pair"),
         "siglip": (T.SiglipModel, T.SiglipConfig(**towers), "pair"),
+        "clip_on_images": (T.CLIPModel, T.CLIPConfig(projection_dim=16, **towers), "image"),  # its vision tower alone
+        "siglip_on_text": (T.SiglipModel, T.SiglipConfig(**towers), "text"),  # its text tower alone
     }
     return {name: ((lambda cls=cls, cfg=cfg: cls(cfg)), kind) for name, (cls, cfg, kind) in specs.items()}
 
