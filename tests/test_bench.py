@@ -82,3 +82,16 @@ def test_example_inputs_follow_the_model():
     assert clip["input_ids"].shape == (2, 32) and clip["pixel_values"].shape == (2, 3, 32, 32)
     with pytest.raises(PelaError, match="cannot tell what inputs"):
         example_inputs(torch.nn.Linear(2, 2), 1)
+
+
+def test_example_inputs_of_fine_tuned_classifiers():
+    """A model with a head pela added (`pela finetune`) takes its backbone's inputs; one that classifies
+    with a tower of CLIP takes that tower's alone."""
+    from pela.layers import SequenceClassifier
+
+    text = SequenceClassifier(hf_bert(), 32, 3)
+    assert set(example_inputs(text, 2, seq_len=8)) == {"input_ids", "attention_mask"}
+    images = SequenceClassifier(ARCHITECTURES["hf_clip"](), 32, 3, tower="vision_model")
+    assert set(example_inputs(images, 2)) == {"pixel_values"}
+    results = benchmark({"text": text, "images": images}, batch_size=2, seq_len=8, iters=1, rounds=1, warmup=1)
+    assert all(r.items_per_s > 0 for r in results)

@@ -95,6 +95,14 @@ def example_inputs(model: nn.Module, batch_size: int, seq_len: int = 128, device
         size = built_image_size(model) or size
         return (torch.randn(batch_size, channels, *size, generator=g).to(device),)
     hf = getattr(model, "config", None)
+    backbone = getattr(model, "backbone", None)
+    if hf is None and isinstance(backbone, nn.Module):  # a classifier pela added (SequenceClassifier): its backbone's inputs
+        inputs = example_inputs(backbone, batch_size, seq_len, device)
+        tower = getattr(model, "tower", None)
+        if tower and isinstance(inputs, dict):  # the tower it classifies with reads one kind of input
+            kind = next(k for k, (t, _) in TOWERS.items() if t == tower)
+            inputs = {k: v for k, v in inputs.items() if k == kind or (k == "attention_mask" and kind == "input_ids")}
+        return inputs
     if hf is None or not hasattr(hf, "to_dict"):
         raise PelaError(f"cannot tell what inputs a {type(model).__name__} takes; pass inputs explicitly")
     text_cfg = getattr(hf, "text_config", None) or hf
@@ -293,11 +301,17 @@ def max_positions(model: nn.Module) -> int | None:
 TOWERS: dict[str, tuple[str, str]] = {"pixel_values": ("vision_model", "vision_config"), "input_ids": ("text_model", "text_config")}
 
 
+def two_tower(model: nn.Module) -> bool:
+    """True for a Hugging Face model with one tower per kind of input in `TOWERS` (CLIP, SigLIP)."""
+    cfg = getattr(model, "config", None)
+    return all(getattr(cfg, c, None) is not None and isinstance(getattr(model, t, None), nn.Module) for t, c in TOWERS.values())
+
+
 def _tower(model: nn.Module, inputs: Collection[str] | None) -> tuple[str, int | None] | None:
     """The tower (submodule name, its hidden size) of a two-tower model that reads ``inputs`` alone."""
     cfg = getattr(model, "config", None)
     kinds = [k for k in TOWERS if k in (inputs or ())]
-    if not inputs or len(kinds) != 1 or not all(getattr(cfg, c, None) is not None for _, c in TOWERS.values()):
+    if not inputs or len(kinds) != 1 or not two_tower(model):
         return None
     name, config_name = TOWERS[kinds[0]]
     if not isinstance(getattr(model, name, None), nn.Module):

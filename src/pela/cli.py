@@ -93,8 +93,10 @@ def compress(
     table = Table(Column("layer", overflow="fold"), "in", "out", "rank", "init", "rel. error", "note", title="pela compress",
                   caption="rel. error: of the weights (svd), of the outputs on the calibration data (whiten)")
     for r in report.layers:
+        unreached = r.init is not None and r.init != config.init  # e.g. CLIP's text tower, calibrated on images alone
         table.add_row(r.name, str(r.in_features), str(r.out_features), "dense" if r.rank is None else str(r.rank), r.init or "",
-                      "" if r.rel_error is None else f"{r.rel_error:.4f}", r.reason or "")
+                      "" if r.rel_error is None else f"{r.rel_error:.4f}",
+                      r.reason or (f"no calibration input reached it: {r.init}, not {config.init}" if unreached else ""))
     out_console.print(table)
     out_console.print(f"{report.summary()}\nsaved to {out}")
 
