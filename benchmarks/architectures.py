@@ -1,13 +1,14 @@
 """Every stage of the command line on tiny random-init builds of many Transformer architectures.
 
-    .venv/bin/python benchmarks/architectures.py                 # all of them, a few minutes on 2 cores
+    .venv/bin/python benchmarks/architectures.py                 # all of them, about 6 minutes on 2 cores
     .venv/bin/python benchmarks/architectures.py --only bert timm_vit
 
 For each model: save it where the CLI can read it (a Hugging Face directory with a tokenizer or image
 processor, or a pela directory for timm), then run, in one process, `pela compress` (k=2), `pela
-bench --vs` the dense model, `pela distill` (2 steps), `pela compare`, `pela finetune` (1 epoch on
+compress --calib --param-budget 0.5` (whitened SVD, ranks allocated across layers), `pela bench --vs`
+the dense model, `pela distill` (2 steps), `pela compare`, `pela finetune` (1 epoch on
 labelled text or images), `pela eval` and `pela finetune --lora`, stopping at the first step that
-fails. The test suite covers six families; this covers the ones users bring (decoder LMs,
+fails. The test suite covers seven families; this covers the ones users bring (decoder LMs,
 encoder-decoders, two-tower models, hierarchical vision models). Nothing here is downloaded: the
 tokenizer is the offline MiniLM's. Results: benchmarks/results/architectures.json.
 """
@@ -172,6 +173,8 @@ def check(name: str, build: Callable[[], torch.nn.Module], kind: str, work: Path
     labelled = data["labelled_text"] if kind == "text" else data["images"]
     steps = {
         "compress": ["compress", dense, "--out", d / "k2", "--ratio", 2, "--align", 1],
+        "compress_calib": ["compress", dense, "--out", d / "budget", "--calib", unlabelled, "--calib-samples", 16,
+                           "--param-budget", 0.5, "--align", 1],
         "bench": ["bench", d / "k2", "--vs", dense, "--batch-size", 2, "--iters", 1, "--rounds", 1, "--seq-len", 16],
         "distill": ["distill", "--student", d / "k2", "--teacher", dense, "--data", unlabelled, "--out", d / "distilled",
                     "--steps", 2, "--batch-size", 4],
@@ -222,7 +225,7 @@ def main() -> None:
                 continue
             results[name] = check(name, build, kind, work, data, tokenizer)
             r = results[name]
-            status = "all 7 steps" if r["failed"] is None else f"{r['failed']['step']} failed: {r['failed']['message']}"
+            status = f"all {len(r['passed'])} steps" if r["failed"] is None else f"{r['failed']['step']} failed: {r['failed']['message']}"
             print(f"{name:22s} {status}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
