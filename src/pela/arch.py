@@ -9,6 +9,8 @@
 * `example_inputs`: dummy inputs shaped for a model, for benchmarks and smoke tests.
 * `with_decoder_inputs`: an encoder-decoder model (T5) fed text alone gets that text, shifted, as
   its decoder's input, so distillation and fine-tuning run on plain text.
+* `TOWERS`: the towers of a two-tower model (CLIP, SigLIP) by the input each reads, so that such a
+  model given images alone (or text alone) runs, distills and classifies with that tower.
 
 The core (`pela.factorize`) calls only these functions and has no per-architecture branches.
 """
