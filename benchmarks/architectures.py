@@ -5,10 +5,10 @@
 
 For each model: save it where the CLI can read it (a Hugging Face directory with a tokenizer or image
 processor, or a pela directory for timm), then run, in one process, `pela compress` (k=2), `pela
-compress --calib --param-budget 0.5` (whitened SVD, ranks allocated across layers), `pela bench --vs`
-the dense model, `pela distill` (2 steps), `pela compare`, `pela finetune` (1 epoch on
-labelled text or images), `pela eval` and `pela finetune --lora`, stopping at the first step that
-fails. The test suite covers seven families; this covers the ones users bring (decoder LMs,
+compress --calib --param-budget 0.5` (whitened SVD, ranks allocated across layers), `pela bench
+--vs` the dense model, `pela distill` (2 steps), `pela compare`, `pela finetune` (1 epoch on
+labelled text or images), `pela eval`, `pela bench` of the fine-tuned model and `pela finetune
+--lora`, stopping at the first step that fails. The test suite covers seven families; this covers the ones users bring (decoder LMs,
 encoder-decoders, two-tower models, hierarchical vision models). Nothing here is downloaded: the
 tokenizer is the offline MiniLM's. Results: benchmarks/results/architectures.json.
 """
@@ -182,6 +182,7 @@ def check(name: str, build: Callable[[], torch.nn.Module], kind: str, work: Path
         "finetune": ["finetune", d / "distilled", "--data", labelled, "--eval-data", labelled, "--out", d / "tuned",
                      "--epochs", 1, "--batch-size", 4],
         "eval": ["eval", d / "tuned", "--data", labelled],
+        "bench_tuned": ["bench", d / "tuned", "--batch-size", 2, "--iters", 1, "--rounds", 1, "--seq-len", 16],
         "lora": ["finetune", d / "distilled", "--data", labelled, "--out", d / "lora", "--epochs", 1, "--batch-size", 4, "--lora", 4],
     }
     result: dict = {"data": kind, "passed": [], "failed": None}
