@@ -210,3 +210,19 @@ def test_whiten_and_budget_work_on_every_architecture(arch):
     with torch.no_grad():
         out, ref = (arch_forward(m, batch) for m in (model, reference))
     assert out.shape == ref.shape and torch.isfinite(out).all()
+
+
+def test_budget_keeps_the_uniform_rank_where_calibration_never_reached():
+    """CLIP calibrated on images alone: the probe measures nothing about the text tower, so its layers keep
+    the rank one ratio would give (plain SVD), not the rank a measured sensitivity of zero would starve them to."""
+    import math
+
+    torch.manual_seed(0)
+    model = ARCHITECTURES["hf_clip"]()
+    images = [{"pixel_values": torch.randn(3, 32, 32)} for _ in range(16)]
+    calibration = pela.calibrate(model, images, collate_fn=lambda b: {"pixel_values": torch.stack([e["pixel_values"] for e in b])})
+    report = pela.compress(model, LowRankConfig(param_budget=0.5, align=1, init="whiten"), calibration=calibration)
+    text = [r for r in report.layers if r.name.startswith("text_model.") and r.status == "factorized"]
+    vision = [r for r in report.layers if r.name.startswith("vision_model.") and r.status == "factorized"]
+    assert text and vision and all(r.init == "svd" for r in text) and all(r.init == "whiten" for r in vision)
+    assert all(r.rank == math.floor(0.5 * r.in_features * r.out_features / (r.in_features + r.out_features)) for r in text)

@@ -94,7 +94,8 @@ def sensitivities(model: nn.Module, layers: Sequence[tuple[str, nn.Module, Calla
     ``tail`` the ``σ²`` it discards. Each layer in turn gets ``x (BA − W)ᵀ`` added to its output by a
     forward hook while the ``probe`` batches run, and the mean block-feature MSE to the unmodified
     model (real tokens only) is measured. Layers outside every block (their error never reaches the
-    block features) get ``None``; with no blocks, the model's main output is compared instead.
+    block features), and layers the probe never runs (one tower of CLIP, probed with images alone), get
+    ``None``; with no blocks, the model's main output is compared instead.
     """
     from .distill import BlockCapture, feature_loss
 
@@ -120,12 +121,20 @@ def sensitivities(model: nn.Module, layers: Sequence[tuple[str, nn.Module, Calla
             if blocks and not any(name.startswith(b + ".") for b in blocks):
                 result.append(None)
                 continue
-            d = delta()
-            handle = module.register_forward_hook(lambda mod, args, out, d=d: out + args[0].to(d.dtype) @ d.T)
+            d, calls = delta(), []
+
+            def perturb(mod: nn.Module, args: Any, out: torch.Tensor, d: torch.Tensor = d) -> torch.Tensor:
+                calls.append(1)
+                return out + args[0].to(d.dtype) @ d.T
+
+            handle = module.register_forward_hook(perturb)
             try:
                 got = features()
             finally:
                 handle.remove()
+            if not calls:  # the probe never reached it (CLIP's text tower, calibrated on images): no evidence either way
+                result.append(None)
+                continue
             mse = sum(float(feature_loss(g, r, b.get("attention_mask"))) for g, r, b in zip(got, reference, batches)) / len(batches)
             result.append(mse / tail if tail > 0 else 0.0)
         return result
