@@ -199,6 +199,37 @@ def find_blocks(model: nn.Module, pattern: str | None = None) -> list[str]:
     return [f"{c}.{k}" if c else k for c in inner for k, _ in model.get_submodule(c).named_children()]
 
 
+# a two-tower model (CLIP, SigLIP) given one kind of input runs, trains and classifies with the tower that reads it
+TOWERS: dict[str, tuple[str, str]] = {"pixel_values": ("vision_model", "vision_config"), "input_ids": ("text_model", "text_config")}
+
+
+def two_tower(model: nn.Module) -> bool:
+    """True for a Hugging Face model with one tower per kind of input in `TOWERS` (CLIP, SigLIP)."""
+    cfg = getattr(model, "config", None)
+    return all(getattr(cfg, c, None) is not None and isinstance(getattr(model, t, None), nn.Module) for t, c in TOWERS.values())
+
+
+def tower_for(model: nn.Module, inputs: Collection[str]) -> str | None:
+    """The tower of a two-tower model that ``inputs`` alone feed, e.g. ``vision_model`` for CLIP given
+    only ``pixel_values``; None for any other model, or for inputs of both kinds."""
+    kinds = [k for k in TOWERS if k in inputs]
+    return TOWERS[kinds[0]][0] if len(kinds) == 1 and two_tower(model) else None
+
+
+def data_tower(model: nn.Module, data: Any, collate_fn: Callable) -> str | None:
+    """`tower_for` the inputs a batch of ``data`` holds (one example is collated to see them); None
+    without collating anything for a model that is not two-tower."""
+    if not two_tower(model) or not len(data):
+        return None
+    return tower_for(model, set(collate_fn([data[0]])) - {"labels"})
+
+
+def _tower_hidden_size(model: nn.Module, tower: str) -> int | None:
+    config_name = next(c for t, c in TOWERS.values() if t == tower)
+    cfg = getattr(model.get_submodule(tower), "config", None) or getattr(model.config, config_name)
+    return getattr(cfg, "hidden_size", None)
+
+
 class TowerView(nn.Module):
     """One tower of a two-tower model as a model of its own, for training it on inputs of one kind.
 
@@ -212,13 +243,6 @@ class TowerView(nn.Module):
 
     def forward(self, *args, **kwargs) -> Any:
         return self.tower(*args, **kwargs)
-
-
-def tower_for(model: nn.Module, inputs: Collection[str]) -> str | None:
-    """The tower of a two-tower model (`TOWERS`) that ``inputs`` alone feed, e.g. ``vision_model`` for
-    CLIP given only ``pixel_values``; None for any other model, or inputs for both towers."""
-    tower = _tower(model, inputs)
-    return tower[0] if tower else None
 
 
 def forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
@@ -299,39 +323,16 @@ def max_positions(model: nn.Module) -> int | None:
     return None
 
 
-# a two-tower model (CLIP, SigLIP) classifying one kind of input runs the tower that reads it
-TOWERS: dict[str, tuple[str, str]] = {"pixel_values": ("vision_model", "vision_config"), "input_ids": ("text_model", "text_config")}
-
-
-def two_tower(model: nn.Module) -> bool:
-    """True for a Hugging Face model with one tower per kind of input in `TOWERS` (CLIP, SigLIP)."""
-    cfg = getattr(model, "config", None)
-    return all(getattr(cfg, c, None) is not None and isinstance(getattr(model, t, None), nn.Module) for t, c in TOWERS.values())
-
-
-def _tower(model: nn.Module, inputs: Collection[str] | None) -> tuple[str, int | None] | None:
-    """The tower (submodule name, its hidden size) of a two-tower model that reads ``inputs`` alone."""
-    cfg = getattr(model, "config", None)
-    kinds = [k for k in TOWERS if k in (inputs or ())]
-    if not inputs or len(kinds) != 1 or not two_tower(model):
-        return None
-    name, config_name = TOWERS[kinds[0]]
-    if not isinstance(getattr(model, name, None), nn.Module):
-        return None
-    tower_cfg = getattr(getattr(model, name), "config", None) or getattr(cfg, config_name)
-    return name, getattr(tower_cfg, "hidden_size", None)
-
-
-def with_classifier(model: nn.Module, num_classes: int, pooling: str = "mean", inputs: Collection[str] | None = None) -> nn.Module:
+def with_classifier(model: nn.Module, num_classes: int, pooling: str = "mean", tower: str | None = None) -> nn.Module:
     """``model`` with a classification head of ``num_classes`` outputs.
 
     timm models get ``reset_classifier`` (their own head). Hugging Face ``*ForSequenceClassification``
     and ``*ForImageClassification`` models keep their head, with its last layer replaced when it has
     another number of labels. Any other model is wrapped in `pela.layers.SequenceClassifier` (pooled
     hidden states → linear head); a Hugging Face model with a head of another kind (masked or causal
-    language modelling, say) is pooled from its last hidden states, not from that head's output. A
-    two-tower model whose batches hold only ``inputs`` of one kind (see `TOWERS`) is pooled from the
-    tower that reads them: CLIP fine-tuned on labelled images classifies with its vision tower.
+    language modelling, say) is pooled from its last hidden states, not from that head's output.
+    ``tower`` (see `data_tower`) pools one tower of a two-tower model: CLIP fine-tuned on labelled
+    images classifies with its ``vision_model``.
     """
     from .layers import SequenceClassifier
 
@@ -350,14 +351,13 @@ def with_classifier(model: nn.Module, num_classes: int, pooling: str = "mean", i
     if name.endswith(("ForSequenceClassification", "ForImageClassification")):
         if getattr(model.config, "num_labels", None) == num_classes or _resize_hf_head(model, num_classes):
             return model
-    tower = _tower(model, inputs)
-    hidden = tower[1] if tower else hidden_size(model)
+    hidden = _tower_hidden_size(model, tower) if tower else hidden_size(model)
     if hidden is None:
         raise PelaError(f"cannot tell the hidden size of {name} to add a classification head")
     # a Hugging Face task-head model (BertForMaskedLM, GPT2LMHeadModel) has a base model other than
     # itself; T5ForConditionalGeneration, which has none, still follows the *For* naming
     task_head = hasattr(model, "base_model") and (model.base_model is not model or "For" in name)
-    wrapped = SequenceClassifier(model, hidden, num_classes, pooling, hidden_states=task_head, tower=tower[0] if tower else None)
+    wrapped = SequenceClassifier(model, hidden, num_classes, pooling, hidden_states=task_head, tower=tower)
     wrapped.pela_files = getattr(model, "pela_files", None)
     return wrapped
 

@@ -174,7 +174,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     weights = {"feature": config.alpha, "logit": config.beta, "task": config.task, "weight_reg": config.gamma}
     collate_fn = collate_fn or Collator(student)
     # CLIP distilled on images alone trains its vision tower; the other tower is not the optimizer's
-    tower = arch.tower_for(student, set(collate_fn([data[0]])) - {"labels"}) if arch.two_tower(student) and len(data) else None
+    tower = arch.data_tower(student, data, collate_fn)
     trained = arch.TowerView(student, tower) if tower else student
     try:
         return fit(trained, data, collate_fn, config, step_loss, weights, out=Path(out) if out else None,

@@ -90,11 +90,10 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
     if num_classes < 2:
         raise PelaError(f"fine-tuning needs at least 2 classes, the data has {num_classes}")
     collate_fn = collate_fn or Collator(model)
-    # what a batch holds decides which tower of CLIP is pooled
-    inputs = set(collate_fn([data[0]])) - {"labels"} if arch.two_tower(model) and len(data) else None
+    tower = arch.data_tower(model, data, collate_fn)  # CLIP on labelled images: a classifier on its vision tower
     with torch.random.fork_rng(devices=[]):  # a new head's initial weights follow config.seed, not the caller's RNG state
         torch.manual_seed(config.seed)
-        model = arch.with_classifier(model, num_classes, config.pooling, inputs=inputs)
+        model = arch.with_classifier(model, num_classes, config.pooling, tower=tower)
     trained = _add_lora(model, config.lora, config.lora_alpha) if config.lora else model
 
     def step_loss(m: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[Any, dict[str, torch.Tensor]]:
