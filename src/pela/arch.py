@@ -9,7 +9,7 @@
 * `example_inputs`: dummy inputs shaped for a model, for benchmarks and smoke tests.
 * `with_decoder_inputs`: an encoder-decoder model (T5) fed text alone gets that text, shifted, as
   its decoder's input, so distillation and fine-tuning run on plain text.
-* `TOWERS`: the towers of a two-tower model (CLIP, SigLIP) by the input each reads, so that such a
+* `TOWERS`: the towers of a two-tower model (CLIP, SigLIP), each with the input it reads, so that such a
   model given images alone (or text alone) runs, distills and classifies with that tower.
 
 The core (`pela.factorize`) calls only these functions and has no per-architecture branches.
@@ -102,7 +102,7 @@ def example_inputs(model: nn.Module, batch_size: int, seq_len: int = 128, device
         inputs = example_inputs(backbone, batch_size, seq_len, device)
         tower = getattr(model, "tower", None)
         if tower and isinstance(inputs, dict):  # the tower it classifies with reads one kind of input
-            kind = next(k for k, (t, _) in TOWERS.items() if t == tower)
+            kind = TOWERS[tower][0]
             inputs = {k: v for k, v in inputs.items() if k == kind or (k == "attention_mask" and kind == "input_ids")}
         return inputs
     if hf is None or not hasattr(hf, "to_dict"):
@@ -199,21 +199,22 @@ def find_blocks(model: nn.Module, pattern: str | None = None) -> list[str]:
     return [f"{c}.{k}" if c else k for c in inner for k, _ in model.get_submodule(c).named_children()]
 
 
-# a two-tower model (CLIP, SigLIP) given one kind of input runs, trains and classifies with the tower that reads it
-TOWERS: dict[str, tuple[str, str]] = {"pixel_values": ("vision_model", "vision_config"), "input_ids": ("text_model", "text_config")}
+# a two-tower model (CLIP, SigLIP) given one kind of input runs, trains and classifies with the tower that
+# reads it: tower submodule -> (the input it reads, the attribute of the model's config that configures it)
+TOWERS: dict[str, tuple[str, str]] = {"vision_model": ("pixel_values", "vision_config"), "text_model": ("input_ids", "text_config")}
 
 
 def two_tower(model: nn.Module) -> bool:
     """True for a Hugging Face model with one tower per kind of input in `TOWERS` (CLIP, SigLIP)."""
     cfg = getattr(model, "config", None)
-    return all(getattr(cfg, c, None) is not None and isinstance(getattr(model, t, None), nn.Module) for t, c in TOWERS.values())
+    return all(getattr(cfg, c, None) is not None and isinstance(getattr(model, t, None), nn.Module) for t, (_, c) in TOWERS.items())
 
 
 def tower_for(model: nn.Module, inputs: Collection[str]) -> str | None:
     """The tower of a two-tower model that ``inputs`` alone feed, e.g. ``vision_model`` for CLIP given
     only ``pixel_values``; None for any other model, or for inputs of both kinds."""
-    kinds = [k for k in TOWERS if k in inputs]
-    return TOWERS[kinds[0]][0] if len(kinds) == 1 and two_tower(model) else None
+    fed = [t for t, (kind, _) in TOWERS.items() if kind in inputs]
+    return fed[0] if len(fed) == 1 and two_tower(model) else None
 
 
 def data_tower(model: nn.Module, data: Any, collate_fn: Callable) -> str | None:
@@ -225,8 +226,7 @@ def data_tower(model: nn.Module, data: Any, collate_fn: Callable) -> str | None:
 
 
 def _tower_hidden_size(model: nn.Module, tower: str) -> int | None:
-    config_name = next(c for t, c in TOWERS.values() if t == tower)
-    cfg = getattr(model.get_submodule(tower), "config", None) or getattr(model.config, config_name)
+    cfg = getattr(model.get_submodule(tower), "config", None) or getattr(model.config, TOWERS[tower][1])
     return getattr(cfg, "hidden_size", None)
 
 
