@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/architectures.py                 # all of them, about 6 minutes on 2 cores
     .venv/bin/python benchmarks/architectures.py --only bert timm_vit
 
-For each model: save it where the CLI can read it (a Hugging Face directory with a tokenizer or image
-processor, or a pela directory for timm), then run, in one process, `pela compress` (k=2), `pela
+For each model: save it the way users get it (a Hugging Face directory with a tokenizer or image
+processor; timm's hub format for timm models), then run, in one process, `pela compress` (k=2), `pela
 compress --calib --param-budget 0.5` (whitened SVD, ranks allocated across layers), `pela bench
 --vs` the dense model, `pela distill` (2 steps), `pela compare`, `pela finetune` (1 epoch on
 labelled text or images), `pela eval`, `pela bench` of the fine-tuned model and `pela finetune
@@ -120,7 +120,7 @@ TIMM = {  # name -> (timm architecture, its arguments)
 
 
 def write_data(root: Path, seed: int = 0) -> dict[str, Path]:
-    """Unlabelled text, labelled text (CSV), a labelled image folder and image-caption pairs."""
+    """Unlabelled text, labelled text (CSV), a labelled image folder, one of train/val splits, and image-caption pairs."""
     rng = random.Random(seed)
     words = ["".join(rng.choice("bcdfghklmnprstvz") + rng.choice("aeiou") for _ in range(rng.randint(1, 3))) for _ in range(300)]
     sentence = lambda n: " ".join(rng.choice(words) for _ in range(n))  # noqa: E731
@@ -128,16 +128,17 @@ def write_data(root: Path, seed: int = 0) -> dict[str, Path]:
     (root / "labelled.csv").write_text("text,label\n" + "".join(f"{sentence(5)},{'ab'[i % 2]}\n" for i in range(16)))
     image = lambda: Image.fromarray((torch.rand(40, 40, 3, generator=torch.Generator().manual_seed(rng.randrange(10**6))) * 255)  # noqa: E731
                                     .byte().numpy())
-    for label in ("cat", "dog"):
-        (root / "images" / label).mkdir(parents=True)
-        for i in range(4):
-            image().save(root / "images" / label / f"{i}.png")
+    for folder in ("images", "splits/train", "splits/val"):
+        for label in ("cat", "dog"):
+            (root / folder / label).mkdir(parents=True)
+            for i in range(4 if folder != "splits/val" else 2):
+                image().save(root / folder / label / f"{i}.png")
     (root / "pairs").mkdir()
     with open(root / "pairs" / "captions.jsonl", "w") as f:
         for i in range(8):
             image().save(root / "pairs" / f"{i}.png")
             f.write(json.dumps({"image": f"{i}.png", "text": sentence(6)}) + "\n")
-    return {"text": root / "text.txt", "labelled_text": root / "labelled.csv", "images": root / "images",
+    return {"text": root / "text.txt", "labelled_text": root / "labelled.csv", "images": root / "images", "splits": root / "splits",
             "pairs": root / "pairs" / "captions.jsonl"}
 
 
@@ -161,8 +162,8 @@ def check(name: str, build: Callable[[], torch.nn.Module], kind: str, work: Path
     d.mkdir()
     torch.manual_seed(0)
     model = build().eval()
-    if name.startswith("timm_"):
-        pela.save_pretrained(model, dense)
+    if name.startswith("timm_"):  # as timm shares models on the hub: config.json + model.safetensors
+        __import__("timm").models.save_for_hf(model, str(dense), safe_serialization=True)
     else:
         model.save_pretrained(dense)
         if kind in ("text", "pair"):
@@ -170,7 +171,7 @@ def check(name: str, build: Callable[[], torch.nn.Module], kind: str, work: Path
         if kind in ("image", "pair"):
             T.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(dense)
     unlabelled = {"text": data["text"], "image": data["images"], "pair": data["pairs"]}[kind]
-    labelled = data["labelled_text"] if kind == "text" else data["images"]
+    labelled = data["labelled_text"] if kind == "text" else data["splits"]  # train/ for --data, val/ for --eval-data
     steps = {
         "compress": ["compress", dense, "--out", d / "k2", "--ratio", 2, "--align", 1],
         "compress_calib": ["compress", dense, "--out", d / "budget", "--calib", unlabelled, "--calib-samples", 16,

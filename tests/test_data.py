@@ -39,6 +39,7 @@ def test_text_formats(tmp_path):
     ("nofield.jsonl", '{"body": "a"}\n', "has no 'text' field"),
     ("mixed.jsonl", '{"text": "a", "label": 1}\n{"text": "b"}\n', "record 2 has no 'label'"),
     ("empty.csv", "text,label\n", "is empty"),
+    ("stsb.tsv", "text\tlabel\na\t4.25\nb\t1.0\n", "'4.25' is a fractional number; pela fine-tunes classifiers"),
 ])
 def test_bad_text_data(tmp_path, name, content, fragment):
     (tmp_path / name).write_text(content)
@@ -159,3 +160,68 @@ def test_timm_preprocessing_follows_the_size_the_model_was_built_for():
     image = Image.fromarray(np.zeros((80, 90, 3), dtype=np.uint8))
     x = Collator(hiera)([{"image": image}])["pixel_values"]  # no img_size anywhere in it: the one recorded at load
     assert x.shape == (1, 3, 64, 64) and hiera(x).shape[0] == 1
+
+
+def test_more_record_formats(tmp_path):
+    # a JSON list of records, or one wrapped in an object; a CSV saved by Excel (byte-order mark)
+    rows = [{"text": f"t{i}", "label": "xy"[i % 2]} for i in range(4)]
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    (tmp_path / "b.json").write_text(json.dumps({"data": rows}))
+    for name in ("a.json", "b.json"):
+        ds = load_dataset(tmp_path / name)
+        assert ds.classes == ["x", "y"] and ds[1] == {"text": "t1", "label": 1}
+    (tmp_path / "c.json").write_text(json.dumps({"text": "not a list"}))
+    with pytest.raises(PelaError, match="must hold a list of records"):
+        load_dataset(tmp_path / "c.json")
+    (tmp_path / "excel.csv").write_bytes("text,label\nhello,a\n".encode("utf-8-sig"))
+    assert load_dataset(tmp_path / "excel.csv")[0] == {"text": "hello", "label": 0}
+
+
+def test_sentence_pairs(tmp_path, hf_bert_dir):
+    from transformers import AutoTokenizer
+
+    (tmp_path / "mrpc.tsv").write_text("sentence1\tsentence2\tlabel\nw1 w2\tw3\t1\nw4\tw5 w6 w7\t0\n")
+    ds = load_dataset(tmp_path / "mrpc.tsv", text_field="sentence1, sentence2")
+    assert ds[0] == {"text": "w1 w2", "text_pair": "w3", "label": 1} and ds.lengths == [7, 10]
+    batch = Collator(timm_vit(), tokenizer=AutoTokenizer.from_pretrained(hf_bert_dir))([ds[0], ds[1]])
+    assert batch["token_type_ids"][0].tolist().count(1) == 2  # w3 and its [SEP] are the second segment
+    with pytest.raises(PelaError, match="one field, or two"):
+        load_dataset(tmp_path / "mrpc.tsv", text_field="sentence1,sentence2,label")
+    with pytest.raises(PelaError, match="record 1 has no 'question'"):
+        load_dataset(tmp_path / "mrpc.tsv", text_field="sentence1,question")
+
+
+def test_image_records_with_labels(tmp_path):
+    (tmp_path / "img").mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 40), "red").save(tmp_path / "img" / f"{i}.png")
+    # Hugging Face imagefolder metadata names the file file_name; paths are relative to the file
+    (tmp_path / "meta.jsonl").write_text("\n".join(json.dumps({"file_name": f"img/{i}.png", "label": "ab"[i % 2]}) for i in range(3)))
+    (tmp_path / "meta.csv").write_text("image,label\n" + "".join(f"img/{i}.png,{'ab'[i % 2]}\n" for i in range(3)))
+    for name in ("meta.jsonl", "meta.csv"):
+        ds = load_dataset(tmp_path / name)
+        assert ds.classes == ["a", "b"] and set(ds[1]) == {"image", "label"} and ds[1]["label"] == 1
+        assert ds.lengths is None
+        batch = Collator(timm_vit())([ds[0], ds[1]])
+        assert batch["pixel_values"].shape == (2, 3, 32, 32) and batch["labels"].tolist() == [0, 1]
+    (tmp_path / "code.jsonl").write_text(json.dumps({"path": "src/a.py", "text": "def f(): pass"}) + "\n")
+    assert load_dataset(tmp_path / "code.jsonl")[0] == {"text": "def f(): pass"}  # a path that is no image is not one
+    (tmp_path / "missing.csv").write_text("image,label\nimg/nope.png,a\n")
+    with pytest.raises(PelaError, match="cannot read image"):
+        load_dataset(tmp_path / "missing.csv")[0]
+
+
+def test_folder_of_split_folders(tmp_path):
+    """root/train/<class>/..., root/val/<class>/...: the splits are not two classes."""
+    for split, n in (("train", 2), ("val", 1)):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8)).save(tmp_path / split / cls / f"{i}.png")
+    train = load_dataset(tmp_path)
+    assert train.classes == ["cat", "dog"] and len(train) == 4
+    test = load_dataset(tmp_path, split="test", classes=train.classes)
+    assert len(test) == 2 and [test[i]["label"] for i in range(2)] == [0, 1]
+    (tmp_path / "val").rename(tmp_path / "training")
+    with pytest.raises(PelaError, match="no test split"):
+        load_dataset(tmp_path, split="test")

@@ -136,3 +136,16 @@ def test_tied_weights_round_trip(tmp_path):
     ids = torch.randint(0, 100, (2, 8))
     with torch.no_grad():
         assert torch.equal(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_model_comes_back_in_its_dtype(tmp_path, hf_bert_dir, dtype):
+    model = pela.load_model(str(hf_bert_dir))
+    pela.compress(model, LowRankConfig(align=1))
+    model.to(dtype)
+    pela.save_pretrained(model, tmp_path / "m")
+    loaded = pela.load(tmp_path / "m")
+    assert {p.dtype for p in loaded.parameters()} == {dtype}
+    x = torch.randint(5, 100, (2, 8))
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=x).last_hidden_state, model(input_ids=x).last_hidden_state)

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -54,3 +56,73 @@ def test_directory_that_is_no_model(tmp_path):
     (tmp_path / "f.txt").write_text("x")
     with pytest.raises(PelaError, match="is a file"):
         pela.load_model(str(tmp_path / "f.txt"))
+
+
+def _timm_dir(tmp_path, safe=True):
+    """A tiny timm model saved the way timm shares models (timm.models.save_for_hf), with its own preprocessing."""
+    import timm
+
+    model = timm.create_model("vit_tiny_patch16_224.augreg_in21k_ft_in1k", pretrained=False, **TIMM_VIT)
+    timm.models.save_for_hf(model, str(tmp_path / "timm"), safe_serialization=safe)
+    return model.eval(), tmp_path / "timm"
+
+
+def test_timm_directory_is_built_by_timm_and_keeps_its_preprocessing(tmp_path):
+    ref, path = _timm_dir(tmp_path)
+    for source in (str(path), f"timm:local-dir:{path}"):
+        model = pela.load_model(source)
+        assert type(model).__name__ == "VisionTransformer"  # timm's class, not transformers' TimmWrapper
+        assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
+    assert model.pela_source["name"] == "vit_tiny_patch16_224" and model.pela_source["kwargs"]["depth"] == 2
+    pela.compress(model, pela.LowRankConfig(align=1))
+    pela.save_pretrained(model, tmp_path / "k2")
+    loaded = pela.load(tmp_path / "k2")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    # the weights' own normalization (augreg: mean 0.5), not the architecture's default (ImageNet's)
+    assert list(loaded.pretrained_cfg["mean"]) == [0.5, 0.5, 0.5]
+    from pela.data import Collator
+    assert list(Collator(loaded).timm_data_config["mean"]) == [0.5, 0.5, 0.5]
+    # a field a newer timm wrote into the config is ignored by this one, not fatal
+    meta = json.loads((tmp_path / "k2" / "pela.json").read_text())
+    meta["source"]["pretrained_cfg"]["field_of_a_future_timm"] = 1
+    (tmp_path / "k2" / "pela.json").write_text(json.dumps(meta))
+    with torch.no_grad():
+        assert torch.equal(pela.load(tmp_path / "k2")(x), model(x))
+
+
+def test_timm_directory_with_only_pickles_needs_allow_pickle(tmp_path):
+    ref, path = _timm_dir(tmp_path, safe=False)
+    with pytest.raises(PelaError, match="pickle files are loaded only with --allow-pickle"):
+        pela.load_model(str(path))
+    model = pela.load_model(str(path), allow_pickle=True)
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
+    assert pela.load_model(str(path), random_init=True).patch_embed.proj.weight.shape == ref.patch_embed.proj.weight.shape
+
+
+def test_broken_timm_directory(tmp_path):
+    (tmp_path / "config.json").write_text('{"architecture": "no_such_timm_model"}')
+    with pytest.raises(PelaError, match="not a usable timm config"):
+        pela.load_model(str(tmp_path))
+
+
+def test_hub_id_of_a_timm_repository_is_built_by_timm(tmp_path, monkeypatch):
+    """hf:timm/NAME downloads a timm-format snapshot; timm builds it (the download itself is faked here)."""
+    import pela.loading
+
+    ref, path = _timm_dir(tmp_path)
+    monkeypatch.setattr(pela.loading, "_hf_snapshot", lambda repo_id, random_init: path)
+    model = pela.load_model("hf:timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k")
+    assert type(model).__name__ == "VisionTransformer" and model.pela_source["kind"] == "timm"
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
+
+
+def test_half_precision_weights_load_in_float32(hf_bert_dir):
+    """Hub models are often shared in float16: SVD and training need float32 (fp16 training went to NaN)."""
+    from conftest import hf_bert
+
+    hf_bert().half().save_pretrained(hf_bert_dir)
+    for random_init in (False, True):
+        model = pela.load_model(str(hf_bert_dir), random_init=random_init)
+        assert {p.dtype for p in model.parameters()} == {torch.float32}

@@ -25,8 +25,8 @@ out_console = Console()
 err_console = Console(stderr=True)
 
 
-TEXT_FIELD_HELP = "column (CSV/TSV) or key (JSONL) holding the text"
-LABEL_FIELD_HELP = "column (CSV/TSV) or key (JSONL) holding the class"
+TEXT_FIELD_HELP = "column (CSV/TSV) or key (JSON/JSONL) holding the text; two, comma-separated, for sentence pairs (e.g. sentence1,sentence2)"
+LABEL_FIELD_HELP = "column (CSV/TSV) or key (JSON/JSONL) holding the class"
 WORKERS_HELP = "DataLoader processes that tokenize or decode batches while the model runs (0 = in the main process); helps most on a GPU"
 
 @app.command()
@@ -365,7 +365,7 @@ def eval_(
     data: Path = typer.Option(..., "--data", help="labelled data"),
     batch_size: int = typer.Option(64, "--batch-size"),
     max_length: Optional[int] = typer.Option(None, "--max-length"),
-    split: str = typer.Option("test", help="split of Fashion-MNIST idx data (train or test)"),
+    split: str = typer.Option("test", help="split to read from Fashion-MNIST idx files or from a folder of split folders (train, or test: test/val/validation)"),
     text_field: str = typer.Option("text", "--text-field", help=TEXT_FIELD_HELP),
     label_field: str = typer.Option("label", "--label-field", help=LABEL_FIELD_HELP),
     workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),

@@ -1,6 +1,7 @@
-"""Datasets for distillation and fine-tuning: text files, image folders, Fashion-MNIST, image–caption pairs.
+"""Datasets for distillation and fine-tuning: text files, records, image folders, Fashion-MNIST.
 
-A dataset yields raw examples (``{"text": str}``, ``{"image": PIL.Image}``, optionally ``"label"``);
+A dataset yields raw examples (``{"text": str}``, optionally ``"text_pair"``; ``{"image": PIL.Image}``,
+optionally with a caption; optionally ``"label"``);
 `Collator` turns a list of them into model inputs with the model's *own* preprocessing: its tokenizer
 for text, timm's data config or the Hugging Face image processor for images. Files are read lazily
 where they are large (text by byte offsets, images one file at a time, idx files memory-mapped).
@@ -58,11 +59,28 @@ class TextLines(Dataset):
             return {"text": f.readline().decode("utf-8", errors="replace").strip()}
 
 
-class Records(Dataset):
-    """Rows of a JSONL or CSV file with a text field and an optional label field."""
+# a record names its image file in one of these fields (Hugging Face's imagefolder metadata says file_name)
+IMAGE_FIELDS = ("image", "file_name", "image_path", "filepath", "path")
 
-    def __init__(self, rows: list[dict[str, Any]], text_field: str, label_field: str, labels: list[str] | None):
-        self.rows, self.text_field, self.label_field = rows, text_field, label_field
+
+def _open_image(path: Path) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise PelaError(f"cannot read image {path}: {e}") from None
+
+
+class Records(Dataset):
+    """Rows of a JSONL, JSON, CSV or TSV file: text (one field, or two for sentence pairs), or an image
+    path (relative to the file) with or without a caption, and an optional label."""
+
+    def __init__(self, rows: list[dict[str, Any]], text_fields: tuple[str, ...], label_field: str, labels: list[str] | None,
+                 image_field: str | None = None, root: Path | None = None):
+        self.rows, self.text_fields, self.label_field = rows, text_fields, label_field
+        self.image_field, self.root = image_field, root or Path(".")
         self.classes = labels
         self._index = None if labels is None else {c: i for i, c in enumerate(labels)}  # not list.index per item
 
@@ -70,12 +88,20 @@ class Records(Dataset):
         return len(self.rows)
 
     @property
-    def lengths(self) -> list[int]:
-        return [len(str(r[self.text_field])) for r in self.rows]
+    def lengths(self) -> list[int] | None:
+        if self.image_field is not None or not self.text_fields:
+            return None
+        return [sum(len(str(r[f])) for f in self.text_fields) for r in self.rows]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.rows[i]
-        item: dict[str, Any] = {"text": str(row[self.text_field])}
+        item: dict[str, Any] = {}
+        if self.image_field is not None:
+            item["image"] = _open_image(self.root / str(row[self.image_field]))
+        if self.text_fields:
+            item["text"] = str(row[self.text_fields[0]])
+        if len(self.text_fields) == 2:
+            item["text_pair"] = str(row[self.text_fields[1]])
         if self._index is not None:
             item["label"] = self._index[str(row[self.label_field])]
         return item
@@ -87,38 +113,73 @@ def _sorted_labels(labels: set[str]) -> list[str]:
     return sorted(labels, key=int) if numeric else sorted(labels)
 
 
-def _read_records(path: Path, text_field: str, label_field: str, classes: list[str] | None = None) -> Records:
+def _read_rows(path: Path) -> list[Any]:
+    """The records of a JSONL, JSON (a list of objects), CSV or TSV file. A byte-order mark is ignored."""
     try:
         if path.suffix == ".jsonl":
             rows = []
-            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
                 if line.strip():
                     try:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as e:
                         raise PelaError(f"{path}:{n} is not valid JSON: {e.msg}") from None
-        else:  # tab-separated files (GLUE's) do not quote: a " is part of the text
-            tsv = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix == ".tsv" else {}
-            with open(path, newline="", encoding="utf-8") as f:
-                rows = list(csv.DictReader(f, **tsv))
+            return rows
+        if path.suffix == ".json":
+            try:
+                data = json.loads(path.read_text(encoding="utf-8-sig"))
+            except json.JSONDecodeError as e:
+                raise PelaError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from None
+            if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+                data = next(iter(data.values()))  # {"data": [...]}, as many exports wrap their records
+            if not isinstance(data, list):
+                raise PelaError(f"{path} must hold a list of records (or JSONL: one record per line)")
+            return data
+        # tab-separated files (GLUE's) do not quote: a " is part of the text
+        tsv = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix == ".tsv" else {}
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return list(csv.DictReader(f, **tsv))
     except UnicodeDecodeError:
         raise PelaError(f"{path} is not UTF-8 text") from None
+
+
+def _read_records(path: Path, text_field: str, label_field: str, classes: list[str] | None = None) -> Records:
+    rows = _read_rows(path)
     if not rows:
         raise PelaError(f"dataset {path} is empty")
     for n, row in enumerate(rows, 1):
-        if not isinstance(row, dict) or text_field not in row:
-            raise PelaError(f"{path}: record {n} has no {text_field!r} field (use --text-field)")
+        if not isinstance(row, dict):
+            raise PelaError(f"{path}: record {n} is not an object with named fields")
+    text_fields = tuple(f.strip() for f in text_field.split(",") if f.strip())
+    if not 1 <= len(text_fields) <= 2:
+        raise PelaError(f"--text-field names one field, or two separated by a comma for sentence pairs; got {text_field!r}")
+    # a field is an image path only if it names an image file: a "path" column of a text corpus is not
+    image_field = next((f for f in IMAGE_FIELDS if isinstance(rows[0].get(f), str)
+                        and Path(rows[0][f]).suffix.lower() in IMAGE_SUFFIXES), None)
+    if image_field is not None and not all(f in rows[0] for f in text_fields):
+        text_fields = ()  # images with labels, no caption
+    for n, row in enumerate(rows, 1):
+        for field in (image_field,) if image_field else text_fields:
+            if field not in row:
+                raise PelaError(f"{path}: record {n} has no {field!r} field" + ("" if image_field else " (use --text-field)"))
+        for field in text_fields if image_field else ():
+            if field not in row:
+                raise PelaError(f"{path}: record {n} has no {field!r} field while others do")
     has_labels = [label_field in r and r[label_field] not in (None, "") for r in rows]
     if any(has_labels) and not all(has_labels):
         missing = has_labels.index(False) + 1
         raise PelaError(f"{path}: record {missing} has no {label_field!r} while others do")
     labels = _sorted_labels({str(r[label_field]) for r in rows}) if all(has_labels) else None
+    fractional = next((x for x in labels or () if re.fullmatch(r"-?\d*\.\d+(e-?\d+)?", x) and float(x) != int(float(x))), None)
+    if fractional is not None:  # STS-B's similarity scores, say: each distinct value would become a class
+        raise PelaError(f"{path}: label {fractional!r} is a fractional number; pela fine-tunes classifiers, "
+                        f"not regression (use --label-field to pick a column of classes)")
     if labels is not None and classes is not None:
         unknown = sorted(set(labels) - set(classes))
         if unknown:
             raise PelaError(f"{path}: label {unknown[0]!r} is not one of the {len(classes)} classes the model was trained on")
         labels = list(classes)
-    return Records(rows, text_field, label_field, labels)
+    return Records(rows, text_fields, label_field, labels, image_field=image_field, root=path.parent)
 
 
 class ImageFolder(Dataset):
@@ -141,14 +202,8 @@ class ImageFolder(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from PIL import Image, UnidentifiedImageError
-
         path, label = self.items[i]
-        try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except (UnidentifiedImageError, OSError) as e:
-            raise PelaError(f"cannot read image {path}: {e}") from None
+        image = _open_image(path)
         return {"image": image} if label is None else {"image": image, "label": label}
 
 
@@ -190,25 +245,6 @@ class IdxImages(Dataset):
         return item
 
 
-class ImageCaptions(Dataset):
-    """JSONL of ``{"image": path, "text": caption}`` pairs for two-tower models (paths relative to the file)."""
-
-    def __init__(self, path: Path, text_field: str):
-        self.root = path.parent
-        self.rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        self.text_field = text_field
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        from PIL import Image
-
-        row = self.rows[i]
-        with Image.open(self.root / row["image"]) as im:
-            return {"image": im.convert("RGB"), "text": str(row[self.text_field])}
-
-
 def _find_idx(root: Path, split: str) -> tuple[Path, Path | None] | None:
     for prefix in (split, "t10k" if split == "test" else split):
         for suffix in ("", ".gz"):
@@ -219,16 +255,35 @@ def _find_idx(root: Path, split: str) -> tuple[Path, Path | None] | None:
     return None
 
 
+# folder names that mean a split, not a class: ImageNet-style data is root/train/<class>/..., root/val/<class>/...
+SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("test", "val", "validation", "valid", "dev", "eval")}
+
+
+def _split_folder(root: Path, split: str) -> Path | None:
+    """``root/<split>`` when every sub-folder of ``root`` is a split (train, val, test, ...), else None."""
+    subdirs = {d.name.lower(): d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    known = {name for names in SPLIT_FOLDERS.values() for name in names}
+    if not subdirs or not set(subdirs) <= known:
+        return None
+    for name in SPLIT_FOLDERS.get(split, (split,)):
+        if name in subdirs:
+            return subdirs[name]
+    raise PelaError(f"{root} holds the splits {', '.join(sorted(subdirs))} but no {split} split "
+                    f"({' or '.join(SPLIT_FOLDERS.get(split, (split,)))}); pass the split's folder itself")
+
+
 def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: str = "text", label_field: str = "label",
                  classes: list[str] | None = None) -> Dataset:
     """Open a dataset by path; raises `PelaError` if it is missing, unreadable or empty.
 
     * ``*.txt``: one text per line (unlabelled).
-    * ``*.jsonl`` / ``*.csv`` / ``*.tsv``: records with ``text_field`` and optionally ``label_field``
-      (classes in sorted order, integers by value);
-      a JSONL whose records have an ``image`` field is read as image–caption pairs.
+    * ``*.jsonl`` / ``*.json`` / ``*.csv`` / ``*.tsv``: records with ``text_field`` (``"a,b"``: a sentence
+      pair) and optionally ``label_field`` (classes in sorted order, integers by value); records
+      that name an image file (a field in `IMAGE_FIELDS`) are images, with their caption if they
+      have ``text_field``.
     * a directory of ``*-images-idx3-ubyte[.gz]`` files (Fashion-MNIST): ``split`` picks train/t10k.
-    * any other directory: an image folder (class sub-folders, or flat and unlabelled).
+    * any other directory: an image folder (class sub-folders, or flat and unlabelled); a folder
+      whose sub-folders are splits (train, val, test, ...) is read at ``split`` (test: val, ...).
 
     ``classes`` fixes the label → index mapping (the one a model was fine-tuned with), so an
     evaluation set that lacks some classes still lines up; otherwise classes are sorted names.
@@ -240,16 +295,14 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
         raise PelaError(f"dataset {p} is not readable (permission denied)")
     if p.is_dir():
         idx = _find_idx(p, split)
-        ds: Dataset = IdxImages(*idx, classes=classes) if idx else ImageFolder(p, classes)
-    elif p.suffix == ".jsonl" and '"image"' in p.open(encoding="utf-8", errors="replace").readline():
-        ds = ImageCaptions(p, text_field)
-    elif p.suffix in (".jsonl", ".csv", ".tsv"):
+        ds: Dataset = IdxImages(*idx, classes=classes) if idx else ImageFolder(_split_folder(p, split) or p, classes)
+    elif p.suffix in (".jsonl", ".json", ".csv", ".tsv"):
         ds = _read_records(p, text_field, label_field, classes)
     elif p.suffix.lower() in TEXT_SUFFIXES:
         ds = TextLines(p)
     else:
         raise PelaError(f"cannot read dataset {p}: {p.suffix!r} is not a known format (text: {', '.join(s or 'no suffix' for s in TEXT_SUFFIXES)}; "
-                        "records: .jsonl, .csv, .tsv; images: a folder; Fashion-MNIST: a folder of idx files)")
+                        "records: .jsonl, .json, .csv, .tsv; images: a folder; Fashion-MNIST: a folder of idx files)")
     if len(ds) == 0:
         raise PelaError(f"dataset {p} is empty")
     return ds
@@ -341,7 +394,8 @@ class Collator:
         batch: dict[str, torch.Tensor] = {}
         if "text" in examples[0]:
             limit = self.max_length or min(getattr(self.tokenizer, "model_max_length", 512), self.positions or 4096, 4096)
-            enc = self.tokenizer([e["text"] for e in examples], padding=True, truncation=True, max_length=limit, return_tensors="pt")
+            pairs = [e["text_pair"] for e in examples] if "text_pair" in examples[0] else None
+            enc = self.tokenizer([e["text"] for e in examples], pairs, padding=True, truncation=True, max_length=limit, return_tensors="pt")
             batch.update(enc)
         if "image" in examples[0]:
             batch["pixel_values"] = torch.stack([self.transform(e["image"]) for e in examples])

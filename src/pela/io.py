@@ -304,6 +304,20 @@ def save_into(model: nn.Module, directory: str | os.PathLike, extra: dict[str, A
     return path
 
 
+def _stored_float_dtype(path: Path) -> torch.dtype | None:
+    """The one floating dtype of a safetensors file's tensors; None if it mixes several (or is unreadable)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(check_safetensors(path)), framework="pt") as f:
+            dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+    except PelaError:
+        return None  # load_weights says what is wrong with the file
+    names = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
+    floats = {names[d] for d in dtypes if d in names}
+    return floats.pop() if len(floats) == 1 else None
+
+
 def is_pela_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / CONFIG_NAME).is_file()
 
@@ -336,6 +350,9 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
 
             model = SequenceClassifier(model, **meta["head"])
     apply_structure(model, meta["factorized"])
+    stored = _stored_float_dtype(path / WEIGHTS_NAME)
+    if stored is not None:  # a model saved in bfloat16 comes back in bfloat16, bit for bit
+        model.to(stored)
     load_weights(model, path / WEIGHTS_NAME)
     if meta.get("source"):
         getattr(model, "backbone", model).pela_source = meta["source"]

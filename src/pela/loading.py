@@ -6,16 +6,21 @@ Every model loaded here remembers where it came from (``model.pela_source``), wh
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from .errors import PelaError
 from .io import check_safetensors, is_pela_dir, load_pickled_tensors, load_weights
 
 HF_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
-SOURCE_HELP = "use timm:NAME, hf:ORG/NAME, or a local directory (saved by pela or by Hugging Face save_pretrained)"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+SOURCE_HELP = "use timm:NAME, hf:ORG/NAME, or a local directory (saved by pela, by Hugging Face save_pretrained or by timm)"
+# what the rebuilt model does not need to know of where its weights came from
+_CFG_LOCATION_KEYS = ("file", "source", "url", "hf_hub_id", "hf_hub_filename", "state_dict")
 
 
 def _hf_class(config: Any) -> type:
@@ -38,10 +43,11 @@ def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False) -> n
         raise PelaError(f"{path}/config.json is not a usable Hugging Face config: {str(e).splitlines()[0]}") from None
     cls = _hf_class(config)
     if random_init:
-        model = cls.from_config(config) if cls is transformers.AutoModel else cls._from_config(config)
+        build = cls.from_config if cls is transformers.AutoModel else cls._from_config
+        model = build(config, dtype=torch.float32)
     else:
         shards = sorted(path.glob("*.safetensors"))
-        pickles = [p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+        pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
         if not shards and not (pickles and allow_pickle):
             extra = f" (found {', '.join(pickles)}: pickle files are loaded only with --allow-pickle)" if pickles else ""
             raise PelaError(f"{path} has no .safetensors weights{extra}; use --random-init for an untrained model")
@@ -50,8 +56,9 @@ def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False) -> n
         for name in pickles if not shards else []:
             load_pickled_tensors(path / name)  # refuse anything but tensors before transformers reads it
         try:
-            # transformers reads .bin files with torch.load(weights_only=True) too
-            model = cls.from_pretrained(str(path), use_safetensors=bool(shards))
+            # transformers reads .bin files with torch.load(weights_only=True) too. Weights shared in
+            # float16/bfloat16 are loaded in float32: SVD and training need it; --dtype runs in half
+            model = cls.from_pretrained(str(path), use_safetensors=bool(shards), dtype=torch.float32)
         except Exception as e:
             raise PelaError(f"could not load the Hugging Face model in {path}: {str(e).splitlines()[0]}") from None
     model.pela_source = {"kind": "hf", "class": type(model).__name__}
@@ -59,26 +66,105 @@ def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False) -> n
     return model.eval()
 
 
-def _load_timm(name: str, checkpoint: str | None, random_init: bool, kwargs: dict[str, Any], allow_pickle: bool = False) -> nn.Module:
+def _jsonable(value: Any) -> Any:
+    """``value`` as JSON would give it back (tuples become lists), or None if JSON cannot hold it."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def timm_source(model: nn.Module, kwargs: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """How to rebuild a timm model: architecture, constructor arguments and its preprocessing config.
+
+    The arguments are timm's own record of how the model was built (``get_model_args``, which follows
+    ``reset_classifier``), else ``kwargs``; the pretrained config keeps the normalization and crop of
+    the weights it came with, which the registry's default for the architecture may not share.
+    """
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    if not cfg.get("architecture"):
+        return None
+    args = None
+    try:
+        from timm.models import get_model_args
+
+        args = _jsonable(get_model_args(model)) if getattr(model, "_model_args", None) is not None else None
+    except Exception:  # noqa: BLE001 - an older timm, or arguments it cannot report: fall back
+        args = None
+    if args is None:
+        args = _jsonable(kwargs or {"num_classes": getattr(model, "num_classes", 1000)})
+    if args is None:
+        return None
+    pretrained_cfg = _jsonable({k: v for k, v in cfg.items() if k not in _CFG_LOCATION_KEYS})
+    return {"kind": "timm", "name": cfg["architecture"], "kwargs": args, "pretrained_cfg": pretrained_cfg}
+
+
+def _known_cfg_fields(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a recorded pretrained config that this timm knows (another version may have more)."""
+    import dataclasses
+
+    from timm.models import PretrainedCfg
+
+    known = {f.name for f in dataclasses.fields(PretrainedCfg)}
+    return {k: v for k, v in cfg.items() if k in known}
+
+
+def _is_timm_dir(path: Path) -> bool:
+    """A directory in timm's hub format: config.json names an ``architecture`` (Hugging Face's name a ``model_type``)."""
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and isinstance(cfg.get("architecture"), str) and "model_type" not in cfg
+
+
+def _timm_from_dir(path: Path, random_init: bool, kwargs: dict[str, Any], allow_pickle: bool = False) -> nn.Module:
+    """A timm model saved the way timm shares it (``save_for_hf``, a hub snapshot): config.json + weights."""
     import timm
 
-    if not timm.is_model(name.split(".", 1)[0]):
+    try:
+        model = timm.create_model(f"local-dir:{path}", pretrained=False, **kwargs)
+    except Exception as e:  # noqa: BLE001 - timm raises many kinds for a config it cannot build
+        raise PelaError(f"{path}/config.json is not a usable timm config: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not random_init:
+        safe = sorted(path.glob("*.safetensors"), key=lambda p: p.name != "model.safetensors")
+        pickles = sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if not safe and not (pickles and allow_pickle):
+            extra = f" (found {', '.join(p.name for p in pickles)}: pickle files are loaded only with --allow-pickle)" if pickles else ""
+            raise PelaError(f"{path} has no .safetensors weights{extra}; use --random-init for an untrained model")
+        load_weights(model, (safe or pickles)[0], allow_pickle=allow_pickle)
+    model.pela_source = timm_source(model, kwargs)
+    return model.eval()
+
+
+def _load_timm(name: str, checkpoint: str | None, random_init: bool, kwargs: dict[str, Any], allow_pickle: bool = False,
+               pretrained_cfg: dict[str, Any] | None = None) -> nn.Module:
+    import timm
+
+    if name.startswith("local-dir:"):
+        model = _timm_from_dir(Path(name[len("local-dir:"):]).expanduser(), random_init or bool(checkpoint), kwargs, allow_pickle)
+        if checkpoint:
+            load_weights(model, checkpoint, allow_pickle=allow_pickle)
+        return model
+    hub = name.startswith("hf-hub:")
+    if not hub and not timm.is_model(name.split(".", 1)[0]):
         close = timm.list_models(f"*{name.split('.', 1)[0][:6]}*")[:5]
         hint = f"; similar: {', '.join(close)}" if close else ""
         raise PelaError(f"timm has no model named {name!r}{hint}")
-    if checkpoint or random_init:
-        model = timm.create_model(name, pretrained=False, **kwargs)
-        if checkpoint:
-            load_weights(model, checkpoint, allow_pickle=allow_pickle)
-    else:
-        try:
-            model = timm.create_model(name, pretrained=True, **kwargs)
-        except Exception as e:
-            raise PelaError(
-                f"could not fetch pretrained weights for timm:{name} ({type(e).__name__}; offline?): "
-                "pass --checkpoint FILE.safetensors, or --random-init for an untrained model"
-            ) from None
-    model.pela_source = {"kind": "timm", "name": name, "kwargs": kwargs}
+    extra = {"pretrained_cfg": _known_cfg_fields(pretrained_cfg)} if pretrained_cfg else {}
+    try:
+        model = timm.create_model(name, pretrained=not (checkpoint or random_init), **extra, **kwargs)
+    except Exception as e:  # noqa: BLE001 - offline, no such repository, or weights timm cannot fetch
+        if not hub and (checkpoint or random_init):
+            raise
+        raise PelaError(
+            f"could not fetch {'the model' if hub else 'pretrained weights'} for timm:{name} ({type(e).__name__}; offline?): "
+            "pass --checkpoint FILE.safetensors, or --random-init for an untrained model"
+        ) from None
+    if checkpoint:
+        load_weights(model, checkpoint, allow_pickle=allow_pickle)
+    # a hub repository's name is not a registry name: record what the repository's config said
+    model.pela_source = timm_source(model, kwargs) if hub else {"kind": "timm", "name": name, "kwargs": kwargs}
     return model.eval()
 
 
@@ -100,15 +186,16 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
     """Load a model the way users name it, in eval mode.
 
     Args:
-        source: ``timm:NAME`` (pretrained weights from the hub unless ``checkpoint``/``random_init``),
-            ``hf:ORG/NAME`` (downloaded, or from the local cache when offline), or a local directory
-            written by `pela.save_pretrained` or by Hugging Face ``save_pretrained``.
+        source: ``timm:NAME`` (pretrained weights from the hub unless ``checkpoint``/``random_init``;
+            also ``timm:hf-hub:ORG/NAME``), ``hf:ORG/NAME`` (downloaded, or from the local cache when
+            offline), or a local directory written by `pela.save_pretrained`, by Hugging Face
+            ``save_pretrained``, or by timm (``save_for_hf``; a hub snapshot of a timm model).
         checkpoint: a safetensors file with weights for a ``timm:`` architecture.
         random_init: build the architecture without pretrained weights (smoke tests, benchmarks).
         allow_pickle: also read legacy torch.save weights (``--checkpoint x.pt``, a Hugging Face directory
             with only ``pytorch_model.bin``), with ``torch.load(weights_only=True)``, which refuses
             anything but tensors. Off by default: pela never unpickles a file it did not write.
-        **kwargs: passed to ``timm.create_model`` (e.g. ``num_classes``).
+        **kwargs: passed to ``timm.create_model`` for timm models (e.g. ``num_classes``).
     """
     if not isinstance(source, str) or not source:
         raise PelaError(f"model source must be a non-empty string; {SOURCE_HELP}")
@@ -119,16 +206,21 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
     if checkpoint:
         raise PelaError("--checkpoint applies to timm: sources only")
     if source.startswith("hf:"):
-        return _hf_from_dir(_hf_snapshot(source[3:], random_init), random_init, allow_pickle)
+        path = _hf_snapshot(source[3:], random_init)
+        if _is_timm_dir(path):  # a timm repository on the hub (timm/NAME): timm builds it, not transformers' wrapper
+            return _timm_from_dir(path, random_init, kwargs, allow_pickle)
+        return _hf_from_dir(path, random_init, allow_pickle)
     path = Path(source).expanduser()
     if path.is_dir():
         if is_pela_dir(path):
             from .io import load
 
             return load(path)
+        if _is_timm_dir(path):
+            return _timm_from_dir(path, random_init, kwargs, allow_pickle)
         if (path / "config.json").is_file():
             return _hf_from_dir(path, random_init, allow_pickle)
-        raise PelaError(f"{path} holds neither a pela model (pela.json) nor a Hugging Face model (config.json)")
+        raise PelaError(f"{path} holds neither a pela model (pela.json) nor a Hugging Face or timm model (config.json)")
     if path.exists():
         raise PelaError(f"{source} is a file, not a model directory; {SOURCE_HELP}")
     hint = f" (for the Hugging Face hub, write hf:{source})" if source.count("/") == 1 and not source.startswith((".", "/")) else ""
@@ -147,10 +239,7 @@ def source_of(model: nn.Module) -> dict[str, Any] | None:
             return {"kind": "hf", "class": type(model).__name__}
     except ImportError:
         pass
-    cfg = getattr(model, "pretrained_cfg", None)
-    if isinstance(cfg, dict) and cfg.get("architecture"):
-        return {"kind": "timm", "name": cfg["architecture"], "kwargs": {"num_classes": getattr(model, "num_classes", 1000)}}
-    return None
+    return timm_source(model)
 
 
 def build_architecture(source: dict[str, Any], directory: Path) -> nn.Module:
@@ -160,7 +249,10 @@ def build_architecture(source: dict[str, Any], directory: Path) -> nn.Module:
         name, kwargs = source.get("name"), source.get("kwargs") or {}
         if not isinstance(name, str) or not isinstance(kwargs, dict):
             raise PelaError(f"{directory}/pela.json records a malformed timm source")
-        model = _load_timm(name, None, True, kwargs)
+        pretrained_cfg = source.get("pretrained_cfg")
+        if pretrained_cfg is not None and not isinstance(pretrained_cfg, dict):
+            raise PelaError(f"{directory}/pela.json records a malformed timm source")
+        model = _load_timm(name, None, True, kwargs, pretrained_cfg=pretrained_cfg)
         del model.pela_source  # the caller sets what was recorded
         return model
     if kind == "hf":
@@ -170,5 +262,5 @@ def build_architecture(source: dict[str, Any], directory: Path) -> nn.Module:
         cls = getattr(transformers, source.get("class", ""), None)
         if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
             raise PelaError(f"unknown transformers model class {source.get('class')!r} in {directory}")
-        return cls._from_config(config)
+        return cls._from_config(config, dtype=torch.float32)  # `load` gives it the saved weights' dtype
     raise PelaError(f"unknown model source kind {kind!r} in {directory}")
