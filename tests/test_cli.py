@@ -165,3 +165,14 @@ def test_every_command_reads_named_columns(hf_bert_dir, tmp_path, capsys):
         assert code == 2 and "has no 'sentence'" not in err and "use --text-field" in err, (command[0], err)
         code, _, err = run(capsys, *command, *extra)
         assert code == 0, (command[0], err)
+
+
+def test_pelas_own_warnings_print_as_one_line():
+    import os
+
+    from pela.cli import _format_warning
+
+    ours = os.path.join("site-packages", "pela", "distill.py")
+    assert _format_warning(UserWarning("no task loss"), UserWarning, ours, 7) == "warning: no task loss\n"
+    theirs = _format_warning(UserWarning("deprecated"), UserWarning, os.path.join("torch", "nn.py"), 7)
+    assert "UserWarning: deprecated" in theirs  # another library's warning keeps Python's form, with its origin

@@ -1,5 +1,6 @@
 import json
 import re
+import warnings
 
 import pytest
 import torch
@@ -102,6 +103,40 @@ def test_all_loss_terms_on_an_image_classifier():
     student, teacher = pair(timm_vit)
     result = pela.distill(student, teacher, Images(), DistillConfig(steps=2, batch_size=8, beta=1.0, gamma=1.0, log_every=1), collate_fn=stack)
     assert {"feature", "logit", "task", "weight_reg"} <= set(result.history[-1])
+
+
+class NamedImages(Images):
+    """Images with class names, as an image folder has them."""
+
+    def __init__(self, classes):
+        super().__init__(classes=len(classes))
+        self.classes = list(classes)
+
+
+@pytest.mark.parametrize("classes, fits", [
+    (["0", "1", "2", "3", "4"], True),  # as many classes as the head has outputs, named by index
+    (["a", "b", "c", "d", "e"], True),  # the model does not name its classes: they are taken to match
+    (["cat", "dog"], False),  # a 2-class folder against a 5-class head: labels 0 and 1 are not cat and dog
+])
+def test_task_loss_only_when_the_labels_index_the_models_head(classes, fits):
+    student, teacher = pair(timm_vit)  # 5 outputs
+    config = DistillConfig(steps=1, batch_size=8, log_every=1)
+    if fits:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            result = pela.distill(student, teacher, NamedImages(classes), config, collate_fn=stack)
+    else:
+        with pytest.warns(UserWarning, match="without the task loss: the data has 2 classes and the model's head 5 outputs"):
+            result = pela.distill(student, teacher, NamedImages(classes), config, collate_fn=stack)
+    assert ("task" in result.history[-1]) == fits
+
+
+def test_task_loss_skipped_when_the_model_names_other_classes():
+    student, teacher = pair(timm_vit)
+    student.pela_classes = ["v", "w", "x", "y", "z"]  # a model pela fine-tuned on other classes
+    with pytest.warns(UserWarning, match=r"classes \(a, b, c, ...\) are not the head's \(v, w, x, ...\)"):
+        result = pela.distill(student, teacher, NamedImages("abcde"), DistillConfig(steps=1, batch_size=8, log_every=1), collate_fn=stack)
+    assert "task" not in result.history[-1]
 
 
 @pytest.mark.parametrize("make", [timm_swin, ARCHITECTURES["hf_clip"]])

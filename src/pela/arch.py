@@ -312,6 +312,23 @@ def hidden_size(model: nn.Module) -> int | None:
     return getattr(model, "num_features", None)
 
 
+def class_names(model: nn.Module) -> list[str] | None:
+    """The names of a classifier's outputs, where the model says them: a pela fine-tune's classes, a
+    Hugging Face config's ``id2label`` (not the placeholder LABEL_0, ...), timm's ``label_names``."""
+    names = getattr(model, "pela_classes", None)
+    if names:
+        return [str(c) for c in names]
+    id2label = getattr(getattr(model, "config", None), "id2label", None)
+    if isinstance(id2label, dict) and id2label:
+        labels = [str(id2label[i]) for i in sorted(id2label, key=int)]
+        if labels != [f"LABEL_{i}" for i in range(len(labels))]:
+            return labels
+    names = (getattr(model, "pretrained_cfg", None) or {}).get("label_names")
+    if isinstance(names, (list, tuple)) and names:
+        return [str(c) for c in names]
+    return None
+
+
 def max_positions(model: nn.Module) -> int | None:
     """The most tokens a text model accepts (its position table), if its config says; wrappers are looked through."""
     for m in (model, getattr(model, "backbone", None), getattr(model, "module", None)):

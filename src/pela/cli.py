@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Iterator, List, Optional
 
@@ -173,7 +174,7 @@ def distill(
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUT"),
     alpha: float = typer.Option(1.0, help="weight of feature distillation (every block, every real token)"),
     beta: float = typer.Option(0.0, help="weight of logit distillation"),
-    task_weight: float = typer.Option(1.0, "--task-weight", help="weight of the task loss (labelled data, model with a head)"),
+    task_weight: float = typer.Option(1.0, "--task-weight", help="weight of the task loss (labelled data whose classes are the head's: as many, and the same names where the model names them)"),
     gamma: float = typer.Option(0.0, help="weight of weight-perturbation regularization"),
     epsilon: float = typer.Option(1e-3, help="target of max|BA - W| for the regularization"),
     grad_accum: int = typer.Option(1, "--grad-accum", help="micro-batches per step"),
@@ -411,10 +412,21 @@ def _one_line(e: BaseException) -> str:
     return " ".join(text.split("\n")[0].split())
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 - warnings' signature
+    """pela's own warnings as one ``warning: …`` line; anyone else's as Python shows them."""
+    if f"{os.sep}pela{os.sep}" in str(filename):
+        return f"warning: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
+_python_format_warning = warnings.formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app and turns user mistakes into ``error: …`` and exit code 2."""
     args = (sys.argv[1:] if argv is None else argv) or ["--help"]
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # pela reports what matters itself
+    warnings.formatwarning = _format_warning
     keep_freed_memory()  # CPU activations reused, not page-faulted in again each pass (see pela.allocator)
     try:
         from transformers.utils import logging as hf_logging

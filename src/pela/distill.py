@@ -11,6 +11,7 @@ Hugging Face Accelerate (``accelerate launch -m pela distill …``); ``--batch-s
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -148,7 +149,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
         progress: show a rich progress bar.
         run_info: extra facts identifying the run (data path, model sources) for resume checks.
     """
-    from .data import Collator
+    from .data import Collator, dataset_classes
 
     config = config or DistillConfig()
     pairs = check_pair(student, teacher)
@@ -161,6 +162,8 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     teacher_w = [(layer, w.to(accelerator.device)) for layer, w in pairs]
     t_capture, s_capture = BlockCapture(teacher, blocks), BlockCapture(student, blocks)
 
+    task_fits: dict[str, bool] = {}  # decided at the first labelled batch, when the head's width is known
+
     def step_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[Any, dict[str, torch.Tensor]]:
         labels = batch.pop("labels", None)
         with torch.no_grad():
@@ -168,7 +171,12 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
         t_feats = t_capture.take()
         s_raw = arch.forward(model, batch)
         s_feats = s_capture.take()
-        terms = _loss_terms(config, s_feats, t_feats, arch.main_output(s_raw), t_out, labels, teacher_w, batch.get("attention_mask"))
+        s_out = arch.main_output(s_raw)
+        if labels is not None and config.task > 0 and s_out.dim() == 2:
+            if "fits" not in task_fits:
+                task_fits["fits"] = _labels_fit_head(student, dataset_classes(data), s_out.shape[-1], labels)
+            labels = labels if task_fits["fits"] else None
+        terms = _loss_terms(config, s_feats, t_feats, s_out, t_out, labels, teacher_w, batch.get("attention_mask"))
         return s_raw, terms
 
     weights = {"feature": config.alpha, "logit": config.beta, "task": config.task, "weight_reg": config.gamma}
@@ -182,6 +190,28 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     finally:
         t_capture.remove()
         s_capture.remove()
+
+
+def _labels_fit_head(model: nn.Module, classes: list[str] | None, outputs: int, labels: torch.Tensor) -> bool:
+    """Whether the data's labels index the model's own head, so the task loss can use them.
+
+    The data's classes must be as many as the head's outputs and, where the model names its classes,
+    the same names (class folders 0, 1, ... count as indices). Otherwise the labels mean something
+    else (a cats-and-dogs folder against an ImageNet head): distillation goes on without the task loss.
+    """
+    why = None
+    if classes is not None and len(classes) != outputs:
+        why = f"the data has {len(classes)} classes and the model's head {outputs} outputs"
+    elif classes is None and int(labels.max()) >= outputs:
+        why = f"the data has label {int(labels.max())} and the model's head {outputs} outputs"
+    elif classes is not None and classes != [str(i) for i in range(outputs)]:
+        names = arch.class_names(model)
+        if names is not None and names != list(classes):
+            why = f"the data's classes ({', '.join(classes[:3])}, ...) are not the head's ({', '.join(names[:3])}, ...)"
+    if why:
+        warnings.warn(f"distilling without the task loss: {why}; fine-tune for the data's classes afterwards (pela finetune)",
+                      stacklevel=2)
+    return why is None
 
 
 def _loss_terms(config: DistillConfig, s_feats: list[torch.Tensor], t_feats: list[torch.Tensor], s_out: torch.Tensor,
