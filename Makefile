@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile tools/install_torchvision_shim.py tools/torchv
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) $(TORCH)
 	$(PIP) --no-deps $(TORCHVISION)
-	$(PIP) -e '.[test,demo]'
+	$(PIP) -e '.[test,demo,data]'
 	$(PY) tools/install_torchvision_shim.py
 	@# real data for the demo and benchmarks (Debian): WordNet glosses
 	test -f /usr/share/wordnet/data.noun || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wordnet-base; }

@@ -225,3 +225,59 @@ def test_folder_of_split_folders(tmp_path):
     (tmp_path / "val").rename(tmp_path / "training")
     with pytest.raises(PelaError, match="no test split"):
         load_dataset(tmp_path, split="test")
+
+
+def _png(color):
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (12, 12), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _write_parquet(path, columns, class_names=None):
+    """A Parquet file as the Hugging Face hub serves datasets: ClassLabel names in the schema metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(columns)
+    if class_names:
+        meta = {"info": {"features": {"label": {"names": class_names, "_type": "ClassLabel"}}}}
+        table = table.replace_schema_metadata({"huggingface": json.dumps(meta)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+
+
+def test_parquet_dataset_repository(tmp_path):
+    """A snapshot of a hub dataset: data/<split>-*.parquet, images as bytes, integer labels with names."""
+    images = [{"bytes": _png(c), "path": None} for c in ("red", "green", "blue")]
+    _write_parquet(tmp_path / "data" / "train-00000-of-00001.parquet", {"img": images, "label": [2, 0, 1]},
+                   ["plane", "car", "bird"])
+    _write_parquet(tmp_path / "data" / "test-00000-of-00001.parquet", {"img": images[:2], "label": [1, 1]},
+                   ["plane", "car", "bird"])
+    train = load_dataset(tmp_path)
+    assert train.classes == ["plane", "car", "bird"]  # the dataset's order, so label 2 stays "bird"
+    assert len(train) == 3 and train[0]["label"] == 2 and train[0]["image"].getpixel((0, 0)) == (255, 0, 0)
+    test = load_dataset(tmp_path, split="test", classes=train.classes)
+    assert len(test) == 2 and test[0]["label"] == 1
+    batch = Collator(timm_vit())([train[0], train[1]])
+    assert batch["pixel_values"].shape == (2, 3, 32, 32) and batch["labels"].tolist() == [2, 0]
+
+
+def test_parquet_text_and_unlabelled_test_split(tmp_path):
+    # GLUE on the hub: sentence pairs; its test split's labels are -1, that is, none
+    cols = {"sentence1": ["a b", "c"], "sentence2": ["d", "e f"], "label": [1, 0]}
+    _write_parquet(tmp_path / "train.parquet", cols, ["not_equivalent", "equivalent"])
+    ds = load_dataset(tmp_path / "train.parquet", text_field="sentence1,sentence2")
+    assert ds.classes == ["not_equivalent", "equivalent"] and ds[0] == {"text": "a b", "text_pair": "d", "label": 1}
+    _write_parquet(tmp_path / "glue" / "test-0.parquet", {**cols, "label": [-1, -1]}, ["not_equivalent", "equivalent"])
+    _write_parquet(tmp_path / "glue" / "validation-0.parquet", cols, ["not_equivalent", "equivalent"])
+    assert load_dataset(tmp_path / "glue", split="test", text_field="sentence1,sentence2")[1]["label"] == 0  # validation
+    (tmp_path / "glue" / "validation-0.parquet").unlink()
+    unlabelled = load_dataset(tmp_path / "glue", split="test", text_field="sentence1,sentence2")
+    assert unlabelled.classes is None and "label" not in unlabelled[0]
+    with pytest.raises(PelaError, match="no train split"):
+        load_dataset(tmp_path / "glue")
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(PelaError, match="not a readable Parquet file"):
+        load_dataset(tmp_path / "broken.parquet")

@@ -90,6 +90,7 @@ def test_hf_classifier_with_other_labels_gets_a_new_last_layer(tmp_path):
     tuned, _ = pela.finetune(model, Labelled(), FinetuneConfig(steps=2, batch_size=16), collate_fn=stack)
     assert type(tuned).__name__ == "RobertaForSequenceClassification"  # not wrapped: its own head, resized
     assert tuned.classifier.out_proj.out_features == 3 and tuned.config.num_labels == 3
+    assert tuned.config.id2label == {0: "a", 1: "b", 2: "c"}  # transformers users see the classes too
     assert tuned.classifier.dense.weight.shape == dense.shape
     _round_trip(tuned, tmp_path, Labelled())
 
@@ -221,3 +222,37 @@ def test_errors():
         FinetuneConfig(lora=0)
     with pytest.raises(PelaError, match="fine-tune it first"):
         pela.evaluate(hf_bert(), Labelled(), collate_fn=stack)
+
+
+class ByFirstToken(torch.nn.Module):
+    """A perfect classifier of `Labelled` that numbers its classes its own way (``pela_classes``)."""
+
+    def __init__(self, names):
+        super().__init__()
+        self.pela_classes = names
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask):
+        data_class = [Labelled.classes[int(t) - 1] for t in input_ids[:, 0]]
+        own = torch.tensor([self.pela_classes.index(c) if c in self.pela_classes else Labelled.classes.index(c) for c in data_class])
+        return torch.nn.functional.one_hot(own, len(self.pela_classes)).float() * 10 + self.w
+
+
+def test_labels_follow_the_models_own_order_of_classes():
+    """A model that orders the data's class names differently is scored by name, not by index."""
+    for names in (["c", "a", "b"], ["c", "x", "a", "b"]):  # the same classes; or more, the data having some of them
+        assert pela.evaluate(ByFirstToken(names), Labelled(), collate_fn=stack)["accuracy"] == 1.0
+    # class names the model does not share: indices are all there is to go by, and they are kept
+    assert pela.evaluate(ByFirstToken(["0", "1", "2"]), Labelled(), collate_fn=stack)["accuracy"] == 1.0
+
+
+def test_hf_classifier_keeps_its_head_rows_for_the_same_classes_in_another_order():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                     intermediate_size=64, num_labels=3, id2label={0: "b", 1: "c", 2: "a"}))
+    assert pela.arch.class_names(model) == ["b", "c", "a"]
+    tuned, _ = pela.finetune(model, Labelled(), FinetuneConfig(epochs=8, batch_size=16, lr=2e-3), collate_fn=stack)
+    assert tuned.pela_classes == ["b", "c", "a"] and tuned.config.id2label == {0: "b", 1: "c", 2: "a"}
+    assert pela.evaluate(tuned, Labelled(), collate_fn=stack)["accuracy"] >= 0.9

@@ -366,7 +366,7 @@ def eval_(
     data: Path = typer.Option(..., "--data", help="labelled data"),
     batch_size: int = typer.Option(64, "--batch-size"),
     max_length: Optional[int] = typer.Option(None, "--max-length"),
-    split: str = typer.Option("test", help="split to read from Fashion-MNIST idx files or from a folder of split folders (train, or test: test/val/validation)"),
+    split: str = typer.Option("test", help="split to read from Fashion-MNIST idx files, a folder of split folders or a Parquet dataset (train; or test, which reads validation, val, ... or else test)"),
     text_field: str = typer.Option("text", "--text-field", help=TEXT_FIELD_HELP),
     label_field: str = typer.Option("label", "--label-field", help=LABEL_FIELD_HELP),
     workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),

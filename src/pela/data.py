@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import os
 import re
@@ -59,15 +60,22 @@ class TextLines(Dataset):
             return {"text": f.readline().decode("utf-8", errors="replace").strip()}
 
 
-# a record names its image file in one of these fields (Hugging Face's imagefolder metadata says file_name)
-IMAGE_FIELDS = ("image", "file_name", "image_path", "filepath", "path")
+# a record holds its image in one of these fields: a file path (Hugging Face's imagefolder metadata
+# says file_name), or, in Parquet, the encoded image itself ({"bytes": ..., "path": ...}; CIFAR's is img)
+IMAGE_FIELDS = ("image", "img", "file_name", "image_path", "filepath", "path")
 
 
-def _open_image(path: Path) -> Any:
+def _is_image(value: Any) -> bool:
+    if isinstance(value, dict):
+        return isinstance(value.get("bytes"), (bytes, bytearray)) or _is_image(value.get("path"))
+    return isinstance(value, str) and Path(value).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _open_image(path: Path, data: bytes | None = None) -> Any:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError) as e:
         raise PelaError(f"cannot read image {path}: {e}") from None
@@ -97,7 +105,11 @@ class Records(Dataset):
         row = self.rows[i]
         item: dict[str, Any] = {}
         if self.image_field is not None:
-            item["image"] = _open_image(self.root / str(row[self.image_field]))
+            image = row[self.image_field]
+            if isinstance(image, dict):  # Parquet: the encoded image, else its path
+                item["image"] = _open_image(self.root / str(image.get("path") or f"record {i}"), image.get("bytes"))
+            else:
+                item["image"] = _open_image(self.root / image)
         if self.text_fields:
             item["text"] = str(row[self.text_fields[0]])
         if len(self.text_fields) == 2:
@@ -143,8 +155,65 @@ def _read_rows(path: Path) -> list[Any]:
         raise PelaError(f"{path} is not UTF-8 text") from None
 
 
-def _read_records(path: Path, text_field: str, label_field: str, classes: list[str] | None = None) -> Records:
-    rows = _read_rows(path)
+def _class_label_names(metadata: dict[bytes, bytes] | None) -> dict[str, list[str]]:
+    """Class names per column, from the Hugging Face datasets description a Parquet file carries."""
+    try:
+        features = json.loads(metadata[b"huggingface"])["info"]["features"]
+        return {k: [str(n) for n in v["names"]] for k, v in features.items()
+                if isinstance(v, dict) and v.get("_type") == "ClassLabel" and v.get("names")}
+    except (TypeError, KeyError, ValueError):
+        return {}
+
+
+def _read_parquet(files: list[Path]) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """The rows of Parquet files (one split of a Hugging Face dataset, say) and their class names."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise PelaError("reading Parquet needs pyarrow: pip install 'pela[data]' (or pip install pyarrow)") from None
+    rows: list[dict[str, Any]] = []
+    names: dict[str, list[str]] = {}
+    for f in files:
+        try:
+            table = pq.read_table(f)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for a broken file
+            raise PelaError(f"{f} is not a readable Parquet file: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        rows.extend(table.to_pylist())
+        names = names or _class_label_names(table.schema.metadata)
+    return rows, names
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    """A Parquet file, or those of a dataset repository: at most three levels down (default/train/0000.parquet)."""
+    if not path.is_dir():
+        return [path] if path.suffix == ".parquet" else []
+    return sorted(f for depth in ("", "*/", "*/*/") for f in path.glob(depth + "*.parquet"))
+
+
+def _parquet_split(root: Path, files: list[Path], split: str) -> list[Path]:
+    """The files of one split: train-00000-of-00001.parquet, validation-*.parquet, train/0000.parquet, ..."""
+    known = {name for names in SPLIT_FOLDERS.values() for name in names}
+
+    def split_of(f: Path) -> str | None:
+        head = re.split(r"[-_.]", f.name, maxsplit=1)[0].lower()
+        return head if head in known else (f.parent.name.lower() if f.parent.name.lower() in known else None)
+
+    tagged = {f: split_of(f) for f in files}
+    if not any(tagged.values()):
+        return files  # one split only
+    for name in SPLIT_FOLDERS.get(split, (split,)):
+        chosen = [f for f, s in tagged.items() if s == name]
+        if chosen:
+            return chosen
+    raise PelaError(f"{root} holds the Parquet splits {', '.join(sorted({s for s in tagged.values() if s}))} but no {split} split "
+                    f"({' or '.join(SPLIT_FOLDERS.get(split, (split,)))})")
+
+
+def _read_records(path: Path, text_field: str, label_field: str, classes: list[str] | None = None,
+                  rows: list[Any] | None = None, label_names: list[str] | None = None) -> Records:
+    """Records of ``path`` (or the given ``rows``); ``label_names``: the dataset's own names for
+    integer labels, in index order (Hugging Face's ClassLabel), where -1 means unlabelled."""
+    rows = _read_rows(path) if rows is None else rows
     if not rows:
         raise PelaError(f"dataset {path} is empty")
     for n, row in enumerate(rows, 1):
@@ -154,8 +223,7 @@ def _read_records(path: Path, text_field: str, label_field: str, classes: list[s
     if not 1 <= len(text_fields) <= 2:
         raise PelaError(f"--text-field names one field, or two separated by a comma for sentence pairs; got {text_field!r}")
     # a field is an image path only if it names an image file: a "path" column of a text corpus is not
-    image_field = next((f for f in IMAGE_FIELDS if isinstance(rows[0].get(f), str)
-                        and Path(rows[0][f]).suffix.lower() in IMAGE_SUFFIXES), None)
+    image_field = next((f for f in IMAGE_FIELDS if _is_image(rows[0].get(f))), None)
     if image_field is not None and not all(f in rows[0] for f in text_fields):
         text_fields = ()  # images with labels, no caption
     for n, row in enumerate(rows, 1):
@@ -165,11 +233,14 @@ def _read_records(path: Path, text_field: str, label_field: str, classes: list[s
         for field in text_fields if image_field else ():
             if field not in row:
                 raise PelaError(f"{path}: record {n} has no {field!r} field while others do")
+    if label_names:  # integer labels with names: the names are the classes, in the dataset's own order
+        rows = [{**r, label_field: label_names[r[label_field]]} if isinstance(r.get(label_field), int) and 0 <= r[label_field] < len(label_names)
+                else {**r, label_field: None} if r.get(label_field) == -1 else r for r in rows]
     has_labels = [label_field in r and r[label_field] not in (None, "") for r in rows]
     if any(has_labels) and not all(has_labels):
         missing = has_labels.index(False) + 1
         raise PelaError(f"{path}: record {missing} has no {label_field!r} while others do")
-    labels = _sorted_labels({str(r[label_field]) for r in rows}) if all(has_labels) else None
+    labels = (list(label_names) if label_names else _sorted_labels({str(r[label_field]) for r in rows})) if all(has_labels) else None
     fractional = next((x for x in labels or () if re.fullmatch(r"-?\d*\.\d+(e-?\d+)?", x) and float(x) != int(float(x))), None)
     if fractional is not None:  # STS-B's similarity scores, say: each distinct value would become a class
         raise PelaError(f"{path}: label {fractional!r} is a fractional number; pela fine-tunes classifiers, "
@@ -256,7 +327,7 @@ def _find_idx(root: Path, split: str) -> tuple[Path, Path | None] | None:
 
 
 # folder names that mean a split, not a class: ImageNet-style data is root/train/<class>/..., root/val/<class>/...
-SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("test", "val", "validation", "valid", "dev", "eval")}
+SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("validation", "val", "valid", "dev", "test", "eval")}
 
 
 def _split_folder(root: Path, split: str) -> Path | None:
@@ -277,13 +348,16 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
     """Open a dataset by path; raises `PelaError` if it is missing, unreadable or empty.
 
     * ``*.txt``: one text per line (unlabelled).
-    * ``*.jsonl`` / ``*.json`` / ``*.csv`` / ``*.tsv``: records with ``text_field`` (``"a,b"``: a sentence
-      pair) and optionally ``label_field`` (classes in sorted order, integers by value); records
-      that name an image file (a field in `IMAGE_FIELDS`) are images, with their caption if they
-      have ``text_field``.
+    * ``*.jsonl`` / ``*.json`` / ``*.csv`` / ``*.tsv`` / ``*.parquet``: records with ``text_field``
+      (``"a,b"``: a sentence pair) and optionally ``label_field`` (classes in sorted order, integers
+      by value, or as a Parquet file's Hugging Face ClassLabel names them); records that hold an image
+      (a field in `IMAGE_FIELDS`: a path, or Parquet's encoded bytes) are images, with their caption
+      if they have ``text_field``.
+    * a directory of Parquet files (a Hugging Face dataset repository): ``split`` picks the files.
     * a directory of ``*-images-idx3-ubyte[.gz]`` files (Fashion-MNIST): ``split`` picks train/t10k.
     * any other directory: an image folder (class sub-folders, or flat and unlabelled); a folder
-      whose sub-folders are splits (train, val, test, ...) is read at ``split`` (test: val, ...).
+      whose sub-folders are splits (train, val, test, ...) is read at ``split`` (test: validation,
+      val, ... or test).
 
     ``classes`` fixes the label → index mapping (the one a model was fine-tuned with), so an
     evaluation set that lacks some classes still lines up; otherwise classes are sorted names.
@@ -293,16 +367,21 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
         raise PelaError(f"dataset {p} does not exist")
     if not os.access(p, os.R_OK):
         raise PelaError(f"dataset {p} is not readable (permission denied)")
-    if p.is_dir():
+    parquet = _parquet_files(p)
+    if parquet:  # a Parquet file, or a dataset repository's files (data/train-00000-of-00001.parquet, ...)
+        files = _parquet_split(p, parquet, split) if p.is_dir() else parquet
+        rows, names = _read_parquet(files)
+        ds: Dataset = _read_records(files[0], text_field, label_field, classes, rows=rows, label_names=names.get(label_field))
+    elif p.is_dir():
         idx = _find_idx(p, split)
-        ds: Dataset = IdxImages(*idx, classes=classes) if idx else ImageFolder(_split_folder(p, split) or p, classes)
+        ds = IdxImages(*idx, classes=classes) if idx else ImageFolder(_split_folder(p, split) or p, classes)
     elif p.suffix in (".jsonl", ".json", ".csv", ".tsv"):
         ds = _read_records(p, text_field, label_field, classes)
     elif p.suffix.lower() in TEXT_SUFFIXES:
         ds = TextLines(p)
     else:
         raise PelaError(f"cannot read dataset {p}: {p.suffix!r} is not a known format (text: {', '.join(s or 'no suffix' for s in TEXT_SUFFIXES)}; "
-                        "records: .jsonl, .json, .csv, .tsv; images: a folder; Fashion-MNIST: a folder of idx files)")
+                        "records: .jsonl, .json, .csv, .tsv, .parquet; images: a folder; Fashion-MNIST: a folder of idx files)")
     if len(ds) == 0:
         raise PelaError(f"dataset {p} is empty")
     return ds
@@ -310,6 +389,46 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
 
 def dataset_classes(ds: Dataset) -> list[str] | None:
     return getattr(ds, "classes", None)
+
+
+class _Relabelled(Dataset):
+    """A labelled dataset with its labels renumbered to another order of classes (a model's own)."""
+
+    def __init__(self, data: Dataset, index: list[int], classes: list[str]):
+        self.data, self.index, self.classes = data, index, classes
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def lengths(self) -> list[int] | None:
+        return getattr(self.data, "lengths", None)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.data[i]
+        for key in ("label", "labels"):  # pela's datasets say label; a collated one may say labels
+            if key in item:
+                value = item[key]
+                new = self.index[int(value)]
+                return {**item, key: torch.tensor(new) if torch.is_tensor(value) else new}
+        return item
+
+
+def align_classes(data: Dataset, names: list[str] | None, *, subset: bool = False) -> Dataset:
+    """``data`` labelled in the order of ``names`` (the classes a model names, `pela.arch.class_names`)
+    when it has exactly those classes, or with ``subset`` some of them; otherwise ``data`` as it is.
+
+    A dataset numbers its classes in sorted order; a model fine-tuned elsewhere may order the same
+    names differently (``id2label = {0: "positive", 1: "negative"}``), and comparing indices would
+    then score a perfect classifier at 0%.
+    """
+    classes = dataset_classes(data)
+    if not classes or not names or list(classes) == list(names) or len(set(names)) != len(names):
+        return data
+    if not (set(classes) == set(names) or (subset and set(classes) <= set(names))):
+        return data
+    position = {c: i for i, c in enumerate(names)}
+    return _Relabelled(data, [position[c] for c in classes], list(names))
 
 
 def _timm_data_config(model: nn.Module) -> dict[str, Any] | None:

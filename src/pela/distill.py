@@ -149,10 +149,11 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
         progress: show a rich progress bar.
         run_info: extra facts identifying the run (data path, model sources) for resume checks.
     """
-    from .data import Collator, dataset_classes
+    from .data import Collator, align_classes, dataset_classes
 
     config = config or DistillConfig()
     pairs = check_pair(student, teacher)
+    data = align_classes(data, arch.class_names(student), subset=True)  # labels as the head numbers its classes
     blocks = arch.find_blocks(student, config.blocks)
     if config.alpha > 0 and not blocks:
         raise PelaError(f"found no Transformer blocks in {type(student).__name__}; name them with --blocks REGEX (DistillConfig(blocks=...)), or distill logits only (--alpha 0 --beta 1)")

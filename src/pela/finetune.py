@@ -79,9 +79,10 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
     The returned model has its head (and, with ``config.lora``, the LoRA adapters merged back into
     the weights, so it has exactly the parameters of the input model plus the head).
     """
-    from .data import Collator, dataset_classes
+    from .data import Collator, align_classes, dataset_classes
 
     config = config or FinetuneConfig()
+    data = align_classes(data, arch.class_names(model))  # a head kept for the same classes keeps its rows' meaning
     classes = dataset_classes(data)
     if num_classes is None:
         if classes is None:
@@ -109,6 +110,10 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
     if config.lora:
         model = trained.merge_and_unload()
     model.pela_classes = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
+    cfg = getattr(model, "config", None)
+    if getattr(cfg, "num_labels", None) == num_classes:  # a Hugging Face head: its config names the classes too
+        cfg.id2label = dict(enumerate(model.pela_classes))
+        cfg.label2id = {c: i for i, c in cfg.id2label.items()}
     return model.eval(), result
 
 
@@ -121,10 +126,11 @@ def evaluate(model: nn.Module, data: Dataset, *, collate_fn: Callable | None = N
     bar over the batches on stderr, redrawn only when a batch is done so that it does not slow the
     items/s figure.
     """
-    from .data import Collator
+    from .data import Collator, align_classes
 
     if batch_size < 1:
         raise PelaError(f"batch size must be >= 1, got {batch_size}")
+    data = align_classes(data, arch.class_names(model), subset=True)  # label i is the model's output i
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.eval().to(dev)
     loader = make_loader(data, collate_fn or Collator(model), workers, batch_size=batch_size)
