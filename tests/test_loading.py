@@ -126,3 +126,16 @@ def test_half_precision_weights_load_in_float32(hf_bert_dir):
     for random_init in (False, True):
         model = pela.load_model(str(hf_bert_dir), random_init=random_init)
         assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_sentence_transformers_directory_with_its_transformer_in_a_subfolder(hf_bert_dir, tmp_path):
+    import shutil
+
+    root = tmp_path / "st"
+    shutil.copytree(hf_bert_dir, root / "0_Transformer")
+    (root / "1_Pooling").mkdir()
+    (root / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    model = pela.load_model(str(root))
+    assert type(model).__name__ == "BertModel" and model.pela_files == str((root / "0_Transformer").resolve())

@@ -17,6 +17,7 @@ The core (`pela.factorize`) calls only these functions and has no per-architectu
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from typing import Any, Callable, Collection
@@ -145,6 +146,12 @@ def _positive(value: Any) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
+@functools.lru_cache(maxsize=None)
+def _takes_decoder_inputs(cls: type) -> bool:
+    """Whether ``cls.forward`` takes ``decoder_input_ids`` (asked once per class, not every batch)."""
+    return "decoder_input_ids" in inspect.signature(cls.forward).parameters
+
+
 def with_decoder_inputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``inputs`` plus decoder inputs for a Hugging Face encoder-decoder model that needs them.
 
@@ -156,7 +163,7 @@ def with_decoder_inputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> di
     ids = inputs.get("input_ids")
     if not getattr(cfg, "is_encoder_decoder", False) or ids is None or ids.dim() != 2 or any(k.startswith("decoder_") for k in inputs):
         return inputs
-    if "decoder_input_ids" not in inspect.signature(model.forward).parameters:
+    if not _takes_decoder_inputs(type(model)):
         return inputs
     generation = getattr(model, "generation_config", None)
     candidates = (getattr(cfg, "decoder_start_token_id", None), getattr(generation, "decoder_start_token_id", None),

@@ -168,6 +168,20 @@ def _load_timm(name: str, checkpoint: str | None, random_init: bool, kwargs: dic
     return model.eval()
 
 
+def _sentence_transformer_dir(path: Path) -> Path | None:
+    """The Hugging Face model directory of a sentence-transformers model (modules.json names it), if any."""
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for module in modules if isinstance(modules, list) else []:
+        if isinstance(module, dict) and str(module.get("type", "")).endswith(".Transformer"):
+            inner = (path / str(module.get("path", ""))).resolve()
+            if inner.is_relative_to(path.resolve()) and (inner / "config.json").is_file():
+                return inner
+    return None
+
+
 def _hf_snapshot(repo_id: str, random_init: bool) -> Path:
     from huggingface_hub import snapshot_download
 
@@ -220,6 +234,9 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
             return _timm_from_dir(path, random_init, kwargs, allow_pickle)
         if (path / "config.json").is_file():
             return _hf_from_dir(path, random_init, allow_pickle)
+        inner = _sentence_transformer_dir(path)
+        if inner is not None:  # an older sentence-transformers layout: the Transformer in 0_Transformer/
+            return _hf_from_dir(inner, random_init, allow_pickle)
         raise PelaError(f"{path} holds neither a pela model (pela.json) nor a Hugging Face or timm model (config.json)")
     if path.exists():
         raise PelaError(f"{source} is a file, not a model directory; {SOURCE_HELP}")
