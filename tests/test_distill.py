@@ -131,12 +131,20 @@ def test_task_loss_only_when_the_labels_index_the_models_head(classes, fits):
     assert ("task" in result.history[-1]) == fits
 
 
-def test_task_loss_skipped_when_the_model_names_other_classes():
+@pytest.mark.parametrize("names, fits", [
+    (["a", "b", "c", "d", "q"], False),  # some of the same names: another label set
+    (["v", "w", "x", "y", "z"], True),  # no name in common (synset folders, readable names): indices are trusted
+])
+def test_task_loss_and_the_classes_the_model_names(names, fits):
     student, teacher = pair(timm_vit)
-    student.pela_classes = ["v", "w", "x", "y", "z"]  # a model pela fine-tuned on other classes
-    with pytest.warns(UserWarning, match=r"classes \(a, b, c, ...\) are not the head's \(v, w, x, ...\)"):
-        result = pela.distill(student, teacher, NamedImages("abcde"), DistillConfig(steps=1, batch_size=8, log_every=1), collate_fn=stack)
-    assert "task" not in result.history[-1]
+    student.pela_classes = names  # a model pela fine-tuned on these classes
+    config = DistillConfig(steps=1, batch_size=8, log_every=1)
+    if fits:
+        result = pela.distill(student, teacher, NamedImages("abcde"), config, collate_fn=stack)
+    else:
+        with pytest.warns(UserWarning, match="the data's classes are not the head's \\('e' is not among them\\)"):
+            result = pela.distill(student, teacher, NamedImages("abcde"), config, collate_fn=stack)
+    assert ("task" in result.history[-1]) == fits
 
 
 @pytest.mark.parametrize("make", [timm_swin, ARCHITECTURES["hf_clip"]])

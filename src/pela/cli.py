@@ -174,7 +174,7 @@ def distill(
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUT"),
     alpha: float = typer.Option(1.0, help="weight of feature distillation (every block, every real token)"),
     beta: float = typer.Option(0.0, help="weight of logit distillation"),
-    task_weight: float = typer.Option(1.0, "--task-weight", help="weight of the task loss (labelled data whose classes are the head's: as many, and the same names where the model names them)"),
+    task_weight: float = typer.Option(1.0, "--task-weight", help="weight of the task loss (labelled data with as many classes as the head, and not another set of names than the model's)"),
     gamma: float = typer.Option(0.0, help="weight of weight-perturbation regularization"),
     epsilon: float = typer.Option(1e-3, help="target of max|BA - W| for the regularization"),
     grad_accum: int = typer.Option(1, "--grad-accum", help="micro-batches per step"),

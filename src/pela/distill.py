@@ -196,19 +196,24 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
 def _labels_fit_head(model: nn.Module, classes: list[str] | None, outputs: int, labels: torch.Tensor) -> bool:
     """Whether the data's labels index the model's own head, so the task loss can use them.
 
-    The data's classes must be as many as the head's outputs and, where the model names its classes,
-    the same names (class folders 0, 1, ... count as indices). Otherwise the labels mean something
-    else (a cats-and-dogs folder against an ImageNet head): distillation goes on without the task loss.
+    The data must have as many classes as the head has outputs, and, where the model names its
+    classes, must not share only some of those names: then the two are different label sets (a
+    cats-and-dogs folder against an ImageNet head), and distillation goes on without the task loss.
+    Names that share nothing (ImageNet's folder names against a config's readable names) say
+    nothing, and the labels are taken as indices. The same names in another order were already
+    renumbered (`pela.data.align_classes`).
     """
     why = None
     if classes is not None and len(classes) != outputs:
         why = f"the data has {len(classes)} classes and the model's head {outputs} outputs"
     elif classes is None and int(labels.max()) >= outputs:
         why = f"the data has label {int(labels.max())} and the model's head {outputs} outputs"
-    elif classes is not None and classes != [str(i) for i in range(outputs)]:
+    elif classes is not None:
         names = arch.class_names(model)
-        if names is not None and names != list(classes):
-            why = f"the data's classes ({', '.join(classes[:3])}, ...) are not the head's ({', '.join(names[:3])}, ...)"
+        shared = set(names or ()) & set(classes)
+        if names is not None and shared and shared != set(classes):
+            other = sorted(set(classes) - shared)
+            why = f"the data's classes are not the head's ({other[0]!r} is not among them)"
     if why:
         warnings.warn(f"distilling without the task loss: {why}; fine-tune for the data's classes afterwards (pela finetune)",
                       stacklevel=2)

@@ -67,6 +67,9 @@ def w(tmp_path_factory):
     assert main(["finetune", str(root / "student"), "--data", str(root / "labeled.jsonl"), "--out", str(root / "tuned"), "--steps", "1",
                  "--batch-size", "4", "--json"]) == 0
     (root / "new_labels.jsonl").write_text("".join(json.dumps({"text": f"w{i}", "label": "zebra" if i else "a"}) + "\n" for i in range(4)))
+    (root / "scores.tsv").write_text("text\tlabel\nw1 w2\t3.8\nw3\t0.5\n")  # STS-B: similarity scores, not classes
+    (root / "splits" / "train" / "cat").mkdir(parents=True)  # a train split and no other
+    (root / "broken.parquet").write_bytes(b"PAR1" + bytes(16))
     return root
 
 
@@ -107,6 +110,10 @@ CASES = [
     ("unlabeled data to fine-tune", F + " --data {text}", "labelled data"),
     ("labels the model was not trained on", "eval {root}/tuned --data {root}/new_labels.jsonl", "'zebra' is not one of the 2 classes"),
     ("corrupt image", "finetune {vit} --data {root}/images --steps 1 --batch-size 2", "broken.png"),
+    ("regression scores as labels", F + " --data {root}/scores.tsv", "'0.5' is a fractional number"),
+    ("no evaluation split", "eval {root}/tuned --data {root}/splits", "no test split"),
+    ("corrupt Parquet file", D.replace("{text}", "{root}/broken.parquet"), "not a readable Parquet file"),
+    ("three text fields", F + " --data {root}/labeled.jsonl --text-field text,label,text", "one field, or two"),
     ("max length beyond the model", D + " --max-length 1000", "at most 64 positions"),
     # training settings
     ("batch size 0", D.replace("--batch-size 8", "--batch-size 0"), "batch_size must be"),

@@ -89,3 +89,16 @@ def test_metadata_is_data_not_code(tmp_path, capsys):
     with pytest.raises(PelaError, match="no model named"):
         pela.load(path)
     assert not (tmp_path / "PWNED").exists() and not os.path.exists("PWNED")
+
+
+def test_malicious_timm_directory_weights_never_run(tmp_path, capsys):
+    """A timm-format directory (config.json + pytorch_model.bin) with a planted pickle: refused, never run."""
+    import timm
+
+    marker = tmp_path / "PWNED"
+    timm.models.save_for_hf(timm.create_model("vit_tiny_patch16_224", pretrained=False, **TIMM_VIT), str(tmp_path / "t"))
+    plant(tmp_path / "t" / "pytorch_model.bin", marker)
+    for extra in ([], ["--allow-pickle"]):
+        code, err = run(capsys, "compress", tmp_path / "t", "--out", tmp_path / "o", *extra)
+        assert code == 2 and err.strip().startswith("error: ") and not marker.exists(), err
+    assert "loaded only with --allow-pickle" in run(capsys, "compress", tmp_path / "t", "--out", tmp_path / "o")[1]
