@@ -256,3 +256,15 @@ def test_hf_classifier_keeps_its_head_rows_for_the_same_classes_in_another_order
     tuned, _ = pela.finetune(model, Labelled(), FinetuneConfig(epochs=8, batch_size=16, lr=2e-3), collate_fn=stack)
     assert tuned.pela_classes == ["b", "c", "a"] and tuned.config.id2label == {0: "b", 1: "c", 2: "a"}
     assert pela.evaluate(tuned, Labelled(), collate_fn=stack)["accuracy"] >= 0.9
+
+
+def test_evaluating_a_head_of_another_size_warns():
+    from conftest import timm_vit
+
+    model = timm_vit()  # 5 outputs, no class names; the data has 4 classes
+    with pytest.warns(UserWarning, match="the data has 4 classes and the model 5 outputs: labels are read as output indices"):
+        pela.evaluate(model, Images(), collate_fn=stack)
+    model.reset_classifier(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pela.evaluate(model, Images(), collate_fn=stack)

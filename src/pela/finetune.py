@@ -8,6 +8,7 @@ shared loop `pela.train.fit` with cross-entropy. `evaluate` reports accuracy, lo
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -126,11 +127,12 @@ def evaluate(model: nn.Module, data: Dataset, *, collate_fn: Callable | None = N
     bar over the batches on stderr, redrawn only when a batch is done so that it does not slow the
     items/s figure.
     """
-    from .data import Collator, align_classes
+    from .data import Collator, align_classes, dataset_classes
 
     if batch_size < 1:
         raise PelaError(f"batch size must be >= 1, got {batch_size}")
     data = align_classes(data, arch.class_names(model), subset=True)  # label i is the model's output i
+    data_classes = dataset_classes(data)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.eval().to(dev)
     loader = make_loader(data, collate_fn or Collator(model), workers, batch_size=batch_size)
@@ -146,6 +148,9 @@ def evaluate(model: nn.Module, data: Dataset, *, collate_fn: Callable | None = N
             labels = labels.to(dev)
             if logits.dim() != 2 or logits.shape[1] <= int(labels.max()):
                 raise PelaError(f"model outputs {tuple(logits.shape)} but labels go up to {int(labels.max())}; fine-tune it first")
+            if n == 0 and data_classes is not None and len(data_classes) != logits.shape[1]:
+                warnings.warn(f"the data has {len(data_classes)} classes and the model {logits.shape[1]} outputs: labels are read as output "
+                              "indices, which is right only if the data numbers the model's classes (else fine-tune it first)", stacklevel=1)
             loss += float(F.cross_entropy(logits, labels, reduction="sum"))
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
             correct1 += float((top[:, 0] == labels).sum())
