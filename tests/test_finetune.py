@@ -257,6 +257,12 @@ def test_hf_classifier_keeps_its_head_rows_for_the_same_classes_in_another_order
     assert tuned.pela_classes == ["b", "c", "a"] and tuned.config.id2label == {0: "b", 1: "c", 2: "a"}
     assert pela.evaluate(tuned, Labelled(), collate_fn=stack)["accuracy"] >= 0.9
 
+    class Indexed(Labelled):  # labels 0, 1, 2 (a CSV of SST-2, say): read as the head's indices, its names kept
+        classes = ["0", "1", "2"]
+
+    tuned, _ = pela.finetune(tuned, Indexed(), FinetuneConfig(steps=1, batch_size=16), collate_fn=stack)
+    assert tuned.config.id2label == {0: "b", 1: "c", 2: "a"}
+
 
 def test_evaluating_a_head_of_another_size_warns():
     from conftest import timm_vit

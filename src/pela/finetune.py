@@ -112,7 +112,8 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
         model = trained.merge_and_unload()
     model.pela_classes = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
     cfg = getattr(model, "config", None)
-    if getattr(cfg, "num_labels", None) == num_classes:  # a Hugging Face head: its config names the classes too
+    indices = model.pela_classes == [str(i) for i in range(num_classes)]  # labels 0, 1, ...: names the config has stay
+    if getattr(cfg, "num_labels", None) == num_classes and not indices:  # a Hugging Face head: its config names the classes too
         cfg.id2label = dict(enumerate(model.pela_classes))
         cfg.label2id = {c: i for i, c in cfg.id2label.items()}
     return model.eval(), result
