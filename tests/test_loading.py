@@ -13,7 +13,8 @@ from conftest import TIMM_VIT
 @pytest.mark.parametrize("source, fragment", [
     ("nonexistent_thing", "unknown model source"),
     ("someorg/somemodel", "write hf:someorg/somemodel"),
-    ("hf:someorg/definitely-not-cached", "could not get hf:someorg/definitely-not-cached"),
+    ("hf:someorg/definitely-not-cached", "could not get someorg/definitely-not-cached from the Hugging Face hub"),
+    ("timm:hf-hub:someorg/not-cached", "could not get someorg/not-cached from the Hugging Face hub"),
     ("timm:not_a_model_at_all", "timm has no model named"),
     ("timm:vit_tiny_patch16_224", "pass --checkpoint"),  # offline: pretrained weights unreachable
     ("", "non-empty"),
@@ -112,10 +113,15 @@ def test_hub_id_of_a_timm_repository_is_built_by_timm(tmp_path, monkeypatch):
     import pela.loading
 
     ref, path = _timm_dir(tmp_path)
-    monkeypatch.setattr(pela.loading, "_hf_snapshot", lambda repo_id, random_init: path)
-    model = pela.load_model("hf:timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k")
-    assert type(model).__name__ == "VisionTransformer" and model.pela_source["kind"] == "timm"
-    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
+    asked = []
+    monkeypatch.setattr(pela.loading, "_hf_snapshot", lambda repo_id, random_init, allow_pickle=False: asked.append(repo_id) or path)
+    for source in ("hf:timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k", "timm:hf-hub:timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"):
+        model = pela.load_model(source)
+        assert type(model).__name__ == "VisionTransformer" and model.pela_source["kind"] == "timm"
+        assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
+    assert asked == ["timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"] * 2
+    with pytest.raises(PelaError, match="is not a timm model"):
+        pela.load_model(f"timm:local-dir:{tmp_path}")
 
 
 def test_half_precision_weights_load_in_float32(hf_bert_dir):

@@ -141,30 +141,33 @@ def _load_timm(name: str, checkpoint: str | None, random_init: bool, kwargs: dic
                pretrained_cfg: dict[str, Any] | None = None) -> nn.Module:
     import timm
 
-    if name.startswith("local-dir:"):
-        model = _timm_from_dir(Path(name[len("local-dir:"):]).expanduser(), random_init or bool(checkpoint), kwargs, allow_pickle)
+    if name.startswith(("local-dir:", "hf-hub:")):  # timm's own names for a directory or a hub repository of a timm model
+        kind, _, where = name.partition(":")
+        path = Path(where).expanduser() if kind == "local-dir" else _hf_snapshot(where, random_init or bool(checkpoint), allow_pickle)
+        if not _is_timm_dir(path):
+            raise PelaError(f"timm:{name} is not a timm model (its config.json names no timm architecture)")
+        model = _timm_from_dir(path, random_init or bool(checkpoint), kwargs, allow_pickle)
         if checkpoint:
             load_weights(model, checkpoint, allow_pickle=allow_pickle)
         return model
-    hub = name.startswith("hf-hub:")
-    if not hub and not timm.is_model(name.split(".", 1)[0]):
+    if not timm.is_model(name.split(".", 1)[0]):
         close = timm.list_models(f"*{name.split('.', 1)[0][:6]}*")[:5]
         hint = f"; similar: {', '.join(close)}" if close else ""
         raise PelaError(f"timm has no model named {name!r}{hint}")
     extra = {"pretrained_cfg": _known_cfg_fields(pretrained_cfg)} if pretrained_cfg else {}
-    try:
-        model = timm.create_model(name, pretrained=not (checkpoint or random_init), **extra, **kwargs)
-    except Exception as e:  # noqa: BLE001 - offline, no such repository, or weights timm cannot fetch
-        if not hub and (checkpoint or random_init):
-            raise
-        raise PelaError(
-            f"could not fetch {'the model' if hub else 'pretrained weights'} for timm:{name} ({type(e).__name__}; offline?): "
-            "pass --checkpoint FILE.safetensors, or --random-init for an untrained model"
-        ) from None
-    if checkpoint:
-        load_weights(model, checkpoint, allow_pickle=allow_pickle)
-    # a hub repository's name is not a registry name: record what the repository's config said
-    model.pela_source = timm_source(model, kwargs) if hub else {"kind": "timm", "name": name, "kwargs": kwargs}
+    if checkpoint or random_init:
+        model = timm.create_model(name, pretrained=False, **extra, **kwargs)
+        if checkpoint:
+            load_weights(model, checkpoint, allow_pickle=allow_pickle)
+    else:
+        try:
+            model = timm.create_model(name, pretrained=True, **kwargs)
+        except Exception as e:  # noqa: BLE001 - offline, or weights timm cannot fetch
+            raise PelaError(
+                f"could not fetch pretrained weights for timm:{name} ({type(e).__name__}; offline?): "
+                "pass --checkpoint FILE.safetensors, or --random-init for an untrained model"
+            ) from None
+    model.pela_source = {"kind": "timm", "name": name, "kwargs": kwargs}
     return model.eval()
 
 
@@ -182,15 +185,17 @@ def _sentence_transformer_dir(path: Path) -> Path | None:
     return None
 
 
-def _hf_snapshot(repo_id: str, random_init: bool) -> Path:
+def _hf_snapshot(repo_id: str, random_init: bool, allow_pickle: bool = False) -> Path:
     from huggingface_hub import snapshot_download
 
     patterns = ["*.json", "*.txt", "*.model", "*.jinja"] if random_init else HF_WEIGHT_PATTERNS
+    if allow_pickle and not random_init:
+        patterns = patterns + [f"*{suffix}" for suffix in PICKLE_SUFFIXES]
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - offline, not cached, no such repository, no access
         raise PelaError(
-            f"could not get hf:{repo_id} from the Hugging Face hub ({type(e).__name__}): offline and not in the local "
+            f"could not get {repo_id} from the Hugging Face hub ({type(e).__name__}): offline and not in the local "
             "cache, or no such repository; download it where you are online, or pass its local directory"
         ) from None
 
@@ -220,7 +225,7 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
     if checkpoint:
         raise PelaError("--checkpoint applies to timm: sources only")
     if source.startswith("hf:"):
-        path = _hf_snapshot(source[3:], random_init)
+        path = _hf_snapshot(source[3:], random_init, allow_pickle)
         if _is_timm_dir(path):  # a timm repository on the hub (timm/NAME): timm builds it, not transformers' wrapper
             return _timm_from_dir(path, random_init, kwargs, allow_pickle)
         return _hf_from_dir(path, random_init, allow_pickle)
