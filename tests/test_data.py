@@ -281,3 +281,13 @@ def test_parquet_text_and_unlabelled_test_split(tmp_path):
     (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(PelaError, match="not a readable Parquet file"):
         load_dataset(tmp_path / "broken.parquet")
+
+
+def test_image_folder_with_metadata(tmp_path):
+    """Hugging Face's imagefolder layout: train/metadata.jsonl names each file's label."""
+    (tmp_path / "train").mkdir()
+    for i in range(4):
+        Image.new("RGB", (8, 8)).save(tmp_path / "train" / f"{i}.png")
+    (tmp_path / "train" / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f"{i}.png", "label": "ab"[i % 2]}) + "\n" for i in range(4)))
+    ds = load_dataset(tmp_path)
+    assert ds.classes == ["a", "b"] and len(ds) == 4 and ds[3]["label"] == 1 and ds[3]["image"].size == (8, 8)

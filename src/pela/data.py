@@ -355,9 +355,10 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
       if they have ``text_field``.
     * a directory of Parquet files (a Hugging Face dataset repository): ``split`` picks the files.
     * a directory of ``*-images-idx3-ubyte[.gz]`` files (Fashion-MNIST): ``split`` picks train/t10k.
-    * any other directory: an image folder (class sub-folders, or flat and unlabelled); a folder
-      whose sub-folders are splits (train, val, test, ...) is read at ``split`` (test: validation,
-      val, ... or test).
+    * any other directory: an image folder (class sub-folders, or flat and unlabelled, or with a
+      ``metadata.jsonl``/``metadata.csv`` naming each ``file_name``'s label or caption, as Hugging
+      Face's imagefolder has it); a folder whose sub-folders are splits (train, val, test, ...) is
+      read at ``split`` (test: validation, val, ... or test).
 
     ``classes`` fixes the label → index mapping (the one a model was fine-tuned with), so an
     evaluation set that lacks some classes still lines up; otherwise classes are sorted names.
@@ -374,7 +375,15 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
         ds: Dataset = _read_records(files[0], text_field, label_field, classes, rows=rows, label_names=names.get(label_field))
     elif p.is_dir():
         idx = _find_idx(p, split)
-        ds = IdxImages(*idx, classes=classes) if idx else ImageFolder(_split_folder(p, split) or p, classes)
+        folder = _split_folder(p, split) or p
+        # Hugging Face's imagefolder: a metadata file names each image's label or caption
+        meta = next((folder / f"metadata{ext}" for ext in (".jsonl", ".csv") if (folder / f"metadata{ext}").is_file()), None)
+        if idx:
+            ds = IdxImages(*idx, classes=classes)
+        elif meta:
+            ds = _read_records(meta, text_field, label_field, classes)
+        else:
+            ds = ImageFolder(folder, classes)
     elif p.suffix in (".jsonl", ".json", ".csv", ".tsv"):
         ds = _read_records(p, text_field, label_field, classes)
     elif p.suffix.lower() in TEXT_SUFFIXES:
