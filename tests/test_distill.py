@@ -189,6 +189,21 @@ def test_encoder_decoder_distills_both_stacks_on_plain_text():
     assert result.history[-1]["feature"] > 0 and result.history[-1]["logit"] > 0
 
 
+def test_decoder_blocks_are_masked_with_the_decoders_mask():
+    """The decoder reads the text shifted right: its mask keeps one token more than the encoder's."""
+    from pela.arch import block_masks
+
+    student, _ = pair(ARCHITECTURES["hf_t5"])
+    blocks = find_blocks(student)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    masks = block_masks(student, blocks, {"input_ids": torch.ones(2, 5, dtype=torch.long), "attention_mask": mask})
+    for block, m in zip(blocks, masks):
+        expected = [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]] if block.startswith("decoder.") else mask.tolist()
+        assert m.tolist() == expected, block
+    bert, _ = pair(hf_bert)
+    assert all(m is mask for m in block_masks(bert, find_blocks(bert), {"input_ids": torch.ones(2, 5, dtype=torch.long), "attention_mask": mask}))
+
+
 def test_block_shared_across_depth_gives_one_feature_per_call():
     """ALBERT runs one layer's weights at every depth: each call is distilled and compared as its own layer."""
     from transformers import AlbertConfig, AlbertModel

@@ -176,6 +176,19 @@ def with_decoder_inputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> di
     return out
 
 
+def block_masks(model: nn.Module, blocks: list[str], inputs: dict[str, torch.Tensor]) -> list[torch.Tensor | None]:
+    """The attention mask over each named block's tokens: an encoder-decoder's decoder blocks read the
+    decoder's tokens (`with_decoder_inputs`), whose mask is the encoder's shifted by one."""
+    mask = inputs.get("attention_mask")
+    get_decoder = getattr(model, "get_decoder", None)
+    if not getattr(getattr(model, "config", None), "is_encoder_decoder", False) or get_decoder is None:
+        return [mask] * len(blocks)
+    decoder = get_decoder()
+    prefix = next((f"{name}." for name, m in model.named_modules() if m is decoder), None)
+    decoder_mask = with_decoder_inputs(model, inputs).get("decoder_attention_mask", mask)
+    return [decoder_mask if prefix and b.startswith(prefix) else mask for b in blocks]
+
+
 def _count_linear(module: nn.Module) -> int:
     return sum(linear_weight(m) is not None for m in module.modules())
 

@@ -49,10 +49,10 @@ def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn
                 rows = next(iter(batch.values())).shape[0]
                 s_out, t_out = (arch.main_output(arch.forward(m, batch)) for m in (student, teacher))
                 s_feats, t_feats = caps[0].take(), caps[1].take()
-                mask = batch.get("attention_mask")
+                masks = arch.block_masks(student, caps[0].labels, batch)
                 if not mse:
                     mse, cos = [torch.zeros((), dtype=torch.float64) for _ in t_feats], [torch.zeros((), dtype=torch.float64) for _ in t_feats]
-                for i, (s, t) in enumerate(zip(s_feats, t_feats)):
+                for i, (s, t, mask) in enumerate(zip(s_feats, t_feats, masks)):
                     mse[i] += token_mse(s, t, mask).double().cpu() * rows
                     cos[i] += F.cosine_similarity(real_tokens(s, mask).float(), real_tokens(t, mask).float(), dim=-1).mean().double().cpu() * rows
                 if s_out.dim() == 2:

@@ -66,9 +66,14 @@ def token_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor |
     return F.mse_loss(real_tokens(student, mask).float(), real_tokens(teacher, mask).float())
 
 
-def feature_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean over blocks of the MSE between student and teacher block outputs (every real token)."""
-    return torch.stack([token_mse(s, t, mask) for s, t in zip(student, teacher)]).mean()
+def feature_loss(student: list[torch.Tensor], teacher: list[torch.Tensor],
+                 mask: torch.Tensor | list[torch.Tensor | None] | None = None) -> torch.Tensor:
+    """Mean over blocks of the MSE between student and teacher block outputs (every real token).
+
+    ``mask``: one attention mask for every block, or one per block (`pela.arch.block_masks`).
+    """
+    masks = mask if isinstance(mask, list) else [mask] * len(student)
+    return torch.stack([token_mse(s, t, m) for s, t, m in zip(student, teacher, masks)]).mean()
 
 
 def weight_perturbation(pairs: list[tuple[LowRankLinear, torch.Tensor]], epsilon: float) -> torch.Tensor:
@@ -177,7 +182,8 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
             if "fits" not in task_fits:
                 task_fits["fits"] = _labels_fit_head(student, dataset_classes(data), s_out.shape[-1], labels)
             labels = labels if task_fits["fits"] else None
-        terms = _loss_terms(config, s_feats, t_feats, s_out, t_out, labels, teacher_w, batch.get("attention_mask"))
+        masks = arch.block_masks(student, s_capture.labels, batch)
+        terms = _loss_terms(config, s_feats, t_feats, s_out, t_out, labels, teacher_w, masks)
         return s_raw, terms
 
     weights = {"feature": config.alpha, "logit": config.beta, "task": config.task, "weight_reg": config.gamma}
@@ -221,7 +227,8 @@ def _labels_fit_head(model: nn.Module, classes: list[str] | None, outputs: int, 
 
 
 def _loss_terms(config: DistillConfig, s_feats: list[torch.Tensor], t_feats: list[torch.Tensor], s_out: torch.Tensor,
-                t_out: torch.Tensor, labels: torch.Tensor | None, teacher_w: list, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                t_out: torch.Tensor, labels: torch.Tensor | None, teacher_w: list,
+                mask: torch.Tensor | list[torch.Tensor | None] | None = None) -> dict[str, torch.Tensor]:
     terms: dict[str, torch.Tensor] = {}
     if config.alpha > 0:
         if len(s_feats) != len(t_feats) or any(s.shape != t.shape for s, t in zip(s_feats, t_feats)):
