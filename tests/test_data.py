@@ -40,6 +40,7 @@ def test_text_formats(tmp_path):
     ("mixed.jsonl", '{"text": "a", "label": 1}\n{"text": "b"}\n', "record 2 has no 'label'"),
     ("empty.csv", "text,label\n", "is empty"),
     ("stsb.tsv", "text\tlabel\na\t4.25\nb\t1.0\n", "'4.25' is a fractional number; pela fine-tunes classifiers"),
+    ("multi.jsonl", '{"text": "a", "label": ["x", "y"]}\n', "record 1 has a list of labels; pela fine-tunes single-label"),
 ])
 def test_bad_text_data(tmp_path, name, content, fragment):
     (tmp_path / name).write_text(content)
@@ -175,6 +176,8 @@ def test_more_record_formats(tmp_path):
         load_dataset(tmp_path / "c.json")
     (tmp_path / "excel.csv").write_bytes("text,label\nhello,a\n".encode("utf-8-sig"))
     assert load_dataset(tmp_path / "excel.csv")[0] == {"text": "hello", "label": 0}
+    (tmp_path / "semicolons.csv").write_text('text;label\n"hello, world";a\nbye;b\n')  # a spreadsheet where , is the decimal mark
+    assert load_dataset(tmp_path / "semicolons.csv")[0] == {"text": "hello, world", "label": 0}
 
 
 def test_sentence_pairs(tmp_path, hf_bert_dir):

@@ -148,9 +148,13 @@ def _read_rows(path: Path) -> list[Any]:
                 raise PelaError(f"{path} must hold a list of records (or JSONL: one record per line)")
             return data
         # tab-separated files (GLUE's) do not quote: a " is part of the text
-        tsv = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix == ".tsv" else {}
+        dialect: dict[str, Any] = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix == ".tsv" else {}
         with open(path, newline="", encoding="utf-8-sig") as f:
-            return list(csv.DictReader(f, **tsv))
+            header = f.readline()
+            if path.suffix == ".csv" and "," not in header and ";" in header:
+                dialect = dict(delimiter=";")  # what spreadsheets write where the comma is the decimal mark
+            f.seek(0)
+            return list(csv.DictReader(f, **dialect))
     except UnicodeDecodeError:
         raise PelaError(f"{path} is not UTF-8 text") from None
 
@@ -236,6 +240,10 @@ def _read_records(path: Path, text_field: str, label_field: str, classes: list[s
     if label_names:  # integer labels with names: the names are the classes, in the dataset's own order
         rows = [{**r, label_field: label_names[r[label_field]]} if isinstance(r.get(label_field), int) and 0 <= r[label_field] < len(label_names)
                 else {**r, label_field: None} if r.get(label_field) == -1 else r for r in rows]
+    nested = next((n for n, r in enumerate(rows, 1) if isinstance(r.get(label_field), (list, dict))), None)
+    if nested is not None:
+        raise PelaError(f"{path}: record {nested} has a list of labels; pela fine-tunes single-label classifiers "
+                        "(use --label-field to pick a column with one class per record)")
     has_labels = [label_field in r and r[label_field] not in (None, "") for r in rows]
     if any(has_labels) and not all(has_labels):
         missing = has_labels.index(False) + 1
