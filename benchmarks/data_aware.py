@@ -37,7 +37,8 @@ def main() -> None:
     p.add_argument("--downstream", action="store_true", help="also distill and fine-tune (about 20 minutes on CPU)")
     p.add_argument("--weighting", action="store_true", help="only compare allocation weightings")
     args = p.parse_args()
-    train, heldout = gloss_texts(Path("runs/bench_data_aware"))
+    work = Path("runs/bench_data_aware")
+    train, heldout = gloss_texts(work)
 
     teacher = pela.load_model(str(minilm_dir()))
     collate = Collator(teacher, max_length=64)

@@ -163,57 +163,6 @@ def test_timm_preprocessing_follows_the_size_the_model_was_built_for():
     assert x.shape == (1, 3, 64, 64) and hiera(x).shape[0] == 1
 
 
-def test_more_record_formats(tmp_path):
-    # a JSON list of records, or one wrapped in an object; a CSV saved by Excel (byte-order mark)
-    rows = [{"text": f"t{i}", "label": "xy"[i % 2]} for i in range(4)]
-    (tmp_path / "a.json").write_text(json.dumps(rows))
-    (tmp_path / "b.json").write_text(json.dumps({"data": rows}))
-    for name in ("a.json", "b.json"):
-        ds = load_dataset(tmp_path / name)
-        assert ds.classes == ["x", "y"] and ds[1] == {"text": "t1", "label": 1}
-    (tmp_path / "c.json").write_text(json.dumps({"text": "not a list"}))
-    with pytest.raises(PelaError, match="must hold a list of records"):
-        load_dataset(tmp_path / "c.json")
-    (tmp_path / "excel.csv").write_bytes("text,label\nhello,a\n".encode("utf-8-sig"))
-    assert load_dataset(tmp_path / "excel.csv")[0] == {"text": "hello", "label": 0}
-    (tmp_path / "semicolons.csv").write_text('text;label\n"hello, world";a\nbye;b\n')  # a spreadsheet where , is the decimal mark
-    assert load_dataset(tmp_path / "semicolons.csv")[0] == {"text": "hello, world", "label": 0}
-
-
-def test_sentence_pairs(tmp_path, hf_bert_dir):
-    from transformers import AutoTokenizer
-
-    (tmp_path / "mrpc.tsv").write_text("sentence1\tsentence2\tlabel\nw1 w2\tw3\t1\nw4\tw5 w6 w7\t0\n")
-    ds = load_dataset(tmp_path / "mrpc.tsv", text_field="sentence1, sentence2")
-    assert ds[0] == {"text": "w1 w2", "text_pair": "w3", "label": 1} and ds.lengths == [7, 10]
-    batch = Collator(timm_vit(), tokenizer=AutoTokenizer.from_pretrained(hf_bert_dir))([ds[0], ds[1]])
-    assert batch["token_type_ids"][0].tolist().count(1) == 2  # w3 and its [SEP] are the second segment
-    with pytest.raises(PelaError, match="one field, or two"):
-        load_dataset(tmp_path / "mrpc.tsv", text_field="sentence1,sentence2,label")
-    with pytest.raises(PelaError, match="record 1 has no 'question'"):
-        load_dataset(tmp_path / "mrpc.tsv", text_field="sentence1,question")
-
-
-def test_image_records_with_labels(tmp_path):
-    (tmp_path / "img").mkdir()
-    for i in range(3):
-        Image.new("RGB", (40, 40), "red").save(tmp_path / "img" / f"{i}.png")
-    # Hugging Face imagefolder metadata names the file file_name; paths are relative to the file
-    (tmp_path / "meta.jsonl").write_text("\n".join(json.dumps({"file_name": f"img/{i}.png", "label": "ab"[i % 2]}) for i in range(3)))
-    (tmp_path / "meta.csv").write_text("image,label\n" + "".join(f"img/{i}.png,{'ab'[i % 2]}\n" for i in range(3)))
-    for name in ("meta.jsonl", "meta.csv"):
-        ds = load_dataset(tmp_path / name)
-        assert ds.classes == ["a", "b"] and set(ds[1]) == {"image", "label"} and ds[1]["label"] == 1
-        assert ds.lengths is None
-        batch = Collator(timm_vit())([ds[0], ds[1]])
-        assert batch["pixel_values"].shape == (2, 3, 32, 32) and batch["labels"].tolist() == [0, 1]
-    (tmp_path / "code.jsonl").write_text(json.dumps({"path": "src/a.py", "text": "def f(): pass"}) + "\n")
-    assert load_dataset(tmp_path / "code.jsonl")[0] == {"text": "def f(): pass"}  # a path that is no image is not one
-    (tmp_path / "missing.csv").write_text("image,label\nimg/nope.png,a\n")
-    with pytest.raises(PelaError, match="cannot read image"):
-        load_dataset(tmp_path / "missing.csv")[0]
-
-
 def test_folder_of_split_folders(tmp_path):
     """root/train/<class>/..., root/val/<class>/...: the splits are not two classes."""
     for split, n in (("train", 2), ("val", 1)):
@@ -228,62 +177,6 @@ def test_folder_of_split_folders(tmp_path):
     (tmp_path / "val").rename(tmp_path / "training")
     with pytest.raises(PelaError, match="no test split"):
         load_dataset(tmp_path, split="test")
-
-
-def _png(color):
-    import io
-
-    buf = io.BytesIO()
-    Image.new("RGB", (12, 12), color).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _write_parquet(path, columns, class_names=None):
-    """A Parquet file as the Hugging Face hub serves datasets: ClassLabel names in the schema metadata."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.table(columns)
-    if class_names:
-        meta = {"info": {"features": {"label": {"names": class_names, "_type": "ClassLabel"}}}}
-        table = table.replace_schema_metadata({"huggingface": json.dumps(meta)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
-
-
-def test_parquet_dataset_repository(tmp_path):
-    """A snapshot of a hub dataset: data/<split>-*.parquet, images as bytes, integer labels with names."""
-    images = [{"bytes": _png(c), "path": None} for c in ("red", "green", "blue")]
-    _write_parquet(tmp_path / "data" / "train-00000-of-00001.parquet", {"img": images, "label": [2, 0, 1]},
-                   ["plane", "car", "bird"])
-    _write_parquet(tmp_path / "data" / "test-00000-of-00001.parquet", {"img": images[:2], "label": [1, 1]},
-                   ["plane", "car", "bird"])
-    train = load_dataset(tmp_path)
-    assert train.classes == ["plane", "car", "bird"]  # the dataset's order, so label 2 stays "bird"
-    assert len(train) == 3 and train[0]["label"] == 2 and train[0]["image"].getpixel((0, 0)) == (255, 0, 0)
-    test = load_dataset(tmp_path, split="test", classes=train.classes)
-    assert len(test) == 2 and test[0]["label"] == 1
-    batch = Collator(timm_vit())([train[0], train[1]])
-    assert batch["pixel_values"].shape == (2, 3, 32, 32) and batch["labels"].tolist() == [2, 0]
-
-
-def test_parquet_text_and_unlabelled_test_split(tmp_path):
-    # GLUE on the hub: sentence pairs; its test split's labels are -1, that is, none
-    cols = {"sentence1": ["a b", "c"], "sentence2": ["d", "e f"], "label": [1, 0]}
-    _write_parquet(tmp_path / "train.parquet", cols, ["not_equivalent", "equivalent"])
-    ds = load_dataset(tmp_path / "train.parquet", text_field="sentence1,sentence2")
-    assert ds.classes == ["not_equivalent", "equivalent"] and ds[0] == {"text": "a b", "text_pair": "d", "label": 1}
-    _write_parquet(tmp_path / "glue" / "test-0.parquet", {**cols, "label": [-1, -1]}, ["not_equivalent", "equivalent"])
-    _write_parquet(tmp_path / "glue" / "validation-0.parquet", cols, ["not_equivalent", "equivalent"])
-    assert load_dataset(tmp_path / "glue", split="test", text_field="sentence1,sentence2")[1]["label"] == 0  # validation
-    (tmp_path / "glue" / "validation-0.parquet").unlink()
-    unlabelled = load_dataset(tmp_path / "glue", split="test", text_field="sentence1,sentence2")
-    assert unlabelled.classes is None and "label" not in unlabelled[0]
-    with pytest.raises(PelaError, match="no train split"):
-        load_dataset(tmp_path / "glue")
-    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
-    with pytest.raises(PelaError, match="not a readable Parquet file"):
-        load_dataset(tmp_path / "broken.parquet")
 
 
 def test_image_folder_with_metadata(tmp_path):

@@ -9,12 +9,8 @@ where they are large (text by byte offsets, images one file at a time, idx files
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
-import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,9 +20,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .errors import PelaError
+from .records import IMAGE_SUFFIXES, SPLIT_FOLDERS, open_image, parquet_files, parquet_split, read_parquet, read_records
 
 TEXT_SUFFIXES = (".txt", ".text", "")  # no suffix: plain text files like Debian's fortunes
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 class TextLines(Dataset):
@@ -60,207 +56,6 @@ class TextLines(Dataset):
             return {"text": f.readline().decode("utf-8", errors="replace").strip()}
 
 
-# a record holds its image in one of these fields: a file path (Hugging Face's imagefolder metadata
-# says file_name), or, in Parquet, the encoded image itself ({"bytes": ..., "path": ...}; CIFAR's is img)
-IMAGE_FIELDS = ("image", "img", "file_name", "image_path", "filepath", "path")
-
-
-def _is_image(value: Any) -> bool:
-    if isinstance(value, dict):
-        return isinstance(value.get("bytes"), (bytes, bytearray)) or _is_image(value.get("path"))
-    return isinstance(value, str) and Path(value).suffix.lower() in IMAGE_SUFFIXES
-
-
-def _open_image(path: Path, data: bytes | None = None) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data) if data is not None else path) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise PelaError(f"cannot read image {path}: {e}") from None
-
-
-class Records(Dataset):
-    """Rows of a JSONL, JSON, CSV or TSV file: text (one field, or two for sentence pairs), or an image
-    path (relative to the file) with or without a caption, and an optional label."""
-
-    def __init__(self, rows: list[dict[str, Any]], text_fields: tuple[str, ...], label_field: str, labels: list[str] | None,
-                 image_field: str | None = None, root: Path | None = None):
-        self.rows, self.text_fields, self.label_field = rows, text_fields, label_field
-        self.image_field, self.root = image_field, root or Path(".")
-        self.classes = labels
-        self._index = None if labels is None else {c: i for i, c in enumerate(labels)}  # not list.index per item
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    @property
-    def lengths(self) -> list[int] | None:
-        if self.image_field is not None or not self.text_fields:
-            return None
-        return [sum(len(str(r[f])) for f in self.text_fields) for r in self.rows]
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        row = self.rows[i]
-        item: dict[str, Any] = {}
-        if self.image_field is not None:
-            image = row[self.image_field]
-            if isinstance(image, dict):  # Parquet: the encoded image, else its path
-                item["image"] = _open_image(self.root / str(image.get("path") or f"record {i}"), image.get("bytes"))
-            else:
-                item["image"] = _open_image(self.root / image)
-        if self.text_fields:
-            item["text"] = str(row[self.text_fields[0]])
-        if len(self.text_fields) == 2:
-            item["text_pair"] = str(row[self.text_fields[1]])
-        if self._index is not None:
-            item["label"] = self._index[str(row[self.label_field])]
-        return item
-
-
-def _sorted_labels(labels: set[str]) -> list[str]:
-    """Class names in order; integers by value, so class 10 comes after class 9, not after class 1."""
-    numeric = all(re.fullmatch(r"-?\d+", x) for x in labels)
-    return sorted(labels, key=int) if numeric else sorted(labels)
-
-
-def _read_rows(path: Path) -> list[Any]:
-    """The records of a JSONL, JSON (a list of objects), CSV or TSV file. A byte-order mark is ignored."""
-    try:
-        if path.suffix == ".jsonl":
-            rows = []
-            for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise PelaError(f"{path}:{n} is not valid JSON: {e.msg}") from None
-            return rows
-        if path.suffix == ".json":
-            try:
-                data = json.loads(path.read_text(encoding="utf-8-sig"))
-            except json.JSONDecodeError as e:
-                raise PelaError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from None
-            if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
-                data = next(iter(data.values()))  # {"data": [...]}, as many exports wrap their records
-            if not isinstance(data, list):
-                raise PelaError(f"{path} must hold a list of records (or JSONL: one record per line)")
-            return data
-        # tab-separated files (GLUE's) do not quote: a " is part of the text
-        dialect: dict[str, Any] = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix == ".tsv" else {}
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            header = f.readline()
-            if path.suffix == ".csv" and "," not in header and ";" in header:
-                dialect = dict(delimiter=";")  # what spreadsheets write where the comma is the decimal mark
-            f.seek(0)
-            return list(csv.DictReader(f, **dialect))
-    except UnicodeDecodeError:
-        raise PelaError(f"{path} is not UTF-8 text") from None
-
-
-def _class_label_names(metadata: dict[bytes, bytes] | None) -> dict[str, list[str]]:
-    """Class names per column, from the Hugging Face datasets description a Parquet file carries."""
-    try:
-        features = json.loads(metadata[b"huggingface"])["info"]["features"]
-        return {k: [str(n) for n in v["names"]] for k, v in features.items()
-                if isinstance(v, dict) and v.get("_type") == "ClassLabel" and v.get("names")}
-    except (TypeError, KeyError, ValueError):
-        return {}
-
-
-def _read_parquet(files: list[Path]) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
-    """The rows of Parquet files (one split of a Hugging Face dataset, say) and their class names."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise PelaError("reading Parquet needs pyarrow: pip install 'pela[data]' (or pip install pyarrow)") from None
-    rows: list[dict[str, Any]] = []
-    names: dict[str, list[str]] = {}
-    for f in files:
-        try:
-            table = pq.read_table(f)
-        except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for a broken file
-            raise PelaError(f"{f} is not a readable Parquet file: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-        rows.extend(table.to_pylist())
-        names = names or _class_label_names(table.schema.metadata)
-    return rows, names
-
-
-def _parquet_files(path: Path) -> list[Path]:
-    """A Parquet file, or those of a dataset repository: at most three levels down (default/train/0000.parquet)."""
-    if not path.is_dir():
-        return [path] if path.suffix == ".parquet" else []
-    return sorted(f for depth in ("", "*/", "*/*/") for f in path.glob(depth + "*.parquet"))
-
-
-def _parquet_split(root: Path, files: list[Path], split: str) -> list[Path]:
-    """The files of one split: train-00000-of-00001.parquet, validation-*.parquet, train/0000.parquet, ..."""
-    known = {name for names in SPLIT_FOLDERS.values() for name in names}
-
-    def split_of(f: Path) -> str | None:
-        head = re.split(r"[-_.]", f.name, maxsplit=1)[0].lower()
-        return head if head in known else (f.parent.name.lower() if f.parent.name.lower() in known else None)
-
-    tagged = {f: split_of(f) for f in files}
-    if not any(tagged.values()):
-        return files  # one split only
-    for name in SPLIT_FOLDERS.get(split, (split,)):
-        chosen = [f for f, s in tagged.items() if s == name]
-        if chosen:
-            return chosen
-    raise PelaError(f"{root} holds the Parquet splits {', '.join(sorted({s for s in tagged.values() if s}))} but no {split} split "
-                    f"({' or '.join(SPLIT_FOLDERS.get(split, (split,)))})")
-
-
-def _read_records(path: Path, text_field: str, label_field: str, classes: list[str] | None = None,
-                  rows: list[Any] | None = None, label_names: list[str] | None = None) -> Records:
-    """Records of ``path`` (or the given ``rows``); ``label_names``: the dataset's own names for
-    integer labels, in index order (Hugging Face's ClassLabel), where -1 means unlabelled."""
-    rows = _read_rows(path) if rows is None else rows
-    if not rows:
-        raise PelaError(f"dataset {path} is empty")
-    for n, row in enumerate(rows, 1):
-        if not isinstance(row, dict):
-            raise PelaError(f"{path}: record {n} is not an object with named fields")
-    text_fields = tuple(f.strip() for f in text_field.split(",") if f.strip())
-    if not 1 <= len(text_fields) <= 2:
-        raise PelaError(f"--text-field names one field, or two separated by a comma for sentence pairs; got {text_field!r}")
-    # a field is an image path only if it names an image file: a "path" column of a text corpus is not
-    image_field = next((f for f in IMAGE_FIELDS if _is_image(rows[0].get(f))), None)
-    if image_field is not None and not all(f in rows[0] for f in text_fields):
-        text_fields = ()  # images with labels, no caption
-    for n, row in enumerate(rows, 1):
-        for field in (image_field,) if image_field else text_fields:
-            if field not in row:
-                raise PelaError(f"{path}: record {n} has no {field!r} field" + ("" if image_field else " (use --text-field)"))
-        for field in text_fields if image_field else ():
-            if field not in row:
-                raise PelaError(f"{path}: record {n} has no {field!r} field while others do")
-    if label_names:  # integer labels with names: the names are the classes, in the dataset's own order
-        rows = [{**r, label_field: label_names[r[label_field]]} if isinstance(r.get(label_field), int) and 0 <= r[label_field] < len(label_names)
-                else {**r, label_field: None} if r.get(label_field) == -1 else r for r in rows]
-    nested = next((n for n, r in enumerate(rows, 1) if isinstance(r.get(label_field), (list, dict))), None)
-    if nested is not None:
-        raise PelaError(f"{path}: record {nested} has a list of labels; pela fine-tunes single-label classifiers "
-                        "(use --label-field to pick a column with one class per record)")
-    has_labels = [label_field in r and r[label_field] not in (None, "") for r in rows]
-    if any(has_labels) and not all(has_labels):
-        missing = has_labels.index(False) + 1
-        raise PelaError(f"{path}: record {missing} has no {label_field!r} while others do")
-    labels = (list(label_names) if label_names else _sorted_labels({str(r[label_field]) for r in rows})) if all(has_labels) else None
-    fractional = next((x for x in labels or () if re.fullmatch(r"-?\d*\.\d+(e-?\d+)?", x) and float(x) != int(float(x))), None)
-    if fractional is not None:  # STS-B's similarity scores, say: each distinct value would become a class
-        raise PelaError(f"{path}: label {fractional!r} is a fractional number; pela fine-tunes classifiers, "
-                        f"not regression (use --label-field to pick a column of classes)")
-    if labels is not None and classes is not None:
-        unknown = sorted(set(labels) - set(classes))
-        if unknown:
-            raise PelaError(f"{path}: label {unknown[0]!r} is not one of the {len(classes)} classes the model was trained on")
-        labels = list(classes)
-    return Records(rows, text_fields, label_field, labels, image_field=image_field, root=path.parent)
-
-
 class ImageFolder(Dataset):
     """Images in class sub-folders (labelled) or directly in the folder (unlabelled)."""
 
@@ -282,7 +77,7 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         path, label = self.items[i]
-        image = _open_image(path)
+        image = open_image(path)
         return {"image": image} if label is None else {"image": image, "label": label}
 
 
@@ -334,9 +129,6 @@ def _find_idx(root: Path, split: str) -> tuple[Path, Path | None] | None:
     return None
 
 
-# folder names that mean a split, not a class: ImageNet-style data is root/train/<class>/..., root/val/<class>/...
-SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("validation", "val", "valid", "dev", "test", "eval")}
-
 
 def _split_folder(root: Path, split: str) -> Path | None:
     """``root/<split>`` when every sub-folder of ``root`` is a split (train, val, test, ...), else None."""
@@ -376,11 +168,11 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
         raise PelaError(f"dataset {p} does not exist")
     if not os.access(p, os.R_OK):
         raise PelaError(f"dataset {p} is not readable (permission denied)")
-    parquet = _parquet_files(p)
+    parquet = parquet_files(p)
     if parquet:  # a Parquet file, or a dataset repository's files (data/train-00000-of-00001.parquet, ...)
-        files = _parquet_split(p, parquet, split) if p.is_dir() else parquet
-        rows, names = _read_parquet(files)
-        ds: Dataset = _read_records(files[0], text_field, label_field, classes, rows=rows, label_names=names.get(label_field))
+        files = parquet_split(p, parquet, split) if p.is_dir() else parquet
+        rows, names = read_parquet(files)
+        ds: Dataset = read_records(files[0], text_field, label_field, classes, rows=rows, label_names=names.get(label_field))
     elif p.is_dir():
         idx = _find_idx(p, split)
         folder = _split_folder(p, split) or p
@@ -389,11 +181,11 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
         if idx:
             ds = IdxImages(*idx, classes=classes)
         elif meta:
-            ds = _read_records(meta, text_field, label_field, classes)
+            ds = read_records(meta, text_field, label_field, classes)
         else:
             ds = ImageFolder(folder, classes)
     elif p.suffix in (".jsonl", ".json", ".csv", ".tsv"):
-        ds = _read_records(p, text_field, label_field, classes)
+        ds = read_records(p, text_field, label_field, classes)
     elif p.suffix.lower() in TEXT_SUFFIXES:
         ds = TextLines(p)
     else:

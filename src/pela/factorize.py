@@ -257,7 +257,6 @@ def compress(model: nn.Module, config: LowRankConfig | None = None, *, calibrati
     if calibration is not None and not any(c.name in moments for c in candidates if c.skip_reason is None):
         raise PelaError("the calibration statistics belong to none of this model's layers (calibrated another model?)")
     rows: list[LayerReport] = []
-    jobs: list[tuple[Candidate, LayerReport, torch.Tensor, Spectrum, bool]] = []
     todo = sum(c.skip_reason is None for c in candidates)
 
     def spectra() -> Iterator[tuple[Candidate, LayerReport, torch.Tensor, Spectrum, bool]]:

@@ -3,7 +3,6 @@ prints no traceback, and leaves no output behind (see docs/RELIABILITY.md)."""
 
 from __future__ import annotations
 
-import errno
 import json
 
 import pytest
