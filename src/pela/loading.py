@@ -34,6 +34,16 @@ def _hf_class(config: Any) -> type:
     return transformers.AutoModel
 
 
+def _weight_files(path: Path, allow_pickle: bool) -> tuple[list[Path], list[Path]]:
+    """A model directory's safetensors files and pickled weight files; an error if it has no weights pela may read."""
+    safe = sorted(path.glob("*.safetensors"))
+    pickles = sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not safe and not (pickles and allow_pickle):
+        extra = f" (found {', '.join(p.name for p in pickles)}: pickle files are loaded only with --allow-pickle)" if pickles else ""
+        raise PelaError(f"{path} has no .safetensors weights{extra}; use --random-init for an untrained model")
+    return safe, pickles
+
+
 def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False) -> nn.Module:
     import transformers
 
@@ -46,15 +56,11 @@ def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False) -> n
         build = cls.from_config if cls is transformers.AutoModel else cls._from_config
         model = build(config, dtype=torch.float32)
     else:
-        shards = sorted(path.glob("*.safetensors"))
-        pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
-        if not shards and not (pickles and allow_pickle):
-            extra = f" (found {', '.join(pickles)}: pickle files are loaded only with --allow-pickle)" if pickles else ""
-            raise PelaError(f"{path} has no .safetensors weights{extra}; use --random-init for an untrained model")
+        shards, pickles = _weight_files(path, allow_pickle)
         for shard in shards:
             check_safetensors(shard)
-        for name in pickles if not shards else []:
-            load_pickled_tensors(path / name)  # refuse anything but tensors before transformers reads it
+        for pickled in pickles if not shards else []:
+            load_pickled_tensors(pickled)  # refuse anything but tensors before transformers reads it
         try:
             # transformers reads .bin files with torch.load(weights_only=True) too. Weights shared in
             # float16/bfloat16 are loaded in float32: SVD and training need it; --dtype runs in half
@@ -127,12 +133,8 @@ def _timm_from_dir(path: Path, random_init: bool, kwargs: dict[str, Any], allow_
     except Exception as e:  # noqa: BLE001 - timm raises many kinds for a config it cannot build
         raise PelaError(f"{path}/config.json is not a usable timm config: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if not random_init:
-        safe = sorted(path.glob("*.safetensors"), key=lambda p: p.name != "model.safetensors")
-        pickles = sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        if not safe and not (pickles and allow_pickle):
-            extra = f" (found {', '.join(p.name for p in pickles)}: pickle files are loaded only with --allow-pickle)" if pickles else ""
-            raise PelaError(f"{path} has no .safetensors weights{extra}; use --random-init for an untrained model")
-        load_weights(model, (safe or pickles)[0], allow_pickle=allow_pickle)
+        safe, pickles = _weight_files(path, allow_pickle)
+        load_weights(model, (sorted(safe, key=lambda p: p.name != "model.safetensors") or pickles)[0], allow_pickle=allow_pickle)
     model.pela_source = timm_source(model, kwargs)
     return model.eval()
 
