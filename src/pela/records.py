@@ -46,8 +46,9 @@ def open_image(path: Path, data: bytes | None = None) -> Any:
 
 
 class Records(Dataset):
-    """Rows of a JSONL, JSON, CSV or TSV file: text (one field, or two for sentence pairs), or an image
-    path (relative to the file) with or without a caption, and an optional label."""
+    """Rows of a JSONL, JSON, CSV, TSV or Parquet file: text (one field, or two for sentence pairs), or
+    an image (a path relative to the file, or Parquet's encoded bytes) with or without a caption, and
+    an optional label."""
 
     def __init__(self, rows: list[dict[str, Any]], text_fields: tuple[str, ...], label_field: str, labels: list[str] | None,
                  image_field: str | None = None, root: Path | None = None):
