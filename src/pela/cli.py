@@ -414,12 +414,13 @@ def _one_line(e: BaseException) -> str:
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 - warnings' signature
     """pela's own warnings as one ``warning: …`` line; anyone else's as Python shows them."""
-    if f"{os.sep}pela{os.sep}" in str(filename):
+    if str(filename).startswith(_PELA_DIR):
         return f"warning: {message}\n"
     return _python_format_warning(message, category, filename, lineno, line)
 
 
 _python_format_warning = warnings.formatwarning
+_PELA_DIR = str(Path(__file__).parent) + os.sep  # as Python names the files it imports from here
 
 
 def main(argv: list[str] | None = None) -> int:
