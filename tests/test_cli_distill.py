@@ -163,3 +163,43 @@ def test_finetune_and_eval_cli(setup, tmp_path, capsys):
     assert code == 2 and "labelled data" in err
     code, _, err = run(capsys, "eval", setup / "teacher", "--data", tmp_path / "train.jsonl")
     assert code == 2 and "fine-tune it first" in err
+
+
+def test_timm_checkpoint_through_every_stage(tmp_path, capsys):
+    """A user's fine-tuned timm checkpoint (3 classes, architecture default 1000): compressed with --checkpoint,
+    distilled and compared against it with --teacher-checkpoint, evaluated with --checkpoint."""
+    import numpy as np
+    import timm
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from conftest import TIMM_VIT
+
+    arch = {k: v for k, v in TIMM_VIT.items() if k != "num_classes"}
+    timm.models.save_for_hf(timm.create_model("vit_tiny_patch16_224", **arch), str(tmp_path / "arch"), safe_serialization=True)
+    torch.manual_seed(0)
+    tuned = timm.create_model("vit_tiny_patch16_224", **arch, num_classes=3)
+    save_file(tuned.state_dict(), tmp_path / "tuned.safetensors")
+    g = np.random.default_rng(0)
+    for cls in ("a", "b", "c"):
+        (tmp_path / "images" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(g.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "images" / cls / f"{i}.png")
+    teacher, ckpt, images = f"timm:local-dir:{tmp_path / 'arch'}", tmp_path / "tuned.safetensors", tmp_path / "images"
+
+    code, _, err = run(capsys, "compress", teacher, "--checkpoint", ckpt, "--out", tmp_path / "s", "--align", 1)
+    assert code == 0, err
+    code, out, err = run(capsys, "compare", tmp_path / "s", teacher, "--teacher-checkpoint", ckpt, "--data", images, "--json")
+    assert code == 0, err
+    before = json.loads(out)["mean_mse"]
+    code, _, err = run(capsys, "distill", "--student", tmp_path / "s", "--teacher", teacher, "--teacher-checkpoint", ckpt,
+                       "--data", images, "--out", tmp_path / "d", "--steps", 8, "--batch-size", 6, "--lr", 1e-3)
+    assert code == 0, err
+    assert "without the task loss" not in err  # the data's 3 classes are the head's 3
+    assert pela.load(tmp_path / "d")(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+    code, out, err = run(capsys, "compare", tmp_path / "s", teacher, "--data", images, "--json")  # the directory's own weights
+    assert code == 0 and json.loads(out)["mean_mse"] > 100 * before, err
+    code, out, err = run(capsys, "eval", teacher, "--checkpoint", ckpt, "--data", images, "--json")
+    assert code == 0 and json.loads(out)["samples"] == 12 and "warning" not in err, err
+    code, _, err = run(capsys, "eval", tmp_path / "d", "--checkpoint", ckpt, "--data", images)
+    assert code == 2 and err.startswith("error: a checkpoint file applies to timm: sources only"), err

@@ -38,6 +38,34 @@ def test_timm_checkpoint(tmp_path):
         pela.load_model("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "other.safetensors"), **TIMM_VIT)
 
 
+@pytest.mark.parametrize("classes", [3, 0])
+def test_timm_checkpoint_brings_its_number_of_classes(tmp_path, classes):
+    """A checkpoint fine-tuned to 3 classes, or saved without a head, fits the architecture's 1000-class default."""
+    arch = {k: v for k, v in TIMM_VIT.items() if k != "num_classes"}
+    ref = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **arch, num_classes=classes)
+    save_file(ref.state_dict(), tmp_path / "w.safetensors")
+    model = pela.load_model("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "w.safetensors"), **arch)
+    assert model.num_classes == classes and model.pela_source["kwargs"]["num_classes"] == classes
+    assert ref.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
+    pela.compress(model, pela.LowRankConfig(ratio=2, align=1))
+    pela.save_pretrained(model, tmp_path / "pela")
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(pela.load(tmp_path / "pela")(x), model(x))
+    # a number of classes the caller chose is kept, and a checkpoint of another is refused
+    with pytest.raises(PelaError, match="does not fit"):
+        pela.load_model("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "w.safetensors"), **arch, num_classes=7)
+
+
+def test_timm_checkpoint_with_two_heads(tmp_path):
+    """DeiT's distilled models name two classifiers; a 4-class checkpoint resizes both."""
+    arch = {k: v for k, v in TIMM_VIT.items() if k != "num_classes"}
+    ref = pela.load_model("timm:deit_tiny_distilled_patch16_224", random_init=True, **arch, num_classes=4)
+    save_file(ref.state_dict(), tmp_path / "w.safetensors")
+    model = pela.load_model("timm:deit_tiny_distilled_patch16_224", checkpoint=str(tmp_path / "w.safetensors"), **arch)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 4)
+
+
 def test_hf_directory(hf_bert_dir):
     model = pela.load_model(str(hf_bert_dir))
     assert type(model).__name__ == "BertModel" and not model.training

@@ -28,6 +28,9 @@ err_console = Console(stderr=True)
 
 TEXT_FIELD_HELP = "column (CSV/TSV) or key (JSON/JSONL) holding the text; two, comma-separated, for sentence pairs (e.g. sentence1,sentence2)"
 LABEL_FIELD_HELP = "column (CSV/TSV) or key (JSON/JSONL) holding the class"
+ALLOW_PICKLE_HELP = "also read legacy .pt/.pth/.bin weights, with torch.load(weights_only=True)"
+CHECKPOINT_HELP = "safetensors weights for a timm: architecture (a fine-tuned checkpoint brings its own number of classes)"
+TEACHER_CHECKPOINT_HELP = "the teacher's weights, for a timm: teacher (as compress --checkpoint)"
 WORKERS_HELP = "DataLoader processes that tokenize or decode batches while the model runs (0 = in the main process); helps most on a GPU"
 
 @app.command()
@@ -40,9 +43,9 @@ def compress(
     align: int = typer.Option(8, help="round ranks to a multiple of this (1 = exact paper ranks)"),
     exclude: Optional[List[str]] = typer.Option(None, help="regex of layers to keep dense (replaces the defaults)"),
     include: Optional[List[str]] = typer.Option(None, help="regex of layers to factorize (only these)"),
-    checkpoint: Optional[Path] = typer.Option(None, help="safetensors weights for a timm: architecture"),
+    checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
     random_init: bool = typer.Option(False, "--random-init", help="no pretrained weights (smoke tests, benchmarks)"),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="also read legacy .pt/.pth/.bin weights, with torch.load(weights_only=True)"),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
     param_budget: Optional[float] = typer.Option(None, "--param-budget", help="keep this fraction of the factorizable parameters, "
                                                  "ranks allocated across layers by measured sensitivity (needs --calib)"),
     init: Optional[str] = typer.Option(None, help="svd (weights) or whiten (outputs on --calib data); default whiten with --calib, else svd"),
@@ -79,7 +82,7 @@ def compress(
     check_output_dir(out, overwrite)  # fail before the slow part
     calib_data = load_dataset(calib, text_field=text_field) if calib is not None else None
     with err_console.status(f"loading {source}"):
-        model = load_model(source, checkpoint=str(checkpoint) if checkpoint else None, random_init=random_init, allow_pickle=allow_pickle)
+        model = load_model(source, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle)
     calibration = None
     if calib_data is not None:
         calibration = calibrate(model, calib_data, config, collate_fn=Collator(model, max_length=max_length), samples=calib_samples,
@@ -154,6 +157,10 @@ def bench(
         out_console.print(f"throughput ratio {results[0].name} / {results[1].name}: [bold]{ratio:.2f}×[/bold]")
 
 
+def _opt_str(path: Optional[Path]) -> Optional[str]:
+    return None if path is None else str(path)
+
+
 def _shapes_text(shapes: dict[str, list[int]]) -> str:
     """``{"input_ids": [32, 128]}`` → ``input_ids 32×128``."""
     return ", ".join(f"{name} {'×'.join(map(str, shape))}" for name, shape in shapes.items())
@@ -187,7 +194,8 @@ def distill(
     log_every: int = typer.Option(10, "--log-every"),
     group_by_length: bool = typer.Option(False, "--group-by-length", help="batch texts of similar length (less padding)"),
     workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="also read legacy .pt/.pth/.bin weights, with torch.load(weights_only=True)"),
+    teacher_checkpoint: Optional[Path] = typer.Option(None, "--teacher-checkpoint", help=TEACHER_CHECKPOINT_HELP),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
 ) -> None:
     """Intermediate pre-training (PELA stage 2): distill the student from the frozen teacher."""
@@ -207,7 +215,8 @@ def distill(
     ds = load_dataset(data, text_field=text_field, label_field=label_field)
     with _run_dir(out, resume, overwrite):
         with err_console.status("loading models"):
-            student_model, teacher_model = load(student), load_model(teacher, allow_pickle=allow_pickle)
+            student_model = load(student)
+            teacher_model = load_model(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle)
         collate = Collator(student_model, max_length=max_length)
         info = {"student": str(Path(student).resolve()), "teacher": teacher, "data": str(Path(data).resolve())}
         result = _distill(student_model, teacher_model, ds, config, collate_fn=collate, out=out, resume=resume, progress=True, run_info=info)
@@ -274,6 +283,8 @@ def compare(
     blocks: Optional[str] = typer.Option(None, help="regex naming the blocks to compare"),
     max_length: Optional[int] = typer.Option(None, "--max-length"),
     text_field: str = typer.Option("text", "--text-field", help=TEXT_FIELD_HELP),
+    teacher_checkpoint: Optional[Path] = typer.Option(None, "--teacher-checkpoint", help=TEACHER_CHECKPOINT_HELP),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the comparison as JSON on stdout"),
 ) -> None:
     """Per-block feature MSE / cosine similarity and output agreement of a student and its teacher."""
@@ -284,7 +295,8 @@ def compare(
     if samples < 1 or batch_size < 1:
         raise PelaError("--samples and --batch-size must be >= 1")
     ds = load_dataset(data, text_field=text_field)
-    s_model, t_model = load_model(student), load_model(teacher)
+    s_model = load_model(student, allow_pickle=allow_pickle)
+    t_model = load_model(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle)
     result = _compare(s_model, t_model, ds, collate_fn=Collator(s_model, max_length=max_length), samples=samples,
                       batch_size=batch_size, blocks=blocks, progress=not as_json)
     if as_json:
@@ -320,7 +332,8 @@ def finetune(
     save_every: Optional[int] = typer.Option(None, "--save-every", help="checkpoint every N steps"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUT"),
     random_init: bool = typer.Option(False, "--random-init", help="no pretrained weights (the control)"),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="also read legacy .pt/.pth/.bin weights, with torch.load(weights_only=True)"),
+    checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
     log_every: int = typer.Option(10, "--log-every"),
     group_by_length: bool = typer.Option(False, "--group-by-length", help="batch texts of similar length (less padding)"),
     workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
@@ -345,7 +358,7 @@ def finetune(
             if eval_data else None)
     with _run_dir(out, resume, overwrite):
         with err_console.status(f"loading {model}"):
-            net = load_model(model, random_init=random_init, allow_pickle=allow_pickle)
+            net = load_model(model, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle)
         tuned, result = _finetune(net, ds, config, collate_fn=Collator(net, max_length=max_length), out=out, resume=resume,
                                   progress=not as_json, run_info={"model": model, "data": str(Path(data).resolve())})
         summary = {"steps": result.steps, "seconds": result.seconds, "items_per_s": result.items_per_s,
@@ -370,6 +383,8 @@ def eval_(
     text_field: str = typer.Option("text", "--text-field", help=TEXT_FIELD_HELP),
     label_field: str = typer.Option("label", "--label-field", help=LABEL_FIELD_HELP),
     workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
+    checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON on stdout"),
 ) -> None:
     """Accuracy (top-1, top-5), loss, parameters and throughput of a classifier."""
@@ -381,7 +396,7 @@ def eval_(
         raise PelaError(f"--batch-size must be >= 1, got {batch_size}")
     if workers < 0:
         raise PelaError(f"--workers must be >= 0, got {workers}")
-    net = load_model(model)
+    net = load_model(model, checkpoint=_opt_str(checkpoint), allow_pickle=allow_pickle)
     ds = load_dataset(data, split=split, text_field=text_field, label_field=label_field, classes=getattr(net, "pela_classes", None))
     metrics = evaluate(net, ds, collate_fn=Collator(net, max_length=max_length), batch_size=batch_size, workers=workers,
                        progress=not as_json)

@@ -153,19 +153,24 @@ def load_pickled_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True, allow_pickle: bool = False) -> None:
-    """Load safetensors weights into ``model``, with one-line errors for missing/extra/misshapen tensors.
-
-    ``allow_pickle``: also accept a legacy torch.save file, read by `load_pickled_tensors` (never plain unpickling).
-    """
+def read_weights(path: str | os.PathLike, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (checked first), or with ``allow_pickle`` of a legacy torch.save file."""
     from safetensors.torch import load_file
 
     path = Path(path)
     if allow_pickle and path.is_file() and is_pickle(path):
-        state = load_pickled_tensors(path)
-    else:
-        path = check_safetensors(path)
-        state = load_file(path)
+        return load_pickled_tensors(path)
+    return load_file(check_safetensors(path))
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True, allow_pickle: bool = False,
+                 state: dict[str, torch.Tensor] | None = None) -> None:
+    """Load safetensors weights into ``model``, with one-line errors for missing/extra/misshapen tensors.
+
+    ``allow_pickle``: also accept a legacy torch.save file, read by `load_pickled_tensors` (never plain unpickling).
+    ``state``: the file's tensors when the caller has read them already (``path`` then only names it in errors).
+    """
+    state = read_weights(path, allow_pickle) if state is None else state
     own = model.state_dict()
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if k in own and own[k].shape != v.shape]
     if wrong:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .errors import PelaError
-from .io import check_safetensors, is_pela_dir, load_pickled_tensors, load_weights
+from .io import check_safetensors, is_pela_dir, load_pickled_tensors, load_weights, read_weights
 
 HF_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -139,6 +139,35 @@ def _timm_from_dir(path: Path, random_init: bool, kwargs: dict[str, Any], allow_
     return model.eval()
 
 
+def _checkpoint_classes(model: nn.Module, state: dict[str, torch.Tensor]) -> int | None:
+    """How many classes the classifier in ``state`` has (0: the checkpoint has none), by timm's name for
+    the model's classifier; None when the model names none or the checkpoint's is of another layout."""
+    names = (getattr(model, "pretrained_cfg", None) or {}).get("classifier")
+    names = [names] if isinstance(names, str) else [n for n in names or () if isinstance(n, str)]
+    if not names or not hasattr(model, "reset_classifier"):
+        return None
+    weight = state.get(f"{names[0]}.weight")
+    if weight is not None:
+        return int(weight.shape[0]) if weight.ndim == 2 else None
+    return None if any(key.startswith(f"{name}.") for key in state for name in names) else 0
+
+
+def _load_timm_checkpoint(model: nn.Module, checkpoint: str, kwargs: dict[str, Any], allow_pickle: bool) -> dict[str, Any]:
+    """Load ``checkpoint`` into a timm model built without weights, and return its constructor arguments.
+
+    A checkpoint fine-tuned to another number of classes, or saved without a classifier
+    (``num_classes=0``), gets a head of its size (``reset_classifier``), as ``num_classes`` would give,
+    unless the caller chose ``num_classes``.
+    """
+    state = read_weights(checkpoint, allow_pickle)
+    classes = None if "num_classes" in kwargs else _checkpoint_classes(model, state)
+    if classes is not None and classes != getattr(model, "num_classes", None):
+        model.reset_classifier(classes)
+        kwargs = {**kwargs, "num_classes": classes}
+    load_weights(model, checkpoint, state=state)
+    return kwargs
+
+
 def _load_timm(name: str, checkpoint: str | None, random_init: bool, kwargs: dict[str, Any], allow_pickle: bool = False,
                pretrained_cfg: dict[str, Any] | None = None) -> nn.Module:
     import timm
@@ -150,7 +179,8 @@ def _load_timm(name: str, checkpoint: str | None, random_init: bool, kwargs: dic
             raise PelaError(f"timm:{name} is not a timm model (its config.json names no timm architecture)")
         model = _timm_from_dir(path, random_init or bool(checkpoint), kwargs, allow_pickle)
         if checkpoint:
-            load_weights(model, checkpoint, allow_pickle=allow_pickle)
+            kwargs = _load_timm_checkpoint(model, checkpoint, kwargs, allow_pickle)
+            model.pela_source = timm_source(model, kwargs)
         return model
     if not timm.is_model(name.split(".", 1)[0]):
         close = timm.list_models(f"*{name.split('.', 1)[0][:6]}*")[:5]
@@ -160,7 +190,7 @@ def _load_timm(name: str, checkpoint: str | None, random_init: bool, kwargs: dic
     if checkpoint or random_init:
         model = timm.create_model(name, pretrained=False, **extra, **kwargs)
         if checkpoint:
-            load_weights(model, checkpoint, allow_pickle=allow_pickle)
+            kwargs = _load_timm_checkpoint(model, checkpoint, kwargs, allow_pickle)
     else:
         try:
             model = timm.create_model(name, pretrained=True, **kwargs)
@@ -225,7 +255,7 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
     if source.startswith("timm:"):
         return _load_timm(source[5:], checkpoint, random_init, kwargs, allow_pickle)
     if checkpoint:
-        raise PelaError("--checkpoint applies to timm: sources only")
+        raise PelaError("a checkpoint file applies to timm: sources only (a directory or hf: model brings its own weights)")
     if source.startswith("hf:"):
         path = _hf_snapshot(source[3:], random_init, allow_pickle)
         if _is_timm_dir(path):  # a timm repository on the hub (timm/NAME): timm builds it, not transformers' wrapper
