@@ -162,7 +162,10 @@ def test_every_command_reads_named_columns(hf_bert_dir, tmp_path, capsys):
     for command in commands:
         extra = labelled if command[0] in ("finetune", "eval", "distill") else fields
         code, _, err = run(capsys, *command)
-        assert code == 2 and "has no 'sentence'" not in err and "use --text-field" in err, (command[0], err)
+        assert code == 2 and "has no 'sentence'" not in err and "(its fields: sentence, target); name the text with --text-field" in err, (command[0], err)
+        if command[0] in ("finetune", "eval"):  # the text found, the labels not: the error names the columns there are
+            code, _, err = run(capsys, *command, *fields)
+            assert code == 2 and "has no 'label' field (its fields: sentence, target); name the class column with --label-field" in err, err
         code, _, err = run(capsys, *command, *extra)
         assert code == 0, (command[0], err)
 

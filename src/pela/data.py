@@ -200,6 +200,12 @@ def dataset_classes(ds: Dataset) -> list[str] | None:
     return getattr(ds, "classes", None)
 
 
+def unlabelled_reason(ds: Dataset) -> str:
+    """Why ``ds`` has no labels, for an error where they are needed."""
+    return getattr(ds, "unlabelled", None) or ("class sub-folders, idx labels, or a label field; "
+                                               f"{type(ds).__name__} data has none")
+
+
 class _Relabelled(Dataset):
     """A labelled dataset with its labels renumbered to another order of classes (a model's own)."""
 

@@ -80,14 +80,14 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
     The returned model has its head (and, with ``config.lora``, the LoRA adapters merged back into
     the weights, so it has exactly the parameters of the input model plus the head).
     """
-    from .data import Collator, align_classes, dataset_classes
+    from .data import Collator, align_classes, dataset_classes, unlabelled_reason
 
     config = config or FinetuneConfig()
     data = align_classes(data, arch.class_names(model))  # a head kept for the same classes keeps its rows' meaning
     classes = dataset_classes(data)
     if num_classes is None:
         if classes is None:
-            raise PelaError("fine-tuning needs labelled data (class sub-folders, idx labels, or a label field)")
+            raise PelaError(f"fine-tuning needs labelled data: {unlabelled_reason(data)}")
         num_classes = len(classes)
     if num_classes < 2:
         raise PelaError(f"fine-tuning needs at least 2 classes, the data has {num_classes}")
@@ -128,7 +128,7 @@ def evaluate(model: nn.Module, data: Dataset, *, collate_fn: Callable | None = N
     bar over the batches on stderr, redrawn only when a batch is done so that it does not slow the
     items/s figure.
     """
-    from .data import Collator, align_classes, dataset_classes
+    from .data import Collator, align_classes, dataset_classes, unlabelled_reason
 
     if batch_size < 1:
         raise PelaError(f"batch size must be >= 1, got {batch_size}")
@@ -143,7 +143,7 @@ def evaluate(model: nn.Module, data: Dataset, *, collate_fn: Callable | None = N
         for batch in loader:
             labels = batch.pop("labels", None)
             if labels is None:
-                raise PelaError("evaluation needs labelled data")
+                raise PelaError(f"evaluation needs labelled data: {unlabelled_reason(data)}")
             batch = {k: v.to(dev) for k, v in batch.items()}
             logits = arch.main_output(arch.forward(model, batch)).float()
             labels = labels.to(dev)

@@ -55,6 +55,7 @@ class Records(Dataset):
         self.rows, self.text_fields, self.label_field = rows, text_fields, label_field
         self.image_field, self.root = image_field, root or Path(".")
         self.classes = labels
+        self.unlabelled: str | None = None  # why there are no labels, for an error where labels are needed
         self._index = None if labels is None else {c: i for i, c in enumerate(labels)}  # not list.index per item
 
     def __len__(self) -> int:
@@ -198,7 +199,8 @@ def read_records(path: Path, text_field: str, label_field: str, classes: list[st
     for n, row in enumerate(rows, 1):
         for field in (image_field,) if image_field else text_fields:
             if field not in row:
-                raise PelaError(f"{path}: record {n} has no {field!r} field" + ("" if image_field else " (use --text-field)"))
+                raise PelaError(f"{path}: record {n} has no {field!r} field (its fields: {_field_list(row)})"
+                                + ("" if image_field else "; name the text with --text-field"))
         for field in text_fields if image_field else ():
             if field not in row:
                 raise PelaError(f"{path}: record {n} has no {field!r} field while others do")
@@ -223,4 +225,13 @@ def read_records(path: Path, text_field: str, label_field: str, classes: list[st
         if unknown:
             raise PelaError(f"{path}: label {unknown[0]!r} is not one of the {len(classes)} classes the model was trained on")
         labels = list(classes)
-    return Records(rows, text_fields, label_field, labels, image_field=image_field, root=path.parent)
+    records = Records(rows, text_fields, label_field, labels, image_field=image_field, root=path.parent)
+    if labels is None:  # said where labels are needed (fine-tuning, evaluation), not here: distillation needs none
+        records.unlabelled = (f"{path.name} has no {label_field!r} field (its fields: {_field_list(rows[0])}); "
+                              "name the class column with --label-field")
+    return records
+
+
+def _field_list(row: dict[str, Any], most: int = 12) -> str:
+    names = [str(k) for k in row]
+    return ", ".join(names[:most]) + (f", ... ({len(names)} in all)" if len(names) > most else "") if names else "none"
