@@ -52,8 +52,41 @@ def test_missing_and_unreadable(tmp_path):
     with pytest.raises(PelaError, match="does not exist"):
         load_dataset(tmp_path / "nope.txt")
     (tmp_path / "empty_dir").mkdir()
-    with pytest.raises(PelaError, match="is empty"):
+    with pytest.raises(PelaError, match="empty_dir holds no images .* or .txt files; to read one text file, pass the file itself"):
         load_dataset(tmp_path / "empty_dir")
+    (tmp_path / "empty_dir" / "cats").mkdir()
+    (tmp_path / "empty_dir" / "cats" / "notes.md").write_text("x")
+    with pytest.raises(PelaError, match="or .txt files in its class sub-folders"):
+        load_dataset(tmp_path / "empty_dir")
+
+
+def test_fortune_format(tmp_path):
+    """Records separated by lines holding only %, as fortune's files are: one example per record."""
+    (tmp_path / "cookies").write_text("first,\n  on two lines\n%\nsecond\n%\n\n%\n% not a separator\n100%\n%\n")
+    ds = load_dataset(tmp_path / "cookies")
+    assert [ds[i]["text"] for i in range(len(ds))] == ["first,\n  on two lines", "second", "% not a separator\n100%"]
+    assert ds.lengths == [len("first,\n  on two lines\n"), len("second\n"), len("% not a separator\n100%\n")]
+    (tmp_path / "percent.txt").write_text("a\n%\nb c\n")  # one lone % line: an ordinary text, one example per line
+    assert [load_dataset(tmp_path / "percent.txt")[i]["text"] for i in range(3)] == ["a", "%", "b c"]
+
+
+def test_text_folders(tmp_path, hf_bert_dir):
+    """.txt files in class sub-folders (IMDB's layout), or flat: one example per file."""
+    for cls, texts in (("neg", ["awful.", "dull\nand long"]), ("pos", ["great!"])):
+        (tmp_path / "imdb" / cls).mkdir(parents=True)
+        for i, text in enumerate(texts):
+            (tmp_path / "imdb" / cls / f"{i}.txt").write_text(text + "\n")
+    (tmp_path / "imdb" / "pos" / "urls.md").write_text("not an example")
+    ds = load_dataset(tmp_path / "imdb")
+    assert ds.classes == ["neg", "pos"] and len(ds) == 3
+    assert [ds[i] for i in range(3)] == [{"text": "awful.", "label": 0}, {"text": "dull\nand long", "label": 0}, {"text": "great!", "label": 1}]
+    assert ds.lengths == [7, 14, 7]
+    flat = load_dataset(tmp_path / "imdb" / "neg")
+    assert flat.classes is None and flat[1] == {"text": "dull\nand long"}
+    import pela
+
+    batch = Collator(pela.load_model(str(hf_bert_dir)))([ds[0], ds[2]])
+    assert batch["input_ids"].shape[0] == 2 and batch["labels"].tolist() == [0, 1]
 
 
 def test_image_folder_and_timm_preprocessing(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from array import array
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,38 +27,57 @@ TEXT_SUFFIXES = (".txt", ".text", "")  # no suffix: plain text files like Debian
 
 
 class TextLines(Dataset):
-    """One example per non-empty line; an index of byte offsets keeps the file on disk."""
+    """One example per non-empty line; an index of byte offsets keeps the file on disk.
+
+    A file in fortune's format (``strfile``: records of one or more lines, separated by lines
+    holding only ``%``) gives one example per record instead, lines joined.
+    """
 
     def __init__(self, path: Path):
         self.path = path
         with open(path, "rb") as f:
             if b"\0" in f.read(8192):
                 raise PelaError(f"{path} is not a text file (it holds NUL bytes); text data is one example per line")
-        self.offsets: list[int] = []
         with open(path, "rb") as f:
-            pos = 0
+            self.separated = sum(line.rstrip(b"\r\n") == b"%" for line in f) >= 2
+        self.starts, self.ends = array("q"), array("q")
+        with open(path, "rb") as f:
+            pos = begin = 0
+            content = False
             for line in f:
-                if line.strip():
-                    self.offsets.append(pos)
+                if not self.separated:
+                    if line.strip():
+                        self.starts.append(pos)
+                        self.ends.append(pos + len(line))
+                elif line.rstrip(b"\r\n") == b"%":
+                    if content:
+                        self.starts.append(begin)
+                        self.ends.append(pos)
+                    begin, content = pos + len(line), False
+                else:
+                    content = content or bool(line.strip())
                 pos += len(line)
+            if self.separated and content:
+                self.starts.append(begin)
+                self.ends.append(pos)
 
     def __len__(self) -> int:
-        return len(self.offsets)
+        return len(self.starts)
 
     @property
     def lengths(self) -> list[int]:
-        """Bytes per example (line), a cheap proxy for token count when grouping batches by length."""
-        ends = self.offsets[1:] + [self.path.stat().st_size]
-        return [e - o for o, e in zip(self.offsets, ends)]
+        """Bytes per example, a cheap proxy for token count when grouping batches by length."""
+        return [e - s for s, e in zip(self.starts, self.ends)]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         with open(self.path, "rb") as f:
-            f.seek(self.offsets[i])
-            return {"text": f.readline().decode("utf-8", errors="replace").strip()}
+            f.seek(self.starts[i])
+            return {"text": f.read(self.ends[i] - self.starts[i]).decode("utf-8", errors="replace").strip()}
 
 
 class ImageFolder(Dataset):
-    """Images in class sub-folders (labelled) or directly in the folder (unlabelled)."""
+    """Files in class sub-folders (labelled) or directly in the folder (unlabelled): images, or, in a
+    folder with none, ``.txt`` files, one example each (as Keras's ``text_dataset_from_directory``)."""
 
     def __init__(self, root: Path, classes: list[str] | None = None):
         subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -67,18 +87,29 @@ class ImageFolder(Dataset):
             if unknown:
                 raise PelaError(f"{root}: class folder {unknown[0]!r} is not one of the {len(self.classes)} classes the model was trained on")
             index = {c: i for i, c in enumerate(self.classes)}
-            self.items = [(p, index[d.name]) for d in subdirs for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+            files = [(p, index[d.name]) for d in subdirs for p in sorted(d.rglob("*")) if p.is_file()]
         else:
             self.classes = None
-            self.items = [(p, None) for p in sorted(root.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+            files = [(p, None) for p in sorted(root.iterdir()) if p.is_file()]
+        self.items = [(p, label) for p, label in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        self.text = not self.items
+        if self.text:
+            self.items = [(p, label) for p, label in files if p.suffix.lower() == ".txt"]
+        if not self.items:
+            raise PelaError(f"{root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}) or .txt files"
+                            + (" in its class sub-folders" if subdirs else "") + "; to read one text file, pass the file itself")
 
     def __len__(self) -> int:
         return len(self.items)
 
+    @property
+    def lengths(self) -> list[int] | None:
+        return [p.stat().st_size for p, _ in self.items] if self.text else None
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         path, label = self.items[i]
-        image = open_image(path)
-        return {"image": image} if label is None else {"image": image, "label": label}
+        item: dict[str, Any] = {"text": path.read_text(errors="replace").strip()} if self.text else {"image": open_image(path)}
+        return item if label is None else {**item, "label": label}
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -147,7 +178,8 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
                  classes: list[str] | None = None) -> Dataset:
     """Open a dataset by path; raises `PelaError` if it is missing, unreadable or empty.
 
-    * ``*.txt``: one text per line (unlabelled).
+    * ``*.txt`` (or no suffix): one text per line (unlabelled); in fortune's format (records
+      separated by lines holding only ``%``), one per record.
     * ``*.jsonl`` / ``*.json`` / ``*.csv`` / ``*.tsv`` / ``*.parquet``: records with ``text_field``
       (``"a,b"``: a sentence pair) and optionally ``label_field`` (classes in sorted order, integers
       by value, or as a Parquet file's Hugging Face ClassLabel names them); records that hold an image
@@ -157,7 +189,8 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
     * a directory of ``*-images-idx3-ubyte[.gz]`` files (Fashion-MNIST): ``split`` picks train/t10k.
     * any other directory: an image folder (class sub-folders, or flat and unlabelled, or with a
       ``metadata.jsonl``/``metadata.csv`` naming each ``file_name``'s label or caption, as Hugging
-      Face's imagefolder has it); a folder whose sub-folders are splits (train, val, test, ...) is
+      Face's imagefolder has it), or, with no images, a folder of ``.txt`` files laid out the same
+      way, one example per file; a folder whose sub-folders are splits (train, val, test, ...) is
       read at ``split`` (test: validation, val, ... or test).
 
     ``classes`` fixes the label → index mapping (the one a model was fine-tuned with), so an
