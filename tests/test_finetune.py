@@ -39,6 +39,15 @@ class Images(Dataset):
         return {"pixel_values": torch.full((3, 32, 32), float(i % 4)), "labels": torch.tensor(i % 4)}
 
 
+class Quadrants(Images):
+    """The class is which quadrant of the image is bright: a pattern in space, for models that normalize brightness away."""
+
+    def __getitem__(self, i):
+        x = torch.zeros(3, 32, 32)
+        x[:, 16 * (i % 2):16 * (i % 2) + 16, 16 * (i % 4 // 2):16 * (i % 4 // 2) + 16] = 1.0
+        return {"pixel_values": x, "labels": torch.tensor(i % 4)}
+
+
 def stack(examples):
     return {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
 
@@ -106,6 +115,23 @@ def test_hf_model_with_another_head_is_pooled_from_hidden_states(tmp_path):
     assert isinstance(tuned, SequenceClassifier) and tuned.hidden_states
     assert pela.evaluate(tuned, Labelled(), collate_fn=stack)["accuracy"] >= 0.9
     _round_trip(tuned, tmp_path, Labelled())
+
+
+def test_hierarchical_vision_model_gets_a_head_on_its_feature_map(tmp_path):
+    """Segformer's config lists a width per stage and its last states are a B×C×H×W map, not tokens."""
+    from transformers import SegformerConfig, SegformerModel
+
+    torch.manual_seed(0)
+    model = SegformerModel(SegformerConfig(image_size=32, hidden_sizes=[8, 16, 16, 24], depths=[1, 1, 1, 1],
+                                           num_attention_heads=[1, 1, 2, 2])).eval()
+    assert pela.arch.hidden_size(model) == 24
+    pela.compress(model, LowRankConfig(align=1, exclude=[]))
+    data = Quadrants()
+    before = pela.evaluate(SequenceClassifier(model, 24, 4), data, collate_fn=stack)["accuracy"]
+    tuned, _ = pela.finetune(model, data, FinetuneConfig(epochs=8, batch_size=8, lr=3e-3), collate_fn=stack)
+    assert isinstance(tuned, SequenceClassifier) and tuned.head.in_features == 24
+    assert pela.evaluate(tuned, data, collate_fn=stack)["accuracy"] >= 0.9 > before
+    _round_trip(tuned, tmp_path, data)
 
 
 def test_timm_model_built_outside_pela_rebuilds_from_timms_record(tmp_path):

@@ -323,12 +323,16 @@ def output_tensors(output: Any) -> list[torch.Tensor]:
 
 
 def hidden_size(model: nn.Module) -> int | None:
-    """Width of a model's hidden states (Hugging Face config, or timm's ``num_features``)."""
+    """Width of a model's hidden states (Hugging Face config, or timm's ``num_features``); the last
+    stage's for a hierarchical model whose config lists one per stage (``hidden_sizes``)."""
     cfg = getattr(model, "config", None)
     for c in (cfg, getattr(cfg, "text_config", None)):
         for attr in ("hidden_size", "d_model", "n_embd", "dim"):
             if isinstance(getattr(c, attr, None), int):
                 return getattr(c, attr)
+        sizes = getattr(c, "hidden_sizes", None)
+        if isinstance(sizes, (list, tuple)) and sizes and isinstance(sizes[-1], int):
+            return sizes[-1]
     return getattr(model, "num_features", None)
 
 

@@ -94,6 +94,8 @@ class SequenceClassifier(nn.Module):
             h = block_output(out) if h is None else h
         if h.dim() == 2:  # already pooled
             return self.head(h)
+        if h.dim() == 4:  # a feature map (hierarchical vision models): average its positions
+            return self.head(h.mean((2, 3)) if h.shape[1] == self.hidden else h.mean((1, 2)))
         if self.pooling == "cls":
             return self.head(h[:, 0])
         # an encoder-decoder model's last states are its decoder's, which has a mask of its own
