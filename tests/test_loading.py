@@ -57,6 +57,18 @@ def test_timm_checkpoint_brings_its_number_of_classes(tmp_path, classes):
         pela.load_model("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "w.safetensors"), **arch, num_classes=7)
 
 
+def test_timm_class_names_only_for_a_head_of_their_size(tmp_path):
+    """The names a timm model's weights came with no longer name a head resized to a checkpoint's classes."""
+    arch = {k: v for k, v in TIMM_VIT.items() if k != "num_classes"}
+    names = [f"class{i}" for i in range(1000)]
+    model = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **arch)
+    model.pretrained_cfg = {**model.pretrained_cfg, "label_names": names}
+    assert pela.arch.class_names(model) == names
+    save_file(pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **arch, num_classes=3).state_dict(), tmp_path / "w.safetensors")
+    pela.loading._load_timm_checkpoint(model, str(tmp_path / "w.safetensors"), {}, allow_pickle=False)
+    assert model.num_classes == 3 and pela.arch.class_names(model) is None
+
+
 def test_timm_checkpoint_with_two_heads(tmp_path):
     """DeiT's distilled models name two classifiers; a 4-class checkpoint resizes both."""
     arch = {k: v for k, v in TIMM_VIT.items() if k != "num_classes"}

@@ -348,7 +348,8 @@ def class_names(model: nn.Module) -> list[str] | None:
         if labels != [f"LABEL_{i}" for i in range(len(labels))]:
             return labels
     names = (getattr(model, "pretrained_cfg", None) or {}).get("label_names")
-    if isinstance(names, (list, tuple)) and names:
+    # a timm head reset to another size (a fine-tuned checkpoint) no longer has its weights' class names
+    if isinstance(names, (list, tuple)) and names and len(names) == getattr(model, "num_classes", len(names)):
         return [str(c) for c in names]
     return None
 
