@@ -47,6 +47,8 @@ def w(tmp_path_factory):
     (root / "unlabeled_row.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3]) + json.dumps({"text": "w5"}) + "\n")
     (root / "one_class.jsonl").write_text("".join(json.dumps({"text": f"w{i}", "label": "a"}) + "\n" for i in range(8)))
     (root / "data.xyz").write_text("what format is this?\n")
+    (root / "notes").mkdir()
+    (root / "notes" / "todo.md").write_text("- a file of another kind\n")
     images = root / "images"
     for cls in ("cat", "dog"):
         (images / cls).mkdir(parents=True)
@@ -87,6 +89,9 @@ CASES = [
     ("pickle without --allow-pickle", "compress timm:vit_tiny_patch16_224 --checkpoint {root}/pickled.pt", "--allow-pickle"),
     ("checkpoint of another architecture", "compress timm:vit_tiny_patch16_224 --checkpoint {teacher}/model.safetensors", "does not fit"),
     ("corrupt pela.json", "compress {broken_meta}", "pela.json"),
+    ("teacher checkpoint for a directory", D + " --teacher-checkpoint {root}/corrupt.safetensors", "applies to timm: sources only"),
+    ("missing teacher checkpoint", D.replace("{teacher}", "timm:vit_tiny_patch16_224") + " --teacher-checkpoint {root}/missing.safetensors",
+     "does not exist"),
     # compression settings
     ("ratio 1", C + " --ratio 1", "ratio must be a finite number > 1"),
     ("ratio below 1", C + " --ratio 0.5", "ratio must be a finite number > 1"),
@@ -104,6 +109,7 @@ CASES = [
     ("missing dataset", D.replace("{text}", "{root}/missing.txt"), "does not exist"),
     ("binary file as text", D.replace("{text}", "{root}/binary.txt"), "not a text file"),
     ("unknown data format", D.replace("{text}", "{root}/data.xyz"), "data.xyz"),
+    ("folder of neither images nor text", D.replace("{text}", "{root}/notes"), "holds no images"),
     ("row without a label", F + " --data {root}/unlabeled_row.jsonl", "label"),
     ("a single class", F + " --data {root}/one_class.jsonl", "at least 2 classes"),
     ("unlabeled data to fine-tune", F + " --data {text}", "labelled data"),
