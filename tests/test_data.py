@@ -68,6 +68,8 @@ def test_fortune_format(tmp_path):
     assert ds.lengths == [len("first,\n  on two lines\n"), len("second\n"), len("% not a separator\n100%\n")]
     (tmp_path / "percent.txt").write_text("a\n%\nb c\n")  # one lone % line: an ordinary text, one example per line
     assert [load_dataset(tmp_path / "percent.txt")[i]["text"] for i in range(3)] == ["a", "%", "b c"]
+    (tmp_path / "corpus.txt").write_text("%\n" + "".join(f"line {i}\n" for i in range(200)) + "%\n")  # 2 stray % lines in 202
+    assert len(load_dataset(tmp_path / "corpus.txt")) == 202
 
 
 def test_text_folders(tmp_path, hf_bert_dir):
