@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# transformers copies a model's own code (trust_remote_code) into a module cache: keep it out of the home directory
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="pela-tests-hf-modules-"))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -88,4 +93,71 @@ def hf_bert_dir(tmp_path):
     path = tmp_path / "bert"
     model.save_pretrained(path)
     (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(95)]))
+    return path
+
+
+REMOTE_CONFIG = """
+from transformers import PretrainedConfig
+
+
+class TinyNetConfig(PretrainedConfig):
+    model_type = "pela-test-tinynet"
+
+    def __init__(self, vocab_size=100, hidden_size=32, num_hidden_layers=2, **kwargs):
+        self.vocab_size, self.hidden_size, self.num_hidden_layers = vocab_size, hidden_size, num_hidden_layers
+        super().__init__(**kwargs)
+"""
+
+REMOTE_MODEL = """
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutput
+
+from .configuration_tinynet import TinyNetConfig
+
+
+class TinyNetBlock(nn.Module):
+    def __init__(self, hidden):
+        super().__init__()
+        self.norm, self.fc1, self.fc2 = nn.LayerNorm(hidden), nn.Linear(hidden, 4 * hidden), nn.Linear(4 * hidden, hidden)
+
+    def forward(self, x):
+        return x + self.fc2(torch.nn.functional.gelu(self.fc1(self.norm(x))))
+
+
+class TinyNetModel(PreTrainedModel):
+    config_class = TinyNetConfig
+    base_model_prefix = "tinynet"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(TinyNetBlock(config.hidden_size) for _ in range(config.num_hidden_layers))
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        h = self.embed(input_ids)
+        for block in self.layers:
+            h = block(h)
+        return BaseModelOutput(last_hidden_state=h)
+"""
+
+
+def remote_code_model_dir(path: Path) -> Path:
+    """A Hugging Face model whose architecture transformers lacks: its code comes along (auto_map), as
+    models shared with trust_remote_code do; with a BERT tokenizer."""
+    import transformers
+
+    path.mkdir(parents=True)
+    (path / "configuration_tinynet.py").write_text(REMOTE_CONFIG)
+    (path / "modeling_tinynet.py").write_text(REMOTE_MODEL)
+    (path / "config.json").write_text(json.dumps({
+        "model_type": "pela-test-tinynet", "architectures": ["TinyNetModel"],
+        "auto_map": {"AutoConfig": "configuration_tinynet.TinyNetConfig", "AutoModel": "modeling_tinynet.TinyNetModel"}}))
+    torch.manual_seed(0)
+    config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=True)
+    transformers.AutoModel.from_config(config, trust_remote_code=True).save_pretrained(path)
+    (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(95)]))
+    (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer"}))
     return path

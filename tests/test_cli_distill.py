@@ -203,3 +203,34 @@ def test_timm_checkpoint_through_every_stage(tmp_path, capsys):
     assert code == 0 and json.loads(out)["samples"] == 12 and "warning" not in err, err
     code, _, err = run(capsys, "eval", tmp_path / "d", "--checkpoint", ckpt, "--data", images)
     assert code == 2 and err.startswith("error: a checkpoint file applies to timm: sources only"), err
+
+
+def test_model_with_its_own_code_through_every_stage(setup, tmp_path, capsys):
+    """--trust-remote-code on every command that loads the model or its student; without it, one line."""
+    from conftest import remote_code_model_dir
+
+    teacher = remote_code_model_dir(tmp_path / "custom")
+    code, _, err = run(capsys, "compress", teacher, "--out", tmp_path / "s")
+    assert code == 2 and err.startswith("error: ") and "--trust-remote-code" in err and not (tmp_path / "s").exists(), err
+    trust = "--trust-remote-code"
+    code, _, err = run(capsys, "compress", teacher, "--out", tmp_path / "s", "--align", 1, trust)
+    assert code == 0, err
+    code, _, err = run(capsys, "distill", "--student", tmp_path / "s", "--teacher", teacher, "--data", setup / "text.txt",
+                       "--out", tmp_path / "d", "--steps", 2, "--batch-size", 8)
+    assert code == 2 and "--trust-remote-code" in err and not (tmp_path / "d").exists(), err
+    code, _, err = run(capsys, "distill", "--student", tmp_path / "s", "--teacher", teacher, "--data", setup / "text.txt",
+                       "--out", tmp_path / "d", "--steps", 2, "--batch-size", 8, trust)
+    assert code == 0, err
+    code, out, err = run(capsys, "compare", tmp_path / "d", teacher, "--data", setup / "text.txt", "--json", trust)
+    assert code == 0, err
+    assert len(json.loads(out)["blocks"]) == 2, out
+    lines = (setup / "text.txt").read_text().splitlines()
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": i % 2}) + "\n" for i, t in enumerate(lines)))
+    code, _, err = run(capsys, "finetune", tmp_path / "d", "--data", tmp_path / "train.jsonl", "--out", tmp_path / "f", "--steps", 2,
+                       "--batch-size", 8, trust)
+    assert code == 0, err
+    code, out, err = run(capsys, "eval", tmp_path / "f", "--data", tmp_path / "train.jsonl", "--json", trust)
+    assert code == 0 and json.loads(out)["samples"] == 64, err
+    code, out, err = run(capsys, "bench", tmp_path / "f", "--batch-size", 2, "--iters", 1, "--rounds", 1, "--seq-len", 8, "--json", trust)
+    assert code == 0, err
+    assert (tmp_path / "f" / "modeling_tinynet.py").is_file()

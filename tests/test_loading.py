@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 import pela
 from pela import PelaError
 
-from conftest import TIMM_VIT
+from conftest import TIMM_VIT, remote_code_model_dir
 
 
 @pytest.mark.parametrize("source, fragment", [
@@ -185,3 +185,24 @@ def test_sentence_transformers_directory_with_its_transformer_in_a_subfolder(hf_
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
     model = pela.load_model(str(root))
     assert type(model).__name__ == "BertModel" and model.pela_files == str((root / "0_Transformer").resolve())
+
+
+def test_model_with_its_own_code_runs_only_when_trusted(tmp_path):
+    """An architecture transformers lacks, whose code comes with the weights (auto_map): refused without
+    trust_remote_code (never a question on the terminal); with it, compressed, saved with its code, reloaded."""
+    path = remote_code_model_dir(tmp_path / "custom")
+    with pytest.raises(PelaError, match=r"runs its own model code \(configuration_tinynet.py, modeling_tinynet.py\); .*--trust-remote-code"):
+        pela.load_model(str(path))
+    model = pela.load_model(str(path), trust_remote_code=True)
+    assert model.pela_source == {"kind": "hf", "class": "TinyNetModel", "remote_code": True, "auto_class": "AutoModel"}
+    report = pela.compress(model, pela.LowRankConfig(ratio=2, align=1))
+    assert sorted(r.name for r in report.layers if r.status == "factorized") == [f"layers.{i}.fc{j}" for i in range(2) for j in (1, 2)]
+    pela.save_pretrained(model, tmp_path / "pela")
+    assert (tmp_path / "pela" / "modeling_tinynet.py").read_text() == (path / "modeling_tinynet.py").read_text()
+    with pytest.raises(PelaError, match="--trust-remote-code"):
+        pela.load(tmp_path / "pela")
+    with pytest.raises(PelaError, match="--trust-remote-code"):
+        pela.load_model(str(tmp_path / "pela"))
+    x = torch.randint(0, 100, (2, 7))
+    loaded = pela.load(tmp_path / "pela", trust_remote_code=True)
+    assert torch.equal(loaded(x).last_hidden_state, model(x).last_hidden_state)

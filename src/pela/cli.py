@@ -31,6 +31,7 @@ LABEL_FIELD_HELP = "column (CSV/TSV) or key (JSON/JSONL) holding the class"
 ALLOW_PICKLE_HELP = "also read legacy .pt/.pth/.bin weights, with torch.load(weights_only=True)"
 CHECKPOINT_HELP = "safetensors weights for a timm: architecture (a fine-tuned checkpoint brings its own number of classes)"
 TEACHER_CHECKPOINT_HELP = "the teacher's weights, for a timm: teacher (as compress --checkpoint)"
+TRUST_HELP = "run the model code a Hugging Face model brings along (*.py named in its config's auto_map); read it first"
 WORKERS_HELP = "DataLoader processes that tokenize or decode batches while the model runs (0 = in the main process); helps most on a GPU"
 
 @app.command()
@@ -46,6 +47,7 @@ def compress(
     checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
     random_init: bool = typer.Option(False, "--random-init", help="no pretrained weights (smoke tests, benchmarks)"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     param_budget: Optional[float] = typer.Option(None, "--param-budget", help="keep this fraction of the factorizable parameters, "
                                                  "ranks allocated across layers by measured sensitivity (needs --calib)"),
     init: Optional[str] = typer.Option(None, help="svd (weights) or whiten (outputs on --calib data); default whiten with --calib, else svd"),
@@ -82,7 +84,8 @@ def compress(
     check_output_dir(out, overwrite)  # fail before the slow part
     calib_data = load_dataset(calib, text_field=text_field) if calib is not None else None
     with err_console.status(f"loading {source}"):
-        model = load_model(source, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle)
+        model = load_model(source, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle,
+                           trust_remote_code=trust_remote_code)
     calibration = None
     if calib_data is not None:
         calibration = calibrate(model, calib_data, config, collate_fn=Collator(model, max_length=max_length), samples=calib_samples,
@@ -119,6 +122,7 @@ def bench(
     iters: int = typer.Option(5, help="forward passes per round"),
     rounds: int = typer.Option(3, help="interleaved rounds; each model's median round counts"),
     random_init: bool = typer.Option(False, "--random-init", help="build timm:/hf: sources without pretrained weights"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="print results as JSON on stdout"),
 ) -> None:
     """Throughput (items/s) and peak memory of a model, or of two side by side."""
@@ -134,7 +138,8 @@ def bench(
     models = {}
     for s in sources:
         with err_console.status(f"loading {s}"):
-            models[s if s not in models else s + " (2)"] = load_model(s, random_init=random_init and not Path(s).is_dir())
+            models[s if s not in models else s + " (2)"] = load_model(s, random_init=random_init and not Path(s).is_dir(),
+                                                                    trust_remote_code=trust_remote_code)
     results = benchmark(models, batch_size=batch_size, device=device, dtype=dtype, compile=compile, seq_len=seq_len, iters=iters, rounds=rounds,
                         compile_mode=compile_mode, progress=True)
     ratio = results[0].items_per_s / results[1].items_per_s if vs else None
@@ -196,6 +201,7 @@ def distill(
     workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
     teacher_checkpoint: Optional[Path] = typer.Option(None, "--teacher-checkpoint", help=TEACHER_CHECKPOINT_HELP),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
 ) -> None:
     """Intermediate pre-training (PELA stage 2): distill the student from the frozen teacher."""
@@ -215,8 +221,9 @@ def distill(
     ds = load_dataset(data, text_field=text_field, label_field=label_field)
     with _run_dir(out, resume, overwrite):
         with err_console.status("loading models"):
-            student_model = load(student)
-            teacher_model = load_model(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle)
+            student_model = load(student, trust_remote_code=trust_remote_code)
+            teacher_model = load_model(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle,
+                                       trust_remote_code=trust_remote_code)
         collate = Collator(student_model, max_length=max_length)
         info = {"student": str(Path(student).resolve()), "teacher": teacher, "data": str(Path(data).resolve())}
         result = _distill(student_model, teacher_model, ds, config, collate_fn=collate, out=out, resume=resume, progress=True, run_info=info)
@@ -285,6 +292,7 @@ def compare(
     text_field: str = typer.Option("text", "--text-field", help=TEXT_FIELD_HELP),
     teacher_checkpoint: Optional[Path] = typer.Option(None, "--teacher-checkpoint", help=TEACHER_CHECKPOINT_HELP),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the comparison as JSON on stdout"),
 ) -> None:
     """Per-block feature MSE / cosine similarity and output agreement of a student and its teacher."""
@@ -295,8 +303,8 @@ def compare(
     if samples < 1 or batch_size < 1:
         raise PelaError("--samples and --batch-size must be >= 1")
     ds = load_dataset(data, text_field=text_field)
-    s_model = load_model(student, allow_pickle=allow_pickle)
-    t_model = load_model(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle)
+    s_model = load_model(student, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    t_model = load_model(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     result = _compare(s_model, t_model, ds, collate_fn=Collator(s_model, max_length=max_length), samples=samples,
                       batch_size=batch_size, blocks=blocks, progress=not as_json)
     if as_json:
@@ -334,6 +342,7 @@ def finetune(
     random_init: bool = typer.Option(False, "--random-init", help="no pretrained weights (the control)"),
     checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     log_every: int = typer.Option(10, "--log-every"),
     group_by_length: bool = typer.Option(False, "--group-by-length", help="batch texts of similar length (less padding)"),
     workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
@@ -358,7 +367,8 @@ def finetune(
             if eval_data else None)
     with _run_dir(out, resume, overwrite):
         with err_console.status(f"loading {model}"):
-            net = load_model(model, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle)
+            net = load_model(model, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle,
+                             trust_remote_code=trust_remote_code)
         tuned, result = _finetune(net, ds, config, collate_fn=Collator(net, max_length=max_length), out=out, resume=resume,
                                   progress=not as_json, run_info={"model": model, "data": str(Path(data).resolve())})
         summary = {"steps": result.steps, "seconds": result.seconds, "items_per_s": result.items_per_s,
@@ -385,6 +395,7 @@ def eval_(
     workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
     checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON on stdout"),
 ) -> None:
     """Accuracy (top-1, top-5), loss, parameters and throughput of a classifier."""
@@ -396,7 +407,7 @@ def eval_(
         raise PelaError(f"--batch-size must be >= 1, got {batch_size}")
     if workers < 0:
         raise PelaError(f"--workers must be >= 0, got {workers}")
-    net = load_model(model, checkpoint=_opt_str(checkpoint), allow_pickle=allow_pickle)
+    net = load_model(model, checkpoint=_opt_str(checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     ds = load_dataset(data, split=split, text_field=text_field, label_field=label_field, classes=getattr(net, "pela_classes", None))
     metrics = evaluate(net, ds, collate_fn=Collator(net, max_length=max_length), batch_size=batch_size, workers=workers,
                        progress=not as_json)

@@ -327,6 +327,10 @@ class Collator:
         # what preprocessing needs of the model, kept instead of the model itself, so that DataLoader
         # workers started by spawn or forkserver receive a small picklable object
         self.files = getattr(model, "pela_files", None)
+        # a model whose own code the user trusted (pela.load_model's trust_remote_code) may bring its
+        # tokenizer's code too; for any other, transformers is told no outright instead of asking
+        source = getattr(model, "pela_source", None) or getattr(getattr(model, "backbone", None), "pela_source", None) or {}
+        self.trust_remote_code = bool(source.get("remote_code"))
         self.timm_data_config = _timm_data_config(model)
 
     @property
@@ -337,7 +341,7 @@ class Collator:
             if not self.files:
                 raise PelaError("text data needs a tokenizer, and this model has none saved alongside it")
             try:
-                self._tokenizer = AutoTokenizer.from_pretrained(self.files)
+                self._tokenizer = AutoTokenizer.from_pretrained(self.files, trust_remote_code=self.trust_remote_code)
             except Exception as e:
                 raise PelaError(f"cannot load the tokenizer saved in {self.files}: {str(e).splitlines()[0]}") from None
         return self._tokenizer
@@ -353,7 +357,7 @@ class Collator:
                 from transformers import AutoImageProcessor
 
                 try:
-                    processor = AutoImageProcessor.from_pretrained(self.files)
+                    processor = AutoImageProcessor.from_pretrained(self.files, trust_remote_code=self.trust_remote_code)
                 except Exception:
                     raise PelaError("image data needs an image processor saved with the model (preprocessor_config.json)") from None
                 self._transform = _HFImageTransform(processor)

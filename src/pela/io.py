@@ -274,6 +274,9 @@ def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None) -
         for name in COMPANION_FILES if files_from else ():
             if (Path(files_from) / name).is_file():
                 shutil.copy(Path(files_from) / name, target / name)
+        if source.get("remote_code") and files_from:  # the architecture's own code, for pela.load to build it
+            for code in Path(files_from).glob("*.py"):
+                shutil.copy(code, target / code.name)
     (target / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
 
 
@@ -327,13 +330,15 @@ def is_pela_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / CONFIG_NAME).is_file()
 
 
-def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
+def load(directory: str | os.PathLike, model: nn.Module | None = None, *, trust_remote_code: bool = False) -> nn.Module:
     """Rebuild a model saved by `save_pretrained` (in eval mode); outputs are bitwise those saved.
 
     Args:
         directory: a directory written by `save_pretrained`.
         model: the freshly built dense architecture, needed only when the saved model's source
             was not recorded (a model that did not come from `pela.load_model`).
+        trust_remote_code: needed for a model whose architecture is code it brought along (see
+            `pela.load_model`); that code was copied beside the weights and runs again here.
     """
     from .loading import build_architecture
 
@@ -348,7 +353,7 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
     if model is None:
         if not meta.get("source"):
             raise PelaError(f"{path} does not record its architecture; pass the dense model: pela.load(dir, model=...)")
-        model = build_architecture(meta["source"], path)
+        model = build_architecture(meta["source"], path, trust_remote_code)
         model.pela_source = meta["source"]
         if meta.get("head"):
             from .layers import SequenceClassifier

@@ -34,6 +34,31 @@ def _hf_class(config: Any) -> type:
     return transformers.AutoModel
 
 
+def _remote_auto_class(config: Any) -> str | None:
+    """For a model whose code comes with it (``auto_map`` in its config, a type transformers lacks): the
+    auto class (``AutoModel``, ``AutoModelForSequenceClassification``, ...) that maps to the class its
+    config names, else ``AutoModel``; None for a model transformers builds itself."""
+    import transformers
+
+    auto_map = getattr(config, "auto_map", None)
+    if not isinstance(auto_map, dict) or _hf_class(config) is not transformers.AutoModel:
+        return None
+    if getattr(config, "model_type", None) in transformers.CONFIG_MAPPING:
+        return None
+    named = set(getattr(config, "architectures", None) or [])
+    for key, ref in auto_map.items():
+        target = ref[0] if isinstance(ref, (list, tuple)) else ref
+        if key.startswith("AutoModel") and isinstance(target, str) and target.rpartition(".")[2] in named:
+            return key
+    return "AutoModel"
+
+
+def _untrusted_code_error(path: Path) -> PelaError:
+    code = ", ".join(sorted(p.name for p in path.glob("*.py"))) or "code named in its config.json auto_map"
+    return PelaError(f"{path} runs its own model code ({code}); pela runs it only with --trust-remote-code "
+                     "(Python: trust_remote_code=True), which you should pass only after reading that code")
+
+
 def _weight_files(path: Path, allow_pickle: bool) -> tuple[list[Path], list[Path]]:
     """A model directory's safetensors files and pickled weight files; an error if it has no weights pela may read."""
     safe = sorted(path.glob("*.safetensors"))
@@ -44,17 +69,22 @@ def _weight_files(path: Path, allow_pickle: bool) -> tuple[list[Path], list[Path
     return safe, pickles
 
 
-def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False) -> nn.Module:
+def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False, trust_remote_code: bool = False) -> nn.Module:
     import transformers
 
-    try:
-        config = transformers.AutoConfig.from_pretrained(str(path))
+    try:  # trust_remote_code=False said outright: transformers would otherwise ask on the terminal
+        config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as e:
+        if not trust_remote_code and "trust_remote_code" in str(e):
+            raise _untrusted_code_error(path) from None
         raise PelaError(f"{path}/config.json is not a usable Hugging Face config: {str(e).splitlines()[0]}") from None
-    cls = _hf_class(config)
+    remote = _remote_auto_class(config) if trust_remote_code else None
+    cls = getattr(transformers, remote) if remote else _hf_class(config)
+    auto = remote is not None or cls is transformers.AutoModel
+    code = {"trust_remote_code": trust_remote_code} if auto else {}
     if random_init:
-        build = cls.from_config if cls is transformers.AutoModel else cls._from_config
-        model = build(config, dtype=torch.float32)
+        build = cls.from_config if auto else cls._from_config
+        model = build(config, dtype=torch.float32, **code)
     else:
         shards, pickles = _weight_files(path, allow_pickle)
         for shard in shards:
@@ -64,10 +94,12 @@ def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False) -> n
         try:
             # transformers reads .bin files with torch.load(weights_only=True) too. Weights shared in
             # float16/bfloat16 are loaded in float32: SVD and training need it; --dtype runs in half
-            model = cls.from_pretrained(str(path), use_safetensors=bool(shards), dtype=torch.float32)
+            model = cls.from_pretrained(str(path), use_safetensors=bool(shards), dtype=torch.float32, **code)
         except Exception as e:
             raise PelaError(f"could not load the Hugging Face model in {path}: {str(e).splitlines()[0]}") from None
     model.pela_source = {"kind": "hf", "class": type(model).__name__}
+    if remote:  # rebuilt by pela.load from the code copied beside the weights, again only when trusted
+        model.pela_source.update(remote_code=True, auto_class=remote)
     model.pela_files = str(path)
     return model.eval()
 
@@ -217,12 +249,14 @@ def _sentence_transformer_dir(path: Path) -> Path | None:
     return None
 
 
-def _hf_snapshot(repo_id: str, random_init: bool, allow_pickle: bool = False) -> Path:
+def _hf_snapshot(repo_id: str, random_init: bool, allow_pickle: bool = False, trust_remote_code: bool = False) -> Path:
     from huggingface_hub import snapshot_download
 
     patterns = ["*.json", "*.txt", "*.model", "*.jinja"] if random_init else HF_WEIGHT_PATTERNS
     if allow_pickle and not random_init:
         patterns = patterns + [f"*{suffix}" for suffix in PICKLE_SUFFIXES]
+    if trust_remote_code:
+        patterns = patterns + ["*.py"]
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as e:  # noqa: BLE001 - offline, not cached, no such repository, no access
@@ -233,7 +267,7 @@ def _hf_snapshot(repo_id: str, random_init: bool, allow_pickle: bool = False) ->
 
 
 def load_model(source: str, *, checkpoint: str | None = None, random_init: bool = False, allow_pickle: bool = False,
-               **kwargs: Any) -> nn.Module:
+               trust_remote_code: bool = False, **kwargs: Any) -> nn.Module:
     """Load a model the way users name it, in eval mode.
 
     Args:
@@ -246,6 +280,9 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
         allow_pickle: also read legacy torch.save weights (``--checkpoint x.pt``, a Hugging Face directory
             with only ``pytorch_model.bin``), with ``torch.load(weights_only=True)``, which refuses
             anything but tensors. Off by default: pela never unpickles a file it did not write.
+        trust_remote_code: run the model code a Hugging Face model brings along (``auto_map`` in its
+            config, ``*.py`` beside it) for an architecture transformers lacks. Off by default: that
+            code runs with your permissions, so read it first.
         **kwargs: passed to ``timm.create_model`` for timm models (e.g. ``num_classes``).
     """
     if not isinstance(source, str) or not source:
@@ -257,23 +294,23 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
     if checkpoint:
         raise PelaError("a checkpoint file applies to timm: sources only (a directory or hf: model brings its own weights)")
     if source.startswith("hf:"):
-        path = _hf_snapshot(source[3:], random_init, allow_pickle)
+        path = _hf_snapshot(source[3:], random_init, allow_pickle, trust_remote_code)
         if _is_timm_dir(path):  # a timm repository on the hub (timm/NAME): timm builds it, not transformers' wrapper
             return _timm_from_dir(path, random_init, kwargs, allow_pickle)
-        return _hf_from_dir(path, random_init, allow_pickle)
+        return _hf_from_dir(path, random_init, allow_pickle, trust_remote_code)
     path = Path(source).expanduser()
     if path.is_dir():
         if is_pela_dir(path):
             from .io import load
 
-            return load(path)
+            return load(path, trust_remote_code=trust_remote_code)
         if _is_timm_dir(path):
             return _timm_from_dir(path, random_init, kwargs, allow_pickle)
         if (path / "config.json").is_file():
-            return _hf_from_dir(path, random_init, allow_pickle)
+            return _hf_from_dir(path, random_init, allow_pickle, trust_remote_code)
         inner = _sentence_transformer_dir(path)
         if inner is not None:  # an older sentence-transformers layout: the Transformer in 0_Transformer/
-            return _hf_from_dir(inner, random_init, allow_pickle)
+            return _hf_from_dir(inner, random_init, allow_pickle, trust_remote_code)
         raise PelaError(f"{path} holds neither a pela model (pela.json) nor a Hugging Face or timm model (config.json)")
     if path.exists():
         raise PelaError(f"{source} is a file, not a model directory; {SOURCE_HELP}")
@@ -296,7 +333,7 @@ def source_of(model: nn.Module) -> dict[str, Any] | None:
     return timm_source(model)
 
 
-def build_architecture(source: dict[str, Any], directory: Path) -> nn.Module:
+def build_architecture(source: dict[str, Any], directory: Path, trust_remote_code: bool = False) -> nn.Module:
     """A freshly initialized dense model of the recorded source (weights are loaded afterwards)."""
     kind = source.get("kind")
     if kind == "timm":
@@ -309,10 +346,23 @@ def build_architecture(source: dict[str, Any], directory: Path) -> nn.Module:
         model = _load_timm(name, None, True, kwargs, pretrained_cfg=pretrained_cfg)
         del model.pela_source  # the caller sets what was recorded
         return model
+    if kind == "hf" and source.get("remote_code"):
+        import transformers
+
+        if not trust_remote_code:
+            raise _untrusted_code_error(directory)
+        auto = getattr(transformers, str(source.get("auto_class", "")), None)
+        if not (isinstance(auto, type) and str(source.get("auto_class")).startswith("AutoModel")):
+            raise PelaError(f"{directory}/pela.json records a malformed Hugging Face source")
+        config = transformers.AutoConfig.from_pretrained(str(directory), trust_remote_code=True)
+        model = auto.from_config(config, trust_remote_code=True, dtype=torch.float32)
+        if type(model).__name__ != source.get("class"):
+            raise PelaError(f"{directory} builds a {type(model).__name__}, not the {source.get('class')} it records")
+        return model
     if kind == "hf":
         import transformers
 
-        config = transformers.AutoConfig.from_pretrained(str(directory))
+        config = transformers.AutoConfig.from_pretrained(str(directory), trust_remote_code=False)
         cls = getattr(transformers, source.get("class", ""), None)
         if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
             raise PelaError(f"unknown transformers model class {source.get('class')!r} in {directory}")
