@@ -206,3 +206,8 @@ def test_model_with_its_own_code_runs_only_when_trusted(tmp_path):
     x = torch.randint(0, 100, (2, 7))
     loaded = pela.load(tmp_path / "pela", trust_remote_code=True)
     assert torch.equal(loaded(x).last_hidden_state, model(x).last_hidden_state)
+    # a config of a type transformers knows that still names code of its own is not built as that type
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
+    with pytest.raises(PelaError, match="runs its own model code"):
+        pela.load_model(str(path))

@@ -41,16 +41,14 @@ def _remote_auto_class(config: Any) -> str | None:
     import transformers
 
     auto_map = getattr(config, "auto_map", None)
-    if not isinstance(auto_map, dict) or _hf_class(config) is not transformers.AutoModel:
-        return None
-    if getattr(config, "model_type", None) in transformers.CONFIG_MAPPING:
+    models = {k: v[0] if isinstance(v, (list, tuple)) else v for k, v in (auto_map or {}).items() if k.startswith("AutoModel")}
+    # a config of a known type may still name code of its own (model_type "bert", say, and a class
+    # transformers lacks): built as transformers' own type, its weights would fit only in part
+    if not models or _hf_class(config) is not transformers.AutoModel:
         return None
     named = set(getattr(config, "architectures", None) or [])
-    for key, ref in auto_map.items():
-        target = ref[0] if isinstance(ref, (list, tuple)) else ref
-        if key.startswith("AutoModel") and isinstance(target, str) and target.rpartition(".")[2] in named:
-            return key
-    return "AutoModel"
+    return next((k for k, target in models.items() if isinstance(target, str) and target.rpartition(".")[2] in named),
+                "AutoModel" if "AutoModel" in models else next(iter(models)))
 
 
 def _untrusted_code_error(path: Path) -> PelaError:
@@ -78,8 +76,12 @@ def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False, trus
         if not trust_remote_code and "trust_remote_code" in str(e):
             raise _untrusted_code_error(path) from None
         raise PelaError(f"{path}/config.json is not a usable Hugging Face config: {str(e).splitlines()[0]}") from None
-    remote = _remote_auto_class(config) if trust_remote_code else None
-    cls = getattr(transformers, remote) if remote else _hf_class(config)
+    remote = _remote_auto_class(config)
+    if remote and not trust_remote_code:
+        raise _untrusted_code_error(path)
+    cls = getattr(transformers, remote, None) if remote else _hf_class(config)
+    if cls is None:
+        raise PelaError(f"{path}/config.json maps its code to {remote!r}, which is no transformers auto class")
     auto = remote is not None or cls is transformers.AutoModel
     code = {"trust_remote_code": trust_remote_code} if auto else {}
     if random_init:
