@@ -154,7 +154,7 @@ def test_hub_id_of_a_timm_repository_is_built_by_timm(tmp_path, monkeypatch):
 
     ref, path = _timm_dir(tmp_path)
     asked = []
-    monkeypatch.setattr(pela.loading, "_hf_snapshot", lambda repo_id, random_init, allow_pickle=False: asked.append(repo_id) or path)
+    monkeypatch.setattr(pela.loading, "_hf_snapshot", lambda repo_id, random_init, allow_pickle=False, trust_remote_code=False: asked.append(repo_id) or path)
     for source in ("hf:timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k", "timm:hf-hub:timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"):
         model = pela.load_model(source)
         assert type(model).__name__ == "VisionTransformer" and model.pela_source["kind"] == "timm"
