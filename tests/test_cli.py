@@ -180,3 +180,8 @@ def test_pelas_own_warnings_print_as_one_line():
     assert _format_warning(UserWarning("no task loss"), UserWarning, ours, 7) == "warning: no task loss\n"
     theirs = _format_warning(UserWarning("deprecated"), UserWarning, os.path.join("home", "pela", "torch", "nn.py"), 7)
     assert "UserWarning: deprecated" in theirs  # another library's warning keeps Python's form, with its origin
+
+
+def test_version(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.startswith(f"pela {pela.__version__} (torch ") and "transformers" in out and out.count("\n") == 1

@@ -26,6 +26,29 @@ out_console = Console()
 err_console = Console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from . import __version__
+
+        def installed(name: str) -> str:
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                return "not installed"
+
+        deps = ", ".join(f"{name} {installed(name)}" for name in ("torch", "transformers", "timm", "accelerate", "peft"))
+        print(f"pela {__version__} ({deps})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="print the versions of pela and its main dependencies, and exit")) -> None:
+    pass
+
+
 TEXT_FIELD_HELP = "column (CSV/TSV) or key (JSON/JSONL) holding the text; two, comma-separated, for sentence pairs (e.g. sentence1,sentence2)"
 LABEL_FIELD_HELP = "column (CSV/TSV) or key (JSON/JSONL) holding the class"
 ALLOW_PICKLE_HELP = "also read legacy .pt/.pth/.bin weights, with torch.load(weights_only=True)"
