@@ -23,7 +23,8 @@ from torch.utils.data import Dataset
 from .errors import PelaError
 from .records import IMAGE_SUFFIXES, SPLIT_FOLDERS, open_image, parquet_files, parquet_split, read_parquet, read_records
 
-TEXT_SUFFIXES = (".txt", ".text", "")  # no suffix: plain text files like Debian's fortunes
+TEXT_SUFFIXES = (".txt", ".text", "")
+FOLDER_SUFFIXES = frozenset(IMAGE_SUFFIXES) | {".txt"}  # the files a folder dataset reads  # no suffix: plain text files like Debian's fortunes
 
 
 class TextLines(Dataset):
@@ -89,10 +90,11 @@ class ImageFolder(Dataset):
             if unknown:
                 raise PelaError(f"{root}: class folder {unknown[0]!r} is not one of the {len(self.classes)} classes the model was trained on")
             index = {c: i for i, c in enumerate(self.classes)}
-            files = [(p, index[d.name]) for d in subdirs for p in sorted(d.rglob("*")) if p.is_file()]
+            # by name only: a stat per file would add seconds on an ImageNet-sized tree
+            files = [(p, index[d.name]) for d in subdirs for p in sorted(d.rglob("*")) if p.suffix.lower() in FOLDER_SUFFIXES]
         else:
             self.classes = None
-            files = [(p, None) for p in sorted(root.iterdir()) if p.is_file()]
+            files = [(p, None) for p in sorted(root.iterdir()) if p.suffix.lower() in FOLDER_SUFFIXES]
         self.items = [(p, label) for p, label in files if p.suffix.lower() in IMAGE_SUFFIXES]
         self.text = not self.items
         if self.text:
