@@ -134,6 +134,18 @@ def test_hierarchical_vision_model_gets_a_head_on_its_feature_map(tmp_path):
     _round_trip(tuned, tmp_path, data)
 
 
+def test_model_that_reads_inputs_of_several_kinds_says_which_the_data_lacks():
+    """BLIP's image-text matching reads text and image together: on images alone, a line that says so
+    (before: the images were passed by position and landed on input_ids)."""
+    from transformers import BlipConfig, BlipForImageTextRetrieval
+
+    tiny = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    model = BlipForImageTextRetrieval(BlipConfig(text_config=dict(vocab_size=100, max_position_embeddings=32, **tiny),
+                                                 vision_config=dict(image_size=32, patch_size=8, **tiny), projection_dim=16))
+    with pytest.raises(PelaError, match="BlipForImageTextRetrieval needs 'input_ids' too, and the data gives only pixel_values"):
+        pela.finetune(model, Images(), FinetuneConfig(steps=1, batch_size=4), collate_fn=stack)
+
+
 def test_timm_model_built_outside_pela_rebuilds_from_timms_record(tmp_path):
     """A model made by timm.create_model directly: timm's record of its arguments rebuilds it."""
     import timm

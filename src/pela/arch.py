@@ -279,12 +279,30 @@ def forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
             tower = tower_for(inner, inputs) if model is inner else None
             if tower:
                 return inner.get_submodule(tower)(**inputs)
-            return model(**with_decoder_inputs(inner, inputs))
+            return call_with_inputs(model, inner, with_decoder_inputs(inner, inputs))
+        from .layers import SequenceClassifier
+
+        if isinstance(inner, SequenceClassifier) and isinstance(inner.backbone, transformers.PreTrainedModel):
+            return model(**inputs)  # by name: a lone tensor passed by position may land on another parameter
     except ImportError:
         pass
     if len(inputs) == 1:
         return model(next(iter(inputs.values())))
     return model(**inputs)
+
+
+def call_with_inputs(model: nn.Module, inner: nn.Module, inputs: dict[str, Any], **extra: Any) -> Any:
+    """``model(**inputs, **extra)``; a model that needs inputs the data does not give (BLIP's image-text
+    matching on images alone, say) says which, instead of Python's bare complaint about its ``forward``."""
+    try:
+        return model(**inputs, **extra)
+    except TypeError as e:
+        missing = re.match(rf"{type(inner).__name__}\.forward\(\) missing \d+ required (?:positional |keyword-only )?"
+                           r"arguments?: (.+)$", str(e))
+        if missing is None:
+            raise
+        raise PelaError(f"{type(inner).__name__} needs {missing.group(1)} too, and the data gives only {', '.join(inputs)}: "
+                        "it reads inputs of several kinds together") from None
 
 
 def main_output(output: Any) -> torch.Tensor:

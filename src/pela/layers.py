@@ -79,17 +79,17 @@ class SequenceClassifier(nn.Module):
         self.head = nn.Linear(hidden, num_classes)
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
-        from .arch import block_output, with_decoder_inputs
+        from .arch import block_output, call_with_inputs, with_decoder_inputs
 
         root = self.backbone.get_submodule(self.tower) if self.tower else self.backbone
         # a task head's output is not hidden states: run its base model instead, which skips the head
         model = getattr(root, "base_model", root) if self.hidden_states else root
         kwargs = with_decoder_inputs(model, kwargs)
         if self.hidden_states and model is root:  # no separate base model (T5ForConditionalGeneration)
-            out = model(*args, **kwargs, output_hidden_states=True)
+            out = model(*args, **kwargs, output_hidden_states=True) if args else call_with_inputs(model, model, kwargs, output_hidden_states=True)
             h = (getattr(out, "decoder_hidden_states", None) or out.hidden_states)[-1]
         else:
-            out = model(*args, **kwargs)
+            out = model(*args, **kwargs) if args else call_with_inputs(model, model, kwargs)
             h = getattr(out, "last_hidden_state", None)
             h = block_output(out) if h is None else h
         if h.dim() == 2:  # already pooled
