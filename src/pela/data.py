@@ -1,4 +1,4 @@
-"""Datasets for distillation and fine-tuning: text files, records, image folders, Fashion-MNIST.
+"""Datasets for distillation and fine-tuning: text files, records, folders of images or text files, Fashion-MNIST.
 
 A dataset yields raw examples (``{"text": str}``, optionally ``"text_pair"``; ``{"image": PIL.Image}``,
 optionally with a caption; optionally ``"label"``);
@@ -78,7 +78,7 @@ class TextLines(Dataset):
             return {"text": f.read(self.ends[i] - self.starts[i]).decode("utf-8", errors="replace").strip()}
 
 
-class ImageFolder(Dataset):
+class FolderDataset(Dataset):
     """Files in class sub-folders (labelled) or directly in the folder (unlabelled): images, or, in a
     folder with none, ``.txt`` files, one example each (as Keras's ``text_dataset_from_directory``)."""
 
@@ -220,7 +220,7 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
         elif meta:
             ds = read_records(meta, text_field, label_field, classes)
         else:
-            ds = ImageFolder(folder, classes)
+            ds = FolderDataset(folder, classes)
     elif p.suffix in (".jsonl", ".json", ".csv", ".tsv"):
         ds = read_records(p, text_field, label_field, classes)
     elif p.suffix.lower() in TEXT_SUFFIXES:
