@@ -37,12 +37,14 @@ class TextLines(Dataset):
     def __init__(self, path: Path):
         self.path = path
         with open(path, "rb") as f:
-            if b"\0" in f.read(8192):
-                raise PelaError(f"{path} is not a text file (it holds NUL bytes); text data is one example per line")
-        with open(path, "rb") as f:  # the format shows in the first MiB: a separator every few lines (at most
-            head = f.read(1 << 20).split(b"\n")  # 15 in Debian's fortunes), not a stray % line in a corpus
-        separators = sum(line.rstrip(b"\r") == b"%" for line in head)
-        self.separated = separators >= 2 and sum(bool(line.strip()) for line in head) <= 50 * separators
+            head = f.read(1 << 20)
+        if b"\0" in head[:8192]:
+            raise PelaError(f"{path} is not a text file (it holds NUL bytes); text data is one example per line")
+        # fortune's format shows in the first MiB: a separator every few lines (at most 15 in Debian's
+        # fortunes), not a stray % line in a corpus
+        lines = head.split(b"\n")
+        separators = sum(line.rstrip(b"\r") == b"%" for line in lines)
+        self.separated = separators >= 2 and sum(bool(line.strip()) for line in lines) <= 50 * separators
         self.starts, self.ends = array("q"), array("q")
         with open(path, "rb") as f:
             pos = begin = 0
