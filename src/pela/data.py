@@ -23,8 +23,8 @@ from torch.utils.data import Dataset
 from .errors import PelaError
 from .records import IMAGE_SUFFIXES, SPLIT_FOLDERS, open_image, parquet_files, parquet_split, read_parquet, read_records
 
-TEXT_SUFFIXES = (".txt", ".text", "")
-FOLDER_SUFFIXES = frozenset(IMAGE_SUFFIXES) | {".txt"}  # the files a folder dataset reads  # no suffix: plain text files like Debian's fortunes
+TEXT_SUFFIXES = (".txt", ".text", "")  # no suffix: plain text files like Debian's fortunes
+FOLDER_SUFFIXES = frozenset(IMAGE_SUFFIXES) | {".txt"}  # the files a folder dataset reads
 
 
 class TextLines(Dataset):
