@@ -116,3 +116,37 @@ def test_architectures(tmp_path):
     for r in result["models"].values():
         assert r["passed"] == ["compress", "compress_calib", "bench", "distill", "compare", "finetune", "eval", "bench_tuned", "lora"]
         assert 0 < r["params_k2"] < r["params_dense"]
+
+
+def test_gpu_rank_study(tmp_path):
+    """The GPU rank study runs end to end at toy size on the CPU: sweep, pick, whole models, profile."""
+    out = tmp_path / "rank_study.json"
+    run_script(tmp_path, "benchmarks/gpu_rank_study.py", "--model", "timm:vit_tiny_patch16_224", "--device", "cpu",
+               "--dtype", "float32", "--batch-size", "1", "--no-compile", "--reps", "1", "--aligns", "8", "--profile",
+               "--out", str(out))
+    result = json.loads(out.read_text())
+    assert sorted((r["in"], r["out"]) for r in result["sweep"]) == [(192, 192), (192, 576), (192, 768), (768, 192)]
+    names = [m["name"] for m in result["models"]]
+    assert names == ["dense", "k2_align8", "picked"] and result["models"][0]["speedup"] == 1.0
+    exact = sum(r["count"] * r["exact_rank"] * (r["in"] + r["out"]) for r in result["sweep"])
+    picked = sum(r["count"] * result["picked_ranks"][f"{r['in']}x{r['out']}"] * (r["in"] + r["out"]) for r in result["sweep"])
+    assert 0.98 * exact <= picked <= exact
+    assert set(result["profile"]) == {"dense", "k2_align8"}
+
+
+def test_gpu_rank_study_picks_the_fastest_ranks_at_k_size():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from gpu_rank_study import pick
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    # 100 -> 100 and 60 -> 140 layers: k=2 gives both rank 25, 5,000 parameters (200 per rank); 32 is slow, 16 fast
+    row = lambda **kw: {"in": 100, "out": 100, "count": 1, "exact_rank": 25,  # noqa: E731
+                        "pair_ms": {"16": 1.0, "32": 5.0, "25": 9.0, "48": 2.0}} | kw
+    # 16 + 32 = 48 ranks = 9,600 parameters: the only pair of multiples of 16 within [0.9, 1.0] of 10,000
+    assert sorted(pick([row(), row(**{"in": 60, "out": 140})], keep=0.9).values()) == [16, 32]
+    # one shape seen at two token counts: one rank for both, their times summed (48 is fastest but too big)
+    ranks = pick([row(), row(count=2, pair_ms={"16": 3.0, "32": 1.0, "48": 0.5})], keep=0.5)
+    assert ranks == {(100, 100): 16}  # 16: 1 + 2·3 = 7 ms, 9,600 parameters; 32 would be 19,200 > 15,000
+    with pytest.raises(SystemExit):
+        pick([row()], keep=0.99)  # 25 is not a multiple of 16, and 16 or 32 misses the window
