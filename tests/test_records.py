@@ -1,4 +1,4 @@
-"""Records: CSV, TSV, JSON, JSONL and Parquet rows of text, sentence pairs or images (read through load_dataset)."""
+"""Records: CSV, TSV, JSON, JSONL, Parquet and Arrow rows of text, sentence pairs or images (read through load_dataset)."""
 
 import json
 
@@ -116,3 +116,54 @@ def test_parquet_text_and_unlabelled_test_split(tmp_path):
     (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(PelaError, match="not a readable Parquet file"):
         load_dataset(tmp_path / "broken.parquet")
+
+
+def _write_arrow(path, columns, class_names=None, *, stream=True, metadata=True):
+    """An Arrow file as Hugging Face datasets writes it (the stream format; ClassLabel names in the schema)."""
+    import pyarrow as pa
+
+    table = pa.table(columns)
+    if class_names and metadata:
+        meta = {"info": {"features": {"label": {"names": class_names, "_type": "ClassLabel"}}}}
+        table = table.replace_schema_metadata({"huggingface": json.dumps(meta)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pa.OSFile(str(path), "wb") as sink:
+        with (pa.ipc.new_stream if stream else pa.ipc.new_file)(sink, table.schema) as writer:
+            writer.write_table(table)
+
+
+def test_save_to_disk_folder(tmp_path):
+    """DatasetDict.save_to_disk: dataset_dict.json, then <split>/data-*.arrow beside dataset_info.json and state.json."""
+    names = ["neg", "pos"]
+    (tmp_path / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))
+    _write_arrow(tmp_path / "train" / "data-00000-of-00002.arrow", {"text": ["good", "bad"], "label": [1, 0]}, names)
+    _write_arrow(tmp_path / "train" / "data-00001-of-00002.arrow", {"text": ["fine"], "label": [1]}, names)
+    _write_arrow(tmp_path / "test" / "data-00000-of-00001.arrow", {"text": ["awful", "great"], "label": [0, 1]}, names)
+    for split in ("train", "test"):
+        (tmp_path / split / "state.json").write_text(json.dumps({"_split": split}))
+        (tmp_path / split / "dataset_info.json").write_text(json.dumps({"features": {}}))
+    train = load_dataset(tmp_path)
+    assert train.classes == names and [train[i] for i in range(3)] == [
+        {"text": "good", "label": 1}, {"text": "bad", "label": 0}, {"text": "fine", "label": 1}]
+    test = load_dataset(tmp_path, split="test", classes=train.classes)
+    assert [test[i]["label"] for i in range(2)] == [0, 1]
+    one = load_dataset(tmp_path / "test")  # Dataset.save_to_disk: one split, no split folders
+    assert len(one) == 2 and one.classes == names
+
+
+def test_datasets_cache_arrow_files(tmp_path):
+    """The datasets cache: <builder>-<split>.arrow, class names only in dataset_info.json, map() results beside."""
+    info = {"features": {"text": {"dtype": "string", "_type": "Value"},
+                         "label": {"names": ["world", "sports", "business"], "_type": "ClassLabel"}}}
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info))
+    _write_arrow(tmp_path / "ag_news-train.arrow", {"text": ["a", "b"], "label": [2, 1]}, metadata=False)
+    _write_arrow(tmp_path / "ag_news-test.arrow", {"text": ["c"], "label": [0]}, stream=False)  # Arrow's file format
+    _write_arrow(tmp_path / "cache-0123abcd.arrow", {"input_ids": [[1, 2]]})  # a .map() result: not a split
+    train = load_dataset(tmp_path)
+    assert train.classes == ["world", "sports", "business"] and train[0] == {"text": "a", "label": 2}
+    assert len(train) == 2
+    test = load_dataset(tmp_path, split="test")
+    assert len(test) == 1 and test[0]["label"] == 0
+    (tmp_path / "broken.arrow").write_bytes(b"ARROW1 not really")
+    with pytest.raises(PelaError, match="not a readable Arrow file"):
+        load_dataset(tmp_path / "broken.arrow")

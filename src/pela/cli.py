@@ -198,7 +198,7 @@ def _shapes_text(shapes: dict[str, list[int]]) -> str:
 def distill(
     student: Path = typer.Option(..., "--student", help="a compressed model directory (from pela compress)"),
     teacher: str = typer.Option(..., "--teacher", help="the original model (timm:NAME, hf:ID, or a directory)"),
-    data: Path = typer.Option(..., "--data", help="text (.txt, fortune files, .jsonl/.json/.csv/.tsv/.parquet), a folder of images or .txt files, or Fashion-MNIST idx files"),
+    data: Path = typer.Option(..., "--data", help="text (.txt, fortune files, .jsonl/.json/.csv/.tsv/.parquet/.arrow), a folder of images or .txt files, or Fashion-MNIST idx files"),
     out: Path = typer.Option(..., "--out", help="directory for checkpoints, metrics and the final student"),
     steps: Optional[int] = typer.Option(None, help="optimizer steps (default: one epoch)"),
     epochs: Optional[float] = typer.Option(None, help="epochs over the data, instead of --steps"),
@@ -344,7 +344,7 @@ def compare(
 @app.command()
 def finetune(
     model: str = typer.Argument(..., help="a pela student, or any model source (to compare under one recipe)"),
-    data: Path = typer.Option(..., "--data", help="labelled data: a folder of class sub-folders (images or .txt files), Fashion-MNIST idx, or records (CSV/TSV/JSONL/JSON/Parquet) with a label"),
+    data: Path = typer.Option(..., "--data", help="labelled data: a folder of class sub-folders (images or .txt files), Fashion-MNIST idx, or records (CSV/TSV/JSONL/JSON/Parquet/Arrow) with a label"),
     out: Path = typer.Option(..., "--out", help="directory for checkpoints, metrics and the fine-tuned model"),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="labelled data to evaluate on at the end"),
     steps: Optional[int] = typer.Option(None, help="optimizer steps (default: one epoch)"),
@@ -412,7 +412,7 @@ def eval_(
     data: Path = typer.Option(..., "--data", help="labelled data"),
     batch_size: int = typer.Option(64, "--batch-size"),
     max_length: Optional[int] = typer.Option(None, "--max-length"),
-    split: str = typer.Option("test", help="split to read from Fashion-MNIST idx files, a folder of split folders or a Parquet dataset (train; or test, which reads validation, val, ... or else test)"),
+    split: str = typer.Option("test", help="split to read from Fashion-MNIST idx files, a folder of split folders or a Parquet or Arrow dataset (train; or test, which reads validation, val, ... or else test)"),
     text_field: str = typer.Option("text", "--text-field", help=TEXT_FIELD_HELP),
     label_field: str = typer.Option("label", "--label-field", help=LABEL_FIELD_HELP),
     workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),

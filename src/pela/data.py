@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .errors import PelaError
-from .records import IMAGE_SUFFIXES, SPLIT_FOLDERS, open_image, parquet_files, parquet_split, read_parquet, read_records
+from .records import IMAGE_SUFFIXES, SPLIT_FOLDERS, open_image, read_records, read_tables, table_files, table_split
 
 TEXT_SUFFIXES = (".txt", ".text", "")  # no suffix: plain text files like Debian's fortunes
 FOLDER_SUFFIXES = frozenset(IMAGE_SUFFIXES) | {".txt"}  # the files a folder dataset reads
@@ -186,12 +186,13 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
 
     * ``*.txt`` (or no suffix): one text per line (unlabelled); in fortune's format (records
       separated by lines holding only ``%``), one per record.
-    * ``*.jsonl`` / ``*.json`` / ``*.csv`` / ``*.tsv`` / ``*.parquet``: records with ``text_field``
-      (``"a,b"``: a sentence pair) and optionally ``label_field`` (classes in sorted order, integers
-      by value, or as a Parquet file's Hugging Face ClassLabel names them); records that hold an image
-      (a field in `IMAGE_FIELDS`: a path, or Parquet's encoded bytes) are images, with their caption
-      if they have ``text_field``.
-    * a directory of Parquet files (a Hugging Face dataset repository): ``split`` picks the files.
+    * ``*.jsonl`` / ``*.json`` / ``*.csv`` / ``*.tsv`` / ``*.parquet`` / ``*.arrow``: records with
+      ``text_field`` (``"a,b"``: a sentence pair) and optionally ``label_field`` (classes in sorted
+      order, integers by value, or as a Hugging Face dataset's ClassLabel names them); records that
+      hold an image (a field in `IMAGE_FIELDS`: a path, or the encoded bytes) are images, with their
+      caption if they have ``text_field``.
+    * a directory of Parquet or Arrow files (a Hugging Face dataset repository, ``save_to_disk``'s
+      folder, or the datasets cache): ``split`` picks the files.
     * a directory of ``*-images-idx3-ubyte[.gz]`` files (Fashion-MNIST): ``split`` picks train/t10k.
     * any other directory: an image folder (class sub-folders, or flat and unlabelled, or with a
       ``metadata.jsonl``/``metadata.csv`` naming each ``file_name``'s label or caption, as Hugging
@@ -207,10 +208,10 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
         raise PelaError(f"dataset {p} does not exist")
     if not os.access(p, os.R_OK):
         raise PelaError(f"dataset {p} is not readable (permission denied)")
-    parquet = parquet_files(p)
-    if parquet:  # a Parquet file, or a dataset repository's files (data/train-00000-of-00001.parquet, ...)
-        files = parquet_split(p, parquet, split) if p.is_dir() else parquet
-        rows, names = read_parquet(files)
+    tables = table_files(p)
+    if tables:  # a Parquet or Arrow file, or a Hugging Face dataset's (data/train-00000-of-00001.parquet, ...)
+        files = table_split(p, tables, split) if p.is_dir() else tables
+        rows, names = read_tables(files)
         ds: Dataset = read_records(files[0], text_field, label_field, classes, rows=rows, label_names=names.get(label_field))
     elif p.is_dir():
         idx = _find_idx(p, split)
@@ -229,7 +230,7 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
         ds = TextLines(p)
     else:
         raise PelaError(f"cannot read dataset {p}: {p.suffix!r} is not a known format (text: {', '.join(s or 'no suffix' for s in TEXT_SUFFIXES)}; "
-                        "records: .jsonl, .json, .csv, .tsv, .parquet; images: a folder; Fashion-MNIST: a folder of idx files)")
+                        "records: .jsonl, .json, .csv, .tsv, .parquet, .arrow; images: a folder; Fashion-MNIST: a folder of idx files)")
     if len(ds) == 0:
         raise PelaError(f"dataset {p} is empty")
     return ds

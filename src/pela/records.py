@@ -1,13 +1,14 @@
-"""Records: rows of CSV, TSV, JSON, JSONL and Parquet files, as a dataset of text, text pairs or images.
+"""Records: rows of CSV, TSV, JSON, JSONL, Parquet and Arrow files, as a dataset of text, text pairs or images.
 
 A record holds its text in named fields (two for sentence pairs), or an image (a file path, or in
-Parquet the encoded image), and optionally a label. Classes are sorted names (integers by value), or
-a Parquet file's own class names (Hugging Face's ClassLabel). Rows are read into memory.
+Parquet and Arrow the encoded image), and optionally a label. Classes are sorted names (integers by
+value), or a Hugging Face dataset's own class names (its ClassLabel). Rows are read into memory.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import re
@@ -25,7 +26,7 @@ SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("validation", "val", "
 
 
 # a record holds its image in one of these fields: a file path (Hugging Face's imagefolder metadata
-# says file_name), or, in Parquet, the encoded image itself ({"bytes": ..., "path": ...}; CIFAR's is img)
+# says file_name), or, in Parquet and Arrow, the encoded image itself ({"bytes": ..., "path": ...}; CIFAR's is img)
 IMAGE_FIELDS = ("image", "img", "file_name", "image_path", "filepath", "path")
 
 
@@ -46,8 +47,8 @@ def open_image(path: Path, data: bytes | None = None) -> Any:
 
 
 class Records(Dataset):
-    """Rows of a JSONL, JSON, CSV, TSV or Parquet file: text (one field, or two for sentence pairs), or
-    an image (a path relative to the file, or Parquet's encoded bytes) with or without a caption, and
+    """Rows of a JSONL, JSON, CSV, TSV, Parquet or Arrow file: text (one field, or two for sentence pairs), or
+    an image (a path relative to the file, or the encoded bytes) with or without a caption, and
     an optional label."""
 
     def __init__(self, rows: list[dict[str, Any]], text_fields: tuple[str, ...], label_field: str, labels: list[str] | None,
@@ -72,7 +73,7 @@ class Records(Dataset):
         item: dict[str, Any] = {}
         if self.image_field is not None:
             image = row[self.image_field]
-            if isinstance(image, dict):  # Parquet: the encoded image, else its path
+            if isinstance(image, dict):  # Parquet, Arrow: the encoded image, else its path
                 item["image"] = open_image(self.root / str(image.get("path") or f"record {i}"), image.get("bytes"))
             else:
                 item["image"] = open_image(self.root / image)
@@ -126,7 +127,7 @@ def _read_rows(path: Path) -> list[Any]:
 
 
 def _class_label_names(metadata: dict[bytes, bytes] | None) -> dict[str, list[str]]:
-    """Class names per column, from the Hugging Face datasets description a Parquet file carries."""
+    """Class names per column, from the Hugging Face datasets description a Parquet or Arrow file carries."""
     try:
         features = json.loads(metadata[b"huggingface"])["info"]["features"]
         return {k: [str(n) for n in v["names"]] for k, v in features.items()
@@ -135,38 +136,79 @@ def _class_label_names(metadata: dict[bytes, bytes] | None) -> dict[str, list[st
         return {}
 
 
-def read_parquet(files: list[Path]) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
-    """The rows of Parquet files (one split of a Hugging Face dataset, say) and their class names."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise PelaError("reading Parquet needs pyarrow: pip install 'pela[data]' (or pip install pyarrow)") from None
+TABLE_SUFFIXES = (".parquet", ".arrow")  # Arrow: what Hugging Face datasets' save_to_disk and cache write
+
+
+def _read_table(f: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if f.suffix == ".parquet":
+        return pq.read_table(f)
+    with pa.memory_map(str(f)) as source:  # datasets writes the stream format; the file format is Arrow's other one
+        try:
+            return pa.ipc.open_stream(source).read_all()
+        except pa.ArrowInvalid:
+            source.seek(0)
+            return pa.ipc.open_file(source).read_all()
+
+
+def read_tables(files: list[Path]) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """The rows of Parquet or Arrow files (one split of a Hugging Face dataset, say) and their class names."""
+    if importlib.util.find_spec("pyarrow") is None:
+        raise PelaError("reading Parquet or Arrow needs pyarrow: pip install 'pela[data]' (or pip install pyarrow)")
     rows: list[dict[str, Any]] = []
     names: dict[str, list[str]] = {}
     for f in files:
+        kind = "Parquet" if f.suffix == ".parquet" else "Arrow"
         try:
-            table = pq.read_table(f)
+            table = _read_table(f)
         except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for a broken file
-            raise PelaError(f"{f} is not a readable Parquet file: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            raise PelaError(f"{f} is not a readable {kind} file: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         rows.extend(table.to_pylist())
-        names = names or _class_label_names(table.schema.metadata)
+        names = names or _class_label_names(table.schema.metadata) or _dataset_info_names(f.parent)
     return rows, names
 
 
-def parquet_files(path: Path) -> list[Path]:
-    """A Parquet file, or those of a dataset repository: at most three levels down (default/train/0000.parquet)."""
+def _dataset_info_names(folder: Path) -> dict[str, list[str]]:
+    """Class names from the dataset_info.json that save_to_disk writes beside its Arrow files."""
+    info = folder / "dataset_info.json"
+    try:
+        return _class_label_names({b"huggingface": json.dumps({"info": json.loads(info.read_text())}).encode()})
+    except (OSError, ValueError):
+        return {}
+
+
+def table_files(path: Path) -> list[Path]:
+    """A Parquet or Arrow file, or those of a dataset: a hub repository (data/train-00000-of-00001.parquet),
+    save_to_disk's folder (train/data-00000-of-00001.arrow) or datasets' cache (imdb-train.arrow);
+    at most three levels down. Parquet wins where a folder holds both."""
     if not path.is_dir():
-        return [path] if path.suffix == ".parquet" else []
-    return sorted(f for depth in ("", "*/", "*/*/") for f in path.glob(depth + "*.parquet"))
+        return [path] if path.suffix in TABLE_SUFFIXES else []
+    for suffix in TABLE_SUFFIXES:
+        files = sorted(f for depth in ("", "*/", "*/*/") for f in path.glob(f"{depth}*{suffix}"))
+        if suffix == ".arrow":  # datasets' cache also holds the results of .map() (cache-<hash>.arrow): not a split
+            files = [f for f in files if not f.name.startswith("cache-")]
+        if files:
+            return files
+    return []
 
 
-def parquet_split(root: Path, files: list[Path], split: str) -> list[Path]:
-    """The files of one split: train-00000-of-00001.parquet, validation-*.parquet, train/0000.parquet, ..."""
+def table_split(root: Path, files: list[Path], split: str) -> list[Path]:
+    """The files of one split: train-00000-of-00001.parquet, validation-*.parquet, train/0000.parquet,
+    imdb-train.arrow, ..."""
     known = {name for names in SPLIT_FOLDERS.values() for name in names}
 
     def split_of(f: Path) -> str | None:
-        head = re.split(r"[-_.]", f.name, maxsplit=1)[0].lower()
-        return head if head in known else (f.parent.name.lower() if f.parent.name.lower() in known else None)
+        words = [w.lower() for w in re.split(r"[-_.]", f.name)]
+        if words[0] in known:  # <split>-00000-of-00001.parquet
+            return words[0]
+        if f.parent != root and f.parent.name.lower() in known:  # <split>/0000.parquet, <split>/data-00000-of-00001.arrow
+            return f.parent.name.lower()
+        # datasets' cache: <builder>-<split>[-00000-of-00002].arrow (builder names are snake_case)
+        parts = f.stem.split("-")
+        head = re.split(r"[_.]", parts[1])[0].lower() if len(parts) > 1 else ""
+        return head if head in known else None
 
     tagged = {f: split_of(f) for f in files}
     if not any(tagged.values()):
@@ -175,7 +217,7 @@ def parquet_split(root: Path, files: list[Path], split: str) -> list[Path]:
         chosen = [f for f, s in tagged.items() if s == name]
         if chosen:
             return chosen
-    raise PelaError(f"{root} holds the Parquet splits {', '.join(sorted({s for s in tagged.values() if s}))} but no {split} split "
+    raise PelaError(f"{root} holds the splits {', '.join(sorted({s for s in tagged.values() if s}))} but no {split} split "
                     f"({' or '.join(SPLIT_FOLDERS.get(split, (split,)))})")
 
 

@@ -71,6 +71,7 @@ def w(tmp_path_factory):
     (root / "scores.tsv").write_text("text\tlabel\nw1 w2\t3.8\nw3\t0.5\n")  # STS-B: similarity scores, not classes
     (root / "splits" / "train" / "cat").mkdir(parents=True)  # a train split and no other
     (root / "broken.parquet").write_bytes(b"PAR1" + bytes(16))
+    (root / "broken.arrow").write_bytes(b"ARROW1" + bytes(16))
     return root
 
 
@@ -118,6 +119,7 @@ CASES = [
     ("regression scores as labels", F + " --data {root}/scores.tsv", "'0.5' is a fractional number"),
     ("no evaluation split", "eval {root}/tuned --data {root}/splits", "no test split"),
     ("corrupt Parquet file", D.replace("{text}", "{root}/broken.parquet"), "not a readable Parquet file"),
+    ("corrupt Arrow file", D.replace("{text}", "{root}/broken.arrow"), "not a readable Arrow file"),
     ("three text fields", F + " --data {root}/labeled.jsonl --text-field text,label,text", "one field, or two"),
     ("max length beyond the model", D + " --max-length 1000", "at most 64 positions"),
     # training settings
