@@ -167,3 +167,28 @@ def test_datasets_cache_arrow_files(tmp_path):
     (tmp_path / "broken.arrow").write_bytes(b"ARROW1 not really")
     with pytest.raises(PelaError, match="not a readable Arrow file"):
         load_dataset(tmp_path / "broken.arrow")
+
+
+def test_gzip_compressed_files(tmp_path):
+    """Corpora often come gzip-compressed: text, JSONL, CSV and C4's JSON lines under .json.gz."""
+    import gzip
+
+    (tmp_path / "corpus.txt.gz").write_bytes(gzip.compress(b"first line\n\nsecond line\n"))
+    text = load_dataset(tmp_path / "corpus.txt.gz")
+    assert len(text) == 2 and text[1] == {"text": "second line"} and text.lengths == [11, 12]
+    rows = "".join(json.dumps({"text": f"t{i}", "label": "ab"[i % 2]}) + "\n" for i in range(3))
+    (tmp_path / "train.jsonl.gz").write_bytes(gzip.compress(rows.encode()))
+    (tmp_path / "c4-train.00000-of-01024.json.gz").write_bytes(gzip.compress(rows.encode()))
+    (tmp_path / "rows.csv.gz").write_bytes(gzip.compress("text,label\nx,a\ny,b\n".encode("utf-8-sig")))
+    for name in ("train.jsonl.gz", "c4-train.00000-of-01024.json.gz"):
+        ds = load_dataset(tmp_path / name)
+        assert len(ds) == 3 and ds.classes == ["a", "b"] and ds[1] == {"text": "t1", "label": 1}
+    assert load_dataset(tmp_path / "rows.csv.gz")[1] == {"text": "y", "label": 1}
+    (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(rows.encode())[:-12])
+    (tmp_path / "fake.txt.gz").write_bytes(b"plain text, not gzip\n")
+    for name in ("cut.jsonl.gz", "fake.txt.gz"):
+        with pytest.raises(PelaError, match="not a readable gzip file"):
+            load_dataset(tmp_path / name)
+    (tmp_path / "bad.json").write_text('{"text": "a"}\n{"text": oops}\n')
+    with pytest.raises(PelaError, match=r"bad.json:2 is not valid JSON"):
+        load_dataset(tmp_path / "bad.json")

@@ -10,6 +10,7 @@ where they are large (text by byte offsets, images one file at a time, idx files
 from __future__ import annotations
 
 import gzip
+import io
 import os
 from array import array
 from pathlib import Path
@@ -36,7 +37,9 @@ class TextLines(Dataset):
 
     def __init__(self, path: Path):
         self.path = path
-        with open(path, "rb") as f:
+        # a .gz file is decompressed into memory once: gzip has no random access for the offsets below
+        self._data = _gunzip(path) if path.suffix.lower() == ".gz" else None
+        with self._open() as f:
             head = f.read(1 << 20)
         if b"\0" in head[:8192]:
             raise PelaError(f"{path} is not a text file (it holds NUL bytes); text data is one example per line")
@@ -46,7 +49,7 @@ class TextLines(Dataset):
         separators = sum(line.rstrip(b"\r") == b"%" for line in lines)
         self.separated = separators >= 2 and sum(bool(line.strip()) for line in lines) <= 50 * separators
         self.starts, self.ends = array("q"), array("q")
-        with open(path, "rb") as f:
+        with self._open() as f:
             pos = begin = 0
             content = False
             for line in f:
@@ -74,10 +77,26 @@ class TextLines(Dataset):
         """Bytes per example, a cheap proxy for token count when grouping batches by length."""
         return [e - s for s, e in zip(self.starts, self.ends)]
 
+    def _open(self) -> Any:
+        return open(self.path, "rb") if self._data is None else io.BytesIO(self._data)
+
     def __getitem__(self, i: int) -> dict[str, Any]:
-        with open(self.path, "rb") as f:
+        with self._open() as f:
             f.seek(self.starts[i])
             return {"text": f.read(self.ends[i] - self.starts[i]).decode("utf-8", errors="replace").strip()}
+
+
+def _gunzip(path: Path) -> bytes:
+    try:
+        return gzip.decompress(path.read_bytes())
+    except (OSError, EOFError) as e:  # BadGzipFile is an OSError; a cut-off file ends early
+        raise PelaError(f"{path} is not a readable gzip file: {e}") from None
+
+
+def data_format(path: Path) -> str:
+    """The suffix that says how to read ``path``, looking through a final ``.gz`` (train.jsonl.gz: .jsonl)."""
+    name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+    return Path(name).suffix.lower()
 
 
 class FolderDataset(Dataset):
@@ -186,6 +205,7 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
 
     * ``*.txt`` (or no suffix): one text per line (unlabelled); in fortune's format (records
       separated by lines holding only ``%``), one per record.
+    * any of the files below or above gzip-compressed (``train.jsonl.gz``, ``corpus.txt.gz``).
     * ``*.jsonl`` / ``*.json`` / ``*.csv`` / ``*.tsv`` / ``*.parquet`` / ``*.arrow``: records with
       ``text_field`` (``"a,b"``: a sentence pair) and optionally ``label_field`` (classes in sorted
       order, integers by value, or as a Hugging Face dataset's ClassLabel names them); records that
@@ -224,12 +244,12 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
             ds = read_records(meta, text_field, label_field, classes)
         else:
             ds = FolderDataset(folder, classes)
-    elif p.suffix in (".jsonl", ".json", ".csv", ".tsv"):
+    elif data_format(p) in (".jsonl", ".json", ".csv", ".tsv"):
         ds = read_records(p, text_field, label_field, classes)
-    elif p.suffix.lower() in TEXT_SUFFIXES:
+    elif data_format(p) in TEXT_SUFFIXES:
         ds = TextLines(p)
     else:
-        raise PelaError(f"cannot read dataset {p}: {p.suffix!r} is not a known format (text: {', '.join(s or 'no suffix' for s in TEXT_SUFFIXES)}; "
+        raise PelaError(f"cannot read dataset {p}: {data_format(p)!r} is not a known format (text: {', '.join(s or 'no suffix' for s in TEXT_SUFFIXES)}; "
                         "records: .jsonl, .json, .csv, .tsv, .parquet, .arrow; images: a folder; Fashion-MNIST: a folder of idx files)")
     if len(ds) == 0:
         raise PelaError(f"dataset {p} is empty")

@@ -8,6 +8,7 @@ value), or a Hugging Face dataset's own class names (its ClassLabel). Rows are r
 from __future__ import annotations
 
 import csv
+import gzip
 import importlib.util
 import io
 import json
@@ -92,38 +93,56 @@ def _sorted_labels(labels: set[str]) -> list[str]:
     return sorted(labels, key=int) if numeric else sorted(labels)
 
 
-def _read_rows(path: Path) -> list[Any]:
-    """The records of a JSONL, JSON (a list of objects), CSV or TSV file. A byte-order mark is ignored."""
-    try:
-        if path.suffix == ".jsonl":
-            rows = []
-            for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise PelaError(f"{path}:{n} is not valid JSON: {e.msg}") from None
-            return rows
-        if path.suffix == ".json":
+def _open_text(path: Path) -> Any:
+    """``path`` as text, through gzip for ``.gz``; a byte-order mark is dropped."""
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def _json_lines(path: Path, text: str) -> list[Any]:
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
             try:
-                data = json.loads(path.read_text(encoding="utf-8-sig"))
+                rows.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise PelaError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from None
-            if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
-                data = next(iter(data.values()))  # {"data": [...]}, as many exports wrap their records
-            if not isinstance(data, list):
-                raise PelaError(f"{path} must hold a list of records (or JSONL: one record per line)")
-            return data
-        # tab-separated files (GLUE's) do not quote: a " is part of the text
-        dialect: dict[str, Any] = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix == ".tsv" else {}
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            header = f.readline()
-            if path.suffix == ".csv" and "," not in header and ";" in header:
+                raise PelaError(f"{path}:{n} is not valid JSON: {e.msg}") from None
+    return rows
+
+
+def _read_rows(path: Path) -> list[Any]:
+    """The records of a JSONL, JSON (a list of objects), CSV or TSV file, gzip-compressed or not.
+    A byte-order mark is ignored."""
+    fmt = Path(path.name[:-3] if path.name.lower().endswith(".gz") else path.name).suffix.lower()
+    try:
+        with _open_text(path) as f:
+            if fmt == ".jsonl":
+                return _json_lines(path, f.read())
+            if fmt == ".json":
+                text = f.read()
+                try:
+                    data = json.loads(text)
+                except json.JSONDecodeError as e:
+                    if e.msg == "Extra data" and text.lstrip().startswith("{"):
+                        return _json_lines(path, text)  # JSON lines under .json, as C4's *.json.gz are
+                    raise PelaError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from None
+                if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+                    data = next(iter(data.values()))  # {"data": [...]}, as many exports wrap their records
+                if not isinstance(data, list):
+                    raise PelaError(f"{path} must hold a list of records (or JSONL: one record per line)")
+                return data
+            # tab-separated files (GLUE's) do not quote: a " is part of the text
+            dialect: dict[str, Any] = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == ".tsv" else {}
+            text = f.read()
+            header = text.split("\n", 1)[0]
+            if fmt == ".csv" and "," not in header and ";" in header:
                 dialect = dict(delimiter=";")  # what spreadsheets write where the comma is the decimal mark
-            f.seek(0)
-            return list(csv.DictReader(f, **dialect))
+            return list(csv.DictReader(io.StringIO(text, newline=""), **dialect))
     except UnicodeDecodeError:
         raise PelaError(f"{path} is not UTF-8 text") from None
+    except (gzip.BadGzipFile, EOFError) as e:
+        raise PelaError(f"{path} is not a readable gzip file: {e}") from None
 
 
 def _class_label_names(metadata: dict[bytes, bytes] | None) -> dict[str, list[str]]:

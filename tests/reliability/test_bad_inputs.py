@@ -3,6 +3,7 @@ prints no traceback, and leaves no output behind (see docs/RELIABILITY.md)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -72,6 +73,7 @@ def w(tmp_path_factory):
     (root / "splits" / "train" / "cat").mkdir(parents=True)  # a train split and no other
     (root / "broken.parquet").write_bytes(b"PAR1" + bytes(16))
     (root / "broken.arrow").write_bytes(b"ARROW1" + bytes(16))
+    (root / "cut.txt.gz").write_bytes(gzip.compress(b"a line of text\n" * 100)[:40])  # a download cut short
     return root
 
 
@@ -120,6 +122,7 @@ CASES = [
     ("no evaluation split", "eval {root}/tuned --data {root}/splits", "no test split"),
     ("corrupt Parquet file", D.replace("{text}", "{root}/broken.parquet"), "not a readable Parquet file"),
     ("corrupt Arrow file", D.replace("{text}", "{root}/broken.arrow"), "not a readable Arrow file"),
+    ("truncated gzip file", D.replace("{text}", "{root}/cut.txt.gz"), "not a readable gzip file"),
     ("three text fields", F + " --data {root}/labeled.jsonl --text-field text,label,text", "one field, or two"),
     ("max length beyond the model", D + " --max-length 1000", "at most 64 positions"),
     # training settings
