@@ -192,3 +192,12 @@ def test_gzip_compressed_files(tmp_path):
     (tmp_path / "bad.json").write_text('{"text": "a"}\n{"text": oops}\n')
     with pytest.raises(PelaError, match=r"bad.json:2 is not valid JSON"):
         load_dataset(tmp_path / "bad.json")
+
+
+def test_pickled_data_is_refused_unread(tmp_path):
+    """CIFAR's python batches are pickles: refused by their header, never unpickled."""
+    import pickle
+
+    (tmp_path / "data_batch_1").write_bytes(pickle.dumps({"data": [1, 2], "labels": [0]}, protocol=4))
+    with pytest.raises(PelaError, match="is a Python pickle"):
+        load_dataset(tmp_path / "data_batch_1")

@@ -41,6 +41,9 @@ class TextLines(Dataset):
         self._data = _gunzip(path) if path.suffix.lower() == ".gz" else None
         with self._open() as f:
             head = f.read(1 << 20)
+        if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # pickle's protocol header
+            raise PelaError(f"{path} is a Python pickle (CIFAR's batches are): pela never unpickles data, which can run code; "
+                            "use the dataset as Parquet or an image folder")
         if b"\0" in head[:8192]:
             raise PelaError(f"{path} is not a text file (it holds NUL bytes); text data is one example per line")
         # fortune's format shows in the first MiB: a separator every few lines (at most 15 in Debian's
