@@ -118,10 +118,10 @@ def test_architectures(tmp_path):
         assert 0 < r["params_k2"] < r["params_dense"]
 
 
-def test_gpu_rank_study(tmp_path):
+def test_rank_study(tmp_path):
     """The GPU rank study runs end to end at toy size on the CPU: sweep, pick, whole models, profile."""
     out = tmp_path / "rank_study.json"
-    run_script(tmp_path, "benchmarks/gpu_rank_study.py", "--model", "timm:vit_tiny_patch16_224", "--device", "cpu",
+    run_script(tmp_path, "benchmarks/rank_study.py", "--model", "timm:vit_tiny_patch16_224", "--device", "cpu",
                "--dtype", "float32", "--batch-size", "1", "--no-compile", "--reps", "1", "--aligns", "8", "--profile",
                "--out", str(out))
     result = json.loads(out.read_text())
@@ -134,10 +134,10 @@ def test_gpu_rank_study(tmp_path):
     assert set(result["profile"]) == {"dense", "k2_align8"}
 
 
-def test_gpu_rank_study_picks_the_fastest_ranks_at_k_size():
+def test_rank_study_picks_the_fastest_ranks_at_k_size():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from gpu_rank_study import pick
+        from rank_study import pick
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     # 100 -> 100 and 60 -> 140 layers: k=2 gives both rank 25, 5,000 parameters (200 per rank); 32 is slow, 16 fast

@@ -1,13 +1,14 @@
-"""Which ranks a GPU runs fast, and whether choosing them lifts a compressed model's speed-up.
+"""Which ranks a device runs fast, and whether choosing them lifts a compressed model's speed-up.
 
-    python3 benchmarks/gpu_rank_study.py --out rank_study.json              # on a GPU: bf16, batch 256, compiled
-    .venv/bin/python benchmarks/gpu_rank_study.py --model timm:vit_tiny_patch16_224 --device cpu \
-        --dtype float32 --batch-size 2 --no-compile --reps 1 --out /tmp/rank_study.json   # smoke run
+    python3 benchmarks/rank_study.py --out rank_study.json              # on a GPU: bf16, batch 256, compiled
+    .venv/bin/python benchmarks/rank_study.py --device cpu --dtype float32 --batch-size 32 --no-compile \
+        --reps 3 --out benchmarks/results/rank_study_cpu.json             # this CPU, as issue #2 measures it
 
 1. **Sweep.** For every distinct factorized shape of the model at ratio k (in, out, tokens per batch),
    time the dense product and the factorized pair ``(x·Aᵀ)·Bᵀ + b`` at ranks from 0.6× to 1.4× the
    exact-k rank in steps of 16 (minimum over ``--reps``). Tensor-core tiles are 64 to 256 wide, so a
-   rank just past a tile edge costs a whole extra tile: the sweep shows where those steps are.
+   rank just past a tile edge costs a whole extra tile (CPU kernels have vector widths and blocks too):
+   the sweep shows where those steps are.
 2. **Pick.** Per shape, the ranks that make the products fastest while keeping between ``--keep`` and
    1.0 of the exact-k parameters (so the model is k's size, not smaller).
 3. **Whole models.** ``pela.benchmark`` (compiled, interleaved rounds) of the dense model against k with
@@ -132,6 +133,7 @@ def main() -> None:
     p.add_argument("--compile-mode", default=None, help="torch.compile mode for part 3, e.g. max-autotune")
     p.add_argument("--out", required=True)
     args = p.parse_args()
+    pela.keep_freed_memory()  # as the pela command does: on a CPU, glibc's default re-faults every large activation
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     result: dict = {"model": args.model, "ratio": args.ratio, "batch_size": args.batch_size, "dtype": args.dtype,
                     "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
