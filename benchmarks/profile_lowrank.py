@@ -40,10 +40,11 @@ def kind(kernel: str) -> str:
     return "gemm" if any(s in name for s in GEMM_KERNELS) else "other"
 
 
-def run(model: torch.nn.Module, batch_size: int, device: torch.device, dtype: torch.dtype, compile: bool) -> dict:
+def run(model: torch.nn.Module, batch_size: int, device: torch.device, dtype: torch.dtype, compile: bool,
+        compile_mode: str | None = None) -> dict:
     model = model.eval().to(device, dtype)
     args, kwargs = batch_for(model, batch_size, 128, device, dtype)
-    fn = torch.compile(model) if compile else model
+    fn = torch.compile(model, mode=compile_mode) if compile or compile_mode else model
     call = lambda: fn(*args, **kwargs)  # noqa: E731
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -82,14 +83,16 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=list(DTYPES))
     p.add_argument("--compile", action="store_true", help="torch.compile both models (as pela bench --compile)")
+    p.add_argument("--compile-mode", default=None, help="a torch.compile mode, e.g. max-autotune (implies --compile)")
     args = p.parse_args()
     pela.keep_freed_memory()
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     small = pela.load_model(args.model)
     dense = pela.load_model(args.vs, random_init=True)
-    a = run(dense, args.batch_size, device, dtype, args.compile)
-    b = run(small, args.batch_size, device, dtype, args.compile)
-    result = {"batch_size": args.batch_size, "device": str(device), "dtype": args.dtype, "compiled": args.compile,
+    a = run(dense, args.batch_size, device, dtype, args.compile, args.compile_mode)
+    b = run(small, args.batch_size, device, dtype, args.compile, args.compile_mode)
+    result = {"batch_size": args.batch_size, "device": str(device), "dtype": args.dtype,
+              "compiled": args.compile or args.compile_mode is not None, "compile_mode": args.compile_mode,
               "dense": a, "compressed": b, "ratio_total": a["seconds"] / b["seconds"],
               "ratio_gemm": a["gemm_seconds"] / b["gemm_seconds"], "ratio_wall": a["wall_seconds"] / b["wall_seconds"]}
     if device.type == "cuda":

