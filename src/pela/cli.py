@@ -64,7 +64,7 @@ def compress(
     ratio: Optional[float] = typer.Option(None, help="compression ratio k of each layer (default 2)"),
     rank: Optional[int] = typer.Option(None, help="one rank for every layer"),
     energy: Optional[float] = typer.Option(None, help="keep this fraction of each layer's singular-value energy"),
-    align: int = typer.Option(8, help="round ranks to a multiple of this (1 = exact paper ranks: odd ones make GPU products several times slower)"),
+    align: int = typer.Option(8, help="round ranks to a multiple of this (1 = exact paper ranks, which a GPU can run several times slower)"),
     exclude: Optional[List[str]] = typer.Option(None, help="regex of layers to keep dense (replaces the defaults)"),
     include: Optional[List[str]] = typer.Option(None, help="regex of layers to factorize (only these)"),
     checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
