@@ -1,12 +1,14 @@
 """Records: CSV, TSV, JSON, JSONL, Parquet and Arrow rows of text, sentence pairs or images (read through load_dataset)."""
 
 import json
+import pickle
 
 import pytest
 from PIL import Image
 
 from pela import PelaError
 from pela.data import Collator, load_dataset
+from pela.records import Cell
 
 from conftest import timm_vit
 
@@ -97,6 +99,10 @@ def test_parquet_dataset_repository(tmp_path):
     assert len(test) == 2 and test[0]["label"] == 1
     batch = Collator(timm_vit())([train[0], train[1]])
     assert batch["pixel_values"].shape == (2, 3, 32, 32) and batch["labels"].tolist() == [2, 0]
+    # the encoded images stay in Arrow's buffers until an example is read; a pickled copy (a spawned
+    # DataLoader worker's) reads the same
+    assert all(isinstance(row["img"], Cell) for row in train.rows)
+    assert pickle.loads(pickle.dumps(train))[2]["image"].getpixel((0, 0)) == train[2]["image"].getpixel((0, 0)) == (0, 0, 255)
 
 
 def test_parquet_text_and_unlabelled_test_split(tmp_path):
@@ -196,8 +202,6 @@ def test_gzip_compressed_files(tmp_path):
 
 def test_pickled_data_is_refused_unread(tmp_path):
     """CIFAR's python batches are pickles: refused by their header, never unpickled."""
-    import pickle
-
     (tmp_path / "data_batch_1").write_bytes(pickle.dumps({"data": [1, 2], "labels": [0]}, protocol=4))
     with pytest.raises(PelaError, match="is a Python pickle"):
         load_dataset(tmp_path / "data_batch_1")

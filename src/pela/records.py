@@ -73,7 +73,7 @@ class Records(Dataset):
         row = self.rows[i]
         item: dict[str, Any] = {}
         if self.image_field is not None:
-            image = row[self.image_field]
+            image = value(row[self.image_field])
             if isinstance(image, dict):  # Parquet, Arrow: the encoded image, else its path
                 item["image"] = open_image(self.root / str(image.get("path") or f"record {i}"), image.get("bytes"))
             else:
@@ -163,7 +163,10 @@ def _read_table(f: Path) -> Any:
     import pyarrow.parquet as pq
 
     if f.suffix == ".parquet":
-        return pq.read_table(f)
+        # a row group at a time: read whole, pyarrow's reader peaks at several times the data in memory
+        parquet = pq.ParquetFile(f)
+        groups = [parquet.read_row_group(i) for i in range(parquet.num_row_groups)]
+        return pa.concat_tables(groups) if groups else parquet.read()
     with pa.memory_map(str(f)) as source:  # datasets writes the stream format; the file format is Arrow's other one
         try:
             return pa.ipc.open_stream(source).read_all()
@@ -184,9 +187,42 @@ def read_tables(files: list[Path]) -> tuple[list[dict[str, Any]], dict[str, list
             table = _read_table(f)
         except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for a broken file
             raise PelaError(f"{f} is not a readable {kind} file: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-        rows.extend(table.to_pylist())
+        # binary columns (encoded images) stay in Arrow's buffers, memory-mapped for Arrow files: as
+        # Python objects they would double the memory, and DataLoader workers would copy them
+        heavy = [field.name for field in table.schema if _is_binary(field.type)]
+        start = len(rows)
+        rows.extend(table.drop_columns(heavy).to_pylist())
+        for name in heavy:
+            column = table.column(name)
+            for j, row in enumerate(rows[start:]):
+                row[name] = Cell(column, j)
         names = names or _class_label_names(table.schema.metadata) or _dataset_info_names(f.parent)
     return rows, names
+
+
+class Cell:
+    """A value left in its Arrow column until an example needs it (an encoded image, say)."""
+
+    __slots__ = ("column", "index")
+
+    def __init__(self, column: Any, index: int):
+        self.column, self.index = column, index
+
+    def get(self) -> Any:
+        return self.column[self.index].as_py()
+
+
+def value(x: Any) -> Any:
+    """``x``, read from its column if it was left there."""
+    return x.get() if isinstance(x, Cell) else x
+
+
+def _is_binary(t: Any) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return True
+    return pa.types.is_struct(t) and any(_is_binary(t.field(i).type) for i in range(t.num_fields))
 
 
 def _dataset_info_names(folder: Path) -> dict[str, list[str]]:
@@ -254,7 +290,7 @@ def read_records(path: Path, text_field: str, label_field: str, classes: list[st
     if not 1 <= len(text_fields) <= 2:
         raise PelaError(f"--text-field names one field, or two separated by a comma for sentence pairs; got {text_field!r}")
     # a field is an image path only if it names an image file: a "path" column of a text corpus is not
-    image_field = next((f for f in IMAGE_FIELDS if _is_image(rows[0].get(f))), None)
+    image_field = next((f for f in IMAGE_FIELDS if _is_image(value(rows[0].get(f)))), None)
     if image_field is not None and not all(f in rows[0] for f in text_fields):
         text_fields = ()  # images with labels, no caption
     for n, row in enumerate(rows, 1):
