@@ -234,3 +234,52 @@ def test_model_with_its_own_code_through_every_stage(setup, tmp_path, capsys):
     code, out, err = run(capsys, "bench", tmp_path / "f", "--batch-size", 2, "--iters", 1, "--rounds", 1, "--seq-len", 8, "--json", trust)
     assert code == 0, err
     assert (tmp_path / "f" / "modeling_tinynet.py").is_file()
+
+
+def _lora_adapter(base: "os.PathLike", out: "os.PathLike", num_labels: int, base_name: str) -> torch.nn.Module:
+    """A LoRA fine-tune of a sequence classifier as peft saves it (adapter + the head, trained whole),
+    its LoRA factors made non-zero as training would; returns peft's own merge of it."""
+    import peft
+    from transformers import BertForSequenceClassification, logging
+
+    logging.set_verbosity_error()
+    torch.manual_seed(1)
+    model = BertForSequenceClassification.from_pretrained(base, num_labels=num_labels, ignore_mismatched_sizes=True)
+    tuned = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["query", "value"], task_type="SEQ_CLS"))
+    with torch.no_grad():
+        for name, p in tuned.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    tuned.peft_config["default"].base_model_name_or_path = base_name
+    tuned.save_pretrained(out)
+    return tuned.merge_and_unload().eval()
+
+
+def test_lora_adapter_through_every_stage(setup, tmp_path, capsys, monkeypatch):
+    """A peft LoRA directory is its base with the adapter merged in: as student source and as teacher."""
+    from transformers import BertForSequenceClassification
+
+    BertForSequenceClassification.from_pretrained(setup / "teacher").save_pretrained(tmp_path / "base")
+    shutil.copy(setup / "teacher" / "vocab.txt", tmp_path / "base")
+    monkeypatch.chdir(tmp_path)  # peft records the base as the path it was given, relative to where training ran
+    merged = _lora_adapter(tmp_path / "base", tmp_path / "lora", 3, "base")
+    model = pela.load_model(str(tmp_path / "lora"))
+    x = torch.randint(5, 100, (2, 6))
+    with torch.inference_mode():
+        assert torch.equal(model(input_ids=x).logits, merged(input_ids=x).logits)  # peft's own merge, bitwise
+    assert model.config.num_labels == 3 and type(model).__name__ == "BertForSequenceClassification"
+    code, _, err = run(capsys, "compress", tmp_path / "lora", "--out", tmp_path / "s", "--ratio", 4)
+    assert code == 0, err
+    code, _, err = run(capsys, "distill", "--student", tmp_path / "s", "--teacher", tmp_path / "lora", "--data", setup / "text.txt",
+                       "--out", tmp_path / "d", "--steps", 2, "--batch-size", 8)
+    assert code == 0, err
+    lines = (setup / "text.txt").read_text().splitlines()
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": i % 3}) + "\n" for i, t in enumerate(lines)))
+    code, _, err = run(capsys, "finetune", tmp_path / "d", "--data", tmp_path / "train.jsonl", "--out", tmp_path / "f", "--steps", 2,
+                       "--batch-size", 8)
+    assert code == 0, err
+    code, out, err = run(capsys, "eval", tmp_path / "f", "--data", tmp_path / "train.jsonl", "--json")
+    assert code == 0 and json.loads(out)["samples"] == 64, err
+    # the base found beside the adapter when the working directory is elsewhere
+    monkeypatch.chdir(setup)
+    assert pela.load_model(str(tmp_path / "lora")).config.num_labels == 3

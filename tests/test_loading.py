@@ -211,3 +211,37 @@ def test_model_with_its_own_code_runs_only_when_trusted(tmp_path):
     (path / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
     with pytest.raises(PelaError, match="runs its own model code"):
         pela.load_model(str(path))
+
+
+def test_lora_adapter_errors(hf_bert_dir, tmp_path):
+    """A peft adapter whose base or weights pela cannot use is refused in one line."""
+    import peft
+    from transformers import BertModel
+
+    adapter = tmp_path / "lora"
+    tuned = peft.get_peft_model(BertModel.from_pretrained(hf_bert_dir), peft.LoraConfig(r=2, target_modules=["query"]))
+    tuned.peft_config["default"].base_model_name_or_path = str(hf_bert_dir)
+    tuned.save_pretrained(adapter)
+    assert isinstance(pela.load_model(str(adapter)), BertModel)  # no task: the base's own class
+    with pytest.raises(PelaError, match="--random-init does not apply"):
+        pela.load_model(str(adapter), random_init=True)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(tmp_path / "gone")}))
+    with pytest.raises(PelaError, match="is not a directory"):
+        pela.load_model(str(adapter))
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "someorg/not-cached-base"}))
+    with pytest.raises(PelaError, match="could not get someorg/not-cached-base from the Hugging Face hub"):
+        pela.load_model(str(adapter))  # offline, as here: the hub's error in one line
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "peft_type": "IA3"}))
+    with pytest.raises(PelaError, match="merges LoRA adapters only"):
+        pela.load_model(str(adapter))
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    state = pela.io.read_weights(str(adapter / "adapter_model.safetensors"), False)
+    (adapter / "adapter_model.safetensors").unlink()
+    torch.save(state, adapter / "adapter_model.bin")
+    with pytest.raises(PelaError, match="only with --allow-pickle"):
+        pela.load_model(str(adapter))
+    assert isinstance(pela.load_model(str(adapter), allow_pickle=True), BertModel)
+    (adapter / "adapter_config.json").write_text("{not json")
+    with pytest.raises(PelaError, match="not readable JSON"):
+        pela.load_model(str(adapter))

@@ -67,7 +67,10 @@ def _weight_files(path: Path, allow_pickle: bool) -> tuple[list[Path], list[Path
     return safe, pickles
 
 
-def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False, trust_remote_code: bool = False) -> nn.Module:
+def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False, trust_remote_code: bool = False,
+                 task_class: str | None = None, num_labels: int | None = None) -> nn.Module:
+    """``task_class`` (an auto class such as ``AutoModelForSequenceClassification``) and ``num_labels``
+    override what the config names: a LoRA adapter's task and head say which model it was trained on."""
     import transformers
 
     try:  # trust_remote_code=False said outright: transformers would otherwise ask on the terminal
@@ -79,11 +82,14 @@ def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False, trus
     remote = _remote_auto_class(config)
     if remote and not trust_remote_code:
         raise _untrusted_code_error(path)
-    cls = getattr(transformers, remote, None) if remote else _hf_class(config)
+    cls = getattr(transformers, remote, None) if remote else getattr(transformers, task_class) if task_class else _hf_class(config)
     if cls is None:
         raise PelaError(f"{path}/config.json maps its code to {remote!r}, which is no transformers auto class")
-    auto = remote is not None or cls is transformers.AutoModel
+    auto = remote is not None or task_class is not None or cls is transformers.AutoModel
     code = {"trust_remote_code": trust_remote_code} if auto else {}
+    resized = num_labels is not None and num_labels != getattr(config, "num_labels", None)
+    if resized:  # the checkpoint's head is then replaced by the adapter's copy of it
+        config.num_labels = num_labels
     if random_init:
         build = cls.from_config if auto else cls._from_config
         model = build(config, dtype=torch.float32, **code)
@@ -96,7 +102,14 @@ def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False, trus
         try:
             # transformers reads .bin files with torch.load(weights_only=True) too. Weights shared in
             # float16/bfloat16 are loaded in float32: SVD and training need it; --dtype runs in half
-            model = cls.from_pretrained(str(path), use_safetensors=bool(shards), dtype=torch.float32, **code)
+            resize = {"config": config, "ignore_mismatched_sizes": True} if resized else {}
+            verbosity = transformers.logging.get_verbosity()
+            if resized:  # its report of the head it reinitializes would alarm: the adapter's head replaces it
+                transformers.logging.set_verbosity_error()
+            try:
+                model = cls.from_pretrained(str(path), use_safetensors=bool(shards), dtype=torch.float32, **code, **resize)
+            finally:
+                transformers.logging.set_verbosity(verbosity)
         except Exception as e:
             raise PelaError(f"could not load the Hugging Face model in {path}: {str(e).splitlines()[0]}") from None
     model.pela_source = {"kind": "hf", "class": type(model).__name__}
@@ -276,7 +289,8 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
         source: ``timm:NAME`` (pretrained weights from the hub unless ``checkpoint``/``random_init``;
             also ``timm:hf-hub:ORG/NAME``), ``hf:ORG/NAME`` (downloaded, or from the local cache when
             offline), or a local directory written by `pela.save_pretrained`, by Hugging Face
-            ``save_pretrained``, or by timm (``save_for_hf``; a hub snapshot of a timm model).
+            ``save_pretrained``, by timm (``save_for_hf``; a hub snapshot of a timm model), or by
+            peft (a LoRA adapter: its base model is loaded and the adapter merged in).
         checkpoint: a safetensors file with weights for a ``timm:`` architecture.
         random_init: build the architecture without pretrained weights (smoke tests, benchmarks).
         allow_pickle: also read legacy torch.save weights (``--checkpoint x.pt``, a Hugging Face directory
@@ -310,10 +324,15 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
             return _timm_from_dir(path, random_init, kwargs, allow_pickle)
         if (path / "config.json").is_file():
             return _hf_from_dir(path, random_init, allow_pickle, trust_remote_code)
+        if (path / "adapter_config.json").is_file():  # a LoRA (peft) fine-tune: its base with the adapter merged in
+            from .adapters import load_adapter
+
+            return load_adapter(path, random_init=random_init, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
         inner = _sentence_transformer_dir(path)
         if inner is not None:  # an older sentence-transformers layout: the Transformer in 0_Transformer/
             return _hf_from_dir(inner, random_init, allow_pickle, trust_remote_code)
-        raise PelaError(f"{path} holds neither a pela model (pela.json) nor a Hugging Face or timm model (config.json)")
+        raise PelaError(f"{path} holds neither a pela model (pela.json), a Hugging Face or timm model (config.json) "
+                        "nor a LoRA adapter (adapter_config.json)")
     if path.exists():
         raise PelaError(f"{source} is a file, not a model directory; {SOURCE_HELP}")
     hint = f" (for the Hugging Face hub, write hf:{source})" if source.count("/") == 1 and not source.startswith((".", "/")) else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 
 import pytest
 import torch
@@ -57,6 +58,9 @@ def w(tmp_path_factory):
             Image.new("RGB", (40, 40), (i * 60, 30, 90)).save(images / cls / f"{i}.png")
     (images / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(20))
     (root / "a_file").write_text("not a directory\n")
+    (root / "lora").mkdir()  # a LoRA adapter whose base is not where its config says
+    (root / "lora" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": "/no/such/base"}))
+    shutil.copy(root / "teacher" / "model.safetensors", root / "lora" / "adapter_model.safetensors")
     (root / "exists").mkdir()
     (root / "exists" / "keep.txt").write_text("precious\n")
     # an unfinished distillation run with a checkpoint, on other data than the resume below
@@ -92,6 +96,7 @@ CASES = [
     ("pickle without --allow-pickle", "compress timm:vit_tiny_patch16_224 --checkpoint {root}/pickled.pt", "--allow-pickle"),
     ("checkpoint of another architecture", "compress timm:vit_tiny_patch16_224 --checkpoint {teacher}/model.safetensors", "does not fit"),
     ("corrupt pela.json", "compress {broken_meta}", "pela.json"),
+    ("LoRA adapter without its base", "compress {root}/lora --out {root}/o", "the base model of"),
     ("teacher checkpoint for a directory", D + " --teacher-checkpoint {root}/corrupt.safetensors", "applies to timm: sources only"),
     ("missing teacher checkpoint", D.replace("{teacher}", "timm:vit_tiny_patch16_224") + " --teacher-checkpoint {root}/missing.safetensors",
      "does not exist"),
@@ -140,8 +145,6 @@ CASES = [
 
 
 def _argv(template: str, w, tmp_path) -> list[str]:
-    import shutil
-
     if "{broken_meta}" in template:
         shutil.copytree(w / "student", tmp_path / "broken")
         (tmp_path / "broken" / "pela.json").write_text("{ this is not json")

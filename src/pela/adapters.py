@@ -1,0 +1,109 @@
+"""A LoRA fine-tune as a model: the base model its adapter names, with the adapter merged in (peft).
+
+Users who could not afford to fine-tune a large model whole often hold a peft adapter directory
+(``adapter_config.json`` + ``adapter_model.safetensors``) rather than a model. pela loads the base
+the adapter names (a local directory, or a hub id when online), builds it for the adapter's task
+(``task_type``: a sequence classifier, a causal LM, ...) with a head of the adapter's size, and
+merges the low-rank updates into the weights, so the result compresses like any dense model.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .errors import PelaError
+from .io import check_safetensors, is_pela_dir, load_pickled_tensors, read_weights
+
+# peft's task types, and the transformers auto class of the model each is trained on
+TASK_CLASSES = {"SEQ_CLS": "AutoModelForSequenceClassification", "TOKEN_CLS": "AutoModelForTokenClassification",
+                "CAUSAL_LM": "AutoModelForCausalLM", "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM",
+                "QUESTION_ANS": "AutoModelForQuestionAnswering", "FEATURE_EXTRACTION": "AutoModel"}
+HEADED_TASKS = ("SEQ_CLS", "TOKEN_CLS")  # tasks whose head is trained whole, at the fine-tune's number of labels
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model", "tokenizer.model")
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((path / "adapter_config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise PelaError(f"{path}/adapter_config.json is not readable JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise PelaError(f"{path}/adapter_config.json must hold an object")
+    return config
+
+
+def _adapter_weights(path: Path, allow_pickle: bool) -> Path:
+    safe = path / "adapter_model.safetensors"
+    if safe.is_file():
+        check_safetensors(safe)
+        return safe
+    pickled = path / "adapter_model.bin"
+    if pickled.is_file() and allow_pickle:
+        load_pickled_tensors(pickled)  # refuse anything but tensors before peft reads it
+        return pickled
+    extra = " (found adapter_model.bin: pickle files are loaded only with --allow-pickle)" if pickled.is_file() else ""
+    raise PelaError(f"{path} has no adapter_model.safetensors{extra}")
+
+
+def _head_size(weights: Path, config: dict[str, Any], allow_pickle: bool) -> int | None:
+    """The number of labels of a classifier fine-tune: the outputs of its head's last layer, saved whole
+    beside the LoRA factors (``modules_to_save``); the smallest output count of the head's weights."""
+    names = config.get("modules_to_save") or ()
+    state = read_weights(str(weights), allow_pickle)
+    sizes = [int(t.shape[0]) for key, t in state.items()
+             if t.ndim == 2 and "lora_" not in key and any(f".{n}." in f".{key}" for n in names if isinstance(n, str))]
+    return min(sizes) if sizes else None
+
+
+def _base_path(path: Path, base: str) -> Path | None:
+    """The base as a local directory: as written (relative to where the adapter was trained, usually
+    the working directory), or beside the adapter."""
+    for candidate in (Path(base).expanduser(), path.parent / base):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def load_adapter(path: Path, *, random_init: bool = False, allow_pickle: bool = False, trust_remote_code: bool = False) -> nn.Module:
+    """The base model named in ``path``/adapter_config.json with the adapter in ``path`` merged in, in eval mode."""
+    from . import loading
+
+    if random_init:
+        raise PelaError(f"{path} is a LoRA adapter, a fine-tune of trained weights: --random-init does not apply to it")
+    config = _read_config(path)
+    if config.get("peft_type") not in (None, "LORA"):
+        raise PelaError(f"{path} holds a {config.get('peft_type')} adapter; pela merges LoRA adapters only")
+    base = config.get("base_model_name_or_path")
+    if not isinstance(base, str) or not base:
+        raise PelaError(f"{path}/adapter_config.json names no base model (base_model_name_or_path)")
+    weights = _adapter_weights(path, allow_pickle)
+    task = config.get("task_type")
+    labels = _head_size(weights, config, allow_pickle) if task in HEADED_TASKS else None
+    local = _base_path(path, base)
+    if local is not None and (is_pela_dir(local) or loading._is_timm_dir(local)):
+        model = loading.load_model(str(local), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    elif local is not None or not base.startswith((".", "/", "~")):
+        where = local or loading._hf_snapshot(base, False, allow_pickle, trust_remote_code)
+        model = loading._hf_from_dir(where, False, allow_pickle, trust_remote_code, task_class=TASK_CLASSES.get(task), num_labels=labels)
+    else:
+        raise PelaError(f"the base model of {path}, {base}, is not a directory (relative to here or to {path.parent})")
+    source, files = model.pela_source, model.pela_files if hasattr(model, "pela_files") else None
+    try:
+        from peft import PeftModel
+
+        with warnings.catch_warnings():  # peft's use of deprecated transformers names is not the user's concern
+            warnings.simplefilter("ignore", FutureWarning)
+            merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    except Exception as e:  # noqa: BLE001 - peft raises many kinds for an adapter that does not fit its base
+        raise PelaError(f"could not merge the adapter in {path} into {base}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    merged.pela_source = source
+    # a tokenizer saved with the fine-tune (one that added tokens, say) wins over the base's, except
+    # where the base brings code of its own, which lives beside the base
+    own = any((path / f).is_file() for f in TOKENIZER_FILES) and not (source or {}).get("remote_code")
+    merged.pela_files = str(path) if own else files
+    return merged.eval()
