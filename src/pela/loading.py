@@ -18,7 +18,7 @@ from .io import check_safetensors, is_pela_dir, load_pickled_tensors, load_weigh
 
 HF_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-SOURCE_HELP = "use timm:NAME, hf:ORG/NAME, or a local directory (saved by pela, by Hugging Face save_pretrained or by timm)"
+SOURCE_HELP = "use timm:NAME, hf:ORG/NAME, or a local directory (saved by pela, by Hugging Face save_pretrained, by timm, or a peft LoRA adapter)"
 # what the rebuilt model does not need to know of where its weights came from
 _CFG_LOCATION_KEYS = ("file", "source", "url", "hf_hub_id", "hf_hub_filename", "state_dict")
 
