@@ -92,7 +92,7 @@ def load_adapter(path: Path, *, random_init: bool = False, allow_pickle: bool = 
         model = loading._hf_from_dir(where, False, allow_pickle, trust_remote_code, task_class=TASK_CLASSES.get(task), num_labels=labels)
     else:
         raise PelaError(f"the base model of {path}, {base}, is not a directory (relative to here or to {path.parent})")
-    source, files = model.pela_source, model.pela_files if hasattr(model, "pela_files") else None
+    source, files = model.pela_source, getattr(model, "pela_files", None)
     try:
         from peft import PeftModel
 
