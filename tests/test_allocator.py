@@ -38,7 +38,9 @@ def test_freed_memory_is_reused_without_new_page_faults():
     if GLIBC:
         # by default each 64 MiB block is mapped afresh: at least one fault per 2 MiB page even with huge pages
         assert default >= 10 * 32, default
-        assert kept * 10 < default, (kept, default)
+        # kept: no faults, or now and then one block's (16,384 pages: the heap grew once, seen 1 run in 5);
+        # the default faults every one of the ten
+        assert kept * 5 < default, (kept, default)
 
 
 @pytest.mark.parametrize("value", ["0", "off", "false"])
