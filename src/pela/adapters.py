@@ -84,14 +84,19 @@ def load_adapter(path: Path, *, random_init: bool = False, allow_pickle: bool = 
     weights = _adapter_weights(path, allow_pickle)
     task = config.get("task_type")
     labels = _head_size(weights, config, allow_pickle) if task in HEADED_TASKS else None
-    local = _base_path(path, base)
-    if local is not None and (is_pela_dir(local) or loading._is_timm_dir(local)):
-        model = loading.load_model(str(local), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    elif local is not None or not base.startswith((".", "/", "~")):
-        where = local or loading._hf_snapshot(base, False, allow_pickle, trust_remote_code)
-        model = loading._hf_from_dir(where, False, allow_pickle, trust_remote_code, task_class=TASK_CLASSES.get(task), num_labels=labels)
+    where = _base_path(path, base)
+    if where is None:
+        if base.startswith((".", "/", "~")):
+            raise PelaError(f"the base model of {path}, {base}, is not a directory (relative to here or to {path.parent})")
+        try:  # a hub id, as peft records a base loaded from the hub
+            where = loading._hf_snapshot(base, False, allow_pickle, trust_remote_code)
+        except PelaError as e:
+            raise PelaError(f"the base model of {path}, {base}, is no local directory (relative to here or to "
+                            f"{path.parent}), and {e}") from None
+    if is_pela_dir(where) or loading._is_timm_dir(where):
+        model = loading.load_model(str(where), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     else:
-        raise PelaError(f"the base model of {path}, {base}, is not a directory (relative to here or to {path.parent})")
+        model = loading._hf_from_dir(where, False, allow_pickle, trust_remote_code, task_class=TASK_CLASSES.get(task), num_labels=labels)
     source, files = model.pela_source, getattr(model, "pela_files", None)
     try:
         from peft import PeftModel
