@@ -2,7 +2,8 @@
 
 A record holds its text in named fields (two for sentence pairs), or an image (a file path, or in
 Parquet and Arrow the encoded image), and optionally a label. Classes are sorted names (integers by
-value), or a Hugging Face dataset's own class names (its ClassLabel). Rows are read into memory.
+value), or a Hugging Face dataset's own class names (its ClassLabel). Rows are read into memory,
+except the encoded images of Parquet and Arrow files, which stay in Arrow's buffers.
 """
 
 from __future__ import annotations
@@ -93,6 +94,12 @@ def _sorted_labels(labels: set[str]) -> list[str]:
     return sorted(labels, key=int) if numeric else sorted(labels)
 
 
+def data_format(path: Path) -> str:
+    """The suffix that says how to read ``path``, looking through a final ``.gz`` (train.jsonl.gz: .jsonl)."""
+    name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+    return Path(name).suffix.lower()
+
+
 def _open_text(path: Path) -> Any:
     """``path`` as text, through gzip for ``.gz``; a byte-order mark is dropped."""
     if path.name.lower().endswith(".gz"):
@@ -114,7 +121,7 @@ def _json_lines(path: Path, text: str) -> list[Any]:
 def _read_rows(path: Path) -> list[Any]:
     """The records of a JSONL, JSON (a list of objects), CSV or TSV file, gzip-compressed or not.
     A byte-order mark is ignored."""
-    fmt = Path(path.name[:-3] if path.name.lower().endswith(".gz") else path.name).suffix.lower()
+    fmt = data_format(path)
     try:
         with _open_text(path) as f:
             if fmt == ".jsonl":
@@ -134,11 +141,11 @@ def _read_rows(path: Path) -> list[Any]:
                 return data
             # tab-separated files (GLUE's) do not quote: a " is part of the text
             dialect: dict[str, Any] = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == ".tsv" else {}
-            text = f.read()
-            header = text.split("\n", 1)[0]
+            header = f.readline()
             if fmt == ".csv" and "," not in header and ";" in header:
                 dialect = dict(delimiter=";")  # what spreadsheets write where the comma is the decimal mark
-            return list(csv.DictReader(io.StringIO(text, newline=""), **dialect))
+            f.seek(0)
+            return list(csv.DictReader(f, **dialect))
     except UnicodeDecodeError:
         raise PelaError(f"{path} is not UTF-8 text") from None
     except (gzip.BadGzipFile, EOFError) as e:
