@@ -17,7 +17,7 @@ from typing import Any
 from torch import nn
 
 from .errors import PelaError
-from .io import check_safetensors, is_pela_dir, load_pickled_tensors, read_weights
+from .io import is_pela_dir, load_pickled_tensors, read_weights
 
 # peft's task types, and the transformers auto class of the model each is trained on
 TASK_CLASSES = {"SEQ_CLS": "AutoModelForSequenceClassification", "TOKEN_CLS": "AutoModelForTokenClassification",
@@ -37,24 +37,23 @@ def _read_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def _adapter_weights(path: Path, allow_pickle: bool) -> Path:
+def _adapter_state(path: Path, allow_pickle: bool) -> dict[str, Any]:
+    """The adapter's tensors, read once (safetensors checked first; a pickle only
+    with ``allow_pickle``, and then as tensors alone) before peft reads the file itself."""
     safe = path / "adapter_model.safetensors"
     if safe.is_file():
-        check_safetensors(safe)
-        return safe
+        return read_weights(str(safe))
     pickled = path / "adapter_model.bin"
     if pickled.is_file() and allow_pickle:
-        load_pickled_tensors(pickled)  # refuse anything but tensors before peft reads it
-        return pickled
+        return load_pickled_tensors(pickled)
     extra = " (found adapter_model.bin: pickle files are loaded only with --allow-pickle)" if pickled.is_file() else ""
     raise PelaError(f"{path} has no adapter_model.safetensors{extra}")
 
 
-def _head_size(weights: Path, config: dict[str, Any], allow_pickle: bool) -> int | None:
+def _head_size(state: dict[str, Any], config: dict[str, Any]) -> int | None:
     """The number of labels of a classifier fine-tune: the outputs of its head's last layer, saved whole
     beside the LoRA factors (``modules_to_save``); the smallest output count of the head's weights."""
     names = config.get("modules_to_save") or ()
-    state = read_weights(str(weights), allow_pickle)
     sizes = [int(t.shape[0]) for key, t in state.items()
              if t.ndim == 2 and "lora_" not in key and any(f".{n}." in f".{key}" for n in names if isinstance(n, str))]
     return min(sizes) if sizes else None
@@ -81,9 +80,9 @@ def load_adapter(path: Path, *, random_init: bool = False, allow_pickle: bool = 
     base = config.get("base_model_name_or_path")
     if not isinstance(base, str) or not base:
         raise PelaError(f"{path}/adapter_config.json names no base model (base_model_name_or_path)")
-    weights = _adapter_weights(path, allow_pickle)
+    state = _adapter_state(path, allow_pickle)
     task = config.get("task_type")
-    labels = _head_size(weights, config, allow_pickle) if task in HEADED_TASKS else None
+    labels = _head_size(state, config) if task in HEADED_TASKS else None
     where = _base_path(path, base)
     if where is None:
         if base.startswith((".", "/", "~")):
