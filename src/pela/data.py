@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .errors import PelaError
-from .records import IMAGE_SUFFIXES, SPLIT_FOLDERS, data_format, open_image, read_records, read_tables, table_files, table_split
+from .records import IMAGE_SUFFIXES, SPLIT_FOLDERS, data_format, gzipped, open_image, read_records, read_tables, table_files, table_split
 
 TEXT_SUFFIXES = (".txt", ".text", "")  # no suffix: plain text files like Debian's fortunes
 FOLDER_SUFFIXES = frozenset(IMAGE_SUFFIXES) | {".txt"}  # the files a folder dataset reads
@@ -38,7 +38,7 @@ class TextLines(Dataset):
     def __init__(self, path: Path):
         self.path = path
         # a .gz file is decompressed into memory once: gzip has no random access for the offsets below
-        self._data = _gunzip(path) if path.name.lower().endswith(".gz") else None
+        self._data = _gunzip(path) if gzipped(path) else None
         with self._open() as f:
             head = f.read(1 << 20)
         if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # pickle's protocol header

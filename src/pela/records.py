@@ -94,15 +94,18 @@ def _sorted_labels(labels: set[str]) -> list[str]:
     return sorted(labels, key=int) if numeric else sorted(labels)
 
 
+def gzipped(path: Path) -> bool:
+    return path.suffix.lower() == ".gz"
+
+
 def data_format(path: Path) -> str:
     """The suffix that says how to read ``path``, looking through a final ``.gz`` (train.jsonl.gz: .jsonl)."""
-    name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
-    return Path(name).suffix.lower()
+    return Path(path.stem if gzipped(path) else path.name).suffix.lower()
 
 
 def _open_text(path: Path) -> Any:
     """``path`` as text, through gzip for ``.gz``; a byte-order mark is dropped."""
-    if path.name.lower().endswith(".gz"):
+    if gzipped(path):
         return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
     return open(path, encoding="utf-8-sig", newline="")
 
