@@ -41,6 +41,8 @@ def test_text_formats(tmp_path):
     ("empty.csv", "text,label\n", "is empty"),
     ("stsb.tsv", "text\tlabel\na\t4.25\nb\t1.0\n", "'4.25' is a fractional number; pela fine-tunes classifiers"),
     ("multi.jsonl", '{"text": "a", "label": ["x", "y"]}\n', "record 1 has a list of labels; pela fine-tunes single-label"),
+    ("blank.jsonl", '{"text": "a"}\n\n\n{"text": "b"\n', "blank.jsonl:4 is not valid JSON"),
+    ("open.csv", 'text,label\nfine,a\n"hello,a\nworld,b\n', "open.csv:3 opens a quoted field that never closes"),
 ])
 def test_bad_text_data(tmp_path, name, content, fragment):
     (tmp_path / name).write_text(content)

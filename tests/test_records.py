@@ -1,14 +1,18 @@
 """Records: CSV, TSV, JSON, JSONL, Parquet and Arrow rows of text, sentence pairs or images (read through load_dataset)."""
 
+import csv
+import gzip
+import io
 import json
 import pickle
+import random
 
 import pytest
 from PIL import Image
 
 from pela import PelaError
 from pela.data import Collator, load_dataset
-from pela.records import Cell
+from pela.records import Cell, LineRows, TableRows
 
 from conftest import timm_vit
 
@@ -155,6 +159,10 @@ def test_save_to_disk_folder(tmp_path):
     assert [test[i]["label"] for i in range(2)] == [0, 1]
     one = load_dataset(tmp_path / "test")  # Dataset.save_to_disk: one split, no split folders
     assert len(one) == 2 and one.classes == names
+    assert isinstance(train.rows, TableRows) and train.rows[2] == {"text": "fine", "label": 1}  # rows stay in Arrow
+    _write_arrow(tmp_path / "test" / "data-00000-of-00001.arrow", {"text": ["awful"], "label": [2]}, names)
+    with pytest.raises(PelaError, match="record 1 has label 2, but the dataset names 2 classes"):
+        load_dataset(tmp_path / "test")
 
 
 def test_datasets_cache_arrow_files(tmp_path):
@@ -205,3 +213,64 @@ def test_pickled_data_is_refused_unread(tmp_path):
     (tmp_path / "data_batch_1").write_bytes(pickle.dumps({"data": [1, 2], "labels": [0]}, protocol=4))
     with pytest.raises(PelaError, match="is a Python pickle"):
         load_dataset(tmp_path / "data_batch_1")
+
+
+def _reference(path, fmt):
+    """What csv.DictReader and json read from the whole file: the rows pela must give."""
+    with (gzip.open(path, "rt", encoding="utf-8-sig", newline="") if path.suffix == ".gz"
+          else open(path, encoding="utf-8-sig", newline="")) as f:
+        if fmt == "jsonl":
+            return [json.loads(line) for line in f if line.strip()]
+        return list(csv.DictReader(f, **(dict(delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv" else {})))
+
+
+def test_text_records_stay_on_disk_and_read_as_csv_and_json_do(tmp_path):
+    """JSONL, CSV and TSV rows are byte ranges of the file (or of its decompressed bytes), parsed when
+    read: the same records csv.DictReader and json give, quoted newlines, byte-order marks, blank
+    lines and short rows included, in this process, a pickled copy and forked loader workers."""
+    from torch.utils.data import DataLoader
+
+    rng = random.Random(0)
+    pieces = ["plain", "comma, inside", 'a "quoted" word', "two\nlines", "cr\r\nlf", "ünïcödé ✓", " padded ", "semi;colon"]
+    rows = [{"text": " ".join(rng.choices(pieces, k=3)), "label": rng.choice("abc")} for _ in range(200)]
+    with open(tmp_path / "r.csv", "w", newline="", encoding="utf-8-sig") as f:
+        writer = csv.DictWriter(f, ["text", "label"])
+        writer.writeheader()
+        for i, row in enumerate(rows):
+            writer.writerow(row)
+            f.write("\r\n" if i % 50 == 7 else "")  # blank lines between records
+        f.write("short row with no label\n")
+    with open(tmp_path / "r.jsonl", "w", encoding="utf-8-sig") as f:
+        f.writelines(json.dumps(row, ensure_ascii=False) + ("\n\n" if i % 40 == 3 else "\n") for i, row in enumerate(rows))
+    flat = [{k: " ".join(v.split()) for k, v in row.items()} for row in rows]  # GLUE's TSV: no tabs or newlines in a field
+    (tmp_path / "r.tsv").write_text("text\tlabel\n" + "".join(f"{r['text']}\t{r['label']}\n" for r in flat))
+    for name in ("r.csv", "r.jsonl", "r.tsv"):
+        (tmp_path / (name + ".gz")).write_bytes(gzip.compress((tmp_path / name).read_bytes()))
+    for name in ("r.csv", "r.jsonl", "r.tsv", "r.csv.gz", "r.jsonl.gz", "r.tsv.gz"):
+        path, fmt = tmp_path / name, name.split(".")[1]
+        expected = _reference(path, fmt)
+        assert len(expected) == 200 + (fmt == "csv")
+        if fmt == "csv":  # the short row is a record with no label, and the others have one
+            with pytest.raises(PelaError, match="record 201 has no 'label' while others do"):
+                load_dataset(path)
+            ds = load_dataset(path, label_field="none")
+        else:
+            ds = load_dataset(path)
+        assert isinstance(ds.rows, LineRows) and list(ds.rows) == [ds.rows[i] for i in range(len(ds))] == expected
+        items = [ds[i] for i in range(len(ds))]
+        assert [item["text"] for item in items] == [row["text"] for row in expected]
+        if fmt != "csv":
+            assert ds.classes == ["a", "b", "c"] and [items[i]["label"] for i in range(3)] == ["abc".index(r["label"]) for r in expected[:3]]
+        assert ds.lengths == [len(row["text"]) for row in expected]
+        copy = pickle.loads(pickle.dumps(ds))  # a spawned worker's
+        assert [copy[i] for i in (0, 99, len(ds) - 1)] == [items[i] for i in (0, 99, len(ds) - 1)]
+        loader = DataLoader(ds, batch_size=64, num_workers=2, multiprocessing_context="fork", collate_fn=list)
+        assert [item for batch in loader for item in batch] == items
+
+
+def test_csv_fields_may_hold_whole_documents(tmp_path):
+    document = "word " * 60_000  # 300 KB, over the csv module's default field limit of 128 KiB
+    with open(tmp_path / "docs.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["text", "label"], [document, "long"], ["short", "brief"]])
+    ds = load_dataset(tmp_path / "docs.csv")
+    assert ds[0] == {"text": document, "label": 1} and ds[1] == {"text": "short", "label": 0}

@@ -10,9 +10,7 @@ where they are large (text by byte offsets, images one file at a time, idx files
 from __future__ import annotations
 
 import gzip
-import io
 import os
-from array import array
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,23 +20,21 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .errors import PelaError
-from .records import IMAGE_SUFFIXES, SPLIT_FOLDERS, data_format, gzipped, open_image, read_records, read_tables, table_files, table_split
+from .records import IMAGE_SUFFIXES, SPLIT_FOLDERS, ByteRanges, data_format, open_image, read_records, read_tables, table_files, table_split
 
 TEXT_SUFFIXES = (".txt", ".text", "")  # no suffix: plain text files like Debian's fortunes
 FOLDER_SUFFIXES = frozenset(IMAGE_SUFFIXES) | {".txt"}  # the files a folder dataset reads
 
 
-class TextLines(Dataset):
-    """One example per non-empty line; an index of byte offsets keeps the file on disk.
+class TextLines(ByteRanges, Dataset):
+    """One example per non-empty line; an index of byte offsets keeps the file on disk (`ByteRanges`).
 
     A file in fortune's format (``strfile``: records of one or more lines, separated by lines
     holding only ``%``) gives one example per record instead, lines joined.
     """
 
     def __init__(self, path: Path):
-        self.path = path
-        # a .gz file is decompressed into memory once: gzip has no random access for the offsets below
-        self._data = _gunzip(path) if gzipped(path) else None
+        super().__init__(path)
         with self._open() as f:
             head = f.read(1 << 20)
         if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # pickle's protocol header
@@ -51,7 +47,6 @@ class TextLines(Dataset):
         lines = head.split(b"\n")
         separators = sum(line.rstrip(b"\r") == b"%" for line in lines)
         self.separated = separators >= 2 and sum(bool(line.strip()) for line in lines) <= 50 * separators
-        self.starts, self.ends = array("q"), array("q")
         with self._open() as f:
             pos = begin = 0
             content = False
@@ -72,28 +67,13 @@ class TextLines(Dataset):
                 self.starts.append(begin)
                 self.ends.append(pos)
 
-    def __len__(self) -> int:
-        return len(self.starts)
-
     @property
     def lengths(self) -> list[int]:
         """Bytes per example, a cheap proxy for token count when grouping batches by length."""
         return [e - s for s, e in zip(self.starts, self.ends)]
 
-    def _open(self) -> Any:
-        return open(self.path, "rb") if self._data is None else io.BytesIO(self._data)
-
     def __getitem__(self, i: int) -> dict[str, Any]:
-        with self._open() as f:
-            f.seek(self.starts[i])
-            return {"text": f.read(self.ends[i] - self.starts[i]).decode("utf-8", errors="replace").strip()}
-
-
-def _gunzip(path: Path) -> bytes:
-    try:
-        return gzip.decompress(path.read_bytes())
-    except (OSError, EOFError) as e:  # BadGzipFile is an OSError; a cut-off file ends early
-        raise PelaError(f"{path} is not a readable gzip file: {e}") from None
+        return {"text": self._read(self.starts[i], self.ends[i]).decode("utf-8", errors="replace").strip()}
 
 
 class FolderDataset(Dataset):

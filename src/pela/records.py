@@ -2,18 +2,24 @@
 
 A record holds its text in named fields (two for sentence pairs), or an image (a file path, or in
 Parquet and Arrow the encoded image), and optionally a label. Classes are sorted names (integers by
-value), or a Hugging Face dataset's own class names (its ClassLabel). Rows are read into memory,
-except the encoded images of Parquet and Arrow files, which stay in Arrow's buffers.
+value), or a Hugging Face dataset's own class names (its ClassLabel). Rows stay where they are
+until an example is read: JSON lines, CSV and TSV on disk as byte offsets (`LineRows`), Parquet and
+Arrow in Arrow's columns (`TableRows`); only a JSON list is held as Python objects.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import gzip
 import importlib.util
 import io
+import itertools
 import json
+import os
 import re
+from array import array
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,24 +57,27 @@ def open_image(path: Path, data: bytes | None = None) -> Any:
 class Records(Dataset):
     """Rows of a JSONL, JSON, CSV, TSV, Parquet or Arrow file: text (one field, or two for sentence pairs), or
     an image (a path relative to the file, or the encoded bytes) with or without a caption, and
-    an optional label."""
+    an optional label. Build it with `read_records`, which checks every row once."""
 
-    def __init__(self, rows: list[dict[str, Any]], text_fields: tuple[str, ...], label_field: str, labels: list[str] | None,
-                 image_field: str | None = None, root: Path | None = None):
+    def __init__(self, rows: Sequence[dict[str, Any]], text_fields: tuple[str, ...], label_field: str, labels: list[str] | None,
+                 image_field: str | None = None, root: Path | None = None, label_names: list[str] | None = None,
+                 lengths: Sequence[int] | None = None):
         self.rows, self.text_fields, self.label_field = rows, text_fields, label_field
         self.image_field, self.root = image_field, root or Path(".")
         self.classes = labels
+        self.label_names = label_names  # the dataset's own names for integer labels (Hugging Face's ClassLabel)
         self.unlabelled: str | None = None  # why there are no labels, for an error where labels are needed
         self._index = None if labels is None else {c: i for i, c in enumerate(labels)}  # not list.index per item
+        self._lengths = lengths
 
     def __len__(self) -> int:
         return len(self.rows)
 
     @property
     def lengths(self) -> list[int] | None:
-        if self.image_field is not None or not self.text_fields:
+        if self.image_field is not None or not self.text_fields or self._lengths is None:
             return None
-        return [sum(len(str(r[f])) for f in self.text_fields) for r in self.rows]
+        return list(self._lengths)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.rows[i]
@@ -84,8 +93,16 @@ class Records(Dataset):
         if len(self.text_fields) == 2:
             item["text_pair"] = str(row[self.text_fields[1]])
         if self._index is not None:
-            item["label"] = self._index[str(row[self.label_field])]
+            item["label"] = self._index[label_of(row.get(self.label_field), self.label_names)]
         return item
+
+
+def label_of(x: Any, names: list[str] | None = None) -> str | None:
+    """A row's class name, or None for no label; ``names``: a dataset's names for integer labels,
+    where -1 means unlabelled (a Hugging Face test split's)."""
+    if names and isinstance(x, int) and not isinstance(x, bool):
+        return None if x == -1 else names[x]
+    return None if x is None or x == "" else str(x)
 
 
 def _sorted_labels(labels: set[str]) -> list[str]:
@@ -103,56 +120,201 @@ def data_format(path: Path) -> str:
     return Path(path.stem if gzipped(path) else path.name).suffix.lower()
 
 
-def _open_text(path: Path) -> Any:
-    """``path`` as text, through gzip for ``.gz``; a byte-order mark is dropped."""
-    if gzipped(path):
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+def gunzip(path: Path) -> bytes:
+    try:
+        return gzip.decompress(path.read_bytes())
+    except (OSError, EOFError) as e:  # BadGzipFile is an OSError; a cut-off file ends early
+        raise PelaError(f"{path} is not a readable gzip file: {e}") from None
 
 
-def _json_lines(path: Path, text: str) -> list[Any]:
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
+BOM = b"\xef\xbb\xbf"
+
+
+class ByteRanges:
+    """A file's examples as byte ranges (``starts``, ``ends``), read when asked: the file stays on disk,
+    and millions of examples cost 16 bytes each, not a Python object each, which a forked DataLoader
+    worker would copy page by page as it touched them. A ``.gz`` file is decompressed into memory
+    once, since gzip has no random access."""
+
+    _fd: int | None = None
+    _pid: int | None = None
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._data = gunzip(path) if gzipped(path) else None
+        self.starts, self.ends = array("q"), array("q")
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def _open(self) -> Any:
+        return open(self.path, "rb") if self._data is None else io.BytesIO(self._data)
+
+    def _read(self, start: int, end: int) -> bytes:
+        if self._data is not None:
+            return self._data[start:end]
+        if self._fd is None or self._pid != os.getpid():  # one descriptor per process: a forked worker opens its own
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        return os.pread(self._fd, end - start, start)
+
+    def __getstate__(self) -> dict[str, Any]:  # a spawned worker opens its own descriptor
+        return {k: v for k, v in self.__dict__.items() if k not in ("_fd", "_pid")}
+
+    def __del__(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+
+
+class LineRows(ByteRanges, Sequence):
+    """The records of a JSONL, CSV or TSV file, left on disk (`ByteRanges`), parsed when read."""
+
+    def __init__(self, path: Path, fmt: str):
+        super().__init__(path)
+        self.fmt = fmt
+        self.fieldnames: list[str] = []
+        self.dialect: dict[str, Any] = {}
+        try:
+            with self._open() as f:
+                begin = len(BOM) if f.read(len(BOM)) == BOM else 0
+                f.seek(begin)
+                if fmt == ".csv":
+                    self._index_csv(f, begin)
+                else:  # JSON lines; TSV, which does not quote, so that a record is a line
+                    self._index_lines(f, begin)
+                    if fmt == ".tsv":
+                        self._header()
+        except UnicodeDecodeError:
+            raise PelaError(f"{path} is not UTF-8 text") from None
+        except csv.Error as e:
+            raise PelaError(f"{path}:{self._line_of(self.ends[-1] if self.ends else 0)} is not valid CSV: {e}") from None
+
+    def _index_lines(self, f: Any, pos: int) -> None:
+        for line in f:
+            if line.strip():
+                self.starts.append(pos)
+                self.ends.append(pos + len(line))
+            pos += len(line)
+
+    def _header(self) -> None:
+        """TSV: the first line names the fields. Tab-separated files (GLUE's) do not quote: a " is part of the text."""
+        self.dialect = dict(delimiter="\t", quoting=csv.QUOTE_NONE)
+        if self.starts:
+            self.fieldnames = next(csv.reader((self._read(self.starts[0], self.ends[0]).decode("utf-8"),), **self.dialect))
+            del self.starts[0], self.ends[0]
+
+    def _index_csv(self, f: Any, begin: int) -> None:
+        header = f.readline()
+        f.seek(begin)
+        if b"," not in header and b";" in header:
+            self.dialect = dict(delimiter=";")  # what spreadsheets write where the comma is the decimal mark
+        pos = [begin]
+
+        def lines() -> Any:  # the csv reader pulls a record's lines and no more, so pos ends where it ends
+            for line in f:
+                pos[0] += len(line)
+                yield line.decode("utf-8")
+
+        csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # whole documents in a field are fine here
+        reader = csv.reader(lines(), **self.dialect)
+        while True:
+            start = pos[0]
             try:
-                rows.append(json.loads(line))
+                values = next(reader)
+            except StopIteration:
+                break
+            if not values:  # a blank line, as csv.DictReader skips them
+                continue
+            if not self.fieldnames:
+                self.fieldnames = values
+                continue
+            self.starts.append(start)
+            self.ends.append(pos[0])
+        if self.starts:  # a quote that never closes swallows the rest of the file into the last record
+            try:
+                next(csv.reader((self._read(self.starts[-1], self.ends[-1]).decode("utf-8"),), strict=True, **self.dialect))
+            except csv.Error as e:
+                if "end of data" in str(e):
+                    raise PelaError(f"{self.path}:{self._line_of(self.starts[-1])} opens a quoted field that never closes") from None
+
+    def _line_of(self, offset: int) -> int:
+        with self._open() as f:
+            return f.read(offset).count(b"\n") + 1
+
+    def __getitem__(self, i: int) -> Any:  # type: ignore[override]
+        return self._parse(self._read(self.starts[i], self.ends[i]), self.starts[i])
+
+    def __iter__(self) -> Any:
+        if self.fmt == ".jsonl":
+            with self._open() as f:  # in order, so the reads stay in the file's buffer
+                for start, end in zip(self.starts, self.ends):
+                    f.seek(start)
+                    yield self._parse(f.read(end - start), start)
+            return
+        # CSV and TSV: one reader over the whole file, as fast as csv.DictReader; the same records as the index
+        with self._open() as f:
+            text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
+            reader = csv.reader(text, **self.dialect)
+            next(reader)  # the header
+            for values in reader:
+                if values:
+                    yield self._record(values)
+
+    def _parse(self, raw: bytes, offset: int) -> Any:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PelaError(f"{self.path} is not UTF-8 text (line {self._line_of(offset)})") from None
+        if self.fmt == ".jsonl":
+            try:
+                return json.loads(text)
             except json.JSONDecodeError as e:
-                raise PelaError(f"{path}:{n} is not valid JSON: {e.msg}") from None
-    return rows
+                raise PelaError(f"{self.path}:{self._line_of(offset)} is not valid JSON: {e.msg}") from None
+        return self._record(next(csv.reader((text,), **self.dialect)))  # one record: its only bare newline ends it
+
+    def _record(self, values: list[str]) -> dict[Any, Any]:
+        row: dict[Any, Any] = dict(zip(self.fieldnames, values))
+        for name in self.fieldnames[len(values):]:  # what csv.DictReader gives a short row
+            row[name] = None
+        if len(values) > len(self.fieldnames):
+            row[None] = values[len(self.fieldnames):]
+        return row
 
 
-def _read_rows(path: Path) -> list[Any]:
+def _json_lines(path: Path) -> bool:
+    """Whether a ``.json`` file holds JSON lines (as C4's *.json.gz do): a whole object on its first
+    line, and more after it."""
+    with (gzip.open(path, "rb") if gzipped(path) else open(path, "rb")) as f:
+        first = f.readline(1 << 24).removeprefix(BOM)
+        rest = any(line.strip() for line in iter(lambda: f.readline(1 << 16), b""))
+    try:
+        return isinstance(json.loads(first), dict) and rest
+    except ValueError:  # UnicodeDecodeError too
+        return False
+
+
+def read_rows(path: Path) -> Sequence[Any]:
     """The records of a JSONL, JSON (a list of objects), CSV or TSV file, gzip-compressed or not.
-    A byte-order mark is ignored."""
+    A byte-order mark is ignored. JSON lines, CSV and TSV stay on disk (`LineRows`)."""
     fmt = data_format(path)
     try:
-        with _open_text(path) as f:
-            if fmt == ".jsonl":
-                return _json_lines(path, f.read())
-            if fmt == ".json":
-                text = f.read()
-                try:
-                    data = json.loads(text)
-                except json.JSONDecodeError as e:
-                    if e.msg == "Extra data" and text.lstrip().startswith("{"):
-                        return _json_lines(path, text)  # JSON lines under .json, as C4's *.json.gz are
-                    raise PelaError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from None
-                if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
-                    data = next(iter(data.values()))  # {"data": [...]}, as many exports wrap their records
-                if not isinstance(data, list):
-                    raise PelaError(f"{path} must hold a list of records (or JSONL: one record per line)")
-                return data
-            # tab-separated files (GLUE's) do not quote: a " is part of the text
-            dialect: dict[str, Any] = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == ".tsv" else {}
-            header = f.readline()
-            if fmt == ".csv" and "," not in header and ";" in header:
-                dialect = dict(delimiter=";")  # what spreadsheets write where the comma is the decimal mark
-            f.seek(0)
-            return list(csv.DictReader(f, **dialect))
+        if fmt == ".json" and _json_lines(path):
+            return LineRows(path, ".jsonl")
+        if fmt != ".json":
+            return LineRows(path, fmt)
+        text = gunzip(path).decode("utf-8-sig") if gzipped(path) else path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise PelaError(f"{path} is not UTF-8 text") from None
     except (gzip.BadGzipFile, EOFError) as e:
         raise PelaError(f"{path} is not a readable gzip file: {e}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise PelaError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from None
+    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+        data = next(iter(data.values()))  # {"data": [...]}, as many exports wrap their records
+    if not isinstance(data, list):
+        raise PelaError(f"{path} must hold a list of records (or JSONL: one record per line)")
+    return data
 
 
 def _class_label_names(metadata: dict[bytes, bytes] | None) -> dict[str, list[str]]:
@@ -185,11 +347,48 @@ def _read_table(f: Path) -> Any:
             return pa.ipc.open_file(source).read_all()
 
 
-def read_tables(files: list[Path]) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+class TableRows(Sequence):
+    """The rows of Arrow tables (from Parquet or Arrow files), left in Arrow's columns and turned into
+    a dict when read. Binary columns (encoded images) come as `Cell`s, read only where an example
+    needs them."""
+
+    def __init__(self, tables: list[Any]):
+        self.tables = [t for t in tables if t.num_rows]
+        self.offsets = list(itertools.accumulate((t.num_rows for t in self.tables), initial=0))
+        self.heavy = [{f.name for f in t.schema if _is_binary(f.type)} for t in self.tables]
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:  # type: ignore[override]
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = bisect.bisect_right(self.offsets, i) - 1
+        j, heavy = i - self.offsets[k], self.heavy[k]
+        return {name: Cell(column, j) if name in heavy else column[j].as_py()
+                for name, column in zip(self.tables[k].column_names, self.tables[k].columns)}
+
+    def __iter__(self) -> Any:
+        for table, heavy in zip(self.tables, self.heavy):
+            if not heavy:
+                for batch in table.to_batches(max_chunksize=1 << 16):
+                    yield from batch.to_pylist()
+                continue
+            columns = dict(zip(table.column_names, table.columns))
+            light = table.drop_columns(sorted(heavy))
+            j = 0
+            for batch in light.to_batches(max_chunksize=1 << 16):
+                rows = batch.to_pylist() if batch.num_columns else [{} for _ in range(batch.num_rows)]
+                for row in rows:
+                    yield {name: Cell(column, j) if name in heavy else row[name] for name, column in columns.items()}
+                    j += 1
+
+
+def read_tables(files: list[Path]) -> tuple[TableRows, dict[str, list[str]]]:
     """The rows of Parquet or Arrow files (one split of a Hugging Face dataset, say) and their class names."""
     if importlib.util.find_spec("pyarrow") is None:
         raise PelaError("reading Parquet or Arrow needs pyarrow: pip install 'pela[data]' (or pip install pyarrow)")
-    rows: list[dict[str, Any]] = []
+    tables = []
     names: dict[str, list[str]] = {}
     for f in files:
         kind = "Parquet" if f.suffix == ".parquet" else "Arrow"
@@ -197,17 +396,9 @@ def read_tables(files: list[Path]) -> tuple[list[dict[str, Any]], dict[str, list
             table = _read_table(f)
         except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for a broken file
             raise PelaError(f"{f} is not a readable {kind} file: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-        # binary columns (encoded images) stay in Arrow's buffers, memory-mapped for Arrow files: as
-        # Python objects they would double the memory, and DataLoader workers would copy them
-        heavy = [field.name for field in table.schema if _is_binary(field.type)]
-        start = len(rows)
-        rows.extend(table.drop_columns(heavy).to_pylist())
-        for name in heavy:
-            column = table.column(name)
-            for j, row in enumerate(rows[start:]):
-                row[name] = Cell(column, j)
+        tables.append(table)
         names = names or _class_label_names(table.schema.metadata) or _dataset_info_names(f.parent)
-    return rows, names
+    return TableRows(tables), names
 
 
 class Cell:
@@ -287,42 +478,53 @@ def table_split(root: Path, files: list[Path], split: str) -> list[Path]:
 
 
 def read_records(path: Path, text_field: str, label_field: str, classes: list[str] | None = None,
-                  rows: list[Any] | None = None, label_names: list[str] | None = None) -> Records:
-    """Records of ``path`` (or the given ``rows``); ``label_names``: the dataset's own names for
-    integer labels, in index order (Hugging Face's ClassLabel), where -1 means unlabelled."""
-    rows = _read_rows(path) if rows is None else rows
-    if not rows:
+                 rows: Sequence[Any] | None = None, label_names: list[str] | None = None) -> Records:
+    """Records of ``path`` (or the given ``rows``), every row checked in one pass; ``label_names``:
+    the dataset's own names for integer labels, in index order (Hugging Face's ClassLabel), where -1
+    means unlabelled."""
+    rows = read_rows(path) if rows is None else rows
+    if not len(rows):
         raise PelaError(f"dataset {path} is empty")
-    for n, row in enumerate(rows, 1):
-        if not isinstance(row, dict):
-            raise PelaError(f"{path}: record {n} is not an object with named fields")
     text_fields = tuple(f.strip() for f in text_field.split(",") if f.strip())
     if not 1 <= len(text_fields) <= 2:
         raise PelaError(f"--text-field names one field, or two separated by a comma for sentence pairs; got {text_field!r}")
+    first = rows[0]
+    if not isinstance(first, dict):
+        raise PelaError(f"{path}: record 1 is not an object with named fields")
     # a field is an image path only if it names an image file: a "path" column of a text corpus is not
-    image_field = next((f for f in IMAGE_FIELDS if _is_image(value(rows[0].get(f)))), None)
-    if image_field is not None and not all(f in rows[0] for f in text_fields):
+    image_field = next((f for f in IMAGE_FIELDS if _is_image(value(first.get(f)))), None)
+    if image_field is not None and not all(f in first for f in text_fields):
         text_fields = ()  # images with labels, no caption
+    required = (image_field,) if image_field else text_fields
+    lengths = array("q") if text_fields and image_field is None else None  # for batches grouped by length
+    seen: set[str] = set()
+    labelled: bool | None = None
     for n, row in enumerate(rows, 1):
-        for field in (image_field,) if image_field else text_fields:
+        if not isinstance(row, dict):
+            raise PelaError(f"{path}: record {n} is not an object with named fields")
+        for field in required:
             if field not in row:
                 raise PelaError(f"{path}: record {n} has no {field!r} field (its fields: {_field_list(row)})"
                                 + ("" if image_field else "; name the text with --text-field"))
         for field in text_fields if image_field else ():
             if field not in row:
                 raise PelaError(f"{path}: record {n} has no {field!r} field while others do")
-    if label_names:  # integer labels with names: the names are the classes, in the dataset's own order
-        rows = [{**r, label_field: label_names[r[label_field]]} if isinstance(r.get(label_field), int) and 0 <= r[label_field] < len(label_names)
-                else {**r, label_field: None} if r.get(label_field) == -1 else r for r in rows]
-    nested = next((n for n, r in enumerate(rows, 1) if isinstance(r.get(label_field), (list, dict))), None)
-    if nested is not None:
-        raise PelaError(f"{path}: record {nested} has a list of labels; pela fine-tunes single-label classifiers "
-                        "(use --label-field to pick a column with one class per record)")
-    has_labels = [label_field in r and r[label_field] not in (None, "") for r in rows]
-    if any(has_labels) and not all(has_labels):
-        missing = has_labels.index(False) + 1
-        raise PelaError(f"{path}: record {missing} has no {label_field!r} while others do")
-    labels = (list(label_names) if label_names else _sorted_labels({str(r[label_field]) for r in rows})) if all(has_labels) else None
+        x = row.get(label_field)
+        if isinstance(x, (list, dict)):
+            raise PelaError(f"{path}: record {n} has a list of labels; pela fine-tunes single-label classifiers "
+                            "(use --label-field to pick a column with one class per record)")
+        if label_names and isinstance(x, int) and not isinstance(x, bool) and not -1 <= x < len(label_names):
+            raise PelaError(f"{path}: record {n} has label {x}, but the dataset names {len(label_names)} classes")
+        label = label_of(x, label_names)
+        if labelled is None:
+            labelled = label is not None
+        elif labelled != (label is not None):
+            raise PelaError(f"{path}: record {n if labelled else 1} has no {label_field!r} while others do")
+        if label is not None:
+            seen.add(label)
+        if lengths is not None:
+            lengths.append(sum(len(str(row[f])) for f in text_fields))
+    labels = (list(label_names) if label_names else _sorted_labels(seen)) if labelled else None
     fractional = next((x for x in labels or () if re.fullmatch(r"-?\d*\.\d+(e-?\d+)?", x) and float(x) != int(float(x))), None)
     if fractional is not None:  # STS-B's similarity scores, say: each distinct value would become a class
         raise PelaError(f"{path}: label {fractional!r} is a fractional number; pela fine-tunes classifiers, "
@@ -332,9 +534,10 @@ def read_records(path: Path, text_field: str, label_field: str, classes: list[st
         if unknown:
             raise PelaError(f"{path}: label {unknown[0]!r} is not one of the {len(classes)} classes the model was trained on")
         labels = list(classes)
-    records = Records(rows, text_fields, label_field, labels, image_field=image_field, root=path.parent)
+    records = Records(rows, text_fields, label_field, labels, image_field=image_field, root=path.parent,
+                      label_names=label_names, lengths=lengths)
     if labels is None:  # said where labels are needed (fine-tuning, evaluation), not here: distillation needs none
-        records.unlabelled = (f"{path.name} has no {label_field!r} field (its fields: {_field_list(rows[0])}); "
+        records.unlabelled = (f"{path.name} has no {label_field!r} field (its fields: {_field_list(first)}); "
                               "name the class column with --label-field")
     return records
 
