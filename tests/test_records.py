@@ -274,3 +274,21 @@ def test_csv_fields_may_hold_whole_documents(tmp_path):
         csv.writer(f).writerows([["text", "label"], [document, "long"], ["short", "brief"]])
     ds = load_dataset(tmp_path / "docs.csv")
     assert ds[0] == {"text": document, "label": 1} and ds[1] == {"text": "short", "label": 0}
+
+
+def test_large_files_show_progress_while_they_are_indexed_and_checked(tmp_path, monkeypatch, capsys):
+    import pela.records
+
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps({"text": f"t{i}", "label": "ab"[i % 2]}) + "\n" for i in range(30)))
+    (tmp_path / "t.txt").write_text("one\ntwo\n")
+    load_dataset(tmp_path / "r.jsonl", progress=True)
+    assert capsys.readouterr().err == ""  # small files: no bars
+    monkeypatch.setattr(pela.records, "PROGRESS_BYTES", 0)
+    monkeypatch.setattr(pela.records, "PROGRESS_RECORDS", 0)
+    load_dataset(tmp_path / "r.jsonl", progress=True)
+    err = capsys.readouterr().err
+    assert "indexing r.jsonl" in err and "checking r.jsonl" in err and "30/30" in err
+    load_dataset(tmp_path / "t.txt", progress=True)
+    assert "indexing t.txt" in capsys.readouterr().err
+    load_dataset(tmp_path / "r.jsonl")
+    assert capsys.readouterr().err == ""  # the library is quiet unless asked

@@ -105,7 +105,7 @@ def compress(
     if plot is not None:
         check_figure_path(plot)
     check_output_dir(out, overwrite)  # fail before the slow part
-    calib_data = load_dataset(calib, text_field=text_field) if calib is not None else None
+    calib_data = load_dataset(calib, text_field=text_field, progress=not as_json) if calib is not None else None
     with err_console.status(f"loading {source}"):
         model = load_model(source, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle,
                            trust_remote_code=trust_remote_code)
@@ -241,7 +241,7 @@ def distill(
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
     if not is_pela_dir(student):
         raise PelaError(f"--student {student} is not a directory written by pela (run pela compress first)")
-    ds = load_dataset(data, text_field=text_field, label_field=label_field)
+    ds = load_dataset(data, text_field=text_field, label_field=label_field, progress=True)
     with _run_dir(out, resume, overwrite):
         with err_console.status("loading models"):
             student_model = load(student, trust_remote_code=trust_remote_code)
@@ -325,7 +325,7 @@ def compare(
 
     if samples < 1 or batch_size < 1:
         raise PelaError("--samples and --batch-size must be >= 1")
-    ds = load_dataset(data, text_field=text_field)
+    ds = load_dataset(data, text_field=text_field, progress=not as_json)
     s_model = load_model(student, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     t_model = load_model(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     result = _compare(s_model, t_model, ds, collate_fn=Collator(s_model, max_length=max_length), samples=samples,
@@ -385,8 +385,9 @@ def finetune(
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
     from .data import dataset_classes
 
-    ds = load_dataset(data, text_field=text_field, label_field=label_field)
-    test = (load_dataset(eval_data, split="test", text_field=text_field, label_field=label_field, classes=dataset_classes(ds))
+    ds = load_dataset(data, text_field=text_field, label_field=label_field, progress=not as_json)
+    test = (load_dataset(eval_data, split="test", text_field=text_field, label_field=label_field, classes=dataset_classes(ds),
+                         progress=not as_json)
             if eval_data else None)
     with _run_dir(out, resume, overwrite):
         with err_console.status(f"loading {model}"):
@@ -431,7 +432,8 @@ def eval_(
     if workers < 0:
         raise PelaError(f"--workers must be >= 0, got {workers}")
     net = load_model(model, checkpoint=_opt_str(checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    ds = load_dataset(data, split=split, text_field=text_field, label_field=label_field, classes=getattr(net, "pela_classes", None))
+    ds = load_dataset(data, split=split, text_field=text_field, label_field=label_field, classes=getattr(net, "pela_classes", None),
+                      progress=not as_json)
     metrics = evaluate(net, ds, collate_fn=Collator(net, max_length=max_length), batch_size=batch_size, workers=workers,
                        progress=not as_json)
     if as_json:

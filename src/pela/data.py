@@ -3,8 +3,9 @@
 A dataset yields raw examples (``{"text": str}``, optionally ``"text_pair"``; ``{"image": PIL.Image}``,
 optionally with a caption; optionally ``"label"``);
 `Collator` turns a list of them into model inputs with the model's *own* preprocessing: its tokenizer
-for text, timm's data config or the Hugging Face image processor for images. Files are read lazily
-where they are large (text by byte offsets, images one file at a time, idx files memory-mapped).
+for text, timm's data config or the Hugging Face image processor for images. Examples are read when
+used: text and records by byte offsets (`records.ByteRanges`), Parquet and Arrow rows from Arrow's
+columns, images one file at a time.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class TextLines(ByteRanges, Dataset):
     holding only ``%``) gives one example per record instead, lines joined.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, progress: bool = False):
         super().__init__(path)
         with self._open() as f:
             head = f.read(1 << 20)
@@ -50,7 +51,7 @@ class TextLines(ByteRanges, Dataset):
         with self._open() as f:
             pos = begin = 0
             content = False
-            for line in f:
+            for line in self._lines(f, progress):
                 if not self.separated:
                     if line.strip():
                         self.starts.append(pos)
@@ -177,8 +178,9 @@ def _split_folder(root: Path, split: str) -> Path | None:
 
 
 def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: str = "text", label_field: str = "label",
-                 classes: list[str] | None = None) -> Dataset:
-    """Open a dataset by path; raises `PelaError` if it is missing, unreadable or empty.
+                 classes: list[str] | None = None, progress: bool = False) -> Dataset:
+    """Open a dataset by path; raises `PelaError` if it is missing, unreadable or empty. ``progress``
+    shows bars on stderr while a large file is indexed and its records checked.
 
     * ``*.txt`` (or no suffix): one text per line (unlabelled); in fortune's format (records
       separated by lines holding only ``%``), one per record.
@@ -209,7 +211,8 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
     if tables:  # a Parquet or Arrow file, or a Hugging Face dataset's (data/train-00000-of-00001.parquet, ...)
         files = table_split(p, tables, split) if p.is_dir() else tables
         rows, names = read_tables(files)
-        ds: Dataset = read_records(files[0], text_field, label_field, classes, rows=rows, label_names=names.get(label_field))
+        ds: Dataset = read_records(files[0], text_field, label_field, classes, rows=rows, label_names=names.get(label_field),
+                                   progress=progress)
     elif p.is_dir():
         idx = _find_idx(p, split)
         folder = _split_folder(p, split) or p
@@ -218,13 +221,13 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
         if idx:
             ds = IdxImages(*idx, classes=classes)
         elif meta:
-            ds = read_records(meta, text_field, label_field, classes)
+            ds = read_records(meta, text_field, label_field, classes, progress=progress)
         else:
             ds = FolderDataset(folder, classes)
     elif data_format(p) in (".jsonl", ".json", ".csv", ".tsv"):
-        ds = read_records(p, text_field, label_field, classes)
+        ds = read_records(p, text_field, label_field, classes, progress=progress)
     elif data_format(p) in TEXT_SUFFIXES:
-        ds = TextLines(p)
+        ds = TextLines(p, progress)
     else:
         raise PelaError(f"cannot read dataset {p}: {data_format(p)!r} is not a known format (text: {', '.join(s or 'no suffix' for s in TEXT_SUFFIXES)}; "
                         "records: .jsonl, .json, .csv, .tsv, .parquet, .arrow; images: a folder; Fashion-MNIST: a folder of idx files)")

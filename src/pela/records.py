@@ -21,10 +21,11 @@ import re
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from torch.utils.data import Dataset
 
+from ._progress import progress_bar
 from .errors import PelaError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -128,6 +129,8 @@ def gunzip(path: Path) -> bytes:
 
 
 BOM = b"\xef\xbb\xbf"
+PROGRESS_BYTES = 64 << 20  # files this large get a progress bar while they are indexed ...
+PROGRESS_RECORDS = 250_000  # ... and datasets this long while their records are checked
 
 
 class ByteRanges:
@@ -146,6 +149,18 @@ class ByteRanges:
 
     def __len__(self) -> int:
         return len(self.starts)
+
+    def _lines(self, f: Any, progress: bool) -> Iterator[bytes]:
+        """``f``'s lines, with a progress bar over the file's MiB where it is large."""
+        size = len(self._data) if self._data is not None else self.path.stat().st_size
+        with progress_bar(progress and size >= PROGRESS_BYTES, size >> 20, f"indexing {self.path.name} (MiB)") as advance:
+            done, mib = 0, 0
+            for line in f:
+                yield line
+                done += len(line)
+                if done >> 20 > mib:
+                    advance((done >> 20) - mib)
+                    mib = done >> 20
 
     def _open(self) -> Any:
         return open(self.path, "rb") if self._data is None else io.BytesIO(self._data)
@@ -168,7 +183,7 @@ class ByteRanges:
 class LineRows(ByteRanges, Sequence):
     """The records of a JSONL, CSV or TSV file, left on disk (`ByteRanges`), parsed when read."""
 
-    def __init__(self, path: Path, fmt: str):
+    def __init__(self, path: Path, fmt: str, progress: bool = False):
         super().__init__(path)
         self.fmt = fmt
         self.fieldnames: list[str] = []
@@ -178,9 +193,9 @@ class LineRows(ByteRanges, Sequence):
                 begin = len(BOM) if f.read(len(BOM)) == BOM else 0
                 f.seek(begin)
                 if fmt == ".csv":
-                    self._index_csv(f, begin)
+                    self._index_csv(self._lines(f, progress), begin)
                 else:  # JSON lines; TSV, which does not quote, so that a record is a line
-                    self._index_lines(f, begin)
+                    self._index_lines(self._lines(f, progress), begin)
                     if fmt == ".tsv":
                         self._header()
         except UnicodeDecodeError:
@@ -188,8 +203,8 @@ class LineRows(ByteRanges, Sequence):
         except csv.Error as e:
             raise PelaError(f"{path}:{self._line_of(self.ends[-1] if self.ends else 0)} is not valid CSV: {e}") from None
 
-    def _index_lines(self, f: Any, pos: int) -> None:
-        for line in f:
+    def _index_lines(self, lines: Iterator[bytes], pos: int) -> None:
+        for line in lines:
             if line.strip():
                 self.starts.append(pos)
                 self.ends.append(pos + len(line))
@@ -202,20 +217,19 @@ class LineRows(ByteRanges, Sequence):
             self.fieldnames = next(csv.reader((self._read(self.starts[0], self.ends[0]).decode("utf-8"),), **self.dialect))
             del self.starts[0], self.ends[0]
 
-    def _index_csv(self, f: Any, begin: int) -> None:
-        header = f.readline()
-        f.seek(begin)
+    def _index_csv(self, lines: Iterator[bytes], begin: int) -> None:
+        header = next(lines, b"")
         if b"," not in header and b";" in header:
             self.dialect = dict(delimiter=";")  # what spreadsheets write where the comma is the decimal mark
         pos = [begin]
 
-        def lines() -> Any:  # the csv reader pulls a record's lines and no more, so pos ends where it ends
-            for line in f:
+        def text() -> Iterator[str]:  # the csv reader pulls a record's lines and no more, so pos ends where it ends
+            for line in itertools.chain((header,), lines):
                 pos[0] += len(line)
                 yield line.decode("utf-8")
 
         csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # whole documents in a field are fine here
-        reader = csv.reader(lines(), **self.dialect)
+        reader = csv.reader(text(), **self.dialect)
         while True:
             start = pos[0]
             try:
@@ -292,15 +306,15 @@ def _json_lines(path: Path) -> bool:
         return False
 
 
-def read_rows(path: Path) -> Sequence[Any]:
+def read_rows(path: Path, progress: bool = False) -> Sequence[Any]:
     """The records of a JSONL, JSON (a list of objects), CSV or TSV file, gzip-compressed or not.
     A byte-order mark is ignored. JSON lines, CSV and TSV stay on disk (`LineRows`)."""
     fmt = data_format(path)
     try:
         if fmt == ".json" and _json_lines(path):
-            return LineRows(path, ".jsonl")
+            return LineRows(path, ".jsonl", progress)
         if fmt != ".json":
-            return LineRows(path, fmt)
+            return LineRows(path, fmt, progress)
         text = gunzip(path).decode("utf-8-sig") if gzipped(path) else path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise PelaError(f"{path} is not UTF-8 text") from None
@@ -477,12 +491,20 @@ def table_split(root: Path, files: list[Path], split: str) -> list[Path]:
                     f"({' or '.join(SPLIT_FOLDERS.get(split, (split,)))})")
 
 
+def _advancing(rows: Sequence[Any], bar: Any, every: int = 10_000) -> Iterator[Any]:
+    with bar as advance:
+        for n, row in enumerate(rows, 1):
+            yield row
+            if n % every == 0 or n == len(rows):
+                advance(n % every or every)
+
+
 def read_records(path: Path, text_field: str, label_field: str, classes: list[str] | None = None,
-                 rows: Sequence[Any] | None = None, label_names: list[str] | None = None) -> Records:
+                 rows: Sequence[Any] | None = None, label_names: list[str] | None = None, progress: bool = False) -> Records:
     """Records of ``path`` (or the given ``rows``), every row checked in one pass; ``label_names``:
     the dataset's own names for integer labels, in index order (Hugging Face's ClassLabel), where -1
-    means unlabelled."""
-    rows = read_rows(path) if rows is None else rows
+    means unlabelled; ``progress``: bars for large files."""
+    rows = read_rows(path, progress) if rows is None else rows
     if not len(rows):
         raise PelaError(f"dataset {path} is empty")
     text_fields = tuple(f.strip() for f in text_field.split(",") if f.strip())
@@ -499,7 +521,8 @@ def read_records(path: Path, text_field: str, label_field: str, classes: list[st
     lengths = array("q") if text_fields and image_field is None else None  # for batches grouped by length
     seen: set[str] = set()
     labelled: bool | None = None
-    for n, row in enumerate(rows, 1):
+    bar = progress_bar(progress and len(rows) >= PROGRESS_RECORDS, len(rows), f"checking {path.name}")
+    for n, row in enumerate(_advancing(rows, bar), 1):
         if not isinstance(row, dict):
             raise PelaError(f"{path}: record {n} is not an object with named fields")
         for field in required:
