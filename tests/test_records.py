@@ -32,6 +32,8 @@ def test_more_record_formats(tmp_path):
     assert load_dataset(tmp_path / "excel.csv")[0] == {"text": "hello", "label": 0}
     (tmp_path / "semicolons.csv").write_text('text;label\n"hello, world";a\nbye;b\n')  # a spreadsheet where , is the decimal mark
     assert load_dataset(tmp_path / "semicolons.csv")[0] == {"text": "hello, world", "label": 0}
+    (tmp_path / "mac.csv").write_bytes(b'text,label\r"hi, there",a\rbye,b\r')  # Excel's "CSV (Macintosh)": lines end in \r
+    assert [load_dataset(tmp_path / "mac.csv")[i] for i in (0, 1)] == [{"text": "hi, there", "label": 0}, {"text": "bye", "label": 1}]
 
 
 def test_sentence_pairs(tmp_path, hf_bert_dir):

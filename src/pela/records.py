@@ -186,6 +186,11 @@ class LineRows(ByteRanges, Sequence):
     def __init__(self, path: Path, fmt: str, progress: bool = False):
         super().__init__(path)
         self.fmt = fmt
+        if fmt != ".jsonl":
+            with self._open() as f:
+                head = f.read(1 << 20)
+            if b"\r" in head and b"\n" not in head:  # classic Mac line ends, as Excel's "CSV (Macintosh)" writes
+                self._data = (self._data if self._data is not None else path.read_bytes()).replace(b"\r", b"\n")
         self.fieldnames: list[str] = []
         self.dialect: dict[str, Any] = {}
         try:

@@ -78,6 +78,7 @@ def w(tmp_path_factory):
     (root / "broken.parquet").write_bytes(b"PAR1" + bytes(16))
     (root / "broken.arrow").write_bytes(b"ARROW1" + bytes(16))
     (root / "cut.txt.gz").write_bytes(gzip.compress(b"a line of text\n" * 100)[:40])  # a download cut short
+    (root / "open_quote.csv").write_text('text\nfine\n"a quote that never closes\nswallows the rest\nof the file\n')
     return root
 
 
@@ -128,6 +129,7 @@ CASES = [
     ("corrupt Parquet file", D.replace("{text}", "{root}/broken.parquet"), "not a readable Parquet file"),
     ("corrupt Arrow file", D.replace("{text}", "{root}/broken.arrow"), "not a readable Arrow file"),
     ("truncated gzip file", D.replace("{text}", "{root}/cut.txt.gz"), "not a readable gzip file"),
+    ("CSV quote that never closes", D.replace("{text}", "{root}/open_quote.csv"), "open_quote.csv:3 opens a quoted field that never closes"),
     ("three text fields", F + " --data {root}/labeled.jsonl --text-field text,label,text", "one field, or two"),
     ("max length beyond the model", D + " --max-length 1000", "at most 64 positions"),
     # training settings
