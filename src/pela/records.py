@@ -272,11 +272,10 @@ class LineRows(ByteRanges, Sequence):
         # CSV and TSV: one reader over the whole file, as fast as csv.DictReader; the same records as the index
         with self._open() as f:
             text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
-            reader = csv.reader(text, **self.dialect)
-            next(reader)  # the header
-            for values in reader:
-                if values:
-                    yield self._record(values)
+            rows = (values for values in csv.reader(text, **self.dialect) if values)  # blank lines skipped, as indexed
+            next(rows, None)  # the header
+            for values in rows:
+                yield self._record(values)
 
     def _parse(self, raw: bytes, offset: int) -> Any:
         try:
