@@ -168,6 +168,11 @@ def test_every_command_reads_named_columns(hf_bert_dir, tmp_path, capsys):
             assert code == 2 and "has no 'label' field (its fields: sentence, target); name the class column with --label-field" in err, err
         code, _, err = run(capsys, *command, *extra)
         assert code == 0, (command[0], err)
+    # with one column of text besides the label (and numbers), pela reads it and says so
+    (tmp_path / "sst2.tsv").write_text("idx\tsentence\tlabel\n" + "".join(f"{i}\tw{i} w{i % 7}\t{i % 2}\n" for i in range(16)))
+    code, _, err = run(capsys, "finetune", tmp_path / "s", "--data", tmp_path / "sst2.tsv", "--out", tmp_path / "f2", "--steps", 1,
+                       "--batch-size", 4)
+    assert code == 0 and "sst2.tsv: the text is its 'sentence' column (--text-field names another)" in err, err
 
 
 def test_pelas_own_warnings_print_as_one_line():

@@ -36,7 +36,7 @@ def test_text_formats(tmp_path):
 @pytest.mark.parametrize("name, content, fragment", [
     ("empty.txt", "\n\n", "is empty"),
     ("bad.jsonl", '{"text": "a"}\n{oops\n', "bad.jsonl:2 is not valid JSON"),
-    ("nofield.jsonl", '{"body": "a"}\n', "has no 'text' field"),
+    ("nofield.jsonl", '{"score": 3, "label": "a"}\n', "has no 'text' field"),
     ("mixed.jsonl", '{"text": "a", "label": 1}\n{"text": "b"}\n', "record 2 has no 'label'"),
     ("empty.csv", "text,label\n", "is empty"),
     ("stsb.tsv", "text\tlabel\na\t4.25\nb\t1.0\n", "'4.25' is a fractional number; pela fine-tunes classifiers"),

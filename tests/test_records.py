@@ -294,3 +294,22 @@ def test_large_files_show_progress_while_they_are_indexed_and_checked(tmp_path, 
     assert "indexing t.txt" in capsys.readouterr().err
     load_dataset(tmp_path / "r.jsonl")
     assert capsys.readouterr().err == ""  # the library is quiet unless asked
+
+
+def test_the_text_is_the_only_column_of_text_unless_named(tmp_path):
+    """SST-2 on the hub: sentence, label, idx. Without --text-field pela reads text, else the one column
+    of text there is; two (a sentence pair, or title and content) must be named."""
+    _write_parquet(tmp_path / "sst2.parquet", {"sentence": ["good film", "dull"], "label": [1, 0], "idx": [0, 1]}, ["negative", "positive"])
+    ds = load_dataset(tmp_path / "sst2.parquet")
+    assert ds.text_fields == ("sentence",) and ds[0] == {"text": "good film", "label": 1}
+    with pytest.raises(PelaError, match="record 1 has no 'text' field"):
+        load_dataset(tmp_path / "sst2.parquet", text_field="text")  # named: exactly that
+    (tmp_path / "ids.csv").write_text("id,review,label\n17,nice,pos\n18,bad,neg\n")  # a numeric id is no text
+    assert load_dataset(tmp_path / "ids.csv")[0] == {"text": "nice", "label": 1}
+    (tmp_path / "pairs.jsonl").write_text(json.dumps({"question": "why?", "sentence": "because.", "label": "yes"}) + "\n")
+    with pytest.raises(PelaError, match=r"no 'text' field \(its fields: question, sentence, label\); name the text with "
+                                        r"--text-field \(two, comma-separated, for sentence pairs\)"):
+        load_dataset(tmp_path / "pairs.jsonl")
+    assert load_dataset(tmp_path / "pairs.jsonl", text_field="question,sentence")[0]["text_pair"] == "because."
+    (tmp_path / "both.jsonl").write_text(json.dumps({"title": "t", "text": "body", "label": "x"}) + "\n")
+    assert load_dataset(tmp_path / "both.jsonl")[0]["text"] == "body"  # text, where there is one

@@ -11,7 +11,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Any, Iterator, List, Optional
 
 import typer
 from rich.console import Console
@@ -49,7 +49,8 @@ def _options(version: bool = typer.Option(False, "--version", callback=_print_ve
     pass
 
 
-TEXT_FIELD_HELP = "column (CSV/TSV) or key (JSON/JSONL) holding the text; two, comma-separated, for sentence pairs (e.g. sentence1,sentence2)"
+TEXT_FIELD_HELP = ("column (CSV/TSV, Parquet) or key (JSON/JSONL) holding the text; two, comma-separated, for sentence pairs "
+                   "(e.g. sentence1,sentence2) [default: text, or the records' only column of text]")
 LABEL_FIELD_HELP = "column (CSV/TSV) or key (JSON/JSONL) holding the class"
 ALLOW_PICKLE_HELP = "also read legacy .pt/.pth/.bin weights, with torch.load(weights_only=True)"
 CHECKPOINT_HELP = "safetensors weights for a timm: architecture (a fine-tuned checkpoint brings its own number of classes)"
@@ -76,7 +77,7 @@ def compress(
     init: Optional[str] = typer.Option(None, help="svd (weights) or whiten (outputs on --calib data); default whiten with --calib, else svd"),
     calib: Optional[Path] = typer.Option(None, "--calib", help="calibration examples (same formats as pela distill --data)"),
     calib_samples: int = typer.Option(512, "--calib-samples", help="calibration examples to use"),
-    text_field: str = typer.Option("text", "--text-field", help=TEXT_FIELD_HELP),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate calibration text to this many tokens"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="draw per-layer ranks and spectra to this .png/.pdf/.svg"),
     device: Optional[str] = typer.Option(None, help="where to run the factorization math (cpu, cuda)"),
@@ -86,7 +87,7 @@ def compress(
     """Factorize a model's linear layers (PELA stage 1) and save it."""
     from . import calibrate, compress as _compress, load_model, save_pretrained
     from .config import LowRankConfig
-    from .data import Collator, load_dataset
+    from .data import Collator
     from .factorize import NEEDS_CALIBRATION
     from .io import check_output_dir
     from .plots import check_figure_path, plot_compression
@@ -105,7 +106,7 @@ def compress(
     if plot is not None:
         check_figure_path(plot)
     check_output_dir(out, overwrite)  # fail before the slow part
-    calib_data = load_dataset(calib, text_field=text_field, progress=not as_json) if calib is not None else None
+    calib_data = _load_data(calib, text_field=text_field, progress=not as_json) if calib is not None else None
     with err_console.status(f"loading {source}"):
         model = load_model(source, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle,
                            trust_remote_code=trust_remote_code)
@@ -185,6 +186,17 @@ def bench(
         out_console.print(f"throughput ratio {results[0].name} / {results[1].name}: [bold]{ratio:.2f}×[/bold]")
 
 
+def _load_data(path: Path, *, text_field: Optional[str], **kwargs: Any) -> Any:
+    """`pela.data.load_dataset`, saying which column holds the text where pela chose one other than text."""
+    from .data import load_dataset
+
+    ds = load_dataset(path, text_field=text_field, **kwargs)
+    fields = getattr(ds, "text_fields", ())
+    if text_field is None and fields and fields != ("text",):
+        err_console.print(f"{Path(path).name}: the text is its {fields[0]!r} column (--text-field names another)")
+    return ds
+
+
 def _opt_str(path: Optional[Path]) -> Optional[str]:
     return None if path is None else str(path)
 
@@ -216,7 +228,7 @@ def distill(
     clip: float = typer.Option(1.0, help="gradient-norm clip (0 = off)"),
     mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16"),
     blocks: Optional[str] = typer.Option(None, help="regex naming the blocks to match (default: found automatically)"),
-    text_field: str = typer.Option("text", "--text-field", help=TEXT_FIELD_HELP),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
     label_field: str = typer.Option("label", "--label-field", help=LABEL_FIELD_HELP + " (for the task loss)"),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
     log_every: int = typer.Option(10, "--log-every"),
@@ -229,7 +241,7 @@ def distill(
 ) -> None:
     """Intermediate pre-training (PELA stage 2): distill the student from the frozen teacher."""
     from . import load, load_model
-    from .data import Collator, load_dataset
+    from .data import Collator
     from .distill import DistillConfig, distill as _distill
     from .io import is_pela_dir
 
@@ -241,7 +253,7 @@ def distill(
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
     if not is_pela_dir(student):
         raise PelaError(f"--student {student} is not a directory written by pela (run pela compress first)")
-    ds = load_dataset(data, text_field=text_field, label_field=label_field, progress=True)
+    ds = _load_data(data, text_field=text_field, label_field=label_field, progress=True)
     with _run_dir(out, resume, overwrite):
         with err_console.status("loading models"):
             student_model = load(student, trust_remote_code=trust_remote_code)
@@ -312,7 +324,7 @@ def compare(
     batch_size: int = typer.Option(32, "--batch-size"),
     blocks: Optional[str] = typer.Option(None, help="regex naming the blocks to compare"),
     max_length: Optional[int] = typer.Option(None, "--max-length"),
-    text_field: str = typer.Option("text", "--text-field", help=TEXT_FIELD_HELP),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
     teacher_checkpoint: Optional[Path] = typer.Option(None, "--teacher-checkpoint", help=TEACHER_CHECKPOINT_HELP),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
@@ -320,12 +332,12 @@ def compare(
 ) -> None:
     """Per-block feature MSE / cosine similarity and output agreement of a student and its teacher."""
     from .compare import compare as _compare
-    from .data import Collator, load_dataset
+    from .data import Collator
     from .loading import load_model
 
     if samples < 1 or batch_size < 1:
         raise PelaError("--samples and --batch-size must be >= 1")
-    ds = load_dataset(data, text_field=text_field, progress=not as_json)
+    ds = _load_data(data, text_field=text_field, progress=not as_json)
     s_model = load_model(student, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     t_model = load_model(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     result = _compare(s_model, t_model, ds, collate_fn=Collator(s_model, max_length=max_length), samples=samples,
@@ -358,7 +370,7 @@ def finetune(
     grad_accum: int = typer.Option(1, "--grad-accum"),
     mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16"),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
-    text_field: str = typer.Option("text", "--text-field", help=TEXT_FIELD_HELP),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
     label_field: str = typer.Option("label", "--label-field", help=LABEL_FIELD_HELP),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="checkpoint every N steps"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUT"),
@@ -373,7 +385,7 @@ def finetune(
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
 ) -> None:
     """Fine-tune a model for classification (PELA stage 3); a head is added or resized to the data's classes."""
-    from .data import Collator, load_dataset
+    from .data import Collator
     from .finetune import FinetuneConfig, evaluate, finetune as _finetune
     from .loading import load_model
 
@@ -385,8 +397,8 @@ def finetune(
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
     from .data import dataset_classes
 
-    ds = load_dataset(data, text_field=text_field, label_field=label_field, progress=not as_json)
-    test = (load_dataset(eval_data, split="test", text_field=text_field, label_field=label_field, classes=dataset_classes(ds),
+    ds = _load_data(data, text_field=text_field, label_field=label_field, progress=not as_json)
+    test = (_load_data(eval_data, split="test", text_field=text_field, label_field=label_field, classes=dataset_classes(ds),
                          progress=not as_json)
             if eval_data else None)
     with _run_dir(out, resume, overwrite):
@@ -414,7 +426,7 @@ def eval_(
     batch_size: int = typer.Option(64, "--batch-size"),
     max_length: Optional[int] = typer.Option(None, "--max-length"),
     split: str = typer.Option("test", help="split to read from Fashion-MNIST idx files, a folder of split folders or a Parquet or Arrow dataset (train; or test, which reads validation, val, ... or else test)"),
-    text_field: str = typer.Option("text", "--text-field", help=TEXT_FIELD_HELP),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
     label_field: str = typer.Option("label", "--label-field", help=LABEL_FIELD_HELP),
     workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
     checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
@@ -423,7 +435,7 @@ def eval_(
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON on stdout"),
 ) -> None:
     """Accuracy (top-1, top-5), loss, parameters and throughput of a classifier."""
-    from .data import Collator, load_dataset
+    from .data import Collator
     from .finetune import evaluate
     from .loading import load_model
 
@@ -432,7 +444,7 @@ def eval_(
     if workers < 0:
         raise PelaError(f"--workers must be >= 0, got {workers}")
     net = load_model(model, checkpoint=_opt_str(checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    ds = load_dataset(data, split=split, text_field=text_field, label_field=label_field, classes=getattr(net, "pela_classes", None),
+    ds = _load_data(data, split=split, text_field=text_field, label_field=label_field, classes=getattr(net, "pela_classes", None),
                       progress=not as_json)
     metrics = evaluate(net, ds, collate_fn=Collator(net, max_length=max_length), batch_size=batch_size, workers=workers,
                        progress=not as_json)

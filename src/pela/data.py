@@ -177,7 +177,7 @@ def _split_folder(root: Path, split: str) -> Path | None:
                     f"({' or '.join(SPLIT_FOLDERS.get(split, (split,)))}); pass the split's folder itself")
 
 
-def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: str = "text", label_field: str = "label",
+def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: str | None = None, label_field: str = "label",
                  classes: list[str] | None = None, progress: bool = False) -> Dataset:
     """Open a dataset by path; raises `PelaError` if it is missing, unreadable or empty. ``progress``
     shows bars on stderr while a large file is indexed and its records checked.
@@ -186,7 +186,8 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
       separated by lines holding only ``%``), one per record.
     * any of the files below or above gzip-compressed (``train.jsonl.gz``, ``corpus.txt.gz``).
     * ``*.jsonl`` / ``*.json`` / ``*.csv`` / ``*.tsv`` / ``*.parquet`` / ``*.arrow``: records with
-      ``text_field`` (``"a,b"``: a sentence pair) and optionally ``label_field`` (classes in sorted
+      ``text_field`` (``"a,b"``: a sentence pair; None: ``text``, or the records' only field of
+      text) and optionally ``label_field`` (classes in sorted
       order, integers by value, or as a Hugging Face dataset's ClassLabel names them); records that
       hold an image (a field in `IMAGE_FIELDS`: a path, or the encoded bytes) are images, with their
       caption if they have ``text_field``.

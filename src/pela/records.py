@@ -495,6 +495,11 @@ def table_split(root: Path, files: list[Path], split: str) -> list[Path]:
                     f"({' or '.join(SPLIT_FOLDERS.get(split, (split,)))})")
 
 
+def _is_text(x: Any) -> bool:
+    """A value of a text column: a string, and not a number written as one (CSV's idx column)."""
+    return isinstance(x, str) and not re.fullmatch(r"\s*-?\d+(\.\d*)?\s*", x)
+
+
 def _advancing(rows: Sequence[Any], bar: Any, every: int = 10_000) -> Iterator[Any]:
     with bar as advance:
         for n, row in enumerate(rows, 1):
@@ -503,22 +508,26 @@ def _advancing(rows: Sequence[Any], bar: Any, every: int = 10_000) -> Iterator[A
                 advance(n % every or every)
 
 
-def read_records(path: Path, text_field: str, label_field: str, classes: list[str] | None = None,
+def read_records(path: Path, text_field: str | None, label_field: str, classes: list[str] | None = None,
                  rows: Sequence[Any] | None = None, label_names: list[str] | None = None, progress: bool = False) -> Records:
-    """Records of ``path`` (or the given ``rows``), every row checked in one pass; ``label_names``:
+    """Records of ``path`` (or the given ``rows``), every row checked in one pass; ``text_field``
+    None: ``text``, or else the only field of text the records have; ``label_names``:
     the dataset's own names for integer labels, in index order (Hugging Face's ClassLabel), where -1
     means unlabelled; ``progress``: bars for large files."""
     rows = read_rows(path, progress) if rows is None else rows
     if not len(rows):
         raise PelaError(f"dataset {path} is empty")
-    text_fields = tuple(f.strip() for f in text_field.split(",") if f.strip())
-    if not 1 <= len(text_fields) <= 2:
-        raise PelaError(f"--text-field names one field, or two separated by a comma for sentence pairs; got {text_field!r}")
     first = rows[0]
     if not isinstance(first, dict):
         raise PelaError(f"{path}: record 1 is not an object with named fields")
     # a field is an image path only if it names an image file: a "path" column of a text corpus is not
     image_field = next((f for f in IMAGE_FIELDS if _is_image(value(first.get(f)))), None)
+    if text_field is None:  # "text", or the one field of text there is (SST-2's "sentence", say)
+        strings = [k for k, v in first.items() if k != label_field and isinstance(k, str) and _is_text(value(v))]
+        text_field = strings[0] if image_field is None and "text" not in first and len(strings) == 1 else "text"
+    text_fields = tuple(f.strip() for f in text_field.split(",") if f.strip())
+    if not 1 <= len(text_fields) <= 2:
+        raise PelaError(f"--text-field names one field, or two separated by a comma for sentence pairs; got {text_field!r}")
     if image_field is not None and not all(f in first for f in text_fields):
         text_fields = ()  # images with labels, no caption
     required = (image_field,) if image_field else text_fields
@@ -532,7 +541,7 @@ def read_records(path: Path, text_field: str, label_field: str, classes: list[st
         for field in required:
             if field not in row:
                 raise PelaError(f"{path}: record {n} has no {field!r} field (its fields: {_field_list(row)})"
-                                + ("" if image_field else "; name the text with --text-field"))
+                                + ("" if image_field else "; name the text with --text-field (two, comma-separated, for sentence pairs)"))
         for field in text_fields if image_field else ():
             if field not in row:
                 raise PelaError(f"{path}: record {n} has no {field!r} field while others do")
