@@ -173,6 +173,18 @@ def test_every_command_reads_named_columns(hf_bert_dir, tmp_path, capsys):
     code, _, err = run(capsys, "finetune", tmp_path / "s", "--data", tmp_path / "sst2.tsv", "--out", tmp_path / "f2", "--steps", 1,
                        "--batch-size", 4)
     assert code == 0 and "sst2.tsv: the text is its 'sentence' column (--text-field names another)" in err, err
+    # and a Hugging Face dataset's only ClassLabel column is its class
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"sentence": [f"w{i} w{i % 5}" for i in range(16)], "intent": [i % 2 for i in range(16)]})
+    meta = {"info": {"features": {"intent": {"names": ["greet", "travel"], "_type": "ClassLabel"}}}}
+    pq.write_table(table.replace_schema_metadata({"huggingface": json.dumps(meta)}), tmp_path / "clinc.parquet")
+    code, _, err = run(capsys, "eval", tmp_path / "f2", "--data", tmp_path / "clinc.parquet")
+    assert code == 2 and "label 'greet' is not one of the 2 classes the model was trained on" in err, err  # its classes are 0 and 1
+    code, _, err = run(capsys, "finetune", tmp_path / "s", "--data", tmp_path / "clinc.parquet", "--out", tmp_path / "f3", "--steps", 1,
+                       "--batch-size", 4)
+    assert code == 0 and "clinc.parquet: the class is its 'intent' column (--label-field names another)" in err, err
 
 
 def test_pelas_own_warnings_print_as_one_line():

@@ -76,14 +76,14 @@ def _png(color):
     return buf.getvalue()
 
 
-def _write_parquet(path, columns, class_names=None):
+def _write_parquet(path, columns, class_names=None, label="label"):
     """A Parquet file as the Hugging Face hub serves datasets: ClassLabel names in the schema metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.table(columns)
     if class_names:
-        meta = {"info": {"features": {"label": {"names": class_names, "_type": "ClassLabel"}}}}
+        meta = {"info": {"features": {label: {"names": class_names, "_type": "ClassLabel"}}}}
         table = table.replace_schema_metadata({"huggingface": json.dumps(meta)})
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
@@ -313,3 +313,16 @@ def test_the_text_is_the_only_column_of_text_unless_named(tmp_path):
     assert load_dataset(tmp_path / "pairs.jsonl", text_field="question,sentence")[0]["text_pair"] == "because."
     (tmp_path / "both.jsonl").write_text(json.dumps({"title": "t", "text": "body", "label": "x"}) + "\n")
     assert load_dataset(tmp_path / "both.jsonl")[0]["text"] == "body"  # text, where there is one
+
+
+def test_the_class_is_label_or_a_datasets_only_class_label_column(tmp_path):
+    """clinc_oos on the hub: text and intent, a ClassLabel. Without --label-field pela reads label, else
+    the dataset's only ClassLabel column; a plain column is not guessed."""
+    _write_parquet(tmp_path / "clinc.parquet", {"text": ["book a flight", "hi"], "intent": [1, 0]}, ["greet", "travel"], label="intent")
+    ds = load_dataset(tmp_path / "clinc.parquet")
+    assert ds.label_field == "intent" and ds.classes == ["greet", "travel"] and ds[0] == {"text": "book a flight", "label": 1}
+    assert load_dataset(tmp_path / "clinc.parquet", label_field="label").classes is None  # named: exactly that
+    _write_parquet(tmp_path / "plain.parquet", {"text": ["a", "b"], "intent": [1, 0]})  # no ClassLabel: no labels
+    assert load_dataset(tmp_path / "plain.parquet").classes is None
+    (tmp_path / "c.jsonl").write_text(json.dumps({"text": "a", "intent": "x"}) + "\n")
+    assert load_dataset(tmp_path / "c.jsonl").classes is None

@@ -51,7 +51,8 @@ def _options(version: bool = typer.Option(False, "--version", callback=_print_ve
 
 TEXT_FIELD_HELP = ("column (CSV/TSV, Parquet) or key (JSON/JSONL) holding the text; two, comma-separated, for sentence pairs "
                    "(e.g. sentence1,sentence2) [default: text, or the records' only column of text]")
-LABEL_FIELD_HELP = "column (CSV/TSV) or key (JSON/JSONL) holding the class"
+LABEL_FIELD_HELP = ("column (CSV/TSV, Parquet) or key (JSON/JSONL) holding the class "
+                    "[default: label, or a Hugging Face dataset's only ClassLabel column]")
 ALLOW_PICKLE_HELP = "also read legacy .pt/.pth/.bin weights, with torch.load(weights_only=True)"
 CHECKPOINT_HELP = "safetensors weights for a timm: architecture (a fine-tuned checkpoint brings its own number of classes)"
 TEACHER_CHECKPOINT_HELP = "the teacher's weights, for a timm: teacher (as compress --checkpoint)"
@@ -187,13 +188,16 @@ def bench(
 
 
 def _load_data(path: Path, *, text_field: Optional[str], **kwargs: Any) -> Any:
-    """`pela.data.load_dataset`, saying which column holds the text where pela chose one other than text."""
+    """`pela.data.load_dataset`, saying which columns hold the text and the class where pela chose
+    others than text and label."""
     from .data import load_dataset
 
     ds = load_dataset(path, text_field=text_field, **kwargs)
     fields = getattr(ds, "text_fields", ())
     if text_field is None and fields and fields != ("text",):
         err_console.print(f"{Path(path).name}: the text is its {fields[0]!r} column (--text-field names another)")
+    if kwargs.get("label_field") is None and getattr(ds, "classes", None) and getattr(ds, "label_field", "label") != "label":
+        err_console.print(f"{Path(path).name}: the class is its {ds.label_field!r} column (--label-field names another)")
     return ds
 
 
@@ -229,7 +233,7 @@ def distill(
     mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16"),
     blocks: Optional[str] = typer.Option(None, help="regex naming the blocks to match (default: found automatically)"),
     text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
-    label_field: str = typer.Option("label", "--label-field", help=LABEL_FIELD_HELP + " (for the task loss)"),
+    label_field: Optional[str] = typer.Option(None, "--label-field", help=LABEL_FIELD_HELP + " (for the task loss)"),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
     log_every: int = typer.Option(10, "--log-every"),
     group_by_length: bool = typer.Option(False, "--group-by-length", help="batch texts of similar length (less padding)"),
@@ -371,7 +375,7 @@ def finetune(
     mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16"),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
     text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
-    label_field: str = typer.Option("label", "--label-field", help=LABEL_FIELD_HELP),
+    label_field: Optional[str] = typer.Option(None, "--label-field", help=LABEL_FIELD_HELP),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="checkpoint every N steps"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUT"),
     random_init: bool = typer.Option(False, "--random-init", help="no pretrained weights (the control)"),
@@ -427,7 +431,7 @@ def eval_(
     max_length: Optional[int] = typer.Option(None, "--max-length"),
     split: str = typer.Option("test", help="split to read from Fashion-MNIST idx files, a folder of split folders or a Parquet or Arrow dataset (train; or test, which reads validation, val, ... or else test)"),
     text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
-    label_field: str = typer.Option("label", "--label-field", help=LABEL_FIELD_HELP),
+    label_field: Optional[str] = typer.Option(None, "--label-field", help=LABEL_FIELD_HELP),
     workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
     checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),

@@ -177,7 +177,7 @@ def _split_folder(root: Path, split: str) -> Path | None:
                     f"({' or '.join(SPLIT_FOLDERS.get(split, (split,)))}); pass the split's folder itself")
 
 
-def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: str | None = None, label_field: str = "label",
+def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: str | None = None, label_field: str | None = None,
                  classes: list[str] | None = None, progress: bool = False) -> Dataset:
     """Open a dataset by path; raises `PelaError` if it is missing, unreadable or empty. ``progress``
     shows bars on stderr while a large file is indexed and its records checked.
@@ -187,7 +187,8 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
     * any of the files below or above gzip-compressed (``train.jsonl.gz``, ``corpus.txt.gz``).
     * ``*.jsonl`` / ``*.json`` / ``*.csv`` / ``*.tsv`` / ``*.parquet`` / ``*.arrow``: records with
       ``text_field`` (``"a,b"``: a sentence pair; None: ``text``, or the records' only field of
-      text) and optionally ``label_field`` (classes in sorted
+      text) and optionally ``label_field`` (None: ``label``, or a Hugging Face dataset's only
+      ClassLabel column; classes in sorted
       order, integers by value, or as a Hugging Face dataset's ClassLabel names them); records that
       hold an image (a field in `IMAGE_FIELDS`: a path, or the encoded bytes) are images, with their
       caption if they have ``text_field``.
@@ -212,9 +213,13 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
     if tables:  # a Parquet or Arrow file, or a Hugging Face dataset's (data/train-00000-of-00001.parquet, ...)
         files = table_split(p, tables, split) if p.is_dir() else tables
         rows, names = read_tables(files)
+        if label_field is None:  # label, or else the dataset's only ClassLabel column (clinc_oos's intent, say)
+            label_field = next(iter(names)) if len(names) == 1 and len(rows) and "label" not in rows[0] else "label"
         ds: Dataset = read_records(files[0], text_field, label_field, classes, rows=rows, label_names=names.get(label_field),
                                    progress=progress)
-    elif p.is_dir():
+        return _nonempty(ds, p)
+    label_field = label_field or "label"
+    if p.is_dir():
         idx = _find_idx(p, split)
         folder = _split_folder(p, split) or p
         # Hugging Face's imagefolder: a metadata file names each image's label or caption
@@ -232,6 +237,10 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
     else:
         raise PelaError(f"cannot read dataset {p}: {data_format(p)!r} is not a known format (text: {', '.join(s or 'no suffix' for s in TEXT_SUFFIXES)}; "
                         "records: .jsonl, .json, .csv, .tsv, .parquet, .arrow; images: a folder; Fashion-MNIST: a folder of idx files)")
+    return _nonempty(ds, p)
+
+
+def _nonempty(ds: Dataset, p: Path) -> Dataset:
     if len(ds) == 0:
         raise PelaError(f"dataset {p} is empty")
     return ds
