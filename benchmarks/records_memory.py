@@ -1,14 +1,17 @@
 """Memory of a large records dataset: JSONL, CSV, Parquet and gzipped JSONL with N text records.
 
 For each format a fresh process runs `pela.data.load_dataset` and reports the load time, how much
-the process grew (resident memory after loading, and the peak while loading), the time of one
+the process grew (its anonymous memory after loading, and its peak resident memory while loading), the time of one
 random example, and what two DataLoader workers (forked, as on Linux) hold privately after one
 epoch over the whole dataset: Python objects shared with a forked worker are copied into it page
 by page as their reference counts change, so a dataset of a million dicts costs each worker its
 own copy (pytorch/pytorch#13246).
 
     .venv/bin/python benchmarks/records_memory.py [--records 1000000] [--formats jsonl,csv,parquet,jsonl.gz]
-        [--name records_memory]
+        [--name records_memory] [--no-arrow-copy]
+
+Parquet is measured three times: held in memory (files under 1 GiB decompressed, as this one), and
+through its Arrow copy in the cache (files over 1 GiB): the load that writes the copy, and a later one.
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ WORDS = ("the of and to in a is that for it as was with be by on not he this are
          "but have an they you were her she there been one all we their has would when if so no what up").split()
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _anon_mb() -> float:
+    """The process's anonymous resident memory (RssAnon): what it holds itself, not the pages of
+    memory-mapped files, which the kernel may drop and read again."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:")) / 1024
 
 
 def _private_mb(pid: int) -> float:
@@ -77,19 +82,24 @@ def write_data(folder: Path, n: int, formats: list[str]) -> dict[str, Path]:
     return files
 
 
-def measure(path: Path) -> dict:
-    """In this (fresh) process: load, read, and iterate with two forked workers."""
+def measure(path: Path, mmap: bool = False) -> dict:
+    """In this (fresh) process: load, read, and iterate with two forked workers. ``mmap``: Parquet
+    through its Arrow copy in the cache (PELA_CACHE), as pela reads files over 1 GiB decompressed."""
     from torch.utils.data import DataLoader
 
+    import pela.records
     from pela.data import load_dataset
+
+    if mmap:
+        pela.records.PARQUET_CACHE_BYTES = 0
 
     if importlib.util.find_spec("pyarrow"):  # the library's own memory is not the dataset's
         importlib.import_module("pyarrow.parquet")
-    before = _rss_mb()
+    before = _anon_mb()
     t = time.perf_counter()
     ds = load_dataset(path)
     load_s = time.perf_counter() - t
-    after = _rss_mb()
+    after = _anon_mb()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     idx = random.Random(1).sample(range(len(ds)), 2000)
     t = time.perf_counter()
@@ -105,7 +115,7 @@ def measure(path: Path) -> dict:
     workers = [_private_mb(w.pid) for w in it._workers]  # persistent: still alive after the epoch
     del it, loader
     return {"records": len(ds), "file_mb": round(path.stat().st_size / 2**20, 1), "load_s": round(load_s, 2),
-            "rss_growth_mb": round(after - before, 1), "peak_rss_mb": round(peak, 1),
+            "anon_growth_mb": round(after - before, 1), "peak_rss_mb": round(peak, 1),
             "item_us": round(item_us, 1), "epoch_s_2_workers": round(epoch_s, 2), "seen": seen,
             "worker_private_mb": [round(w, 1) for w in workers]}
 
@@ -117,10 +127,12 @@ def main() -> None:
     p.add_argument("--name", default="records_memory")
     p.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # a child process: measures one file
     p.add_argument("--write", type=Path, help=argparse.SUPPRESS)  # a child process: writes the files
+    p.add_argument("--mmap", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-arrow-copy", action="store_true", help="measure Parquet only as held in memory (as pela before 2026-11-27)")
     args = p.parse_args()
     formats = args.formats.split(",")
     if args.measure:
-        print(json.dumps(measure(args.measure)))
+        print(json.dumps(measure(args.measure, mmap=args.mmap)))
         return
     if args.write:
         print(json.dumps({k: str(v) for k, v in write_data(args.write, args.records, formats).items()}))
@@ -131,12 +143,16 @@ def main() -> None:
         out = subprocess.run([sys.executable, __file__, "--write", tmp, "--records", str(args.records), "--formats", args.formats],
                              capture_output=True, text=True, check=True)
         files = {k: Path(v) for k, v in json.loads(out.stdout).items()}
-        for fmt in formats:
-            out = subprocess.run([sys.executable, __file__, "--measure", str(files[fmt])], capture_output=True, text=True)
+        runs = [(fmt, fmt, []) for fmt in formats]
+        if "parquet" in formats and not args.no_arrow_copy:  # through the Arrow copy: the first load writes it, later ones map it
+            runs += [("parquet, first load as Arrow", "parquet", ["--mmap"]), ("parquet, later loads as Arrow", "parquet", ["--mmap"])]
+        for name, fmt, extra in runs:
+            env = {**os.environ, "PELA_CACHE": str(Path(tmp) / "cache")}
+            out = subprocess.run([sys.executable, __file__, "--measure", str(files[fmt]), *extra], capture_output=True, text=True, env=env)
             if out.returncode:
                 sys.exit(out.stderr)
-            results[fmt] = json.loads(out.stdout.strip().splitlines()[-1])
-            print(fmt, results[fmt], file=sys.stderr)
+            results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+            print(name, results[name], file=sys.stderr)
     report(args.name, {"records": args.records, "formats": results})
 
 

@@ -326,3 +326,31 @@ def test_the_class_is_label_or_a_datasets_only_class_label_column(tmp_path):
     assert load_dataset(tmp_path / "plain.parquet").classes is None
     (tmp_path / "c.jsonl").write_text(json.dumps({"text": "a", "intent": "x"}) + "\n")
     assert load_dataset(tmp_path / "c.jsonl").classes is None
+
+
+def test_large_parquet_is_memory_mapped_from_an_arrow_copy_in_the_cache(tmp_path, monkeypatch):
+    """A Parquet file too large to hold decompressed is converted once into an Arrow file in pela's
+    cache (PELA_CACHE) and memory-mapped: its rows take no process memory. A cache that cannot be
+    written costs memory, not the run."""
+    import pyarrow as pa
+
+    import pela.records
+
+    monkeypatch.setattr(pela.records, "PARQUET_CACHE_BYTES", 0)  # every file is large
+    monkeypatch.setenv("PELA_CACHE", str(tmp_path / "cache"))
+    texts = [f"example number {i} " * 4 for i in range(20_000)]
+    _write_parquet(tmp_path / "d" / "train-00000-of-00001.parquet", {"text": texts, "label": [i % 3 for i in range(20_000)]}, ["x", "y", "z"])
+    before = pa.total_allocated_bytes()
+    ds = load_dataset(tmp_path / "d")
+    assert pa.total_allocated_bytes() - before < 100_000  # the 1.4 MB of text stays in the mapped file
+    copies = list((tmp_path / "cache" / "arrow").glob("train-00000-of-00001-*.arrow"))
+    assert len(copies) == 1 and ds.classes == ["x", "y", "z"] and ds[4] == {"text": texts[4], "label": 1} and len(ds) == 20_000
+    written = copies[0].stat().st_mtime_ns
+    assert load_dataset(tmp_path / "d")[7]["text"] == texts[7] and copies[0].stat().st_mtime_ns == written  # reused
+    _write_parquet(tmp_path / "d" / "train-00000-of-00001.parquet", {"text": ["changed", "file"], "label": [0, 1]}, ["x", "y"])
+    assert load_dataset(tmp_path / "d")[0]["text"] == "changed"  # a new version of the file: a new copy
+    assert len(list((tmp_path / "cache" / "arrow").iterdir())) == 2
+    (tmp_path / "not_a_folder").write_text("")
+    monkeypatch.setenv("PELA_CACHE", str(tmp_path / "not_a_folder"))
+    with pytest.warns(UserWarning, match="reading .* into memory: could not write its Arrow copy"):
+        assert load_dataset(tmp_path / "d")[1] == {"text": "file", "label": 1}

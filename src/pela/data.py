@@ -212,7 +212,7 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
     tables = table_files(p)
     if tables:  # a Parquet or Arrow file, or a Hugging Face dataset's (data/train-00000-of-00001.parquet, ...)
         files = table_split(p, tables, split) if p.is_dir() else tables
-        rows, names = read_tables(files)
+        rows, names = read_tables(files, progress)
         if label_field is None:  # label, or else the dataset's only ClassLabel column (clinc_oos's intent, say)
             label_field = next(iter(names)) if len(names) == 1 and len(rows) and "label" not in rows[0] else "label"
         ds: Dataset = read_records(files[0], text_field, label_field, classes, rows=rows, label_names=names.get(label_field),

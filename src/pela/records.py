@@ -10,14 +10,17 @@ Arrow in Arrow's columns (`TableRows`); only a JSON list is held as Python objec
 from __future__ import annotations
 
 import bisect
+import contextlib
 import csv
 import gzip
+import hashlib
 import importlib.util
 import io
 import itertools
 import json
 import os
 import re
+import warnings
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
@@ -348,21 +351,67 @@ def _class_label_names(metadata: dict[bytes, bytes] | None) -> dict[str, list[st
 TABLE_SUFFIXES = (".parquet", ".arrow")  # Arrow: what Hugging Face datasets' save_to_disk and cache write
 
 
-def _read_table(f: Path) -> Any:
+# a Parquet file larger than this, decompressed, is converted once into an Arrow file in pela's cache
+# and memory-mapped from there, as Hugging Face datasets does, instead of being held in memory
+PARQUET_CACHE_BYTES = 1 << 30
+
+
+def cache_dir() -> Path:
+    """Where pela keeps what it derives from your files: $PELA_CACHE, else $XDG_CACHE_HOME/pela, else ~/.cache/pela."""
+    if os.environ.get("PELA_CACHE"):
+        return Path(os.environ["PELA_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pela"
+
+
+def _read_table(f: Path, progress: bool = False) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if f.suffix == ".parquet":
-        # a row group at a time: read whole, pyarrow's reader peaks at several times the data in memory
         parquet = pq.ParquetFile(f)
-        groups = [parquet.read_row_group(i) for i in range(parquet.num_row_groups)]
-        return pa.concat_tables(groups) if groups else parquet.read()
+        groups = range(parquet.num_row_groups)
+        if sum(parquet.metadata.row_group(i).total_byte_size for i in groups) >= PARQUET_CACHE_BYTES:
+            cached = _arrow_copy(f, parquet, progress)
+            if cached is not None:
+                f = cached
+        if f.suffix == ".parquet":
+            # a row group at a time: read whole, pyarrow's reader peaks at several times the data in memory
+            tables = [parquet.read_row_group(i) for i in groups]
+            return pa.concat_tables(tables) if tables else parquet.read()
     with pa.memory_map(str(f)) as source:  # datasets writes the stream format; the file format is Arrow's other one
         try:
             return pa.ipc.open_stream(source).read_all()
         except pa.ArrowInvalid:
             source.seek(0)
             return pa.ipc.open_file(source).read_all()
+
+
+def _arrow_copy(f: Path, parquet: Any, progress: bool) -> Path | None:
+    """``f`` as an Arrow file in the cache, written once (atomically) per version of ``f``; None, with
+    a warning, where the cache cannot be written, so that ``f`` is read into memory instead."""
+    import pyarrow as pa
+
+    stat = f.stat()
+    key = hashlib.sha256(f"{f.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:32]
+    out = cache_dir() / "arrow" / f"{f.stem}-{key}.arrow"
+    if out.is_file():
+        return out
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        bar = progress_bar(progress, parquet.num_row_groups, f"caching {f.name} as Arrow (row groups)")
+        with bar as advance, pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, parquet.schema_arrow) as writer:
+            for i in range(parquet.num_row_groups):
+                writer.write_table(parquet.read_row_group(i))
+                advance()
+        os.replace(tmp, out)
+        return out
+    except OSError as e:
+        warnings.warn(f"reading {f} into memory: could not write its Arrow copy to {out.parent} ({e}); set PELA_CACHE to a writable folder")
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # what a failed write left
 
 
 class TableRows(Sequence):
@@ -402,7 +451,7 @@ class TableRows(Sequence):
                     j += 1
 
 
-def read_tables(files: list[Path]) -> tuple[TableRows, dict[str, list[str]]]:
+def read_tables(files: list[Path], progress: bool = False) -> tuple[TableRows, dict[str, list[str]]]:
     """The rows of Parquet or Arrow files (one split of a Hugging Face dataset, say) and their class names."""
     if importlib.util.find_spec("pyarrow") is None:
         raise PelaError("reading Parquet or Arrow needs pyarrow: pip install 'pela[data]' (or pip install pyarrow)")
@@ -411,7 +460,7 @@ def read_tables(files: list[Path]) -> tuple[TableRows, dict[str, list[str]]]:
     for f in files:
         kind = "Parquet" if f.suffix == ".parquet" else "Arrow"
         try:
-            table = _read_table(f)
+            table = _read_table(f, progress)
         except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for a broken file
             raise PelaError(f"{f} is not a readable {kind} file: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         tables.append(table)
