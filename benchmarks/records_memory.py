@@ -12,6 +12,7 @@ own copy (pytorch/pytorch#13246).
 
 Parquet is measured three times: held in memory (files under 1 GiB decompressed, as this one), and
 through its Arrow copy in the cache (files over 1 GiB): the load that writes the copy, and a later one.
+Gzipped JSONL likewise: decompressed in memory (under 256 MB), and through its decompressed copy.
 """
 
 from __future__ import annotations
@@ -84,14 +85,15 @@ def write_data(folder: Path, n: int, formats: list[str]) -> dict[str, Path]:
 
 def measure(path: Path, mmap: bool = False) -> dict:
     """In this (fresh) process: load, read, and iterate with two forked workers. ``mmap``: Parquet
-    through its Arrow copy in the cache (PELA_CACHE), as pela reads files over 1 GiB decompressed."""
+    through its Arrow copy in the cache (PELA_CACHE), as pela reads files over 1 GiB decompressed,
+    and gzip through its decompressed copy there, as for files over 256 MB."""
     from torch.utils.data import DataLoader
 
     import pela.records
     from pela.data import load_dataset
 
     if mmap:
-        pela.records.PARQUET_CACHE_BYTES = 0
+        pela.records.PARQUET_CACHE_BYTES = pela.records.GZIP_CACHE_BYTES = 0
 
     if importlib.util.find_spec("pyarrow"):  # the library's own memory is not the dataset's
         importlib.import_module("pyarrow.parquet")
@@ -128,7 +130,7 @@ def main() -> None:
     p.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # a child process: measures one file
     p.add_argument("--write", type=Path, help=argparse.SUPPRESS)  # a child process: writes the files
     p.add_argument("--mmap", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--no-arrow-copy", action="store_true", help="measure Parquet only as held in memory (as pela before 2026-11-27)")
+    p.add_argument("--no-arrow-copy", action="store_true", help="measure Parquet and gzip only as held in memory (as pela before 2026-11-27)")
     args = p.parse_args()
     formats = args.formats.split(",")
     if args.measure:
@@ -146,6 +148,9 @@ def main() -> None:
         runs = [(fmt, fmt, []) for fmt in formats]
         if "parquet" in formats and not args.no_arrow_copy:  # through the Arrow copy: the first load writes it, later ones map it
             runs += [("parquet, first load as Arrow", "parquet", ["--mmap"]), ("parquet, later loads as Arrow", "parquet", ["--mmap"])]
+        if "jsonl.gz" in formats and not args.no_arrow_copy:  # decompressed into the cache, as files over 256 MB are
+            runs += [("jsonl.gz, first load decompressed to the cache", "jsonl.gz", ["--mmap"]),
+                     ("jsonl.gz, later loads", "jsonl.gz", ["--mmap"])]
         for name, fmt, extra in runs:
             env = {**os.environ, "PELA_CACHE": str(Path(tmp) / "cache")}
             out = subprocess.run([sys.executable, __file__, "--measure", str(files[fmt]), *extra], capture_output=True, text=True, env=env)

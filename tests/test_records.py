@@ -352,5 +352,30 @@ def test_large_parquet_is_memory_mapped_from_an_arrow_copy_in_the_cache(tmp_path
     assert len(list((tmp_path / "cache" / "arrow").iterdir())) == 2
     (tmp_path / "not_a_folder").write_text("")
     monkeypatch.setenv("PELA_CACHE", str(tmp_path / "not_a_folder"))
-    with pytest.warns(UserWarning, match="reading .* into memory: could not write its Arrow copy"):
+    with pytest.warns(UserWarning, match="reading .* into memory: could not write its copy"):
         assert load_dataset(tmp_path / "d")[1] == {"text": "file", "label": 1}
+
+
+def test_large_gzip_files_are_decompressed_once_into_the_cache(tmp_path, monkeypatch):
+    """A large .gz file is decompressed into pela's cache and read from there by byte offsets, not
+    held in memory; errors still name the file the user gave."""
+    import pela.records
+
+    monkeypatch.setattr(pela.records, "GZIP_CACHE_BYTES", 0)  # every file is large
+    monkeypatch.setenv("PELA_CACHE", str(tmp_path / "cache"))
+    rows = "".join(json.dumps({"text": f"t{i}", "label": "ab"[i % 2]}) + "\n" for i in range(50))
+    (tmp_path / "train.jsonl.gz").write_bytes(gzip.compress(rows.encode()))
+    (tmp_path / "corpus.txt.gz").write_bytes(gzip.compress(b"first line\n\nsecond line\n"))
+    ds = load_dataset(tmp_path / "train.jsonl.gz")
+    text = load_dataset(tmp_path / "corpus.txt.gz")
+    copies = sorted(p.name for p in (tmp_path / "cache" / "gunzip").iterdir())
+    assert len(copies) == 2 and copies[0].startswith("corpus.txt-") and copies[1].startswith("train.jsonl-")
+    assert ds.rows._data is None and len(ds) == 50 and ds[3] == {"text": "t3", "label": 1} and text[1] == {"text": "second line"}
+    assert pickle.loads(pickle.dumps(ds))[49] == ds[49]
+    (tmp_path / "bad.jsonl.gz").write_bytes(gzip.compress(b'{"text": "a"}\n{oops\n'))
+    with pytest.raises(PelaError, match=r"bad.jsonl.gz:2 is not valid JSON"):
+        load_dataset(tmp_path / "bad.jsonl.gz")
+    (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(rows.encode())[:-12])
+    with pytest.raises(PelaError, match="cut.jsonl.gz is not a readable gzip file"):
+        load_dataset(tmp_path / "cut.jsonl.gz")
+    assert not [p for p in (tmp_path / "cache" / "gunzip").iterdir() if ".tmp" in p.name]  # nothing half-written left

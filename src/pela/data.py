@@ -35,7 +35,7 @@ class TextLines(ByteRanges, Dataset):
     """
 
     def __init__(self, path: Path, progress: bool = False):
-        super().__init__(path)
+        super().__init__(path, progress)
         with self._open() as f:
             head = f.read(1 << 20)
         if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # pickle's protocol header

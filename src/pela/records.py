@@ -24,7 +24,7 @@ import warnings
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from torch.utils.data import Dataset
 
@@ -131,9 +131,28 @@ def gunzip(path: Path) -> bytes:
         raise PelaError(f"{path} is not a readable gzip file: {e}") from None
 
 
+def _gunzipped_copy(path: Path, progress: bool) -> Path | None:
+    """``path`` decompressed into pela's cache (`cached_copy`), a MiB at a time."""
+
+    def write(out: Path) -> None:
+        bar = progress_bar(progress, path.stat().st_size >> 20, f"decompressing {path.name} (MiB read)")
+        try:
+            with bar as advance, open(path, "rb") as raw, gzip.open(raw) as src, open(out, "wb") as dst:
+                done = 0
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+                    advance((raw.tell() >> 20) - done)
+                    done = raw.tell() >> 20
+        except (gzip.BadGzipFile, EOFError) as e:
+            raise PelaError(f"{path} is not a readable gzip file: {e}") from None
+
+    return cached_copy(path, "gunzip", "", write)
+
+
 BOM = b"\xef\xbb\xbf"
 PROGRESS_BYTES = 64 << 20  # files this large get a progress bar while they are indexed ...
 PROGRESS_RECORDS = 250_000  # ... and datasets this long while their records are checked
+GZIP_CACHE_BYTES = 256 << 20  # a .gz file this large is decompressed once into pela's cache, not into memory
 
 
 class ByteRanges:
@@ -145,9 +164,12 @@ class ByteRanges:
     _fd: int | None = None
     _pid: int | None = None
 
-    def __init__(self, path: Path):
-        self.path = path
-        self._data = gunzip(path) if gzipped(path) else None
+    def __init__(self, path: Path, progress: bool = False):
+        self.path = self._file = path  # what messages name; what is read
+        self._data: bytes | None = None
+        if gzipped(path):  # decompressed into memory, or, if large, once into the cache
+            copy = _gunzipped_copy(path, progress) if path.stat().st_size >= GZIP_CACHE_BYTES else None
+            self._file, self._data = (copy, None) if copy is not None else (path, gunzip(path))
         self.starts, self.ends = array("q"), array("q")
 
     def __len__(self) -> int:
@@ -155,7 +177,7 @@ class ByteRanges:
 
     def _lines(self, f: Any, progress: bool) -> Iterator[bytes]:
         """``f``'s lines, with a progress bar over the file's MiB where it is large."""
-        size = len(self._data) if self._data is not None else self.path.stat().st_size
+        size = len(self._data) if self._data is not None else self._file.stat().st_size
         with progress_bar(progress and size >= PROGRESS_BYTES, size >> 20, f"indexing {self.path.name} (MiB)") as advance:
             done, mib = 0, 0
             for line in f:
@@ -166,13 +188,13 @@ class ByteRanges:
                     mib = done >> 20
 
     def _open(self) -> Any:
-        return open(self.path, "rb") if self._data is None else io.BytesIO(self._data)
+        return open(self._file, "rb") if self._data is None else io.BytesIO(self._data)
 
     def _read(self, start: int, end: int) -> bytes:
         if self._data is not None:
             return self._data[start:end]
         if self._fd is None or self._pid != os.getpid():  # one descriptor per process: a forked worker opens its own
-            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+            self._fd, self._pid = os.open(self._file, os.O_RDONLY), os.getpid()
         return os.pread(self._fd, end - start, start)
 
     def __getstate__(self) -> dict[str, Any]:  # a spawned worker opens its own descriptor
@@ -187,13 +209,13 @@ class LineRows(ByteRanges, Sequence):
     """The records of a JSONL, CSV or TSV file, left on disk (`ByteRanges`), parsed when read."""
 
     def __init__(self, path: Path, fmt: str, progress: bool = False):
-        super().__init__(path)
+        super().__init__(path, progress)
         self.fmt = fmt
         if fmt != ".jsonl":
             with self._open() as f:
                 head = f.read(1 << 20)
             if b"\r" in head and b"\n" not in head:  # classic Mac line ends, as Excel's "CSV (Macintosh)" writes
-                self._data = (self._data if self._data is not None else path.read_bytes()).replace(b"\r", b"\n")
+                self._data = (self._data if self._data is not None else self._file.read_bytes()).replace(b"\r", b"\n")
         self.fieldnames: list[str] = []
         self.dialect: dict[str, Any] = {}
         try:
@@ -387,27 +409,36 @@ def _read_table(f: Path, progress: bool = False) -> Any:
 
 
 def _arrow_copy(f: Path, parquet: Any, progress: bool) -> Path | None:
-    """``f`` as an Arrow file in the cache, written once (atomically) per version of ``f``; None, with
-    a warning, where the cache cannot be written, so that ``f`` is read into memory instead."""
+    """``f`` as an Arrow file in pela's cache (`cached_copy`)."""
     import pyarrow as pa
 
+    def write(out: Path) -> None:
+        bar = progress_bar(progress, parquet.num_row_groups, f"caching {f.name} as Arrow (row groups)")
+        with bar as advance, pa.OSFile(str(out), "wb") as sink, pa.ipc.new_stream(sink, parquet.schema_arrow) as writer:
+            for i in range(parquet.num_row_groups):
+                writer.write_table(parquet.read_row_group(i))
+                advance()
+
+    return cached_copy(f, "arrow", ".arrow", write)
+
+
+def cached_copy(f: Path, kind: str, suffix: str, write: Callable[[Path], None]) -> Path | None:
+    """What ``write`` makes of ``f``, kept in pela's cache (`cache_dir`) and written once, atomically,
+    per version of ``f`` (its path, size and time); None, with a warning, where the cache cannot be
+    written, so that ``f`` is read into memory instead."""
     stat = f.stat()
     key = hashlib.sha256(f"{f.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:32]
-    out = cache_dir() / "arrow" / f"{f.stem}-{key}.arrow"
+    out = cache_dir() / kind / f"{f.name.removesuffix(f.suffix)}-{key}{suffix}"
     if out.is_file():
         return out
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        bar = progress_bar(progress, parquet.num_row_groups, f"caching {f.name} as Arrow (row groups)")
-        with bar as advance, pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, parquet.schema_arrow) as writer:
-            for i in range(parquet.num_row_groups):
-                writer.write_table(parquet.read_row_group(i))
-                advance()
+        write(tmp)
         os.replace(tmp, out)
         return out
     except OSError as e:
-        warnings.warn(f"reading {f} into memory: could not write its Arrow copy to {out.parent} ({e}); set PELA_CACHE to a writable folder")
+        warnings.warn(f"reading {f} into memory: could not write its copy to {out.parent} ({e}); set PELA_CACHE to a writable folder")
         return None
     finally:
         with contextlib.suppress(OSError):
