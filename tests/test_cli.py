@@ -187,6 +187,16 @@ def test_every_command_reads_named_columns(hf_bert_dir, tmp_path, capsys):
     assert code == 0 and "clinc.parquet: the class is its 'intent' column (--label-field names another)" in err, err
 
 
+def test_data_command(tmp_path, capsys):
+    (tmp_path / "d.csv").write_text("text,label\nhello [bold] world,a\nbye,b\nhi,a\n")
+    code, out, err = run(capsys, "data", tmp_path / "d.csv")
+    assert code == 0 and "CSV" in out and "2: a (2), b (1)" in out and "hello [bold] world" in out, out + err
+    code, out, _ = run(capsys, "data", tmp_path / "d.csv", "--json")
+    assert code == 0 and json.loads(out)["classes"] == {"a": 2, "b": 1}
+    code, _, err = run(capsys, "data", tmp_path / "missing.csv")
+    assert code == 2 and err.startswith("error: dataset") and "does not exist" in err
+
+
 def test_pelas_own_warnings_print_as_one_line():
     import importlib
     import os

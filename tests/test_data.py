@@ -224,3 +224,27 @@ def test_image_folder_with_metadata(tmp_path):
     (tmp_path / "train" / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f"{i}.png", "label": "ab"[i % 2]}) + "\n" for i in range(4)))
     ds = load_dataset(tmp_path)
     assert ds.classes == ["a", "b"] and len(ds) == 4 and ds[3]["label"] == 1 and ds[3]["image"].size == (8, 8)
+
+
+def test_describe_says_what_pela_reads(tmp_path):
+    from pela.data import describe
+
+    (tmp_path / "d.tsv").write_text("idx\tsentence\tlabel\n" + "".join(f"{i}\tword {i}\t{'ab'[i % 3 == 0]}\n" for i in range(7)))
+    info = describe(load_dataset(tmp_path / "d.tsv"))
+    assert info == {"kind": "TSV", "examples": 7, "fields": {"text": ["sentence"], "image": None, "label": "label"},
+                    "classes": {"a": 4, "b": 3}, "first": {"text": "word 0", "label": "b"}}
+    info = describe(load_dataset(tmp_path / "d.tsv", text_field="sentence", label_field="nope"))
+    assert info["classes"] is None and "has no 'nope' field" in info["unlabelled"]
+    for c, n in (("cat", 2), ("dog", 1)):
+        (tmp_path / "img" / c).mkdir(parents=True)
+        for i in range(n):
+            Image.new("L", (5, 4)).save(tmp_path / "img" / c / f"{i}.png")
+    info = describe(load_dataset(tmp_path / "img"))
+    assert info["kind"] == "image folder" and info["classes"] == {"cat": 2, "dog": 1}
+    assert info["first"] == {"image": "5×4 RGB image", "label": "cat"}
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((5, 4, 4)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([0, 2, 2, 1, 2]))
+    assert describe(load_dataset(tmp_path))["classes"] == {"0": 1, "1": 1, "2": 3}
+    (tmp_path / "t.txt.gz").write_bytes(gzip.compress(b"x" * 400 + b"\n"))
+    info = describe(load_dataset(tmp_path / "t.txt.gz"))
+    assert info["kind"] == "text, an example per line (gzip)" and info["first"]["text"] == "x" * 300 + "…" and info["classes"] is None

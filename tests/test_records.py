@@ -121,6 +121,7 @@ def test_parquet_text_and_unlabelled_test_split(tmp_path):
     (tmp_path / "glue" / "validation-0.parquet").unlink()
     unlabelled = load_dataset(tmp_path / "glue", split="test", text_field="sentence1,sentence2")
     assert unlabelled.classes is None and "label" not in unlabelled[0]
+    assert unlabelled.unlabelled == "test-0.parquet's 'label' field holds no labels (a test split without answers, say)"
     with pytest.raises(PelaError, match="no train split"):
         load_dataset(tmp_path / "glue")
     (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")

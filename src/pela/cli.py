@@ -15,6 +15,7 @@ from typing import Any, Iterator, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 from .allocator import keep_freed_memory
@@ -458,6 +459,35 @@ def eval_(
     table = Table("metric", "value", title=f"pela eval ({metrics['samples']} examples)")
     for k, v in metrics.items():
         table.add_row(k, "n/a" if v is None else (f"{v:,}" if isinstance(v, int) else f"{v:.4f}"))
+    out_console.print(table)
+
+
+@app.command(name="data")
+def data_(
+    path: Path = typer.Argument(..., help="a dataset, as --data takes it"),
+    split: str = typer.Option("train", help="split to read from a dataset of several (train; or test, which reads validation, val, ... or else test)"),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
+    label_field: Optional[str] = typer.Option(None, "--label-field", help=LABEL_FIELD_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print the description as JSON on stdout"),
+) -> None:
+    """What pela reads from a dataset: its examples, the columns it uses, its classes, the first example."""
+    from .data import describe
+
+    info = describe(_load_data(path, split=split, text_field=text_field, label_field=label_field, progress=not as_json))
+    if as_json:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+        return
+    table = Table("", "", title=f"pela data {path}", show_header=False)
+    table.add_row("kind", info["kind"])
+    table.add_row("examples", f"{info['examples']:,}")
+    for name, value in (info.get("fields") or {}).items():
+        if value:
+            table.add_row(f"{name} field", ", ".join(value) if isinstance(value, list) else value)
+    classes = info["classes"]
+    table.add_row("classes", f"none: {escape(info['unlabelled'])}" if not classes else f"{len(classes)}: " + ", ".join(
+        f"{c} ({n:,})" for c, n in list(classes.items())[:20]) + (", ..." if len(classes) > 20 else ""))
+    for key, value in info["first"].items():
+        table.add_row(f"first example: {key}", escape(str(value)))
     out_console.print(table)
 
 

@@ -10,6 +10,7 @@ columns, images one file at a time.
 
 from __future__ import annotations
 
+import collections
 import gzip
 import os
 from pathlib import Path
@@ -244,6 +245,39 @@ def _nonempty(ds: Dataset, p: Path) -> Dataset:
     if len(ds) == 0:
         raise PelaError(f"dataset {p} is empty")
     return ds
+
+
+def describe(ds: Dataset) -> dict[str, Any]:
+    """What pela reads from ``ds``: its kind, its number of examples, the fields it uses, its classes
+    with their number of examples, and its first example (text cut at 300 characters)."""
+    from .records import LineRows, Records, TableRows
+
+    info: dict[str, Any] = {"kind": type(ds).__name__, "examples": len(ds)}
+    counts: dict[str, int] = {}
+    if isinstance(ds, TextLines):
+        info["kind"] = ("fortune records" if ds.separated else "text, an example per line") + (" (gzip)" if ds._data is not None or ds._file != ds.path else "")
+    elif isinstance(ds, Records):
+        rows = ds.rows
+        info["kind"] = ({".jsonl": "JSON lines", ".csv": "CSV", ".tsv": "TSV"}[rows.fmt] if isinstance(rows, LineRows)
+                        else "Parquet or Arrow table" if isinstance(rows, TableRows) else "JSON list")
+        info["fields"] = {"text": list(ds.text_fields), "image": ds.image_field, "label": ds.label_field if ds.classes else None}
+        counts = ds.counts
+    elif isinstance(ds, FolderDataset):
+        info["kind"] = "folder of .txt files" if ds.text else "image folder"
+        counts = collections.Counter(ds.classes[label] for _, label in ds.items) if ds.classes else {}
+    elif isinstance(ds, IdxImages):
+        info["kind"] = "idx images (MNIST, Fashion-MNIST)"
+        counts = dict(zip(ds.classes, np.bincount(ds.labels, minlength=len(ds.classes)).tolist())) if ds.classes else {}
+    classes = dataset_classes(ds)
+    info["classes"] = {c: counts.get(c, 0) for c in classes} if classes else None
+    if not classes:
+        info["unlabelled"] = unlabelled_reason(ds)
+    first = ds[0]
+    if classes and "label" in first:
+        first["label"] = classes[first["label"]]  # its name, not its index
+    info["first"] = {k: (v[:300] + ("…" if len(v) > 300 else "") if isinstance(v, str)
+                         else f"{v.width}×{v.height} {v.mode} image" if hasattr(v, "mode") else v) for k, v in first.items()}
+    return info
 
 
 def dataset_classes(ds: Dataset) -> list[str] | None:

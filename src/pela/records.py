@@ -10,6 +10,7 @@ Arrow in Arrow's columns (`TableRows`); only a JSON list is held as Python objec
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import csv
 import gzip
@@ -73,6 +74,7 @@ class Records(Dataset):
         self.unlabelled: str | None = None  # why there are no labels, for an error where labels are needed
         self._index = None if labels is None else {c: i for i, c in enumerate(labels)}  # not list.index per item
         self._lengths = lengths
+        self.counts: dict[str, int] = {}  # examples per class, as read_records counted them
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -612,7 +614,7 @@ def read_records(path: Path, text_field: str | None, label_field: str, classes: 
         text_fields = ()  # images with labels, no caption
     required = (image_field,) if image_field else text_fields
     lengths = array("q") if text_fields and image_field is None else None  # for batches grouped by length
-    seen: set[str] = set()
+    seen: collections.Counter[str] = collections.Counter()
     labelled: bool | None = None
     bar = progress_bar(progress and len(rows) >= PROGRESS_RECORDS, len(rows), f"checking {path.name}")
     for n, row in enumerate(_advancing(rows, bar), 1):
@@ -637,7 +639,7 @@ def read_records(path: Path, text_field: str | None, label_field: str, classes: 
         elif labelled != (label is not None):
             raise PelaError(f"{path}: record {n if labelled else 1} has no {label_field!r} while others do")
         if label is not None:
-            seen.add(label)
+            seen[label] += 1
         if lengths is not None:
             lengths.append(sum(len(str(row[f])) for f in text_fields))
     labels = (list(label_names) if label_names else _sorted_labels(seen)) if labelled else None
@@ -652,8 +654,11 @@ def read_records(path: Path, text_field: str | None, label_field: str, classes: 
         labels = list(classes)
     records = Records(rows, text_fields, label_field, labels, image_field=image_field, root=path.parent,
                       label_names=label_names, lengths=lengths)
+    records.counts = {c: seen[c] for c in labels or ()}
     if labels is None:  # said where labels are needed (fine-tuning, evaluation), not here: distillation needs none
-        records.unlabelled = (f"{path.name} has no {label_field!r} field (its fields: {_field_list(first)}); "
+        records.unlabelled = (f"{path.name}'s {label_field!r} field holds no labels (a test split without answers, say)"
+                              if label_field in first else
+                              f"{path.name} has no {label_field!r} field (its fields: {_field_list(first)}); "
                               "name the class column with --label-field")
     return records
 
