@@ -380,3 +380,16 @@ def test_large_gzip_files_are_decompressed_once_into_the_cache(tmp_path, monkeyp
     with pytest.raises(PelaError, match="cut.jsonl.gz is not a readable gzip file"):
         load_dataset(tmp_path / "cut.jsonl.gz")
     assert not [p for p in (tmp_path / "cache" / "gunzip").iterdir() if ".tmp" in p.name]  # nothing half-written left
+
+
+def test_encoded_images_are_found_under_any_name(tmp_path):
+    """webdataset converted to Parquet keeps its images as raw bytes under jpg/png; other datasets
+    name their image column photo or pixels: an encoded image is recognised by its first bytes."""
+    images = [_png(c) for c in ("red", "green", "blue")]
+    _write_parquet(tmp_path / "wds.parquet", {"png": images, "label": [2, 0, 1]}, ["a", "b", "c"])
+    ds = load_dataset(tmp_path / "wds.parquet")
+    assert ds.image_field == "png" and ds[0]["label"] == 2 and ds[0]["image"].getpixel((0, 0)) == (255, 0, 0)
+    _write_parquet(tmp_path / "photo.parquet", {"photo": [{"bytes": b, "path": None} for b in images], "label": [0, 1, 1]})
+    assert load_dataset(tmp_path / "photo.parquet")[2]["image"].getpixel((0, 0)) == (0, 0, 255)
+    _write_parquet(tmp_path / "blob.parquet", {"text": ["x", "y", "z"], "blob": [b"\x00\x01", b"", b"\x02"]})
+    assert load_dataset(tmp_path / "blob.parquet")[0] == {"text": "x"}  # bytes that are no image are not one

@@ -46,7 +46,18 @@ IMAGE_FIELDS = ("image", "img", "file_name", "image_path", "filepath", "path")
 def _is_image(value: Any) -> bool:
     if isinstance(value, dict):
         return isinstance(value.get("bytes"), (bytes, bytearray)) or _is_image(value.get("path"))
-    return isinstance(value, str) and Path(value).suffix.lower() in IMAGE_SUFFIXES
+    return isinstance(value, str) and Path(value).suffix.lower() in IMAGE_SUFFIXES or _encoded_image(value)
+
+
+# how encoded images begin: PNG, JPEG, GIF, BMP, TIFF (both byte orders), WebP (RIFF....WEBP)
+IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _encoded_image(value: Any) -> bool:
+    """Whether ``value`` is an encoded image: the bytes themselves, or Hugging Face's {"bytes": ...}."""
+    if isinstance(value, dict):
+        return _encoded_image(value.get("bytes"))
+    return isinstance(value, (bytes, bytearray)) and (value.startswith(IMAGE_MAGIC) or value[:4] == b"RIFF" and value[8:12] == b"WEBP")
 
 
 def open_image(path: Path, data: bytes | None = None) -> Any:
@@ -92,6 +103,8 @@ class Records(Dataset):
             image = value(row[self.image_field])
             if isinstance(image, dict):  # Parquet, Arrow: the encoded image, else its path
                 item["image"] = open_image(self.root / str(image.get("path") or f"record {i}"), image.get("bytes"))
+            elif isinstance(image, (bytes, bytearray)):  # a column of encoded images, as webdataset's jpg
+                item["image"] = open_image(self.root / f"record {i}", bytes(image))
             else:
                 item["image"] = open_image(self.root / image)
         if self.text_fields:
@@ -604,6 +617,9 @@ def read_records(path: Path, text_field: str | None, label_field: str, classes: 
         raise PelaError(f"{path}: record 1 is not an object with named fields")
     # a field is an image path only if it names an image file: a "path" column of a text corpus is not
     image_field = next((f for f in IMAGE_FIELDS if _is_image(value(first.get(f)))), None)
+    if image_field is None:  # encoded images under another name (webdataset's jpg, say): the only such field
+        encoded = [k for k, v in first.items() if isinstance(k, str) and _encoded_image(value(v))]
+        image_field = encoded[0] if len(encoded) == 1 else None
     if text_field is None:  # "text", or the one field of text there is (SST-2's "sentence", say)
         strings = [k for k, v in first.items() if k != label_field and isinstance(k, str) and _is_text(value(v))]
         text_field = strings[0] if image_field is None and "text" not in first and len(strings) == 1 else "text"
