@@ -12,7 +12,7 @@ from PIL import Image
 
 from pela import PelaError
 from pela.data import Collator, load_dataset
-from pela.records import Cell, LineRows, TableRows
+from pela.records import Cell, ChainRows, LineRows
 
 from conftest import timm_vit
 
@@ -160,7 +160,7 @@ def test_save_to_disk_folder(tmp_path):
     assert [test[i]["label"] for i in range(2)] == [0, 1]
     one = load_dataset(tmp_path / "test")  # Dataset.save_to_disk: one split, no split folders
     assert len(one) == 2 and one.classes == names
-    assert isinstance(train.rows, TableRows) and train.rows[2] == {"text": "fine", "label": 1}  # rows stay in Arrow
+    assert isinstance(train.rows, ChainRows) and train.rows[2] == {"text": "fine", "label": 1}  # rows stay in Arrow
     _write_arrow(tmp_path / "test" / "data-00000-of-00001.arrow", {"text": ["awful"], "label": [2]}, names)
     with pytest.raises(PelaError, match="record 1 has label 2, but the dataset names 2 classes"):
         load_dataset(tmp_path / "test")
@@ -393,3 +393,37 @@ def test_encoded_images_are_found_under_any_name(tmp_path):
     assert load_dataset(tmp_path / "photo.parquet")[2]["image"].getpixel((0, 0)) == (0, 0, 255)
     _write_parquet(tmp_path / "blob.parquet", {"text": ["x", "y", "z"], "blob": [b"\x00\x01", b"", b"\x02"]})
     assert load_dataset(tmp_path / "blob.parquet")[0] == {"text": "x"}  # bytes that are no image are not one
+
+
+def test_a_folder_of_record_shards(tmp_path):
+    """C4 as downloaded: en/c4-train.0000N-of-01024.json.gz and c4-validation.*, JSON lines each; a
+    folder of CSV shards in split folders; the split is picked by name, as for Parquet shards."""
+    from pela.data import describe
+
+    en = tmp_path / "c4" / "en"
+    en.mkdir(parents=True)
+    for split, n in (("train", 3), ("validation", 1)):
+        for k in range(n):
+            rows = "".join(json.dumps({"text": f"{split} {k} {i}", "timestamp": "2019", "url": "http://x/a.jpg"}) + "\n" for i in range(4))
+            (en / f"c4-{split}.{k:05d}-of-01024.json.gz").write_bytes(gzip.compress(rows.encode()))
+    train = load_dataset(tmp_path / "c4")
+    assert len(train) == 12 and train[0] == {"text": "train 0 0"} and train[11] == {"text": "train 2 3"}
+    assert [row["text"] for row in train.rows] == [train[i]["text"] for i in range(12)]
+    assert describe(train)["kind"] == "JSON lines, 3 files"
+    test = load_dataset(tmp_path / "c4", split="test")
+    assert len(test) == 4 and test[3] == {"text": "validation 0 3"}
+    for split, labels in (("train", "abab"), ("test", "ba")):
+        (tmp_path / "csv" / split).mkdir(parents=True)
+        for k in range(2):
+            (tmp_path / "csv" / split / f"part-{k}.csv").write_text("text,label\n" + "".join(f"{split}{k}{i},{y}\n" for i, y in enumerate(labels)))
+    train = load_dataset(tmp_path / "csv")
+    assert len(train) == 8 and train.classes == ["a", "b"] and train[5] == {"text": "train11", "label": 1}
+    assert load_dataset(tmp_path / "csv", split="test", classes=train.classes)[2] == {"text": "test10", "label": 1}
+    (tmp_path / "csv" / "train" / "extra.jsonl").write_text(json.dumps({"text": "x"}) + "\n")
+    with pytest.raises(PelaError, match=r"holds records in several formats \(.csv, .jsonl\)"):
+        load_dataset(tmp_path / "csv")
+    # an image folder with an annotations file beside its images stays an image folder
+    (tmp_path / "img" / "cat").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(tmp_path / "img" / "cat" / "0.png")
+    (tmp_path / "img" / "annotations.json").write_text("[]")
+    assert load_dataset(tmp_path / "img").classes == ["cat"]

@@ -215,7 +215,7 @@ def _shapes_text(shapes: dict[str, list[int]]) -> str:
 def distill(
     student: Path = typer.Option(..., "--student", help="a compressed model directory (from pela compress)"),
     teacher: str = typer.Option(..., "--teacher", help="the original model (timm:NAME, hf:ID, or a directory)"),
-    data: Path = typer.Option(..., "--data", help="text (.txt, fortune files, .jsonl/.json/.csv/.tsv, each also .gz; .parquet/.arrow), a folder of images or .txt files, or Fashion-MNIST idx files"),
+    data: Path = typer.Option(..., "--data", help="text (.txt, fortune files, .jsonl/.json/.csv/.tsv, each also .gz; .parquet/.arrow), a folder of them (shards), of images or of .txt files, or Fashion-MNIST idx files"),
     out: Path = typer.Option(..., "--out", help="directory for checkpoints, metrics and the final student"),
     steps: Optional[int] = typer.Option(None, help="optimizer steps (default: one epoch)"),
     epochs: Optional[float] = typer.Option(None, help="epochs over the data, instead of --steps"),

@@ -22,7 +22,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .errors import PelaError
-from .records import IMAGE_SUFFIXES, SPLIT_FOLDERS, ByteRanges, data_format, open_image, read_records, read_tables, table_files, table_split
+from .records import (IMAGE_SUFFIXES, SPLIT_FOLDERS, ByteRanges, ChainRows, data_format, open_image, read_records, read_rows,
+                      read_tables, record_files, table_files, table_split)
 
 TEXT_SUFFIXES = (".txt", ".text", "")  # no suffix: plain text files like Debian's fortunes
 FOLDER_SUFFIXES = frozenset(IMAGE_SUFFIXES) | {".txt"}  # the files a folder dataset reads
@@ -229,6 +230,11 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
             ds = IdxImages(*idx, classes=classes)
         elif meta:
             ds = read_records(meta, text_field, label_field, classes, progress=progress)
+        elif not _holds_examples(folder) and (shards := record_files(folder)):
+            # shards of records (C4's c4-train.00000-of-01024.json.gz, ...), a split picked by name as for Parquet
+            files = table_split(folder, shards, split)
+            rows = ChainRows([read_rows(f, progress) for f in files])
+            ds = read_records(files[0], text_field, label_field, classes, rows=rows, progress=progress)
         else:
             ds = FolderDataset(folder, classes)
     elif data_format(p) in (".jsonl", ".json", ".csv", ".tsv"):
@@ -239,6 +245,11 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
         raise PelaError(f"cannot read dataset {p}: {data_format(p)!r} is not a known format (text: {', '.join(s or 'no suffix' for s in TEXT_SUFFIXES)}; "
                         "records: .jsonl, .json, .csv, .tsv, .parquet, .arrow; images: a folder; Fashion-MNIST: a folder of idx files)")
     return _nonempty(ds, p)
+
+
+def _holds_examples(folder: Path) -> bool:
+    """Whether ``folder`` holds the images or .txt files of a folder dataset (it stops at the first)."""
+    return any(f.suffix.lower() in FOLDER_SUFFIXES for f in folder.rglob("*"))
 
 
 def _nonempty(ds: Dataset, p: Path) -> Dataset:
@@ -257,9 +268,11 @@ def describe(ds: Dataset) -> dict[str, Any]:
     if isinstance(ds, TextLines):
         info["kind"] = ("fortune records" if ds.separated else "text, an example per line") + (" (gzip)" if ds._data is not None or ds._file != ds.path else "")
     elif isinstance(ds, Records):
-        rows = ds.rows
+        files = ds.rows.parts if isinstance(ds.rows, ChainRows) else [ds.rows]
+        rows = files[0] if files else ds.rows
         info["kind"] = ({".jsonl": "JSON lines", ".csv": "CSV", ".tsv": "TSV"}[rows.fmt] if isinstance(rows, LineRows)
                         else "Parquet or Arrow table" if isinstance(rows, TableRows) else "JSON list")
+        info["kind"] += f", {len(files)} files" if len(files) > 1 else ""
         info["fields"] = {"text": list(ds.text_fields), "image": ds.image_field, "label": ds.label_field if ds.classes else None}
         counts = ds.counts
     elif isinstance(ds, FolderDataset):

@@ -4,7 +4,8 @@ A record holds its text in named fields (two for sentence pairs), or an image (a
 Parquet and Arrow the encoded image), and optionally a label. Classes are sorted names (integers by
 value), or a Hugging Face dataset's own class names (its ClassLabel). Rows stay where they are
 until an example is read: JSON lines, CSV and TSV on disk as byte offsets (`LineRows`), Parquet and
-Arrow in Arrow's columns (`TableRows`); only a JSON list is held as Python objects.
+Arrow in Arrow's columns (`TableRows`), the shards of a dataset one after another (`ChainRows`);
+only a JSON list is held as Python objects.
 """
 
 from __future__ import annotations
@@ -461,43 +462,58 @@ def cached_copy(f: Path, kind: str, suffix: str, write: Callable[[Path], None]) 
 
 
 class TableRows(Sequence):
-    """The rows of Arrow tables (from Parquet or Arrow files), left in Arrow's columns and turned into
-    a dict when read. Binary columns (encoded images) come as `Cell`s, read only where an example
-    needs them."""
+    """The rows of an Arrow table (from a Parquet or Arrow file), left in Arrow's columns and turned
+    into a dict when read. Binary columns (encoded images) come as `Cell`s, read only where an
+    example needs them."""
 
-    def __init__(self, tables: list[Any]):
-        self.tables = [t for t in tables if t.num_rows]
-        self.offsets = list(itertools.accumulate((t.num_rows for t in self.tables), initial=0))
-        self.heavy = [{f.name for f in t.schema if _is_binary(f.type)} for t in self.tables]
+    def __init__(self, table: Any):
+        self.table = table
+        self.heavy = {f.name for f in table.schema if _is_binary(f.type)}
+        self.columns = list(zip(table.column_names, table.columns))
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __getitem__(self, j: int) -> dict[str, Any]:  # type: ignore[override]
+        if not 0 <= j < len(self):
+            raise IndexError(j)
+        return {name: Cell(column, j) if name in self.heavy else column[j].as_py() for name, column in self.columns}
+
+    def __iter__(self) -> Any:
+        if not self.heavy:
+            for batch in self.table.to_batches(max_chunksize=1 << 16):
+                yield from batch.to_pylist()
+            return
+        light = self.table.drop_columns(sorted(self.heavy))
+        j = 0
+        for batch in light.to_batches(max_chunksize=1 << 16):
+            rows = batch.to_pylist() if batch.num_columns else [{} for _ in range(batch.num_rows)]
+            for row in rows:
+                yield {name: Cell(column, j) if name in self.heavy else row[name] for name, column in self.columns}
+                j += 1
+
+
+class ChainRows(Sequence):
+    """The rows of several files (the shards of a dataset), one file's after another's."""
+
+    def __init__(self, parts: list[Sequence[Any]]):
+        self.parts = [part for part in parts if len(part)]
+        self.offsets = list(itertools.accumulate((len(part) for part in self.parts), initial=0))
 
     def __len__(self) -> int:
         return self.offsets[-1]
 
-    def __getitem__(self, i: int) -> dict[str, Any]:  # type: ignore[override]
+    def __getitem__(self, i: int) -> Any:  # type: ignore[override]
         if not 0 <= i < len(self):
             raise IndexError(i)
         k = bisect.bisect_right(self.offsets, i) - 1
-        j, heavy = i - self.offsets[k], self.heavy[k]
-        return {name: Cell(column, j) if name in heavy else column[j].as_py()
-                for name, column in zip(self.tables[k].column_names, self.tables[k].columns)}
+        return self.parts[k][i - self.offsets[k]]
 
     def __iter__(self) -> Any:
-        for table, heavy in zip(self.tables, self.heavy):
-            if not heavy:
-                for batch in table.to_batches(max_chunksize=1 << 16):
-                    yield from batch.to_pylist()
-                continue
-            columns = dict(zip(table.column_names, table.columns))
-            light = table.drop_columns(sorted(heavy))
-            j = 0
-            for batch in light.to_batches(max_chunksize=1 << 16):
-                rows = batch.to_pylist() if batch.num_columns else [{} for _ in range(batch.num_rows)]
-                for row in rows:
-                    yield {name: Cell(column, j) if name in heavy else row[name] for name, column in columns.items()}
-                    j += 1
+        return itertools.chain.from_iterable(self.parts)
 
 
-def read_tables(files: list[Path], progress: bool = False) -> tuple[TableRows, dict[str, list[str]]]:
+def read_tables(files: list[Path], progress: bool = False) -> tuple[ChainRows, dict[str, list[str]]]:
     """The rows of Parquet or Arrow files (one split of a Hugging Face dataset, say) and their class names."""
     if importlib.util.find_spec("pyarrow") is None:
         raise PelaError("reading Parquet or Arrow needs pyarrow: pip install 'pela[data]' (or pip install pyarrow)")
@@ -511,7 +527,7 @@ def read_tables(files: list[Path], progress: bool = False) -> tuple[TableRows, d
             raise PelaError(f"{f} is not a readable {kind} file: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         tables.append(table)
         names = names or _class_label_names(table.schema.metadata) or _dataset_info_names(f.parent)
-    return TableRows(tables), names
+    return ChainRows([TableRows(t) for t in tables]), names
 
 
 class Cell:
@@ -561,6 +577,20 @@ def table_files(path: Path) -> list[Path]:
         if files:
             return files
     return []
+
+
+RECORD_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
+
+
+def record_files(folder: Path) -> list[Path]:
+    """The record files of a folder of shards (C4's c4-train.00000-of-01024.json.gz, say), at most
+    three levels down, gzipped or not, all of one format; an image folder's metadata file is not one."""
+    files = sorted(f for depth in ("", "*/", "*/*/") for f in folder.glob(f"{depth}*")
+                   if data_format(f) in RECORD_SUFFIXES and not f.name.startswith("metadata.") and f.is_file())
+    formats = sorted({data_format(f) for f in files})
+    if len(formats) > 1:
+        raise PelaError(f"{folder} holds records in several formats ({', '.join(formats)}); pass one file, or a folder of one format")
+    return files
 
 
 def table_split(root: Path, files: list[Path], split: str) -> list[Path]:
