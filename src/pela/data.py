@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .errors import PelaError
-from .records import (IMAGE_SUFFIXES, SPLIT_FOLDERS, ByteRanges, ChainRows, data_format, open_image, read_records, read_rows,
+from .records import (IMAGE_SUFFIXES, SPLIT_FOLDERS, ByteRanges, ChainRows, data_format, gzipped, open_image, read_records, read_rows,
                       read_tables, record_files, table_files, table_split)
 
 TEXT_SUFFIXES = (".txt", ".text", "")  # no suffix: plain text files like Debian's fortunes
@@ -266,7 +266,7 @@ def describe(ds: Dataset) -> dict[str, Any]:
     info: dict[str, Any] = {"kind": type(ds).__name__, "examples": len(ds)}
     counts: dict[str, int] = {}
     if isinstance(ds, TextLines):
-        info["kind"] = ("fortune records" if ds.separated else "text, an example per line") + (" (gzip)" if ds._data is not None or ds._file != ds.path else "")
+        info["kind"] = ("fortune records" if ds.separated else "text, an example per line") + (" (gzip)" if gzipped(ds.path) else "")
     elif isinstance(ds, Records):
         files = ds.rows.parts if isinstance(ds.rows, ChainRows) else [ds.rows]
         rows = files[0] if files else ds.rows

@@ -174,8 +174,8 @@ GZIP_CACHE_BYTES = 256 << 20  # a .gz file this large is decompressed once into 
 class ByteRanges:
     """A file's examples as byte ranges (``starts``, ``ends``), read when asked: the file stays on disk,
     and millions of examples cost 16 bytes each, not a Python object each, which a forked DataLoader
-    worker would copy page by page as it touched them. A ``.gz`` file is decompressed into memory
-    once, since gzip has no random access."""
+    worker would copy page by page as it touched them. A ``.gz`` file is decompressed once, since
+    gzip has no random access: into memory, or, over ``GZIP_CACHE_BYTES``, into pela's cache."""
 
     _fd: int | None = None
     _pid: int | None = None
