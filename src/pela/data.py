@@ -51,14 +51,13 @@ class TextLines(ByteRanges, Dataset):
         separators = sum(line.rstrip(b"\r") == b"%" for line in lines)
         self.separated = separators >= 2 and sum(bool(line.strip()) for line in lines) <= 50 * separators
         with self._open() as f:
+            if not self.separated:
+                self._index_lines(self._lines(f, progress), 0)
+                return
             pos = begin = 0
             content = False
             for line in self._lines(f, progress):
-                if not self.separated:
-                    if line.strip():
-                        self.starts.append(pos)
-                        self.ends.append(pos + len(line))
-                elif line.rstrip(b"\r\n") == b"%":
+                if line.rstrip(b"\r\n") == b"%":
                     if content:
                         self.starts.append(begin)
                         self.ends.append(pos)
@@ -66,7 +65,7 @@ class TextLines(ByteRanges, Dataset):
                 else:
                     content = content or bool(line.strip())
                 pos += len(line)
-            if self.separated and content:
+            if content:
                 self.starts.append(begin)
                 self.ends.append(pos)
 

@@ -203,6 +203,14 @@ class ByteRanges:
                     advance((done >> 20) - mib)
                     mib = done >> 20
 
+    def _index_lines(self, lines: Iterator[bytes], pos: int) -> None:
+        """One example per non-blank line, from byte ``pos`` on."""
+        for line in lines:
+            if line.strip():
+                self.starts.append(pos)
+                self.ends.append(pos + len(line))
+            pos += len(line)
+
     def _open(self) -> Any:
         return open(self._file, "rb") if self._data is None else io.BytesIO(self._data)
 
@@ -248,13 +256,6 @@ class LineRows(ByteRanges, Sequence):
             raise PelaError(f"{path} is not UTF-8 text") from None
         except csv.Error as e:
             raise PelaError(f"{path}:{self._line_of(self.ends[-1] if self.ends else 0)} is not valid CSV: {e}") from None
-
-    def _index_lines(self, lines: Iterator[bytes], pos: int) -> None:
-        for line in lines:
-            if line.strip():
-                self.starts.append(pos)
-                self.ends.append(pos + len(line))
-            pos += len(line)
 
     def _header(self) -> None:
         """TSV: the first line names the fields. Tab-separated files (GLUE's) do not quote: a " is part of the text."""
@@ -408,14 +409,13 @@ def _read_table(f: Path, progress: bool = False) -> Any:
     if f.suffix == ".parquet":
         parquet = pq.ParquetFile(f)
         groups = range(parquet.num_row_groups)
-        if sum(parquet.metadata.row_group(i).total_byte_size for i in groups) >= PARQUET_CACHE_BYTES:
-            cached = _arrow_copy(f, parquet, progress)
-            if cached is not None:
-                f = cached
-        if f.suffix == ".parquet":
+        large = sum(parquet.metadata.row_group(i).total_byte_size for i in groups) >= PARQUET_CACHE_BYTES
+        cached = _arrow_copy(f, parquet, progress) if large else None
+        if cached is None:
             # a row group at a time: read whole, pyarrow's reader peaks at several times the data in memory
             tables = [parquet.read_row_group(i) for i in groups]
             return pa.concat_tables(tables) if tables else parquet.read()
+        f = cached  # memory-mapped below, as any Arrow file
     with pa.memory_map(str(f)) as source:  # datasets writes the stream format; the file format is Arrow's other one
         try:
             return pa.ipc.open_stream(source).read_all()
