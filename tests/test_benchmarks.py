@@ -73,6 +73,10 @@ def test_cpu_speed_runs(tmp_path, small_vit):
     result = json.loads((tmp_path / "compressed_speed_cpu_runs.json").read_text())
     assert set(result["summary"]) == {"kept", "glibc default"}
     assert all(len(s["ratios"]) == 1 and s["median_ratio"] > 0 for s in result["summary"].values())
+    assert result["settings"]["glibc default"] == {"keep_freed_memory": "0", "flags": []}
+    proc = subprocess.run([sys.executable, "benchmarks/cpu_speed_runs.py", "m", "--vs", "v", "--settings", "kept,jit"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "unknown setting 'jit'" in proc.stderr
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_")))

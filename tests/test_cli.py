@@ -111,15 +111,15 @@ def test_compress_whiten_with_budget_and_plot(hf_bert_dir, tmp_path, capsys):
     calib = tmp_path / "calib.txt"
     calib.write_text("".join(f"w{i} w{i + 1} w{i + 2} w{(i * 7) % 95}\n" for i in range(60)))
     code, out, err = run(capsys, "compress", hf_bert_dir, "--out", tmp_path / "b", "--calib", calib, "--calib-samples", 40,
-                         "--param-budget", 0.5, "--align", 1, "--plot", tmp_path / "ranks.png", "--json")
+                         "--param-budget", 0.5, "--align", 1, "--plot", tmp_path / "plots" / "ranks.png", "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["config"]["init"] == "whiten" and report["config"]["param_budget"] == 0.5
     assert {layer["init"] for layer in report["layers"] if layer["status"] == "factorized"} == {"whiten"}
-    assert (tmp_path / "ranks.png").stat().st_size > 10_000
+    assert (tmp_path / "plots" / "ranks.png").stat().st_size > 10_000
     umask = os.umask(0)
     os.umask(umask)
-    assert (tmp_path / "ranks.png").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "plots" / "ranks.png").stat().st_mode & 0o777 == 0o666 & ~umask
     model = pela.load(tmp_path / "b")
     assert sum(p.numel() for p in model.parameters()) == report["params_after"]
 

@@ -125,6 +125,15 @@ def test_existing_output_needs_overwrite(tmp_path, mlp):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "m"]  # no temporary left behind
 
 
+def test_missing_parent_folders_are_created(tmp_path, mlp):
+    pela.save_pretrained(mlp, tmp_path / "runs" / "a" / "m")
+    assert (tmp_path / "runs" / "a" / "m" / "model.safetensors").is_file()
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(PelaError, match="f is not a directory"):
+        pela.save_pretrained(mlp, tmp_path / "f" / "sub" / "m")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "runs"]
+
+
 def test_tied_weights_round_trip(tmp_path):
     from transformers import BertConfig, BertForMaskedLM
 

@@ -43,18 +43,31 @@ def check_output_dir(directory: str | os.PathLike, overwrite: bool = False) -> P
         raise PelaError(f"output {path} exists and is not a directory")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise PelaError(f"output directory {path} already exists and is not empty (use --overwrite to replace it)")
-    parent = path.absolute().parent
-    if not parent.exists():
-        raise PelaError(f"parent directory of {path} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise PelaError(f"cannot write to {parent} (permission denied)")
+    check_parent(path)
     return path
+
+
+def check_parent(path: Path) -> None:
+    """Refuse ``path`` if its folder could not be made and written in.
+
+    Missing folders are created when the output is written (as ``save_pretrained`` does); this only
+    checks, before any slow work starts, that the nearest existing one is a writable directory.
+    """
+    parent = path.absolute().parent
+    existing = parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PelaError(f"cannot create {parent}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK):
+        raise PelaError(f"cannot write to {existing} (permission denied)")
 
 
 @contextlib.contextmanager
 def atomic_dir(directory: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``directory`` only if the block succeeds."""
     path = check_output_dir(directory, overwrite)
+    path.absolute().parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.absolute().parent))
     try:
         yield tmp
@@ -81,6 +94,7 @@ def _default_permissions(root: Path) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
+    path.absolute().parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.absolute().parent)
     try:
         with os.fdopen(fd, "w") as f:

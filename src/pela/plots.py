@@ -14,12 +14,13 @@ FORMATS = (".png", ".pdf", ".svg")
 
 
 def check_figure_path(path: str | os.PathLike) -> Path:
-    """Refuse a plot path matplotlib cannot write or whose folder does not exist, before any slow work."""
+    """Refuse a plot path matplotlib cannot write or whose folder cannot be made, before any slow work."""
+    from .io import check_parent
+
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise PelaError(f"plot file {path} must end in {', '.join(FORMATS)}")
-    if not path.parent.resolve().is_dir():
-        raise PelaError(f"folder {path.parent} for the plot does not exist")
+    check_parent(path)
     return path
 
 
@@ -37,6 +38,7 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
     from .io import _default_permissions
 
     path = Path(path)
+    path.absolute().parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.absolute().parent)
     os.close(fd)
     try:
