@@ -148,6 +148,25 @@ def test_broken_timm_directory(tmp_path):
         pela.load_model(str(tmp_path))
 
 
+def test_hub_id_from_the_local_cache_when_offline(tmp_path, monkeypatch):
+    """hf:ORG/NAME that was downloaded once loads offline from Hugging Face's cache (models--ORG--NAME)."""
+    import huggingface_hub.constants
+
+    from conftest import hf_bert
+
+    repo = tmp_path / "hub" / "models--someorg--tiny-bert"
+    ref = hf_bert()
+    ref.save_pretrained(repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    model = pela.load_model("hf:someorg/tiny-bert")
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
+    with pytest.raises(PelaError, match="could not get someorg/other from the Hugging Face hub"):
+        pela.load_model("hf:someorg/other")
+
+
 def test_hub_id_of_a_timm_repository_is_built_by_timm(tmp_path, monkeypatch):
     """hf:timm/NAME downloads a timm-format snapshot; timm builds it (the download itself is faked here)."""
     import pela.loading
