@@ -34,6 +34,7 @@ bench: install
 	bash benchmarks/compressed_speed.sh cpu
 	$(PY) benchmarks/distill_throughput.py
 	$(PY) benchmarks/minilm_distill.py
+	$(PY) benchmarks/save_dtype.py
 	$(PY) benchmarks/architectures.py
 
 clean:

@@ -154,3 +154,12 @@ def test_rank_study_picks_the_fastest_ranks_at_k_size():
     assert ranks == {(100, 100): 16}  # 16: 1 + 2·3 = 7 ms, 9,600 parameters; 32 would be 19,200 > 15,000
     with pytest.raises(SystemExit):
         pick([row()], keep=0.99)  # 25 is not a multiple of 16, and 16 or 32 misses the window
+
+
+def test_save_dtype(tmp_path, hf_bert_dir):
+    (tmp_path / "text.txt").write_text("\n".join(" ".join(f"w{(i * 7 + j) % 95}" for j in range(3 + i % 5)) for i in range(24)) + "\n")
+    run_script(tmp_path, "benchmarks/save_dtype.py", "--model", str(hf_bert_dir), "--data", str(tmp_path / "text.txt"), "--samples", "8")
+    rows = json.loads((tmp_path / "save_dtype.json").read_text())["results"]
+    assert rows["float32"]["vs_float32_save"]["mean_mse"] == 0.0
+    for half in ("bfloat16", "float16"):
+        assert rows[half]["file_vs_float32"] < 0.7 and 0 < rows[half]["vs_float32_save"]["mean_mse"] < 1e-3

@@ -64,6 +64,7 @@ def test_distill_and_compare(setup, tmp_path, capsys):
     (["--max-length", "0"], "--max-length must be >= 1"),
     (["--workers", "-1"], "workers must be an integer >= 0"),
     (["--resume"], "no checkpoint to resume from"),
+    (["--save-dtype", "int8"], "weights can be saved in float32, bfloat16, float16"),
 ])
 def test_distill_user_errors(setup, tmp_path, capsys, args, fragment):
     code, _, err = run(capsys, "distill", "--student", setup / "student", "--teacher", setup / "teacher", "--data", setup / "text.txt",
@@ -84,6 +85,25 @@ def test_distill_input_errors(setup, tmp_path, capsys):
         code, _, err = run(capsys, "distill", *args, "--out", tmp_path / "o", "--steps", 1, "--batch-size", 8)
         assert code == 2 and fragment in err and err.count("\n") == 1, (args, err)
         shutil.rmtree(tmp_path / "o", ignore_errors=True)
+
+
+def test_half_precision_student_trains_in_float32(setup, tmp_path, capsys):
+    """A student compressed with --save-dtype bfloat16 (half the file) distills in float32, and the
+    distilled student is written in the dtype asked for."""
+    code, _, err = run(capsys, "compress", setup / "teacher", "--out", tmp_path / "s16", "--ratio", 4, "--align", 1, "--save-dtype", "bfloat16")
+    assert code == 0, err
+    size = lambda d: (d / "model.safetensors").stat().st_size  # noqa: E731
+    assert 0.45 < size(tmp_path / "s16") / size(setup / "student") < 0.6  # the header and integer buffers stay
+    assert {p.dtype for p in pela.load(tmp_path / "s16").parameters()} == {torch.bfloat16}
+    common = ["distill", "--student", tmp_path / "s16", "--teacher", setup / "teacher", "--data", setup / "text.txt",
+              "--steps", 3, "--batch-size", 8, "--lr", 1e-3]
+    code, _, err = run(capsys, *common, "--out", tmp_path / "d32")
+    assert code == 0, err
+    assert {p.dtype for p in pela.load(tmp_path / "d32").parameters()} == {torch.float32}  # trained in float32
+    code, _, err = run(capsys, *common, "--out", tmp_path / "d16", "--save-dtype", "float16")
+    assert code == 0, err
+    d32, d16 = pela.load(tmp_path / "d32"), pela.load(tmp_path / "d16")
+    assert all(torch.equal(a.half(), b) for a, b in zip(d32.state_dict().values(), d16.state_dict().values()) if a.is_floating_point())
 
 
 def test_loader_workers_give_the_same_student(setup, tmp_path, capsys):

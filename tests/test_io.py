@@ -158,3 +158,29 @@ def test_half_precision_model_comes_back_in_its_dtype(tmp_path, hf_bert_dir, dty
     x = torch.randint(5, 100, (2, 8))
     with torch.no_grad():
         assert torch.equal(loaded(input_ids=x).last_hidden_state, model(input_ids=x).last_hidden_state)
+
+
+def test_save_in_half_precision_leaves_the_model_as_it_was(tmp_path):
+    """dtype= writes the weights in bfloat16 (half the file) without touching the float32 model, tied
+    weights included; pela.load gives the bfloat16 model, pela.load_model upcasts it to train."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    model = BertForMaskedLM(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=64, max_position_embeddings=32)).eval()
+    pela.compress(model, LowRankConfig(align=1))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pela.save_pretrained(model, tmp_path / "f32")
+    pela.save_pretrained(model, tmp_path / "bf16", dtype="bfloat16")
+    assert all(torch.equal(v, before[k]) and v.dtype == before[k].dtype for k, v in model.state_dict().items())
+    assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+    size = lambda d: (tmp_path / d / "model.safetensors").stat().st_size  # noqa: E731
+    assert 0.45 < size("bf16") / size("f32") < 0.55
+    loaded = pela.load(tmp_path / "bf16")
+    assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
+    assert all(torch.equal(v, before[k].to(torch.bfloat16)) for k, v in loaded.state_dict().items() if v.is_floating_point())
+    assert loaded.cls.predictions.decoder.weight is loaded.bert.embeddings.word_embeddings.weight
+    trainable = pela.load_model(str(tmp_path / "bf16"))
+    assert {p.dtype for p in trainable.parameters()} == {torch.float32}
+    with pytest.raises(PelaError, match="weights can be saved in float32, bfloat16, float16, not 'int8'"):
+        pela.save_pretrained(model, tmp_path / "bad", dtype="int8")
+    assert not (tmp_path / "bad").exists()

@@ -58,6 +58,8 @@ ALLOW_PICKLE_HELP = "also read legacy .pt/.pth/.bin weights, with torch.load(wei
 CHECKPOINT_HELP = "safetensors weights for a timm: architecture (a fine-tuned checkpoint brings its own number of classes)"
 TEACHER_CHECKPOINT_HELP = "the teacher's weights, for a timm: teacher (as compress --checkpoint)"
 TRUST_HELP = "run the model code a Hugging Face model brings along (*.py named in its config's auto_map); read it first"
+SAVE_DTYPE_HELP = ("write the weights in float32, bfloat16 or float16 (half the file, to ship; pela loads half-precision "
+                   "weights back in float32 to train); default: as they are")
 WORKERS_HELP = "DataLoader processes that tokenize or decode batches while the model runs (0 = in the main process); helps most on a GPU"
 
 @app.command()
@@ -83,6 +85,7 @@ def compress(
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate calibration text to this many tokens"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="draw per-layer ranks and spectra to this .png/.pdf/.svg"),
     device: Optional[str] = typer.Option(None, help="where to run the factorization math (cpu, cuda)"),
+    save_dtype: Optional[str] = typer.Option(None, "--save-dtype", help=SAVE_DTYPE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
 ) -> None:
@@ -91,7 +94,7 @@ def compress(
     from .config import LowRankConfig
     from .data import Collator
     from .factorize import NEEDS_CALIBRATION
-    from .io import check_output_dir
+    from .io import check_output_dir, save_dtype as _save_dtype
     from .plots import check_figure_path, plot_compression
 
     config = LowRankConfig(ratio=ratio, rank=rank, energy=energy, param_budget=param_budget, align=align, include=tuple(include or ()),
@@ -108,6 +111,7 @@ def compress(
     if plot is not None:
         check_figure_path(plot)
     check_output_dir(out, overwrite)  # fail before the slow part
+    _save_dtype(save_dtype)
     calib_data = _load_data(calib, text_field=text_field, progress=not as_json) if calib is not None else None
     with err_console.status(f"loading {source}"):
         model = load_model(source, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle,
@@ -119,7 +123,8 @@ def compress(
     report = _compress(model, config, calibration=calibration, progress=not as_json)
     if plot is not None:
         plot_compression(report, plot)
-    save_pretrained(model, out, overwrite=overwrite, extra={"compression": {k: v for k, v in report.to_dict().items() if k != "layers"}})
+    save_pretrained(model, out, overwrite=overwrite, extra={"compression": {k: v for k, v in report.to_dict().items() if k != "layers"}},
+                    dtype=save_dtype)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
@@ -242,13 +247,14 @@ def distill(
     teacher_checkpoint: Optional[Path] = typer.Option(None, "--teacher-checkpoint", help=TEACHER_CHECKPOINT_HELP),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    save_dtype: Optional[str] = typer.Option(None, "--save-dtype", help=SAVE_DTYPE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
 ) -> None:
     """Intermediate pre-training (PELA stage 2): distill the student from the frozen teacher."""
-    from . import load, load_model
+    from . import load_model
     from .data import Collator
     from .distill import DistillConfig, distill as _distill
-    from .io import is_pela_dir
+    from .io import is_pela_dir, save_dtype as _save_dtype
 
     config = DistillConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, alpha=alpha, beta=beta, task=task_weight,
                            gamma=gamma, epsilon=epsilon, grad_accum=grad_accum, clip=clip or None, seed=seed,
@@ -258,23 +264,25 @@ def distill(
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
     if not is_pela_dir(student):
         raise PelaError(f"--student {student} is not a directory written by pela (run pela compress first)")
+    _save_dtype(save_dtype)
     ds = _load_data(data, text_field=text_field, label_field=label_field, progress=True)
     with _run_dir(out, resume, overwrite):
         with err_console.status("loading models"):
-            student_model = load(student, trust_remote_code=trust_remote_code)
+            student_model = load_model(str(student), trust_remote_code=trust_remote_code)  # trains in float32
             teacher_model = load_model(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle,
                                        trust_remote_code=trust_remote_code)
         collate = Collator(student_model, max_length=max_length)
         info = {"student": str(Path(student).resolve()), "teacher": teacher, "data": str(Path(data).resolve())}
         result = _distill(student_model, teacher_model, ds, config, collate_fn=collate, out=out, resume=resume, progress=True, run_info=info)
         if _publish(student_model, out, {"distill": {**config.to_dict(), "final": result.history[-1] if result.history else {},
-                                                     "processes": len(result.rank_checksums), "rank_checksums": result.rank_checksums}}):
+                                                     "processes": len(result.rank_checksums), "rank_checksums": result.rank_checksums}},
+                    save_dtype):
             last = result.history[-1] if result.history else {}
             out_console.print(f"distilled {result.steps} steps in {result.seconds:.0f}s ({result.items_per_s:.1f} items/s); "
                               f"final loss {last.get('loss', float('nan')):.4g}; student saved to {out}")
 
 
-def _publish(model, out: Path, extra: dict) -> bool:
+def _publish(model, out: Path, extra: dict, dtype: str | None = None) -> bool:
     """On the main process: write the final model into the run directory and drop its checkpoints.
 
     Returns whether this is the main process (the one that should also print the summary)."""
@@ -284,7 +292,7 @@ def _publish(model, out: Path, extra: dict) -> bool:
 
     if not partial_state().is_main_process:
         return False
-    save_into(model, out, extra=extra)
+    save_into(model, out, extra=extra, dtype=dtype)
     remove_checkpoints(out / "checkpoints")
     return True
 
@@ -386,6 +394,7 @@ def finetune(
     log_every: int = typer.Option(10, "--log-every"),
     group_by_length: bool = typer.Option(False, "--group-by-length", help="batch texts of similar length (less padding)"),
     workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
+    save_dtype: Optional[str] = typer.Option(None, "--save-dtype", help=SAVE_DTYPE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
 ) -> None:
@@ -401,6 +410,9 @@ def finetune(
     if max_length is not None and max_length < 1:
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
     from .data import dataset_classes
+    from .io import save_dtype as _save_dtype
+
+    _save_dtype(save_dtype)
 
     ds = _load_data(data, text_field=text_field, label_field=label_field, progress=not as_json)
     test = (_load_data(eval_data, split="test", text_field=text_field, label_field=label_field, classes=dataset_classes(ds),
@@ -416,7 +428,7 @@ def finetune(
                    "final": result.history[-1] if result.history else {}}
         if test is not None:
             summary["eval"] = evaluate(tuned, test, collate_fn=Collator(tuned, max_length=max_length), workers=workers, progress=not as_json)
-        if _publish(tuned, out, {"finetune": {**config.to_dict(), **summary}}):
+        if _publish(tuned, out, {"finetune": {**config.to_dict(), **summary}}, save_dtype):
             if as_json:
                 print(json.dumps(summary, indent=2))
             else:

@@ -262,8 +262,42 @@ def _rebuilds(model: nn.Module, source: dict[str, Any]) -> bool:
     return False
 
 
+# ---------------------------------------------------------------- weights' dtype on disk
+SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def save_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``dtype`` (a name or a torch dtype) checked as a dtype to write weights in; None keeps the model's."""
+    if dtype is None:
+        return None
+    found = SAVE_DTYPES.get(dtype) if isinstance(dtype, str) else dtype if dtype in SAVE_DTYPES.values() else None
+    if found is None:
+        raise PelaError(f"weights can be saved in {', '.join(SAVE_DTYPES)}, not {dtype!r}")
+    return found
+
+
+@contextlib.contextmanager
+def _floats_as(model: nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
+    """Hold the model's floating-point tensors in ``dtype`` while it is written, then give back the originals.
+
+    Swapping ``.data`` keeps each tensor (and weights tied between layers) the same object, and the
+    originals are restored untouched: a float32 model saved in bfloat16 goes on training in float32.
+    """
+    swapped = []
+    try:
+        with torch.no_grad():
+            for t in [*model.parameters(), *model.buffers()] if dtype is not None else []:
+                if t.is_floating_point() and t.dtype != dtype:
+                    swapped.append((t, t.data))
+                    t.data = t.data.to(dtype)
+        yield
+    finally:
+        for t, data in swapped:
+            t.data = data
+
+
 # ---------------------------------------------------------------- public API
-def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None) -> None:
+def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None, dtype: torch.dtype | None = None) -> None:
     from safetensors.torch import save_model
 
     from .loading import source_of
@@ -281,7 +315,8 @@ def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None) -
              "hidden_states": model.hidden_states, "tower": model.tower} if isinstance(model, SequenceClassifier) else None)
     meta = {"format": "pela", "version": FORMAT_VERSION, "source": source, "head": head,
             "classes": getattr(model, "pela_classes", None), "factorized": factorized_layers(model), **(extra or {})}
-    save_model(model, str(target / WEIGHTS_NAME))
+    with _floats_as(model, dtype):
+        save_model(model, str(target / WEIGHTS_NAME))
     if source and source.get("kind") == "hf":
         backbone.config.to_json_file(str(target / "config.json"))
         files_from = getattr(backbone, "pela_files", None)
@@ -294,29 +329,34 @@ def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None) -
     (target / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
 
 
-def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
+def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, overwrite: bool = False, extra: dict[str, Any] | None = None,
+                    dtype: str | torch.dtype | None = None) -> Path:
     """Write ``model`` to ``directory`` (atomically): safetensors weights plus JSON metadata.
 
     The architecture is rebuilt on `load` from the source recorded by `pela.load_model` (a timm
     name or a Hugging Face config); for any other model pass the fresh architecture to `load`.
+    ``dtype`` (``"bfloat16"``, ``"float16"``, ``"float32"``) writes the floating-point weights in that
+    dtype, halving the file for shipping, and leaves ``model`` as it was; None writes them as they are.
 
     >>> import torch.nn as nn, pela, tempfile
     >>> d = pela.save_pretrained(nn.Linear(4, 4), tempfile.mkdtemp() + "/m")
     """
+    dt = save_dtype(dtype)
     with atomic_dir(directory, overwrite) as tmp:
-        _write_model(model, tmp, extra)
+        _write_model(model, tmp, extra, dt)
     return Path(directory)
 
 
-def save_into(model: nn.Module, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+def save_into(model: nn.Module, directory: str | os.PathLike, extra: dict[str, Any] | None = None,
+              dtype: str | torch.dtype | None = None) -> Path:
     """Write the model files into an existing run directory (beside its logs), each file atomically.
 
     ``pela.json`` is moved in last: until it is there, the directory is not a loadable model.
     """
-    path = Path(directory)
+    path, dt = Path(directory), save_dtype(dtype)
     tmp = Path(tempfile.mkdtemp(prefix=".model.tmp-", dir=path))
     try:
-        _write_model(model, tmp, extra)
+        _write_model(model, tmp, extra, dt)
         _default_permissions(tmp)
         (path / CONFIG_NAME).unlink(missing_ok=True)
         for f in sorted(tmp.iterdir(), key=lambda f: f.name == CONFIG_NAME):

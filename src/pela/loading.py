@@ -288,7 +288,8 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
     Args:
         source: ``timm:NAME`` (pretrained weights from the hub unless ``checkpoint``/``random_init``;
             also ``timm:hf-hub:ORG/NAME``), ``hf:ORG/NAME`` (downloaded, or from the local cache when
-            offline), or a local directory written by `pela.save_pretrained`, by Hugging Face
+            offline), or a local directory written by `pela.save_pretrained` (in float32 even if saved
+            in half precision, to train; `pela.load` keeps the saved dtype), by Hugging Face
             ``save_pretrained``, by timm (``save_for_hf``; a hub snapshot of a timm model), or by
             peft (a LoRA adapter: its base model is loaded and the adapter merged in).
         checkpoint: a safetensors file with weights for a ``timm:`` architecture.
@@ -319,7 +320,10 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
         if is_pela_dir(path):
             from .io import load
 
-            return load(path, trust_remote_code=trust_remote_code)
+            model = load(path, trust_remote_code=trust_remote_code)
+            if any(p.dtype in (torch.float16, torch.bfloat16) for p in model.parameters()):
+                model.float()  # saved in half precision to ship (--save-dtype): as for hub weights, train in float32
+            return model
         if _is_timm_dir(path):
             return _timm_from_dir(path, random_init, kwargs, allow_pickle)
         if (path / "config.json").is_file():

@@ -141,6 +141,8 @@ CASES = [
     ("output exists", D + " --out {root}/exists", "exists"),
     ("output is a file", D + " --out {root}/a_file", "a_file"),
     ("output under a file", D + " --out {root}/a_file/sub", "a_file"),
+    ("output folders under a file", C + " --out {root}/a_file/runs/m", "a_file is not a directory"),
+    ("unknown weights dtype", F + " --data {root}/labeled.jsonl --save-dtype int8", "weights can be saved in float32, bfloat16, float16"),
     ("resume without checkpoint", D + " --resume", "no checkpoint to resume from"),
     ("resume another run's checkpoint", D.replace("--steps 2", "--steps 6").replace("{text}", "{root}/labeled.jsonl") + " --out {run_b} --resume", "belongs to another run"),
 ]
