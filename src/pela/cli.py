@@ -136,7 +136,7 @@ def compress(
                       "" if r.rel_error is None else f"{r.rel_error:.4f}",
                       r.reason or (f"no calibration input reached it: {r.init}, not {config.init}" if unreached else ""))
     out_console.print(table)
-    out_console.print(f"{report.summary()}\nsaved to {out}")
+    out_console.print(f"{report.summary()}\nsaved to {_saved(out)}")
 
 
 @app.command()
@@ -279,7 +279,17 @@ def distill(
                     save_dtype):
             last = result.history[-1] if result.history else {}
             out_console.print(f"distilled {result.steps} steps in {result.seconds:.0f}s ({result.items_per_s:.1f} items/s); "
-                              f"final loss {last.get('loss', float('nan')):.4g}; student saved to {out}")
+                              f"final loss {last.get('loss', float('nan')):.4g}; student saved to {_saved(out)}")
+
+
+def _saved(out: Path) -> str:
+    """``out`` with the size and dtype of the weights written there, for the closing line."""
+    from .io import WEIGHTS_NAME, stored_float_dtype
+
+    weights = Path(out) / WEIGHTS_NAME
+    dtype = stored_float_dtype(weights)
+    in_dtype = f" in {str(dtype).removeprefix('torch.')}" if dtype else ""
+    return f"{out} ({weights.stat().st_size / 1e6:,.1f} MB{in_dtype})"
 
 
 def _publish(model, out: Path, extra: dict, dtype: str | None = None) -> bool:
@@ -433,7 +443,7 @@ def finetune(
                 print(json.dumps(summary, indent=2))
             else:
                 acc = f"; accuracy {summary['eval']['accuracy']:.4f} on {summary['eval']['samples']} examples" if test is not None else ""
-                out_console.print(f"fine-tuned {result.steps} steps in {result.seconds:.0f}s{acc}; saved to {out}")
+                out_console.print(f"fine-tuned {result.steps} steps in {result.seconds:.0f}s{acc}; saved to {_saved(out)}")
 
 
 @app.command(name="eval")

@@ -366,7 +366,7 @@ def save_into(model: nn.Module, directory: str | os.PathLike, extra: dict[str, A
     return path
 
 
-def _stored_float_dtype(path: Path) -> torch.dtype | None:
+def stored_float_dtype(path: Path) -> torch.dtype | None:
     """The one floating dtype of a safetensors file's tensors; None if it mixes several (or is unreadable)."""
     from safetensors import safe_open
 
@@ -414,7 +414,7 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None, *, trust_
 
             model = SequenceClassifier(model, **meta["head"])
     apply_structure(model, meta["factorized"])
-    stored = _stored_float_dtype(path / WEIGHTS_NAME)
+    stored = stored_float_dtype(path / WEIGHTS_NAME)
     if stored is not None:  # a model saved in bfloat16 comes back in bfloat16, bit for bit
         model.to(stored)
     load_weights(model, path / WEIGHTS_NAME)
