@@ -1,4 +1,4 @@
-"""Memory of a large records dataset: JSONL, CSV, Parquet and gzipped JSONL with N text records.
+"""Memory of a large records dataset: JSONL, a JSON list, CSV, Parquet and gzipped JSONL with N text records.
 
 For each format a fresh process runs `pela.data.load_dataset` and reports the load time, how much
 the process grew (its anonymous memory after loading, and its peak resident memory while loading), the time of one
@@ -7,7 +7,7 @@ epoch over the whole dataset: Python objects shared with a forked worker are cop
 by page as their reference counts change, so a dataset of a million dicts costs each worker its
 own copy (pytorch/pytorch#13246).
 
-    .venv/bin/python benchmarks/records_memory.py [--records 1000000] [--formats jsonl,csv,parquet,jsonl.gz]
+    .venv/bin/python benchmarks/records_memory.py [--records 1000000] [--formats jsonl,json,csv,parquet,jsonl.gz]
         [--name records_memory] [--no-arrow-copy]
 
 Parquet is measured three times: held in memory (files under 1 GiB decompressed, as this one), and
@@ -68,6 +68,9 @@ def write_data(folder: Path, n: int, formats: list[str]) -> dict[str, Path]:
         if "jsonl.gz" in formats:
             files["jsonl.gz"] = folder / "data.jsonl.gz"
             files["jsonl.gz"].write_bytes(gzip.compress(lines.encode(), compresslevel=1))
+    if "json" in formats:  # one list, as Alpaca's and many exports are
+        files["json"] = folder / "data.json"
+        files["json"].write_text(json.dumps([{"text": t, "label": y} for t, y in zip(texts, labels)], indent=1))
     if "csv" in formats:
         files["csv"] = folder / "data.csv"
         with open(files["csv"], "w", newline="") as f:
@@ -125,7 +128,7 @@ def measure(path: Path, mmap: bool = False) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--records", type=int, default=1_000_000)
-    p.add_argument("--formats", default="jsonl,csv,parquet,jsonl.gz")
+    p.add_argument("--formats", default="jsonl,json,csv,parquet,jsonl.gz")
     p.add_argument("--name", default="records_memory")
     p.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # a child process: measures one file
     p.add_argument("--write", type=Path, help=argparse.SUPPRESS)  # a child process: writes the files

@@ -6,13 +6,14 @@ import io
 import json
 import pickle
 import random
+import re
 
 import pytest
 from PIL import Image
 
 from pela import PelaError
-from pela.data import Collator, load_dataset
-from pela.records import Cell, ChainRows, LineRows
+from pela.data import Collator, describe, load_dataset
+from pela.records import Cell, ChainRows, JsonListRows, LineRows
 
 from conftest import timm_vit
 
@@ -269,6 +270,38 @@ def test_text_records_stay_on_disk_and_read_as_csv_and_json_do(tmp_path):
         assert [copy[i] for i in (0, 99, len(ds) - 1)] == [items[i] for i in (0, 99, len(ds) - 1)]
         loader = DataLoader(ds, batch_size=64, num_workers=2, multiprocessing_context="fork", collate_fn=list)
         assert [item for batch in loader for item in batch] == items
+
+
+def test_json_lists_stay_on_disk_and_read_as_json_does(tmp_path):
+    """A JSON list is the byte ranges of its elements, parsed when read: the records json.load gives,
+    brackets, commas and quotes inside strings, non-ASCII text, nesting, a byte-order mark and gzip
+    included, in this process, a pickled copy and forked loader workers."""
+    from torch.utils.data import DataLoader
+
+    rng = random.Random(0)
+    pieces = ["plain", "], {", '"quoted"', "back\\slash", "ünïcödé ✓ 😀", "two\nlines", "[nested]", "tab\there"]
+    rows = [{"text": " ".join(rng.choices(pieces, k=3)), "label": rng.choice("abc"), "meta": {"ids": [i, {"k": "]"}]}}
+            for i in range(120)]
+    (tmp_path / "indented.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False), encoding="utf-8-sig")
+    (tmp_path / "compact.json").write_text(json.dumps(rows, separators=(",", ":")))  # \u escapes, no spaces
+    (tmp_path / "compact.json.gz").write_bytes(gzip.compress((tmp_path / "compact.json").read_bytes()))
+    for name in ("indented.json", "compact.json", "compact.json.gz"):
+        ds = load_dataset(tmp_path / name)
+        assert isinstance(ds.rows, JsonListRows) and len(ds) == 120
+        assert list(ds.rows) == [ds.rows[i] for i in range(120)] == rows
+        items = [ds[i] for i in range(len(ds))]
+        assert [item["text"] for item in items] == [row["text"] for row in rows] and ds.classes == ["a", "b", "c"]
+        copy = pickle.loads(pickle.dumps(ds))  # a spawned worker's
+        assert [copy[i] for i in (0, 119)] == [items[i] for i in (0, 119)]
+        loader = DataLoader(ds, batch_size=32, num_workers=2, multiprocessing_context="fork", collate_fn=list)
+        assert [item for batch in loader for item in batch] == items
+    assert describe(load_dataset(tmp_path / "compact.json"))["kind"] == "JSON list"
+    for text, fragment in [('[{"text": "a"},]', "Expecting value"), ('[{"text": "a"} {"text": "b"}]', "expected ',' or ']'"),
+                           ('[{"text": "a"}]\n[]', "extra data after the list (line 1)"), ('[{"text": "a"},\n', "Expecting value (line 2)"),
+                           ("[]", "is empty")]:
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(PelaError, match=re.escape(fragment)):
+            load_dataset(tmp_path / "bad.json")
 
 
 def test_csv_fields_may_hold_whole_documents(tmp_path):

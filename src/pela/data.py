@@ -269,7 +269,7 @@ def describe(ds: Dataset) -> dict[str, Any]:
     elif isinstance(ds, Records):
         files = ds.rows.parts if isinstance(ds.rows, ChainRows) else [ds.rows]
         rows = files[0] if files else ds.rows
-        info["kind"] = ({".jsonl": "JSON lines", ".csv": "CSV", ".tsv": "TSV"}[rows.fmt] if isinstance(rows, LineRows)
+        info["kind"] = ({".jsonl": "JSON lines", ".json": "JSON list", ".csv": "CSV", ".tsv": "TSV"}[rows.fmt] if isinstance(rows, LineRows)
                         else "Parquet or Arrow table" if isinstance(rows, TableRows) else "JSON list")
         info["kind"] += f", {len(files)} files" if len(files) > 1 else ""
         info["fields"] = {"text": list(ds.text_fields), "image": ds.image_field, "label": ds.label_field if ds.classes else None}

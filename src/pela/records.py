@@ -4,8 +4,8 @@ A record holds its text in named fields (two for sentence pairs), or an image (a
 Parquet and Arrow the encoded image), and optionally a label. Classes are sorted names (integers by
 value), or a Hugging Face dataset's own class names (its ClassLabel). Rows stay where they are
 until an example is read: JSON lines, CSV and TSV on disk as byte offsets (`LineRows`), Parquet and
-Arrow in Arrow's columns (`TableRows`), the shards of a dataset one after another (`ChainRows`);
-only a JSON list is held as Python objects.
+Arrow in Arrow's columns (`TableRows`), a JSON list as the byte ranges of its elements
+(`JsonListRows`), the shards of a dataset one after another (`ChainRows`).
 """
 
 from __future__ import annotations
@@ -305,7 +305,7 @@ class LineRows(ByteRanges, Sequence):
         return self._parse(self._read(self.starts[i], self.ends[i]), self.starts[i])
 
     def __iter__(self) -> Any:
-        if self.fmt == ".jsonl":
+        if self.fmt in (".jsonl", ".json"):
             with self._open() as f:  # in order, so the reads stay in the file's buffer
                 for start, end in zip(self.starts, self.ends):
                     f.seek(start)
@@ -324,7 +324,7 @@ class LineRows(ByteRanges, Sequence):
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise PelaError(f"{self.path} is not UTF-8 text (line {self._line_of(offset)})") from None
-        if self.fmt == ".jsonl":
+        if self.fmt in (".jsonl", ".json"):
             try:
                 return json.loads(text)
             except json.JSONDecodeError as e:
@@ -338,6 +338,56 @@ class LineRows(ByteRanges, Sequence):
         if len(values) > len(self.fieldnames):
             row[None] = values[len(self.fieldnames):]
         return row
+
+
+class JsonListRows(LineRows):
+    """The elements of a JSON list (``[{...}, {...}]``), left on disk as byte ranges and parsed when read.
+
+    Indexing parses each element once and drops it, so no more than one is held at a time. It reads
+    the bytes as Latin-1, one character per byte, so the decoder's positions are byte offsets; JSON's
+    structure is ASCII, so the element boundaries are found correctly, and each element is decoded as
+    UTF-8 when it is read.
+    """
+
+    def __init__(self, path: Path, progress: bool = False):
+        ByteRanges.__init__(self, path, progress)
+        self.fmt, self.fieldnames, self.dialect = ".json", [], {}
+        text = (self._data if self._data is not None else self._file.read_bytes()).decode("latin-1")
+        pos = _skip_space(text, len(BOM) if text.startswith(BOM.decode("latin-1")) else 0)
+        if text[pos:pos + 1] != "[":
+            raise _NotAList
+        decode = json.JSONDecoder().raw_decode
+        with progress_bar(progress and len(text) >= PROGRESS_BYTES, len(text) >> 20, f"indexing {path.name} (MiB)") as advance:
+            pos, mib = _skip_space(text, pos + 1), 0
+            while text[pos:pos + 1] != "]" or self.starts:
+                try:
+                    _, end = decode(text, pos)
+                except json.JSONDecodeError as e:
+                    raise PelaError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from None
+                self.starts.append(pos)
+                self.ends.append(end)
+                if end >> 20 > mib:
+                    advance((end >> 20) - mib)
+                    mib = end >> 20
+                pos = _skip_space(text, end)
+                if text[pos:pos + 1] == "]":
+                    break
+                if text[pos:pos + 1] != ",":
+                    raise PelaError(f"{path} is not valid JSON: expected ',' or ']' (line {text.count(chr(10), 0, pos) + 1})")
+                pos = _skip_space(text, pos + 1)
+        if _skip_space(text, pos + 1) != len(text):
+            raise PelaError(f"{path} is not valid JSON: extra data after the list (line {text.count(chr(10), 0, pos) + 1})")
+
+
+class _NotAList(Exception):
+    """A JSON file whose top level is not a list: read whole (`read_rows`)."""
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _skip_space(text: str, pos: int) -> int:
+    return _SPACE.match(text, pos).end()  # type: ignore[union-attr]  (the pattern matches the empty string)
 
 
 def _json_lines(path: Path) -> bool:
@@ -354,13 +404,16 @@ def _json_lines(path: Path) -> bool:
 
 def read_rows(path: Path, progress: bool = False) -> Sequence[Any]:
     """The records of a JSONL, JSON (a list of objects), CSV or TSV file, gzip-compressed or not.
-    A byte-order mark is ignored. JSON lines, CSV and TSV stay on disk (`LineRows`)."""
+    A byte-order mark is ignored. They stay on disk (`LineRows`, `JsonListRows`), except those of a
+    JSON file that wraps its list in an object (``{"data": [...]}``)."""
     fmt = data_format(path)
     try:
         if fmt == ".json" and _json_lines(path):
             return LineRows(path, ".jsonl", progress)
         if fmt != ".json":
             return LineRows(path, fmt, progress)
+        with contextlib.suppress(_NotAList):
+            return JsonListRows(path, progress)
         text = gunzip(path).decode("utf-8-sig") if gzipped(path) else path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise PelaError(f"{path} is not UTF-8 text") from None
