@@ -285,7 +285,8 @@ def test_json_lists_stay_on_disk_and_read_as_json_does(tmp_path):
     (tmp_path / "indented.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False), encoding="utf-8-sig")
     (tmp_path / "compact.json").write_text(json.dumps(rows, separators=(",", ":")))  # \u escapes, no spaces
     (tmp_path / "compact.json.gz").write_bytes(gzip.compress((tmp_path / "compact.json").read_bytes()))
-    for name in ("indented.json", "compact.json", "compact.json.gz"):
+    (tmp_path / "wrapped.json").write_text(json.dumps({"data": rows}, indent=1))  # one key holding the list
+    for name in ("indented.json", "compact.json", "compact.json.gz", "wrapped.json"):
         ds = load_dataset(tmp_path / name)
         assert isinstance(ds.rows, JsonListRows) and len(ds) == 120
         assert list(ds.rows) == [ds.rows[i] for i in range(120)] == rows
@@ -297,8 +298,9 @@ def test_json_lists_stay_on_disk_and_read_as_json_does(tmp_path):
         assert [item for batch in loader for item in batch] == items
     assert describe(load_dataset(tmp_path / "compact.json"))["kind"] == "JSON list"
     for text, fragment in [('[{"text": "a"},]', "Expecting value"), ('[{"text": "a"} {"text": "b"}]', "expected ',' or ']'"),
-                           ('[{"text": "a"}]\n[]', "extra data after the list (line 1)"), ('[{"text": "a"},\n', "Expecting value (line 2)"),
-                           ("[]", "is empty")]:
+                           ('[{"text": "a"}]\n[]', "extra data after the list (line 2)"), ('[{"text": "a"},\n', "Expecting value (line 2)"),
+                           ("[]", "is empty"), ('{"data": []}', "is empty"), ('{"data": [], "v": 1}', "must hold a list of records"),
+                           ('{"data": [{"text": "a"}]} []', "extra data after the list"), ('{"da', "Unterminated string")]:
         (tmp_path / "bad.json").write_text(text)
         with pytest.raises(PelaError, match=re.escape(fragment)):
             load_dataset(tmp_path / "bad.json")

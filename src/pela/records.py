@@ -341,22 +341,35 @@ class LineRows(ByteRanges, Sequence):
 
 
 class JsonListRows(LineRows):
-    """The elements of a JSON list (``[{...}, {...}]``), left on disk as byte ranges and parsed when read.
+    """The elements of a JSON list (``[{...}, {...}]``, or ``{"data": [...]}``, one key holding the
+    list, as many exports wrap it), left on disk as byte ranges and parsed when read.
 
     Indexing parses each element once and drops it, so no more than one is held at a time. It reads
     the bytes as Latin-1, one character per byte, so the decoder's positions are byte offsets; JSON's
     structure is ASCII, so the element boundaries are found correctly, and each element is decoded as
-    UTF-8 when it is read.
+    UTF-8 when it is read. Any other layout raises `_NotAList`, and `read_rows` parses the file whole.
     """
 
     def __init__(self, path: Path, progress: bool = False):
         ByteRanges.__init__(self, path, progress)
         self.fmt, self.fieldnames, self.dialect = ".json", [], {}
         text = (self._data if self._data is not None else self._file.read_bytes()).decode("latin-1")
+        decode = json.JSONDecoder().raw_decode
         pos = _skip_space(text, len(BOM) if text.startswith(BOM.decode("latin-1")) else 0)
+        wrapped = text[pos:pos + 1] == "{"
+        if wrapped:  # {"key": [...]}: step over the key
+            pos = _skip_space(text, pos + 1)
+            if text[pos:pos + 1] != '"':
+                raise _NotAList
+            try:
+                pos = _skip_space(text, decode(text, pos)[1])
+            except json.JSONDecodeError:
+                raise _NotAList from None
+            if text[pos:pos + 1] != ":":
+                raise _NotAList
+            pos = _skip_space(text, pos + 1)
         if text[pos:pos + 1] != "[":
             raise _NotAList
-        decode = json.JSONDecoder().raw_decode
         with progress_bar(progress and len(text) >= PROGRESS_BYTES, len(text) >> 20, f"indexing {path.name} (MiB)") as advance:
             pos, mib = _skip_space(text, pos + 1), 0
             while text[pos:pos + 1] != "]" or self.starts:
@@ -375,7 +388,12 @@ class JsonListRows(LineRows):
                 if text[pos:pos + 1] != ",":
                     raise PelaError(f"{path} is not valid JSON: expected ',' or ']' (line {text.count(chr(10), 0, pos) + 1})")
                 pos = _skip_space(text, pos + 1)
-        if _skip_space(text, pos + 1) != len(text):
+        pos = _skip_space(text, pos + 1)
+        if wrapped:  # more keys, or not an object: the whole parse says what it is
+            if text[pos:pos + 1] != "}":
+                raise _NotAList
+            pos = _skip_space(text, pos + 1)
+        if pos != len(text):
             raise PelaError(f"{path} is not valid JSON: extra data after the list (line {text.count(chr(10), 0, pos) + 1})")
 
 
@@ -405,7 +423,7 @@ def _json_lines(path: Path) -> bool:
 def read_rows(path: Path, progress: bool = False) -> Sequence[Any]:
     """The records of a JSONL, JSON (a list of objects), CSV or TSV file, gzip-compressed or not.
     A byte-order mark is ignored. They stay on disk (`LineRows`, `JsonListRows`), except those of a
-    JSON file that wraps its list in an object (``{"data": [...]}``)."""
+    JSON file of some other layout, which is parsed whole to say what it holds."""
     fmt = data_format(path)
     try:
         if fmt == ".json" and _json_lines(path):
