@@ -386,7 +386,7 @@ class JsonListRows(LineRows):
                 if text[pos:pos + 1] == "]":
                     break
                 if text[pos:pos + 1] != ",":
-                    raise PelaError(f"{path} is not valid JSON: expected ',' or ']' (line {text.count(chr(10), 0, pos) + 1})")
+                    raise PelaError(f"{path} is not valid JSON: expected ',' or ']' (line {self._line_of(pos)})")
                 pos = _skip_space(text, pos + 1)
         pos = _skip_space(text, pos + 1)
         if wrapped:  # more keys, or not an object: the whole parse says what it is
@@ -394,7 +394,7 @@ class JsonListRows(LineRows):
                 raise _NotAList
             pos = _skip_space(text, pos + 1)
         if pos != len(text):
-            raise PelaError(f"{path} is not valid JSON: extra data after the list (line {text.count(chr(10), 0, pos) + 1})")
+            raise PelaError(f"{path} is not valid JSON: extra data after the list (line {self._line_of(pos)})")
 
 
 class _NotAList(Exception):
