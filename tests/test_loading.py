@@ -191,6 +191,7 @@ def test_half_precision_weights_load_in_float32(hf_bert_dir):
     for random_init in (False, True):
         model = pela.load_model(str(hf_bert_dir), random_init=random_init)
         assert {p.dtype for p in model.parameters()} == {torch.float32}
+        assert getattr(model, "pela_weights_dtype", None) == (None if random_init else "float16")  # what a saving command says
 
 
 def test_sentence_transformers_directory_with_its_transformer_in_a_subfolder(hf_bert_dir, tmp_path):

@@ -125,6 +125,7 @@ def compress(
         plot_compression(report, plot)
     save_pretrained(model, out, overwrite=overwrite, extra={"compression": {k: v for k, v in report.to_dict().items() if k != "layers"}},
                     dtype=save_dtype)
+    _half_precision_note(model, save_dtype)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
@@ -280,6 +281,15 @@ def distill(
             last = result.history[-1] if result.history else {}
             out_console.print(f"distilled {result.steps} steps in {result.seconds:.0f}s ({result.items_per_s:.1f} items/s); "
                               f"final loss {last.get('loss', float('nan')):.4g}; student saved to {_saved(out)}")
+            _half_precision_note(student_model, save_dtype)
+
+
+def _half_precision_note(model: Any, save_dtype: str | None) -> None:
+    """Say how to keep the size of weights that came in half precision and were saved in float32."""
+    dtype = getattr(model, "pela_weights_dtype", None)
+    if dtype and save_dtype is None:
+        err_console.print(f"note: the weights came in {dtype} and were saved in float32, twice the bytes; "
+                          f"--save-dtype {dtype} keeps their size")
 
 
 def _saved(out: Path) -> str:
@@ -444,6 +454,7 @@ def finetune(
             else:
                 acc = f"; accuracy {summary['eval']['accuracy']:.4f} on {summary['eval']['samples']} examples" if test is not None else ""
                 out_console.print(f"fine-tuned {result.steps} steps in {result.seconds:.0f}s{acc}; saved to {_saved(out)}")
+            _half_precision_note(net, save_dtype)
 
 
 @app.command(name="eval")

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .errors import PelaError
-from .io import check_safetensors, is_pela_dir, load_pickled_tensors, load_weights, read_weights
+from .io import check_safetensors, is_pela_dir, load_pickled_tensors, load_weights, read_weights, stored_float_dtype
 
 HF_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -112,11 +112,22 @@ def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False, trus
                 transformers.logging.set_verbosity(verbosity)
         except Exception as e:
             raise PelaError(f"could not load the Hugging Face model in {path}: {str(e).splitlines()[0]}") from None
+        _note_half_precision(model, stored_float_dtype(shards[0]) if shards else None)
     model.pela_source = {"kind": "hf", "class": type(model).__name__}
     if remote:  # rebuilt by pela.load from the code copied beside the weights, again only when trusted
         model.pela_source.update(remote_code=True, auto_class=remote)
     model.pela_files = str(path)
     return model.eval()
+
+
+HALF = (torch.float16, torch.bfloat16)
+
+
+def _note_half_precision(model: nn.Module, stored: torch.dtype | None) -> None:
+    """Remember that the weights came in half precision (``pela_weights_dtype``), so that a command
+    saving the float32 model can say how to keep their size."""
+    if stored in HALF:
+        model.pela_weights_dtype = str(stored).removeprefix("torch.")
 
 
 def _jsonable(value: Any) -> Any:
@@ -321,9 +332,9 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
             from .io import load
 
             model = load(path, trust_remote_code=trust_remote_code)
-            if any(p.dtype in (torch.float16, torch.bfloat16) for p in model.parameters()):
-                model.float()  # saved in half precision to ship (--save-dtype): as for hub weights, train in float32
-            return model
+            half = next((p.dtype for p in model.parameters() if p.dtype in HALF), None)
+            _note_half_precision(model, half)
+            return model.float() if half else model  # saved in half precision to ship: as for hub weights, train in float32
         if _is_timm_dir(path):
             return _timm_from_dir(path, random_init, kwargs, allow_pickle)
         if (path / "config.json").is_file():
