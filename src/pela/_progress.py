@@ -29,3 +29,18 @@ def progress_bar(enabled: bool, total: int, description: str, redraw_only_on_adv
             bar.update(task, advance=n, info=info, refresh=redraw_only_on_advance)
 
         yield advance
+
+
+@contextlib.contextmanager
+def bytes_bar(enabled: bool, size: int, description: str) -> Iterator[Callable[[int], None]]:
+    """A bar over ``size`` bytes, counted in MiB; yields ``reach(position)``, which moves it to that byte."""
+    with progress_bar(enabled, size >> 20, description) as advance:
+        mib = 0
+
+        def reach(position: int) -> None:
+            nonlocal mib
+            if position >> 20 > mib:
+                advance((position >> 20) - mib)
+                mib = position >> 20
+
+        yield reach

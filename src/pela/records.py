@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 
 from torch.utils.data import Dataset
 
-from ._progress import progress_bar
+from ._progress import bytes_bar, progress_bar
 from .errors import PelaError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -151,14 +151,12 @@ def _gunzipped_copy(path: Path, progress: bool) -> Path | None:
     """``path`` decompressed into pela's cache (`cached_copy`), a MiB at a time."""
 
     def write(out: Path) -> None:
-        bar = progress_bar(progress, path.stat().st_size >> 20, f"decompressing {path.name} (MiB read)")
+        bar = bytes_bar(progress, path.stat().st_size, f"decompressing {path.name} (MiB read)")
         try:
-            with bar as advance, open(path, "rb") as raw, gzip.open(raw) as src, open(out, "wb") as dst:
-                done = 0
+            with bar as reach, open(path, "rb") as raw, gzip.open(raw) as src, open(out, "wb") as dst:
                 while chunk := src.read(1 << 20):
                     dst.write(chunk)
-                    advance((raw.tell() >> 20) - done)
-                    done = raw.tell() >> 20
+                    reach(raw.tell())
         except (gzip.BadGzipFile, EOFError) as e:
             raise PelaError(f"{path} is not a readable gzip file: {e}") from None
 
@@ -194,14 +192,12 @@ class ByteRanges:
     def _lines(self, f: Any, progress: bool) -> Iterator[bytes]:
         """``f``'s lines, with a progress bar over the file's MiB where it is large."""
         size = len(self._data) if self._data is not None else self._file.stat().st_size
-        with progress_bar(progress and size >= PROGRESS_BYTES, size >> 20, f"indexing {self.path.name} (MiB)") as advance:
-            done, mib = 0, 0
+        with bytes_bar(progress and size >= PROGRESS_BYTES, size, f"indexing {self.path.name} (MiB)") as reach:
+            done = 0
             for line in f:
                 yield line
                 done += len(line)
-                if done >> 20 > mib:
-                    advance((done >> 20) - mib)
-                    mib = done >> 20
+                reach(done)
 
     def _index_lines(self, lines: Iterator[bytes], pos: int) -> None:
         """One example per non-blank line, from byte ``pos`` on."""
@@ -370,8 +366,8 @@ class JsonListRows(LineRows):
             pos = _skip_space(text, pos + 1)
         if text[pos:pos + 1] != "[":
             raise _NotAList
-        with progress_bar(progress and len(text) >= PROGRESS_BYTES, len(text) >> 20, f"indexing {path.name} (MiB)") as advance:
-            pos, mib = _skip_space(text, pos + 1), 0
+        with bytes_bar(progress and len(text) >= PROGRESS_BYTES, len(text), f"indexing {path.name} (MiB)") as reach:
+            pos = _skip_space(text, pos + 1)
             while text[pos:pos + 1] != "]" or self.starts:
                 try:
                     _, end = decode(text, pos)
@@ -379,9 +375,7 @@ class JsonListRows(LineRows):
                     raise PelaError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from None
                 self.starts.append(pos)
                 self.ends.append(end)
-                if end >> 20 > mib:
-                    advance((end >> 20) - mib)
-                    mib = end >> 20
+                reach(end)
                 pos = _skip_space(text, end)
                 if text[pos:pos + 1] == "]":
                     break
