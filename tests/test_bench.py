@@ -4,7 +4,7 @@ import torch
 import pela
 from pela import LowRankConfig, PelaError
 from pela.arch import example_inputs
-from pela.bench import benchmark
+from pela.bench import benchmark, eager_peak_bytes
 
 from conftest import ARCHITECTURES, hf_bert, timm_vit
 
@@ -14,10 +14,23 @@ def test_side_by_side():
     pela.compress(small, LowRankConfig(align=1))
     results = benchmark({"dense": dense, "small": small}, batch_size=2, iters=1, rounds=2, warmup=1)
     assert [r.name for r in results] == ["dense", "small"]
-    assert all(r.items_per_s > 0 and r.peak_memory_bytes is None for r in results)
+    assert all(r.items_per_s > 0 for r in results)
     assert results[1].params < results[0].params
+    assert results[1].peak_memory_bytes < results[0].peak_memory_bytes  # measured on a CPU too
+    for r in results:  # at least the weights and the batch of 2 images
+        assert r.peak_memory_bytes > 4 * (r.params + 2 * 3 * 32 * 32)
     for r in results:  # every round is kept, and the figure is their median
         assert len(r.round_ms) == 2 and r.ms_per_batch == pytest.approx(sum(r.round_ms) / 2)
+
+
+def test_cpu_peak_memory_counts_weights_inputs_and_activations():
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 2))
+    x = torch.randn(16, 64)
+    weights = 4 * sum(p.numel() for p in model.parameters())
+    # the peak is while ReLU runs: the input, the first layer's output and ReLU's output are all alive
+    assert eager_peak_bytes(model, (x,), {}) == weights + x.nbytes + 2 * 16 * 128 * 4
+    model[1].inplace = True  # ReLU writes over its input: now the peak is in the last layer, its output alive too
+    assert eager_peak_bytes(model, (x,), {}) == weights + x.nbytes + 16 * 128 * 4 + 16 * 2 * 4
 
 
 def test_compile_mode_implies_compile():
@@ -37,7 +50,7 @@ def test_bfloat16_text_model():
 def test_progress_bar_on_stderr(capsys):
     benchmark({"bert": hf_bert()}, batch_size=2, seq_len=8, iters=2, rounds=2, warmup=1, progress=True)
     out, err = capsys.readouterr()
-    assert out == "" and "benchmarking" in err and "5/5" in err  # 1 warm-up + 2 rounds × 2 passes
+    assert out == "" and "benchmarking" in err and "6/6" in err  # 1 warm-up + 1 counting memory + 2 rounds × 2 passes
 
 
 def test_text_cut_to_the_models_positions():

@@ -364,6 +364,40 @@ def test_the_class_is_label_or_a_datasets_only_class_label_column(tmp_path):
     assert load_dataset(tmp_path / "c.jsonl").classes is None
 
 
+def test_csv_and_tsv_files_without_a_header_row(tmp_path):
+    """AG News' and Yelp's CSV files and CoLA's TSV files have no header: their first row holds a number,
+    so it is a record, and the columns are named by position; the class is the one column of whole
+    numbers. pandas' header of positional names (",0,1") is still a header."""
+    (tmp_path / "ag.csv").write_text('"3","Wall St. Bears","Short-sellers, again."\n"4","Carlyle","Private firm"\n"3","Oil","Up"\n')
+    with pytest.raises(PelaError, match=r"ag.csv has no header row, so its columns are named by position "
+                                        r"\(0: '3', 1: 'Wall St. Bears', 2: 'Short-sellers, again.'\); name the text with --text-field"):
+        load_dataset(tmp_path / "ag.csv")
+    ds = load_dataset(tmp_path / "ag.csv", text_field="1,2")
+    assert len(ds) == 3 and ds.label_field == "0" and ds.classes == ["3", "4"]
+    assert ds[0] == {"text": "Wall St. Bears", "text_pair": "Short-sellers, again.", "label": 0} and ds[1]["label"] == 1
+    assert list(ds.rows) == [ds.rows[i] for i in range(3)]  # read in order as by index: the first row is a record
+    assert describe(ds)["kind"] == "CSV, no header row (columns named by position)"
+    (tmp_path / "yelp.csv").write_text('"1","Awful service."\n"2","Great tacos, friendly staff."\n')
+    ds = load_dataset(tmp_path / "yelp.csv")  # one column of text, one of whole numbers: nothing to name
+    assert ds[1] == {"text": "Great tacos, friendly staff.", "label": 1} and ds.text_fields == ("1",)
+    assert load_dataset(tmp_path / "yelp.csv", label_field="label").classes is None  # named: exactly that
+    (tmp_path / "cola.tsv").write_text("gj04\t1\t\tOur friends won't buy this.\ngj04\t0\t*\tThey drank the pub.\n")
+    ds = load_dataset(tmp_path / "cola.tsv", text_field="3")
+    assert len(ds) == 2 and ds.label_field == "1" and ds[1] == {"text": "They drank the pub.", "label": 0}
+    assert list(ds.rows)[0]["3"] == "Our friends won't buy this."
+    (tmp_path / "pandas.csv").write_text(",0,1\n0,good,pos\n1,bad,neg\n")  # DataFrame.to_csv of unnamed columns
+    ds = load_dataset(tmp_path / "pandas.csv", text_field="0", label_field="1")
+    assert len(ds) == 2 and ds[0] == {"text": "good", "label": 1} and not ds.rows.headerless
+    (tmp_path / "named.csv").write_text("text,label\n5,a\n")  # a header names; numbers below it are data
+    assert load_dataset(tmp_path / "named.csv")[0] == {"text": "5", "label": 0}
+    shards = tmp_path / "shards"  # a folder of headerless shards, read one after another
+    shards.mkdir()
+    for i in range(2):
+        (shards / f"train-{i}.csv").write_text(f'"{i}","text {i}"\n')
+    ds = load_dataset(shards)
+    assert ds.label_field == "0" and [ds[i]["text"] for i in range(2)] == ["text 0", "text 1"]
+
+
 def test_large_parquet_is_memory_mapped_from_an_arrow_copy_in_the_cache(tmp_path, monkeypatch):
     """A Parquet file too large to hold decompressed is converted once into an Arrow file in pela's
     cache (PELA_CACHE) and memory-mapped: its rows take no process memory. A cache that cannot be
@@ -383,9 +417,14 @@ def test_large_parquet_is_memory_mapped_from_an_arrow_copy_in_the_cache(tmp_path
     assert len(copies) == 1 and ds.classes == ["x", "y", "z"] and ds[4] == {"text": texts[4], "label": 1} and len(ds) == 20_000
     written = copies[0].stat().st_mtime_ns
     assert load_dataset(tmp_path / "d")[7]["text"] == texts[7] and copies[0].stat().st_mtime_ns == written  # reused
+    other = tmp_path / "e" / "train-00000-of-00001.parquet"  # another file of the same name keeps its own copy
+    _write_parquet(other, {"text": ["other"], "label": [2]}, ["x", "y", "z"])
+    assert load_dataset(other)[0]["text"] == "other"
     _write_parquet(tmp_path / "d" / "train-00000-of-00001.parquet", {"text": ["changed", "file"], "label": [0, 1]}, ["x", "y"])
-    assert load_dataset(tmp_path / "d")[0]["text"] == "changed"  # a new version of the file: a new copy
-    assert len(list((tmp_path / "cache" / "arrow").iterdir())) == 2
+    assert load_dataset(tmp_path / "d")[0]["text"] == "changed"  # a new version of the file: a new copy,
+    assert not copies[0].exists() and len(list((tmp_path / "cache" / "arrow").iterdir())) == 2  # which replaces the old one
+    assert ds[4] == {"text": texts[4], "label": 1}  # a dataset already open keeps reading the old version
+    assert load_dataset(other)[0]["text"] == "other"
     (tmp_path / "not_a_folder").write_text("")
     monkeypatch.setenv("PELA_CACHE", str(tmp_path / "not_a_folder"))
     with pytest.warns(UserWarning, match="reading .* into memory: could not write its copy"):
@@ -408,6 +447,10 @@ def test_large_gzip_files_are_decompressed_once_into_the_cache(tmp_path, monkeyp
     assert len(copies) == 2 and copies[0].startswith("corpus.txt-") and copies[1].startswith("train.jsonl-")
     assert ds.rows._data is None and len(ds) == 50 and ds[3] == {"text": "t3", "label": 1} and text[1] == {"text": "second line"}
     assert pickle.loads(pickle.dumps(ds))[49] == ds[49]
+    (tmp_path / "train.jsonl.gz").write_bytes(gzip.compress(rows.replace('"t', '"new ').encode()))  # a new version
+    assert load_dataset(tmp_path / "train.jsonl.gz")[3]["text"] == "new 3" and ds[4]["text"] == "t4"  # ds still reads the old
+    assert sorted(p.name for p in (tmp_path / "cache" / "gunzip").iterdir())[0] == copies[0]  # corpus.txt's copy stays
+    assert len(list((tmp_path / "cache" / "gunzip").iterdir())) == 2  # the new copy replaced the old one
     (tmp_path / "bad.jsonl.gz").write_bytes(gzip.compress(b'{"text": "a"}\n{oops\n'))
     with pytest.raises(PelaError, match=r"bad.jsonl.gz:2 is not valid JSON"):
         load_dataset(tmp_path / "bad.jsonl.gz")

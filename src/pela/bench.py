@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ class BenchResult:
     params: int
     items_per_s: float
     ms_per_batch: float
-    peak_memory_bytes: int | None  # CUDA only
+    peak_memory_bytes: int | None  # tensors live at once: weights, inputs, activations (None if not measured)
     batch_size: int
     device: str
     dtype: str
@@ -50,6 +51,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def eager_peak_bytes(model: nn.Module, args: tuple, kwargs: dict) -> int | None:
+    """Bytes of the tensors live at once during one eager forward pass: weights, inputs and the
+    largest set of activations, which is what ``torch.cuda.max_memory_allocated`` reports on a GPU.
+
+    On a CPU nothing keeps that count, so PyTorch's ``MemTracker`` (a dispatch mode that sees every
+    tensor an operator makes) does. It does not see a kernel's own scratch space or what the C
+    allocator keeps cached, and it runs the model eagerly, compiled or not. ``None`` when it cannot
+    run: it is private to ``torch.distributed``, which not every build of torch has.
+    """
+    try:
+        from torch.distributed._tools.mem_tracker import MemTracker
+
+        tracker = MemTracker()
+        tracker.track_external(model, *(t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)))
+        with torch.inference_mode(), tracker:
+            model(*args, **kwargs)
+        return sum(snap["Total"] for snap in tracker.get_tracker_snapshot("peak").values())
+    except Exception as e:  # noqa: BLE001  (a memory figure is not worth failing the throughput one for)
+        warnings.warn(f"peak memory not measured: {type(e).__name__}: {e}", stacklevel=2)
+        return None
+
+
 def batch_for(model: nn.Module, batch_size: int, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[tuple, dict]:
     """A random batch shaped for ``model`` as ``(args, kwargs)``, its floating-point tensors in ``dtype``."""
     inputs = example_inputs(model, batch_size, seq_len, device)
@@ -63,6 +86,9 @@ def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str
               compile: bool = False, seq_len: int = 128, warmup: int = 2, iters: int = 5, rounds: int = 3,
               compile_mode: str | None = None, progress: bool = False) -> list[BenchResult]:
     """Measure inference throughput of each model on inputs shaped for it.
+
+    Peak memory is ``torch.cuda.max_memory_allocated`` over the warm-up passes on a GPU, and on a
+    CPU the tensors of one more, eager pass (:func:`eager_peak_bytes`).
 
     ``compile`` runs both models through ``torch.compile`` (``compile_mode`` picks its mode, e.g.
     ``max-autotune`` to let Inductor time GEMM kernels for the thin factorized products; it implies
@@ -85,7 +111,8 @@ def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str
     dev, dt = _resolve_device(device), DTYPES[dtype]
     runners, peaks, shapes = {}, {}, {}
     times: dict[str, list[float]] = {name: [] for name in models}
-    with progress_bar(progress, len(models) * (warmup + rounds * iters), "benchmarking", redraw_only_on_advance=True) as advance:
+    extra = 1 if dev.type == "cpu" else 0  # the pass that counts memory
+    with progress_bar(progress, len(models) * (warmup + extra + rounds * iters), "benchmarking", redraw_only_on_advance=True) as advance:
         for name, model in models.items():
             model = model.eval().to(dev, dt)  # outside inference mode, so the parameters stay ordinary tensors
             args, kwargs = batch_for(model, batch_size, seq_len, dev, dt)
@@ -99,7 +126,11 @@ def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str
                     fn(*args, **kwargs)
                     advance(info=f"warm-up {name}")
             _sync(dev)
-            peaks[name] = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
+            if dev.type == "cuda":
+                peaks[name] = torch.cuda.max_memory_allocated(dev)
+            else:
+                peaks[name] = eager_peak_bytes(model, args, kwargs)
+                advance(info=f"memory of {name}")
         with torch.inference_mode():
             for r in range(rounds):
                 for name, (fn, args, kwargs) in runners.items():

@@ -51,9 +51,10 @@ def _options(version: bool = typer.Option(False, "--version", callback=_print_ve
 
 
 TEXT_FIELD_HELP = ("column (CSV/TSV, Parquet) or key (JSON/JSONL) holding the text; two, comma-separated, for sentence pairs "
-                   "(e.g. sentence1,sentence2) [default: text, or the records' only column of text]")
+                   "(e.g. sentence1,sentence2); a CSV/TSV without a header row names its columns 0, 1, ... "
+                   "[default: text, or the records' only column of text]")
 LABEL_FIELD_HELP = ("column (CSV/TSV, Parquet) or key (JSON/JSONL) holding the class "
-                    "[default: label, or a Hugging Face dataset's only ClassLabel column]")
+                    "[default: label, or a Hugging Face dataset's only ClassLabel column, or a headerless CSV/TSV's only column of whole numbers]")
 ALLOW_PICKLE_HELP = "also read legacy .pt/.pth/.bin weights, with torch.load(weights_only=True)"
 CHECKPOINT_HELP = "safetensors weights for a timm: architecture (a fine-tuned checkpoint brings its own number of classes)"
 TEACHER_CHECKPOINT_HELP = "the teacher's weights, for a timm: teacher (as compress --checkpoint)"
@@ -181,12 +182,13 @@ def bench(
         return
     inputs = "; ".join(dict.fromkeys(_shapes_text(r.input_shapes) for r in results))  # once when both models take the same
     caption = f"inputs: {inputs}" + ("" if results[0].device != "cpu" else "\n" + (
-        "freed memory kept for reuse (PELA_KEEP_FREED_MEMORY=0: glibc's default)" if keep_freed_memory() else "the C library's default allocator"))
+        "freed memory kept for reuse (PELA_KEEP_FREED_MEMORY=0: glibc's default)" if keep_freed_memory() else "the C library's default allocator")
+        + "\npeak memory: the tensors live at once in one eager pass (weights, inputs, activations)")
     # two directories often share a long prefix: fold a long name onto more lines rather than cut it
     table = Table(Column("model", overflow="fold"), "params", "items/s", "ms/batch", "rounds (ms/batch)", "peak memory", caption=caption,
                   title=f"pela bench ({results[0].device}, {dtype}, batch {batch_size}{', compiled' if results[0].compiled else ''}{f' ({compile_mode})' if compile_mode else ''})")
     for r in results:
-        mem = "n/a on CPU" if r.peak_memory_bytes is None else f"{r.peak_memory_bytes / 2**20:,.0f} MiB"
+        mem = "not measured" if r.peak_memory_bytes is None else f"{r.peak_memory_bytes / 2**20:,.0f} MiB"
         spread = f"{min(r.round_ms):,.1f}–{max(r.round_ms):,.1f}" if len(r.round_ms) > 1 else "one round"
         table.add_row(r.name, f"{r.params:,}", f"{r.items_per_s:,.1f}", f"{r.ms_per_batch:.1f}", spread, mem)
     out_console.print(table)

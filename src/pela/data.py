@@ -189,10 +189,11 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
     * ``*.jsonl`` / ``*.json`` / ``*.csv`` / ``*.tsv`` / ``*.parquet`` / ``*.arrow``: records with
       ``text_field`` (``"a,b"``: a sentence pair; None: ``text``, or the records' only field of
       text) and optionally ``label_field`` (None: ``label``, or a Hugging Face dataset's only
-      ClassLabel column; classes in sorted
+      ClassLabel column, or a headerless CSV/TSV's only column of whole numbers; classes in sorted
       order, integers by value, or as a Hugging Face dataset's ClassLabel names them); records that
       hold an image (a field in `IMAGE_FIELDS`: a path, or the encoded bytes) are images, with their
-      caption if they have ``text_field``.
+      caption if they have ``text_field``. A CSV/TSV file whose first row holds a number has no
+      header row: its columns are named by position, ``"0"``, ``"1"``, ...
     * a directory of Parquet or Arrow files (a Hugging Face dataset repository, ``save_to_disk``'s
       folder, or the datasets cache): ``split`` picks the files.
     * a directory of ``*-images-idx3-ubyte[.gz]`` files (Fashion-MNIST): ``split`` picks train/t10k.
@@ -219,7 +220,6 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
         ds: Dataset = read_records(files[0], text_field, label_field, classes, rows=rows, label_names=names.get(label_field),
                                    progress=progress)
         return _nonempty(ds, p)
-    label_field = label_field or "label"
     if p.is_dir():
         idx = _find_idx(p, split)
         folder = _split_folder(p, split) or p
@@ -272,6 +272,7 @@ def describe(ds: Dataset) -> dict[str, Any]:
         info["kind"] = ({".jsonl": "JSON lines", ".json": "JSON list", ".csv": "CSV", ".tsv": "TSV"}[rows.fmt] if isinstance(rows, LineRows)
                         else "Parquet or Arrow table" if isinstance(rows, TableRows) else "JSON list")
         info["kind"] += f", {len(files)} files" if len(files) > 1 else ""
+        info["kind"] += ", no header row (columns named by position)" if getattr(rows, "headerless", False) else ""
         info["fields"] = {"text": list(ds.text_fields), "image": ds.image_field, "label": ds.label_field if ds.classes else None}
         counts = ds.counts
     elif isinstance(ds, FolderDataset):

@@ -237,6 +237,7 @@ class LineRows(ByteRanges, Sequence):
             if b"\r" in head and b"\n" not in head:  # classic Mac line ends, as Excel's "CSV (Macintosh)" writes
                 self._data = (self._data if self._data is not None else self._file.read_bytes()).replace(b"\r", b"\n")
         self.fieldnames: list[str] = []
+        self.headerless = False  # CSV/TSV whose first row is a record: its columns are named 0, 1, ...
         self.dialect: dict[str, Any] = {}
         try:
             with self._open() as f:
@@ -257,8 +258,17 @@ class LineRows(ByteRanges, Sequence):
         """TSV: the first line names the fields. Tab-separated files (GLUE's) do not quote: a " is part of the text."""
         self.dialect = dict(delimiter="\t", quoting=csv.QUOTE_NONE)
         if self.starts:
-            self.fieldnames = next(csv.reader((self._read(self.starts[0], self.ends[0]).decode("utf-8"),), **self.dialect))
-            del self.starts[0], self.ends[0]
+            self._names(next(csv.reader((self._read(self.starts[0], self.ends[0]).decode("utf-8"),), **self.dialect)))
+            if not self.headerless:
+                del self.starts[0], self.ends[0]
+
+    def _names(self, first: list[str]) -> None:
+        """The fields' names: the first row, unless it is a record. A first row that holds a number is
+        one (AG News' and Yelp's CSV files begin with the class, CoLA's TSV files hold a 0/1 label),
+        except pandas' header of positional names (0, 1, ..., after an empty index name)."""
+        names = first[1:] if first[:1] == [""] else first
+        self.headerless = names != [str(i) for i in range(len(names))] and any(_is_number(v) for v in first)
+        self.fieldnames = [str(i) for i in range(len(first))] if self.headerless else first
 
     def _index_csv(self, lines: Iterator[bytes], begin: int) -> None:
         header = next(lines, b"")
@@ -282,8 +292,9 @@ class LineRows(ByteRanges, Sequence):
             if not values:  # a blank line, as csv.DictReader skips them
                 continue
             if not self.fieldnames:
-                self.fieldnames = values
-                continue
+                self._names(values)
+                if not self.headerless:
+                    continue
             self.starts.append(start)
             self.ends.append(pos[0])
         if self.starts:  # a quote that never closes swallows the rest of the file into the last record
@@ -311,7 +322,8 @@ class LineRows(ByteRanges, Sequence):
         with self._open() as f:
             text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
             rows = (values for values in csv.reader(text, **self.dialect) if values)  # blank lines skipped, as indexed
-            next(rows, None)  # the header
+            if not self.headerless:
+                next(rows, None)  # the header
             for values in rows:
                 yield self._record(values)
 
@@ -505,11 +517,16 @@ def _arrow_copy(f: Path, parquet: Any, progress: bool) -> Path | None:
 
 def cached_copy(f: Path, kind: str, suffix: str, write: Callable[[Path], None]) -> Path | None:
     """What ``write`` makes of ``f``, kept in pela's cache (`cache_dir`) and written once, atomically,
-    per version of ``f`` (its path, size and time); None, with a warning, where the cache cannot be
-    written, so that ``f`` is read into memory instead."""
+    per version of ``f`` (its size and time); None, with a warning, where the cache cannot be
+    written, so that ``f`` is read into memory instead.
+
+    A new version's copy replaces the old version's, so the cache holds one copy per file. A process
+    still reading the old copy keeps its open descriptor or mapping, which outlive the file's name.
+    """
+    digest = lambda text: hashlib.sha256(text.encode()).hexdigest()[:16]  # noqa: E731
     stat = f.stat()
-    key = hashlib.sha256(f"{f.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:32]
-    out = cache_dir() / kind / f"{f.name.removesuffix(f.suffix)}-{key}{suffix}"
+    stem = f"{f.name.removesuffix(f.suffix)}-{digest(str(f.resolve()))}"
+    out = cache_dir() / kind / f"{stem}-{digest(f'{stat.st_size}|{stat.st_mtime_ns}')}{suffix}"
     if out.is_file():
         return out
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
@@ -517,6 +534,11 @@ def cached_copy(f: Path, kind: str, suffix: str, write: Callable[[Path], None]) 
         out.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         os.replace(tmp, out)
+        older = re.compile(re.escape(stem) + "-[0-9a-f]{16}" + re.escape(suffix))  # not another writer's .tmp file
+        for old in out.parent.iterdir():
+            if old != out and older.fullmatch(old.name):
+                with contextlib.suppress(OSError):
+                    old.unlink()
         return out
     except OSError as e:
         warnings.warn(f"reading {f} into memory: could not write its copy to {out.parent} ({e}); set PELA_CACHE to a writable folder")
@@ -685,9 +707,13 @@ def table_split(root: Path, files: list[Path], split: str) -> list[Path]:
                     f"({' or '.join(SPLIT_FOLDERS.get(split, (split,)))})")
 
 
+def _is_number(x: str) -> bool:
+    return re.fullmatch(r"\s*-?\d+(\.\d*)?\s*", x) is not None
+
+
 def _is_text(x: Any) -> bool:
     """A value of a text column: a string, and not a number written as one (CSV's idx column)."""
-    return isinstance(x, str) and not re.fullmatch(r"\s*-?\d+(\.\d*)?\s*", x)
+    return isinstance(x, str) and not _is_number(x)
 
 
 def _advancing(rows: Sequence[Any], bar: Any, every: int = 10_000) -> Iterator[Any]:
@@ -698,10 +724,11 @@ def _advancing(rows: Sequence[Any], bar: Any, every: int = 10_000) -> Iterator[A
                 advance(n % every or every)
 
 
-def read_records(path: Path, text_field: str | None, label_field: str, classes: list[str] | None = None,
+def read_records(path: Path, text_field: str | None, label_field: str | None, classes: list[str] | None = None,
                  rows: Sequence[Any] | None = None, label_names: list[str] | None = None, progress: bool = False) -> Records:
     """Records of ``path`` (or the given ``rows``), every row checked in one pass; ``text_field``
-    None: ``text``, or else the only field of text the records have; ``label_names``:
+    None: ``text``, or else the only field of text the records have; ``label_field`` None: ``label``,
+    or, in a CSV or TSV file without a header row, its only column of whole numbers; ``label_names``:
     the dataset's own names for integer labels, in index order (Hugging Face's ClassLabel), where -1
     means unlabelled; ``progress``: bars for large files."""
     rows = read_rows(path, progress) if rows is None else rows
@@ -710,6 +737,10 @@ def read_records(path: Path, text_field: str | None, label_field: str, classes: 
     first = rows[0]
     if not isinstance(first, dict):
         raise PelaError(f"{path}: record 1 is not an object with named fields")
+    headerless = any(getattr(part, "headerless", False) for part in getattr(rows, "parts", [rows]))
+    if label_field is None:  # AG News' class, say: the one column of whole numbers where no header names one
+        whole = [k for k, v in first.items() if isinstance(v, str) and re.fullmatch(r"\s*-?\d+\s*", v)] if headerless else []
+        label_field = whole[0] if len(whole) == 1 else "label"
     # a field is an image path only if it names an image file: a "path" column of a text corpus is not
     image_field = next((f for f in IMAGE_FIELDS if _is_image(value(first.get(f)))), None)
     if image_field is None:  # encoded images under another name (webdataset's jpg, say): the only such field
@@ -733,6 +764,9 @@ def read_records(path: Path, text_field: str | None, label_field: str, classes: 
             raise PelaError(f"{path}: record {n} is not an object with named fields")
         for field in required:
             if field not in row:
+                if headerless and not image_field:
+                    raise PelaError(f"{path} has no header row, so its columns are named by position ({_field_list(first, values=True)}); "
+                                    "name the text with --text-field N (two, comma-separated, for sentence pairs)")
                 raise PelaError(f"{path}: record {n} has no {field!r} field (its fields: {_field_list(row)})"
                                 + ("" if image_field else "; name the text with --text-field (two, comma-separated, for sentence pairs)"))
         for field in text_fields if image_field else ():
@@ -774,6 +808,8 @@ def read_records(path: Path, text_field: str | None, label_field: str, classes: 
     return records
 
 
-def _field_list(row: dict[str, Any], most: int = 12) -> str:
-    names = [str(k) for k in row]
+def _field_list(row: dict[str, Any], most: int = 12, values: bool = False) -> str:
+    """The row's field names, or with ``values`` each name with its value (cut at 40 characters)."""
+    cut = lambda v: repr(v if len(v) <= 40 else v[:39] + "…")  # noqa: E731
+    names = [f"{k}: {cut(str(v))}" if values else str(k) for k, v in row.items()]
     return ", ".join(names[:most]) + (f", ... ({len(names)} in all)" if len(names) > most else "") if names else "none"
