@@ -33,6 +33,25 @@ def test_cpu_peak_memory_counts_weights_inputs_and_activations():
     assert eager_peak_bytes(model, (x,), {}) == weights + x.nbytes + 16 * 128 * 4 + 16 * 2 * 4
 
 
+def test_cpu_peak_memory_of_a_model_that_hands_a_parameter_to_a_module():
+    """CaiT's class token, a sinusoidal position table: a parameter given to a submodule as it is.
+    PyTorch's MemTracker fails on these (it hooks every input that requires grad)."""
+
+    class Prefixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.token, self.mix = torch.nn.Parameter(torch.zeros(1, 8)), torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            return torch.cat([self.mix(self.token), self.mix(x)])
+
+    model, x = Prefixed(), torch.randn(3, 8)
+    weights = 4 * sum(p.numel() for p in model.parameters())
+    # at the end: the token's row and the input's three rows out of the layer, and the four rows joined
+    assert eager_peak_bytes(model, (x,), {}) == weights + x.nbytes + (1 + 3 + 4) * 8 * 4
+    assert all(p.requires_grad for p in model.parameters())
+
+
 def test_compile_mode_implies_compile():
     (r,) = benchmark({"vit": timm_vit()}, batch_size=2, compile_mode="reduce-overhead", iters=1, rounds=1, warmup=1)
     assert r.compiled and r.compile_mode == "reduce-overhead" and r.items_per_s > 0

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import statistics
 import time
-import warnings
+import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.weak import WeakIdKeyDictionary
 
 from ._progress import progress_bar
 from .arch import example_inputs
@@ -25,7 +28,7 @@ class BenchResult:
     params: int
     items_per_s: float
     ms_per_batch: float
-    peak_memory_bytes: int | None  # tensors live at once: weights, inputs, activations (None if not measured)
+    peak_memory_bytes: int  # tensors live at once: weights, inputs, activations
     batch_size: int
     device: str
     dtype: str
@@ -51,26 +54,48 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def eager_peak_bytes(model: nn.Module, args: tuple, kwargs: dict) -> int | None:
+class _TensorBytes(TorchDispatchMode):
+    """The bytes of the tensor storages alive, and the most alive at once: each operator's outputs
+    count from when it makes them until they are freed. A CPU has no allocator statistics to ask, as
+    CUDA has; this sees what the model holds, not a kernel's scratch space or the C allocator's cache."""
+
+    def __init__(self, tensors: list[torch.Tensor]):
+        super().__init__()
+        self.sizes: WeakIdKeyDictionary = WeakIdKeyDictionary()  # storage -> bytes, forgotten when it is freed
+        self.live = self.peak = 0
+        for t in tensors:
+            self._add(t)
+
+    def _add(self, t: torch.Tensor) -> None:
+        if t.layout != torch.strided:  # sparse or nested tensors: no one storage to count
+            return
+        storage = t.untyped_storage()  # views of one storage count once
+        if storage not in self.sizes:
+            self.sizes[storage] = n = storage.nbytes()
+            self.live += n
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(storage, self._free, n)
+
+    def _free(self, n: int) -> None:
+        self.live -= n
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self._add(t)
+        return out
+
+
+def eager_peak_bytes(model: nn.Module, args: tuple, kwargs: dict) -> int:
     """Bytes of the tensors live at once during one eager forward pass: weights, inputs and the
-    largest set of activations, which is what ``torch.cuda.max_memory_allocated`` reports on a GPU.
-
-    On a CPU nothing keeps that count, so PyTorch's ``MemTracker`` (a dispatch mode that sees every
-    tensor an operator makes) does. It does not see a kernel's own scratch space or what the C
-    allocator keeps cached, and it runs the model eagerly, compiled or not. ``None`` when it cannot
-    run: it is private to ``torch.distributed``, which not every build of torch has.
-    """
-    try:
-        from torch.distributed._tools.mem_tracker import MemTracker
-
-        tracker = MemTracker()
-        tracker.track_external(model, *(t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)))
-        with torch.inference_mode(), tracker:
-            model(*args, **kwargs)
-        return sum(snap["Total"] for snap in tracker.get_tracker_snapshot("peak").values())
-    except Exception as e:  # noqa: BLE001  (a memory figure is not worth failing the throughput one for)
-        warnings.warn(f"peak memory not measured: {type(e).__name__}: {e}", stacklevel=2)
-        return None
+    largest set of activations, which is what ``torch.cuda.max_memory_allocated`` reports on a GPU."""
+    tensors = [*model.parameters(), *model.buffers(), *(t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor))]
+    counter = _TensorBytes(tensors)
+    del tensors
+    with torch.inference_mode(), counter:
+        model(*args, **kwargs)
+    return counter.peak
 
 
 def batch_for(model: nn.Module, batch_size: int, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[tuple, dict]:

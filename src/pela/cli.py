@@ -188,7 +188,7 @@ def bench(
     table = Table(Column("model", overflow="fold"), "params", "items/s", "ms/batch", "rounds (ms/batch)", "peak memory", caption=caption,
                   title=f"pela bench ({results[0].device}, {dtype}, batch {batch_size}{', compiled' if results[0].compiled else ''}{f' ({compile_mode})' if compile_mode else ''})")
     for r in results:
-        mem = "not measured" if r.peak_memory_bytes is None else f"{r.peak_memory_bytes / 2**20:,.0f} MiB"
+        mem = f"{r.peak_memory_bytes / 2**20:,.0f} MiB"
         spread = f"{min(r.round_ms):,.1f}–{max(r.round_ms):,.1f}" if len(r.round_ms) > 1 else "one round"
         table.add_row(r.name, f"{r.params:,}", f"{r.items_per_s:,.1f}", f"{r.ms_per_batch:.1f}", spread, mem)
     out_console.print(table)
