@@ -211,6 +211,8 @@ def test_folder_of_split_folders(tmp_path):
     assert train.classes == ["cat", "dog"] and len(train) == 4
     test = load_dataset(tmp_path, split="test", classes=train.classes)
     assert len(test) == 2 and [test[i]["label"] for i in range(2)] == [0, 1]
+    for name in ("validation", "val", "dev"):  # the held-out split by any of its usual names
+        assert len(load_dataset(tmp_path, split=name)) == 2
     (tmp_path / "val").rename(tmp_path / "training")
     with pytest.raises(PelaError, match="no test split"):
         load_dataset(tmp_path, split="test")

@@ -465,7 +465,7 @@ def eval_(
     data: Path = typer.Option(..., "--data", help="labelled data"),
     batch_size: int = typer.Option(64, "--batch-size"),
     max_length: Optional[int] = typer.Option(None, "--max-length"),
-    split: str = typer.Option("test", help="split to read from Fashion-MNIST idx files, a folder of split folders or a Parquet or Arrow dataset (train; or test, which reads validation, val, ... or else test)"),
+    split: str = typer.Option("test", help="split to read from Fashion-MNIST idx files, a folder of split folders or a Parquet or Arrow dataset (train; validation, val, valid, dev or eval, which read whichever of those there is; or test, which reads the same or else test)"),
     text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
     label_field: Optional[str] = typer.Option(None, "--label-field", help=LABEL_FIELD_HELP),
     workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
@@ -500,7 +500,7 @@ def eval_(
 @app.command(name="data")
 def data_(
     path: Path = typer.Argument(..., help="a dataset, as --data takes it"),
-    split: str = typer.Option("train", help="split to read from a dataset of several (train; or test, which reads validation, val, ... or else test)"),
+    split: str = typer.Option("train", help="split to read from a dataset of several (train; validation, val, valid, dev or eval, which read whichever of those there is; or test, which reads the same or else test)"),
     text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
     label_field: Optional[str] = typer.Option(None, "--label-field", help=LABEL_FIELD_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the description as JSON on stdout"),

@@ -36,7 +36,8 @@ from .errors import PelaError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 # folder names that mean a split, not a class: ImageNet-style data is root/train/<class>/..., root/val/<class>/...
-SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("validation", "val", "valid", "dev", "test", "eval")}
+HELD_OUT = ("validation", "val", "valid", "dev", "eval")  # what datasets call the split to evaluate on
+SPLIT_FOLDERS = {"train": ("train", "training"), "test": HELD_OUT[:4] + ("test", "eval"), **{name: HELD_OUT for name in HELD_OUT}}
 
 
 # a record holds its image in one of these fields: a file path (Hugging Face's imagefolder metadata
