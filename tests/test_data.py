@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from pela import PelaError
-from pela.data import Collator, load_dataset
+from pela.data import Collator, describe, load_dataset
 
 from conftest import hf_vit, timm_vit
 
@@ -58,7 +58,7 @@ def test_missing_and_unreadable(tmp_path):
         load_dataset(tmp_path / "empty_dir")
     (tmp_path / "empty_dir" / "cats").mkdir()
     (tmp_path / "empty_dir" / "cats" / "notes.md").write_text("x")
-    with pytest.raises(PelaError, match="or .txt files in its class sub-folders"):
+    with pytest.raises(PelaError, match=r"or .txt files \(or files with no suffix\) in its class sub-folders"):
         load_dataset(tmp_path / "empty_dir")
 
 
@@ -91,6 +91,22 @@ def test_text_folders(tmp_path, hf_bert_dir):
 
     batch = Collator(pela.load_model(str(hf_bert_dir)))([ds[0], ds[2]])
     assert batch["input_ids"].shape[0] == 2 and batch["labels"].tolist() == [0, 1]
+
+
+def test_class_folders_of_files_without_a_suffix(tmp_path):
+    """20 Newsgroups: class folders of documents named by number, some not UTF-8; hidden files are not documents."""
+    for cls, docs in (("alt.atheism", [b"From: a\n\nGod?\n", b"caf\xe9\n"]), ("sci.space", [b"Orbits.\n"])):
+        (tmp_path / "news" / cls).mkdir(parents=True)
+        for i, doc in enumerate(docs):
+            (tmp_path / "news" / cls / str(49960 + i)).write_bytes(doc)
+    (tmp_path / "news" / "sci.space" / ".DS_Store").write_bytes(b"\x00\x01")
+    (tmp_path / "news" / "sci.space" / "old").mkdir()  # a folder has no suffix either
+    ds = load_dataset(tmp_path / "news")
+    assert ds.classes == ["alt.atheism", "sci.space"] and len(ds) == 3
+    assert [ds[i] for i in range(3)] == [{"text": "From: a\n\nGod?", "label": 0}, {"text": "caf\ufffd", "label": 0}, {"text": "Orbits.", "label": 1}]
+    assert describe(ds)["kind"] == "folder of text files"
+    (tmp_path / "news" / "sci.space" / "49970.txt").write_text("a .txt file")  # .txt files, where there are some, are the examples
+    assert len(load_dataset(tmp_path / "news")) == 1
 
 
 def test_image_folder_and_timm_preprocessing(tmp_path):

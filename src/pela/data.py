@@ -80,7 +80,8 @@ class TextLines(ByteRanges, Dataset):
 
 class FolderDataset(Dataset):
     """Files in class sub-folders (labelled) or directly in the folder (unlabelled): images, or, in a
-    folder with none, ``.txt`` files, one example each (as Keras's ``text_dataset_from_directory``)."""
+    folder with none, ``.txt`` files, one example each (as Keras's ``text_dataset_from_directory``),
+    or, in class sub-folders with neither, the files with no suffix (as 20 Newsgroups has them)."""
 
     def __init__(self, root: Path, classes: list[str] | None = None):
         subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -91,7 +92,8 @@ class FolderDataset(Dataset):
                 raise PelaError(f"{root}: class folder {unknown[0]!r} is not one of the {len(self.classes)} classes the model was trained on")
             index = {c: i for i, c in enumerate(self.classes)}
             # by name only: a stat per file would add seconds on an ImageNet-sized tree
-            files = [(p, index[d.name]) for d in subdirs for p in sorted(d.rglob("*")) if p.suffix.lower() in FOLDER_SUFFIXES]
+            found = [(p, index[d.name]) for d in subdirs for p in sorted(d.rglob("*"))]
+            files = [(p, label) for p, label in found if p.suffix.lower() in FOLDER_SUFFIXES]
         else:
             self.classes = None
             files = [(p, None) for p in sorted(root.iterdir()) if p.suffix.lower() in FOLDER_SUFFIXES]
@@ -99,9 +101,12 @@ class FolderDataset(Dataset):
         self.text = not self.items
         if self.text:
             self.items = [(p, label) for p, label in files if p.suffix.lower() == ".txt"]
+        if not self.items and subdirs:  # hidden files (.DS_Store) are no documents; folders have no suffix either
+            self.items = [(p, label) for p, label in found if not p.suffix and not p.name.startswith(".") and p.is_file()]
         if not self.items:
             raise PelaError(f"{root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}) or .txt files"
-                            + (" in its class sub-folders" if subdirs else "") + "; to read one text file, pass the file itself")
+                            + (" (or files with no suffix) in its class sub-folders" if subdirs else "")
+                            + "; to read one text file, pass the file itself")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -276,7 +281,7 @@ def describe(ds: Dataset) -> dict[str, Any]:
         info["fields"] = {"text": list(ds.text_fields), "image": ds.image_field, "label": ds.label_field if ds.classes else None}
         counts = ds.counts
     elif isinstance(ds, FolderDataset):
-        info["kind"] = "folder of .txt files" if ds.text else "image folder"
+        info["kind"] = "folder of text files" if ds.text else "image folder"
         counts = collections.Counter(ds.classes[label] for _, label in ds.items) if ds.classes else {}
     elif isinstance(ds, IdxImages):
         info["kind"] = "idx images (MNIST, Fashion-MNIST)"
