@@ -266,3 +266,17 @@ def test_describe_says_what_pela_reads(tmp_path):
     (tmp_path / "t.txt.gz").write_bytes(gzip.compress(b"x" * 400 + b"\n"))
     info = describe(load_dataset(tmp_path / "t.txt.gz"))
     assert info["kind"] == "text, an example per line (gzip)" and info["first"]["text"] == "x" * 300 + "…" and info["classes"] is None
+
+
+def test_16_bit_grey_images_keep_their_shades(tmp_path):
+    """A 16-bit PNG (medical and satellite images) is scaled to 8 bits, not clipped to white as
+    PIL's convert("RGB") alone does."""
+    ramp = np.linspace(0, 65535, 64).reshape(8, 8).astype(np.uint16)
+    (tmp_path / "scans" / "a").mkdir(parents=True)
+    Image.fromarray(ramp).save(tmp_path / "scans" / "a" / "0.png")
+    Image.fromarray(ramp.astype(np.int32)).save(tmp_path / "scans" / "a" / "1.tiff")  # 32-bit integer grey ("I")
+    ds = load_dataset(tmp_path / "scans")
+    for i in range(2):
+        image = np.asarray(ds[i]["image"])
+        assert image.shape == (8, 8, 3) and (image[..., 0] == image[..., 2]).all()
+        assert np.abs(image[..., 0].astype(int) - ramp.astype(int) / 257).max() <= 0.5  # 0 → 0, 65535 → 255, all between

@@ -67,6 +67,11 @@ def open_image(path: Path, data: bytes | None = None) -> Any:
 
     try:
         with Image.open(io.BytesIO(data) if data is not None else path) as im:
+            if im.mode == "I" or im.mode.startswith("I;16"):  # 16-bit grey (PNG, TIFF): convert would clip it to white
+                import numpy as np
+
+                grey = (np.clip(np.asarray(im, dtype=np.float64), 0, 65535) / 257).round().astype(np.uint8)
+                return Image.fromarray(grey).convert("RGB")
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError) as e:
         raise PelaError(f"cannot read image {path}: {e}") from None
