@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -178,6 +179,10 @@ def test_finetune_and_eval_cli(setup, tmp_path, capsys):
         assert json.loads(out)["accuracy"] == summary["eval"]["accuracy"]
     code, out, err = run(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--batch-size", 16)
     assert code == 0 and "evaluating" in err and "4/4" in err and "accuracy" in out  # 64 examples, a bar over 4 batches
+    per_class = summary["eval"]["per_class"]
+    assert set(per_class) == {"even", "odd"} and per_class["even"]["support"] + per_class["odd"]["support"] == 64
+    worst = min(per_class, key=lambda c: (per_class[c]["recall"], -per_class[c]["support"]))  # the table names it first
+    assert "macro_f1" in out and re.search(rf"lowest recall: {worst} {per_class[worst]['recall']:.2f} \({per_class[worst]['support']} examples\)", out)
     code, _, err = run(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--workers", -2)
     assert code == 2 and err.startswith("error: --workers must be >= 0"), err
     code, _, err = run(capsys, "finetune", setup / "student", "--data", setup / "text.txt", "--out", tmp_path / "x", "--steps", 1)

@@ -284,6 +284,29 @@ def test_labels_follow_the_models_own_order_of_classes():
     assert pela.evaluate(ByFirstToken(["0", "1", "2"]), Labelled(), collate_fn=stack)["accuracy"] == 1.0
 
 
+def test_balanced_accuracy_macro_f1_and_each_class():
+    """Scores that a majority class cannot flatter, and each class's own, for the classes the data has."""
+
+    class AlwaysFirst(ByFirstToken):
+        def forward(self, input_ids, attention_mask):
+            return torch.nn.functional.one_hot(torch.zeros(len(input_ids), dtype=torch.long), len(self.pela_classes)).float() + self.w
+
+    data = Labelled()
+    support = {c: int((data.y == i).sum()) for i, c in enumerate(Labelled.classes)}
+    first = Labelled.classes[0]
+    m = pela.evaluate(AlwaysFirst(list(Labelled.classes)), data, collate_fn=stack)
+    assert m["accuracy"] == pytest.approx(support[first] / len(data)) and m["balanced_accuracy"] == pytest.approx(1 / 3)
+    f1 = 2 * support[first] / (support[first] + len(data))  # all predicted first: precision support/n, recall 1
+    assert m["macro_f1"] == pytest.approx(f1 / 3)
+    assert m["per_class"][first] == {"support": support[first], "recall": 1.0, "precision": pytest.approx(support[first] / len(data)),
+                                     "f1": pytest.approx(f1)}
+    assert {c: s["support"] for c, s in m["per_class"].items()} == support
+    assert all(m["per_class"][c]["recall"] == m["per_class"][c]["f1"] == 0.0 for c in Labelled.classes[1:])
+    # a model with a class the data lacks: that class has no recall, and the averages leave it out
+    m = pela.evaluate(ByFirstToken(["c", "x", "a", "b"]), data, collate_fn=stack)
+    assert set(m["per_class"]) == {"a", "b", "c"} and m["balanced_accuracy"] == m["macro_f1"] == 1.0
+
+
 def test_hf_classifier_keeps_its_head_rows_for_the_same_classes_in_another_order():
     from transformers import BertConfig, BertForSequenceClassification
 

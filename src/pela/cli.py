@@ -474,7 +474,7 @@ def eval_(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON on stdout"),
 ) -> None:
-    """Accuracy (top-1, top-5), loss, parameters and throughput of a classifier."""
+    """Accuracy (top-1, top-5, balanced), macro F1, loss, parameters and throughput of a classifier; --json adds each class's."""
     from .data import Collator
     from .finetune import evaluate
     from .loading import load_model
@@ -493,8 +493,13 @@ def eval_(
         return
     table = Table("metric", "value", title=f"pela eval ({metrics['samples']} examples)")
     for k, v in metrics.items():
-        table.add_row(k, "n/a" if v is None else (f"{v:,}" if isinstance(v, int) else f"{v:.4f}"))
+        if k != "per_class":
+            table.add_row(k, "n/a" if v is None else (f"{v:,}" if isinstance(v, int) else f"{v:.4f}"))
     out_console.print(table)
+    worst = sorted(metrics["per_class"].items(), key=lambda kv: (kv[1]["recall"], -kv[1]["support"]))[:5]
+    if len(metrics["per_class"]) > 1:  # where a compressed model loses accuracy is rarely spread evenly
+        out_console.print("lowest recall: " + ", ".join(f"{escape(name)} {c['recall']:.2f} ({c['support']:,} examples)" for name, c in worst)
+                          + " (--json lists every class)")
 
 
 @app.command(name="data")

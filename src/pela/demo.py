@@ -218,7 +218,7 @@ def run_demo(out: Path, quick: bool = False, ratio: float = 2.0, overwrite: bool
 
     teacher_acc = results["teacher"]["accuracy"]
     rows = [{"name": n, "label": label, "params_total": results[n]["params"], "params_linear": results[n]["params_linear"],
-             "accuracy": results[n]["accuracy"], "delta": results[n]["accuracy"] - teacher_acc,
+             "accuracy": results[n]["accuracy"], "macro_f1": results[n]["macro_f1"], "delta": results[n]["accuracy"] - teacher_acc,
              "finetune_seconds": results[n]["finetune_seconds"]} for n, label in ROWS]
     labels = [json.loads(line)["label"] for line in test_path.read_text().splitlines()]
     majority = max(labels.count(c) for c in set(labels)) / len(labels)
