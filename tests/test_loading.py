@@ -57,6 +57,21 @@ def test_timm_checkpoint_brings_its_number_of_classes(tmp_path, classes):
         pela.load_model("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "w.safetensors"), **arch, num_classes=7)
 
 
+def test_checkpoints_saved_through_a_training_wrapper(tmp_path):
+    """DDP saves module.NAME, Lightning model.NAME, a compiled model _orig_mod.NAME: the prefix every
+    name shares is taken off, with the head's size read after it; a file that fits no better keeps its names."""
+    arch = {k: v for k, v in TIMM_VIT.items() if k != "num_classes"}
+    ref = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **arch, num_classes=3)
+    save_file({f"module._orig_mod.{k}": v for k, v in ref.state_dict().items()}, tmp_path / "ddp.safetensors")
+    torch.save({"state_dict": {f"model.{k}": v for k, v in ref.state_dict().items()}, "epoch": 9}, tmp_path / "lightning.ckpt")
+    for name, pickled in (("ddp.safetensors", False), ("lightning.ckpt", True)):
+        model = pela.load_model("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / name), allow_pickle=pickled, **arch)
+        assert model.num_classes == 3 and all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
+    save_file({f"module.{k}": v for k, v in list(ref.state_dict().items())[:3]} | {"other.x": torch.zeros(1)}, tmp_path / "mixed.safetensors")
+    with pytest.raises(PelaError, match=r"does not fit this architecture: \d+ missing \(e.g. cls_token\), 4 unexpected \(e.g. module\.cls_token\)"):
+        pela.load_model("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "mixed.safetensors"), **arch)
+
+
 def test_timm_class_names_only_for_a_head_of_their_size(tmp_path):
     """The names a timm model's weights came with no longer name a head resized to a checkpoint's classes."""
     arch = {k: v for k, v in TIMM_VIT.items() if k != "num_classes"}

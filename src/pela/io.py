@@ -177,6 +177,19 @@ def read_weights(path: str | os.PathLike, allow_pickle: bool = False) -> dict[st
     return load_file(check_safetensors(path))
 
 
+def without_wrapper_prefix(state: dict[str, torch.Tensor], names: Any) -> dict[str, torch.Tensor]:
+    """``state`` with the prefix a training wrapper put on every name (DDP's ``module.``, Lightning's
+    ``model.``, ``torch.compile``'s ``_orig_mod.``) taken off, where no name fits the model's ``names``
+    as it is and all share one."""
+    stripped = state
+    while stripped and not any(k in names for k in stripped):
+        prefix = next(iter(stripped)).split(".", 1)[0] + "."
+        if not all(k.startswith(prefix) and len(k) > len(prefix) for k in stripped):
+            return state  # as it was, so that an error names the file's own keys
+        stripped = {k[len(prefix):]: v for k, v in stripped.items()}
+    return stripped
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True, allow_pickle: bool = False,
                  state: dict[str, torch.Tensor] | None = None) -> None:
     """Load safetensors weights into ``model``, with one-line errors for missing/extra/misshapen tensors.
@@ -184,8 +197,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True,
     ``allow_pickle``: also accept a legacy torch.save file, read by `load_pickled_tensors` (never plain unpickling).
     ``state``: the file's tensors when the caller has read them already (``path`` then only names it in errors).
     """
-    state = read_weights(path, allow_pickle) if state is None else state
     own = model.state_dict()
+    state = without_wrapper_prefix(read_weights(path, allow_pickle) if state is None else state, own)
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if k in own and own[k].shape != v.shape]
     if wrong:
         raise PelaError(f"{path} does not fit this architecture: shape mismatch for {len(wrong)} tensors, e.g. {wrong[0]}")

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .errors import PelaError
-from .io import check_safetensors, is_pela_dir, load_pickled_tensors, load_weights, read_weights, stored_float_dtype
+from .io import check_safetensors, is_pela_dir, load_pickled_tensors, load_weights, read_weights, stored_float_dtype, without_wrapper_prefix
 
 HF_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -217,7 +217,7 @@ def _load_timm_checkpoint(model: nn.Module, checkpoint: str, kwargs: dict[str, A
     (``num_classes=0``), gets a head of its size (``reset_classifier``), as ``num_classes`` would give,
     unless the caller chose ``num_classes``.
     """
-    state = read_weights(checkpoint, allow_pickle)
+    state = without_wrapper_prefix(read_weights(checkpoint, allow_pickle), model.state_dict())
     classes = None if "num_classes" in kwargs else _checkpoint_classes(model, state)
     if classes is not None and classes != getattr(model, "num_classes", None):
         model.reset_classifier(classes)
