@@ -63,6 +63,7 @@ class _TensorBytes(TorchDispatchMode):
         super().__init__()
         self.sizes: WeakIdKeyDictionary = WeakIdKeyDictionary()  # storage -> bytes, forgotten when it is freed
         self.live = self.peak = 0
+        self.finalizers: list[weakref.finalize] = []
         for t in tensors:
             self._add(t)
 
@@ -74,7 +75,7 @@ class _TensorBytes(TorchDispatchMode):
             self.sizes[storage] = n = storage.nbytes()
             self.live += n
             self.peak = max(self.peak, self.live)
-            weakref.finalize(storage, self._free, n)
+            self.finalizers.append(weakref.finalize(storage, self._free, n))
 
     def _free(self, n: int) -> None:
         self.live -= n
@@ -92,9 +93,10 @@ def eager_peak_bytes(model: nn.Module, args: tuple, kwargs: dict) -> int:
     largest set of activations, which is what ``torch.cuda.max_memory_allocated`` reports on a GPU."""
     tensors = [*model.parameters(), *model.buffers(), *(t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor))]
     counter = _TensorBytes(tensors)
-    del tensors
     with torch.inference_mode(), counter:
         model(*args, **kwargs)
+    for f in counter.finalizers:  # the weights outlive the count: leave nothing attached to them
+        f.detach()
     return counter.peak
 
 
