@@ -352,8 +352,8 @@ def test_the_text_is_the_only_column_of_text_unless_named(tmp_path):
 
 
 def test_the_class_is_label_or_a_datasets_only_class_label_column(tmp_path):
-    """clinc_oos on the hub: text and intent, a ClassLabel. Without --label-field pela reads label, else
-    the dataset's only ClassLabel column; a plain column is not guessed."""
+    """clinc_oos on the hub: text and intent, a ClassLabel. Without --label-field pela reads label (or
+    another usual name for the class), else the dataset's only ClassLabel column; a plain column is not guessed."""
     _write_parquet(tmp_path / "clinc.parquet", {"text": ["book a flight", "hi"], "intent": [1, 0]}, ["greet", "travel"], label="intent")
     ds = load_dataset(tmp_path / "clinc.parquet")
     assert ds.label_field == "intent" and ds.classes == ["greet", "travel"] and ds[0] == {"text": "book a flight", "label": 1}
@@ -362,6 +362,16 @@ def test_the_class_is_label_or_a_datasets_only_class_label_column(tmp_path):
     assert load_dataset(tmp_path / "plain.parquet").classes is None
     (tmp_path / "c.jsonl").write_text(json.dumps({"text": "a", "intent": "x"}) + "\n")
     assert load_dataset(tmp_path / "c.jsonl").classes is None
+    # the class's usual names: IMDB's CSV (review, sentiment) needs neither flag; label comes first; a list is no class
+    (tmp_path / "imdb.csv").write_text('review,sentiment\n"Loved it, truly.",positive\nBoring.,negative\n')
+    ds = load_dataset(tmp_path / "imdb.csv")
+    assert ds.label_field == "sentiment" and ds.text_fields == ("review",) and ds[0] == {"text": "Loved it, truly.", "label": 1}
+    (tmp_path / "news.jsonl").write_text(json.dumps({"headline": "Rates rise", "category": "BUSINESS", "label": None}) + "\n")
+    assert load_dataset(tmp_path / "news.jsonl", text_field="headline").label_field == "label"  # present, if unset here
+    (tmp_path / "tags.jsonl").write_text(json.dumps({"text": "a", "labels": ["x", "y"], "class": "z"}) + "\n")
+    assert load_dataset(tmp_path / "tags.jsonl").label_field == "class"
+    _write_parquet(tmp_path / "both.parquet", {"text": ["a", "b"], "category": ["u", "v"], "intent": [1, 0]}, ["greet", "travel"], label="intent")
+    assert load_dataset(tmp_path / "both.parquet").label_field == "category"  # a usual name before a ClassLabel of another name
 
 
 def test_csv_and_tsv_files_without_a_header_row(tmp_path):

@@ -22,8 +22,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .errors import PelaError
-from .records import (IMAGE_SUFFIXES, SPLIT_FOLDERS, ByteRanges, ChainRows, data_format, gzipped, open_image, read_records, read_rows,
-                      read_tables, record_files, table_files, table_split)
+from .records import (IMAGE_SUFFIXES, SPLIT_FOLDERS, ByteRanges, ChainRows, data_format, default_label_field, gzipped, open_image,
+                      read_records, read_rows, read_tables, record_files, table_files, table_split)
 
 TEXT_SUFFIXES = (".txt", ".text", "")  # no suffix: plain text files like Debian's fortunes
 FOLDER_SUFFIXES = frozenset(IMAGE_SUFFIXES) | {".txt"}  # the files a folder dataset reads
@@ -193,8 +193,7 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
     * any of the files below or above gzip-compressed (``train.jsonl.gz``, ``corpus.txt.gz``).
     * ``*.jsonl`` / ``*.json`` / ``*.csv`` / ``*.tsv`` / ``*.parquet`` / ``*.arrow``: records with
       ``text_field`` (``"a,b"``: a sentence pair; None: ``text``, or the records' only field of
-      text) and optionally ``label_field`` (None: ``label``, or a Hugging Face dataset's only
-      ClassLabel column, or a headerless CSV/TSV's only column of whole numbers; classes in sorted
+      text) and optionally ``label_field`` (None: `records.default_label_field`; classes in sorted
       order, integers by value, or as a Hugging Face dataset's ClassLabel names them); records that
       hold an image (a field in `IMAGE_FIELDS`: a path, or the encoded bytes) are images, with their
       caption if they have ``text_field``. A CSV/TSV file whose first row holds a number has no
@@ -220,8 +219,8 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
     if tables:  # a Parquet or Arrow file, or a Hugging Face dataset's (data/train-00000-of-00001.parquet, ...)
         files = table_split(p, tables, split) if p.is_dir() else tables
         rows, names = read_tables(files, progress)
-        if label_field is None:  # label, or else the dataset's only ClassLabel column (clinc_oos's intent, say)
-            label_field = next(iter(names)) if len(names) == 1 and len(rows) and "label" not in rows[0] else "label"
+        if label_field is None:
+            label_field = default_label_field(rows[0] if len(rows) else {}, list(names))
         ds: Dataset = read_records(files[0], text_field, label_field, classes, rows=rows, label_names=names.get(label_field),
                                    progress=progress)
         return _nonempty(ds, p)

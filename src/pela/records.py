@@ -713,6 +713,23 @@ def table_split(root: Path, files: list[Path], split: str) -> list[Path]:
                     f"({' or '.join(SPLIT_FOLDERS.get(split, (split,)))})")
 
 
+LABEL_FIELDS = ("label", "labels", "class", "category", "sentiment")  # what the class's column is usually called
+
+
+def default_label_field(first: dict[str, Any], class_labels: Sequence[str] = (), headerless: bool = False) -> str:
+    """The column that holds the class when none is named: ``label`` or another usual name for it
+    (`LABEL_FIELDS`, not holding a list: IMDB's CSV has ``review`` and ``sentiment``), else a Hugging Face
+    dataset's only ClassLabel column (clinc_oos's ``intent``), else, in a CSV or TSV file without a
+    header row, its only column of whole numbers (AG News' class); ``label`` where there is none."""
+    named = [k for k in LABEL_FIELDS if k in first and not isinstance(value(first[k]), (list, tuple, dict))]  # not multi-label
+    if named:
+        return named[0]
+    if len(class_labels) == 1:
+        return class_labels[0]
+    whole = [k for k, v in first.items() if isinstance(v, str) and re.fullmatch(r"\s*-?\d+\s*", v)] if headerless else []
+    return whole[0] if len(whole) == 1 else "label"
+
+
 def _is_number(x: str) -> bool:
     return re.fullmatch(r"\s*-?\d+(\.\d*)?\s*", x) is not None
 
@@ -733,8 +750,8 @@ def _advancing(rows: Sequence[Any], bar: Any, every: int = 10_000) -> Iterator[A
 def read_records(path: Path, text_field: str | None, label_field: str | None, classes: list[str] | None = None,
                  rows: Sequence[Any] | None = None, label_names: list[str] | None = None, progress: bool = False) -> Records:
     """Records of ``path`` (or the given ``rows``), every row checked in one pass; ``text_field``
-    None: ``text``, or else the only field of text the records have; ``label_field`` None: ``label``,
-    or, in a CSV or TSV file without a header row, its only column of whole numbers; ``label_names``:
+    None: ``text``, or else the only field of text the records have; ``label_field`` None:
+    `default_label_field`; ``label_names``:
     the dataset's own names for integer labels, in index order (Hugging Face's ClassLabel), where -1
     means unlabelled; ``progress``: bars for large files."""
     rows = read_rows(path, progress) if rows is None else rows
@@ -744,9 +761,8 @@ def read_records(path: Path, text_field: str | None, label_field: str | None, cl
     if not isinstance(first, dict):
         raise PelaError(f"{path}: record 1 is not an object with named fields")
     headerless = any(getattr(part, "headerless", False) for part in getattr(rows, "parts", [rows]))
-    if label_field is None:  # AG News' class, say: the one column of whole numbers where no header names one
-        whole = [k for k, v in first.items() if isinstance(v, str) and re.fullmatch(r"\s*-?\d+\s*", v)] if headerless else []
-        label_field = whole[0] if len(whole) == 1 else "label"
+    if label_field is None:
+        label_field = default_label_field(first, headerless=headerless)
     # a field is an image path only if it names an image file: a "path" column of a text corpus is not
     image_field = next((f for f in IMAGE_FIELDS if _is_image(value(first.get(f)))), None)
     if image_field is None:  # encoded images under another name (webdataset's jpg, say): the only such field
