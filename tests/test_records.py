@@ -368,6 +368,9 @@ def test_the_class_is_label_or_a_datasets_only_class_label_column(tmp_path):
     assert ds.label_field == "sentiment" and ds.text_fields == ("review",) and ds[0] == {"text": "Loved it, truly.", "label": 1}
     (tmp_path / "news.jsonl").write_text(json.dumps({"headline": "Rates rise", "category": "BUSINESS", "label": None}) + "\n")
     assert load_dataset(tmp_path / "news.jsonl", text_field="headline").label_field == "label"  # present, if unset here
+    (tmp_path / "mnli.tsv").write_text("index\tsentence1\tsentence2\tlabel1\tgold_label\n0\tA man sleeps.\tA man rests.\tneutral\tentailment\n")
+    ds = load_dataset(tmp_path / "mnli.tsv", text_field="sentence1,sentence2")
+    assert ds.label_field == "gold_label" and ds[0]["label"] == 0 and ds.classes == ["entailment"]
     (tmp_path / "tags.jsonl").write_text(json.dumps({"text": "a", "labels": ["x", "y"], "class": "z"}) + "\n")
     assert load_dataset(tmp_path / "tags.jsonl").label_field == "class"
     _write_parquet(tmp_path / "both.parquet", {"text": ["a", "b"], "category": ["u", "v"], "intent": [1, 0]}, ["greet", "travel"], label="intent")

@@ -713,7 +713,7 @@ def table_split(root: Path, files: list[Path], split: str) -> list[Path]:
                     f"({' or '.join(SPLIT_FOLDERS.get(split, (split,)))})")
 
 
-LABEL_FIELDS = ("label", "labels", "class", "category", "sentiment")  # what the class's column is usually called
+LABEL_FIELDS = ("label", "labels", "gold_label", "class", "category", "sentiment")  # the class column's usual names (gold_label: SNLI, MNLI)
 
 
 def default_label_field(first: dict[str, Any], class_labels: Sequence[str] = (), headerless: bool = False) -> str:
