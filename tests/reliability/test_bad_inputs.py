@@ -79,6 +79,7 @@ def w(tmp_path_factory):
     (root / "broken.arrow").write_bytes(b"ARROW1" + bytes(16))
     (root / "cut.txt.gz").write_bytes(gzip.compress(b"a line of text\n" * 100)[:40])  # a download cut short
     (root / "open_quote.csv").write_text('text\nfine\n"a quote that never closes\nswallows the rest\nof the file\n')
+    (root / "headerless.csv").write_text('"1","w1 w2","w3"\n"2","w4","w5 w6"\n')  # AG News' layout: which column is the text?
     return root
 
 
@@ -131,6 +132,7 @@ CASES = [
     ("truncated gzip file", D.replace("{text}", "{root}/cut.txt.gz"), "not a readable gzip file"),
     ("CSV quote that never closes", D.replace("{text}", "{root}/open_quote.csv"), "open_quote.csv:3 opens a quoted field that never closes"),
     ("three text fields", F + " --data {root}/labeled.jsonl --text-field text,label,text", "one field, or two"),
+    ("headerless CSV with two text columns", F + " --data {root}/headerless.csv", "has no header row, so its columns are named by position"),
     ("max length beyond the model", D + " --max-length 1000", "at most 64 positions"),
     # training settings
     ("batch size 0", D.replace("--batch-size 8", "--batch-size 0"), "batch_size must be"),
