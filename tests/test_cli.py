@@ -1,6 +1,7 @@
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -42,14 +43,14 @@ def test_compress_table_and_bench(vit_dir, tmp_path, capsys):
     code, out, _ = run(capsys, "bench", tmp_path / "k2", "--vs", vit_dir, "--batch-size", 1, "--iters", 1, "--rounds", 1)
     table = out[:out.index("throughput ratio")]
     assert code == 0 and "…" not in table  # long directory names are folded, never cut to a shared prefix
-    assert table.count("MiB") == 2  # peak memory on a CPU too
+    assert table.count("MiB") == 2 and re.search(r"peak\s+memory\s+ratio\s+0\.\d\d×", out)  # peak memory on a CPU too
     code, out, err = run(capsys, "bench", tmp_path / "k2", "--vs", vit_dir, "--batch-size", 2, "--iters", 1, "--rounds", 1, "--json")
     assert code == 0, err
     result = json.loads(out)
     assert result["ratio"] == pytest.approx(result["results"][0]["items_per_s"] / result["results"][1]["items_per_s"])
     assert result["results"][0]["params"] < result["results"][1]["params"]
     small, dense = (r["peak_memory_bytes"] for r in result["results"])
-    assert 0 < small < dense
+    assert 0 < small < dense and result["memory_ratio"] == pytest.approx(small / dense)
     first, second = (r["input_shapes"]["arg0"] for r in result["results"])  # a batch of 2 images, the same for both
     assert first == second and first[:2] == [2, 3] and len(first) == 4
     assert all(len(r["round_ms"]) == 1 and r["round_ms"][0] == pytest.approx(r["ms_per_batch"]) for r in result["results"])

@@ -177,8 +177,9 @@ def bench(
     results = benchmark(models, batch_size=batch_size, device=device, dtype=dtype, compile=compile, seq_len=seq_len, iters=iters, rounds=rounds,
                         compile_mode=compile_mode, progress=True)
     ratio = results[0].items_per_s / results[1].items_per_s if vs else None
+    memory_ratio = results[0].peak_memory_bytes / results[1].peak_memory_bytes if vs else None
     if as_json:
-        print(json.dumps({"results": [r.to_dict() for r in results], "ratio": ratio,
+        print(json.dumps({"results": [r.to_dict() for r in results], "ratio": ratio, "memory_ratio": memory_ratio,
                           "keep_freed_memory": keep_freed_memory()}, indent=2))  # idempotent; says whether it applies
         return
     inputs = "; ".join(dict.fromkeys(_shapes_text(r.input_shapes) for r in results))  # once when both models take the same
@@ -194,7 +195,8 @@ def bench(
         table.add_row(r.name, f"{r.params:,}", f"{r.items_per_s:,.1f}", f"{r.ms_per_batch:.1f}", spread, mem)
     out_console.print(table)
     if ratio is not None:
-        out_console.print(f"throughput ratio {results[0].name} / {results[1].name}: [bold]{ratio:.2f}×[/bold]")
+        out_console.print(f"throughput ratio {results[0].name} / {results[1].name}: [bold]{ratio:.2f}×[/bold]; "
+                          f"peak memory ratio {memory_ratio:.2f}×")
 
 
 def _load_data(path: Path, *, text_field: Optional[str], **kwargs: Any) -> Any:
