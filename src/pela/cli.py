@@ -499,8 +499,8 @@ def eval_(
         if k != "per_class":
             table.add_row(k, "n/a" if v is None else (f"{v:,}" if isinstance(v, int) else f"{v:.4f}"))
     out_console.print(table)
-    worst = sorted(metrics["per_class"].items(), key=lambda kv: (kv[1]["recall"], -kv[1]["support"]))[:5]
     if len(metrics["per_class"]) > 1:  # where a compressed model loses accuracy is rarely spread evenly
+        worst = sorted(metrics["per_class"].items(), key=lambda kv: (kv[1]["recall"], -kv[1]["support"]))[:5]
         out_console.print("lowest recall: " + ", ".join(f"{escape(name)} {c['recall']:.2f} ({c['support']:,} examples)" for name, c in worst)
                           + " (--json lists every class)")
 
