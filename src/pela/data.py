@@ -425,7 +425,9 @@ class Collator:
                 try:
                     processor = AutoImageProcessor.from_pretrained(self.files, trust_remote_code=self.trust_remote_code)
                 except Exception:
-                    raise PelaError("image data needs an image processor saved with the model (preprocessor_config.json)") from None
+                    where = f"{self.files} has no preprocessor_config.json" if self.files else "the model has no files saved alongside it"
+                    raise PelaError(f"image data needs the model's image processor, and {where}; save the one its weights were "
+                                    "trained with beside them (AutoImageProcessor.from_pretrained(ORIGINAL).save_pretrained(DIR))") from None
                 self._transform = _HFImageTransform(processor)
         return self._transform
 

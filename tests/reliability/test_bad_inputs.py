@@ -80,6 +80,14 @@ def w(tmp_path_factory):
     (root / "cut.txt.gz").write_bytes(gzip.compress(b"a line of text\n" * 100)[:40])  # a download cut short
     (root / "open_quote.csv").write_text('text\nfine\n"a quote that never closes\nswallows the rest\nof the file\n')
     (root / "headerless.csv").write_text('"1","w1 w2","w3"\n"2","w4","w5 w6"\n')  # AG News' layout: which column is the text?
+    from transformers import ViTConfig, ViTForImageClassification
+
+    vit = ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                              intermediate_size=64, num_labels=2))
+    vit.save_pretrained(root / "hf_vit")  # and not its image processor: how would images be resized and normalized?
+    for cls in ("cat", "dog"):
+        (root / "good_images" / cls).mkdir(parents=True)
+        Image.new("RGB", (40, 40)).save(root / "good_images" / cls / "0.png")
     return root
 
 
@@ -125,6 +133,8 @@ CASES = [
     ("unlabeled data to fine-tune", F + " --data {text}", "labelled data"),
     ("labels the model was not trained on", "eval {root}/tuned --data {root}/new_labels.jsonl", "'zebra' is not one of the 2 classes"),
     ("corrupt image", "finetune {vit} --data {root}/images --steps 1 --batch-size 2", "broken.png"),
+    ("vision model saved without its image processor", "finetune {root}/hf_vit --data {root}/good_images --steps 1 --batch-size 2",
+     "hf_vit has no preprocessor_config.json"),
     ("regression scores as labels", F + " --data {root}/scores.tsv", "'0.5' is a fractional number"),
     ("no evaluation split", "eval {root}/tuned --data {root}/splits", "no test split"),
     ("corrupt Parquet file", D.replace("{text}", "{root}/broken.parquet"), "not a readable Parquet file"),
