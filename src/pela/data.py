@@ -407,9 +407,15 @@ class Collator:
             if not self.files:
                 raise PelaError("text data needs a tokenizer, and this model has none saved alongside it")
             try:
-                self._tokenizer = AutoTokenizer.from_pretrained(self.files, trust_remote_code=self.trust_remote_code)
+                tokenizer = AutoTokenizer.from_pretrained(self.files, trust_remote_code=self.trust_remote_code)
             except Exception as e:
                 raise PelaError(f"cannot load the tokenizer saved in {self.files}: {str(e).splitlines()[0]}") from None
+            # with no tokenizer files, transformers builds one that knows only its special tokens: every word would be [UNK]
+            if len(tokenizer) <= len(tokenizer.all_special_tokens):
+                raise PelaError(f"text data needs the model's tokenizer, and {self.files} has none (its tokenizer would know only "
+                                f"{len(tokenizer)} special tokens); save the one its weights were trained with beside them "
+                                "(AutoTokenizer.from_pretrained(ORIGINAL).save_pretrained(DIR))")
+            self._tokenizer = tokenizer
         return self._tokenizer
 
     @property

@@ -85,6 +85,7 @@ def w(tmp_path_factory):
     vit = ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                               intermediate_size=64, num_labels=2))
     vit.save_pretrained(root / "hf_vit")  # and not its image processor: how would images be resized and normalized?
+    bert().save_pretrained(root / "no_tokenizer")  # transformers would make up a tokenizer of special tokens alone
     for cls in ("cat", "dog"):
         (root / "good_images" / cls).mkdir(parents=True)
         Image.new("RGB", (40, 40)).save(root / "good_images" / cls / "0.png")
@@ -133,6 +134,8 @@ CASES = [
     ("unlabeled data to fine-tune", F + " --data {text}", "labelled data"),
     ("labels the model was not trained on", "eval {root}/tuned --data {root}/new_labels.jsonl", "'zebra' is not one of the 2 classes"),
     ("corrupt image", "finetune {vit} --data {root}/images --steps 1 --batch-size 2", "broken.png"),
+    ("text model saved without its tokenizer", "finetune {root}/no_tokenizer --data {root}/labeled.jsonl --steps 1 --batch-size 2",
+     "no_tokenizer has none (its tokenizer would know only 5 special tokens)"),
     ("vision model saved without its image processor", "finetune {root}/hf_vit --data {root}/good_images --steps 1 --batch-size 2",
      "hf_vit has no preprocessor_config.json"),
     ("regression scores as labels", F + " --data {root}/scores.tsv", "'0.5' is a fractional number"),
