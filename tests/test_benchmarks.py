@@ -163,3 +163,12 @@ def test_save_dtype(tmp_path, hf_bert_dir):
     assert rows["float32"]["vs_float32_save"]["mean_mse"] == 0.0
     for half in ("bfloat16", "float16"):
         assert rows[half]["file_vs_float32"] < 0.7 and 0 < rows[half]["vs_float32_save"]["mean_mse"] < 1e-3
+
+
+def test_keep_best(tmp_path):
+    run_script(tmp_path, "benchmarks/keep_best.py", "--train", "64", "--dev", "32", "--test", "32", "--epochs", "2",
+               "--eval-every", "2", "--batch-size", "16")
+    result = json.loads((tmp_path / "keep_best.json").read_text())
+    last, best = result["last"], result["best"]
+    assert [e["step"] for e in last["dev"]] == [2, 4, 6, 8] and last["dev"] == best["dev"]  # the same training, evaluated alike
+    assert last["kept_step"] == 8 and max(e["accuracy"] for e in best["dev"]) == next(e["accuracy"] for e in best["dev"] if e["step"] == best["kept_step"])

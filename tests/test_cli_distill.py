@@ -57,6 +57,25 @@ def test_distill_and_compare(setup, tmp_path, capsys):
     assert code == 0 and "comparing" in err and "feature MSE" in out  # the table, after a bar on stderr
 
 
+def test_distill_scores_held_out_data(setup, tmp_path, capsys):
+    lines = (setup / "text.txt").read_text().splitlines()
+    (tmp_path / "train.txt").write_text("\n".join(lines[:48]) + "\n")
+    (tmp_path / "heldout.txt").write_text("\n".join(lines[48:]) + "\n")
+    code, out, err = run(capsys, "distill", "--student", setup / "student", "--teacher", setup / "teacher", "--data", tmp_path / "train.txt",
+                         "--eval-data", tmp_path / "heldout.txt", "--eval-every", 4, "--keep-best", "mean_cosine",
+                         "--out", tmp_path / "o", "--steps", 12, "--batch-size", 8, "--lr", 1e-3)
+    assert code == 0, err
+    meta = json.loads((tmp_path / "o" / "pela.json").read_text())["distill"]
+    assert [e["step"] for e in meta["evals"]] == [4, 8, 12]
+    cosines = [e["mean_cosine"] for e in meta["evals"]]
+    assert meta["best"] == {"step": meta["evals"][cosines.index(max(cosines))]["step"], "mean_cosine": max(cosines)}
+    assert f"held-out mean_cosine {max(cosines):.4g}" in " ".join(out.split()), out
+    code, out, err = run(capsys, "compare", tmp_path / "o", setup / "teacher", "--data", tmp_path / "heldout.txt", "--json")
+    assert code == 0 and json.loads(out)["mean_cosine"] == pytest.approx(max(cosines), rel=1e-5), err
+    logged = [json.loads(line) for line in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "eval_mean_mse" in r] == [4, 8, 12]
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--steps", "0"], "steps must be an integer >= 1"),
     (["--batch-size", "0"], "batch_size must be"),
@@ -66,8 +85,13 @@ def test_distill_and_compare(setup, tmp_path, capsys):
     (["--workers", "-1"], "workers must be an integer >= 0"),
     (["--resume"], "no checkpoint to resume from"),
     (["--save-dtype", "int8"], "weights can be saved in float32, bfloat16, float16"),
+    (["--keep-best", "mean_mse"], "--keep-best needs --eval-data"),
+    (["--eval-every", "5"], "--eval-every needs --eval-data"),
+    (["--eval-data", "EVAL", "--keep-best", "accuracy"], "keep_best must be one of mean_mse, mean_cosine, output_agreement"),
+    (["--eval-data", "EVAL", "--eval-samples", "0"], "--eval-samples must be >= 1"),
 ])
 def test_distill_user_errors(setup, tmp_path, capsys, args, fragment):
+    args = [setup / "text.txt" if a == "EVAL" else a for a in args]
     code, _, err = run(capsys, "distill", "--student", setup / "student", "--teacher", setup / "teacher", "--data", setup / "text.txt",
                        "--out", tmp_path / "o", *args)
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and fragment in err, err
@@ -189,6 +213,33 @@ def test_finetune_and_eval_cli(setup, tmp_path, capsys):
     assert code == 2 and "labelled data" in err
     code, _, err = run(capsys, "eval", setup / "teacher", "--data", tmp_path / "train.jsonl")
     assert code == 2 and "fine-tune it first" in err
+
+
+def test_finetune_keeps_its_best_evaluation(setup, tmp_path, capsys):
+    lines = (setup / "text.txt").read_text().splitlines()
+    rows = [json.dumps({"text": line, "label": "even" if int(line.split()[0][1:]) % 2 == 0 else "odd"}) for line in lines]
+    (tmp_path / "train.jsonl").write_text("\n".join(rows[:48]) + "\n")
+    (tmp_path / "dev.jsonl").write_text("\n".join(rows[48:]) + "\n")
+    common = ["finetune", setup / "student", "--data", tmp_path / "train.jsonl", "--batch-size", 8, "--lr", 3e-3]
+    code, out, err = run(capsys, *common, "--eval-data", tmp_path / "dev.jsonl", "--out", tmp_path / "ft", "--epochs", 2,
+                         "--eval-every", 3, "--keep-best", "loss", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert [e["step"] for e in summary["evals"]] == [3, 6, 9, 12]
+    losses = [e["loss"] for e in summary["evals"]]
+    assert summary["best"] == {"step": summary["evals"][losses.index(min(losses))]["step"], "loss": min(losses)}
+    assert summary["eval"]["loss"] == pytest.approx(min(losses), rel=1e-6)  # the saved model is the best one
+    logged = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "eval_loss" in r] == [3, 6, 9, 12]
+    assert not (tmp_path / "ft" / "checkpoints").exists()
+    code, out, err = run(capsys, *common, "--eval-data", tmp_path / "dev.jsonl", "--out", tmp_path / "ft2", "--steps", 4, "--keep-best", "accuracy")
+    assert code == 0 and "kept step 4's weights, the best evaluation by accuracy" in " ".join(out.split()), err  # at the end (an epoch is 6 steps)
+    for args, fragment in [(["--keep-best", "loss"], "--keep-best needs --eval-data"), (["--eval-every", 2], "--eval-every needs --eval-data"),
+                           (["--eval-data", tmp_path / "dev.jsonl", "--keep-best", "f1"], "keep_best must be one of accuracy, balanced_accuracy"),
+                           (["--eval-data", tmp_path / "dev.jsonl", "--eval-every", 0], "eval_every must be an integer >= 1")]:
+        code, _, err = run(capsys, *common, "--out", tmp_path / "bad", *args)
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and fragment in err, err
+        assert not (tmp_path / "bad").exists()
 
 
 def test_timm_checkpoint_through_every_stage(tmp_path, capsys):

@@ -304,3 +304,28 @@ def test_removing_checkpoints_also_removes_temporaries_of_killed_writes(tmp_path
     (root / f".{LATEST}.tmp-xyz").write_text("{")  # killed while replacing the pointer
     remove_checkpoints(root)
     assert not root.exists()
+
+
+def test_held_out_evaluations_and_the_best_student(tmp_path):
+    config = DistillConfig(steps=8, batch_size=8, lr=1e-3)
+    plain, teacher = pair(hf_bert)
+    pela.distill(plain, teacher, Tokens(), config, collate_fn=stack)
+    student, teacher = pair(hf_bert)
+    watched = DistillConfig(steps=8, batch_size=8, lr=1e-3, eval_every=3)
+    result = pela.distill(student, teacher, Tokens(), watched, collate_fn=stack, eval_data=Tokens(24, seed=1), eval_samples=16)
+    assert [e["step"] for e in result.evals] == [3, 6, 8] and set(result.evals[0]) == {"step", "mean_mse", "mean_cosine", "output_agreement"}
+    # the evaluations' passes do not reach the training's feature hooks, nor change its random numbers
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), student.state_dict().values()))
+    held = pela.compare(student, teacher, Tokens(24, seed=1), collate_fn=stack, samples=16)
+    assert held["mean_mse"] == pytest.approx(result.evals[-1]["mean_mse"], rel=1e-6)
+    assert result.evals[-1]["mean_mse"] < result.evals[0]["mean_mse"]  # it learns the teacher on held-out data too
+
+    # held-out feature MSE picks the best student by its lowest value (restoring it: tests/test_finetune.py)
+    student, teacher = pair(hf_bert)
+    best = DistillConfig(steps=10, batch_size=8, lr=0.05, eval_every=2, keep_best="mean_mse")
+    result = pela.distill(student, teacher, Tokens(), best, collate_fn=stack, eval_data=Tokens(24, seed=1), eval_samples=16, out=tmp_path)
+    mses = [e["mean_mse"] for e in result.evals]
+    assert result.best == {"step": result.evals[mses.index(min(mses))]["step"], "mean_mse": min(mses)} and min(mses) < max(mses)
+    assert pela.compare(student, teacher, Tokens(24, seed=1), collate_fn=stack, samples=16)["mean_mse"] == pytest.approx(min(mses), rel=1e-6)
+    with pytest.raises(PelaError, match="keep_best must be one of mean_mse"):
+        DistillConfig(keep_best="loss")

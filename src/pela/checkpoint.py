@@ -23,6 +23,7 @@ from .errors import PelaError
 from .io import atomic_dir, atomic_write_text, load_weights, read_json
 
 LATEST = "latest.json"
+BEST = "best"  # the weights of the best evaluation so far (`pela.train.fit` with keep_best)
 
 
 def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -139,10 +140,12 @@ def remove_checkpoints(root: Path) -> None:
     """Delete ``root`` with every checkpoint in it and the temporaries that killed writes left behind."""
     for p in _checkpoint_dirs(root):
         _discard(p)
+    if (root / BEST).is_dir():
+        _discard(root / BEST)
     (root / LATEST).unlink(missing_ok=True)
     # temporaries of a write or delete that was killed: a checkpoint directory, the old one it replaced,
     # and the pointer file (a kill while latest.json is replaced leaves ".latest.json.tmp-*")
-    for p in [*root.glob(".checkpoint-*"), *root.glob(f".{LATEST}.tmp-*")]:
+    for p in [*root.glob(".checkpoint-*"), *root.glob(f".{BEST}.*"), *root.glob(f".{LATEST}.tmp-*")]:
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:

@@ -228,6 +228,10 @@ def distill(
     teacher: str = typer.Option(..., "--teacher", help="the original model (timm:NAME, hf:ID, or a directory)"),
     data: Path = typer.Option(..., "--data", help="text (.txt, fortune files, .jsonl/.json/.csv/.tsv, each also .gz; .parquet/.arrow), a folder of them (shards), of images or of .txt files, or Fashion-MNIST idx files"),
     out: Path = typer.Option(..., "--out", help="directory for checkpoints, metrics and the final student"),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="held-out data on which pela compare scores the student at the end (and during training, with --eval-every or --keep-best)"),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="score the student on --eval-data every N steps and at the end (eval_* rows in metrics.jsonl)"),
+    eval_samples: int = typer.Option(256, "--eval-samples", help="examples of --eval-data to score on (a seeded random subset)"),
+    keep_best: Optional[str] = typer.Option(None, "--keep-best", help="save the student of the best evaluation by this metric, not the last: mean_mse, mean_cosine or output_agreement (evaluates every epoch unless --eval-every says)"),
     steps: Optional[int] = typer.Option(None, help="optimizer steps (default: one epoch)"),
     epochs: Optional[float] = typer.Option(None, help="epochs over the data, instead of --steps"),
     batch_size: int = typer.Option(32, "--batch-size", help="global batch per optimizer step"),
@@ -265,13 +269,18 @@ def distill(
     config = DistillConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, alpha=alpha, beta=beta, task=task_weight,
                            gamma=gamma, epsilon=epsilon, grad_accum=grad_accum, clip=clip or None, seed=seed,
                            mixed_precision=mixed_precision, save_every=save_every, log_every=log_every, blocks=blocks,
-                           group_by_length=group_by_length, workers=workers)
+                           group_by_length=group_by_length, workers=workers, eval_every=eval_every, keep_best=keep_best)
     if max_length is not None and max_length < 1:
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
+    if (eval_every or keep_best) and eval_data is None:
+        raise PelaError(f"{'--eval-every' if eval_every else '--keep-best'} needs --eval-data")
+    if eval_samples < 1:
+        raise PelaError(f"--eval-samples must be >= 1, got {eval_samples}")
     if not is_pela_dir(student):
         raise PelaError(f"--student {student} is not a directory written by pela (run pela compress first)")
     _save_dtype(save_dtype)
     ds = _load_data(data, text_field=text_field, label_field=label_field, progress=True)
+    held_out = _load_data(eval_data, split="test", text_field=text_field, progress=True) if eval_data else None
     with _run_dir(out, resume, overwrite):
         with err_console.status("loading models"):
             student_model = load_model(str(student), trust_remote_code=trust_remote_code)  # trains in float32
@@ -279,13 +288,23 @@ def distill(
                                        trust_remote_code=trust_remote_code)
         collate = Collator(student_model, max_length=max_length)
         info = {"student": str(Path(student).resolve()), "teacher": teacher, "data": str(Path(data).resolve())}
-        result = _distill(student_model, teacher_model, ds, config, collate_fn=collate, out=out, resume=resume, progress=True, run_info=info)
-        if _publish(student_model, out, {"distill": {**config.to_dict(), "final": result.history[-1] if result.history else {},
-                                                     "processes": len(result.rank_checksums), "rank_checksums": result.rank_checksums}},
-                    save_dtype):
+        result = _distill(student_model, teacher_model, ds, config, collate_fn=collate, out=out, resume=resume, progress=True, run_info=info,
+                          eval_data=held_out, eval_samples=eval_samples)
+        record = {**config.to_dict(), "final": result.history[-1] if result.history else {},
+                  "processes": len(result.rank_checksums), "rank_checksums": result.rank_checksums}
+        if result.evals:
+            record["evals"] = result.evals
+        if result.best is not None:
+            record["best"] = result.best
+        if _publish(student_model, out, {"distill": record}, save_dtype):
             last = result.history[-1] if result.history else {}
+            held = ""
+            if result.evals:
+                shown = keep_best or "mean_mse"
+                score = result.best[shown] if result.best else result.evals[-1][shown]
+                held = f"; held-out {shown} {score:.4g}" + (f" (step {result.best['step']}'s student, the best)" if result.best else "")
             out_console.print(f"distilled {result.steps} steps in {result.seconds:.0f}s ({result.items_per_s:.1f} items/s); "
-                              f"final loss {last.get('loss', float('nan')):.4g}; student saved to {_saved(out)}")
+                              f"final loss {last.get('loss', float('nan')):.4g}{held}; student saved to {_saved(out)}")
             _half_precision_note(student_model, save_dtype)
 
 
@@ -396,7 +415,9 @@ def finetune(
     model: str = typer.Argument(..., help="a pela student, or any model source (to compare under one recipe)"),
     data: Path = typer.Option(..., "--data", help="labelled data: a folder of class sub-folders (images or .txt files), Fashion-MNIST idx, or records (CSV/TSV/JSONL/JSON/Parquet/Arrow) with a label"),
     out: Path = typer.Option(..., "--out", help="directory for checkpoints, metrics and the fine-tuned model"),
-    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="labelled data to evaluate on at the end"),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="labelled data to evaluate on at the end (and during training, with --eval-every or --keep-best)"),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="evaluate on --eval-data every N steps too (logged as eval_* in metrics.jsonl)"),
+    keep_best: Optional[str] = typer.Option(None, "--keep-best", help="save the weights of the best evaluation by this metric, not the last: accuracy, balanced_accuracy, macro_f1, top5 or loss (evaluates every epoch unless --eval-every says)"),
     steps: Optional[int] = typer.Option(None, help="optimizer steps (default: one epoch)"),
     epochs: Optional[float] = typer.Option(None, help="epochs over the data, instead of --steps"),
     batch_size: int = typer.Option(32, "--batch-size", help="global batch per optimizer step"),
@@ -431,7 +452,9 @@ def finetune(
     config = FinetuneConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                             pooling=pooling, lora=lora, grad_accum=grad_accum, mixed_precision=mixed_precision,
                             save_every=save_every, log_every=log_every, group_by_length=group_by_length,
-                            workers=workers)
+                            workers=workers, eval_every=eval_every, keep_best=keep_best)
+    if (eval_every or keep_best) and eval_data is None:
+        raise PelaError(f"{'--eval-every' if eval_every else '--keep-best'} needs --eval-data")
     if max_length is not None and max_length < 1:
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
     from .data import dataset_classes
@@ -448,9 +471,14 @@ def finetune(
             net = load_model(model, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle,
                              trust_remote_code=trust_remote_code)
         tuned, result = _finetune(net, ds, config, collate_fn=Collator(net, max_length=max_length), out=out, resume=resume,
-                                  progress=not as_json, run_info={"model": model, "data": str(Path(data).resolve())})
+                                  progress=not as_json, run_info={"model": model, "data": str(Path(data).resolve())},
+                                  eval_data=test if (eval_every or keep_best) else None)
         summary = {"steps": result.steps, "seconds": result.seconds, "items_per_s": result.items_per_s,
                    "final": result.history[-1] if result.history else {}}
+        if result.evals:
+            summary["evals"] = result.evals
+        if result.best is not None:
+            summary["best"] = result.best
         if test is not None:
             summary["eval"] = evaluate(tuned, test, collate_fn=Collator(tuned, max_length=max_length), workers=workers, progress=not as_json)
         if _publish(tuned, out, {"finetune": {**config.to_dict(), **summary}}, save_dtype):
@@ -458,6 +486,8 @@ def finetune(
                 print(json.dumps(summary, indent=2))
             else:
                 acc = f"; accuracy {summary['eval']['accuracy']:.4f} on {summary['eval']['samples']} examples" if test is not None else ""
+                if result.best is not None:
+                    acc += f"; kept step {result.best['step']}'s weights, the best evaluation by {keep_best}"
                 out_console.print(f"fine-tuned {result.steps} steps in {result.seconds:.0f}s{acc}; saved to {_saved(out)}")
             _half_precision_note(net, save_dtype)
 

@@ -44,8 +44,10 @@ def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn
     student.eval(), teacher.eval()
     try:
         with progress_bar(progress, len(loader), "comparing") as advance:
+            device = next(student.parameters()).device  # the models' (during distillation, maybe a GPU)
             for batch in loader:
                 batch.pop("labels", None)
+                batch = {k: v.to(device) for k, v in batch.items()}
                 rows = next(iter(batch.values())).shape[0]
                 s_out, t_out = (arch.main_output(arch.forward(m, batch)) for m in (student, teacher))
                 s_feats, t_feats = caps[0].take(), caps[1].take()

@@ -48,6 +48,12 @@ class DistillConfig(TrainConfig):
                 raise PelaError(f"{name} must be a finite number >= 0, got {v!r}")
         if self.alpha == self.beta == self.task == self.gamma == 0:
             raise PelaError("all loss weights are 0: nothing to train")
+        if self.keep_best is not None and self.keep_best not in EVAL_METRICS:
+            raise PelaError(f"keep_best must be one of {', '.join(EVAL_METRICS)}, got {self.keep_best!r}")
+
+
+# what `pela.compare` reports on held-out data that can pick the best student (MSE is minimized, the others maximized)
+EVAL_METRICS = ("mean_mse", "mean_cosine", "output_agreement")
 
 
 # ---------------------------------------------------------------- losses (pure functions)
@@ -96,11 +102,13 @@ class BlockCapture:
         self.labels: list[str] = []  # one per tensor of the latest `take`: the block name, with "#k" for repeated calls
         modules = dict(model.named_modules())
         self.names = names
+        self.active = True  # off while the same model runs for something else (an evaluation)
         self.handles = [modules[n].register_forward_hook(self._hook(n)) for n in names]
 
     def _hook(self, name: str) -> Callable:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            self.outputs.setdefault(name, []).append(arch.block_output(output))
+            if self.active:
+                self.outputs.setdefault(name, []).append(arch.block_output(output))
 
         return hook
 
@@ -140,7 +148,8 @@ def check_pair(student: nn.Module, teacher: nn.Module) -> list[tuple[LowRankLine
 
 def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: DistillConfig | None = None, *,
             collate_fn: Callable | None = None, out: str | Path | None = None, resume: bool = False,
-            progress: bool = False, run_info: dict[str, Any] | None = None, accelerator: Any = None) -> TrainResult:
+            progress: bool = False, run_info: dict[str, Any] | None = None, accelerator: Any = None,
+            eval_data: Dataset | None = None, eval_samples: int = 256) -> TrainResult:
     """Train ``student`` (in place) to match the frozen ``teacher`` on ``data``.
 
     Args:
@@ -153,6 +162,9 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
         resume: continue from the newest checkpoint in ``out``.
         progress: show a rich progress bar.
         run_info: extra facts identifying the run (data path, model sources) for resume checks.
+        eval_data: held-out examples: `pela.compare` scores the student on a seeded sample of
+            ``eval_samples`` of them at the end and every ``config.eval_every`` steps (`EVAL_METRICS`,
+            in ``result.evals``); with ``config.keep_best`` the student ends as the best one.
     """
     from .data import Collator, align_classes, dataset_classes
 
@@ -191,9 +203,23 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     # CLIP distilled on images alone trains its vision tower; the other tower is not the optimizer's
     tower = arch.data_tower(student, data, collate_fn)
     trained = arch.TowerView(student, tower) if tower else student
+    evaluator = None
+    if eval_data is not None:
+        def evaluator(_: nn.Module) -> dict[str, float]:
+            from .compare import compare
+
+            t_capture.active = s_capture.active = False  # the training's hooks must not keep these passes' features
+            try:
+                scores = compare(student, teacher, eval_data, collate_fn=collate_fn, samples=eval_samples,
+                                 batch_size=max(1, config.batch_size // config.grad_accum), blocks=config.blocks)
+            finally:
+                t_capture.active = s_capture.active = True
+            return {k: scores[k] for k in EVAL_METRICS}
+
     try:
         return fit(trained, data, collate_fn, config, step_loss, weights, out=Path(out) if out else None,
-                   resume=resume, progress=progress, run_info=run_info, accelerator=accelerator, description="distilling")
+                   resume=resume, progress=progress, run_info=run_info, accelerator=accelerator, description="distilling",
+                   evaluator=evaluator)
     finally:
         t_capture.remove()
         s_capture.remove()

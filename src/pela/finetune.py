@@ -25,6 +25,10 @@ from .layers import SequenceClassifier
 from .train import TrainConfig, TrainResult, fit, make_loader
 
 
+# what `evaluate` reports that can pick the best model during fine-tuning (loss is minimized, the others maximized)
+EVAL_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "top5", "loss")
+
+
 @dataclass(frozen=True)
 class FinetuneConfig(TrainConfig):
     """`TrainConfig` plus the head and the optional LoRA adapters."""
@@ -38,6 +42,8 @@ class FinetuneConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.keep_best is not None and self.keep_best not in EVAL_METRICS:
+            raise PelaError(f"keep_best must be one of {', '.join(EVAL_METRICS)}, got {self.keep_best!r}")
         if self.pooling not in ("mean", "cls"):
             raise PelaError(f"pooling must be mean or cls, got {self.pooling!r}")
         if self.lora is not None and (not isinstance(self.lora, int) or self.lora < 1):
@@ -74,11 +80,16 @@ def _add_lora(model: nn.Module, rank: int, alpha: float) -> nn.Module:
 
 def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = None, *, num_classes: int | None = None,
              collate_fn: Callable | None = None, out: str | Path | None = None, resume: bool = False, progress: bool = False,
-             run_info: dict[str, Any] | None = None, accelerator: Any = None) -> tuple[nn.Module, TrainResult]:
+             run_info: dict[str, Any] | None = None, accelerator: Any = None,
+             eval_data: Dataset | None = None, eval_batch_size: int = 64) -> tuple[nn.Module, TrainResult]:
     """Fine-tune ``model`` for classification on labelled ``data``; returns ``(model, result)``.
 
     The returned model has its head (and, with ``config.lora``, the LoRA adapters merged back into
     the weights, so it has exactly the parameters of the input model plus the head).
+
+    With ``eval_data``, the model is evaluated (`evaluate`) at the end and every ``config.eval_every``
+    steps, and the scores are in ``result.evals``; with ``config.keep_best`` (one of `EVAL_METRICS`) the
+    returned model has the weights of its best evaluation, which ``result.best`` names.
     """
     from .data import Collator, align_classes, dataset_classes, unlabelled_reason
 
@@ -96,7 +107,16 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
     with torch.random.fork_rng(devices=[]):  # a new head's initial weights follow config.seed, not the caller's RNG state
         torch.manual_seed(config.seed)
         model = arch.with_classifier(model, num_classes, config.pooling, tower=tower)
+    names = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
+    model.pela_classes = names  # so that evaluations during training read the data's labels by name
     trained = _add_lora(model, config.lora, config.lora_alpha) if config.lora else model
+    evaluator = None
+    if eval_data is not None:
+        def evaluator(_: nn.Module) -> dict[str, float]:
+            # the model itself: LoRA adapters sit in it, and peft's wrapper hides its forward's signature
+            scores = evaluate(model, eval_data, collate_fn=collate_fn, batch_size=eval_batch_size, device=str(_device(trained)),
+                              workers=config.workers)
+            return {k: scores[k] for k in EVAL_METRICS if scores.get(k) is not None}
 
     def step_loss(m: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[Any, dict[str, torch.Tensor]]:
         labels = batch.pop("labels", None)
@@ -107,10 +127,10 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
         return outputs, {"task": F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)}
 
     result = fit(trained, data, collate_fn, config, step_loss, {"task": 1.0}, out=Path(out) if out else None, resume=resume,
-                 progress=progress, run_info=run_info, accelerator=accelerator, description="fine-tuning")
+                 progress=progress, run_info=run_info, accelerator=accelerator, description="fine-tuning", evaluator=evaluator)
     if config.lora:
         model = trained.merge_and_unload()
-    model.pela_classes = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
+    model.pela_classes = names
     cfg = getattr(model, "config", None)
     indices = model.pela_classes == [str(i) for i in range(num_classes)]  # labels 0, 1, ...: names the config has stay
     if getattr(cfg, "num_labels", None) == num_classes and not indices:  # a Hugging Face head: its config names the classes too
@@ -173,6 +193,10 @@ def evaluate(model: nn.Module, data: Dataset, *, collate_fn: Callable | None = N
             "params": sum(p.numel() for p in model.parameters()),
             "params_linear": sum(p.numel() for m in model.modules() if arch.linear_weight(m) is not None for p in m.parameters(recurse=False)),
             "items_per_s": n / max(seconds, 1e-9), "per_class": per_class}
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _per_class(confusion: torch.Tensor, names: list[str] | None) -> dict[str, dict[str, Any]]:

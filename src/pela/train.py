@@ -30,6 +30,9 @@ from ._progress import progress_bar
 from .errors import PelaError
 
 
+LOWER_IS_BETTER = ("loss", "mse")  # how a metric's name ends when keep_best should minimize it, not maximize
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings every training stage shares. Give ``steps`` or ``epochs`` (default: one epoch).
@@ -52,6 +55,8 @@ class TrainConfig:
     log_every: int = 10
     group_by_length: bool = False  # batch texts of similar length together (less padding), if the data knows lengths
     workers: int = 0  # DataLoader processes that prepare batches while the model trains (0 = in the main process)
+    eval_every: int | None = None  # evaluate every N steps and at the end (needs an evaluator)
+    keep_best: str | None = None  # end with the weights of the best evaluation by this metric (see LOWER_IS_BETTER)
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:
@@ -66,6 +71,8 @@ class TrainConfig:
                   ("save_every", self.save_every, lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer >= 1"),
                   ("log_every", self.log_every, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
                   ("workers", self.workers, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+                  ("eval_every", self.eval_every, lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer >= 1"),
+                  ("keep_best", self.keep_best, lambda v: v is None or (isinstance(v, str) and v != ""), "a metric name"),
                   ("mixed_precision", self.mixed_precision, lambda v: v in ("auto", "no", "bf16", "fp16"), "auto, no, bf16 or fp16")]
         for name, value, ok, allowed in checks:
             if not ok(value):
@@ -81,6 +88,8 @@ class TrainResult:
     seconds: float
     items_per_s: float
     history: list[dict[str, float]] = field(default_factory=list)  # the logged metrics
+    evals: list[dict[str, float]] = field(default_factory=list)  # {"step": s, metric: value} of each evaluation
+    best: dict[str, float] | None = None  # with keep_best: the evaluation whose weights the model ends with
     rank_checksums: list[float] = field(default_factory=list)  # one per process: all equal
 
 
@@ -129,8 +138,10 @@ def _split(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.T
 
 def run_id(config: TrainConfig, extra: dict[str, Any]) -> str:
     """What makes two runs the same run (a checkpoint may only resume its own run)."""
-    # how often to save or log, and how many processes prepare batches, do not change what is computed
-    keep = {k: v for k, v in config.to_dict().items() if k not in ("save_every", "log_every", "workers")}
+    # how often to save or log, and how many processes prepare batches, do not change what is computed;
+    # settings left at None are left out, so that a run's id does not change when a new setting is added
+    keep = {k: v for k, v in config.to_dict().items()
+            if k not in ("save_every", "log_every", "workers") and not (k in ("eval_every", "keep_best") and v is None)}
     return hashlib.sha256(json.dumps({"config": keep, **extra}, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -184,9 +195,16 @@ def make_accelerator(config: TrainConfig) -> Any:
 def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConfig,
         step_loss: Callable[[nn.Module, dict[str, torch.Tensor]], tuple[Any, dict[str, torch.Tensor]]],
         weights: dict[str, float], *, out: Path | None = None, resume: bool = False, progress: bool = False,
-        run_info: dict[str, Any] | None = None, accelerator: Any = None, description: str = "training") -> TrainResult:
-    """Train ``model`` in place on ``data``: ``loss = Σ weights[k] · terms[k]`` from ``step_loss``."""
-    from accelerate.utils import set_seed
+        run_info: dict[str, Any] | None = None, accelerator: Any = None, description: str = "training",
+        evaluator: Callable[[nn.Module], dict[str, float]] | None = None) -> TrainResult:
+    """Train ``model`` in place on ``data``: ``loss = Σ weights[k] · terms[k]`` from ``step_loss``.
+
+    With ``evaluator`` (the model, in eval mode, to ``{metric: value}``), the model is evaluated at the
+    end and every ``config.eval_every`` steps, on the main process, and each result is logged as
+    ``eval_<metric>``. With ``config.keep_best`` it is evaluated at least once an epoch, and the model
+    ends with the weights of its best evaluation by that metric, not necessarily the last.
+    """
+    from accelerate.utils import broadcast, set_seed
 
     from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
@@ -198,9 +216,12 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
     if config.batch_size % (accelerator.num_processes * config.grad_accum):
         raise PelaError(f"batch size {config.batch_size} must divide evenly over {accelerator.num_processes} processes × {config.grad_accum} accumulation steps")
     set_seed(config.seed)
+    if (config.eval_every or config.keep_best) and evaluator is None:
+        raise PelaError(f"{'eval_every' if config.eval_every else 'keep_best'} needs data to evaluate on")
     per_epoch = len(data) // config.batch_size
     total = config.steps or max(1, math.ceil((config.epochs or 1.0) * per_epoch))
     rid = run_id(config, {"total": total, "n": len(data), **(run_info or {})})
+    eval_every = config.eval_every or (max(1, per_epoch) if config.keep_best else None)
 
     model.train().to(accelerator.device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
@@ -216,7 +237,10 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
     loader = make_loader(data, collate_fn, config.workers, batch_sampler=sampler)
     wrapped, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     log = _MetricsLog(out / "metrics.jsonl" if out and accelerator.is_main_process else None, start)
+    best = _Best(config.keep_best, out / "checkpoints" if out else None, rid, start, accelerator.is_main_process) if config.keep_best else None
     history: list[dict[str, float]] = []
+    evals: list[dict[str, float]] = []
+    last_eval = ""
     began, seen = time.perf_counter(), 0
     try:
         with progress_bar(progress and accelerator.is_main_process, total, description) as advance:
@@ -251,7 +275,21 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
                            "lr": scheduler.get_last_lr()[0], "items_per_s": rate, "rss_mib": resident_mib()}
                     history.append(row)
                     log.write(row)
-                advance(info=" ".join(f"{k} {v:.4g}" for k, v in sums.items()) + f" | {rate:.1f} items/s")
+                if evaluator is not None and (done == total or (eval_every and done % eval_every == 0)):
+                    plain = accelerator.unwrap_model(wrapped)
+                    metrics = _evaluate(evaluator, plain, accelerator) if accelerator.is_main_process else {}
+                    plain.train()
+                    if accelerator.is_main_process:
+                        row = {"step": done, **{f"eval_{k}": v for k, v in metrics.items()}}
+                        evals.append({"step": done, **metrics})
+                        log.write(row)
+                        shown = config.keep_best or next(iter(metrics), None)
+                        last_eval = f" | eval {shown} {metrics[shown]:.4g}" if shown else ""
+                    if best is not None:
+                        better = torch.tensor([float(accelerator.is_main_process and best.better(metrics))], device=accelerator.device)
+                        if float(broadcast(better, from_process=0)[0]):
+                            best.keep(done, metrics.get(config.keep_best), plain)
+                advance(info=" ".join(f"{k} {v:.4g}" for k, v in sums.items()) + f" | {rate:.1f} items/s" + last_eval)
                 if out and config.save_every and done % config.save_every == 0 and done < total:
                     accelerator.wait_for_everyone()
                     if accelerator.is_main_process:
@@ -261,11 +299,83 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
         log.close()
     accelerator.wait_for_everyone()
     seconds = time.perf_counter() - began
+    if best is not None and best.step is not None and best.step != total:
+        best.restore(model)
     model.eval()
     checksums = _rank_checksums(model, accelerator)
     if len(set(checksums)) > 1:
         raise PelaError(f"the {len(checksums)} processes ended with different models (checksums {checksums})")
-    return TrainResult(total, seconds, seen / max(seconds, 1e-9), history, checksums)
+    best_row = {"step": best.step, config.keep_best: best.value} if best is not None and best.step is not None else None
+    return TrainResult(total, seconds, seen / max(seconds, 1e-9), history, evals=evals, best=best_row, rank_checksums=checksums)
+
+
+def _evaluate(evaluator: Callable[[nn.Module], dict[str, float]], model: nn.Module, accelerator: Any) -> dict[str, float]:
+    """Run the evaluator on the model in eval mode; it may draw random numbers (a DataLoader does)
+    without moving the training's, so that a run gives the same model with or without evaluations."""
+    devices = [accelerator.device.index or 0] if accelerator.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        metrics = evaluator(model.eval())
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+class _Best:
+    """The best evaluation so far by one metric, with CPU copies of the weights the model had then
+    (the trainable ones and the buffers: frozen weights do not change). The main process also keeps
+    them in ``checkpoints/best``, so that a resumed run still knows its best."""
+
+    def __init__(self, metric: str, root: Path | None, rid: str, start: int, write: bool):
+        self.metric, self.rid, self.write = metric, rid, write
+        from .checkpoint import BEST
+
+        self.dir = root / BEST if root is not None else None
+        self.step: int | None = None
+        self.value: float | None = None
+        self.state: dict[str, torch.Tensor] = {}
+        if self.dir is not None and start > 0:
+            self._read(start)
+
+    def better(self, metrics: dict[str, float]) -> bool:
+        if self.metric not in metrics:
+            raise PelaError(f"cannot keep the best model by {self.metric!r}: the evaluation reports {', '.join(metrics) or 'nothing'}")
+        value = metrics[self.metric]
+        if self.value is None:
+            return math.isfinite(value)
+        return value < self.value if self.metric.endswith(LOWER_IS_BETTER) else value > self.value
+
+    def keep(self, step: int, value: float | None, model: nn.Module) -> None:
+        self.step, self.value = step, value
+        self.state = {n: t.detach().to("cpu", copy=True).contiguous() for n, t in _trainable(model)}
+        if self.dir is not None and self.write:
+            from safetensors.torch import save_file
+
+            from .io import atomic_dir
+
+            with atomic_dir(self.dir, overwrite=True) as tmp:
+                save_file(self.state, str(tmp / "model.safetensors"))
+                (tmp / "best.json").write_text(json.dumps({"step": step, "metric": self.metric, "value": value, "run_id": self.rid}))
+
+    def restore(self, model: nn.Module) -> None:
+        current = dict(_trainable(model))
+        with torch.no_grad():
+            for name, saved in self.state.items():
+                current[name].copy_(saved)
+
+    def _read(self, start: int) -> None:
+        """The best of a run being resumed: only its own, and only from the steps before the checkpoint
+        (later ones are trained again, identically)."""
+        from safetensors.torch import load_file
+
+        try:
+            info = json.loads((self.dir / "best.json").read_text())
+        except (OSError, ValueError):
+            return
+        if info.get("run_id") == self.rid and info.get("metric") == self.metric and int(info.get("step", start + 1)) <= start:
+            self.step, self.value = int(info["step"]), info["value"]
+            self.state = load_file(str(self.dir / "model.safetensors"))
+
+
+def _trainable(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad] + list(model.named_buffers())
 
 
 def _rank_checksums(model: nn.Module, accelerator: Any) -> list[float]:
