@@ -35,6 +35,7 @@ bench: install
 	$(PY) benchmarks/distill_throughput.py
 	$(PY) benchmarks/minilm_distill.py
 	$(PY) benchmarks/save_dtype.py
+	$(PY) benchmarks/keep_best.py
 	$(PY) benchmarks/architectures.py
 
 clean:

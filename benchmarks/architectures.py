@@ -6,9 +6,9 @@
 For each model: save it the way users get it (a Hugging Face directory with a tokenizer or image
 processor; timm's hub format for timm models), then run, in one process, `pela compress` (k=2), `pela
 compress --calib --param-budget 0.5` (whitened SVD, ranks allocated across layers), `pela bench
---vs` the dense model (its peak memory measured too), `pela distill` (2 steps), `pela compare`, `pela finetune` (1 epoch on
-labelled text or images), `pela eval`, `pela bench` of the fine-tuned model and `pela finetune
---lora`, stopping at the first step that fails. The test suite covers seven families; this covers the ones users bring (decoder LMs,
+--vs` the dense model (its peak memory measured too), `pela distill` (2 steps, scored on held-out data, the best
+kept), `pela compare`, `pela finetune` (1 epoch on labelled text or images, evaluated every 2 steps, the best
+kept), `pela eval`, `pela bench` of the fine-tuned model and `pela finetune --lora` (the best kept), stopping at the first step that fails. The test suite covers seven families; this covers the ones users bring (decoder LMs,
 encoder-decoders, two-tower models, hierarchical vision models). Nothing here is downloaded: the
 tokenizer is the offline MiniLM's. Results: benchmarks/results/architectures.json.
 """
@@ -218,13 +218,14 @@ def check(name: str, build: Callable[[], torch.nn.Module], kind: str, work: Path
         "bench": ["bench", d / "k2", "--vs", dense, "--batch-size", 2, "--iters", 1, "--rounds", 1, "--seq-len", 16,
                   "--json"],
         "distill": ["distill", "--student", d / "k2", "--teacher", dense, "--data", unlabelled, "--out", d / "distilled",
-                    "--steps", 2, "--batch-size", 4],
+                    "--steps", 2, "--batch-size", 4, "--eval-data", unlabelled, "--eval-samples", 8, "--keep-best", "mean_mse"],
         "compare": ["compare", d / "distilled", dense, "--data", unlabelled],
         "finetune": ["finetune", d / "distilled", "--data", labelled, "--eval-data", labelled, "--out", d / "tuned",
-                     "--epochs", 1, "--batch-size", 4],
+                     "--epochs", 1, "--batch-size", 4, "--eval-every", 2, "--keep-best", "loss"],
         "eval": ["eval", d / "tuned", "--data", labelled],
         "bench_tuned": ["bench", d / "tuned", "--batch-size", 2, "--iters", 1, "--rounds", 1, "--seq-len", 16, "--json"],
-        "lora": ["finetune", d / "distilled", "--data", labelled, "--out", d / "lora", "--epochs", 1, "--batch-size", 4, "--lora", 4],
+        "lora": ["finetune", d / "distilled", "--data", labelled, "--out", d / "lora", "--epochs", 1, "--batch-size", 4, "--lora", 4,
+                 "--eval-data", labelled, "--keep-best", "accuracy"],
     }
     result: dict = {"data": kind, "passed": [], "failed": None}
     start = time.perf_counter()

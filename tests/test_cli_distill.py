@@ -234,7 +234,13 @@ def test_finetune_keeps_its_best_evaluation(setup, tmp_path, capsys):
     assert not (tmp_path / "ft" / "checkpoints").exists()
     code, out, err = run(capsys, *common, "--eval-data", tmp_path / "dev.jsonl", "--out", tmp_path / "ft2", "--steps", 4, "--keep-best", "accuracy")
     assert code == 0 and "kept step 4's weights, the best evaluation by accuracy" in " ".join(out.split()), err  # at the end (an epoch is 6 steps)
-    for args, fragment in [(["--keep-best", "loss"], "--keep-best needs --eval-data"), (["--eval-every", 2], "--eval-every needs --eval-data"),
+    code, out, err = run(capsys, *common, "--eval-data", tmp_path / "dev.jsonl", "--out", tmp_path / "ft3", "--steps", 30, "--eval-every", 2,
+                         "--keep-best", "loss", "--patience", 2, "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["stopped_early"] and summary["steps"] == summary["best"]["step"] + 4 < 30, err
+    assert summary["eval"]["loss"] == pytest.approx(summary["best"]["loss"], rel=1e-6)
+    for args, fragment in [(["--keep-best", "loss"], "--keep-best needs --eval-data"),
+                           (["--eval-data", tmp_path / "dev.jsonl", "--patience", 2], "patience needs keep_best"), (["--eval-every", 2], "--eval-every needs --eval-data"),
                            (["--eval-data", tmp_path / "dev.jsonl", "--keep-best", "f1"], "keep_best must be one of accuracy, balanced_accuracy"),
                            (["--eval-data", tmp_path / "dev.jsonl", "--eval-every", 0], "eval_every must be an integer >= 1")]:
         code, _, err = run(capsys, *common, "--out", tmp_path / "bad", *args)

@@ -398,3 +398,27 @@ def test_keep_best_survives_a_crash_and_resume(tmp_path):
 
     remove_checkpoints(tmp_path / "crashed" / "checkpoints")
     assert not (tmp_path / "crashed" / "checkpoints").exists()
+
+
+def test_patience_stops_after_evaluations_without_a_better_one(tmp_path):
+    config = FinetuneConfig(steps=30, batch_size=16, lr=3e-3, eval_every=2, keep_best="loss", patience=2)
+    tuned, result = _tune(config, out=tmp_path)
+    assert result.stopped_early and result.steps == result.best["step"] + 4 < 30  # two evaluations, 2 steps apart, no better
+    assert [e["step"] for e in result.evals] == list(range(2, result.steps + 1, 2))
+    assert min(e["loss"] for e in result.evals) == result.best["loss"]
+    assert pela.evaluate(tuned, Labelled(48, seed=1), collate_fn=stack)["loss"] == pytest.approx(result.best["loss"], rel=1e-6)
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["step"] == result.steps and "loss" in logged[-1]  # the last step's training row, though not a log_every step
+    _, full = _tune(FinetuneConfig(steps=30, batch_size=16, lr=3e-3, eval_every=2, keep_best="loss"))
+    assert not full.stopped_early and full.steps == 30 and full.evals[:len(result.evals)] == result.evals
+    with pytest.raises(PelaError, match="patience needs keep_best"):
+        FinetuneConfig(eval_every=2, patience=2)
+
+
+def test_keep_best_with_lora_adapters():
+    """Only the adapters and the head train: those are what the best evaluation keeps, before they are merged."""
+    tuned, result = _tune(FinetuneConfig(steps=12, batch_size=16, lr=3e-2, eval_every=2, keep_best="loss", lora=4))
+    losses = [e["loss"] for e in result.evals]
+    assert result.best["step"] == result.evals[losses.index(min(losses))]["step"] < 12
+    assert not any("lora" in n for n, _ in tuned.named_parameters())  # merged back
+    assert pela.evaluate(tuned, Labelled(48, seed=1), collate_fn=stack)["loss"] == pytest.approx(min(losses), rel=1e-4)

@@ -232,6 +232,7 @@ def distill(
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="score the student on --eval-data every N steps and at the end (eval_* rows in metrics.jsonl)"),
     eval_samples: int = typer.Option(256, "--eval-samples", help="examples of --eval-data to score on (a seeded random subset)"),
     keep_best: Optional[str] = typer.Option(None, "--keep-best", help="save the student of the best evaluation by this metric, not the last: mean_mse, mean_cosine or output_agreement (evaluates every epoch unless --eval-every says)"),
+    patience: Optional[int] = typer.Option(None, "--patience", help="with --keep-best: stop after N evaluations without a better one"),
     steps: Optional[int] = typer.Option(None, help="optimizer steps (default: one epoch)"),
     epochs: Optional[float] = typer.Option(None, help="epochs over the data, instead of --steps"),
     batch_size: int = typer.Option(32, "--batch-size", help="global batch per optimizer step"),
@@ -269,7 +270,8 @@ def distill(
     config = DistillConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, alpha=alpha, beta=beta, task=task_weight,
                            gamma=gamma, epsilon=epsilon, grad_accum=grad_accum, clip=clip or None, seed=seed,
                            mixed_precision=mixed_precision, save_every=save_every, log_every=log_every, blocks=blocks,
-                           group_by_length=group_by_length, workers=workers, eval_every=eval_every, keep_best=keep_best)
+                           group_by_length=group_by_length, workers=workers, eval_every=eval_every, keep_best=keep_best,
+                           patience=patience)
     if max_length is not None and max_length < 1:
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
     if (eval_every or keep_best) and eval_data is None:
@@ -296,6 +298,7 @@ def distill(
             record["evals"] = result.evals
         if result.best is not None:
             record["best"] = result.best
+        record.update(trained_steps=result.steps, stopped_early=result.stopped_early)
         if _publish(student_model, out, {"distill": record}, save_dtype):
             last = result.history[-1] if result.history else {}
             held = ""
@@ -303,7 +306,8 @@ def distill(
                 shown = keep_best or "mean_mse"
                 score = result.best[shown] if result.best else result.evals[-1][shown]
                 held = f"; held-out {shown} {score:.4g}" + (f" (step {result.best['step']}'s student, the best)" if result.best else "")
-            out_console.print(f"distilled {result.steps} steps in {result.seconds:.0f}s ({result.items_per_s:.1f} items/s); "
+            early = f" (stopped early: {patience} evaluations without a better {keep_best})" if result.stopped_early else ""
+            out_console.print(f"distilled {result.steps} steps{early} in {result.seconds:.0f}s ({result.items_per_s:.1f} items/s); "
                               f"final loss {last.get('loss', float('nan')):.4g}{held}; student saved to {_saved(out)}")
             _half_precision_note(student_model, save_dtype)
 
@@ -418,6 +422,7 @@ def finetune(
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="labelled data to evaluate on at the end (and during training, with --eval-every or --keep-best)"),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="evaluate on --eval-data every N steps too (logged as eval_* in metrics.jsonl)"),
     keep_best: Optional[str] = typer.Option(None, "--keep-best", help="save the weights of the best evaluation by this metric, not the last: accuracy, balanced_accuracy, macro_f1, top5 or loss (evaluates every epoch unless --eval-every says)"),
+    patience: Optional[int] = typer.Option(None, "--patience", help="with --keep-best: stop after N evaluations without a better one"),
     steps: Optional[int] = typer.Option(None, help="optimizer steps (default: one epoch)"),
     epochs: Optional[float] = typer.Option(None, help="epochs over the data, instead of --steps"),
     batch_size: int = typer.Option(32, "--batch-size", help="global batch per optimizer step"),
@@ -452,7 +457,7 @@ def finetune(
     config = FinetuneConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                             pooling=pooling, lora=lora, grad_accum=grad_accum, mixed_precision=mixed_precision,
                             save_every=save_every, log_every=log_every, group_by_length=group_by_length,
-                            workers=workers, eval_every=eval_every, keep_best=keep_best)
+                            workers=workers, eval_every=eval_every, keep_best=keep_best, patience=patience)
     if (eval_every or keep_best) and eval_data is None:
         raise PelaError(f"{'--eval-every' if eval_every else '--keep-best'} needs --eval-data")
     if max_length is not None and max_length < 1:
@@ -479,6 +484,7 @@ def finetune(
             summary["evals"] = result.evals
         if result.best is not None:
             summary["best"] = result.best
+        summary["stopped_early"] = result.stopped_early
         if test is not None:
             summary["eval"] = evaluate(tuned, test, collate_fn=Collator(tuned, max_length=max_length), workers=workers, progress=not as_json)
         if _publish(tuned, out, {"finetune": {**config.to_dict(), **summary}}, save_dtype):
@@ -488,7 +494,8 @@ def finetune(
                 acc = f"; accuracy {summary['eval']['accuracy']:.4f} on {summary['eval']['samples']} examples" if test is not None else ""
                 if result.best is not None:
                     acc += f"; kept step {result.best['step']}'s weights, the best evaluation by {keep_best}"
-                out_console.print(f"fine-tuned {result.steps} steps in {result.seconds:.0f}s{acc}; saved to {_saved(out)}")
+                early = f" (stopped early: {patience} evaluations without a better {keep_best})" if result.stopped_early else ""
+                out_console.print(f"fine-tuned {result.steps} steps{early} in {result.seconds:.0f}s{acc}; saved to {_saved(out)}")
             _half_precision_note(net, save_dtype)
 
 

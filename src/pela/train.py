@@ -57,6 +57,7 @@ class TrainConfig:
     workers: int = 0  # DataLoader processes that prepare batches while the model trains (0 = in the main process)
     eval_every: int | None = None  # evaluate every N steps and at the end (needs an evaluator)
     keep_best: str | None = None  # end with the weights of the best evaluation by this metric (see LOWER_IS_BETTER)
+    patience: int | None = None  # with keep_best: stop after this many evaluations without a better one
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:
@@ -73,10 +74,13 @@ class TrainConfig:
                   ("workers", self.workers, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
                   ("eval_every", self.eval_every, lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer >= 1"),
                   ("keep_best", self.keep_best, lambda v: v is None or (isinstance(v, str) and v != ""), "a metric name"),
+                  ("patience", self.patience, lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer >= 1"),
                   ("mixed_precision", self.mixed_precision, lambda v: v in ("auto", "no", "bf16", "fp16"), "auto, no, bf16 or fp16")]
         for name, value, ok, allowed in checks:
             if not ok(value):
                 raise PelaError(f"{name} must be {allowed}, got {value!r}")
+        if self.patience is not None and self.keep_best is None:
+            raise PelaError("patience needs keep_best: the metric that must keep improving")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -90,6 +94,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)  # the logged metrics
     evals: list[dict[str, float]] = field(default_factory=list)  # {"step": s, metric: value} of each evaluation
     best: dict[str, float] | None = None  # with keep_best: the evaluation whose weights the model ends with
+    stopped_early: bool = False  # patience ran out before the planned steps (``steps`` is where it stopped)
     rank_checksums: list[float] = field(default_factory=list)  # one per process: all equal
 
 
@@ -141,7 +146,7 @@ def run_id(config: TrainConfig, extra: dict[str, Any]) -> str:
     # how often to save or log, and how many processes prepare batches, do not change what is computed;
     # settings left at None are left out, so that a run's id does not change when a new setting is added
     keep = {k: v for k, v in config.to_dict().items()
-            if k not in ("save_every", "log_every", "workers") and not (k in ("eval_every", "keep_best") and v is None)}
+            if k not in ("save_every", "log_every", "workers") and not (k in ("eval_every", "keep_best", "patience") and v is None)}
     return hashlib.sha256(json.dumps({"config": keep, **extra}, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -202,7 +207,8 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
     With ``evaluator`` (the model, in eval mode, to ``{metric: value}``), the model is evaluated at the
     end and every ``config.eval_every`` steps, on the main process, and each result is logged as
     ``eval_<metric>``. With ``config.keep_best`` it is evaluated at least once an epoch, and the model
-    ends with the weights of its best evaluation by that metric, not necessarily the last.
+    ends with the weights of its best evaluation by that metric, not necessarily the last; with
+    ``config.patience`` too, training stops after that many evaluations without a better one.
     """
     from accelerate.utils import broadcast, set_seed
 
@@ -241,6 +247,7 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
     history: list[dict[str, float]] = []
     evals: list[dict[str, float]] = []
     last_eval = ""
+    stopped = None  # the step where patience ran out
     began, seen = time.perf_counter(), 0
     try:
         with progress_bar(progress and accelerator.is_main_process, total, description) as advance:
@@ -270,11 +277,7 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
                 seen += config.batch_size
                 rate = seen / (time.perf_counter() - began)
                 done = step + 1
-                if done % config.log_every == 0 or done == total:
-                    row = {"step": done, "loss": sum(weights[k] * v for k, v in sums.items()), **sums,
-                           "lr": scheduler.get_last_lr()[0], "items_per_s": rate, "rss_mib": resident_mib()}
-                    history.append(row)
-                    log.write(row)
+                stop = False
                 if evaluator is not None and (done == total or (eval_every and done % eval_every == 0)):
                     plain = accelerator.unwrap_model(wrapped)
                     metrics = _evaluate(evaluator, plain, accelerator) if accelerator.is_main_process else {}
@@ -289,7 +292,19 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
                         better = torch.tensor([float(accelerator.is_main_process and best.better(metrics))], device=accelerator.device)
                         if float(broadcast(better, from_process=0)[0]):
                             best.keep(done, metrics.get(config.keep_best), plain)
+                        # with patience: stop once the metric has not improved for that many evaluations
+                        # (every process counts the same ones, so all stop at once)
+                        stop = bool(config.patience and best.step is not None and done < total
+                                    and (done - best.step) // eval_every >= config.patience)
+                if done % config.log_every == 0 or done == total or stop:
+                    row = {"step": done, "loss": sum(weights[k] * v for k, v in sums.items()), **sums,
+                           "lr": scheduler.get_last_lr()[0], "items_per_s": rate, "rss_mib": resident_mib()}
+                    history.append(row)
+                    log.write(row)
                 advance(info=" ".join(f"{k} {v:.4g}" for k, v in sums.items()) + f" | {rate:.1f} items/s" + last_eval)
+                if stop:
+                    stopped = done
+                    break
                 if out and config.save_every and done % config.save_every == 0 and done < total:
                     accelerator.wait_for_everyone()
                     if accelerator.is_main_process:
@@ -299,14 +314,16 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
         log.close()
     accelerator.wait_for_everyone()
     seconds = time.perf_counter() - began
-    if best is not None and best.step is not None and best.step != total:
+    steps = stopped or total
+    if best is not None and best.step is not None and best.step != steps:
         best.restore(model)
     model.eval()
     checksums = _rank_checksums(model, accelerator)
     if len(set(checksums)) > 1:
         raise PelaError(f"the {len(checksums)} processes ended with different models (checksums {checksums})")
     best_row = {"step": best.step, config.keep_best: best.value} if best is not None and best.step is not None else None
-    return TrainResult(total, seconds, seen / max(seconds, 1e-9), history, evals=evals, best=best_row, rank_checksums=checksums)
+    return TrainResult(steps, seconds, seen / max(seconds, 1e-9), history, evals=evals, best=best_row, rank_checksums=checksums,
+                       stopped_early=stopped is not None)
 
 
 def _evaluate(evaluator: Callable[[nn.Module], dict[str, float]], model: nn.Module, accelerator: Any) -> dict[str, float]:
