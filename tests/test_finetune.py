@@ -422,3 +422,24 @@ def test_keep_best_with_lora_adapters():
     assert result.best["step"] == result.evals[losses.index(min(losses))]["step"] < 12
     assert not any("lora" in n for n, _ in tuned.named_parameters())  # merged back
     assert pela.evaluate(tuned, Labelled(48, seed=1), collate_fn=stack)["loss"] == pytest.approx(min(losses), rel=1e-4)
+
+
+def test_evaluation_data_is_read_by_class_name():
+    class Reordered(Labelled):
+        classes = ["c", "b", "a"]  # the same classes, numbered the other way round
+
+        def __getitem__(self, i):
+            item = super().__getitem__(i)
+            return {**item, "labels": 2 - item["labels"]}
+
+    _, straight = _tune(FinetuneConfig(steps=4, batch_size=16, lr=3e-3, eval_every=2))
+    torch.manual_seed(0)
+    _, reordered = pela.finetune(hf_bert(), Labelled(), FinetuneConfig(steps=4, batch_size=16, lr=3e-3, eval_every=2),
+                                 collate_fn=stack, eval_data=Reordered(48, seed=1))
+    assert reordered.evals == straight.evals
+
+    class Other(Labelled):
+        classes = ["a", "b", "z"]
+
+    with pytest.raises(PelaError, match="the evaluation data has classes the training data lacks: 'z'"):
+        pela.finetune(hf_bert(), Labelled(), FinetuneConfig(steps=2, batch_size=16, eval_every=1), collate_fn=stack, eval_data=Other(48))

@@ -112,6 +112,10 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
     trained = _add_lora(model, config.lora, config.lora_alpha) if config.lora else model
     evaluator = None
     if eval_data is not None:
+        unknown = sorted(set(dataset_classes(eval_data) or ()) - set(names))
+        if unknown:
+            raise PelaError(f"the evaluation data has classes the training data lacks: {', '.join(map(repr, unknown[:3]))}"
+                            + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""))
         def evaluator(_: nn.Module) -> dict[str, float]:
             # the model itself: LoRA adapters sit in it, and peft's wrapper hides its forward's signature
             scores = evaluate(model, eval_data, collate_fn=collate_fn, batch_size=eval_batch_size, device=str(_device(trained)),
