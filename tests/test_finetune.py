@@ -393,6 +393,9 @@ def test_keep_best_survives_a_crash_and_resume(tmp_path):
     assert (tmp_path / "crashed" / "checkpoints" / "checkpoint-8").is_dir()
     resumed, result = _tune(config, out=tmp_path / "crashed", resume=True)
     assert result.best == expected.best
+    assert result.evals == expected.evals  # the whole run's, not only since the resume
+    same = ("step", "loss", "task", "lr")  # not the speed or memory of the moment
+    assert [{k: r[k] for k in same} for r in result.history] == [{k: r[k] for k in same} for r in expected.history]
     assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
     from pela.checkpoint import remove_checkpoints
 

@@ -244,8 +244,9 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
     wrapped, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     log = _MetricsLog(out / "metrics.jsonl" if out and accelerator.is_main_process else None, start)
     best = _Best(config.keep_best, out / "checkpoints" if out else None, rid, start, accelerator.is_main_process) if config.keep_best else None
-    history: list[dict[str, float]] = []
-    evals: list[dict[str, float]] = []
+    # a resumed run's result covers the whole run: the rows logged before its checkpoint come first
+    history = [r for r in log.kept if not _is_eval(r)]
+    evals = [{"step": r["step"], **{k[len("eval_"):]: v for k, v in r.items() if k.startswith("eval_")}} for r in log.kept if _is_eval(r)]
     last_eval = ""
     stopped = None  # the step where patience ran out
     began, seen = time.perf_counter(), 0
@@ -324,6 +325,10 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
     best_row = {"step": best.step, config.keep_best: best.value} if best is not None and best.step is not None else None
     return TrainResult(steps, seconds, seen / max(seconds, 1e-9), history, evals=evals, best=best_row, rank_checksums=checksums,
                        stopped_early=stopped is not None)
+
+
+def _is_eval(row: dict[str, float]) -> bool:
+    return any(k.startswith("eval_") for k in row)
 
 
 def _evaluate(evaluator: Callable[[nn.Module], dict[str, float]], model: nn.Module, accelerator: Any) -> dict[str, float]:
@@ -407,6 +412,7 @@ class _MetricsLog:
 
     def __init__(self, path: Path | None, start: int):
         self.file = self.tb = None
+        self.kept: list[dict[str, float]] = []  # the rows of the steps before ``start``, kept
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -414,6 +420,7 @@ class _MetricsLog:
         if path.exists():
             kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= start]
         path.write_text("".join(line + "\n" for line in kept))
+        self.kept = [json.loads(line) for line in kept]
         self.file = open(path, "a")
         try:
             from torch.utils.tensorboard import SummaryWriter
