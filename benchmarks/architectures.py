@@ -8,7 +8,8 @@ processor; timm's hub format for timm models), then run, in one process, `pela c
 compress --calib --param-budget 0.5` (whitened SVD, ranks allocated across layers), `pela bench
 --vs` the dense model (its peak memory measured too), `pela distill` (2 steps, scored on held-out data, the best
 kept), `pela compare`, `pela finetune` (1 epoch on labelled text or images, evaluated every 2 steps, the best
-kept), `pela eval`, `pela bench` of the fine-tuned model and `pela finetune --lora` (the best kept), stopping at the first step that fails. The test suite covers seven families; this covers the ones users bring (decoder LMs,
+kept), `pela eval`, `pela bench` of the fine-tuned model, `pela finetune --lora` (the best kept) and, for
+transformers models, `pela export` (loaded back with transformers alone, outputs equal to pela's), stopping at the first step that fails. The test suite covers seven families; this covers the ones users bring (decoder LMs,
 encoder-decoders, two-tower models, hierarchical vision models). Nothing here is downloaded: the
 tokenizer is the offline MiniLM's. Results: benchmarks/results/architectures.json.
 """
@@ -196,6 +197,23 @@ def run_cli(*args) -> tuple[object, str, str]:
     return code, (lines[-1] if lines else ""), out.getvalue()
 
 
+def check_export(student: Path, exported: Path) -> tuple[object, str]:
+    """Load the exported directory with transformers (its first auto class) and compare its outputs with
+    pela.load's on the same inputs: they must be equal, bit for bit."""
+    from pela.arch import example_inputs, forward, main_output
+
+    try:
+        auto = next(iter(json.loads((exported / "config.json").read_text())["auto_map"]))
+        theirs = getattr(T, auto).from_pretrained(exported, trust_remote_code=True)
+        ours = pela.load(student)
+        inputs = example_inputs(ours, batch_size=2, seq_len=8)
+        with torch.no_grad():
+            a, b = (main_output(forward(m, inputs)) for m in (theirs, ours))
+    except Exception as e:  # noqa: BLE001 - the message is the result
+        return "exception", f"{type(e).__name__}: {e}".splitlines()[0]
+    return (0, "") if torch.equal(a, b) else ("outputs differ", f"max difference {float((a - b).abs().max()):.3g}")
+
+
 def check(name: str, build: Callable[[], torch.nn.Module], kind: str, work: Path, data: dict[str, Path], tokenizer) -> dict:
     dense, d = work / name / "dense", work / name
     d.mkdir()
@@ -227,12 +245,16 @@ def check(name: str, build: Callable[[], torch.nn.Module], kind: str, work: Path
         "lora": ["finetune", d / "distilled", "--data", labelled, "--out", d / "lora", "--epochs", 1, "--batch-size", 4, "--lora", 4,
                  "--eval-data", labelled, "--keep-best", "accuracy"],
     }
+    if not name.startswith("timm_"):  # a transformers model: exported, it must load with transformers alone
+        steps["export"] = ["export", d / "k2", "--out", d / "hf"]
     result: dict = {"data": kind, "passed": [], "failed": None}
     start = time.perf_counter()
     for step, args in steps.items():
         code, last, out = run_cli(*args)
         if code == 0 and step.startswith("bench") and any(r["peak_memory_bytes"] is None for r in json.loads(out)["results"]):
             code = "peak memory not measured"  # the warning saying why is the last line of stderr
+        if code == 0 and step == "export":
+            code, last = check_export(d / "k2", d / "hf")
         if code != 0:
             result["failed"] = {"step": step, "exit_code": code, "message": last}
             break

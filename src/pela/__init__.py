@@ -14,6 +14,7 @@ from .config import LowRankConfig
 from .distill import DistillConfig, distill
 from .errors import PelaError
 from .factorize import compress
+from .export import export_hf
 from .finetune import FinetuneConfig, evaluate, finetune
 from .io import load, save_pretrained
 from .layers import LowRankLinear
@@ -21,4 +22,4 @@ from .loading import load_model
 from .report import CompressionReport
 
 __version__ = "0.1.0"
-__all__ = ["Calibration", "calibrate", "DistillConfig", "FinetuneConfig", "LowRankConfig", "compare", "distill", "evaluate", "finetune", "keep_freed_memory", "LowRankLinear", "CompressionReport", "PelaError", "compress", "load", "load_model", "save_pretrained"]
+__all__ = ["Calibration", "calibrate", "DistillConfig", "FinetuneConfig", "LowRankConfig", "compare", "distill", "evaluate", "export_hf", "finetune", "keep_freed_memory", "LowRankLinear", "CompressionReport", "PelaError", "compress", "load", "load_model", "save_pretrained"]

@@ -542,6 +542,20 @@ def eval_(
                           + " (--json lists every class)")
 
 
+@app.command()
+def export(
+    model: Path = typer.Argument(..., help="a pela directory of a transformers model (from compress, distill or finetune)"),
+    out: Path = typer.Option(..., "--out", help="the Hugging Face directory to write"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
+) -> None:
+    """Write a compressed transformers model as a Hugging Face directory that loads without pela (trust_remote_code=True)."""
+    from .export import export_hf
+
+    export_hf(model, out, overwrite=overwrite)
+    cls = next(iter(json.loads((out / "config.json").read_text())["auto_map"]))
+    out_console.print(f"exported to {out}; load it with transformers alone: {cls}.from_pretrained({str(out)!r}, trust_remote_code=True)")
+
+
 @app.command(name="data")
 def data_(
     path: Path = typer.Argument(..., help="a dataset, as --data takes it"),

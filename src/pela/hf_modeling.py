@@ -1,0 +1,83 @@
+"""Load a model compressed by pela with transformers alone: ``pela export`` copies this file, as it is,
+into the directory it writes, as ``modeling_pela.py``; the config's ``auto_map`` names it. Then
+
+    AutoModel.from_pretrained(DIR, trust_remote_code=True)      # or the AutoModelFor... of its task
+
+builds the original architecture from ``config.json``, puts two-factor layers (``y = B(A x) + b``) where
+``config.pela["factorized"]`` says, and loads ``pela_model.safetensors`` into it. It needs torch,
+transformers and safetensors, not pela; it imports nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import transformers
+from safetensors import safe_open
+from safetensors.torch import load_model
+from torch import nn
+
+WEIGHTS = "pela_model.safetensors"  # not model.safetensors, so that loading without this code fails instead of leaving layers random
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
+
+
+class LowRankLinear(nn.Module):
+    """``nn.Linear`` factorized as ``W ≈ B·A``: ``.a`` (rank × in, no bias) then ``.b`` (out × rank, the bias)."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True, device: Any = None, dtype: Any = None):
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.a = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
+        self.b = nn.Linear(rank, out_features, bias=bias, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense product ``B·A``, for model code that reads a layer's ``.weight`` (its dtype, say)."""
+        return self.b.weight @ self.a.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.b.bias
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, bias={self.b.bias is not None}"
+
+
+class PelaLowRankModel:
+    """What the config's ``auto_map`` names for every auto class: only its ``from_pretrained`` is used,
+    and it returns the original architecture's own class (``BertModel``, ``GPT2LMHeadModel``, ...)."""
+
+    @classmethod
+    def register_for_auto_class(cls, auto_class: Any = None) -> None:
+        """transformers calls this on remote code; the model returned is a class it already knows."""
+
+    @classmethod
+    def from_pretrained(cls, path: Any, *args: Any, config: Any = None, **kwargs: Any) -> nn.Module:
+        hub = {k: kwargs[k] for k in HUB_KWARGS if kwargs.get(k) is not None}
+        if config is None:
+            config = transformers.AutoConfig.from_pretrained(path, **hub)
+        spec = config.pela
+        model = getattr(transformers, spec["architecture"])._from_config(config, dtype=torch.float32)
+        for name, layer in spec["factorized"].items():
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, attr,
+                    LowRankLinear(layer["in_features"], layer["out_features"], layer["rank"], layer["bias"]))
+        weights = transformers.utils.cached_file(path, WEIGHTS, **hub)
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        if dtype == "auto":  # the dtype the weights were saved in
+            with safe_open(weights, "pt") as f:
+                dtype = next((f.get_slice(k).get_dtype() for k in f.keys()), "F32")
+            dtype = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}.get(dtype, torch.float32)
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        if dtype is not None:
+            model.to(dtype)
+        load_model(model, weights, strict=True)
+        device = kwargs.get("device_map")
+        if isinstance(device, (str, torch.device)) and str(device) != "auto":
+            model.to(device)
+        return model.eval()
