@@ -159,6 +159,13 @@ CASES = [
     ("output folders under a file", C + " --out {root}/a_file/runs/m", "a_file is not a directory"),
     ("unknown weights dtype", F + " --data {root}/labeled.jsonl --save-dtype int8", "weights can be saved in float32, bfloat16, float16"),
     ("resume without checkpoint", D + " --resume", "no checkpoint to resume from"),
+    ("keep the best without evaluation data", F + " --data {root}/labeled.jsonl --keep-best accuracy", "--keep-best needs --eval-data"),
+    ("patience without a metric to watch", F + " --data {root}/labeled.jsonl --eval-data {root}/labeled.jsonl --patience 2",
+     "patience needs keep_best"),
+    # export
+    ("export a timm model", "export {vit}", "is a timm model; export writes Hugging Face directories"),
+    ("export a model pela did not write", "export {teacher}", "is not a directory written by pela"),
+    ("export a head pela added", "export {root}/tuned", "has a classification head added by pela finetune"),
     ("resume another run's checkpoint", D.replace("--steps 2", "--steps 6").replace("{text}", "{root}/labeled.jsonl") + " --out {run_b} --resume", "belongs to another run"),
 ]
 
