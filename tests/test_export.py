@@ -115,8 +115,8 @@ def test_what_cannot_be_exported(tmp_path, capsys):
     headed = pela.load(k2)
     from pela.layers import SequenceClassifier
 
-    pela.save_pretrained(SequenceClassifier(headed, 32, 3), tmp_path / "headed")
-    cases.append(([tmp_path / "headed"], "has a classification head added by pela finetune"))
+    pela.save_pretrained(SequenceClassifier(headed, 32, 3, hidden_states=True), tmp_path / "headed")
+    cases.append(([tmp_path / "headed"], "has a classification head added by pela finetune on a model with a head of another kind"))
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "f").write_text("x")
     cases.append(([k2, "--out", tmp_path / "taken"], "exists and is not empty"))
@@ -129,3 +129,33 @@ def test_what_cannot_be_exported(tmp_path, capsys):
     assert main(["export", str(k2), "--out", str(tmp_path / "out")]) == 0
     out, _ = capsys.readouterr()
     assert "AutoModel.from_pretrained(" in out and "trust_remote_code=True" in out
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_a_head_pela_finetune_added(tmp_path, pooling):
+    """MiniLM-like: a BertModel, fine-tuned by pela with a pooled head of its own, shipped as a classifier."""
+    import transformers
+
+    from pela import FinetuneConfig
+
+    k2 = saved(bert(), tmp_path)
+    student = pela.load(k2)
+    g = torch.Generator().manual_seed(0)
+    texts = [" ".join(f"w{int(i)}" for i in torch.randint(0, 95, (5,), generator=g)) for _ in range(24)]
+    rows = [{"text": t, "label": ["neg", "neu", "pos"][int(t.split()[0][1:]) % 3]} for t in texts]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from pela.data import load_dataset
+
+    tuned, _ = pela.finetune(student, load_dataset(tmp_path / "train.jsonl"), FinetuneConfig(steps=2, batch_size=8, pooling=pooling))
+    pela.save_pretrained(tuned, tmp_path / "tuned")
+    export_hf(tmp_path / "tuned", tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert next(iter(config["auto_map"])) == "AutoModelForSequenceClassification" and config["id2label"] == {"0": "neg", "1": "neu", "2": "pos"}
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf", trust_remote_code=True)
+    ours = pela.load(tmp_path / "tuned")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    batch = tokenizer(["w1 w2 w3", "w4 w5 w6 w7 w8 w9 w10"], padding=True, return_tensors="pt")  # padding: the mask matters
+    with torch.no_grad():
+        theirs = model(**batch, labels=torch.tensor([0, 2]))
+        assert torch.equal(theirs.logits, ours(**batch))
+    assert theirs.loss is not None and model.config.id2label[int(theirs.logits[0].argmax())] in ("neg", "neu", "pos")

@@ -27,8 +27,10 @@ def export_hf(directory: str | os.PathLike, out: str | os.PathLike, *, overwrite
     """Write the pela model in ``directory`` (from `pela.save_pretrained` or the CLI) to ``out`` as a
     Hugging Face directory that transformers loads with ``trust_remote_code=True``; returns ``out``.
 
-    Only models of a transformers architecture can be exported (not timm models, not architectures
-    that bring their own code, not a head `pela.finetune` added: those load with `pela.load`).
+    Only models of a transformers architecture can be exported (not timm models, nor architectures
+    that bring their own code: those load with `pela.load`). A head `pela.finetune` added on the last
+    hidden states is rebuilt too (``PelaClassifier``); one on a single tower, on another head's hidden
+    states or on an encoder-decoder is not.
     """
     src = Path(directory)
     if not is_pela_dir(src):
@@ -41,13 +43,22 @@ def export_hf(directory: str | os.PathLike, out: str | os.PathLike, *, overwrite
                         "(pela.load reads this one)")
     if source.get("remote_code"):
         raise PelaError(f"{src} is an architecture that brings its own code; export cannot add pela's beside it (pela.load reads it)")
-    if meta.get("head"):
-        raise PelaError(f"{src} has a classification head added by pela finetune, which transformers does not know "
-                        "(pela.load reads it); export the model before fine-tuning, or fine-tune a Hugging Face model with a head of its own")
     config = read_json(src / "config.json")
+    head = meta.get("head")
+    if head and (head.get("tower") or head.get("hidden_states") or config.get("is_encoder_decoder")):
+        raise PelaError(f"{src} has a classification head added by pela finetune on "
+                        + ("one tower of the model" if head.get("tower") else "a model with a head of another kind" if head.get("hidden_states")
+                           else "an encoder-decoder model") + ", which export does not rebuild (pela.load reads it)")
     auto_map = _auto_classes(config, str(source.get("class")))
-    config["auto_map"] = auto_map
     config["pela"] = {"architecture": source["class"], "factorized": meta["factorized"]}
+    if head:  # a classifier around the architecture: the auto class of its task builds it
+        task = "AutoModelForSequenceClassification" if "vocab_size" in config else "AutoModelForImageClassification"
+        auto_map = {task: LOADER, **auto_map}
+        config["pela"]["head"] = {k: head[k] for k in ("hidden", "num_classes", "pooling")}
+        classes = meta.get("classes") or [str(i) for i in range(head["num_classes"])]
+        config["id2label"] = {str(i): str(c) for i, c in enumerate(classes)}
+        config["label2id"] = {str(c): i for i, c in enumerate(classes)}
+    config["auto_map"] = auto_map
     with atomic_dir(out, overwrite) as tmp:
         for name in COMPANION_FILES:
             if (src / name).is_file():

@@ -4,7 +4,7 @@ into the directory it writes, as ``modeling_pela.py``; the config's ``auto_map``
     AutoModel.from_pretrained(DIR, trust_remote_code=True)      # or the AutoModelFor... of its task
 
 builds the original architecture from ``config.json``, puts two-factor layers (``y = B(A x) + b``) where
-``config.pela["factorized"]`` says, and loads ``pela_model.safetensors`` into it. It needs torch,
+``config.pela["factorized"]`` says, and loads ``pela_model.safetensors`` into it (wrapped in `PelaClassifier` when ``pela finetune`` added a head). It needs torch,
 transformers and safetensors, not pela; it imports nothing else.
 """
 
@@ -47,6 +47,33 @@ class LowRankLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, bias={self.b.bias is not None}"
 
 
+class PelaClassifier(nn.Module):
+    """The classification head ``pela finetune`` put on a model that had none: the backbone's last hidden
+    states, pooled (masked mean of the tokens, or the first token), then ``nn.Linear``."""
+
+    def __init__(self, backbone: nn.Module, hidden: int, num_classes: int, pooling: str = "mean"):
+        super().__init__()
+        self.backbone, self.hidden, self.num_classes, self.pooling = backbone, hidden, num_classes, pooling
+        self.head = nn.Linear(hidden, num_classes)
+        self.config = backbone.config
+
+    def forward(self, *args: Any, labels: torch.Tensor | None = None, **kwargs: Any) -> Any:
+        out = self.backbone(*args, **kwargs)
+        h = getattr(out, "last_hidden_state", None)
+        h = out[0] if h is None else h
+        if h.dim() == 2:  # already pooled
+            logits = self.head(h)
+        elif h.dim() == 4:  # a feature map: average its positions
+            logits = self.head(h.mean((2, 3)) if h.shape[1] == self.hidden else h.mean((1, 2)))
+        elif self.pooling == "cls" or kwargs.get("attention_mask") is None:
+            logits = self.head(h[:, 0] if self.pooling == "cls" else h.mean(1))
+        else:
+            m = kwargs["attention_mask"].unsqueeze(-1).to(h.dtype)
+            logits = self.head((h * m).sum(1) / m.sum(1).clamp_min(1))
+        loss = None if labels is None else nn.functional.cross_entropy(logits.float(), labels)
+        return transformers.modeling_outputs.SequenceClassifierOutput(loss=loss, logits=logits)
+
+
 class PelaLowRankModel:
     """What the config's ``auto_map`` names for every auto class: only its ``from_pretrained`` is used,
     and it returns the original architecture's own class (``BertModel``, ``GPT2LMHeadModel``, ...)."""
@@ -62,6 +89,8 @@ class PelaLowRankModel:
             config = transformers.AutoConfig.from_pretrained(path, **hub)
         spec = config.pela
         model = getattr(transformers, spec["architecture"])._from_config(config, dtype=torch.float32)
+        if spec.get("head"):
+            model = PelaClassifier(model, spec["head"]["hidden"], spec["head"]["num_classes"], spec["head"]["pooling"])
         for name, layer in spec["factorized"].items():
             parent, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, attr,

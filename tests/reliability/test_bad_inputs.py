@@ -165,7 +165,7 @@ CASES = [
     # export
     ("export a timm model", "export {vit}", "is a timm model; export writes Hugging Face directories"),
     ("export a model pela did not write", "export {teacher}", "is not a directory written by pela"),
-    ("export a head pela added", "export {root}/tuned", "has a classification head added by pela finetune"),
+    ("export over a file", "export {student} --out {root}/a_file", "a_file"),
     ("resume another run's checkpoint", D.replace("--steps 2", "--steps 6").replace("{text}", "{root}/labeled.jsonl") + " --out {run_b} --resume", "belongs to another run"),
 ]
 
