@@ -5,7 +5,8 @@ into the directory it writes, as ``modeling_pela.py``; the config's ``auto_map``
 
 builds the original architecture from ``config.json``, puts two-factor layers (``y = B(A x) + b``) where
 ``config.pela["factorized"]`` says, and loads ``pela_model.safetensors`` into it (wrapped in `PelaClassifier` when ``pela finetune`` added a head). It needs torch,
-transformers and safetensors, not pela; it imports nothing else.
+transformers and safetensors, not pela; it imports nothing else. pela's own `pela.layers.LowRankLinear`
+is this file's, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import transformers
-from safetensors import safe_open
-from safetensors.torch import load_model
 from torch import nn
 
 WEIGHTS = "pela_model.safetensors"  # not model.safetensors, so that loading without this code fails instead of leaving layers random
@@ -71,7 +69,9 @@ class PelaClassifier(nn.Module):
             m = kwargs["attention_mask"].unsqueeze(-1).to(h.dtype)
             logits = self.head((h * m).sum(1) / m.sum(1).clamp_min(1))
         loss = None if labels is None else nn.functional.cross_entropy(logits.float(), labels)
-        return transformers.modeling_outputs.SequenceClassifierOutput(loss=loss, logits=logits)
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
 class PelaLowRankModel:
@@ -84,6 +84,11 @@ class PelaLowRankModel:
 
     @classmethod
     def from_pretrained(cls, path: Any, *args: Any, config: Any = None, **kwargs: Any) -> nn.Module:
+        # imported here: pela imports this module for `LowRankLinear` and should not pay for transformers
+        import transformers
+        from safetensors import safe_open
+        from safetensors.torch import load_model
+
         hub = {k: kwargs[k] for k in HUB_KWARGS if kwargs.get(k) is not None}
         if config is None:
             config = transformers.AutoConfig.from_pretrained(path, **hub)

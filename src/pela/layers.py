@@ -5,35 +5,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .hf_modeling import LowRankLinear as _LowRankLinear
 
-class LowRankLinear(nn.Module):
+
+class LowRankLinear(_LowRankLinear):
     """A linear layer factorized as ``W ≈ B·A`` (A: rank × in, B: out × rank, bias on B).
 
     The factors are ordinary `nn.Linear` modules (``.a`` and ``.b``), so autocast, `torch.compile`,
-    optimizers and peft LoRA treat them like any other linear layer.
+    optimizers and peft LoRA treat them like any other linear layer. The layer itself is defined in
+    `pela.hf_modeling`, the loader `pela export` ships, so exported models build the same one.
 
     >>> layer = LowRankLinear.from_linear(nn.Linear(64, 32), rank=8)
     >>> layer(torch.randn(2, 64)).shape
     torch.Size([2, 32])
     """
-
-    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True, device=None, dtype=None):
-        super().__init__()
-        self.in_features, self.out_features, self.rank = in_features, out_features, rank
-        self.a = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
-        self.b = nn.Linear(rank, out_features, bias=bias, device=device, dtype=dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.b(self.a(x))
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The dense product ``B·A`` (computed on each access), for code that reads ``.weight``."""
-        return self.b.weight @ self.a.weight
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return self.b.bias
 
     @classmethod
     def from_factors(cls, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> "LowRankLinear":
@@ -53,9 +38,6 @@ class LowRankLinear(nn.Module):
 
         a, b = svd_factors(linear.weight.detach(), rank)
         return cls.from_factors(a, b, None if linear.bias is None else linear.bias.detach())
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, bias={self.b.bias is not None}"
 
 
 class SequenceClassifier(nn.Module):
