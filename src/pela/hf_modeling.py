@@ -45,6 +45,21 @@ class LowRankLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, bias={self.b.bias is not None}"
 
 
+def pool(h: torch.Tensor, mask: torch.Tensor | None, hidden: int, pooling: str) -> torch.Tensor:
+    """Last hidden states ``h`` to one vector per example: as they are if already pooled, a feature
+    map's mean over positions, the first token (``"cls"``) or the mean of the tokens ``mask`` keeps."""
+    if h.dim() == 2:
+        return h
+    if h.dim() == 4:
+        return h.mean((2, 3)) if h.shape[1] == hidden else h.mean((1, 2))
+    if pooling == "cls":
+        return h[:, 0]
+    if mask is None:
+        return h.mean(1)
+    m = mask.unsqueeze(-1).to(h.dtype)
+    return (h * m).sum(1) / m.sum(1).clamp_min(1)
+
+
 class PelaClassifier(nn.Module):
     """The classification head ``pela finetune`` put on a model that had none: the backbone's last hidden
     states, pooled (masked mean of the tokens, or the first token), then ``nn.Linear``."""
@@ -58,16 +73,7 @@ class PelaClassifier(nn.Module):
     def forward(self, *args: Any, labels: torch.Tensor | None = None, **kwargs: Any) -> Any:
         out = self.backbone(*args, **kwargs)
         h = getattr(out, "last_hidden_state", None)
-        h = out[0] if h is None else h
-        if h.dim() == 2:  # already pooled
-            logits = self.head(h)
-        elif h.dim() == 4:  # a feature map: average its positions
-            logits = self.head(h.mean((2, 3)) if h.shape[1] == self.hidden else h.mean((1, 2)))
-        elif self.pooling == "cls" or kwargs.get("attention_mask") is None:
-            logits = self.head(h[:, 0] if self.pooling == "cls" else h.mean(1))
-        else:
-            m = kwargs["attention_mask"].unsqueeze(-1).to(h.dtype)
-            logits = self.head((h * m).sum(1) / m.sum(1).clamp_min(1))
+        logits = self.head(pool(out[0] if h is None else h, kwargs.get("attention_mask"), self.hidden, self.pooling))
         loss = None if labels is None else nn.functional.cross_entropy(logits.float(), labels)
         from transformers.modeling_outputs import SequenceClassifierOutput
 

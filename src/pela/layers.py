@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .hf_modeling import LowRankLinear as _LowRankLinear
+from .hf_modeling import pool
 
 
 class LowRankLinear(_LowRankLinear):
@@ -74,18 +75,9 @@ class SequenceClassifier(nn.Module):
             out = model(*args, **kwargs) if args else call_with_inputs(model, model, kwargs)
             h = getattr(out, "last_hidden_state", None)
             h = block_output(out) if h is None else h
-        if h.dim() == 2:  # already pooled
-            return self.head(h)
-        if h.dim() == 4:  # a feature map (hierarchical vision models): average its positions
-            return self.head(h.mean((2, 3)) if h.shape[1] == self.hidden else h.mean((1, 2)))
-        if self.pooling == "cls":
-            return self.head(h[:, 0])
         # an encoder-decoder model's last states are its decoder's, which has a mask of its own
         mask = kwargs.get("decoder_attention_mask", kwargs.get("attention_mask"))
-        if mask is None:
-            return self.head(h.mean(1))
-        m = mask.unsqueeze(-1).to(h.dtype)
-        return self.head((h * m).sum(1) / m.sum(1).clamp_min(1))
+        return self.head(pool(h, mask, self.hidden, self.pooling))
 
     def extra_repr(self) -> str:
         return (f"pooling={self.pooling!r}, num_classes={self.num_classes}" + (", from hidden_states" if self.hidden_states else "")
