@@ -274,8 +274,7 @@ def distill(
                            patience=patience)
     if max_length is not None and max_length < 1:
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
-    if (eval_every or keep_best) and eval_data is None:
-        raise PelaError(f"{'--eval-every' if eval_every else '--keep-best'} needs --eval-data")
+    _check_eval_flags(eval_data, eval_every, keep_best)
     if eval_samples < 1:
         raise PelaError(f"--eval-samples must be >= 1, got {eval_samples}")
     if not is_pela_dir(student):
@@ -310,6 +309,12 @@ def distill(
             out_console.print(f"distilled {result.steps} steps{early} in {result.seconds:.0f}s ({result.items_per_s:.1f} items/s); "
                               f"final loss {last.get('loss', float('nan')):.4g}{held}; student saved to {_saved(out)}")
             _half_precision_note(student_model, save_dtype)
+
+
+def _check_eval_flags(eval_data: Path | None, eval_every: int | None, keep_best: str | None) -> None:
+    """Evaluations during training (distill, finetune) need data to evaluate on."""
+    if (eval_every or keep_best) and eval_data is None:
+        raise PelaError(f"{'--eval-every' if eval_every else '--keep-best'} needs --eval-data")
 
 
 def _half_precision_note(model: Any, save_dtype: str | None) -> None:
@@ -458,8 +463,7 @@ def finetune(
                             pooling=pooling, lora=lora, grad_accum=grad_accum, mixed_precision=mixed_precision,
                             save_every=save_every, log_every=log_every, group_by_length=group_by_length,
                             workers=workers, eval_every=eval_every, keep_best=keep_best, patience=patience)
-    if (eval_every or keep_best) and eval_data is None:
-        raise PelaError(f"{'--eval-every' if eval_every else '--keep-best'} needs --eval-data")
+    _check_eval_flags(eval_data, eval_every, keep_best)
     if max_length is not None and max_length < 1:
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
     from .data import dataset_classes

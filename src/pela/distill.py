@@ -14,7 +14,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,10 @@ from .train import TrainConfig, TrainResult, fit, make_accelerator
 DistillResult = TrainResult
 
 
+# what `pela.compare` reports on held-out data that can pick the best student (MSE is minimized, the others maximized)
+EVAL_METRICS = ("mean_mse", "mean_cosine", "output_agreement")
+
+
 @dataclass(frozen=True)
 class DistillConfig(TrainConfig):
     """`TrainConfig` plus the loss weights; defaults follow PELA (METHOD.md §2) where it has one."""
@@ -39,6 +43,7 @@ class DistillConfig(TrainConfig):
     gamma: float = 0.0  # weight-perturbation regularization
     epsilon: float = 1e-3
     blocks: str | None = None  # regex overriding automatic block discovery
+    EVAL_METRICS: ClassVar[tuple[str, ...]] = EVAL_METRICS
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -48,12 +53,6 @@ class DistillConfig(TrainConfig):
                 raise PelaError(f"{name} must be a finite number >= 0, got {v!r}")
         if self.alpha == self.beta == self.task == self.gamma == 0:
             raise PelaError("all loss weights are 0: nothing to train")
-        if self.keep_best is not None and self.keep_best not in EVAL_METRICS:
-            raise PelaError(f"keep_best must be one of {', '.join(EVAL_METRICS)}, got {self.keep_best!r}")
-
-
-# what `pela.compare` reports on held-out data that can pick the best student (MSE is minimized, the others maximized)
-EVAL_METRICS = ("mean_mse", "mean_cosine", "output_agreement")
 
 
 # ---------------------------------------------------------------- losses (pure functions)

@@ -11,7 +11,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -39,11 +39,10 @@ class FinetuneConfig(TrainConfig):
     lora: int | None = None  # train only rank-R LoRA adapters (peft) and the head
     lora_alpha: float = 16.0
     label_smoothing: float = 0.0
+    EVAL_METRICS: ClassVar[tuple[str, ...]] = EVAL_METRICS
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.keep_best is not None and self.keep_best not in EVAL_METRICS:
-            raise PelaError(f"keep_best must be one of {', '.join(EVAL_METRICS)}, got {self.keep_best!r}")
         if self.pooling not in ("mean", "cls"):
             raise PelaError(f"pooling must be mean or cls, got {self.pooling!r}")
         if self.lora is not None and (not isinstance(self.lora, int) or self.lora < 1):

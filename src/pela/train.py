@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -58,6 +58,7 @@ class TrainConfig:
     eval_every: int | None = None  # evaluate every N steps and at the end (needs an evaluator)
     keep_best: str | None = None  # end with the weights of the best evaluation by this metric (see LOWER_IS_BETTER)
     patience: int | None = None  # with keep_best: stop after this many evaluations without a better one
+    EVAL_METRICS: ClassVar[tuple[str, ...]] = ()  # what a stage's evaluation reports, so keep_best may name (empty: anything)
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:
@@ -79,6 +80,8 @@ class TrainConfig:
         for name, value, ok, allowed in checks:
             if not ok(value):
                 raise PelaError(f"{name} must be {allowed}, got {value!r}")
+        if self.keep_best is not None and self.EVAL_METRICS and self.keep_best not in self.EVAL_METRICS:
+            raise PelaError(f"keep_best must be one of {', '.join(self.EVAL_METRICS)}, got {self.keep_best!r}")
         if self.patience is not None and self.keep_best is None:
             raise PelaError("patience needs keep_best: the metric that must keep improving")
 
