@@ -37,8 +37,8 @@ import transformers as T  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import pela  # noqa: E402
-from pela.cli import main as cli  # noqa: E402
-from pela.demo import minilm_dir  # noqa: E402
+from pela.cli.app import main as cli
+from pela.demo import minilm_dir
 from _results import report  # noqa: E402
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
@@ -200,7 +200,7 @@ def run_cli(*args) -> tuple[object, str, str]:
 def check_export(student: Path, exported: Path) -> tuple[object, str]:
     """Load the exported directory with transformers (its first auto class) and compare its outputs with
     pela.load's on the same inputs: they must be equal, bit for bit."""
-    from pela.arch import example_inputs, forward, main_output
+    from pela.arch.core import example_inputs, forward, main_output
 
     try:
         auto = next(iter(json.loads((exported / "config.json").read_text())["auto_map"]))

@@ -22,8 +22,8 @@ from torch.utils.data import Dataset
 
 import pela
 from pela import DistillConfig, LowRankConfig
-from pela.arch import find_blocks
-from pela.distill import BlockCapture, feature_loss
+from pela.arch.core import find_blocks
+from pela.training.distill import BlockCapture, feature_loss
 
 
 class RandomImages(Dataset):

@@ -17,7 +17,7 @@ import torch
 
 import pela
 from pela import DistillConfig, LowRankConfig
-from pela.data import Collator
+from pela.data.datasets import Collator
 from pela.demo import gloss_texts, minilm_dir
 from _results import report
 

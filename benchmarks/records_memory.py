@@ -93,7 +93,7 @@ def measure(path: Path, mmap: bool = False) -> dict:
     from torch.utils.data import DataLoader
 
     import pela.records
-    from pela.data import load_dataset
+    from pela.data.datasets import load_dataset
 
     if mmap:
         pela.records.PARQUET_CACHE_BYTES = pela.records.GZIP_CACHE_BYTES = 0

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from pela.allocator import ENV, keep_freed_memory
+from pela.utils.memory import ENV, keep_freed_memory
 
 # A child process allocates and frees a 64 MiB tensor (above glibc's largest mmap threshold) ten
 # times after two warm-up rounds, and prints whether the setting took and its page faults meanwhile.

@@ -8,11 +8,11 @@ from torch.utils.data import Dataset
 
 import pela
 from pela import LowRankConfig, PelaError
-from pela.allocate import allocate, max_rank
-from pela.factorize import svd_factors, whiten_spectrum
+from pela.compression.allocate import allocate, max_rank
+from pela.compression.compress import svd_factors, whiten_spectrum
 
 from pela import arch
-from pela.arch import example_inputs
+from pela.arch.core import example_inputs
 
 from conftest import ARCHITECTURES, hf_bert
 

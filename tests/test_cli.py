@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import pela
-from pela.cli import main
+from pela.cli.app import main
 
 from conftest import TIMM_VIT
 
@@ -205,9 +205,9 @@ def test_pelas_own_warnings_print_as_one_line():
     import importlib
     import os
 
-    from pela.cli import _format_warning
+    from pela.cli.app import _format_warning
 
-    ours = importlib.import_module("pela.distill").__file__
+    ours = importlib.import_module("pela.training.distill").__file__
     assert _format_warning(UserWarning("no task loss"), UserWarning, ours, 7) == "warning: no task loss\n"
     theirs = _format_warning(UserWarning("deprecated"), UserWarning, os.path.join("home", "pela", "torch", "nn.py"), 7)
     assert "UserWarning: deprecated" in theirs  # another library's warning keeps Python's form, with its origin

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import pela
-from pela.cli import main
+from pela.cli.app import main
 
 WORDS = [f"w{i}" for i in range(95)]
 

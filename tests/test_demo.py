@@ -4,7 +4,7 @@ import json
 
 from PIL import Image
 
-from pela.cli import main
+from pela.cli.app import main
 from pela.demo import wordnet_glosses
 
 

@@ -8,8 +8,8 @@ from torch.utils.data import Dataset
 
 import pela
 from pela import DistillConfig, LowRankConfig, PelaError
-from pela.arch import find_blocks
-from pela.distill import feature_loss, weight_perturbation
+from pela.arch.core import find_blocks
+from pela.training.distill import feature_loss, weight_perturbation
 
 from conftest import ARCHITECTURES, hf_bert, timm_swin, timm_vit
 
@@ -191,7 +191,7 @@ def test_encoder_decoder_distills_both_stacks_on_plain_text():
 
 def test_decoder_blocks_are_masked_with_the_decoders_mask():
     """The decoder reads the text shifted right: its mask keeps one token more than the encoder's."""
-    from pela.arch import block_masks
+    from pela.arch.core import block_masks
 
     student, _ = pair(ARCHITECTURES["hf_t5"])
     blocks = find_blocks(student)
@@ -291,7 +291,7 @@ def test_pair_and_config_errors():
 
 
 def test_removing_checkpoints_also_removes_temporaries_of_killed_writes(tmp_path):
-    from pela.checkpoint import LATEST, remove_checkpoints
+    from pela.training.checkpoint import LATEST, remove_checkpoints
 
     root = tmp_path / "checkpoints"
     (root / "checkpoint-4").mkdir(parents=True)

@@ -6,8 +6,8 @@ from torch import nn
 
 import pela
 from pela import LowRankConfig, LowRankLinear, PelaError
-from pela.arch import example_inputs
-from pela.factorize import choose_rank, svd_spectrum
+from pela.arch.core import example_inputs
+from pela.compression.compress import choose_rank, svd_spectrum
 
 from conftest import ARCHITECTURES
 

@@ -7,7 +7,7 @@ from torch.utils.data import Dataset
 
 import pela
 from pela import FinetuneConfig, LowRankConfig, PelaError
-from pela.layers import SequenceClassifier
+from pela.layers.lowrank import SequenceClassifier
 
 from conftest import hf_bert
 
@@ -397,7 +397,7 @@ def test_keep_best_survives_a_crash_and_resume(tmp_path):
     same = ("step", "loss", "task", "lr")  # not the speed or memory of the moment
     assert [{k: r[k] for k in same} for r in result.history] == [{k: r[k] for k in same} for r in expected.history]
     assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
-    from pela.checkpoint import remove_checkpoints
+    from pela.training.checkpoint import remove_checkpoints
 
     remove_checkpoints(tmp_path / "crashed" / "checkpoints")
     assert not (tmp_path / "crashed" / "checkpoints").exists()

@@ -7,8 +7,8 @@ from torch import nn
 
 import pela
 from pela import LowRankConfig, PelaError
-from pela.arch import example_inputs
-from pela.io import atomic_dir, check_safetensors
+from pela.arch.core import example_inputs
+from pela.models.io import atomic_dir, check_safetensors
 
 from conftest import TIMM_VIT
 

@@ -138,7 +138,7 @@ def test_timm_directory_is_built_by_timm_and_keeps_its_preprocessing(tmp_path):
         assert torch.equal(loaded(x), model(x))
     # the weights' own normalization (augreg: mean 0.5), not the architecture's default (ImageNet's)
     assert list(loaded.pretrained_cfg["mean"]) == [0.5, 0.5, 0.5]
-    from pela.data import Collator
+    from pela.data.datasets import Collator
     assert list(Collator(loaded).timm_data_config["mean"]) == [0.5, 0.5, 0.5]
     # a field a newer timm wrote into the config is ignored by this one, not fatal
     meta = json.loads((tmp_path / "k2" / "pela.json").read_text())

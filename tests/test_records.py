@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from pela import PelaError
-from pela.data import Collator, describe, load_dataset
-from pela.records import Cell, ChainRows, JsonListRows, LineRows
+from pela.data.datasets import Collator, describe, load_dataset
+from pela.data.records import Cell, ChainRows, JsonListRows, LineRows
 
 from conftest import timm_vit
 
@@ -315,14 +315,14 @@ def test_csv_fields_may_hold_whole_documents(tmp_path):
 
 
 def test_large_files_show_progress_while_they_are_indexed_and_checked(tmp_path, monkeypatch, capsys):
-    import pela.records
+    import pela.data.records
 
     (tmp_path / "r.jsonl").write_text("".join(json.dumps({"text": f"t{i}", "label": "ab"[i % 2]}) + "\n" for i in range(30)))
     (tmp_path / "t.txt").write_text("one\ntwo\n")
     load_dataset(tmp_path / "r.jsonl", progress=True)
     assert capsys.readouterr().err == ""  # small files: no bars
-    monkeypatch.setattr(pela.records, "PROGRESS_BYTES", 0)
-    monkeypatch.setattr(pela.records, "PROGRESS_RECORDS", 0)
+    monkeypatch.setattr(pela.data.records, "PROGRESS_BYTES", 0)
+    monkeypatch.setattr(pela.data.records, "PROGRESS_RECORDS", 0)
     load_dataset(tmp_path / "r.jsonl", progress=True)
     err = capsys.readouterr().err
     assert "indexing r.jsonl" in err and "checking r.jsonl" in err and "30/30" in err
@@ -417,9 +417,9 @@ def test_large_parquet_is_memory_mapped_from_an_arrow_copy_in_the_cache(tmp_path
     written costs memory, not the run."""
     import pyarrow as pa
 
-    import pela.records
+    import pela.data.records
 
-    monkeypatch.setattr(pela.records, "PARQUET_CACHE_BYTES", 0)  # every file is large
+    monkeypatch.setattr(pela.data.records, "PARQUET_CACHE_BYTES", 0)  # every file is large
     monkeypatch.setenv("PELA_CACHE", str(tmp_path / "cache"))
     texts = [f"example number {i} " * 4 for i in range(20_000)]
     _write_parquet(tmp_path / "d" / "train-00000-of-00001.parquet", {"text": texts, "label": [i % 3 for i in range(20_000)]}, ["x", "y", "z"])
@@ -447,9 +447,9 @@ def test_large_parquet_is_memory_mapped_from_an_arrow_copy_in_the_cache(tmp_path
 def test_large_gzip_files_are_decompressed_once_into_the_cache(tmp_path, monkeypatch):
     """A large .gz file is decompressed into pela's cache and read from there by byte offsets, not
     held in memory; errors still name the file the user gave."""
-    import pela.records
+    import pela.data.records
 
-    monkeypatch.setattr(pela.records, "GZIP_CACHE_BYTES", 0)  # every file is large
+    monkeypatch.setattr(pela.data.records, "GZIP_CACHE_BYTES", 0)  # every file is large
     monkeypatch.setenv("PELA_CACHE", str(tmp_path / "cache"))
     rows = "".join(json.dumps({"text": f"t{i}", "label": "ab"[i % 2]}) + "\n" for i in range(50))
     (tmp_path / "train.jsonl.gz").write_bytes(gzip.compress(rows.encode()))
@@ -489,7 +489,7 @@ def test_encoded_images_are_found_under_any_name(tmp_path):
 def test_a_folder_of_record_shards(tmp_path):
     """C4 as downloaded: en/c4-train.0000N-of-01024.json.gz and c4-validation.*, JSON lines each; a
     folder of CSV shards in split folders; the split is picked by name, as for Parquet shards."""
-    from pela.data import describe
+    from pela.data.datasets import describe
 
     en = tmp_path / "c4" / "en"
     en.mkdir(parents=True)

@@ -7,19 +7,19 @@
     model = pela.load("vit-b-k2")
 """
 
-from .allocator import keep_freed_memory
-from .calibrate import Calibration, calibrate
-from .compare import compare
-from .config import LowRankConfig
-from .distill import DistillConfig, distill
-from .errors import PelaError
-from .factorize import compress
-from .export import export_hf
-from .finetune import FinetuneConfig, evaluate, finetune
-from .io import load, save_pretrained
-from .layers import LowRankLinear
-from .loading import load_model
-from .report import CompressionReport
+from pela.utils.memory import keep_freed_memory
+from pela.compression.calibrate import Calibration, calibrate
+from pela.training.compare import compare
+from pela.compression.config import LowRankConfig
+from pela.training.distill import DistillConfig, distill
+from pela.errors import PelaError
+from pela.compression.compress import compress
+from pela.models.export import export_hf
+from pela.training.finetune import FinetuneConfig, evaluate, finetune
+from pela.models.io import load, save_pretrained
+from pela.layers.lowrank import LowRankLinear
+from pela.models.sources import load_model
+from pela.compression.report import CompressionReport
 
 __version__ = "0.1.0"
 __all__ = ["Calibration", "calibrate", "DistillConfig", "FinetuneConfig", "LowRankConfig", "compare", "distill", "evaluate", "export_hf", "finetune", "keep_freed_memory", "LowRankLinear", "CompressionReport", "PelaError", "compress", "load", "load_model", "save_pretrained"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import pela
-from pela.cli import main
+from pela.cli.app import main
 
 from conftest import TIMM_VIT
 
@@ -52,7 +52,7 @@ def test_full_disk_during_overwrite_keeps_the_old_model(dense, tmp_path, capsys,
 
 
 def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, capsys, monkeypatch, hf_bert_dir):
-    import pela.checkpoint as ckpt
+    import pela.training.checkpoint as ckpt
 
     text = tmp_path / "t.txt"
     text.write_text("".join(f"w{i} w{i + 3} w{i + 5}\n" for i in range(40)))

@@ -11,8 +11,8 @@ import torch
 
 import pela
 from pela import PelaError
-from pela.cli import main
-from pela.io import load_pickled_tensors
+from pela.cli.app import main
+from pela.models.io import load_pickled_tensors
 
 from conftest import TIMM_VIT
 

@@ -30,8 +30,8 @@ from typing import Any, Callable, Iterator
 
 from torch.utils.data import Dataset
 
-from ._progress import bytes_bar, progress_bar
-from .errors import PelaError
+from pela.utils.progress import bytes_bar, progress_bar
+from pela.errors import PelaError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 

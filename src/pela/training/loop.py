@@ -25,9 +25,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from . import arch
-from ._progress import progress_bar
-from .errors import PelaError
+from pela import arch
+from pela.utils.progress import progress_bar
+from pela.errors import PelaError
 
 
 LOWER_IS_BETTER = ("loss", "mse")  # how a metric's name ends when keep_best should minimize it, not maximize
@@ -215,7 +215,7 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
     """
     from accelerate.utils import broadcast, set_seed
 
-    from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from pela.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
     if resume and out is None:
         raise PelaError("resume needs the output directory that holds the checkpoints")
@@ -350,7 +350,7 @@ class _Best:
 
     def __init__(self, metric: str, root: Path | None, rid: str, start: int, write: bool):
         self.metric, self.rid, self.write = metric, rid, write
-        from .checkpoint import BEST
+        from pela.training.checkpoint import BEST
 
         self.dir = root / BEST if root is not None else None
         self.step: int | None = None
@@ -373,7 +373,7 @@ class _Best:
         if self.dir is not None and self.write:
             from safetensors.torch import save_file
 
-            from .io import atomic_dir
+            from pela.models.io import atomic_dir
 
             with atomic_dir(self.dir, overwrite=True) as tmp:
                 save_file(self.state, str(tmp / "model.safetensors"))

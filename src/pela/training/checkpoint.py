@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file, save_model
 
-from .errors import PelaError
-from .io import atomic_dir, atomic_write_text, load_weights, read_json
+from pela.errors import PelaError
+from pela.models.io import atomic_dir, atomic_write_text, load_weights, read_json
 
 LATEST = "latest.json"
 BEST = "best"  # the weights of the best evaluation so far (`pela.train.fit` with keep_best)

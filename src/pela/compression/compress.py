@@ -17,15 +17,15 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from . import config as _config
-from ._progress import progress_bar
-from .allocate import allocate, max_rank, sensitivities
-from .calibrate import Calibration
-from .config import LowRankConfig
-from .errors import PelaError
-from .layers import LowRankLinear
-from .report import CompressionReport, LayerReport
-from .targets import Candidate, select
+from pela.compression import config as _config
+from pela.utils.progress import progress_bar
+from pela.compression.allocate import allocate, max_rank, sensitivities
+from pela.compression.calibrate import Calibration
+from pela.compression.config import LowRankConfig
+from pela.errors import PelaError
+from pela.layers.lowrank import LowRankLinear
+from pela.compression.report import CompressionReport, LayerReport
+from pela.compression.targets import Candidate, select
 
 
 @dataclass

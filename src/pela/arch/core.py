@@ -25,7 +25,7 @@ from typing import Any, Callable, Collection
 import torch
 from torch import nn
 
-from .errors import PelaError
+from pela.errors import PelaError
 
 # pattern (re.search on the module's qualified name) -> reason shown in the report
 DEFAULT_EXCLUDE: dict[str, str] = {
@@ -280,7 +280,7 @@ def forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
             if tower:
                 return inner.get_submodule(tower)(**inputs)
             return call_with_inputs(model, inner, with_decoder_inputs(inner, inputs))
-        from .layers import SequenceClassifier
+        from pela.layers.lowrank import SequenceClassifier
 
         if isinstance(inner, SequenceClassifier) and isinstance(inner.backbone, transformers.PreTrainedModel):
             return model(**inputs)  # by name: a lone tensor passed by position may land on another parameter
@@ -394,7 +394,7 @@ def with_classifier(model: nn.Module, num_classes: int, pooling: str = "mean", t
     ``tower`` (see `data_tower`) pools one tower of a two-tower model: CLIP fine-tuned on labelled
     images classifies with its ``vision_model``.
     """
-    from .layers import SequenceClassifier
+    from pela.layers.lowrank import SequenceClassifier
 
     if isinstance(model, SequenceClassifier):
         if model.num_classes != num_classes:

@@ -16,8 +16,8 @@ from typing import Any
 
 from torch import nn
 
-from .errors import PelaError
-from .io import is_pela_dir, load_pickled_tensors, read_weights
+from pela.errors import PelaError
+from pela.models.io import is_pela_dir, load_pickled_tensors, read_weights
 
 # peft's task types, and the transformers auto class of the model each is trained on
 TASK_CLASSES = {"SEQ_CLS": "AutoModelForSequenceClassification", "TOKEN_CLS": "AutoModelForTokenClassification",
@@ -70,7 +70,7 @@ def _base_path(path: Path, base: str) -> Path | None:
 
 def load_adapter(path: Path, *, random_init: bool = False, allow_pickle: bool = False, trust_remote_code: bool = False) -> nn.Module:
     """The base model named in ``path``/adapter_config.json with the adapter in ``path`` merged in, in eval mode."""
-    from . import loading
+    from pela.models import sources as loading
 
     if random_init:
         raise PelaError(f"{path} is a LoRA adapter, a fine-tune of trained weights: --random-init does not apply to it")

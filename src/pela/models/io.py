@@ -22,8 +22,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from .errors import PelaError
-from .layers import LowRankLinear
+from pela.errors import PelaError
+from pela.layers.lowrank import LowRankLinear
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "pela.json"
@@ -239,7 +239,7 @@ def factorized_layers(model: nn.Module) -> dict[str, dict[str, Any]]:
 
 def apply_structure(model: nn.Module, layers: dict[str, dict[str, Any]]) -> None:
     """Swap the named linear layers of a freshly built ``model`` for empty `LowRankLinear` of the saved ranks."""
-    from .arch import linear_weight
+    from pela.arch.core import linear_weight
 
     modules = dict(model.named_modules())
     for name, spec in layers.items():
@@ -261,7 +261,7 @@ def _rebuilds(model: nn.Module, source: dict[str, Any]) -> bool:
     Built on the meta device (no memory, no init); on the CPU for an architecture whose constructor
     needs real numbers (``.item()`` on a tensor, say).
     """
-    from .loading import build_architecture
+    from pela.models.sources import build_architecture
 
     for device in ("meta", "cpu"):
         try:
@@ -313,9 +313,9 @@ def _floats_as(model: nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
 def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None, dtype: torch.dtype | None = None) -> None:
     from safetensors.torch import save_model
 
-    from .loading import source_of
+    from pela.models.sources import source_of
 
-    from .layers import SequenceClassifier
+    from pela.layers.lowrank import SequenceClassifier
 
     backbone = model.backbone if isinstance(model, SequenceClassifier) else model
     source = source_of(backbone)
@@ -407,7 +407,7 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None, *, trust_
         trust_remote_code: needed for a model whose architecture is code it brought along (see
             `pela.load_model`); that code was copied beside the weights and runs again here.
     """
-    from .loading import build_architecture
+    from pela.models.sources import build_architecture
 
     path = Path(directory)
     if not path.is_dir():
@@ -423,7 +423,7 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None, *, trust_
         model = build_architecture(meta["source"], path, trust_remote_code)
         model.pela_source = meta["source"]
         if meta.get("head"):
-            from .layers import SequenceClassifier
+            from pela.layers.lowrank import SequenceClassifier
 
             model = SequenceClassifier(model, **meta["head"])
     apply_structure(model, meta["factorized"])

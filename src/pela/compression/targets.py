@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import arch
-from .config import LowRankConfig
-from .errors import PelaError
-from .layers import LowRankLinear
+from pela import arch
+from pela.compression.config import LowRankConfig
+from pela.errors import PelaError
+from pela.layers.lowrank import LowRankLinear
 
 
 @dataclass

@@ -18,11 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import arch
-from ._progress import progress_bar
-from .errors import PelaError
-from .layers import SequenceClassifier
-from .train import TrainConfig, TrainResult, fit, make_loader
+from pela import arch
+from pela.utils.progress import progress_bar
+from pela.errors import PelaError
+from pela.layers.lowrank import SequenceClassifier
+from pela.training.loop import TrainConfig, TrainResult, fit, make_loader
 
 
 # what `evaluate` reports that can pick the best model during fine-tuning (loss is minimized, the others maximized)
@@ -90,7 +90,7 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
     steps, and the scores are in ``result.evals``; with ``config.keep_best`` (one of `EVAL_METRICS`) the
     returned model has the weights of its best evaluation, which ``result.best`` names.
     """
-    from .data import Collator, align_classes, dataset_classes, unlabelled_reason
+    from pela.data.datasets import Collator, align_classes, dataset_classes, unlabelled_reason
 
     config = config or FinetuneConfig()
     data = align_classes(data, arch.class_names(model))  # a head kept for the same classes keeps its rows' meaning
@@ -153,7 +153,7 @@ def evaluate(model: nn.Module, data: Dataset, *, collate_fn: Callable | None = N
     bar over the batches on stderr, redrawn only when a batch is done so that it does not slow the
     items/s figure.
     """
-    from .data import Collator, align_classes, dataset_classes, unlabelled_reason
+    from pela.data.datasets import Collator, align_classes, dataset_classes, unlabelled_reason
 
     if batch_size < 1:
         raise PelaError(f"batch size must be >= 1, got {batch_size}")

@@ -7,15 +7,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import PelaError
-from .report import CompressionReport
+from pela.errors import PelaError
+from pela.compression.report import CompressionReport
 
 FORMATS = (".png", ".pdf", ".svg")
 
 
 def check_figure_path(path: str | os.PathLike) -> Path:
     """Refuse a plot path matplotlib cannot write or whose folder cannot be made, before any slow work."""
-    from .io import check_parent
+    from pela.models.io import check_parent
 
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
@@ -35,7 +35,7 @@ def pyplot() -> Any:
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
     """Write ``fig`` to ``path`` via a temporary file and a rename, then close it."""
-    from .io import _default_permissions
+    from pela.models.io import _default_permissions
 
     path = Path(path)
     path.absolute().parent.mkdir(parents=True, exist_ok=True)

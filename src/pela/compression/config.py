@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import PelaError
+from pela.errors import PelaError
 
 INITS = ("svd",)  # extended by factorize.register_init
 RANK_RULES = ("ratio", "rank", "energy", "param_budget")

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import PelaError
-from .io import check_safetensors, is_pela_dir, load_pickled_tensors, load_weights, read_weights, stored_float_dtype, without_wrapper_prefix
+from pela.errors import PelaError
+from pela.models.io import check_safetensors, is_pela_dir, load_pickled_tensors, load_weights, read_weights, stored_float_dtype, without_wrapper_prefix
 
 HF_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -329,7 +329,7 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
     path = Path(source).expanduser()
     if path.is_dir():
         if is_pela_dir(path):
-            from .io import load
+            from pela.models.io import load
 
             model = load(path, trust_remote_code=trust_remote_code)
             half = next((p.dtype for p in model.parameters() if p.dtype in HALF), None)
@@ -340,7 +340,7 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
         if (path / "config.json").is_file():
             return _hf_from_dir(path, random_init, allow_pickle, trust_remote_code)
         if (path / "adapter_config.json").is_file():  # a LoRA (peft) fine-tune: its base with the adapter merged in
-            from .adapters import load_adapter
+            from pela.models.adapters import load_adapter
 
             return load_adapter(path, random_init=random_init, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
         inner = _sentence_transformer_dir(path)

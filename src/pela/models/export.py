@@ -16,8 +16,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .errors import PelaError
-from .io import COMPANION_FILES, CONFIG_NAME, WEIGHTS_NAME, atomic_dir, is_pela_dir, read_json
+from pela.errors import PelaError
+from pela.layers import hf_modeling
+from pela.models.io import COMPANION_FILES, CONFIG_NAME, WEIGHTS_NAME, atomic_dir, is_pela_dir, read_json
 
 CODE_NAME = "modeling_pela.py"
 LOADER = "modeling_pela.PelaLowRankModel"
@@ -64,7 +65,7 @@ def export_hf(directory: str | os.PathLike, out: str | os.PathLike, *, overwrite
             if (src / name).is_file():
                 shutil.copy(src / name, tmp / name)
         shutil.copy(src / WEIGHTS_NAME, tmp / "pela_model.safetensors")
-        shutil.copy(Path(__file__).with_name("hf_modeling.py"), tmp / CODE_NAME)
+        shutil.copy(Path(hf_modeling.__file__), tmp / CODE_NAME)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return Path(out)
 

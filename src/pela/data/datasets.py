@@ -21,9 +21,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .errors import PelaError
-from .records import (IMAGE_SUFFIXES, SPLIT_FOLDERS, ByteRanges, ChainRows, data_format, default_label_field, gzipped, open_image,
-                      read_records, read_rows, read_tables, record_files, table_files, table_split)
+from pela.errors import PelaError
+from pela.data.records import IMAGE_SUFFIXES, SPLIT_FOLDERS, ByteRanges, ChainRows, data_format, default_label_field, gzipped, open_image, read_records, read_rows, read_tables, record_files, table_files, table_split
 
 TEXT_SUFFIXES = (".txt", ".text", "")  # no suffix: plain text files like Debian's fortunes
 FOLDER_SUFFIXES = frozenset(IMAGE_SUFFIXES) | {".txt"}  # the files a folder dataset reads
@@ -264,7 +263,7 @@ def _nonempty(ds: Dataset, p: Path) -> Dataset:
 def describe(ds: Dataset) -> dict[str, Any]:
     """What pela reads from ``ds``: its kind, its number of examples, the fields it uses, its classes
     with their number of examples, and its first example (text cut at 300 characters)."""
-    from .records import LineRows, Records, TableRows
+    from pela.data.records import LineRows, Records, TableRows
 
     info: dict[str, Any] = {"kind": type(ds).__name__, "examples": len(ds)}
     counts: dict[str, int] = {}
@@ -354,7 +353,7 @@ def _timm_data_config(model: nn.Module) -> dict[str, Any] | None:
         return None
     from timm.data import resolve_model_data_config
 
-    from .arch import built_image_size
+    from pela.arch.core import built_image_size
 
     data_cfg = dict(resolve_model_data_config(model))
     size = built_image_size(model)
@@ -383,7 +382,7 @@ class Collator:
     """
 
     def __init__(self, model: nn.Module, max_length: int | None = None, tokenizer: Any = None, image_transform: Any = None):
-        from .arch import max_positions
+        from pela.arch.core import max_positions
 
         self.positions = max_positions(model)
         if max_length is not None and self.positions is not None and max_length > self.positions:

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import arch
-from .errors import PelaError
-from .layers import LowRankLinear
-from .train import TrainConfig, TrainResult, fit, make_accelerator
+from pela import arch
+from pela.errors import PelaError
+from pela.layers.lowrank import LowRankLinear
+from pela.training.loop import TrainConfig, TrainResult, fit, make_accelerator
 
 DistillResult = TrainResult
 
@@ -165,7 +165,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
             ``eval_samples`` of them at the end and every ``config.eval_every`` steps (`EVAL_METRICS`,
             in ``result.evals``); with ``config.keep_best`` the student ends as the best one.
     """
-    from .data import Collator, align_classes, dataset_classes
+    from pela.data.datasets import Collator, align_classes, dataset_classes
 
     config = config or DistillConfig()
     pairs = check_pair(student, teacher)
@@ -205,7 +205,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     evaluator = None
     if eval_data is not None:
         def evaluator(_: nn.Module) -> dict[str, float]:
-            from .compare import compare
+            from pela.training.compare import compare
 
             t_capture.active = s_capture.active = False  # the training's hooks must not keep these passes' features
             try:

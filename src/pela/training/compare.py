@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from . import arch
-from ._progress import progress_bar
-from .distill import BlockCapture, real_tokens, token_mse
-from .errors import PelaError
+from pela import arch
+from pela.utils.progress import progress_bar
+from pela.training.distill import BlockCapture, real_tokens, token_mse
+from pela.errors import PelaError
 
 
 @torch.no_grad()
@@ -27,7 +27,7 @@ def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn
     Output agreement is the fraction of equal argmax predictions when the models output class logits
     (2-D), else the mean cosine similarity of their output vectors.
     """
-    from .data import Collator
+    from pela.data.datasets import Collator
 
     if samples < 1 or batch_size < 1:
         raise PelaError(f"samples and batch size must be >= 1, got {samples} and {batch_size}")

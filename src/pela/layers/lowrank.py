@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .hf_modeling import LowRankLinear as _LowRankLinear
-from .hf_modeling import pool
+from pela.layers.hf_modeling import LowRankLinear as _LowRankLinear
+from pela.layers.hf_modeling import pool
 
 
 class LowRankLinear(_LowRankLinear):
@@ -35,7 +35,7 @@ class LowRankLinear(_LowRankLinear):
     @classmethod
     def from_linear(cls, linear: nn.Linear, rank: int) -> "LowRankLinear":
         """Factorize ``linear`` by truncated SVD at ``rank``."""
-        from .factorize import svd_factors
+        from pela.compression.compress import svd_factors
 
         a, b = svd_factors(linear.weight.detach(), rank)
         return cls.from_factors(a, b, None if linear.bias is None else linear.bias.detach())
@@ -62,7 +62,7 @@ class SequenceClassifier(nn.Module):
         self.head = nn.Linear(hidden, num_classes)
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
-        from .arch import block_output, call_with_inputs, with_decoder_inputs
+        from pela.arch.core import block_output, call_with_inputs, with_decoder_inputs
 
         root = self.backbone.get_submodule(self.tower) if self.tower else self.backbone
         # a task head's output is not hidden states: run its base model instead, which skips the head

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-from .allocator import keep_freed_memory
-from .errors import PelaError
+from pela.utils.memory import keep_freed_memory
+from pela.errors import PelaError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Smaller, faster Transformers by low-rank approximation and distillation (PELA).")
@@ -31,7 +31,7 @@ def _print_version(value: bool) -> None:
     if value:
         from importlib.metadata import PackageNotFoundError, version
 
-        from . import __version__
+        from pela import __version__
 
         def installed(name: str) -> str:
             try:
@@ -92,12 +92,15 @@ def compress(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
 ) -> None:
     """Factorize a model's linear layers (PELA stage 1) and save it."""
-    from . import calibrate, compress as _compress, load_model, save_pretrained
-    from .config import LowRankConfig
-    from .data import Collator
-    from .factorize import NEEDS_CALIBRATION
-    from .io import check_output_dir, save_dtype as _save_dtype
-    from .plots import check_figure_path, plot_compression
+    from pela.compression import calibrate
+    from pela.compression.compress import compress as _compress
+    from pela.models.sources import load_model
+    from pela.models.io import save_pretrained
+    from pela.compression.config import LowRankConfig
+    from pela.data.datasets import Collator
+    from pela.compression.compress import NEEDS_CALIBRATION
+    from pela.models.io import check_output_dir, save_dtype as _save_dtype
+    from pela.compression.plot import check_figure_path, plot_compression
 
     config = LowRankConfig(ratio=ratio, rank=rank, energy=energy, param_budget=param_budget, align=align, include=tuple(include or ()),
                            exclude=tuple(exclude) if exclude else None, device=device, init=init or ("whiten" if calib else "svd"))
@@ -160,8 +163,8 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="print results as JSON on stdout"),
 ) -> None:
     """Throughput (items/s) and peak memory of a model, or of two side by side."""
-    from .bench import COMPILE_MODES, benchmark
-    from .loading import load_model
+    from pela.bench import COMPILE_MODES, benchmark
+    from pela.models.sources import load_model
 
     for flag, value in (("--batch-size", batch_size), ("--seq-len", seq_len), ("--iters", iters), ("--rounds", rounds)):
         if value < 1:
@@ -202,7 +205,7 @@ def bench(
 def _load_data(path: Path, *, text_field: Optional[str], **kwargs: Any) -> Any:
     """`pela.data.load_dataset`, saying which columns hold the text and the class where pela chose
     others than text and label."""
-    from .data import load_dataset
+    from pela.data.datasets import load_dataset
 
     ds = load_dataset(path, text_field=text_field, **kwargs)
     fields = getattr(ds, "text_fields", ())
@@ -262,10 +265,10 @@ def distill(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
 ) -> None:
     """Intermediate pre-training (PELA stage 2): distill the student from the frozen teacher."""
-    from . import load_model
-    from .data import Collator
-    from .distill import DistillConfig, distill as _distill
-    from .io import is_pela_dir, save_dtype as _save_dtype
+    from pela.models.sources import load_model
+    from pela.data.datasets import Collator
+    from pela.training.distill import DistillConfig, distill as _distill
+    from pela.models.io import is_pela_dir, save_dtype as _save_dtype
 
     config = DistillConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, alpha=alpha, beta=beta, task=task_weight,
                            gamma=gamma, epsilon=epsilon, grad_accum=grad_accum, clip=clip or None, seed=seed,
@@ -327,7 +330,7 @@ def _half_precision_note(model: Any, save_dtype: str | None) -> None:
 
 def _saved(out: Path) -> str:
     """``out`` with the size and dtype of the weights written there, for the closing line."""
-    from .io import WEIGHTS_NAME, stored_float_dtype
+    from pela.models.io import WEIGHTS_NAME, stored_float_dtype
 
     weights = Path(out) / WEIGHTS_NAME
     dtype = stored_float_dtype(weights)
@@ -339,9 +342,9 @@ def _publish(model, out: Path, extra: dict, dtype: str | None = None) -> bool:
     """On the main process: write the final model into the run directory and drop its checkpoints.
 
     Returns whether this is the main process (the one that should also print the summary)."""
-    from .checkpoint import remove_checkpoints
-    from .io import save_into
-    from .train import partial_state
+    from pela.training.checkpoint import remove_checkpoints
+    from pela.models.io import save_into
+    from pela.training.loop import partial_state
 
     if not partial_state().is_main_process:
         return False
@@ -356,9 +359,9 @@ def _run_dir(out: Path, resume: bool, overwrite: bool) -> Iterator[None]:
     checkpoint, remove the directory again, so a mistake leaves nothing behind and nothing is lost."""
     import shutil
 
-    from .checkpoint import latest_checkpoint
-    from .io import check_output_dir
-    from .train import partial_state
+    from pela.training.checkpoint import latest_checkpoint
+    from pela.models.io import check_output_dir
+    from pela.training.loop import partial_state
 
     state = partial_state()
     if resume:
@@ -397,9 +400,9 @@ def compare(
     as_json: bool = typer.Option(False, "--json", help="print the comparison as JSON on stdout"),
 ) -> None:
     """Per-block feature MSE / cosine similarity and output agreement of a student and its teacher."""
-    from .compare import compare as _compare
-    from .data import Collator
-    from .loading import load_model
+    from pela.training.compare import compare as _compare
+    from pela.data.datasets import Collator
+    from pela.models.sources import load_model
 
     if samples < 1 or batch_size < 1:
         raise PelaError("--samples and --batch-size must be >= 1")
@@ -455,9 +458,9 @@ def finetune(
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
 ) -> None:
     """Fine-tune a model for classification (PELA stage 3); a head is added or resized to the data's classes."""
-    from .data import Collator
-    from .finetune import FinetuneConfig, evaluate, finetune as _finetune
-    from .loading import load_model
+    from pela.data.datasets import Collator
+    from pela.training.finetune import FinetuneConfig, evaluate, finetune as _finetune
+    from pela.models.sources import load_model
 
     config = FinetuneConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                             pooling=pooling, lora=lora, grad_accum=grad_accum, mixed_precision=mixed_precision,
@@ -466,8 +469,8 @@ def finetune(
     _check_eval_flags(eval_data, eval_every, keep_best)
     if max_length is not None and max_length < 1:
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
-    from .data import dataset_classes
-    from .io import save_dtype as _save_dtype
+    from pela.data.datasets import dataset_classes
+    from pela.models.io import save_dtype as _save_dtype
 
     _save_dtype(save_dtype)
 
@@ -519,9 +522,9 @@ def eval_(
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON on stdout"),
 ) -> None:
     """Accuracy (top-1, top-5, balanced), macro F1, loss, parameters and throughput of a classifier; --json adds each class's."""
-    from .data import Collator
-    from .finetune import evaluate
-    from .loading import load_model
+    from pela.data.datasets import Collator
+    from pela.training.finetune import evaluate
+    from pela.models.sources import load_model
 
     if batch_size < 1:
         raise PelaError(f"--batch-size must be >= 1, got {batch_size}")
@@ -553,7 +556,7 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
 ) -> None:
     """Write a compressed transformers model as a Hugging Face directory that loads without pela (trust_remote_code=True)."""
-    from .export import export_hf
+    from pela.models.export import export_hf
 
     export_hf(model, out, overwrite=overwrite)
     cls = next(iter(json.loads((out / "config.json").read_text())["auto_map"]))
@@ -569,7 +572,7 @@ def data_(
     as_json: bool = typer.Option(False, "--json", help="print the description as JSON on stdout"),
 ) -> None:
     """What pela reads from a dataset: its examples, the columns it uses, its classes, the first example."""
-    from .data import describe
+    from pela.data.datasets import describe
 
     info = describe(_load_data(path, split=split, text_field=text_field, label_field=label_field, progress=not as_json))
     if as_json:
@@ -597,7 +600,7 @@ def demo(
     overwrite: bool = typer.Option(True, "--overwrite/--no-overwrite", help="replace an earlier demo run in OUT"),
 ) -> None:
     """The whole PELA pipeline, offline, on all-MiniLM-L6-v2 and WordNet: compress, distill, fine-tune, compare."""
-    from .demo import run_demo
+    from pela.demo import run_demo
 
     run_demo(out, quick=quick, ratio=ratio, overwrite=overwrite, console=out_console)
 
@@ -615,7 +618,7 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:  # n
 
 
 _python_format_warning = warnings.formatwarning
-_PELA_DIR = str(Path(__file__).parent) + os.sep  # as Python names the files it imports from here
+_PELA_DIR = str(Path(__file__).parent.parent) + os.sep  # as Python names the files it imports from here
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from . import arch
-from ._progress import progress_bar
-from .config import LowRankConfig
-from .errors import PelaError
-from .targets import select
+from pela import arch
+from pela.utils.progress import progress_bar
+from pela.compression.config import LowRankConfig
+from pela.errors import PelaError
+from pela.compression.targets import select
 
 
 @dataclass
@@ -51,8 +51,8 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
     Raises:
         PelaError: no data, or a forward pass reaches none of the layers to factorize.
     """
-    from .data import Collator
-    from .distill import real_tokens
+    from pela.data.datasets import Collator
+    from pela.training.distill import real_tokens
 
     if samples < 1:
         raise PelaError(f"calibration needs at least 1 sample, got samples={samples}")

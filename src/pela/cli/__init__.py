@@ -1,0 +1,3 @@
+"""The ``pela`` command."""
+
+from pela.cli.app import main

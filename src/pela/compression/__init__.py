@@ -1,0 +1,1 @@
+"""Stage 1: calibration, rank rules and allocation, factorization, the report."""

@@ -1,0 +1,1 @@
+"""Datasets for distillation and fine-tuning, and the collator that turns examples into model inputs."""

@@ -1,0 +1,1 @@
+"""The low-rank layer pela swaps in for linear layers."""

@@ -1,0 +1,1 @@
+"""Models in and out: sources (timm, Hugging Face, directories), saving, loading, adapters, export."""

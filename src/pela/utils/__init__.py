@@ -1,0 +1,1 @@
+"""Small leaf helpers every stage uses: atomic files, progress, figures, memory."""
