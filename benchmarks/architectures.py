@@ -34,12 +34,12 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 import transformers as T  # noqa: E402
+from _results import report  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import pela  # noqa: E402
 from pela.cli.app import main as cli
 from pela.demo import minilm_dir
-from _results import report  # noqa: E402
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=3)
@@ -200,7 +200,8 @@ def run_cli(*args) -> tuple[object, str, str]:
 def check_export(student: Path, exported: Path) -> tuple[object, str]:
     """Load the exported directory with transformers (its first auto class) and compare its outputs with
     pela.load's on the same inputs: they must be equal, bit for bit."""
-    from pela.arch.core import example_inputs, forward, main_output
+    from pela.arch.inputs import example_inputs
+    from pela.arch.outputs import forward, main_output
 
     try:
         auto = next(iter(json.loads((exported / "config.json").read_text())["auto_map"]))
@@ -264,8 +265,8 @@ def check(name: str, build: Callable[[], torch.nn.Module], kind: str, work: Path
             break
         result["passed"].append(step)
     if "compress" in result["passed"]:
-        result["params_dense"] = pela.factorize.count_params(pela.load_model(str(dense)))
-        result["params_k2"] = pela.factorize.count_params(pela.load(d / "k2"))
+        result["params_dense"] = pela.compression.compress.count_params(pela.load_model(str(dense)))
+        result["params_k2"] = pela.compression.compress.count_params(pela.load(d / "k2"))
     result["seconds"] = round(time.perf_counter() - start, 1)
     return result
 

@@ -26,7 +26,7 @@ from _results import report
 
 import pela
 from pela import LowRankConfig
-from pela.data.datasets import Collator
+from pela.data.collate import Collator
 from pela.demo import DemoSettings, demo_data, distill_student, finetune_and_evaluate, gloss_texts, minilm_dir
 
 

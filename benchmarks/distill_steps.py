@@ -28,7 +28,7 @@ import torch
 import pela
 from pela import LowRankConfig
 from pela.demo import DemoSettings, demo_data, distill_student, finetune_and_evaluate, minilm_dir
-from pela.models.io import atomic_write_text
+from pela.utils.files import atomic_write_text
 
 RESULTS = Path(__file__).with_name("results") / "distill_steps.json"
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "distill_steps.png"
@@ -52,7 +52,7 @@ def summarize(results: dict) -> dict:
 
 
 def plot(results: dict, path: Path) -> None:
-    from pela.compression.plot import pyplot, save_figure
+    from pela.utils.figures import pyplot, save_figure
 
     table = summarize(results)
     fig, ax = pyplot().subplots(figsize=(6, 4))

@@ -16,14 +16,14 @@ import time
 
 import timm
 import torch
-from _results import report
 import torch.nn.functional as F
+from _results import report
 from torch.utils.data import Dataset
 
 import pela
 from pela import DistillConfig, LowRankConfig
-from pela.arch.core import find_blocks
-from pela.training.distill import BlockCapture, feature_loss
+from pela.arch.blocks import find_blocks
+from pela.features import BlockCapture, feature_loss
 
 
 class RandomImages(Dataset):

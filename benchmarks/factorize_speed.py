@@ -20,11 +20,10 @@ import time
 import numpy as np
 import timm
 import torch
+from _results import report
 
 import pela
 from pela import LowRankConfig
-
-from _results import report
 
 
 def released_factorize(model: torch.nn.Module, ranks: dict[str, int]) -> None:

@@ -27,7 +27,8 @@ from _results import report
 
 import pela
 from pela import FinetuneConfig, LowRankConfig
-from pela.data.datasets import Collator, load_dataset
+from pela.data.collate import Collator
+from pela.data.load import load_dataset
 from pela.demo import minilm_dir, wordnet_glosses
 
 

@@ -19,10 +19,10 @@ from collections import Counter
 
 import torch
 import torch.nn.functional as F
+from _results import report
 
 import pela
 from pela.bench import DTYPES, batch_for
-from _results import report
 
 
 def layer_shapes(model: torch.nn.Module) -> Counter:

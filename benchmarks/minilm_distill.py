@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import torch
+from _results import report
 
 import pela
 from pela import DistillConfig, LowRankConfig
-from pela.data.datasets import Collator
+from pela.data.collate import Collator
 from pela.demo import gloss_texts, minilm_dir
-from _results import report
 
 
 def main() -> None:

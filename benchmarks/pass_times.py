@@ -16,10 +16,10 @@ import statistics
 import time
 
 import torch
+from _results import report
 
 import pela
 from pela.bench import batch_for
-from _results import report
 
 
 def main() -> None:

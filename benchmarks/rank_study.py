@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from lowrank_gemm import layer_shapes
 
 import pela
 from pela.bench import DTYPES, benchmark
-from lowrank_gemm import layer_shapes
 
 
 def exact_rank(n_in: int, n_out: int, ratio: float) -> int:

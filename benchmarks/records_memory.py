@@ -92,11 +92,12 @@ def measure(path: Path, mmap: bool = False) -> dict:
     and gzip through its decompressed copy there, as for files over 256 MB."""
     from torch.utils.data import DataLoader
 
-    import pela.records
-    from pela.data.datasets import load_dataset
+    import pela.data.lines
+    import pela.data.tables
+    from pela.data.load import load_dataset
 
     if mmap:
-        pela.records.PARQUET_CACHE_BYTES = pela.records.GZIP_CACHE_BYTES = 0
+        pela.data.tables.PARQUET_CACHE_BYTES = pela.data.lines.GZIP_CACHE_BYTES = 0
 
     if importlib.util.find_spec("pyarrow"):  # the library's own memory is not the dataset's
         importlib.import_module("pyarrow.parquet")

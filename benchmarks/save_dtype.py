@@ -19,7 +19,7 @@ from pathlib import Path
 from _results import report
 
 import pela
-from pela.data.datasets import load_dataset
+from pela.data.load import load_dataset
 from pela.demo import gloss_texts, minilm_dir
 
 DTYPES = ("float32", "bfloat16", "float16")

@@ -11,7 +11,7 @@ from pela.utils.memory import ENV, keep_freed_memory
 # times after two warm-up rounds, and prints whether the setting took and its page faults meanwhile.
 CHILD = """
 import resource, sys, torch
-from pela.allocator import keep_freed_memory
+from pela.utils.memory import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else False
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(2):

@@ -1,12 +1,11 @@
 import pytest
 import torch
+from conftest import ARCHITECTURES, hf_bert, timm_vit
 
 import pela
 from pela import LowRankConfig, PelaError
-from pela.arch.core import example_inputs
+from pela.arch.inputs import example_inputs
 from pela.bench import benchmark, eager_peak_bytes
-
-from conftest import ARCHITECTURES, hf_bert, timm_vit
 
 
 def test_side_by_side():
@@ -106,7 +105,7 @@ def test_example_inputs_follow_the_model():
     assert x.shape == (1, 3, 32, 32) and mixer(x).shape == (1, 3)
     from transformers import XLNetConfig, XLNetModel
 
-    from pela.arch.core import max_positions
+    from pela.arch.properties import max_positions
 
     xlnet = XLNetModel(XLNetConfig(vocab_size=100, d_model=32, n_layer=1, n_head=2, d_inner=64))  # its limit reads -1: none
     assert example_inputs(xlnet, 2, seq_len=12)["input_ids"].shape == (2, 12) and max_positions(xlnet) is None
@@ -119,7 +118,7 @@ def test_example_inputs_follow_the_model():
 def test_example_inputs_of_fine_tuned_classifiers():
     """A model with a head pela added (`pela finetune`) takes its backbone's inputs; one that classifies
     with a tower of CLIP takes that tower's alone."""
-    from pela.layers.lowrank import SequenceClassifier
+    from pela.arch.classifier import SequenceClassifier
 
     text = SequenceClassifier(hf_bert(), 32, 3)
     assert set(example_inputs(text, 2, seq_len=8)) == {"input_ids", "attention_mask"}

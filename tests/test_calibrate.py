@@ -3,18 +3,15 @@ import warnings
 
 import pytest
 import torch
+from conftest import ARCHITECTURES, hf_bert
 from torch import nn
 from torch.utils.data import Dataset
 
 import pela
-from pela import LowRankConfig, PelaError
+from pela import LowRankConfig, PelaError, arch
+from pela.arch.inputs import example_inputs
 from pela.compression.allocate import allocate, max_rank
-from pela.compression.compress import svd_factors, whiten_spectrum
-
-from pela import arch
-from pela.arch.core import example_inputs
-
-from conftest import ARCHITECTURES, hf_bert
+from pela.linalg import svd_factors, whiten_spectrum
 
 
 def arch_forward(model, batch):

@@ -7,11 +7,10 @@ import sys
 
 import pytest
 import torch
+from conftest import TIMM_VIT
 
 import pela
 from pela.cli.app import main
-
-from conftest import TIMM_VIT
 
 
 @pytest.fixture

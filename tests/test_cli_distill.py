@@ -253,10 +253,9 @@ def test_timm_checkpoint_through_every_stage(tmp_path, capsys):
     distilled and compared against it with --teacher-checkpoint, evaluated with --checkpoint."""
     import numpy as np
     import timm
+    from conftest import TIMM_VIT
     from PIL import Image
     from safetensors.torch import save_file
-
-    from conftest import TIMM_VIT
 
     arch = {k: v for k, v in TIMM_VIT.items() if k != "num_classes"}
     timm.models.save_for_hf(timm.create_model("vit_tiny_patch16_224", **arch), str(tmp_path / "arch"), safe_serialization=True)

@@ -4,12 +4,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import hf_vit, timm_vit
 from PIL import Image
 
 from pela import PelaError
-from pela.data.datasets import Collator, describe, load_dataset
-
-from conftest import hf_vit, timm_vit
+from pela.data.collate import Collator
+from pela.data.load import describe, load_dataset
 
 
 def write_idx(path, array, gz=False):
@@ -202,7 +202,7 @@ def test_timm_preprocessing_follows_the_size_the_model_was_built_for():
     import timm
 
     import pela
-    from pela.data.datasets import _timm_data_config
+    from pela.data.collate import _timm_data_config
 
     pretrained_size = timm.create_model("vit_tiny_patch16_224", depth=1)
     cfg = _timm_data_config(pretrained_size)
@@ -245,7 +245,7 @@ def test_image_folder_with_metadata(tmp_path):
 
 
 def test_describe_says_what_pela_reads(tmp_path):
-    from pela.data.datasets import describe
+    from pela.data.load import describe
 
     (tmp_path / "d.tsv").write_text("idx\tsentence\tlabel\n" + "".join(f"{i}\tword {i}\t{'ab'[i % 3 == 0]}\n" for i in range(7)))
     info = describe(load_dataset(tmp_path / "d.tsv"))

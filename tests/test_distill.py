@@ -4,14 +4,14 @@ import warnings
 
 import pytest
 import torch
+from conftest import ARCHITECTURES, hf_bert, timm_swin, timm_vit
 from torch.utils.data import Dataset
 
 import pela
 from pela import DistillConfig, LowRankConfig, PelaError
-from pela.arch.core import find_blocks
-from pela.training.distill import feature_loss, weight_perturbation
-
-from conftest import ARCHITECTURES, hf_bert, timm_swin, timm_vit
+from pela.arch.blocks import find_blocks
+from pela.features import feature_loss
+from pela.training.distill import weight_perturbation
 
 
 class Tokens(Dataset):
@@ -191,7 +191,7 @@ def test_encoder_decoder_distills_both_stacks_on_plain_text():
 
 def test_decoder_blocks_are_masked_with_the_decoders_mask():
     """The decoder reads the text shifted right: its mask keeps one token more than the encoder's."""
-    from pela.arch.core import block_masks
+    from pela.arch.inputs import block_masks
 
     student, _ = pair(ARCHITECTURES["hf_t5"])
     blocks = find_blocks(student)

@@ -7,14 +7,13 @@ import sys
 
 import pytest
 import torch
+from conftest import TIMM_VIT
 
 import pela
 from pela import LowRankConfig, PelaError
 from pela.cli.app import main
-from pela.models.export import export_hf
 from pela.layers.lowrank import LowRankLinear
-
-from conftest import TIMM_VIT
+from pela.models.export import export_hf
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(95)]
 
@@ -113,7 +112,7 @@ def test_what_cannot_be_exported(tmp_path, capsys):
     k2 = saved(bert(), tmp_path)
     cases = [([tmp_path / "vit"], "is a timm model"), ([tmp_path / "dense"], "is not a directory written by pela")]
     headed = pela.load(k2)
-    from pela.layers.lowrank import SequenceClassifier
+    from pela.arch.classifier import SequenceClassifier
 
     pela.save_pretrained(SequenceClassifier(headed, 32, 3, hidden_states=True), tmp_path / "headed")
     cases.append(([tmp_path / "headed"], "has a classification head added by pela finetune on a model with a head of another kind"))
@@ -144,7 +143,7 @@ def test_a_head_pela_finetune_added(tmp_path, pooling):
     texts = [" ".join(f"w{int(i)}" for i in torch.randint(0, 95, (5,), generator=g)) for _ in range(24)]
     rows = [{"text": t, "label": ["neg", "neu", "pos"][int(t.split()[0][1:]) % 3]} for t in texts]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    from pela.data.datasets import load_dataset
+    from pela.data.load import load_dataset
 
     tuned, _ = pela.finetune(student, load_dataset(tmp_path / "train.jsonl"), FinetuneConfig(steps=2, batch_size=8, pooling=pooling))
     pela.save_pretrained(tuned, tmp_path / "tuned")

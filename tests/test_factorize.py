@@ -2,14 +2,14 @@ import math
 
 import pytest
 import torch
+from conftest import ARCHITECTURES
 from torch import nn
 
 import pela
 from pela import LowRankConfig, LowRankLinear, PelaError
-from pela.arch.core import example_inputs
-from pela.compression.compress import choose_rank, svd_spectrum
-
-from conftest import ARCHITECTURES
+from pela.arch.inputs import example_inputs
+from pela.compression.ranks import choose_rank
+from pela.linalg import svd_spectrum
 
 NO_SIGMA = torch.ones(1)
 

@@ -3,13 +3,12 @@ import warnings
 
 import pytest
 import torch
+from conftest import hf_bert
 from torch.utils.data import Dataset
 
 import pela
 from pela import FinetuneConfig, LowRankConfig, PelaError
-from pela.layers.lowrank import SequenceClassifier
-
-from conftest import hf_bert
+from pela.arch.classifier import SequenceClassifier
 
 
 class Labelled(Dataset):

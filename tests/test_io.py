@@ -3,14 +3,14 @@ import pickle
 
 import pytest
 import torch
+from conftest import TIMM_VIT
 from torch import nn
 
 import pela
 from pela import LowRankConfig, PelaError
-from pela.arch.core import example_inputs
-from pela.models.io import atomic_dir, check_safetensors
-
-from conftest import TIMM_VIT
+from pela.arch.inputs import example_inputs
+from pela.models.weights import check_safetensors
+from pela.utils.files import atomic_dir
 
 
 def _outputs(model):

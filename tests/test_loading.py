@@ -2,12 +2,11 @@ import json
 
 import pytest
 import torch
+from conftest import TIMM_VIT, remote_code_model_dir
 from safetensors.torch import save_file
 
 import pela
 from pela import PelaError
-
-from conftest import TIMM_VIT, remote_code_model_dir
 
 
 @pytest.mark.parametrize("source, fragment", [
@@ -80,7 +79,7 @@ def test_timm_class_names_only_for_a_head_of_their_size(tmp_path):
     model.pretrained_cfg = {**model.pretrained_cfg, "label_names": names}
     assert pela.arch.class_names(model) == names
     save_file(pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **arch, num_classes=3).state_dict(), tmp_path / "w.safetensors")
-    pela.loading._load_timm_checkpoint(model, str(tmp_path / "w.safetensors"), {}, allow_pickle=False)
+    pela.models.timm_source._load_timm_checkpoint(model, str(tmp_path / "w.safetensors"), {}, allow_pickle=False)
     assert model.num_classes == 3 and pela.arch.class_names(model) is None
 
 
@@ -138,7 +137,7 @@ def test_timm_directory_is_built_by_timm_and_keeps_its_preprocessing(tmp_path):
         assert torch.equal(loaded(x), model(x))
     # the weights' own normalization (augreg: mean 0.5), not the architecture's default (ImageNet's)
     assert list(loaded.pretrained_cfg["mean"]) == [0.5, 0.5, 0.5]
-    from pela.data.datasets import Collator
+    from pela.data.collate import Collator
     assert list(Collator(loaded).timm_data_config["mean"]) == [0.5, 0.5, 0.5]
     # a field a newer timm wrote into the config is ignored by this one, not fatal
     meta = json.loads((tmp_path / "k2" / "pela.json").read_text())
@@ -166,7 +165,6 @@ def test_broken_timm_directory(tmp_path):
 def test_hub_id_from_the_local_cache_when_offline(tmp_path, monkeypatch):
     """hf:ORG/NAME that was downloaded once loads offline from Hugging Face's cache (models--ORG--NAME)."""
     import huggingface_hub.constants
-
     from conftest import hf_bert
 
     repo = tmp_path / "hub" / "models--someorg--tiny-bert"
@@ -184,11 +182,14 @@ def test_hub_id_from_the_local_cache_when_offline(tmp_path, monkeypatch):
 
 def test_hub_id_of_a_timm_repository_is_built_by_timm(tmp_path, monkeypatch):
     """hf:timm/NAME downloads a timm-format snapshot; timm builds it (the download itself is faked here)."""
-    import pela.loading
+    import pela.models.sources
+    import pela.models.timm_source
 
     ref, path = _timm_dir(tmp_path)
     asked = []
-    monkeypatch.setattr(pela.loading, "_hf_snapshot", lambda repo_id, random_init, allow_pickle=False, trust_remote_code=False: asked.append(repo_id) or path)
+    fake = lambda repo_id, random_init, allow_pickle=False, trust_remote_code=False: asked.append(repo_id) or path  # noqa: E731
+    monkeypatch.setattr(pela.models.sources, "_hf_snapshot", fake)
+    monkeypatch.setattr(pela.models.timm_source, "_hf_snapshot", fake)
     for source in ("hf:timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k", "timm:hf-hub:timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"):
         model = pela.load_model(source)
         assert type(model).__name__ == "VisionTransformer" and model.pela_source["kind"] == "timm"
@@ -271,7 +272,7 @@ def test_lora_adapter_errors(hf_bert_dir, tmp_path):
     with pytest.raises(PelaError, match="merges LoRA adapters only"):
         pela.load_model(str(adapter))
     (adapter / "adapter_config.json").write_text(json.dumps(config))
-    state = pela.io.read_weights(str(adapter / "adapter_model.safetensors"), False)
+    state = pela.models.weights.read_weights(str(adapter / "adapter_model.safetensors"), False)
     (adapter / "adapter_model.safetensors").unlink()
     torch.save(state, adapter / "adapter_model.bin")
     with pytest.raises(PelaError, match="only with --allow-pickle"):

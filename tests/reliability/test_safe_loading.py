@@ -8,13 +8,12 @@ import pickle
 
 import pytest
 import torch
+from conftest import TIMM_VIT
 
 import pela
 from pela import PelaError
 from pela.cli.app import main
-from pela.models.io import load_pickled_tensors
-
-from conftest import TIMM_VIT
+from pela.models.weights import load_pickled_tensors
 
 
 class Payload:

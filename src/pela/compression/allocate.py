@@ -24,6 +24,7 @@ from torch import nn
 
 from pela import arch
 from pela.errors import PelaError
+from pela.features import BlockCapture, feature_loss
 
 
 def max_rank(out_features: int, in_features: int, align: int) -> int:
@@ -97,7 +98,6 @@ def sensitivities(model: nn.Module, layers: Sequence[tuple[str, nn.Module, Calla
     block features), and layers the probe never runs (one tower of CLIP, probed with images alone), get
     ``None``; with no blocks, the model's main output is compared instead.
     """
-    from pela.training.distill import BlockCapture, feature_loss
 
     blocks = arch.find_blocks(model)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))

@@ -18,10 +18,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from pela import arch
-from pela.utils.progress import progress_bar
 from pela.compression.config import LowRankConfig
-from pela.errors import PelaError
 from pela.compression.targets import select
+from pela.data.collate import Collator
+from pela.errors import PelaError
+from pela.features import real_tokens
+from pela.utils.progress import progress_bar
 
 
 @dataclass
@@ -51,8 +53,6 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
     Raises:
         PelaError: no data, or a forward pass reaches none of the layers to factorize.
     """
-    from pela.data.datasets import Collator
-    from pela.training.distill import real_tokens
 
     if samples < 1:
         raise PelaError(f"calibration needs at least 1 sample, got samples={samples}")

@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pela.compression.inits import INITS
 from pela.errors import PelaError
 
-INITS = ("svd",)  # extended by factorize.register_init
 RANK_RULES = ("ratio", "rank", "energy", "param_budget")
 
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from torch import nn
 
 from pela.errors import PelaError
-from pela.models.io import is_pela_dir, load_pickled_tensors, read_weights
+from pela.models.hf_source import _hf_from_dir, _hf_snapshot
+from pela.models.saving import is_pela_dir
+from pela.models.timm_source import _is_timm_dir
+from pela.models.weights import load_pickled_tensors, read_weights
 
 # peft's task types, and the transformers auto class of the model each is trained on
 TASK_CLASSES = {"SEQ_CLS": "AutoModelForSequenceClassification", "TOKEN_CLS": "AutoModelForTokenClassification",
@@ -68,9 +71,12 @@ def _base_path(path: Path, base: str) -> Path | None:
     return None
 
 
-def load_adapter(path: Path, *, random_init: bool = False, allow_pickle: bool = False, trust_remote_code: bool = False) -> nn.Module:
-    """The base model named in ``path``/adapter_config.json with the adapter in ``path`` merged in, in eval mode."""
-    from pela.models import sources as loading
+def load_adapter(path: Path, load_base: Callable[..., nn.Module], *, random_init: bool = False, allow_pickle: bool = False,
+                 trust_remote_code: bool = False) -> nn.Module:
+    """The base model named in ``path``/adapter_config.json with the adapter in ``path`` merged in, in eval mode.
+
+    ``load_base`` (`pela.models.sources.load_model`) loads a base that is a pela or timm directory.
+    """
 
     if random_init:
         raise PelaError(f"{path} is a LoRA adapter, a fine-tune of trained weights: --random-init does not apply to it")
@@ -88,14 +94,14 @@ def load_adapter(path: Path, *, random_init: bool = False, allow_pickle: bool = 
         if base.startswith((".", "/", "~")):
             raise PelaError(f"the base model of {path}, {base}, is not a directory (relative to here or to {path.parent})")
         try:  # a hub id, as peft records a base loaded from the hub
-            where = loading._hf_snapshot(base, False, allow_pickle, trust_remote_code)
+            where = _hf_snapshot(base, False, allow_pickle, trust_remote_code)
         except PelaError as e:
             raise PelaError(f"the base model of {path}, {base}, is no local directory (relative to here or to "
                             f"{path.parent}), and {e}") from None
-    if is_pela_dir(where) or loading._is_timm_dir(where):
-        model = loading.load_model(str(where), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    if is_pela_dir(where) or _is_timm_dir(where):
+        model = load_base(str(where), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     else:
-        model = loading._hf_from_dir(where, False, allow_pickle, trust_remote_code, task_class=TASK_CLASSES.get(task), num_labels=labels)
+        model = _hf_from_dir(where, False, allow_pickle, trust_remote_code, task_class=TASK_CLASSES.get(task), num_labels=labels)
     source, files = model.pela_source, getattr(model, "pela_files", None)
     try:
         from peft import PeftModel

@@ -18,7 +18,8 @@ from typing import Any
 
 from pela.errors import PelaError
 from pela.layers import hf_modeling
-from pela.models.io import COMPANION_FILES, CONFIG_NAME, WEIGHTS_NAME, atomic_dir, is_pela_dir, read_json
+from pela.models.saving import COMPANION_FILES, CONFIG_NAME, WEIGHTS_NAME, is_pela_dir
+from pela.utils.files import atomic_dir, read_json
 
 CODE_NAME = "modeling_pela.py"
 LOADER = "modeling_pela.PelaLowRankModel"

@@ -20,7 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file, save_model
 
 from pela.errors import PelaError
-from pela.models.io import atomic_dir, atomic_write_text, load_weights, read_json
+from pela.models.weights import load_weights
+from pela.utils.files import atomic_dir, atomic_write_text, read_json
 
 LATEST = "latest.json"
 BEST = "best"  # the weights of the best evaluation so far (`pela.train.fit` with keep_best)

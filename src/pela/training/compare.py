@@ -10,9 +10,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from pela import arch
-from pela.utils.progress import progress_bar
-from pela.training.distill import BlockCapture, real_tokens, token_mse
+from pela.data.collate import Collator
 from pela.errors import PelaError
+from pela.features import BlockCapture, real_tokens, token_mse
+from pela.utils.progress import progress_bar
 
 
 @torch.no_grad()
@@ -27,7 +28,6 @@ def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn
     Output agreement is the fraction of equal argmax predictions when the models output class logits
     (2-D), else the mean cosine similarity of their output vectors.
     """
-    from pela.data.datasets import Collator
 
     if samples < 1 or batch_size < 1:
         raise PelaError(f"samples and batch size must be >= 1, got {samples} and {batch_size}")

@@ -1,11 +1,4 @@
-"""Stage 2 of PELA: intermediate pre-training of the low-rank student by distillation from the teacher.
-
-Per step (one student forward; hooks capture every block's output in that same pass):
-
-    L = task · L_task + α · mean_l MSE(h_l^S, h_l^T) + β · MSE(z^S, z^T) + γ · mean_p (max|B_p A_p − W_p| − ε)²
-
-The loop itself is `pela.train.fit`, shared with fine-tuning; it runs on one process or many through
-Hugging Face Accelerate (``accelerate launch -m pela distill …``); ``--batch-size`` is the global batch.
+"""Stage 2 of PELA: distil the low-rank student from the frozen original (the teacher).
 """
 
 from __future__ import annotations
@@ -22,9 +15,15 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pela import arch
+from pela.data.collate import Collator
+from pela.data.labels import align_classes, dataset_classes
 from pela.errors import PelaError
+from pela.features import BlockCapture, feature_loss
 from pela.layers.lowrank import LowRankLinear
-from pela.training.loop import TrainConfig, TrainResult, fit, make_accelerator
+from pela.training.accelerator import make_accelerator
+from pela.training.compare import compare
+from pela.training.config import TrainConfig, TrainResult
+from pela.training.loop import fit
 
 DistillResult = TrainResult
 
@@ -55,71 +54,10 @@ class DistillConfig(TrainConfig):
             raise PelaError("all loss weights are 0: nothing to train")
 
 
-# ---------------------------------------------------------------- losses (pure functions)
-def real_tokens(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """The rows of ``x`` (…, d) as (N, d), without the positions ``mask`` marks as padding (when it fits ``x``)."""
-    if mask is not None and x.dim() == mask.dim() + 1 and x.shape[:-1] == mask.shape:
-        return x[mask.to(x.device).bool()]
-    return x.reshape(-1, x.shape[-1])
-
-
-def token_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """MSE between two block outputs over the tokens ``mask`` keeps (all when it is None or does not fit).
-
-    Padding positions are left out: their outputs are never used, and matching them wastes the student's capacity.
-    """
-    return F.mse_loss(real_tokens(student, mask).float(), real_tokens(teacher, mask).float())
-
-
-def feature_loss(student: list[torch.Tensor], teacher: list[torch.Tensor],
-                 mask: torch.Tensor | list[torch.Tensor | None] | None = None) -> torch.Tensor:
-    """Mean over blocks of the MSE between student and teacher block outputs (every real token).
-
-    ``mask``: one attention mask for every block, or one per block (`pela.arch.block_masks`).
-    """
-    masks = mask if isinstance(mask, list) else [mask] * len(student)
-    return torch.stack([token_mse(s, t, m) for s, t, m in zip(student, teacher, masks)]).mean()
-
-
 def weight_perturbation(pairs: list[tuple[LowRankLinear, torch.Tensor]], epsilon: float) -> torch.Tensor:
     """Mean over factorized layers of ``(max|B·A − W| − ε)²``: keeps the student near the original weights."""
     terms = [((layer.b.weight @ layer.a.weight - w).abs().max() - epsilon) ** 2 for layer, w in pairs]
     return torch.stack(terms).mean()
-
-
-
-# ---------------------------------------------------------------- plumbing
-class BlockCapture:
-    """Forward hooks that keep the output of each named block from the latest forward pass.
-
-    A block that runs several times per pass, as a layer whose weights are shared across depth does
-    (ALBERT), contributes each call's output in call order: each call is one layer of features.
-    """
-
-    def __init__(self, model: nn.Module, names: list[str]):
-        self.outputs: dict[str, list[torch.Tensor]] = {}
-        self.labels: list[str] = []  # one per tensor of the latest `take`: the block name, with "#k" for repeated calls
-        modules = dict(model.named_modules())
-        self.names = names
-        self.active = True  # off while the same model runs for something else (an evaluation)
-        self.handles = [modules[n].register_forward_hook(self._hook(n)) for n in names]
-
-    def _hook(self, name: str) -> Callable:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            if self.active:
-                self.outputs.setdefault(name, []).append(arch.block_output(output))
-
-        return hook
-
-    def take(self) -> list[torch.Tensor]:
-        calls = [(n, self.outputs.get(n, [])) for n in self.names]
-        self.labels = [n if len(ts) == 1 else f"{n}#{k}" for n, ts in calls for k in range(len(ts))]
-        self.outputs = {}
-        return [t for _, ts in calls for t in ts]
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
 
 
 def check_pair(student: nn.Module, teacher: nn.Module) -> list[tuple[LowRankLinear, torch.Tensor]]:
@@ -165,7 +103,6 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
             ``eval_samples`` of them at the end and every ``config.eval_every`` steps (`EVAL_METRICS`,
             in ``result.evals``); with ``config.keep_best`` the student ends as the best one.
     """
-    from pela.data.datasets import Collator, align_classes, dataset_classes
 
     config = config or DistillConfig()
     pairs = check_pair(student, teacher)
@@ -205,7 +142,6 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     evaluator = None
     if eval_data is not None:
         def evaluator(_: nn.Module) -> dict[str, float]:
-            from pela.training.compare import compare
 
             t_capture.active = s_capture.active = False  # the training's hooks must not keep these passes' features
             try:
@@ -266,5 +202,3 @@ def _loss_terms(config: DistillConfig, s_feats: list[torch.Tensor], t_feats: lis
     if config.gamma > 0:
         terms["weight_reg"] = weight_perturbation(teacher_w, config.epsilon)
     return terms
-
-

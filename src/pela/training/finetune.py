@@ -1,14 +1,8 @@
-"""Stage 3 of PELA: fine-tune the student (or any model, so the two compare under one recipe).
-
-`finetune` adds a classification head where the model has none of the right size
-(`pela.arch.with_classifier`), optionally trains only LoRA adapters (peft) on top of it, and runs the
-shared loop `pela.train.fit` with cross-entropy. `evaluate` reports accuracy, loss, size and speed.
+"""Stage 3 of PELA: fine-tune a model (compressed or not) for classification.
 """
 
 from __future__ import annotations
 
-import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -19,11 +13,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pela import arch
-from pela.utils.progress import progress_bar
+from pela.arch.classifier import SequenceClassifier
+from pela.data.collate import Collator
+from pela.data.labels import align_classes, dataset_classes, unlabelled_reason
 from pela.errors import PelaError
-from pela.layers.lowrank import SequenceClassifier
-from pela.training.loop import TrainConfig, TrainResult, fit, make_loader
-
+from pela.training.config import TrainConfig, TrainResult
+from pela.training.evaluate import _device, evaluate
+from pela.training.loop import fit
 
 # what `evaluate` reports that can pick the best model during fine-tuning (loss is minimized, the others maximized)
 EVAL_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "top5", "loss")
@@ -90,7 +86,6 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
     steps, and the scores are in ``result.evals``; with ``config.keep_best`` (one of `EVAL_METRICS`) the
     returned model has the weights of its best evaluation, which ``result.best`` names.
     """
-    from pela.data.datasets import Collator, align_classes, dataset_classes, unlabelled_reason
 
     config = config or FinetuneConfig()
     data = align_classes(data, arch.class_names(model))  # a head kept for the same classes keeps its rows' meaning
@@ -140,76 +135,3 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
         cfg.id2label = dict(enumerate(model.pela_classes))
         cfg.label2id = {c: i for i, c in cfg.id2label.items()}
     return model.eval(), result
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, *, collate_fn: Callable | None = None, batch_size: int = 64,
-             device: str | None = None, workers: int = 0, progress: bool = False) -> dict[str, Any]:
-    """Top-1 (and top-5 with more than 5 classes) accuracy, balanced accuracy (the mean of the classes'
-    recalls) and macro F1 over the classes the data has, mean cross-entropy, parameters, items/s, and
-    ``per_class``: each class's support, recall, precision and F1.
-
-    ``workers`` DataLoader processes prepare the batches (0 = in this process). ``progress`` shows a
-    bar over the batches on stderr, redrawn only when a batch is done so that it does not slow the
-    items/s figure.
-    """
-    from pela.data.datasets import Collator, align_classes, dataset_classes, unlabelled_reason
-
-    if batch_size < 1:
-        raise PelaError(f"batch size must be >= 1, got {batch_size}")
-    data = align_classes(data, arch.class_names(model), subset=True)  # label i is the model's output i
-    data_classes = dataset_classes(data)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.eval().to(dev)
-    loader = make_loader(data, collate_fn or Collator(model), workers, batch_size=batch_size)
-    correct1 = correct5 = loss = n = 0.0
-    confusion = None  # true class × predicted class
-    began = time.perf_counter()
-    with progress_bar(progress, len(loader) if progress else 0, "evaluating", redraw_only_on_advance=True) as advance:
-        for batch in loader:
-            labels = batch.pop("labels", None)
-            if labels is None:
-                raise PelaError(f"evaluation needs labelled data: {unlabelled_reason(data)}")
-            batch = {k: v.to(dev) for k, v in batch.items()}
-            logits = arch.main_output(arch.forward(model, batch)).float()
-            labels = labels.to(dev)
-            if logits.dim() != 2 or logits.shape[1] <= int(labels.max()):
-                raise PelaError(f"model outputs {tuple(logits.shape)} but labels go up to {int(labels.max())}; fine-tune it first")
-            if n == 0 and data_classes is not None and len(data_classes) != logits.shape[1]:
-                warnings.warn(f"the data has {len(data_classes)} classes and the model {logits.shape[1]} outputs: labels are read as output "
-                              "indices, which is right only if the data numbers the model's classes (else fine-tune it first)", stacklevel=1)
-            loss += float(F.cross_entropy(logits, labels, reduction="sum"))
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            correct1 += float((top[:, 0] == labels).sum())
-            correct5 += float((top == labels[:, None]).any(1).sum())
-            c = logits.shape[1]
-            counts = torch.bincount((labels * c + top[:, 0]).cpu(), minlength=c * c).view(c, c)
-            confusion = counts if confusion is None else confusion + counts
-            n += len(labels)
-            advance()
-    seconds = time.perf_counter() - began
-    classes = logits.shape[1]
-    per_class = _per_class(confusion, data_classes if data_classes and len(data_classes) == classes else arch.class_names(model))
-    return {"samples": int(n), "accuracy": correct1 / n, "top5": correct5 / n if classes > 5 else None,
-            "balanced_accuracy": sum(c["recall"] for c in per_class.values()) / len(per_class),
-            "macro_f1": sum(c["f1"] for c in per_class.values()) / len(per_class), "loss": loss / n,
-            "params": sum(p.numel() for p in model.parameters()),
-            "params_linear": sum(p.numel() for m in model.modules() if arch.linear_weight(m) is not None for p in m.parameters(recurse=False)),
-            "items_per_s": n / max(seconds, 1e-9), "per_class": per_class}
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _per_class(confusion: torch.Tensor, names: list[str] | None) -> dict[str, dict[str, Any]]:
-    """Support, recall, precision and F1 of each class the data has (a class it lacks has no recall)."""
-    if names is None or len(names) != len(confusion):
-        names = [str(i) for i in range(len(confusion))]
-    stats = {}
-    for i, name in enumerate(names):
-        support, predicted, hits = int(confusion[i].sum()), int(confusion[:, i].sum()), int(confusion[i, i])
-        if support:
-            stats[name] = {"support": support, "recall": hits / support, "precision": hits / predicted if predicted else 0.0,
-                           "f1": 2 * hits / (support + predicted)}
-    return stats

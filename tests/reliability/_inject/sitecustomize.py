@@ -17,8 +17,9 @@ if os.environ.get("PELA_FAULT_MARKER"):
     import tempfile
     import types
 
-    import pela.training.checkpoint as _ckpt
     import pela.models.io as _io
+
+    import pela.training.checkpoint as _ckpt
 
     _at = os.environ.get("PELA_FAULT_AT", "rng")
     _calls = [0]

@@ -1,0 +1,119 @@
+"""What a model takes: example inputs for benchmarks, an encoder-decoder's decoder inputs, each block's mask.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+from pela.arch.towers import TOWERS
+from pela.errors import PelaError
+
+
+def example_inputs(model: nn.Module, batch_size: int, seq_len: int = 128, device: Any = "cpu") -> dict[str, torch.Tensor] | tuple:
+    """Random inputs shaped for ``model``: a tuple of positional args or a dict of keyword args.
+
+    Understands timm models (``pretrained_cfg["input_size"]``) and Hugging Face models (text via
+    ``vocab_size``, images via ``image_size``/``num_channels``, two-tower models via their
+    ``text_config``/``vision_config``).
+    """
+    g = torch.Generator().manual_seed(0)
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and "input_size" in cfg:
+        channels, *size = cfg["input_size"]
+        size = built_image_size(model) or size
+        return (torch.randn(batch_size, channels, *size, generator=g).to(device),)
+    hf = getattr(model, "config", None)
+    backbone = getattr(model, "backbone", None)
+    if hf is None and isinstance(backbone, nn.Module):  # a classifier pela added (SequenceClassifier): its backbone's inputs
+        inputs = example_inputs(backbone, batch_size, seq_len, device)
+        tower = getattr(model, "tower", None)
+        if tower and isinstance(inputs, dict):  # the tower it classifies with reads one kind of input
+            kind = TOWERS[tower][0]
+            inputs = {k: v for k, v in inputs.items() if k == kind or (k == "attention_mask" and kind == "input_ids")}
+        return inputs
+    if hf is None or not hasattr(hf, "to_dict"):
+        raise PelaError(f"cannot tell what inputs a {type(model).__name__} takes; pass inputs explicitly")
+    text_cfg = getattr(hf, "text_config", None) or hf
+    vision_cfg = getattr(hf, "vision_config", None) or hf
+    inputs: dict[str, torch.Tensor] = {}
+    names = {getattr(model, "main_input_name", "input_ids")}
+    if getattr(hf, "text_config", None) is not None and getattr(hf, "vision_config", None) is not None:
+        names = {"input_ids", "pixel_values"}
+    if "input_ids" in names:
+        length = min(seq_len, _positive(getattr(text_cfg, "max_position_embeddings", None)) or seq_len)
+        inputs["input_ids"] = torch.randint(0, text_cfg.vocab_size, (batch_size, length), generator=g).to(device)
+        inputs["attention_mask"] = torch.ones(batch_size, length, dtype=torch.long).to(device)
+    if "pixel_values" in names:
+        size = getattr(vision_cfg, "image_size", 224)
+        size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+        channels = getattr(vision_cfg, "num_channels", 3)
+        inputs["pixel_values"] = torch.randn(batch_size, channels, *size, generator=g).to(device)
+    if not inputs:
+        raise PelaError(f"cannot make example inputs for main input {sorted(names)} of {type(model).__name__}")
+    return with_decoder_inputs(model, inputs)
+
+
+def built_image_size(model: nn.Module) -> tuple[int, ...] | None:
+    """The image size a timm model was built for with ``img_size=...`` (its ``pretrained_cfg`` keeps the
+    pretrained one): its patch embedding's, be it called ``patch_embed`` or ``stem``, else the
+    ``img_size`` recorded by `pela.load_model`; None if neither says."""
+    for m in model.modules():
+        if isinstance(getattr(m, "img_size", None), (tuple, list)):
+            return tuple(m.img_size)
+    recorded = (getattr(model, "pela_source", None) or {}).get("kwargs", {}).get("img_size")
+    if isinstance(recorded, int):
+        return (recorded, recorded)
+    return tuple(recorded) if isinstance(recorded, (tuple, list)) else None
+
+
+def _positive(value: Any) -> int | None:
+    """A config's length limit, if it states one (XLNet's is -1: no limit)."""
+    return value if isinstance(value, int) and value > 0 else None
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_decoder_inputs(cls: type) -> bool:
+    """Whether ``cls.forward`` takes ``decoder_input_ids`` (asked once per class, not every batch)."""
+    return "decoder_input_ids" in inspect.signature(cls.forward).parameters
+
+
+def with_decoder_inputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``inputs`` plus decoder inputs for a Hugging Face encoder-decoder model that needs them.
+
+    The decoder reads the encoder's text shifted right by one behind the decoder start token (what
+    BART does by itself, and what T5 does with ``labels``), so both halves of the model run on it.
+    Inputs that already name decoder inputs, and other models, are returned as they are.
+    """
+    cfg = getattr(model, "config", None)
+    ids = inputs.get("input_ids")
+    if not getattr(cfg, "is_encoder_decoder", False) or ids is None or ids.dim() != 2 or any(k.startswith("decoder_") for k in inputs):
+        return inputs
+    if not _takes_decoder_inputs(type(model)):
+        return inputs
+    generation = getattr(model, "generation_config", None)
+    candidates = (getattr(cfg, "decoder_start_token_id", None), getattr(generation, "decoder_start_token_id", None),
+                  getattr(cfg, "pad_token_id", None))
+    start = next((t for t in candidates if isinstance(t, int)), 0)
+    out = {**inputs, "decoder_input_ids": torch.cat([torch.full_like(ids[:, :1], start), ids[:, :-1]], dim=1)}
+    mask = inputs.get("attention_mask")
+    if mask is not None:
+        out["decoder_attention_mask"] = torch.cat([torch.ones_like(mask[:, :1]), mask[:, :-1]], dim=1)
+    return out
+
+
+def block_masks(model: nn.Module, blocks: list[str], inputs: dict[str, torch.Tensor]) -> list[torch.Tensor | None]:
+    """The attention mask over each named block's tokens: an encoder-decoder's decoder blocks read the
+    decoder's tokens (`with_decoder_inputs`), whose mask is the encoder's shifted by one."""
+    mask = inputs.get("attention_mask")
+    get_decoder = getattr(model, "get_decoder", None)
+    if not getattr(getattr(model, "config", None), "is_encoder_decoder", False) or get_decoder is None:
+        return [mask] * len(blocks)
+    decoder = get_decoder()
+    prefix = next((f"{name}." for name, m in model.named_modules() if m is decoder), None)
+    decoder_mask = with_decoder_inputs(model, inputs).get("decoder_attention_mask", mask)
+    return [decoder_mask if prefix and b.startswith(prefix) else mask for b in blocks]

@@ -1,0 +1,89 @@
+"""Calling a model on a batch, and reading its outputs (prediction, block states, every tensor).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+from pela.arch.inputs import with_decoder_inputs
+from pela.arch.towers import tower_for
+from pela.errors import PelaError
+
+
+def forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
+    """Call ``model`` on a batch dict: keyword arguments for Hugging Face models, the tensor for others.
+
+    A two-tower model given inputs of one kind runs the tower that reads them (see `TowerView` for
+    training one under DistributedDataParallel).
+    """
+    inner = getattr(model, "module", model)  # DistributedDataParallel wraps the real model
+    try:
+        import transformers
+
+        if isinstance(inner, transformers.PreTrainedModel):
+            tower = tower_for(inner, inputs) if model is inner else None
+            if tower:
+                return inner.get_submodule(tower)(**inputs)
+            return call_with_inputs(model, inner, with_decoder_inputs(inner, inputs))
+        # a wrapper of a transformers model (a head pela added, `SequenceClassifier`) is called by name too:
+        # a lone tensor passed by position may land on another parameter
+        if isinstance(getattr(inner, "backbone", None), transformers.PreTrainedModel):
+            return model(**inputs)
+    except ImportError:
+        pass
+    if len(inputs) == 1:
+        return model(next(iter(inputs.values())))
+    return model(**inputs)
+
+
+def call_with_inputs(model: nn.Module, inner: nn.Module, inputs: dict[str, Any], **extra: Any) -> Any:
+    """``model(**inputs, **extra)``; a model that needs inputs the data does not give (BLIP's image-text
+    matching on images alone, say) says which, instead of Python's bare complaint about its ``forward``."""
+    try:
+        return model(**inputs, **extra)
+    except TypeError as e:
+        missing = re.match(rf"{type(inner).__name__}\.forward\(\) missing \d+ required (?:positional |keyword-only )?"
+                           r"arguments?: (.+)$", str(e))
+        if missing is None:
+            raise
+        raise PelaError(f"{type(inner).__name__} needs {missing.group(1)} too, and the data gives only {', '.join(inputs)}: "
+                        "it reads inputs of several kinds together") from None
+
+
+def main_output(output: Any) -> torch.Tensor:
+    """The tensor that stands for a model's prediction: logits if there are any, else hidden states."""
+    if torch.is_tensor(output):
+        return output
+    for attr in ("logits", "logits_per_image", "last_hidden_state"):
+        value = getattr(output, attr, None)
+        if torch.is_tensor(value):
+            return value
+    if isinstance(output, (tuple, list)) and output and torch.is_tensor(output[0]):
+        return output[0]
+    raise PelaError(f"cannot find a tensor in the model output ({type(output).__name__})")
+
+
+def block_output(output: Any) -> torch.Tensor:
+    """The hidden states a block returns (blocks return a tensor, a tuple, or a ModelOutput)."""
+    if torch.is_tensor(output):
+        return output
+    if isinstance(output, (tuple, list)) and output and torch.is_tensor(output[0]):
+        return output[0]
+    if hasattr(output, "values"):
+        return next(v for v in output.values() if torch.is_tensor(v))
+    raise PelaError(f"cannot read hidden states from a block output of type {type(output).__name__}")
+
+
+def output_tensors(output: Any) -> list[torch.Tensor]:
+    """Every tensor in a model output (a tensor, a tuple/list, or a dict-like ModelOutput), nested."""
+    if torch.is_tensor(output):
+        return [output]
+    if isinstance(output, (tuple, list)):
+        return [t for o in output for t in output_tensors(o)]
+    if hasattr(output, "values"):
+        return [t for o in output.values() for t in output_tensors(o)]
+    return []

@@ -1,0 +1,121 @@
+"""What every command shares: the app, consoles, help texts, and small helpers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from pela.data.load import load_dataset
+from pela.errors import PelaError
+from pela.models.saving import WEIGHTS_NAME
+from pela.models.weights import stored_float_dtype
+from pela.version import __version__
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Smaller, faster Transformers by low-rank approximation and distillation (PELA).")
+
+
+out_console = Console()
+
+
+err_console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+
+        def installed(name: str) -> str:
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                return "not installed"
+
+        deps = ", ".join(f"{name} {installed(name)}" for name in ("torch", "transformers", "timm", "accelerate", "peft"))
+        print(f"pela {__version__} ({deps})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="print the versions of pela and its main dependencies, and exit")) -> None:
+    pass
+
+
+TEXT_FIELD_HELP = ("column (CSV/TSV, Parquet) or key (JSON/JSONL) holding the text; two, comma-separated, for sentence pairs "
+                   "(e.g. sentence1,sentence2); a CSV/TSV without a header row names its columns 0, 1, ... "
+                   "[default: text, or the records' only column of text]")
+
+
+LABEL_FIELD_HELP = ("column (CSV/TSV, Parquet) or key (JSON/JSONL) holding the class "
+                    "[default: label (or labels, gold_label, class, category, sentiment), or a Hugging Face dataset's only ClassLabel column, "
+                    "or a headerless CSV/TSV's only column of whole numbers]")
+
+
+ALLOW_PICKLE_HELP = "also read legacy .pt/.pth/.bin weights, with torch.load(weights_only=True)"
+
+
+CHECKPOINT_HELP = "safetensors weights for a timm: architecture (a fine-tuned checkpoint brings its own number of classes)"
+
+
+TEACHER_CHECKPOINT_HELP = "the teacher's weights, for a timm: teacher (as compress --checkpoint)"
+
+
+TRUST_HELP = "run the model code a Hugging Face model brings along (*.py named in its config's auto_map); read it first"
+
+
+SAVE_DTYPE_HELP = ("write the weights in float32, bfloat16 or float16 (half the file, to ship; pela loads half-precision "
+                   "weights back in float32 to train); default: as they are")
+
+
+WORKERS_HELP = "DataLoader processes that tokenize or decode batches while the model runs (0 = in the main process); helps most on a GPU"
+
+
+def _load_data(path: Path, *, text_field: Optional[str], **kwargs: Any) -> Any:
+    """`pela.data.load_dataset`, saying which columns hold the text and the class where pela chose
+    others than text and label."""
+
+    ds = load_dataset(path, text_field=text_field, **kwargs)
+    fields = getattr(ds, "text_fields", ())
+    if text_field is None and fields and fields != ("text",):
+        err_console.print(f"{Path(path).name}: the text is its {fields[0]!r} column (--text-field names another)")
+    if kwargs.get("label_field") is None and getattr(ds, "classes", None) and getattr(ds, "label_field", "label") != "label":
+        err_console.print(f"{Path(path).name}: the class is its {ds.label_field!r} column (--label-field names another)")
+    return ds
+
+
+def _opt_str(path: Optional[Path]) -> Optional[str]:
+    return None if path is None else str(path)
+
+
+def _shapes_text(shapes: dict[str, list[int]]) -> str:
+    """``{"input_ids": [32, 128]}`` → ``input_ids 32×128``."""
+    return ", ".join(f"{name} {'×'.join(map(str, shape))}" for name, shape in shapes.items())
+
+
+def _check_eval_flags(eval_data: Path | None, eval_every: int | None, keep_best: str | None) -> None:
+    """Evaluations during training (distill, finetune) need data to evaluate on."""
+    if (eval_every or keep_best) and eval_data is None:
+        raise PelaError(f"{'--eval-every' if eval_every else '--keep-best'} needs --eval-data")
+
+
+def _half_precision_note(model: Any, save_dtype: str | None) -> None:
+    """Say how to keep the size of weights that came in half precision and were saved in float32."""
+    dtype = getattr(model, "pela_weights_dtype", None)
+    if dtype and save_dtype is None:
+        err_console.print(f"note: the weights came in {dtype} and were saved in float32, twice the bytes; "
+                          f"--save-dtype {dtype} keeps their size")
+
+
+def _saved(out: Path) -> str:
+    """``out`` with the size and dtype of the weights written there, for the closing line."""
+
+    weights = Path(out) / WEIGHTS_NAME
+    dtype = stored_float_dtype(weights)
+    in_dtype = f" in {str(dtype).removeprefix('torch.')}" if dtype else ""
+    return f"{out} ({weights.stat().st_size / 1e6:,.1f} MB{in_dtype})"

@@ -1,0 +1,168 @@
+"""``pela compress`` and ``pela bench``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Column, Table
+
+from pela.bench import COMPILE_MODES, benchmark
+from pela.cli.common import (
+    ALLOW_PICKLE_HELP,
+    CHECKPOINT_HELP,
+    SAVE_DTYPE_HELP,
+    TEXT_FIELD_HELP,
+    TRUST_HELP,
+    _half_precision_note,
+    _load_data,
+    _opt_str,
+    _saved,
+    _shapes_text,
+    app,
+    err_console,
+    out_console,
+)
+from pela.compression import calibrate
+from pela.compression.compress import compress as _compress
+from pela.compression.config import LowRankConfig
+from pela.compression.inits import NEEDS_CALIBRATION
+from pela.compression.plot import plot_compression
+from pela.data.collate import Collator
+from pela.errors import PelaError
+from pela.models.saving import save_dtype as _save_dtype
+from pela.models.saving import save_pretrained
+from pela.models.sources import load_model
+from pela.utils.figures import check_figure_path
+from pela.utils.files import check_output_dir
+from pela.utils.memory import keep_freed_memory
+
+
+@app.command()
+def compress(
+    source: str = typer.Argument(..., help="timm:NAME, hf:ORG/NAME, or a local model directory"),
+    out: Path = typer.Option(..., "--out", help="directory to write the compressed model to"),
+    ratio: Optional[float] = typer.Option(None, help="compression ratio k of each layer (default 2)"),
+    rank: Optional[int] = typer.Option(None, help="one rank for every layer"),
+    energy: Optional[float] = typer.Option(None, help="keep this fraction of each layer's singular-value energy"),
+    align: int = typer.Option(8, help="round ranks to a multiple of this (1 = exact paper ranks, which a GPU can run several times slower)"),
+    exclude: Optional[List[str]] = typer.Option(None, help="regex of layers to keep dense (replaces the defaults)"),
+    include: Optional[List[str]] = typer.Option(None, help="regex of layers to factorize (only these)"),
+    checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
+    random_init: bool = typer.Option(False, "--random-init", help="no pretrained weights (smoke tests, benchmarks)"),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    param_budget: Optional[float] = typer.Option(None, "--param-budget", help="keep this fraction of the factorizable parameters, "
+                                                 "ranks allocated across layers by measured sensitivity (needs --calib)"),
+    init: Optional[str] = typer.Option(None, help="svd (weights) or whiten (outputs on --calib data); default whiten with --calib, else svd"),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="calibration examples (same formats as pela distill --data)"),
+    calib_samples: int = typer.Option(512, "--calib-samples", help="calibration examples to use"),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate calibration text to this many tokens"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="draw per-layer ranks and spectra to this .png/.pdf/.svg"),
+    device: Optional[str] = typer.Option(None, help="where to run the factorization math (cpu, cuda)"),
+    save_dtype: Optional[str] = typer.Option(None, "--save-dtype", help=SAVE_DTYPE_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
+) -> None:
+    """Factorize a model's linear layers (PELA stage 1) and save it."""
+
+    config = LowRankConfig(ratio=ratio, rank=rank, energy=energy, param_budget=param_budget, align=align, include=tuple(include or ()),
+                           exclude=tuple(exclude) if exclude else None, device=device, init=init or ("whiten" if calib else "svd"))
+    needs_calib = config.init in NEEDS_CALIBRATION or config.param_budget is not None
+    if needs_calib and calib is None:
+        raise PelaError(f"{'--param-budget' if config.param_budget is not None else '--init ' + config.init} needs calibration data: add --calib DATA")
+    if calib is not None and not needs_calib:
+        raise PelaError("--calib is used by --init whiten and --param-budget; with --init svd and a per-layer rule it would be ignored")
+    if calib_samples < 1:
+        raise PelaError(f"--calib-samples must be >= 1, got {calib_samples}")
+    if max_length is not None and max_length < 1:
+        raise PelaError(f"--max-length must be >= 1, got {max_length}")
+    if plot is not None:
+        check_figure_path(plot)
+    check_output_dir(out, overwrite)  # fail before the slow part
+    _save_dtype(save_dtype)
+    calib_data = _load_data(calib, text_field=text_field, progress=not as_json) if calib is not None else None
+    with err_console.status(f"loading {source}"):
+        model = load_model(source, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle,
+                           trust_remote_code=trust_remote_code)
+    calibration = None
+    if calib_data is not None:
+        calibration = calibrate(model, calib_data, config, collate_fn=Collator(model, max_length=max_length), samples=calib_samples,
+                                progress=not as_json)
+    report = _compress(model, config, calibration=calibration, progress=not as_json)
+    if plot is not None:
+        plot_compression(report, plot)
+    save_pretrained(model, out, overwrite=overwrite, extra={"compression": {k: v for k, v in report.to_dict().items() if k != "layers"}},
+                    dtype=save_dtype)
+    _half_precision_note(model, save_dtype)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    table = Table(Column("layer", overflow="fold"), "in", "out", "rank", "init", "rel. error", "note", title="pela compress",
+                  caption="rel. error: of the weights (svd), of the outputs on the calibration data (whiten)")
+    for r in report.layers:
+        unreached = r.init is not None and r.init != config.init  # e.g. CLIP's text tower, calibrated on images alone
+        table.add_row(r.name, str(r.in_features), str(r.out_features), "dense" if r.rank is None else str(r.rank), r.init or "",
+                      "" if r.rel_error is None else f"{r.rel_error:.4f}",
+                      r.reason or (f"no calibration input reached it: {r.init}, not {config.init}" if unreached else ""))
+    out_console.print(table)
+    out_console.print(f"{report.summary()}\nsaved to {_saved(out)}")
+
+
+@app.command()
+def bench(
+    model: str = typer.Argument(..., help="model to measure (timm:NAME, hf:ID, or a directory)"),
+    vs: Optional[str] = typer.Option(None, "--vs", help="a second model measured side by side; ratio = MODEL / VS"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    seq_len: int = typer.Option(128, "--seq-len", help="sequence length for text models"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16"),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile both models first"),
+    compile_mode: Optional[str] = typer.Option(None, "--compile-mode", help="torch.compile mode (default, reduce-overhead, "
+                                               "max-autotune, max-autotune-no-cudagraphs); implies --compile"),
+    iters: int = typer.Option(5, help="forward passes per round"),
+    rounds: int = typer.Option(3, help="interleaved rounds; each model's median round counts"),
+    random_init: bool = typer.Option(False, "--random-init", help="build timm:/hf: sources without pretrained weights"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print results as JSON on stdout"),
+) -> None:
+    """Throughput (items/s) and peak memory of a model, or of two side by side."""
+
+    for flag, value in (("--batch-size", batch_size), ("--seq-len", seq_len), ("--iters", iters), ("--rounds", rounds)):
+        if value < 1:
+            raise PelaError(f"{flag} must be >= 1, got {value}")
+    if compile_mode is not None and compile_mode not in COMPILE_MODES:
+        raise PelaError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
+    sources = [model] + ([vs] if vs else [])
+    models = {}
+    for s in sources:
+        with err_console.status(f"loading {s}"):
+            models[s if s not in models else s + " (2)"] = load_model(s, random_init=random_init and not Path(s).is_dir(),
+                                                                    trust_remote_code=trust_remote_code)
+    results = benchmark(models, batch_size=batch_size, device=device, dtype=dtype, compile=compile, seq_len=seq_len, iters=iters, rounds=rounds,
+                        compile_mode=compile_mode, progress=True)
+    ratio = results[0].items_per_s / results[1].items_per_s if vs else None
+    memory_ratio = results[0].peak_memory_bytes / results[1].peak_memory_bytes if vs else None
+    if as_json:
+        print(json.dumps({"results": [r.to_dict() for r in results], "ratio": ratio, "memory_ratio": memory_ratio,
+                          "keep_freed_memory": keep_freed_memory()}, indent=2))  # idempotent; says whether it applies
+        return
+    inputs = "; ".join(dict.fromkeys(_shapes_text(r.input_shapes) for r in results))  # once when both models take the same
+    caption = f"inputs: {inputs}" + ("" if results[0].device != "cpu" else "\n" + (
+        "freed memory kept for reuse (PELA_KEEP_FREED_MEMORY=0: glibc's default)" if keep_freed_memory() else "the C library's default allocator")
+        + "\npeak memory: the tensors live at once in one eager pass (weights, inputs, activations)")
+    # two directories often share a long prefix: fold a long name onto more lines rather than cut it
+    table = Table(Column("model", overflow="fold"), "params", "items/s", "ms/batch", "rounds (ms/batch)", "peak memory", caption=caption,
+                  title=f"pela bench ({results[0].device}, {dtype}, batch {batch_size}{', compiled' if results[0].compiled else ''}{f' ({compile_mode})' if compile_mode else ''})")
+    for r in results:
+        mem = f"{r.peak_memory_bytes / 2**20:,.0f} MiB"
+        spread = f"{min(r.round_ms):,.1f}–{max(r.round_ms):,.1f}" if len(r.round_ms) > 1 else "one round"
+        table.add_row(r.name, f"{r.params:,}", f"{r.items_per_s:,.1f}", f"{r.ms_per_batch:.1f}", spread, mem)
+    out_console.print(table)
+    if ratio is not None:
+        out_console.print(f"throughput ratio {results[0].name} / {results[1].name}: [bold]{ratio:.2f}×[/bold]; "
+                          f"peak memory ratio {memory_ratio:.2f}×")

@@ -1,0 +1,162 @@
+"""``pela compare``, ``pela eval``, ``pela export``, ``pela data`` and ``pela demo``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Column, Table
+
+from pela.cli.common import (
+    ALLOW_PICKLE_HELP,
+    CHECKPOINT_HELP,
+    LABEL_FIELD_HELP,
+    TEACHER_CHECKPOINT_HELP,
+    TEXT_FIELD_HELP,
+    TRUST_HELP,
+    WORKERS_HELP,
+    _load_data,
+    _opt_str,
+    app,
+    out_console,
+)
+from pela.data.collate import Collator
+from pela.data.load import describe
+from pela.demo import run_demo
+from pela.errors import PelaError
+from pela.models.export import export_hf
+from pela.models.sources import load_model
+from pela.training.compare import compare as _compare
+from pela.training.evaluate import evaluate
+
+
+@app.command()
+def compare(
+    student: str = typer.Argument(..., help="the student (a directory, or any model source)"),
+    teacher: str = typer.Argument(..., help="the teacher"),
+    data: Path = typer.Option(..., "--data", help="data to compare on (same formats as distill)"),
+    samples: int = typer.Option(256, help="examples to use (a seeded random subset)"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    blocks: Optional[str] = typer.Option(None, help="regex naming the blocks to compare"),
+    max_length: Optional[int] = typer.Option(None, "--max-length"),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
+    teacher_checkpoint: Optional[Path] = typer.Option(None, "--teacher-checkpoint", help=TEACHER_CHECKPOINT_HELP),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print the comparison as JSON on stdout"),
+) -> None:
+    """Per-block feature MSE / cosine similarity and output agreement of a student and its teacher."""
+
+    if samples < 1 or batch_size < 1:
+        raise PelaError("--samples and --batch-size must be >= 1")
+    ds = _load_data(data, text_field=text_field, progress=not as_json)
+    s_model = load_model(student, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    t_model = load_model(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    result = _compare(s_model, t_model, ds, collate_fn=Collator(s_model, max_length=max_length), samples=samples,
+                      batch_size=batch_size, blocks=blocks, progress=not as_json)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table(Column("block", overflow="fold"), "feature MSE", "cosine", title=f"pela compare ({result['samples']} examples)")
+    for b in result["blocks"]:
+        table.add_row(b["block"], f"{b['mse']:.5g}", f"{b['cosine']:.4f}")
+    table.add_row("[bold]mean[/bold]", f"{result['mean_mse']:.5g}", f"{result['mean_cosine']:.4f}")
+    out_console.print(table)
+    out_console.print(f"output agreement ({result['output_agreement_kind']}): {result['output_agreement']:.4f}")
+
+
+@app.command(name="eval")
+def eval_(
+    model: str = typer.Argument(..., help="a fine-tuned model directory, or any model source with a head"),
+    data: Path = typer.Option(..., "--data", help="labelled data"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    max_length: Optional[int] = typer.Option(None, "--max-length"),
+    split: str = typer.Option("test", help="split to read from Fashion-MNIST idx files, a folder of split folders or a Parquet or Arrow dataset (train; validation, val, valid, dev or eval, which read whichever of those there is; or test, which reads the same or else test)"),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
+    label_field: Optional[str] = typer.Option(None, "--label-field", help=LABEL_FIELD_HELP),
+    workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
+    checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON on stdout"),
+) -> None:
+    """Accuracy (top-1, top-5, balanced), macro F1, loss, parameters and throughput of a classifier; --json adds each class's."""
+
+    if batch_size < 1:
+        raise PelaError(f"--batch-size must be >= 1, got {batch_size}")
+    if workers < 0:
+        raise PelaError(f"--workers must be >= 0, got {workers}")
+    net = load_model(model, checkpoint=_opt_str(checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    ds = _load_data(data, split=split, text_field=text_field, label_field=label_field, classes=getattr(net, "pela_classes", None),
+                      progress=not as_json)
+    metrics = evaluate(net, ds, collate_fn=Collator(net, max_length=max_length), batch_size=batch_size, workers=workers,
+                       progress=not as_json)
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+        return
+    table = Table("metric", "value", title=f"pela eval ({metrics['samples']} examples)")
+    for k, v in metrics.items():
+        if k != "per_class":
+            table.add_row(k, "n/a" if v is None else (f"{v:,}" if isinstance(v, int) else f"{v:.4f}"))
+    out_console.print(table)
+    if len(metrics["per_class"]) > 1:  # where a compressed model loses accuracy is rarely spread evenly
+        worst = sorted(metrics["per_class"].items(), key=lambda kv: (kv[1]["recall"], -kv[1]["support"]))[:5]
+        out_console.print("lowest recall: " + ", ".join(f"{escape(name)} {c['recall']:.2f} ({c['support']:,} examples)" for name, c in worst)
+                          + " (--json lists every class)")
+
+
+@app.command()
+def export(
+    model: Path = typer.Argument(..., help="a pela directory of a transformers model (from compress, distill or finetune)"),
+    out: Path = typer.Option(..., "--out", help="the Hugging Face directory to write"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
+) -> None:
+    """Write a compressed transformers model as a Hugging Face directory that loads without pela (trust_remote_code=True)."""
+
+    export_hf(model, out, overwrite=overwrite)
+    cls = next(iter(json.loads((out / "config.json").read_text())["auto_map"]))
+    out_console.print(f"exported to {out}; load it with transformers alone: {cls}.from_pretrained({str(out)!r}, trust_remote_code=True)")
+
+
+@app.command(name="data")
+def data_(
+    path: Path = typer.Argument(..., help="a dataset, as --data takes it"),
+    split: str = typer.Option("train", help="split to read from a dataset of several (train; validation, val, valid, dev or eval, which read whichever of those there is; or test, which reads the same or else test)"),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
+    label_field: Optional[str] = typer.Option(None, "--label-field", help=LABEL_FIELD_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print the description as JSON on stdout"),
+) -> None:
+    """What pela reads from a dataset: its examples, the columns it uses, its classes, the first example."""
+
+    info = describe(_load_data(path, split=split, text_field=text_field, label_field=label_field, progress=not as_json))
+    if as_json:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+        return
+    table = Table("", "", title=f"pela data {path}", show_header=False)
+    table.add_row("kind", info["kind"])
+    table.add_row("examples", f"{info['examples']:,}")
+    for name, value in (info.get("fields") or {}).items():
+        if value:
+            table.add_row(f"{name} field", ", ".join(value) if isinstance(value, list) else value)
+    classes = info["classes"]
+    table.add_row("classes", f"none: {escape(info['unlabelled'])}" if not classes else f"{len(classes)}: " + ", ".join(
+        f"{c} ({n:,})" for c, n in list(classes.items())[:20]) + (", ..." if len(classes) > 20 else ""))
+    for key, value in info["first"].items():
+        table.add_row(f"first example: {key}", escape(str(value)))
+    out_console.print(table)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="where the demo writes its models and report"),
+    quick: bool = typer.Option(False, "--quick", help="the same pipeline on a small slice, in about 2 minutes"),
+    ratio: float = typer.Option(2.0, help="compression ratio k"),
+    overwrite: bool = typer.Option(True, "--overwrite/--no-overwrite", help="replace an earlier demo run in OUT"),
+) -> None:
+    """The whole PELA pipeline, offline, on all-MiniLM-L6-v2 and WordNet: compress, distill, fine-tune, compare."""
+
+    run_demo(out, quick=quick, ratio=ratio, overwrite=overwrite, console=out_console)

@@ -1,0 +1,209 @@
+"""``pela distill`` and ``pela finetune``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from pela.cli.common import (
+    ALLOW_PICKLE_HELP,
+    CHECKPOINT_HELP,
+    LABEL_FIELD_HELP,
+    SAVE_DTYPE_HELP,
+    TEACHER_CHECKPOINT_HELP,
+    TEXT_FIELD_HELP,
+    TRUST_HELP,
+    WORKERS_HELP,
+    _check_eval_flags,
+    _half_precision_note,
+    _load_data,
+    _opt_str,
+    _saved,
+    app,
+    err_console,
+    out_console,
+)
+from pela.data.collate import Collator
+from pela.data.labels import dataset_classes
+from pela.errors import PelaError
+from pela.models.saving import is_pela_dir
+from pela.models.saving import save_dtype as _save_dtype
+from pela.models.sources import load_model
+from pela.training.distill import DistillConfig
+from pela.training.distill import distill as _distill
+from pela.training.evaluate import evaluate
+from pela.training.finetune import FinetuneConfig
+from pela.training.finetune import finetune as _finetune
+from pela.training.rundir import _publish, _run_dir
+
+
+@app.command()
+def distill(
+    student: Path = typer.Option(..., "--student", help="a compressed model directory (from pela compress)"),
+    teacher: str = typer.Option(..., "--teacher", help="the original model (timm:NAME, hf:ID, or a directory)"),
+    data: Path = typer.Option(..., "--data", help="text (.txt, fortune files, .jsonl/.json/.csv/.tsv, each also .gz; .parquet/.arrow), a folder of them (shards), of images or of .txt files, or Fashion-MNIST idx files"),
+    out: Path = typer.Option(..., "--out", help="directory for checkpoints, metrics and the final student"),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="held-out data on which pela compare scores the student at the end (and during training, with --eval-every or --keep-best)"),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="score the student on --eval-data every N steps and at the end (eval_* rows in metrics.jsonl)"),
+    eval_samples: int = typer.Option(256, "--eval-samples", help="examples of --eval-data to score on (a seeded random subset)"),
+    keep_best: Optional[str] = typer.Option(None, "--keep-best", help="save the student of the best evaluation by this metric, not the last: mean_mse, mean_cosine or output_agreement (evaluates every epoch unless --eval-every says)"),
+    patience: Optional[int] = typer.Option(None, "--patience", help="with --keep-best: stop after N evaluations without a better one"),
+    steps: Optional[int] = typer.Option(None, help="optimizer steps (default: one epoch)"),
+    epochs: Optional[float] = typer.Option(None, help="epochs over the data, instead of --steps"),
+    batch_size: int = typer.Option(32, "--batch-size", help="global batch per optimizer step"),
+    lr: float = typer.Option(1e-4, help="peak learning rate (AdamW, warm-up + cosine)"),
+    seed: int = typer.Option(0),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help="checkpoint every N steps"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUT"),
+    alpha: float = typer.Option(1.0, help="weight of feature distillation (every block, every real token)"),
+    beta: float = typer.Option(0.0, help="weight of logit distillation"),
+    task_weight: float = typer.Option(1.0, "--task-weight", help="weight of the task loss (labelled data with as many classes as the head, and not another set of names than the model's)"),
+    gamma: float = typer.Option(0.0, help="weight of weight-perturbation regularization"),
+    epsilon: float = typer.Option(1e-3, help="target of max|BA - W| for the regularization"),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="micro-batches per step"),
+    clip: float = typer.Option(1.0, help="gradient-norm clip (0 = off)"),
+    mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16"),
+    blocks: Optional[str] = typer.Option(None, help="regex naming the blocks to match (default: found automatically)"),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
+    label_field: Optional[str] = typer.Option(None, "--label-field", help=LABEL_FIELD_HELP + " (for the task loss)"),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
+    log_every: int = typer.Option(10, "--log-every"),
+    group_by_length: bool = typer.Option(False, "--group-by-length", help="batch texts of similar length (less padding)"),
+    workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
+    teacher_checkpoint: Optional[Path] = typer.Option(None, "--teacher-checkpoint", help=TEACHER_CHECKPOINT_HELP),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    save_dtype: Optional[str] = typer.Option(None, "--save-dtype", help=SAVE_DTYPE_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
+) -> None:
+    """Intermediate pre-training (PELA stage 2): distill the student from the frozen teacher."""
+    config = DistillConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, alpha=alpha, beta=beta, task=task_weight,
+                           gamma=gamma, epsilon=epsilon, grad_accum=grad_accum, clip=clip or None, seed=seed,
+                           mixed_precision=mixed_precision, save_every=save_every, log_every=log_every, blocks=blocks,
+                           group_by_length=group_by_length, workers=workers, eval_every=eval_every, keep_best=keep_best,
+                           patience=patience)
+    if max_length is not None and max_length < 1:
+        raise PelaError(f"--max-length must be >= 1, got {max_length}")
+    _check_eval_flags(eval_data, eval_every, keep_best)
+    if eval_samples < 1:
+        raise PelaError(f"--eval-samples must be >= 1, got {eval_samples}")
+    if not is_pela_dir(student):
+        raise PelaError(f"--student {student} is not a directory written by pela (run pela compress first)")
+    _save_dtype(save_dtype)
+    ds = _load_data(data, text_field=text_field, label_field=label_field, progress=True)
+    held_out = _load_data(eval_data, split="test", text_field=text_field, progress=True) if eval_data else None
+    with _run_dir(out, resume, overwrite):
+        with err_console.status("loading models"):
+            student_model = load_model(str(student), trust_remote_code=trust_remote_code)  # trains in float32
+            teacher_model = load_model(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle,
+                                       trust_remote_code=trust_remote_code)
+        collate = Collator(student_model, max_length=max_length)
+        info = {"student": str(Path(student).resolve()), "teacher": teacher, "data": str(Path(data).resolve())}
+        result = _distill(student_model, teacher_model, ds, config, collate_fn=collate, out=out, resume=resume, progress=True, run_info=info,
+                          eval_data=held_out, eval_samples=eval_samples)
+        record = {**config.to_dict(), "final": result.history[-1] if result.history else {},
+                  "processes": len(result.rank_checksums), "rank_checksums": result.rank_checksums}
+        if result.evals:
+            record["evals"] = result.evals
+        if result.best is not None:
+            record["best"] = result.best
+        record.update(trained_steps=result.steps, stopped_early=result.stopped_early)
+        if _publish(student_model, out, {"distill": record}, save_dtype):
+            out_console.print(_distilled(result, keep_best, patience, out))
+            _half_precision_note(student_model, save_dtype)
+
+
+def _distilled(result: Any, keep_best: Optional[str], patience: Optional[int], out: Path) -> str:
+    """The closing line of ``pela distill``."""
+    last = result.history[-1] if result.history else {}
+    held = ""
+    if result.evals:
+        shown = keep_best or "mean_mse"
+        score = result.best[shown] if result.best else result.evals[-1][shown]
+        held = f"; held-out {shown} {score:.4g}" + (f" (step {result.best['step']}'s student, the best)" if result.best else "")
+    early = f" (stopped early: {patience} evaluations without a better {keep_best})" if result.stopped_early else ""
+    return (f"distilled {result.steps} steps{early} in {result.seconds:.0f}s ({result.items_per_s:.1f} items/s); "
+            f"final loss {last.get('loss', float('nan')):.4g}{held}; student saved to {_saved(out)}")
+
+
+@app.command()
+def finetune(
+    model: str = typer.Argument(..., help="a pela student, or any model source (to compare under one recipe)"),
+    data: Path = typer.Option(..., "--data", help="labelled data: a folder of class sub-folders (images or .txt files), Fashion-MNIST idx, or records (CSV/TSV/JSONL/JSON/Parquet/Arrow) with a label"),
+    out: Path = typer.Option(..., "--out", help="directory for checkpoints, metrics and the fine-tuned model"),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="labelled data to evaluate on at the end (and during training, with --eval-every or --keep-best)"),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="evaluate on --eval-data every N steps too (logged as eval_* in metrics.jsonl)"),
+    keep_best: Optional[str] = typer.Option(None, "--keep-best", help="save the weights of the best evaluation by this metric, not the last: accuracy, balanced_accuracy, macro_f1, top5 or loss (evaluates every epoch unless --eval-every says)"),
+    patience: Optional[int] = typer.Option(None, "--patience", help="with --keep-best: stop after N evaluations without a better one"),
+    steps: Optional[int] = typer.Option(None, help="optimizer steps (default: one epoch)"),
+    epochs: Optional[float] = typer.Option(None, help="epochs over the data, instead of --steps"),
+    batch_size: int = typer.Option(32, "--batch-size", help="global batch per optimizer step"),
+    lr: float = typer.Option(1e-4, help="peak learning rate (AdamW, warm-up + cosine)"),
+    weight_decay: float = typer.Option(0.01, "--weight-decay"),
+    seed: int = typer.Option(0),
+    pooling: str = typer.Option("mean", help="for an added head: mean (masked mean of tokens) or cls"),
+    lora: Optional[int] = typer.Option(None, help="train only rank-R LoRA adapters (peft) and the head"),
+    grad_accum: int = typer.Option(1, "--grad-accum"),
+    mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16"),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
+    label_field: Optional[str] = typer.Option(None, "--label-field", help=LABEL_FIELD_HELP),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help="checkpoint every N steps"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUT"),
+    random_init: bool = typer.Option(False, "--random-init", help="no pretrained weights (the control)"),
+    checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    log_every: int = typer.Option(10, "--log-every"),
+    group_by_length: bool = typer.Option(False, "--group-by-length", help="batch texts of similar length (less padding)"),
+    workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
+    save_dtype: Optional[str] = typer.Option(None, "--save-dtype", help=SAVE_DTYPE_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
+) -> None:
+    """Fine-tune a model for classification (PELA stage 3); a head is added or resized to the data's classes."""
+
+    config = FinetuneConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                            pooling=pooling, lora=lora, grad_accum=grad_accum, mixed_precision=mixed_precision,
+                            save_every=save_every, log_every=log_every, group_by_length=group_by_length,
+                            workers=workers, eval_every=eval_every, keep_best=keep_best, patience=patience)
+    _check_eval_flags(eval_data, eval_every, keep_best)
+    if max_length is not None and max_length < 1:
+        raise PelaError(f"--max-length must be >= 1, got {max_length}")
+
+    _save_dtype(save_dtype)
+
+    ds = _load_data(data, text_field=text_field, label_field=label_field, progress=not as_json)
+    test = (_load_data(eval_data, split="test", text_field=text_field, label_field=label_field, classes=dataset_classes(ds),
+                         progress=not as_json)
+            if eval_data else None)
+    with _run_dir(out, resume, overwrite):
+        with err_console.status(f"loading {model}"):
+            net = load_model(model, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle,
+                             trust_remote_code=trust_remote_code)
+        tuned, result = _finetune(net, ds, config, collate_fn=Collator(net, max_length=max_length), out=out, resume=resume,
+                                  progress=not as_json, run_info={"model": model, "data": str(Path(data).resolve())},
+                                  eval_data=test if (eval_every or keep_best) else None)
+        summary = {"steps": result.steps, "seconds": result.seconds, "items_per_s": result.items_per_s,
+                   "final": result.history[-1] if result.history else {}}
+        if result.evals:
+            summary["evals"] = result.evals
+        if result.best is not None:
+            summary["best"] = result.best
+        summary["stopped_early"] = result.stopped_early
+        if test is not None:
+            summary["eval"] = evaluate(tuned, test, collate_fn=Collator(tuned, max_length=max_length), workers=workers, progress=not as_json)
+        if _publish(tuned, out, {"finetune": {**config.to_dict(), **summary}}, save_dtype):
+            if as_json:
+                print(json.dumps(summary, indent=2))
+            else:
+                acc = f"; accuracy {summary['eval']['accuracy']:.4f} on {summary['eval']['samples']} examples" if test is not None else ""
+                if result.best is not None:
+                    acc += f"; kept step {result.best['step']}'s weights, the best evaluation by {keep_best}"
+                early = f" (stopped early: {patience} evaluations without a better {keep_best})" if result.stopped_early else ""
+                out_console.print(f"fine-tuned {result.steps} steps{early} in {result.seconds:.0f}s{acc}; saved to {_saved(out)}")
+            _half_precision_note(net, save_dtype)

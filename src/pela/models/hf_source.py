@@ -1,0 +1,161 @@
+"""Hugging Face models: from a directory or the hub, with remote code only when trusted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pela.errors import PelaError
+from pela.models.weights import (
+    check_safetensors,
+    load_pickled_tensors,
+    stored_float_dtype,
+)
+
+HF_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def _hf_class(config: Any) -> type:
+    """The transformers class named in ``config.architectures`` (allow-listed to PreTrainedModel), else AutoModel."""
+    import transformers
+
+    for name in getattr(config, "architectures", None) or []:
+        cls = getattr(transformers, name, None)
+        if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):
+            return cls
+    return transformers.AutoModel
+
+
+def _remote_auto_class(config: Any) -> str | None:
+    """For a model whose code comes with it (``auto_map`` in its config, a type transformers lacks): the
+    auto class (``AutoModel``, ``AutoModelForSequenceClassification``, ...) that maps to the class its
+    config names, else ``AutoModel``; None for a model transformers builds itself."""
+    import transformers
+
+    auto_map = getattr(config, "auto_map", None)
+    models = {k: v[0] if isinstance(v, (list, tuple)) else v for k, v in (auto_map or {}).items() if k.startswith("AutoModel")}
+    # a config of a known type may still name code of its own (model_type "bert", say, and a class
+    # transformers lacks): built as transformers' own type, its weights would fit only in part
+    if not models or _hf_class(config) is not transformers.AutoModel:
+        return None
+    named = set(getattr(config, "architectures", None) or [])
+    return next((k for k, target in models.items() if isinstance(target, str) and target.rpartition(".")[2] in named),
+                "AutoModel" if "AutoModel" in models else next(iter(models)))
+
+
+def _untrusted_code_error(path: Path) -> PelaError:
+    code = ", ".join(sorted(p.name for p in path.glob("*.py"))) or "code named in its config.json auto_map"
+    return PelaError(f"{path} runs its own model code ({code}); pela runs it only with --trust-remote-code "
+                     "(Python: trust_remote_code=True), which you should pass only after reading that code")
+
+
+def _weight_files(path: Path, allow_pickle: bool) -> tuple[list[Path], list[Path]]:
+    """A model directory's safetensors files and pickled weight files; an error if it has no weights pela may read."""
+    safe = sorted(path.glob("*.safetensors"))
+    pickles = sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not safe and not (pickles and allow_pickle):
+        extra = f" (found {', '.join(p.name for p in pickles)}: pickle files are loaded only with --allow-pickle)" if pickles else ""
+        raise PelaError(f"{path} has no .safetensors weights{extra}; use --random-init for an untrained model")
+    return safe, pickles
+
+
+def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False, trust_remote_code: bool = False,
+                 task_class: str | None = None, num_labels: int | None = None) -> nn.Module:
+    """``task_class`` (an auto class such as ``AutoModelForSequenceClassification``) and ``num_labels``
+    override what the config names: a LoRA adapter's task and head say which model it was trained on."""
+    import transformers
+
+    try:  # trust_remote_code=False said outright: transformers would otherwise ask on the terminal
+        config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except Exception as e:
+        if not trust_remote_code and "trust_remote_code" in str(e):
+            raise _untrusted_code_error(path) from None
+        raise PelaError(f"{path}/config.json is not a usable Hugging Face config: {str(e).splitlines()[0]}") from None
+    remote = _remote_auto_class(config)
+    if remote and not trust_remote_code:
+        raise _untrusted_code_error(path)
+    cls = getattr(transformers, remote, None) if remote else getattr(transformers, task_class) if task_class else _hf_class(config)
+    if cls is None:
+        raise PelaError(f"{path}/config.json maps its code to {remote!r}, which is no transformers auto class")
+    auto = remote is not None or task_class is not None or cls is transformers.AutoModel
+    code = {"trust_remote_code": trust_remote_code} if auto else {}
+    resized = num_labels is not None and num_labels != getattr(config, "num_labels", None)
+    if resized:  # the checkpoint's head is then replaced by the adapter's copy of it
+        config.num_labels = num_labels
+    if random_init:
+        build = cls.from_config if auto else cls._from_config
+        model = build(config, dtype=torch.float32, **code)
+    else:
+        shards, pickles = _weight_files(path, allow_pickle)
+        for shard in shards:
+            check_safetensors(shard)
+        for pickled in pickles if not shards else []:
+            load_pickled_tensors(pickled)  # refuse anything but tensors before transformers reads it
+        try:
+            # transformers reads .bin files with torch.load(weights_only=True) too. Weights shared in
+            # float16/bfloat16 are loaded in float32: SVD and training need it; --dtype runs in half
+            resize = {"config": config, "ignore_mismatched_sizes": True} if resized else {}
+            verbosity = transformers.logging.get_verbosity()
+            if resized:  # its report of the head it reinitializes would alarm: the adapter's head replaces it
+                transformers.logging.set_verbosity_error()
+            try:
+                model = cls.from_pretrained(str(path), use_safetensors=bool(shards), dtype=torch.float32, **code, **resize)
+            finally:
+                transformers.logging.set_verbosity(verbosity)
+        except Exception as e:
+            raise PelaError(f"could not load the Hugging Face model in {path}: {str(e).splitlines()[0]}") from None
+        _note_half_precision(model, stored_float_dtype(shards[0]) if shards else None)
+    model.pela_source = {"kind": "hf", "class": type(model).__name__}
+    if remote:  # rebuilt by pela.load from the code copied beside the weights, again only when trusted
+        model.pela_source.update(remote_code=True, auto_class=remote)
+    model.pela_files = str(path)
+    return model.eval()
+
+
+HALF = (torch.float16, torch.bfloat16)
+
+
+def _note_half_precision(model: nn.Module, stored: torch.dtype | None) -> None:
+    """Remember that the weights came in half precision (``pela_weights_dtype``), so that a command
+    saving the float32 model can say how to keep their size."""
+    if stored in HALF:
+        model.pela_weights_dtype = str(stored).removeprefix("torch.")
+
+
+def _sentence_transformer_dir(path: Path) -> Path | None:
+    """The Hugging Face model directory of a sentence-transformers model (modules.json names it), if any."""
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for module in modules if isinstance(modules, list) else []:
+        if isinstance(module, dict) and str(module.get("type", "")).endswith(".Transformer"):
+            inner = (path / str(module.get("path", ""))).resolve()
+            if inner.is_relative_to(path.resolve()) and (inner / "config.json").is_file():
+                return inner
+    return None
+
+
+def _hf_snapshot(repo_id: str, random_init: bool, allow_pickle: bool = False, trust_remote_code: bool = False) -> Path:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.txt", "*.model", "*.jinja"] if random_init else HF_WEIGHT_PATTERNS
+    if allow_pickle and not random_init:
+        patterns = patterns + [f"*{suffix}" for suffix in PICKLE_SUFFIXES]
+    if trust_remote_code:
+        patterns = patterns + ["*.py"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as e:  # noqa: BLE001 - offline, not cached, no such repository, no access
+        raise PelaError(
+            f"could not get {repo_id} from the Hugging Face hub ({type(e).__name__}): offline and not in the local "
+            "cache, or no such repository; download it where you are online, or pass its local directory"
+        ) from None

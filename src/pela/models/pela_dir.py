@@ -1,0 +1,59 @@
+"""`load`: a model saved by `save_pretrained`, rebuilt exactly (its dtype kept, outputs bitwise).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from torch import nn
+
+from pela.arch.classifier import SequenceClassifier
+from pela.errors import PelaError
+from pela.models.rebuild import build_architecture
+from pela.models.saving import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
+from pela.models.structure import apply_structure
+from pela.models.weights import load_weights, stored_float_dtype
+from pela.utils.files import read_json
+
+
+def load(directory: str | os.PathLike, model: nn.Module | None = None, *, trust_remote_code: bool = False) -> nn.Module:
+    """Rebuild a model saved by `save_pretrained` (in eval mode); outputs are bitwise those saved.
+
+    Args:
+        directory: a directory written by `save_pretrained`.
+        model: the freshly built dense architecture, needed only when the saved model's source
+            was not recorded (a model that did not come from `pela.load_model`).
+        trust_remote_code: needed for a model whose architecture is code it brought along (see
+            `pela.load_model`); that code was copied beside the weights and runs again here.
+    """
+
+    path = Path(directory)
+    if not path.is_dir():
+        raise PelaError(f"{path} is not a directory")
+    meta = read_json(path / CONFIG_NAME)
+    if meta.get("format") != "pela" or not isinstance(meta.get("factorized"), dict):
+        raise PelaError(f"{path / CONFIG_NAME} is not a pela model description")
+    if meta.get("version", 0) > FORMAT_VERSION:
+        raise PelaError(f"{path} was written by a newer pela (format {meta['version']}); upgrade pela")
+    if model is None:
+        if not meta.get("source"):
+            raise PelaError(f"{path} does not record its architecture; pass the dense model: pela.load(dir, model=...)")
+        model = build_architecture(meta["source"], path, trust_remote_code)
+        model.pela_source = meta["source"]
+        if meta.get("head"):
+
+            model = SequenceClassifier(model, **meta["head"])
+    apply_structure(model, meta["factorized"])
+    stored = stored_float_dtype(path / WEIGHTS_NAME)
+    if stored is not None:  # a model saved in bfloat16 comes back in bfloat16, bit for bit
+        model.to(stored)
+    load_weights(model, path / WEIGHTS_NAME)
+    if meta.get("source"):
+        getattr(model, "backbone", model).pela_source = meta["source"]
+    if meta.get("classes"):
+        model.pela_classes = list(meta["classes"])
+    if (path / "config.json").is_file():
+        model.pela_files = str(path)
+        getattr(model, "backbone", model).pela_files = str(path)
+    return model.eval()

@@ -1,0 +1,168 @@
+"""Saving compressed models: safetensors for weights, JSON for everything else.
+
+A saved directory holds ``model.safetensors``, ``pela.json`` (how to rebuild the architecture and
+which layers are factorized at which rank) and, for Hugging Face models, ``config.json`` plus the
+tokenizer/processor files of the source. Nothing is ever unpickled. Directories and files are
+written to a temporary name beside the target and renamed into place, so a crash never leaves a
+half-written model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from pela.arch.classifier import SequenceClassifier
+from pela.errors import PelaError
+from pela.models.rebuild import build_architecture, source_of
+from pela.models.structure import apply_structure, factorized_layers
+from pela.utils.files import _default_permissions, atomic_dir
+
+FORMAT_VERSION = 1
+
+
+CONFIG_NAME = "pela.json"
+
+
+WEIGHTS_NAME = "model.safetensors"
+
+
+# files of a Hugging Face model directory that are not weights but belong with the model
+COMPANION_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",
+                   "special_tokens_map.json", "added_tokens.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model", "preprocessor_config.json", "processor_config.json",
+                   "image_processor_config.json", "generation_config.json", "chat_template.jinja")
+
+
+def _rebuilds(model: nn.Module, source: dict[str, Any]) -> bool:
+    """Whether ``source`` rebuilds exactly ``model``'s parameter and buffer shapes.
+
+    Built on the meta device (no memory, no init); on the CPU for an architecture whose constructor
+    needs real numbers (``.item()`` on a tensor, say).
+    """
+
+    for device in ("meta", "cpu"):
+        try:
+            with torch.device(device):
+                fresh = build_architecture(source, Path("."))
+                apply_structure(fresh, factorized_layers(model))
+        except Exception:  # noqa: BLE001 - any failure to rebuild means "does not rebuild"
+            continue
+        shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+        return shapes(fresh) == shapes(model)
+    return False
+
+
+# ---------------------------------------------------------------- weights' dtype on disk
+SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def save_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``dtype`` (a name or a torch dtype) checked as a dtype to write weights in; None keeps the model's."""
+    if dtype is None:
+        return None
+    found = SAVE_DTYPES.get(dtype) if isinstance(dtype, str) else dtype if dtype in SAVE_DTYPES.values() else None
+    if found is None:
+        raise PelaError(f"weights can be saved in {', '.join(SAVE_DTYPES)}, not {dtype!r}")
+    return found
+
+
+@contextlib.contextmanager
+def _floats_as(model: nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
+    """Hold the model's floating-point tensors in ``dtype`` while it is written, then give back the originals.
+
+    Swapping ``.data`` keeps each tensor (and weights tied between layers) the same object, and the
+    originals are restored untouched: a float32 model saved in bfloat16 goes on training in float32.
+    """
+    swapped = []
+    try:
+        with torch.no_grad():
+            for t in [*model.parameters(), *model.buffers()] if dtype is not None else []:
+                if t.is_floating_point() and t.dtype != dtype:
+                    swapped.append((t, t.data))
+                    t.data = t.data.to(dtype)
+        yield
+    finally:
+        for t, data in swapped:
+            t.data = data
+
+
+# ---------------------------------------------------------------- public API
+def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None, dtype: torch.dtype | None = None) -> None:
+    from safetensors.torch import save_model
+
+
+
+    backbone = model.backbone if isinstance(model, SequenceClassifier) else model
+    source = source_of(backbone)
+    if source and source.get("kind") == "timm" and not _rebuilds(backbone, source):
+        warnings.warn(f"timm:{source.get('name')} as recorded does not rebuild this model's shapes (it was built with arguments "
+                      "pela did not see); the weights are saved, and pela.load needs the dense model: pela.load(dir, model=...). "
+                      "Models made by pela.load_model('timm:NAME', **kwargs) record their arguments.", stacklevel=3)
+        source = None
+    head = ({"hidden": model.hidden, "num_classes": model.num_classes, "pooling": model.pooling,
+             "hidden_states": model.hidden_states, "tower": model.tower} if isinstance(model, SequenceClassifier) else None)
+    meta = {"format": "pela", "version": FORMAT_VERSION, "source": source, "head": head,
+            "classes": getattr(model, "pela_classes", None), "factorized": factorized_layers(model), **(extra or {})}
+    with _floats_as(model, dtype):
+        save_model(model, str(target / WEIGHTS_NAME))
+    if source and source.get("kind") == "hf":
+        backbone.config.to_json_file(str(target / "config.json"))
+        files_from = getattr(backbone, "pela_files", None)
+        for name in COMPANION_FILES if files_from else ():
+            if (Path(files_from) / name).is_file():
+                shutil.copy(Path(files_from) / name, target / name)
+        if source.get("remote_code") and files_from:  # the architecture's own code, for pela.load to build it
+            for code in Path(files_from).glob("*.py"):
+                shutil.copy(code, target / code.name)
+    (target / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+
+
+def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, overwrite: bool = False, extra: dict[str, Any] | None = None,
+                    dtype: str | torch.dtype | None = None) -> Path:
+    """Write ``model`` to ``directory`` (atomically): safetensors weights plus JSON metadata.
+
+    The architecture is rebuilt on `load` from the source recorded by `pela.load_model` (a timm
+    name or a Hugging Face config); for any other model pass the fresh architecture to `load`.
+    ``dtype`` (``"bfloat16"``, ``"float16"``, ``"float32"``) writes the floating-point weights in that
+    dtype, halving the file for shipping, and leaves ``model`` as it was; None writes them as they are.
+
+    >>> import torch.nn as nn, pela, tempfile
+    >>> d = pela.save_pretrained(nn.Linear(4, 4), tempfile.mkdtemp() + "/m")
+    """
+    dt = save_dtype(dtype)
+    with atomic_dir(directory, overwrite) as tmp:
+        _write_model(model, tmp, extra, dt)
+    return Path(directory)
+
+
+def save_into(model: nn.Module, directory: str | os.PathLike, extra: dict[str, Any] | None = None,
+              dtype: str | torch.dtype | None = None) -> Path:
+    """Write the model files into an existing run directory (beside its logs), each file atomically.
+
+    ``pela.json`` is moved in last: until it is there, the directory is not a loadable model.
+    """
+    path, dt = Path(directory), save_dtype(dtype)
+    tmp = Path(tempfile.mkdtemp(prefix=".model.tmp-", dir=path))
+    try:
+        _write_model(model, tmp, extra, dt)
+        _default_permissions(tmp)
+        (path / CONFIG_NAME).unlink(missing_ok=True)
+        for f in sorted(tmp.iterdir(), key=lambda f: f.name == CONFIG_NAME):
+            os.replace(f, path / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def is_pela_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / CONFIG_NAME).is_file()

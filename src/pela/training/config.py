@@ -1,0 +1,92 @@
+"""Settings every training stage shares, and what a run returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pela.errors import PelaError
+
+LOWER_IS_BETTER = ("loss", "mse")  # how a metric's name ends when keep_best should minimize it, not maximize
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings every training stage shares. Give ``steps`` or ``epochs`` (default: one epoch).
+
+    ``batch_size`` is the global batch per optimizer step, split into ``grad_accum`` micro-batches
+    and evenly across processes, so results do not depend on how many processes run.
+    """
+
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    warmup: float = 0.05  # fraction of the steps spent warming up
+    grad_accum: int = 1
+    clip: float | None = 1.0
+    seed: int = 0
+    mixed_precision: str = "auto"  # auto = bf16 on a GPU, none on the CPU
+    save_every: int | None = None
+    log_every: int = 10
+    group_by_length: bool = False  # batch texts of similar length together (less padding), if the data knows lengths
+    workers: int = 0  # DataLoader processes that prepare batches while the model trains (0 = in the main process)
+    eval_every: int | None = None  # evaluate every N steps and at the end (needs an evaluator)
+    keep_best: str | None = None  # end with the weights of the best evaluation by this metric (see LOWER_IS_BETTER)
+    patience: int | None = None  # with keep_best: stop after this many evaluations without a better one
+    EVAL_METRICS: ClassVar[tuple[str, ...]] = ()  # what a stage's evaluation reports, so keep_best may name (empty: anything)
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.epochs is not None:
+            raise PelaError("give --steps or --epochs, not both")
+        checks = [("steps", self.steps, lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer >= 1"),
+                  ("epochs", self.epochs, lambda v: v is None or (math.isfinite(v) and v > 0), "a number > 0"),
+                  ("batch_size", self.batch_size, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+                  ("lr", self.lr, lambda v: math.isfinite(v) and v > 0, "a number > 0"),
+                  ("weight_decay", self.weight_decay, lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+                  ("warmup", self.warmup, lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+                  ("grad_accum", self.grad_accum, lambda v: isinstance(v, int) and 1 <= v <= self.batch_size, "an integer in [1, batch_size]"),
+                  ("save_every", self.save_every, lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer >= 1"),
+                  ("log_every", self.log_every, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+                  ("workers", self.workers, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+                  ("eval_every", self.eval_every, lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer >= 1"),
+                  ("keep_best", self.keep_best, lambda v: v is None or (isinstance(v, str) and v != ""), "a metric name"),
+                  ("patience", self.patience, lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer >= 1"),
+                  ("mixed_precision", self.mixed_precision, lambda v: v in ("auto", "no", "bf16", "fp16"), "auto, no, bf16 or fp16")]
+        for name, value, ok, allowed in checks:
+            if not ok(value):
+                raise PelaError(f"{name} must be {allowed}, got {value!r}")
+        if self.keep_best is not None and self.EVAL_METRICS and self.keep_best not in self.EVAL_METRICS:
+            raise PelaError(f"keep_best must be one of {', '.join(self.EVAL_METRICS)}, got {self.keep_best!r}")
+        if self.patience is not None and self.keep_best is None:
+            raise PelaError("patience needs keep_best: the metric that must keep improving")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    items_per_s: float
+    history: list[dict[str, float]] = field(default_factory=list)  # the logged metrics
+    evals: list[dict[str, float]] = field(default_factory=list)  # {"step": s, metric: value} of each evaluation
+    best: dict[str, float] | None = None  # with keep_best: the evaluation whose weights the model ends with
+    stopped_early: bool = False  # patience ran out before the planned steps (``steps`` is where it stopped)
+    rank_checksums: list[float] = field(default_factory=list)  # one per process: all equal
+
+
+def run_id(config: TrainConfig, extra: dict[str, Any]) -> str:
+    """What makes two runs the same run (a checkpoint may only resume its own run)."""
+    # how often to save or log, and how many processes prepare batches, do not change what is computed;
+    # settings left at None are left out, so that a run's id does not change when a new setting is added
+    keep = {k: v for k, v in config.to_dict().items()
+            if k not in ("save_every", "log_every", "workers") and not (k in ("eval_every", "keep_best", "patience") and v is None)}
+    return hashlib.sha256(json.dumps({"config": keep, **extra}, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,99 @@
+"""Atomic output: a crash never leaves a half-written file or directory; checks before slow work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from pela.errors import PelaError
+
+
+# ---------------------------------------------------------------- atomic output
+def check_output_dir(directory: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse an output directory that is a file, is non-empty (unless ``overwrite``) or unwritable."""
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise PelaError(f"output {path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise PelaError(f"output directory {path} already exists and is not empty (use --overwrite to replace it)")
+    check_parent(path)
+    return path
+
+
+def check_parent(path: Path) -> None:
+    """Refuse ``path`` if its folder could not be made and written in.
+
+    Missing folders are created when the output is written (as ``save_pretrained`` does); this only
+    checks, before any slow work starts, that the nearest existing one is a writable directory.
+    """
+    parent = path.absolute().parent
+    existing = parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PelaError(f"cannot create {parent}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK):
+        raise PelaError(f"cannot write to {existing} (permission denied)")
+
+
+@contextlib.contextmanager
+def atomic_dir(directory: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``directory`` only if the block succeeds."""
+    path = check_output_dir(directory, overwrite)
+    path.absolute().parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.absolute().parent))
+    try:
+        yield tmp
+        _default_permissions(tmp)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _default_permissions(root: Path) -> None:
+    """mkdtemp/mkstemp create private (0700/0600) entries; give them the modes a plain mkdir/open would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [root, *root.rglob("*")]:
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    path.absolute().parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.absolute().parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        _default_permissions(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise PelaError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PelaError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise PelaError(f"{path} must hold a JSON object")
+    return data
