@@ -13,6 +13,9 @@ from pathlib import Path
 
 import typer
 
+# isort: off
+from pela.cli import compress_cmd, train_cmd, inspect_cmd  # noqa: F401 - each registers its commands, in the order help lists them
+# isort: on
 from pela.cli.common import app
 from pela.errors import PelaError
 from pela.utils.memory import keep_freed_memory
@@ -31,8 +34,6 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:  # n
 
 
 _python_format_warning = warnings.formatwarning
-
-
 _PELA_DIR = str(Path(__file__).parent.parent) + os.sep  # as Python names the files it imports from here
 
 
