@@ -215,3 +215,19 @@ def test_pelas_own_warnings_print_as_one_line():
 def test_version(capsys):
     code, out, _ = run(capsys, "--version")
     assert code == 0 and out.startswith(f"pela {pela.__version__} (torch ") and "transformers" in out and out.count("\n") == 1
+
+
+def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
+    """Only user mistakes (PelaError, usage) become one line and exit 2: any other error is a bug, raised as it is."""
+    import pela.cli.inspect_cmd
+
+    (tmp_path / "t.txt").write_text("one\ntwo\n")
+
+    def broken(ds):
+        raise ValueError("a bug in pela")
+
+    monkeypatch.setattr(pela.cli.inspect_cmd, "describe", broken)
+    with pytest.raises(ValueError, match="a bug in pela"):
+        main(["data", str(tmp_path / "t.txt")])
+    monkeypatch.setattr(pela.cli.inspect_cmd, "describe", lambda ds: (_ for _ in ()).throw(pela.PelaError("your mistake")))
+    assert main(["data", str(tmp_path / "t.txt")]) == 2

@@ -38,7 +38,7 @@ _PELA_DIR = str(Path(__file__).parent.parent) + os.sep  # as Python names the fi
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the app and turns user mistakes into ``error: …`` and exit code 2."""
+    """Entry point: runs the app and turns user mistakes (`PelaError`, usage) into ``error: …`` and exit code 2."""
     args = (sys.argv[1:] if argv is None else argv) or ["--help"]
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # pela reports what matters itself
     warnings.formatwarning = _format_warning
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except (PelaError, ValueError, TypeError, OSError) as e:
+    except PelaError as e:  # anything else is a bug in pela or below it: its traceback is kept
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     return 0

@@ -26,7 +26,7 @@ from pela.cli.common import (
     err_console,
     out_console,
 )
-from pela.compression import calibrate
+from pela.compression.calibrate import calibrate
 from pela.compression.compress import compress as _compress
 from pela.compression.config import LowRankConfig
 from pela.compression.inits import NEEDS_CALIBRATION

@@ -29,7 +29,7 @@ def gunzip(path: Path) -> bytes:
     try:
         return gzip.decompress(path.read_bytes())
     except (OSError, EOFError) as e:  # BadGzipFile is an OSError; a cut-off file ends early
-        raise PelaError(f"{path} is not a readable gzip file: {e}") from None
+        raise PelaError(f"{path} is not a readable gzip file: {e}") from e
 
 
 def _gunzipped_copy(path: Path, progress: bool) -> Path | None:
@@ -43,7 +43,7 @@ def _gunzipped_copy(path: Path, progress: bool) -> Path | None:
                     dst.write(chunk)
                     reach(raw.tell())
         except (gzip.BadGzipFile, EOFError) as e:
-            raise PelaError(f"{path} is not a readable gzip file: {e}") from None
+            raise PelaError(f"{path} is not a readable gzip file: {e}") from e
 
     return cached_copy(path, "gunzip", "", write)
 

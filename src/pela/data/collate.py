@@ -73,7 +73,7 @@ class Collator:
             try:
                 tokenizer = AutoTokenizer.from_pretrained(self.files, trust_remote_code=self.trust_remote_code)
             except Exception as e:
-                raise PelaError(f"cannot load the tokenizer saved in {self.files}: {str(e).splitlines()[0]}") from None
+                raise PelaError(f"cannot load the tokenizer saved in {self.files}: {str(e).splitlines()[0]}") from e
             # with no tokenizer files, transformers builds one that knows only its special tokens: every word would be [UNK]
             if len(tokenizer) <= len(tokenizer.all_special_tokens):
                 raise PelaError(f"text data needs the model's tokenizer, and {self.files} has none (its tokenizer would know only "

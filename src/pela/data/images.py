@@ -46,4 +46,4 @@ def open_image(path: Path, data: bytes | None = None) -> Any:
                 return Image.fromarray(grey).convert("RGB")
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError) as e:
-        raise PelaError(f"cannot read image {path}: {e}") from None
+        raise PelaError(f"cannot read image {path}: {e}") from e

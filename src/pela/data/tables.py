@@ -134,7 +134,7 @@ def read_tables(files: list[Path], progress: bool = False) -> tuple[ChainRows, d
         try:
             table = _read_table(f, progress)
         except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for a broken file
-            raise PelaError(f"{f} is not a readable {kind} file: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            raise PelaError(f"{f} is not a readable {kind} file: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
         tables.append(table)
         names = names or _class_label_names(table.schema.metadata) or _dataset_info_names(f.parent)
     return ChainRows([TableRows(t) for t in tables]), names

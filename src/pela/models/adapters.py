@@ -110,7 +110,7 @@ def load_adapter(path: Path, load_base: Callable[..., nn.Module], *, random_init
             warnings.simplefilter("ignore", FutureWarning)
             merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     except Exception as e:  # noqa: BLE001 - peft raises many kinds for an adapter that does not fit its base
-        raise PelaError(f"could not merge the adapter in {path} into {base}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise PelaError(f"could not merge the adapter in {path} into {base}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     merged.pela_source = source
     # a tokenizer saved with the fine-tune (one that added tokens, say) wins over the base's, except
     # where the base brings code of its own, which lives beside the base

@@ -77,7 +77,7 @@ def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False, trus
         config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as e:
         if not trust_remote_code and "trust_remote_code" in str(e):
-            raise _untrusted_code_error(path) from None
+            raise _untrusted_code_error(path) from e
         raise PelaError(f"{path}/config.json is not a usable Hugging Face config: {str(e).splitlines()[0]}") from None
     remote = _remote_auto_class(config)
     if remote and not trust_remote_code:
@@ -111,7 +111,7 @@ def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False, trus
             finally:
                 transformers.logging.set_verbosity(verbosity)
         except Exception as e:
-            raise PelaError(f"could not load the Hugging Face model in {path}: {str(e).splitlines()[0]}") from None
+            raise PelaError(f"could not load the Hugging Face model in {path}: {str(e).splitlines()[0]}") from e
         _note_half_precision(model, stored_float_dtype(shards[0]) if shards else None)
     model.pela_source = {"kind": "hf", "class": type(model).__name__}
     if remote:  # rebuilt by pela.load from the code copied beside the weights, again only when trusted

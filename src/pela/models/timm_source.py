@@ -81,7 +81,7 @@ def _timm_from_dir(path: Path, random_init: bool, kwargs: dict[str, Any], allow_
     try:
         model = timm.create_model(f"local-dir:{path}", pretrained=False, **kwargs)
     except Exception as e:  # noqa: BLE001 - timm raises many kinds for a config it cannot build
-        raise PelaError(f"{path}/config.json is not a usable timm config: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise PelaError(f"{path}/config.json is not a usable timm config: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     if not random_init:
         safe, pickles = _weight_files(path, allow_pickle)
         load_weights(model, (sorted(safe, key=lambda p: p.name != "model.safetensors") or pickles)[0], allow_pickle=allow_pickle)

@@ -52,7 +52,7 @@ def check_safetensors(path: str | os.PathLike) -> Path:
             for key in f.keys():
                 f.get_slice(key)  # validates offsets against the file size
     except Exception as e:  # safetensors raises its own error types
-        raise PelaError(f"{path} is not a valid safetensors file: {str(e).splitlines()[0]}") from None
+        raise PelaError(f"{path} is not a valid safetensors file: {str(e).splitlines()[0]}") from e
     return path
 
 
@@ -65,7 +65,7 @@ def load_pickled_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for forbidden globals, RuntimeError for broken archives
-        raise PelaError(f"{path} cannot be read safely with torch.load(weights_only=True): {str(e).splitlines()[0][:200]}") from None
+        raise PelaError(f"{path} cannot be read safely with torch.load(weights_only=True): {str(e).splitlines()[0][:200]}") from e
     for key in ("state_dict", "model", "model_state_dict"):  # common wrappers of training scripts
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
