@@ -17,7 +17,7 @@ if os.environ.get("PELA_FAULT_MARKER"):
     import tempfile
     import types
 
-    import pela.models.io as _io
+    import pela.utils.files as _io
 
     import pela.training.checkpoint as _ckpt
 
