@@ -10,6 +10,7 @@ from PIL import Image
 from pela import PelaError
 from pela.data.collate import Collator
 from pela.data.load import describe, load_dataset
+from pela.metadata import info
 
 
 def write_idx(path, array, gz=False):
@@ -140,7 +141,7 @@ def test_hf_image_processor(tmp_path):
 
     model = hf_vit()
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
-    model.pela_files = str(tmp_path)
+    info(model).files = str(tmp_path)
     batch = Collator(model)([{"image": Image.new("RGB", (64, 48))}])
     assert batch["pixel_values"].shape == (1, 3, 32, 32)
 

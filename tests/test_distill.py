@@ -11,6 +11,7 @@ import pela
 from pela import DistillConfig, LowRankConfig, PelaError
 from pela.arch.blocks import find_blocks
 from pela.features import feature_loss
+from pela.metadata import info
 from pela.training.distill import weight_perturbation
 
 
@@ -137,7 +138,7 @@ def test_task_loss_only_when_the_labels_index_the_models_head(classes, fits):
 ])
 def test_task_loss_and_the_classes_the_model_names(names, fits):
     student, teacher = pair(timm_vit)
-    student.pela_classes = names  # a model pela fine-tuned on these classes
+    info(student).classes = names  # a model pela fine-tuned on these classes
     config = DistillConfig(steps=1, batch_size=8, log_every=1)
     if fits:
         result = pela.distill(student, teacher, NamedImages("abcde"), config, collate_fn=stack)

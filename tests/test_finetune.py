@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 import pela
 from pela import FinetuneConfig, LowRankConfig, PelaError
 from pela.arch.classifier import SequenceClassifier
+from pela.metadata import info
 
 
 class Labelled(Dataset):
@@ -73,7 +74,7 @@ def test_finetune_learns_and_saves(tmp_path):
 def test_timm_head_is_reset_and_recorded():
     model = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
     model, _ = pela.finetune(model, Images(), FinetuneConfig(steps=2, batch_size=8), collate_fn=stack)
-    assert model.num_classes == 4 and model.pela_source["kwargs"]["num_classes"] == 4
+    assert model.num_classes == 4 and info(model).source["kwargs"]["num_classes"] == 4
 
 
 def _round_trip(model, tmp_path, data):
@@ -263,17 +264,17 @@ def test_errors():
 
 
 class ByFirstToken(torch.nn.Module):
-    """A perfect classifier of `Labelled` that numbers its classes its own way (``pela_classes``)."""
+    """A perfect classifier of `Labelled` that numbers its classes its own way (its `pela.metadata.info` classes)."""
 
     def __init__(self, names):
         super().__init__()
-        self.pela_classes = names
+        info(self).classes = names
         self.w = torch.nn.Parameter(torch.zeros(1))
 
     def forward(self, input_ids, attention_mask):
         data_class = [Labelled.classes[int(t) - 1] for t in input_ids[:, 0]]
-        own = torch.tensor([self.pela_classes.index(c) if c in self.pela_classes else Labelled.classes.index(c) for c in data_class])
-        return torch.nn.functional.one_hot(own, len(self.pela_classes)).float() * 10 + self.w
+        own = torch.tensor([info(self).classes.index(c) if c in info(self).classes else Labelled.classes.index(c) for c in data_class])
+        return torch.nn.functional.one_hot(own, len(info(self).classes)).float() * 10 + self.w
 
 
 def test_labels_follow_the_models_own_order_of_classes():
@@ -289,7 +290,7 @@ def test_balanced_accuracy_macro_f1_and_each_class():
 
     class AlwaysFirst(ByFirstToken):
         def forward(self, input_ids, attention_mask):
-            return torch.nn.functional.one_hot(torch.zeros(len(input_ids), dtype=torch.long), len(self.pela_classes)).float() + self.w
+            return torch.nn.functional.one_hot(torch.zeros(len(input_ids), dtype=torch.long), len(info(self).classes)).float() + self.w
 
     data = Labelled()
     support = {c: int((data.y == i).sum()) for i, c in enumerate(Labelled.classes)}
@@ -315,7 +316,7 @@ def test_hf_classifier_keeps_its_head_rows_for_the_same_classes_in_another_order
                                                      intermediate_size=64, num_labels=3, id2label={0: "b", 1: "c", 2: "a"}))
     assert pela.arch.class_names(model) == ["b", "c", "a"]
     tuned, _ = pela.finetune(model, Labelled(), FinetuneConfig(epochs=8, batch_size=16, lr=2e-3), collate_fn=stack)
-    assert tuned.pela_classes == ["b", "c", "a"] and tuned.config.id2label == {0: "b", 1: "c", 2: "a"}
+    assert info(tuned).classes == ["b", "c", "a"] and tuned.config.id2label == {0: "b", 1: "c", 2: "a"}
     assert pela.evaluate(tuned, Labelled(), collate_fn=stack)["accuracy"] >= 0.9
 
     class Indexed(Labelled):  # labels 0, 1, 2 (a CSV of SST-2, say): read as the head's indices, its names kept

@@ -7,6 +7,7 @@ from safetensors.torch import save_file
 
 import pela
 from pela import PelaError
+from pela.metadata import info
 
 
 @pytest.mark.parametrize("source, fragment", [
@@ -44,7 +45,7 @@ def test_timm_checkpoint_brings_its_number_of_classes(tmp_path, classes):
     ref = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **arch, num_classes=classes)
     save_file(ref.state_dict(), tmp_path / "w.safetensors")
     model = pela.load_model("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "w.safetensors"), **arch)
-    assert model.num_classes == classes and model.pela_source["kwargs"]["num_classes"] == classes
+    assert model.num_classes == classes and info(model).source["kwargs"]["num_classes"] == classes
     assert ref.state_dict().keys() == model.state_dict().keys()
     assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
     pela.compress(model, pela.LowRankConfig(ratio=2, align=1))
@@ -95,7 +96,7 @@ def test_timm_checkpoint_with_two_heads(tmp_path):
 def test_hf_directory(hf_bert_dir):
     model = pela.load_model(str(hf_bert_dir))
     assert type(model).__name__ == "BertModel" and not model.training
-    assert model.pela_source == {"kind": "hf", "class": "BertModel"}
+    assert info(model).source == {"kind": "hf", "class": "BertModel"}
 
 
 def test_hf_directory_with_only_pickles_is_refused(hf_bert_dir):
@@ -128,7 +129,7 @@ def test_timm_directory_is_built_by_timm_and_keeps_its_preprocessing(tmp_path):
         model = pela.load_model(source)
         assert type(model).__name__ == "VisionTransformer"  # timm's class, not transformers' TimmWrapper
         assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
-    assert model.pela_source["name"] == "vit_tiny_patch16_224" and model.pela_source["kwargs"]["depth"] == 2
+    assert info(model).source["name"] == "vit_tiny_patch16_224" and info(model).source["kwargs"]["depth"] == 2
     pela.compress(model, pela.LowRankConfig(align=1))
     pela.save_pretrained(model, tmp_path / "k2")
     loaded = pela.load(tmp_path / "k2")
@@ -192,7 +193,7 @@ def test_hub_id_of_a_timm_repository_is_built_by_timm(tmp_path, monkeypatch):
     monkeypatch.setattr(pela.models.timm_source, "_hf_snapshot", fake)
     for source in ("hf:timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k", "timm:hf-hub:timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"):
         model = pela.load_model(source)
-        assert type(model).__name__ == "VisionTransformer" and model.pela_source["kind"] == "timm"
+        assert type(model).__name__ == "VisionTransformer" and info(model).source["kind"] == "timm"
         assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
     assert asked == ["timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"] * 2
     with pytest.raises(PelaError, match="is not a timm model"):
@@ -207,7 +208,7 @@ def test_half_precision_weights_load_in_float32(hf_bert_dir):
     for random_init in (False, True):
         model = pela.load_model(str(hf_bert_dir), random_init=random_init)
         assert {p.dtype for p in model.parameters()} == {torch.float32}
-        assert getattr(model, "pela_weights_dtype", None) == (None if random_init else "float16")  # what a saving command says
+        assert info(model).weights_dtype == (None if random_init else "float16")  # what a saving command says
 
 
 def test_sentence_transformers_directory_with_its_transformer_in_a_subfolder(hf_bert_dir, tmp_path):
@@ -220,7 +221,7 @@ def test_sentence_transformers_directory_with_its_transformer_in_a_subfolder(hf_
         {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
     model = pela.load_model(str(root))
-    assert type(model).__name__ == "BertModel" and model.pela_files == str((root / "0_Transformer").resolve())
+    assert type(model).__name__ == "BertModel" and info(model).files == str((root / "0_Transformer").resolve())
 
 
 def test_model_with_its_own_code_runs_only_when_trusted(tmp_path):
@@ -230,7 +231,7 @@ def test_model_with_its_own_code_runs_only_when_trusted(tmp_path):
     with pytest.raises(PelaError, match=r"runs its own model code \(configuration_tinynet.py, modeling_tinynet.py\); .*--trust-remote-code"):
         pela.load_model(str(path))
     model = pela.load_model(str(path), trust_remote_code=True)
-    assert model.pela_source == {"kind": "hf", "class": "TinyNetModel", "remote_code": True, "auto_class": "AutoModel"}
+    assert info(model).source == {"kind": "hf", "class": "TinyNetModel", "remote_code": True, "auto_class": "AutoModel"}
     report = pela.compress(model, pela.LowRankConfig(ratio=2, align=1))
     assert sorted(r.name for r in report.layers if r.status == "factorized") == [f"layers.{i}.fc{j}" for i in range(2) for j in (1, 2)]
     pela.save_pretrained(model, tmp_path / "pela")

@@ -9,6 +9,7 @@ from pela.arch.classifier import SequenceClassifier
 from pela.arch.properties import hidden_size
 from pela.arch.towers import _tower_hidden_size
 from pela.errors import PelaError
+from pela.metadata import info
 
 
 def with_classifier(model: nn.Module, num_classes: int, pooling: str = "mean", tower: str | None = None) -> nn.Module:
@@ -30,9 +31,9 @@ def with_classifier(model: nn.Module, num_classes: int, pooling: str = "mean", t
     if hasattr(model, "reset_classifier") and hasattr(model, "num_classes"):  # timm
         if model.num_classes != num_classes:
             model.reset_classifier(num_classes)
-            source = dict(getattr(model, "pela_source", None) or {})
+            source = dict(info(model).source or {})
             if source.get("kind") == "timm":
-                model.pela_source = {**source, "kwargs": {**source.get("kwargs", {}), "num_classes": num_classes}}
+                info(model).source = {**source, "kwargs": {**source.get("kwargs", {}), "num_classes": num_classes}}
         return model
     name = type(model).__name__
     if name.endswith(("ForSequenceClassification", "ForImageClassification")):
@@ -45,7 +46,7 @@ def with_classifier(model: nn.Module, num_classes: int, pooling: str = "mean", t
     # itself; T5ForConditionalGeneration, which has none, still follows the *For* naming
     task_head = hasattr(model, "base_model") and (model.base_model is not model or "For" in name)
     wrapped = SequenceClassifier(model, hidden, num_classes, pooling, hidden_states=task_head, tower=tower)
-    wrapped.pela_files = getattr(model, "pela_files", None)
+    info(wrapped).files = info(model).files
     return wrapped
 
 

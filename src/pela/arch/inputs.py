@@ -12,6 +12,7 @@ from torch import nn
 
 from pela.arch.towers import TOWERS
 from pela.errors import PelaError
+from pela.metadata import info
 
 
 def example_inputs(model: nn.Module, batch_size: int, seq_len: int = 128, device: Any = "cpu") -> dict[str, torch.Tensor] | tuple:
@@ -65,7 +66,7 @@ def built_image_size(model: nn.Module) -> tuple[int, ...] | None:
     for m in model.modules():
         if isinstance(getattr(m, "img_size", None), (tuple, list)):
             return tuple(m.img_size)
-    recorded = (getattr(model, "pela_source", None) or {}).get("kwargs", {}).get("img_size")
+    recorded = (info(model).source or {}).get("kwargs", {}).get("img_size")
     if isinstance(recorded, int):
         return (recorded, recorded)
     return tuple(recorded) if isinstance(recorded, (tuple, list)) else None

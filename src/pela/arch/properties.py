@@ -6,6 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from pela.arch.inputs import _positive
+from pela.metadata import info
 
 
 def hidden_size(model: nn.Module) -> int | None:
@@ -25,7 +26,7 @@ def hidden_size(model: nn.Module) -> int | None:
 def class_names(model: nn.Module) -> list[str] | None:
     """The names of a classifier's outputs, where the model says them: a pela fine-tune's classes, a
     Hugging Face config's ``id2label`` (not the placeholder LABEL_0, ...), timm's ``label_names``."""
-    names = getattr(model, "pela_classes", None)
+    names = info(model).classes
     if names:
         return [str(c) for c in names]
     id2label = getattr(getattr(model, "config", None), "id2label", None)

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from pela.data.load import load_dataset
 from pela.errors import PelaError
+from pela.metadata import info
 from pela.models.saving import WEIGHTS_NAME
 from pela.models.weights import stored_float_dtype
 from pela.version import __version__
@@ -106,7 +107,7 @@ def _check_eval_flags(eval_data: Path | None, eval_every: int | None, keep_best:
 
 def _half_precision_note(model: Any, save_dtype: str | None) -> None:
     """Say how to keep the size of weights that came in half precision and were saved in float32."""
-    dtype = getattr(model, "pela_weights_dtype", None)
+    dtype = info(model).weights_dtype
     if dtype and save_dtype is None:
         err_console.print(f"note: the weights came in {dtype} and were saved in float32, twice the bytes; "
                           f"--save-dtype {dtype} keeps their size")

@@ -28,6 +28,7 @@ from pela.data.collate import Collator
 from pela.data.load import describe
 from pela.demo import run_demo
 from pela.errors import PelaError
+from pela.metadata import info
 from pela.models.export import export_hf
 from pela.models.sources import load_model
 from pela.training.compare import compare as _compare
@@ -91,7 +92,7 @@ def eval_(
     if workers < 0:
         raise PelaError(f"--workers must be >= 0, got {workers}")
     net = load_model(model, checkpoint=_opt_str(checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    ds = _load_data(data, split=split, text_field=text_field, label_field=label_field, classes=getattr(net, "pela_classes", None),
+    ds = _load_data(data, split=split, text_field=text_field, label_field=label_field, classes=info(net).classes,
                       progress=not as_json)
     metrics = evaluate(net, ds, collate_fn=Collator(net, max_length=max_length), batch_size=batch_size, workers=workers,
                        progress=not as_json)

@@ -11,6 +11,7 @@ from torch import nn
 from pela.arch.inputs import built_image_size
 from pela.arch.properties import max_positions
 from pela.errors import PelaError
+from pela.metadata import info
 
 
 def _timm_data_config(model: nn.Module) -> dict[str, Any] | None:
@@ -56,10 +57,10 @@ class Collator:
         self._tokenizer, self._transform = tokenizer, image_transform
         # what preprocessing needs of the model, kept instead of the model itself, so that DataLoader
         # workers started by spawn or forkserver receive a small picklable object
-        self.files = getattr(model, "pela_files", None)
+        self.files = info(model).files
         # a model whose own code the user trusted (pela.load_model's trust_remote_code) may bring its
         # tokenizer's code too; for any other, transformers is told no outright instead of asking
-        source = getattr(model, "pela_source", None) or getattr(getattr(model, "backbone", None), "pela_source", None) or {}
+        source = info(model).source or info(getattr(model, "backbone", None)).source or {}
         self.trust_remote_code = bool(source.get("remote_code"))
         self.timm_data_config = _timm_data_config(model)
 

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from torch import nn
 
 from pela.errors import PelaError
+from pela.metadata import info
 from pela.models.hf_source import _hf_from_dir, _hf_snapshot
 from pela.models.saving import is_pela_dir
 from pela.models.timm_source import _is_timm_dir
@@ -102,7 +103,7 @@ def load_adapter(path: Path, load_base: Callable[..., nn.Module], *, random_init
         model = load_base(str(where), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     else:
         model = _hf_from_dir(where, False, allow_pickle, trust_remote_code, task_class=TASK_CLASSES.get(task), num_labels=labels)
-    source, files = model.pela_source, getattr(model, "pela_files", None)
+    source, files = info(model).source, info(model).files
     try:
         from peft import PeftModel
 
@@ -111,9 +112,9 @@ def load_adapter(path: Path, load_base: Callable[..., nn.Module], *, random_init
             merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     except Exception as e:  # noqa: BLE001 - peft raises many kinds for an adapter that does not fit its base
         raise PelaError(f"could not merge the adapter in {path} into {base}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
-    merged.pela_source = source
+    info(merged).source = source
     # a tokenizer saved with the fine-tune (one that added tokens, say) wins over the base's, except
     # where the base brings code of its own, which lives beside the base
     own = any((path / f).is_file() for f in TOKENIZER_FILES) and not (source or {}).get("remote_code")
-    merged.pela_files = str(path) if own else files
+    info(merged).files = str(path) if own else files
     return merged.eval()

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from pela.errors import PelaError
+from pela.metadata import info
 from pela.models.weights import (
     check_safetensors,
     load_pickled_tensors,
@@ -113,10 +114,10 @@ def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False, trus
         except Exception as e:
             raise PelaError(f"could not load the Hugging Face model in {path}: {str(e).splitlines()[0]}") from e
         _note_half_precision(model, stored_float_dtype(shards[0]) if shards else None)
-    model.pela_source = {"kind": "hf", "class": type(model).__name__}
+    info(model).source = {"kind": "hf", "class": type(model).__name__}
     if remote:  # rebuilt by pela.load from the code copied beside the weights, again only when trusted
-        model.pela_source.update(remote_code=True, auto_class=remote)
-    model.pela_files = str(path)
+        info(model).source.update(remote_code=True, auto_class=remote)
+    info(model).files = str(path)
     return model.eval()
 
 
@@ -124,10 +125,10 @@ HALF = (torch.float16, torch.bfloat16)
 
 
 def _note_half_precision(model: nn.Module, stored: torch.dtype | None) -> None:
-    """Remember that the weights came in half precision (``pela_weights_dtype``), so that a command
+    """Remember that the weights came in half precision (``weights_dtype`` of `pela.metadata.info`), so that a command
     saving the float32 model can say how to keep their size."""
     if stored in HALF:
-        model.pela_weights_dtype = str(stored).removeprefix("torch.")
+        info(model).weights_dtype = str(stored).removeprefix("torch.")
 
 
 def _sentence_transformer_dir(path: Path) -> Path | None:

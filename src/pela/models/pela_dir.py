@@ -10,6 +10,7 @@ from torch import nn
 
 from pela.arch.classifier import SequenceClassifier
 from pela.errors import PelaError
+from pela.metadata import info
 from pela.models.rebuild import build_architecture
 from pela.models.saving import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
 from pela.models.structure import apply_structure
@@ -40,7 +41,7 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None, *, trust_
         if not meta.get("source"):
             raise PelaError(f"{path} does not record its architecture; pass the dense model: pela.load(dir, model=...)")
         model = build_architecture(meta["source"], path, trust_remote_code)
-        model.pela_source = meta["source"]
+        info(model).source = meta["source"]
         if meta.get("head"):
 
             model = SequenceClassifier(model, **meta["head"])
@@ -50,10 +51,10 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None, *, trust_
         model.to(stored)
     load_weights(model, path / WEIGHTS_NAME)
     if meta.get("source"):
-        getattr(model, "backbone", model).pela_source = meta["source"]
+        info(getattr(model, "backbone", model)).source = meta["source"]
     if meta.get("classes"):
-        model.pela_classes = list(meta["classes"])
+        info(model).classes = list(meta["classes"])
     if (path / "config.json").is_file():
-        model.pela_files = str(path)
-        getattr(model, "backbone", model).pela_files = str(path)
+        info(model).files = str(path)
+        info(getattr(model, "backbone", model)).files = str(path)
     return model.eval()

@@ -10,13 +10,14 @@ import torch
 from torch import nn
 
 from pela.errors import PelaError
+from pela.metadata import info
 from pela.models.hf_source import _untrusted_code_error
 from pela.models.timm_source import _load_timm, timm_source
 
 
 def source_of(model: nn.Module) -> dict[str, Any] | None:
     """How to rebuild ``model``'s architecture: recorded by `load_model`, else inferred, else None."""
-    recorded = getattr(model, "pela_source", None)
+    recorded = info(model).source
     if recorded:
         return recorded
     try:
@@ -40,7 +41,7 @@ def build_architecture(source: dict[str, Any], directory: Path, trust_remote_cod
         if pretrained_cfg is not None and not isinstance(pretrained_cfg, dict):
             raise PelaError(f"{directory}/pela.json records a malformed timm source")
         model = _load_timm(name, None, True, kwargs, pretrained_cfg=pretrained_cfg)
-        del model.pela_source  # the caller sets what was recorded
+        info(model).source = None  # the caller sets what was recorded
         return model
     if kind == "hf" and source.get("remote_code"):
         import transformers

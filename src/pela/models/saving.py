@@ -23,9 +23,10 @@ from torch import nn
 
 from pela.arch.classifier import SequenceClassifier
 from pela.errors import PelaError
+from pela.metadata import info
 from pela.models.rebuild import build_architecture, source_of
 from pela.models.structure import apply_structure, factorized_layers
-from pela.utils.files import _default_permissions, atomic_dir
+from pela.utils.files import _default_permissions, atomic_dir, writing
 
 FORMAT_VERSION = 1
 
@@ -112,12 +113,12 @@ def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None, d
     head = ({"hidden": model.hidden, "num_classes": model.num_classes, "pooling": model.pooling,
              "hidden_states": model.hidden_states, "tower": model.tower} if isinstance(model, SequenceClassifier) else None)
     meta = {"format": "pela", "version": FORMAT_VERSION, "source": source, "head": head,
-            "classes": getattr(model, "pela_classes", None), "factorized": factorized_layers(model), **(extra or {})}
+            "classes": info(model).classes, "factorized": factorized_layers(model), **(extra or {})}
     with _floats_as(model, dtype):
         save_model(model, str(target / WEIGHTS_NAME))
     if source and source.get("kind") == "hf":
         backbone.config.to_json_file(str(target / "config.json"))
-        files_from = getattr(backbone, "pela_files", None)
+        files_from = info(backbone).files
         for name in COMPANION_FILES if files_from else ():
             if (Path(files_from) / name).is_file():
                 shutil.copy(Path(files_from) / name, target / name)
@@ -152,15 +153,16 @@ def save_into(model: nn.Module, directory: str | os.PathLike, extra: dict[str, A
     ``pela.json`` is moved in last: until it is there, the directory is not a loadable model.
     """
     path, dt = Path(directory), save_dtype(dtype)
-    tmp = Path(tempfile.mkdtemp(prefix=".model.tmp-", dir=path))
-    try:
-        _write_model(model, tmp, extra, dt)
-        _default_permissions(tmp)
-        (path / CONFIG_NAME).unlink(missing_ok=True)
-        for f in sorted(tmp.iterdir(), key=lambda f: f.name == CONFIG_NAME):
-            os.replace(f, path / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with writing(path):
+        tmp = Path(tempfile.mkdtemp(prefix=".model.tmp-", dir=path))
+        try:
+            _write_model(model, tmp, extra, dt)
+            _default_permissions(tmp)
+            (path / CONFIG_NAME).unlink(missing_ok=True)
+            for f in sorted(tmp.iterdir(), key=lambda f: f.name == CONFIG_NAME):
+                os.replace(f, path / f.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

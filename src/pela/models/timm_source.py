@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from pela.errors import PelaError
+from pela.metadata import info
 from pela.models.hf_source import _hf_snapshot, _weight_files
 from pela.models.weights import (
     load_weights,
@@ -85,7 +86,7 @@ def _timm_from_dir(path: Path, random_init: bool, kwargs: dict[str, Any], allow_
     if not random_init:
         safe, pickles = _weight_files(path, allow_pickle)
         load_weights(model, (sorted(safe, key=lambda p: p.name != "model.safetensors") or pickles)[0], allow_pickle=allow_pickle)
-    model.pela_source = timm_source(model, kwargs)
+    info(model).source = timm_source(model, kwargs)
     return model.eval()
 
 
@@ -130,7 +131,7 @@ def _load_timm(name: str, checkpoint: str | None, random_init: bool, kwargs: dic
         model = _timm_from_dir(path, random_init or bool(checkpoint), kwargs, allow_pickle)
         if checkpoint:
             kwargs = _load_timm_checkpoint(model, checkpoint, kwargs, allow_pickle)
-            model.pela_source = timm_source(model, kwargs)
+            info(model).source = timm_source(model, kwargs)
         return model
     if not timm.is_model(name.split(".", 1)[0]):
         close = timm.list_models(f"*{name.split('.', 1)[0][:6]}*")[:5]
@@ -149,5 +150,5 @@ def _load_timm(name: str, checkpoint: str | None, random_init: bool, kwargs: dic
                 f"could not fetch pretrained weights for timm:{name} ({type(e).__name__}; offline?): "
                 "pass --checkpoint FILE.safetensors, or --random-init for an untrained model"
             ) from None
-    model.pela_source = {"kind": "timm", "name": name, "kwargs": kwargs}
+    info(model).source = {"kind": "timm", "name": name, "kwargs": kwargs}
     return model.eval()

@@ -17,6 +17,7 @@ from pela.arch.classifier import SequenceClassifier
 from pela.data.collate import Collator
 from pela.data.labels import align_classes, dataset_classes, unlabelled_reason
 from pela.errors import PelaError
+from pela.metadata import info
 from pela.training.config import TrainConfig, TrainResult
 from pela.training.evaluate import _device, evaluate
 from pela.training.loop import fit
@@ -102,7 +103,7 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
         torch.manual_seed(config.seed)
         model = arch.with_classifier(model, num_classes, config.pooling, tower=tower)
     names = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
-    model.pela_classes = names  # so that evaluations during training read the data's labels by name
+    info(model).classes = names  # so that evaluations during training read the data's labels by name
     trained = _add_lora(model, config.lora, config.lora_alpha) if config.lora else model
     evaluator = None
     if eval_data is not None:
@@ -128,10 +129,10 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
                  progress=progress, run_info=run_info, accelerator=accelerator, description="fine-tuning", evaluator=evaluator)
     if config.lora:
         model = trained.merge_and_unload()
-    model.pela_classes = names
+    info(model).classes = names
     cfg = getattr(model, "config", None)
-    indices = model.pela_classes == [str(i) for i in range(num_classes)]  # labels 0, 1, ...: names the config has stay
+    indices = info(model).classes == [str(i) for i in range(num_classes)]  # labels 0, 1, ...: names the config has stay
     if getattr(cfg, "num_labels", None) == num_classes and not indices:  # a Hugging Face head: its config names the classes too
-        cfg.id2label = dict(enumerate(model.pela_classes))
+        cfg.id2label = dict(enumerate(info(model).classes))
         cfg.label2id = {c: i for i, c in cfg.id2label.items()}
     return model.eval(), result

@@ -43,11 +43,22 @@ def check_parent(path: Path) -> None:
 
 
 @contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """A write that the system refuses (a full disk, a quota, a read-only file system) is the user's to mend:
+    a `PelaError` naming what was being written, with the system's error as its cause."""
+    try:
+        yield
+    except OSError as e:
+        raise PelaError(f"could not write {path}: {e}") from e
+
+
+@contextlib.contextmanager
 def atomic_dir(directory: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``directory`` only if the block succeeds."""
     path = check_output_dir(directory, overwrite)
-    path.absolute().parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.absolute().parent))
+    with writing(path):
+        path.absolute().parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.absolute().parent))
     try:
         yield tmp
         _default_permissions(tmp)
@@ -58,6 +69,9 @@ def atomic_dir(directory: str | os.PathLike, overwrite: bool = False) -> Iterato
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise PelaError(f"could not write {path}: {e}") from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -73,8 +87,9 @@ def _default_permissions(root: Path) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
-    path.absolute().parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.absolute().parent)
+    with writing(path):
+        path.absolute().parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.absolute().parent)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -82,6 +97,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             os.fsync(f.fileno())
         _default_permissions(Path(tmp))
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise PelaError(f"could not write {path}: {e}") from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
