@@ -265,7 +265,7 @@ def check(name: str, build: Callable[[], torch.nn.Module], kind: str, work: Path
             break
         result["passed"].append(step)
     if "compress" in result["passed"]:
-        result["params_dense"] = pela.compression.compress.count_params(pela.load_model(str(dense)))
+        result["params_dense"] = pela.compression.compress.count_params(pela.load(str(dense)))
         result["params_k2"] = pela.compression.compress.count_params(pela.load(d / "k2"))
     result["seconds"] = round(time.perf_counter() - start, 1)
     return result
@@ -279,7 +279,7 @@ def main() -> None:
     args = p.parse_args()
     tokenizer = T.AutoTokenizer.from_pretrained(minilm_dir())
     models = hf_models(tokenizer.vocab_size)
-    models |= {name: ((lambda arch=arch, kw=kw: pela.load_model(f"timm:{arch}", random_init=True, **kw)), "image")
+    models |= {name: ((lambda arch=arch, kw=kw: pela.load(f"timm:{arch}", random_init=True, **kw)), "image")
                for name, (arch, kw) in TIMM.items()}
     if args.list:
         print("\n".join(models))

@@ -40,7 +40,7 @@ def main() -> None:
     work = Path("runs/bench_data_aware")
     train, heldout = gloss_texts(work)
 
-    teacher = pela.load_model(str(minilm_dir()))
+    teacher = pela.load(str(minilm_dir()))
     collate = Collator(teacher, max_length=64)
     start = time.perf_counter()
     calibration = pela.calibrate(teacher, train, collate_fn=collate, samples=args.calib_samples)

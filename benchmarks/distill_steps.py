@@ -86,10 +86,10 @@ def main() -> None:
     results = _load(args.results)
     done = {(r["steps"], r["seed"]) for r in results["runs"]}
     if "teacher" not in results:
-        metrics, _ = finetune_and_evaluate(pela.load_model(str(minilm_dir())), data, settings)
+        metrics, _ = finetune_and_evaluate(pela.load(str(minilm_dir())), data, settings)
         results["teacher"] = {"accuracy": metrics["accuracy"], "device": device}
         _save(results, args.results)
-    compressed = pela.load_model(str(minilm_dir()))
+    compressed = pela.load(str(minilm_dir()))
     pela.compress(compressed, LowRankConfig(ratio=2))
     for steps in reversed(counts) if args.descending else counts:
         if args.max_steps is not None and steps > args.max_steps:

@@ -24,6 +24,7 @@ from _results import report
 
 import pela
 from pela import LowRankConfig
+from pela.compression.report import CompressionReport
 
 
 def released_factorize(model: torch.nn.Module, ranks: dict[str, int]) -> None:
@@ -52,7 +53,7 @@ def main() -> None:
     ours = timm.create_model(args.model, pretrained=False).to(dev)
     originals = {n: m.weight.detach().double().clone() for n, m in ours.named_modules() if isinstance(m, torch.nn.Linear)}
 
-    def timed_compress(model: torch.nn.Module) -> tuple[pela.CompressionReport, float]:
+    def timed_compress(model: torch.nn.Module) -> tuple[CompressionReport, float]:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         start = time.perf_counter()

@@ -62,7 +62,7 @@ def main() -> None:
     result: dict = {"settings": vars(args)}
     runs = [("last", None, None), ("best", "accuracy", None)] + ([("patience", "accuracy", args.patience)] if args.patience else [])
     for label, keep, patience in runs:
-        model = pela.load_model(str(minilm_dir()))
+        model = pela.load(str(minilm_dir()))
         pela.compress(model, LowRankConfig(ratio=2))
         config = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
                                 keep_best=keep, patience=patience, group_by_length=True)

@@ -52,8 +52,8 @@ def main() -> None:
         data = demo_data(Path("runs/bench_loader_workers/data"), DemoSettings()).unlabeled
     else:
         data = load_dataset(args.data)
-    teacher = pela.load_model(str(args.model))
-    compressed = pela.load_model(str(args.model))
+    teacher = pela.load(str(args.model))
+    compressed = pela.load(str(args.model))
     pela.compress(compressed, LowRankConfig(ratio=2))
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     seconds: dict[int, list[float]] = {w: [] for w in counts}

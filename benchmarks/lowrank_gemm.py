@@ -23,6 +23,7 @@ from _results import report
 
 import pela
 from pela.bench import DTYPES, batch_for
+from pela.utils.memory import keep_freed_memory
 
 
 def layer_shapes(model: torch.nn.Module) -> Counter:
@@ -50,11 +51,11 @@ def main() -> None:
     p.add_argument("--dtype", default="float32", choices=list(DTYPES))
     p.add_argument("--reps", type=int, default=10)
     args = p.parse_args()
-    pela.keep_freed_memory()
+    keep_freed_memory()
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     cuda = device.type == "cuda"
     calls = 10 if cuda else 1  # per repetition: GPU launches are asynchronous, so time several
-    shapes = layer_shapes(pela.load_model(args.model).eval())
+    shapes = layer_shapes(pela.load(args.model).eval())
     rows, totals = [], Counter()
     make = dict(device=device, dtype=dtype)
     with torch.inference_mode():

@@ -32,8 +32,8 @@ def main() -> None:
     args = p.parse_args()
     train, heldout = gloss_texts(Path("runs/bench_minilm"))
 
-    teacher = pela.load_model(str(minilm_dir()))
-    student = pela.load_model(str(minilm_dir()))
+    teacher = pela.load(str(minilm_dir()))
+    student = pela.load(str(minilm_dir()))
     compression = pela.compress(student, LowRankConfig(ratio=args.ratio))
     collate = Collator(student, max_length=64)
     before = pela.compare(student, teacher, heldout, collate_fn=collate, samples=args.heldout)

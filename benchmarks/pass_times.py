@@ -20,6 +20,7 @@ from _results import report
 
 import pela
 from pela.bench import batch_for
+from pela.utils.memory import keep_freed_memory
 
 
 def main() -> None:
@@ -30,8 +31,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--name", default="pass_times", help="result name (benchmarks/results/NAME.json)")
     args = p.parse_args()
-    pela.keep_freed_memory()
-    models = {"model": pela.load_model(args.model).eval(), "vs": pela.load_model(args.vs, random_init=True).eval()}
+    keep_freed_memory()
+    models = {"model": pela.load(args.model).eval(), "vs": pela.load(args.vs, random_init=True).eval()}
     batches = {k: batch_for(m, args.batch_size, 128, torch.device("cpu"), torch.float32) for k, m in models.items()}
 
     def one(key: str) -> float:

@@ -9,7 +9,7 @@ whether the factorized layers or the untouched operators limit the speed-up. On 
 operators' own CPU time (addmm/mm/bmm are the products). On a GPU it sums kernel time on the device,
 split into matrix-product kernels (cuBLAS, CUTLASS, Inductor's mm templates), attention kernels and
 the rest, and also times the pass on the wall clock, so launch gaps show as ``wall - kernels``. Like
-the ``pela`` command, it keeps freed CPU memory for reuse (`pela.keep_freed_memory`);
+the ``pela`` command, it keeps freed CPU memory for reuse (`pela.utils.memory.keep_freed_memory`);
 ``PELA_KEEP_FREED_MEMORY=0`` profiles glibc's default, where re-faulting large activations shows up in
 copy_ and gelu.
 """
@@ -26,6 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import pela
 from pela.bench import DTYPES, batch_for
+from pela.utils.memory import keep_freed_memory
 
 GEMMS = ("aten::addmm", "aten::mm", "aten::bmm")
 # substrings of GPU kernel names: cuBLAS (gemm, xmma, nvjet), CUTLASS, Inductor's mm templates
@@ -85,10 +86,10 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile both models (as pela bench --compile)")
     p.add_argument("--compile-mode", default=None, help="a torch.compile mode, e.g. max-autotune (implies --compile)")
     args = p.parse_args()
-    pela.keep_freed_memory()
+    keep_freed_memory()
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
-    small = pela.load_model(args.model)
-    dense = pela.load_model(args.vs, random_init=True)
+    small = pela.load(args.model)
+    dense = pela.load(args.vs, random_init=True)
     a = run(dense, args.batch_size, device, dtype, args.compile, args.compile_mode)
     b = run(small, args.batch_size, device, dtype, args.compile, args.compile_mode)
     result = {"batch_size": args.batch_size, "device": str(device), "dtype": args.dtype,

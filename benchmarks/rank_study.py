@@ -34,6 +34,7 @@ from lowrank_gemm import layer_shapes
 
 import pela
 from pela.bench import DTYPES, benchmark
+from pela.utils.memory import keep_freed_memory
 
 
 def exact_rank(n_in: int, n_out: int, ratio: float) -> int:
@@ -133,7 +134,7 @@ def main() -> None:
     p.add_argument("--compile-mode", default=None, help="torch.compile mode for part 3, e.g. max-autotune")
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    pela.keep_freed_memory()  # as the pela command does: on a CPU, glibc's default re-faults every large activation
+    keep_freed_memory()  # as the pela command does: on a CPU, glibc's default re-faults every large activation
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     result: dict = {"model": args.model, "ratio": args.ratio, "batch_size": args.batch_size, "dtype": args.dtype,
                     "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -143,7 +144,7 @@ def main() -> None:
     def save() -> None:
         out.write_text(json.dumps(result, indent=2) + "\n")
 
-    fresh = lambda: pela.load_model(args.model, random_init=True)  # noqa: E731
+    fresh = lambda: pela.load(args.model, random_init=True)  # noqa: E731
     probe = fresh()
     report = pela.compress(probe, pela.LowRankConfig(ratio=args.ratio, align=1))
     factorized = [row.name for row in report.layers if row.rank is not None]

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/save_dtype.py            # all-MiniLM-L6-v2 at k=2, WordNet's held-out glosses
 
 Compresses the model once, writes it in float32, bfloat16 and float16 (`pela.save_pretrained(...,
-dtype=...)`), and reads each back the way the CLI does (`pela.load_model`: float32 in memory). It
+dtype=...)`), and reads each back the way the CLI does (`pela.models.sources.load_for_training`: float32 in memory). It
 then compares each with the float32 save, and each with the dense teacher (`pela.compare`: per-block
 feature MSE and cosine similarity on the same held-out sample), so the rounding is seen next to what
 compression itself changes. Results: benchmarks/results/save_dtype.json.
@@ -37,8 +37,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         heldout = load_dataset(args.data) if args.data else gloss_texts(work / "text")[1]
-        teacher = pela.load_model(source)
-        model = pela.load_model(source)
+        teacher = pela.load(source)
+        model = pela.load(source)
         pela.compress(model, pela.LowRankConfig(ratio=args.ratio))
         rows = {}
         for dtype in DTYPES:
@@ -46,9 +46,9 @@ def main() -> None:
             pela.save_pretrained(model, work / dtype, dtype=dtype)
             rows[dtype] = {"file_bytes": (work / dtype / "model.safetensors").stat().st_size,
                            "save_seconds": time.perf_counter() - start}
-        reference = pela.load_model(str(work / "float32"))
+        reference = pela.load(str(work / "float32"))
         for dtype, row in rows.items():
-            student = pela.load_model(str(work / dtype))
+            student = pela.load(str(work / dtype))
             vs_f32 = pela.compare(student, reference, heldout, samples=args.samples)
             vs_teacher = pela.compare(student, teacher, heldout, samples=args.samples)
             row.update({"file_vs_float32": row["file_bytes"] / rows["float32"]["file_bytes"],

@@ -16,7 +16,7 @@ from pela.cli.app import main
 @pytest.fixture
 def vit_dir(tmp_path):
     """A dense tiny ViT saved as a pela directory, so the CLI can load it offline."""
-    model = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **TIMM_VIT)
+    model = pela.load("timm:vit_tiny_patch16_224", random_init=True, **TIMM_VIT)
     return pela.save_pretrained(model, tmp_path / "dense")
 
 

@@ -345,7 +345,7 @@ def test_lora_adapter_through_every_stage(setup, tmp_path, capsys, monkeypatch):
     shutil.copy(setup / "teacher" / "vocab.txt", tmp_path / "base")
     monkeypatch.chdir(tmp_path)  # peft records the base as the path it was given, relative to where training ran
     merged = _lora_adapter(tmp_path / "base", tmp_path / "lora", 3, "base")
-    model = pela.load_model(str(tmp_path / "lora"))
+    model = pela.load(str(tmp_path / "lora"))
     x = torch.randint(5, 100, (2, 6))
     with torch.inference_mode():
         assert torch.equal(model(input_ids=x).logits, merged(input_ids=x).logits)  # peft's own merge, bitwise
@@ -364,4 +364,4 @@ def test_lora_adapter_through_every_stage(setup, tmp_path, capsys, monkeypatch):
     assert code == 0 and json.loads(out)["samples"] == 64, err
     # the base found beside the adapter when the working directory is elsewhere
     monkeypatch.chdir(setup)
-    assert pela.load_model(str(tmp_path / "lora")).config.num_labels == 3
+    assert pela.load(str(tmp_path / "lora")).config.num_labels == 3

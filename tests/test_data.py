@@ -90,7 +90,7 @@ def test_text_folders(tmp_path, hf_bert_dir):
     assert flat.classes is None and flat[1] == {"text": "dull\nand long"}
     import pela
 
-    batch = Collator(pela.load_model(str(hf_bert_dir)))([ds[0], ds[2]])
+    batch = Collator(pela.load(str(hf_bert_dir)))([ds[0], ds[2]])
     assert batch["input_ids"].shape[0] == 2 and batch["labels"].tolist() == [0, 1]
 
 
@@ -149,7 +149,7 @@ def test_hf_image_processor(tmp_path):
 def test_text_is_truncated_to_the_models_limit(hf_bert_dir):
     import pela
 
-    model = pela.load_model(str(hf_bert_dir))
+    model = pela.load(str(hf_bert_dir))
     batch = Collator(model, max_length=16)([{"text": " ".join(["w1"] * 500)}, {"text": "w2"}])
     assert batch["input_ids"].shape == (2, 16)
 
@@ -184,7 +184,7 @@ def test_collator_pickles_small_for_spawned_loader_workers(hf_bert_dir):
 
     import pela
 
-    model = pela.load_model(str(hf_bert_dir))
+    model = pela.load(str(hf_bert_dir))
     collate = Collator(model, max_length=16)
     examples = [{"text": "w1 w2 w3"}, {"text": "w4"}]
     expected = collate(examples)  # the tokenizer is loaded now, and pickled with the collator
@@ -211,7 +211,7 @@ def test_timm_preprocessing_follows_the_size_the_model_was_built_for():
     assert _timm_data_config(timm_vit())["input_size"] == (3, 32, 32)
     mixer = timm.create_model("mixer_s16_224", img_size=32, num_classes=3)  # patch embedding called stem
     assert _timm_data_config(mixer)["input_size"] == (3, 32, 32)
-    hiera = pela.load_model("timm:hiera_tiny_224", random_init=True, img_size=64, embed_dim=16, num_heads=1, stages=(1, 1, 1, 1))
+    hiera = pela.load("timm:hiera_tiny_224", random_init=True, img_size=64, embed_dim=16, num_heads=1, stages=(1, 1, 1, 1))
     image = Image.fromarray(np.zeros((80, 90, 3), dtype=np.uint8))
     x = Collator(hiera)([{"image": image}])["pixel_values"]  # no img_size anywhere in it: the one recorded at load
     assert x.shape == (1, 3, 64, 64) and hiera(x).shape[0] == 1

@@ -22,7 +22,7 @@ def saved(model, path, **save):
     """``model`` saved the way users have it, loaded by pela, compressed at k=2 and saved by pela."""
     model.save_pretrained(path / "dense")
     (path / "dense" / "vocab.txt").write_text("\n".join(VOCAB))
-    student = pela.load_model(str(path / "dense"))
+    student = pela.load(str(path / "dense"))
     pela.compress(student, LowRankConfig(ratio=2, align=1))
     pela.save_pretrained(student, path / "k2", **save)
     return path / "k2"
@@ -106,7 +106,7 @@ def test_a_language_model_generates_the_same(tmp_path):
 
 
 def test_what_cannot_be_exported(tmp_path, capsys):
-    timm_dir = pela.save_pretrained(pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **TIMM_VIT), tmp_path / "vit")
+    timm_dir = pela.save_pretrained(pela.load("timm:vit_tiny_patch16_224", random_init=True, **TIMM_VIT), tmp_path / "vit")
     with pytest.raises(PelaError, match="is a timm model; export writes Hugging Face directories"):
         export_hf(timm_dir, tmp_path / "out")
     k2 = saved(bert(), tmp_path)

@@ -72,7 +72,7 @@ def test_finetune_learns_and_saves(tmp_path):
 
 
 def test_timm_head_is_reset_and_recorded():
-    model = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
+    model = pela.load("timm:vit_tiny_patch16_224", random_init=True, img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
     model, _ = pela.finetune(model, Images(), FinetuneConfig(steps=2, batch_size=8), collate_fn=stack)
     assert model.num_classes == 4 and info(model).source["kwargs"]["num_classes"] == 4
 

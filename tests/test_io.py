@@ -9,6 +9,7 @@ from torch import nn
 import pela
 from pela import LowRankConfig, PelaError
 from pela.arch.inputs import example_inputs
+from pela.models.sources import load_for_training
 from pela.models.weights import check_safetensors
 from pela.utils.files import atomic_dir
 
@@ -21,7 +22,7 @@ def _outputs(model):
 
 
 def test_timm_round_trip_is_bitwise(tmp_path):
-    model = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **TIMM_VIT)
+    model = pela.load("timm:vit_tiny_patch16_224", random_init=True, **TIMM_VIT)
     pela.compress(model, LowRankConfig(ratio=2, align=1))
     pela.save_pretrained(model, tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "pela.json").read_text())
@@ -32,11 +33,11 @@ def test_timm_round_trip_is_bitwise(tmp_path):
 
 
 def test_hf_round_trip_keeps_tokenizer_files(hf_bert_dir, tmp_path):
-    model = pela.load_model(str(hf_bert_dir))
+    model = pela.load(str(hf_bert_dir))
     pela.compress(model, LowRankConfig(ratio=2, align=1))
     pela.save_pretrained(model, tmp_path / "m")
     assert {"config.json", "vocab.txt", "model.safetensors", "pela.json"} <= {p.name for p in (tmp_path / "m").iterdir()}
-    loaded = pela.load_model(str(tmp_path / "m"))  # a pela directory is a valid source too
+    loaded = pela.load(str(tmp_path / "m"))  # a pela directory is a valid source too
     assert torch.equal(_outputs(loaded), _outputs(model))
 
 
@@ -149,7 +150,7 @@ def test_tied_weights_round_trip(tmp_path):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_model_comes_back_in_its_dtype(tmp_path, hf_bert_dir, dtype):
-    model = pela.load_model(str(hf_bert_dir))
+    model = pela.load(str(hf_bert_dir))
     pela.compress(model, LowRankConfig(align=1))
     model.to(dtype)
     pela.save_pretrained(model, tmp_path / "m")
@@ -162,7 +163,7 @@ def test_half_precision_model_comes_back_in_its_dtype(tmp_path, hf_bert_dir, dty
 
 def test_save_in_half_precision_leaves_the_model_as_it_was(tmp_path):
     """dtype= writes the weights in bfloat16 (half the file) without touching the float32 model, tied
-    weights included; pela.load gives the bfloat16 model, pela.load_model upcasts it to train."""
+    weights included; pela.load gives the bfloat16 model, pela.models.sources.load_for_training upcasts it to train."""
     from transformers import BertConfig, BertForMaskedLM
 
     model = BertForMaskedLM(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -179,7 +180,7 @@ def test_save_in_half_precision_leaves_the_model_as_it_was(tmp_path):
     assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
     assert all(torch.equal(v, before[k].to(torch.bfloat16)) for k, v in loaded.state_dict().items() if v.is_floating_point())
     assert loaded.cls.predictions.decoder.weight is loaded.bert.embeddings.word_embeddings.weight
-    trainable = pela.load_model(str(tmp_path / "bf16"))
+    trainable = load_for_training(str(tmp_path / "bf16"))
     assert {p.dtype for p in trainable.parameters()} == {torch.float32}
     with pytest.raises(PelaError, match="weights can be saved in float32, bfloat16, float16, not 'int8'"):
         pela.save_pretrained(model, tmp_path / "bad", dtype="int8")

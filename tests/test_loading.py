@@ -21,30 +21,30 @@ from pela.metadata import info
 ])
 def test_bad_sources(source, fragment):
     with pytest.raises(PelaError, match=fragment):
-        pela.load_model(source)
+        pela.load(source)
 
 
 def test_timm_checkpoint(tmp_path):
-    ref = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **TIMM_VIT)
+    ref = pela.load("timm:vit_tiny_patch16_224", random_init=True, **TIMM_VIT)
     save_file(ref.state_dict(), tmp_path / "w.safetensors")
-    model = pela.load_model("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "w.safetensors"), **TIMM_VIT)
+    model = pela.load("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "w.safetensors"), **TIMM_VIT)
     assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
     torch.save(ref.state_dict(), tmp_path / "w.pth")
     with pytest.raises(PelaError, match="pickle"):
-        pela.load_model("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "w.pth"), **TIMM_VIT)
-    other = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **{**TIMM_VIT, "embed_dim": 48})
+        pela.load("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "w.pth"), **TIMM_VIT)
+    other = pela.load("timm:vit_tiny_patch16_224", random_init=True, **{**TIMM_VIT, "embed_dim": 48})
     save_file(other.state_dict(), tmp_path / "other.safetensors")
     with pytest.raises(PelaError, match="does not fit"):
-        pela.load_model("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "other.safetensors"), **TIMM_VIT)
+        pela.load("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "other.safetensors"), **TIMM_VIT)
 
 
 @pytest.mark.parametrize("classes", [3, 0])
 def test_timm_checkpoint_brings_its_number_of_classes(tmp_path, classes):
     """A checkpoint fine-tuned to 3 classes, or saved without a head, fits the architecture's 1000-class default."""
     arch = {k: v for k, v in TIMM_VIT.items() if k != "num_classes"}
-    ref = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **arch, num_classes=classes)
+    ref = pela.load("timm:vit_tiny_patch16_224", random_init=True, **arch, num_classes=classes)
     save_file(ref.state_dict(), tmp_path / "w.safetensors")
-    model = pela.load_model("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "w.safetensors"), **arch)
+    model = pela.load("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "w.safetensors"), **arch)
     assert model.num_classes == classes and info(model).source["kwargs"]["num_classes"] == classes
     assert ref.state_dict().keys() == model.state_dict().keys()
     assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
@@ -54,32 +54,32 @@ def test_timm_checkpoint_brings_its_number_of_classes(tmp_path, classes):
     assert torch.equal(pela.load(tmp_path / "pela")(x), model(x))
     # a number of classes the caller chose is kept, and a checkpoint of another is refused
     with pytest.raises(PelaError, match="does not fit"):
-        pela.load_model("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "w.safetensors"), **arch, num_classes=7)
+        pela.load("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "w.safetensors"), **arch, num_classes=7)
 
 
 def test_checkpoints_saved_through_a_training_wrapper(tmp_path):
     """DDP saves module.NAME, Lightning model.NAME, a compiled model _orig_mod.NAME: the prefix every
     name shares is taken off, with the head's size read after it; a file that fits no better keeps its names."""
     arch = {k: v for k, v in TIMM_VIT.items() if k != "num_classes"}
-    ref = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **arch, num_classes=3)
+    ref = pela.load("timm:vit_tiny_patch16_224", random_init=True, **arch, num_classes=3)
     save_file({f"module._orig_mod.{k}": v for k, v in ref.state_dict().items()}, tmp_path / "ddp.safetensors")
     torch.save({"state_dict": {f"model.{k}": v for k, v in ref.state_dict().items()}, "epoch": 9}, tmp_path / "lightning.ckpt")
     for name, pickled in (("ddp.safetensors", False), ("lightning.ckpt", True)):
-        model = pela.load_model("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / name), allow_pickle=pickled, **arch)
+        model = pela.load("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / name), allow_pickle=pickled, **arch)
         assert model.num_classes == 3 and all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
     save_file({f"module.{k}": v for k, v in list(ref.state_dict().items())[:3]} | {"other.x": torch.zeros(1)}, tmp_path / "mixed.safetensors")
     with pytest.raises(PelaError, match=r"does not fit this architecture: \d+ missing \(e.g. cls_token\), 4 unexpected \(e.g. module\.cls_token\)"):
-        pela.load_model("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "mixed.safetensors"), **arch)
+        pela.load("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "mixed.safetensors"), **arch)
 
 
 def test_timm_class_names_only_for_a_head_of_their_size(tmp_path):
     """The names a timm model's weights came with no longer name a head resized to a checkpoint's classes."""
     arch = {k: v for k, v in TIMM_VIT.items() if k != "num_classes"}
     names = [f"class{i}" for i in range(1000)]
-    model = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **arch)
+    model = pela.load("timm:vit_tiny_patch16_224", random_init=True, **arch)
     model.pretrained_cfg = {**model.pretrained_cfg, "label_names": names}
     assert pela.arch.class_names(model) == names
-    save_file(pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **arch, num_classes=3).state_dict(), tmp_path / "w.safetensors")
+    save_file(pela.load("timm:vit_tiny_patch16_224", random_init=True, **arch, num_classes=3).state_dict(), tmp_path / "w.safetensors")
     pela.models.timm_source._load_timm_checkpoint(model, str(tmp_path / "w.safetensors"), {}, allow_pickle=False)
     assert model.num_classes == 3 and pela.arch.class_names(model) is None
 
@@ -87,14 +87,14 @@ def test_timm_class_names_only_for_a_head_of_their_size(tmp_path):
 def test_timm_checkpoint_with_two_heads(tmp_path):
     """DeiT's distilled models name two classifiers; a 4-class checkpoint resizes both."""
     arch = {k: v for k, v in TIMM_VIT.items() if k != "num_classes"}
-    ref = pela.load_model("timm:deit_tiny_distilled_patch16_224", random_init=True, **arch, num_classes=4)
+    ref = pela.load("timm:deit_tiny_distilled_patch16_224", random_init=True, **arch, num_classes=4)
     save_file(ref.state_dict(), tmp_path / "w.safetensors")
-    model = pela.load_model("timm:deit_tiny_distilled_patch16_224", checkpoint=str(tmp_path / "w.safetensors"), **arch)
+    model = pela.load("timm:deit_tiny_distilled_patch16_224", checkpoint=str(tmp_path / "w.safetensors"), **arch)
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 4)
 
 
 def test_hf_directory(hf_bert_dir):
-    model = pela.load_model(str(hf_bert_dir))
+    model = pela.load(str(hf_bert_dir))
     assert type(model).__name__ == "BertModel" and not model.training
     assert info(model).source == {"kind": "hf", "class": "BertModel"}
 
@@ -102,16 +102,16 @@ def test_hf_directory(hf_bert_dir):
 def test_hf_directory_with_only_pickles_is_refused(hf_bert_dir):
     (hf_bert_dir / "model.safetensors").rename(hf_bert_dir / "pytorch_model.bin")
     with pytest.raises(PelaError, match="pickle files are loaded only with --allow-pickle"):
-        pela.load_model(str(hf_bert_dir))
-    assert pela.load_model(str(hf_bert_dir), random_init=True) is not None
+        pela.load(str(hf_bert_dir))
+    assert pela.load(str(hf_bert_dir), random_init=True) is not None
 
 
 def test_directory_that_is_no_model(tmp_path):
     with pytest.raises(PelaError, match="neither a pela model"):
-        pela.load_model(str(tmp_path))
+        pela.load(str(tmp_path))
     (tmp_path / "f.txt").write_text("x")
     with pytest.raises(PelaError, match="is a file"):
-        pela.load_model(str(tmp_path / "f.txt"))
+        pela.load(str(tmp_path / "f.txt"))
 
 
 def _timm_dir(tmp_path, safe=True):
@@ -126,7 +126,7 @@ def _timm_dir(tmp_path, safe=True):
 def test_timm_directory_is_built_by_timm_and_keeps_its_preprocessing(tmp_path):
     ref, path = _timm_dir(tmp_path)
     for source in (str(path), f"timm:local-dir:{path}"):
-        model = pela.load_model(source)
+        model = pela.load(source)
         assert type(model).__name__ == "VisionTransformer"  # timm's class, not transformers' TimmWrapper
         assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
     assert info(model).source["name"] == "vit_tiny_patch16_224" and info(model).source["kwargs"]["depth"] == 2
@@ -151,16 +151,16 @@ def test_timm_directory_is_built_by_timm_and_keeps_its_preprocessing(tmp_path):
 def test_timm_directory_with_only_pickles_needs_allow_pickle(tmp_path):
     ref, path = _timm_dir(tmp_path, safe=False)
     with pytest.raises(PelaError, match="pickle files are loaded only with --allow-pickle"):
-        pela.load_model(str(path))
-    model = pela.load_model(str(path), allow_pickle=True)
+        pela.load(str(path))
+    model = pela.load(str(path), allow_pickle=True)
     assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
-    assert pela.load_model(str(path), random_init=True).patch_embed.proj.weight.shape == ref.patch_embed.proj.weight.shape
+    assert pela.load(str(path), random_init=True).patch_embed.proj.weight.shape == ref.patch_embed.proj.weight.shape
 
 
 def test_broken_timm_directory(tmp_path):
     (tmp_path / "config.json").write_text('{"architecture": "no_such_timm_model"}')
     with pytest.raises(PelaError, match="not a usable timm config"):
-        pela.load_model(str(tmp_path))
+        pela.load(str(tmp_path))
 
 
 def test_hub_id_from_the_local_cache_when_offline(tmp_path, monkeypatch):
@@ -175,10 +175,10 @@ def test_hub_id_from_the_local_cache_when_offline(tmp_path, monkeypatch):
     (repo / "refs" / "main").write_text("0" * 40)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    model = pela.load_model("hf:someorg/tiny-bert")
+    model = pela.load("hf:someorg/tiny-bert")
     assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
     with pytest.raises(PelaError, match="could not get someorg/other from the Hugging Face hub"):
-        pela.load_model("hf:someorg/other")
+        pela.load("hf:someorg/other")
 
 
 def test_hub_id_of_a_timm_repository_is_built_by_timm(tmp_path, monkeypatch):
@@ -192,12 +192,12 @@ def test_hub_id_of_a_timm_repository_is_built_by_timm(tmp_path, monkeypatch):
     monkeypatch.setattr(pela.models.sources, "_hf_snapshot", fake)
     monkeypatch.setattr(pela.models.timm_source, "_hf_snapshot", fake)
     for source in ("hf:timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k", "timm:hf-hub:timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"):
-        model = pela.load_model(source)
+        model = pela.load(source)
         assert type(model).__name__ == "VisionTransformer" and info(model).source["kind"] == "timm"
         assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
     assert asked == ["timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"] * 2
     with pytest.raises(PelaError, match="is not a timm model"):
-        pela.load_model(f"timm:local-dir:{tmp_path}")
+        pela.load(f"timm:local-dir:{tmp_path}")
 
 
 def test_half_precision_weights_load_in_float32(hf_bert_dir):
@@ -206,7 +206,7 @@ def test_half_precision_weights_load_in_float32(hf_bert_dir):
 
     hf_bert().half().save_pretrained(hf_bert_dir)
     for random_init in (False, True):
-        model = pela.load_model(str(hf_bert_dir), random_init=random_init)
+        model = pela.load(str(hf_bert_dir), random_init=random_init)
         assert {p.dtype for p in model.parameters()} == {torch.float32}
         assert info(model).weights_dtype == (None if random_init else "float16")  # what a saving command says
 
@@ -220,7 +220,7 @@ def test_sentence_transformers_directory_with_its_transformer_in_a_subfolder(hf_
     (root / "modules.json").write_text(json.dumps([
         {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
-    model = pela.load_model(str(root))
+    model = pela.load(str(root))
     assert type(model).__name__ == "BertModel" and info(model).files == str((root / "0_Transformer").resolve())
 
 
@@ -229,8 +229,8 @@ def test_model_with_its_own_code_runs_only_when_trusted(tmp_path):
     trust_remote_code (never a question on the terminal); with it, compressed, saved with its code, reloaded."""
     path = remote_code_model_dir(tmp_path / "custom")
     with pytest.raises(PelaError, match=r"runs its own model code \(configuration_tinynet.py, modeling_tinynet.py\); .*--trust-remote-code"):
-        pela.load_model(str(path))
-    model = pela.load_model(str(path), trust_remote_code=True)
+        pela.load(str(path))
+    model = pela.load(str(path), trust_remote_code=True)
     assert info(model).source == {"kind": "hf", "class": "TinyNetModel", "remote_code": True, "auto_class": "AutoModel"}
     report = pela.compress(model, pela.LowRankConfig(ratio=2, align=1))
     assert sorted(r.name for r in report.layers if r.status == "factorized") == [f"layers.{i}.fc{j}" for i in range(2) for j in (1, 2)]
@@ -239,7 +239,7 @@ def test_model_with_its_own_code_runs_only_when_trusted(tmp_path):
     with pytest.raises(PelaError, match="--trust-remote-code"):
         pela.load(tmp_path / "pela")
     with pytest.raises(PelaError, match="--trust-remote-code"):
-        pela.load_model(str(tmp_path / "pela"))
+        pela.load(str(tmp_path / "pela"))
     x = torch.randint(0, 100, (2, 7))
     loaded = pela.load(tmp_path / "pela", trust_remote_code=True)
     assert torch.equal(loaded(x).last_hidden_state, model(x).last_hidden_state)
@@ -247,7 +247,7 @@ def test_model_with_its_own_code_runs_only_when_trusted(tmp_path):
     config = json.loads((path / "config.json").read_text())
     (path / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
     with pytest.raises(PelaError, match="runs its own model code"):
-        pela.load_model(str(path))
+        pela.load(str(path))
 
 
 def test_lora_adapter_errors(hf_bert_dir, tmp_path):
@@ -259,26 +259,26 @@ def test_lora_adapter_errors(hf_bert_dir, tmp_path):
     tuned = peft.get_peft_model(BertModel.from_pretrained(hf_bert_dir), peft.LoraConfig(r=2, target_modules=["query"]))
     tuned.peft_config["default"].base_model_name_or_path = str(hf_bert_dir)
     tuned.save_pretrained(adapter)
-    assert isinstance(pela.load_model(str(adapter)), BertModel)  # no task: the base's own class
+    assert isinstance(pela.load(str(adapter)), BertModel)  # no task: the base's own class
     with pytest.raises(PelaError, match="--random-init does not apply"):
-        pela.load_model(str(adapter), random_init=True)
+        pela.load(str(adapter), random_init=True)
     config = json.loads((adapter / "adapter_config.json").read_text())
     (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(tmp_path / "gone")}))
     with pytest.raises(PelaError, match="is not a directory"):
-        pela.load_model(str(adapter))
+        pela.load(str(adapter))
     (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "someorg/not-cached-base"}))
     with pytest.raises(PelaError, match="could not get someorg/not-cached-base from the Hugging Face hub"):
-        pela.load_model(str(adapter))  # offline, as here: the hub's error in one line
+        pela.load(str(adapter))  # offline, as here: the hub's error in one line
     (adapter / "adapter_config.json").write_text(json.dumps({**config, "peft_type": "IA3"}))
     with pytest.raises(PelaError, match="merges LoRA adapters only"):
-        pela.load_model(str(adapter))
+        pela.load(str(adapter))
     (adapter / "adapter_config.json").write_text(json.dumps(config))
     state = pela.models.weights.read_weights(str(adapter / "adapter_model.safetensors"), False)
     (adapter / "adapter_model.safetensors").unlink()
     torch.save(state, adapter / "adapter_model.bin")
     with pytest.raises(PelaError, match="only with --allow-pickle"):
-        pela.load_model(str(adapter))
-    assert isinstance(pela.load_model(str(adapter), allow_pickle=True), BertModel)
+        pela.load(str(adapter))
+    assert isinstance(pela.load(str(adapter), allow_pickle=True), BertModel)
     (adapter / "adapter_config.json").write_text("{not json")
     with pytest.raises(PelaError, match="not readable JSON"):
-        pela.load_model(str(adapter))
+        pela.load(str(adapter))

@@ -1,27 +1,31 @@
 """pela: smaller, faster Transformers by low-rank approximation and distillation (PELA, CVPR 2024).
 
     import pela
-    model = pela.load_model("timm:vit_base_patch16_224")
-    report = pela.compress(model, pela.LowRankConfig(ratio=2))
+    model = pela.load("timm:vit_base_patch16_224")
+    report = pela.compress(model, pela.LowRankConfig(ratio=2))   # stage 1, in place
+    pela.distill(model, pela.load("timm:vit_base_patch16_224"), pela.load_dataset("images/"))  # stage 2
+    model, _ = pela.finetune(model, pela.load_dataset("labelled/"))  # stage 3
     pela.save_pretrained(model, "vit-b-k2")
     model = pela.load("vit-b-k2")
+
+The pipeline lives in sub-packages, lowest first: `pela.layers` (the low-rank layer), `pela.arch` (what
+pela knows about architectures, and where to teach it more), `pela.data` and `pela.models` (data and
+models in and out), `pela.compression` (stage 1), `pela.training` (stages 2 and 3), `pela.cli`.
 """
 
-from pela.compression.calibrate import Calibration, calibrate
+from pela.compression.calibrate import calibrate
 from pela.compression.compress import compress
 from pela.compression.config import LowRankConfig
-from pela.compression.report import CompressionReport
+from pela.data.load import load_dataset
 from pela.errors import PelaError
 from pela.layers.lowrank import LowRankLinear
-from pela.models.export import export_hf
-from pela.models.pela_dir import load
 from pela.models.saving import save_pretrained
-from pela.models.sources import load_model
+from pela.models.sources import load
 from pela.training.compare import compare
 from pela.training.distill import DistillConfig, distill
 from pela.training.evaluate import evaluate
 from pela.training.finetune import FinetuneConfig, finetune
-from pela.utils.memory import keep_freed_memory
+from pela.version import __version__
 
-__version__ = "0.1.0"
-__all__ = ["Calibration", "calibrate", "DistillConfig", "FinetuneConfig", "LowRankConfig", "compare", "distill", "evaluate", "export_hf", "finetune", "keep_freed_memory", "LowRankLinear", "CompressionReport", "PelaError", "compress", "load", "load_model", "save_pretrained"]
+__all__ = ["compress", "calibrate", "distill", "finetune", "evaluate", "compare", "load", "load_dataset", "save_pretrained", "LowRankLinear",
+           "PelaError", "LowRankConfig", "DistillConfig", "FinetuneConfig", "__version__"]

@@ -33,7 +33,7 @@ from pela.compression.config import LowRankConfig
 from pela.data.collate import Collator
 from pela.data.load import load_dataset
 from pela.errors import PelaError
-from pela.models.sources import load_model
+from pela.models.sources import load_for_training
 from pela.training.distill import DistillConfig, distill
 from pela.training.evaluate import evaluate
 from pela.training.finetune import FinetuneConfig, finetune
@@ -125,7 +125,6 @@ def _write_split(work: Path, settings: DemoSettings) -> tuple[list[str], Path, P
 
 
 def _plot(path: Path, rows: list[dict[str, Any]], curves: dict[str, list[tuple[int, float]]], ratio: float) -> None:
-
     fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4.2))
     for r in rows:
         left.scatter(r["params_linear"] / 1e6, 100 * r["accuracy"], s=40)
@@ -174,7 +173,7 @@ def distill_student(student: Any, data: DemoData, settings: DemoSettings, gamma:
                     seed: int = 0) -> tuple[Any, list[tuple[int, float]]]:
     """The demo's intermediate pre-training of ``student`` from MiniLM on the unlabeled training glosses."""
 
-    teacher = load_model(str(minilm_dir()))
+    teacher = load_for_training(str(minilm_dir()))
     config = DistillConfig(steps=settings.distill_steps if steps is None else steps, batch_size=settings.batch_size,
                            lr=settings.distill_lr, gamma=gamma, group_by_length=True, seed=seed)
     res = distill(student, teacher, data.unlabeled, config, collate_fn=Collator(student, max_length=settings.max_length), progress=True)
@@ -207,13 +206,13 @@ def run_demo(out: Path, quick: bool = False, ratio: float = 2.0, overwrite: bool
         student, curves[f"{name} (distill)"] = distill_student(student, data, settings, gamma)
         return student
 
-    run_finetune("teacher", load_model(teacher_dir))
-    compressed = load_model(teacher_dir)
+    run_finetune("teacher", load_for_training(teacher_dir))
+    compressed = load_for_training(teacher_dir)
     report = compress(compressed, LowRankConfig(ratio=ratio), progress=True)
     run_finetune("no_distill", copy.deepcopy(compressed))
     run_finetune("pela", run_distill("pela", copy.deepcopy(compressed), gamma=0.0))
     run_finetune("reg_ablation", run_distill("reg_ablation", copy.deepcopy(compressed), gamma=1.0))
-    run_finetune("random_init", load_model(teacher_dir, random_init=True))
+    run_finetune("random_init", load_for_training(teacher_dir, random_init=True))
 
     teacher_acc = results["teacher"]["accuracy"]
     rows = [{"name": n, "label": label, "params_total": results[n]["params"], "params_linear": results[n]["params_linear"],

@@ -66,7 +66,7 @@ def w(tmp_path_factory):
     # an unfinished distillation run with a checkpoint, on other data than the resume below
     from pela.data.load import load_dataset
 
-    pela.distill(pela.load(root / "student"), pela.load_model(str(root / "teacher")), load_dataset(root / "text.txt"),
+    pela.distill(pela.load(root / "student"), pela.load(str(root / "teacher")), load_dataset(root / "text.txt"),
                  pela.DistillConfig(steps=4, batch_size=8, save_every=2), out=root / "run_a",
                  run_info={"student": str(root / "student"), "teacher": str(root / "teacher"), "data": str(root / "text.txt")})
     assert (root / "run_a" / "checkpoints" / "latest.json").exists()
@@ -180,7 +180,7 @@ def _argv(template: str, w, tmp_path) -> list[str]:
     if "{vit}" in template and not (w / "vit").exists():
         from conftest import TIMM_VIT
 
-        pela.save_pretrained(pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **TIMM_VIT), w / "vit")
+        pela.save_pretrained(pela.load("timm:vit_tiny_patch16_224", random_init=True, **TIMM_VIT), w / "vit")
     names = dict(root=w, teacher=w / "teacher", other=w / "other", student=w / "student", text=w / "text.txt", vit=w / "vit",
                  broken_meta=tmp_path / "broken", run_b=tmp_path / "run_b", out="{out}")
     argv = template.format(**names).split()
@@ -231,7 +231,7 @@ def _api_cases(w, tmp_path):
     from pela.data.load import load_dataset
 
     student = lambda: pela.load(w / "student")  # noqa: E731
-    teacher = lambda: pela.load_model(str(w / "teacher"))  # noqa: E731
+    teacher = lambda: pela.load(str(w / "teacher"))  # noqa: E731
     return [
         ("ratio a string", lambda: pela.LowRankConfig(ratio="2"), "ratio must be"),
         ("rank above full rank", lambda: pela.compress(teacher(), pela.LowRankConfig(rank=10**6)), "would not make it smaller"),
@@ -239,11 +239,11 @@ def _api_cases(w, tmp_path):
         ("param budget without calibration", lambda: pela.compress(teacher(), pela.LowRankConfig(param_budget=0.5)), "needs calibration"),
         ("not a module", lambda: pela.compress("model"), "expects a torch.nn.Module"),
         ("compressed twice", lambda: pela.compress(student()), "already compressed"),
-        ("unknown source", lambda: pela.load_model("nosuch:model"), "unknown model source"),
+        ("unknown source", lambda: pela.load("nosuch:model"), "unknown model source"),
         ("missing model directory", lambda: pela.load(w / "missing"), "not a directory"),
         ("missing dataset", lambda: load_dataset(w / "missing.txt"), "does not exist"),
         ("steps 0", lambda: pela.DistillConfig(steps=0), "steps must be"),
-        ("teacher of another architecture", lambda: pela.distill(student(), pela.load_model(str(w / "other")), load_dataset(w / "text.txt")),
+        ("teacher of another architecture", lambda: pela.distill(student(), pela.load(str(w / "other")), load_dataset(w / "text.txt")),
          "different architectures"),
         ("save over an existing directory", lambda: pela.save_pretrained(student(), w / "exists"), "exists"),
         ("empty calibration data", lambda: pela.calibrate(teacher(), []), "empty"),

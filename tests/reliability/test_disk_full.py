@@ -25,7 +25,7 @@ def full_disk(real):
 
 @pytest.fixture
 def dense(tmp_path):
-    return pela.save_pretrained(pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **TIMM_VIT), tmp_path / "dense")
+    return pela.save_pretrained(pela.load("timm:vit_tiny_patch16_224", random_init=True, **TIMM_VIT), tmp_path / "dense")
 
 
 def test_full_disk_during_compress_leaves_nothing(dense, tmp_path, capsys, monkeypatch):

@@ -64,11 +64,11 @@ def test_malicious_hf_weights_never_run(tmp_path, capsys, hf_bert_dir):
 
 
 def test_allow_pickle_reads_a_legitimate_state_dict(tmp_path):
-    model = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **TIMM_VIT)
+    model = pela.load("timm:vit_tiny_patch16_224", random_init=True, **TIMM_VIT)
     torch.save({"state_dict": model.state_dict()}, tmp_path / "legacy.pth")  # a training script's usual wrapper
     with pytest.raises(PelaError, match="--allow-pickle"):
-        pela.load_model("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "legacy.pth"), **TIMM_VIT)
-    again = pela.load_model("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "legacy.pth"), allow_pickle=True, **TIMM_VIT)
+        pela.load("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "legacy.pth"), **TIMM_VIT)
+    again = pela.load("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "legacy.pth"), allow_pickle=True, **TIMM_VIT)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
@@ -80,7 +80,7 @@ def test_not_a_state_dict_is_refused(tmp_path):
 
 def test_metadata_is_data_not_code(tmp_path, capsys):
     """pela.json is parsed with json; a hostile one is only a wrong value, reported as such."""
-    model = pela.load_model("timm:vit_tiny_patch16_224", random_init=True, **TIMM_VIT)
+    model = pela.load("timm:vit_tiny_patch16_224", random_init=True, **TIMM_VIT)
     path = pela.save_pretrained(model, tmp_path / "m")
     meta = json.loads((path / "pela.json").read_text())
     meta["source"] = {"kind": "timm", "name": "__import__('os').system('touch PWNED')", "kwargs": {}}

@@ -1,5 +1,4 @@
-"""Finding a model's Transformer blocks, whose outputs feature distillation matches.
-"""
+"""Finding a model's Transformer blocks, whose outputs feature distillation matches."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""`SequenceClassifier`: a backbone without a classification head, plus one (pooled states → linear).
-"""
+"""`SequenceClassifier`: a backbone without a classification head, plus one (pooled states → linear)."""
 
 from __future__ import annotations
 
@@ -32,7 +31,6 @@ class SequenceClassifier(nn.Module):
         self.head = nn.Linear(hidden, num_classes)
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
-
         root = self.backbone.get_submodule(self.tower) if self.tower else self.backbone
         # a task head's output is not hidden states: run its base model instead, which skips the head
         model = getattr(root, "base_model", root) if self.hidden_states else root

@@ -1,5 +1,4 @@
-"""A classification head for any model: its own (timm, Hugging Face task models) or a pooled one.
-"""
+"""A classification head for any model: its own (timm, Hugging Face task models) or a pooled one."""
 
 from __future__ import annotations
 

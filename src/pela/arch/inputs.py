@@ -1,5 +1,4 @@
-"""What a model takes: example inputs for benchmarks, an encoder-decoder's decoder inputs, each block's mask.
-"""
+"""What a model takes: example inputs for benchmarks, an encoder-decoder's decoder inputs, each block's mask."""
 
 from __future__ import annotations
 
@@ -62,7 +61,7 @@ def example_inputs(model: nn.Module, batch_size: int, seq_len: int = 128, device
 def built_image_size(model: nn.Module) -> tuple[int, ...] | None:
     """The image size a timm model was built for with ``img_size=...`` (its ``pretrained_cfg`` keeps the
     pretrained one): its patch embedding's, be it called ``patch_embed`` or ``stem``, else the
-    ``img_size`` recorded by `pela.load_model`; None if neither says."""
+    ``img_size`` recorded by `pela.load`; None if neither says."""
     for m in model.modules():
         if isinstance(getattr(m, "img_size", None), (tuple, list)):
             return tuple(m.img_size)

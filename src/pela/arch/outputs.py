@@ -1,5 +1,4 @@
-"""Calling a model on a batch, and reading its outputs (prediction, block states, every tensor).
-"""
+"""Calling a model on a batch, and reading its outputs (prediction, block states, every tensor)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""What a model's config says of it: hidden width, class names, the most tokens it takes.
-"""
+"""What a model's config says of it: hidden width, class names, the most tokens it takes."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""What every command shares: the app, consoles, help texts, and small helpers.
-"""
+"""What every command shares: the app, consoles, help texts, and small helpers."""
 
 from __future__ import annotations
 
@@ -21,15 +20,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 out_console = Console()
-
-
 err_console = Console(stderr=True)
 
 
 def _print_version(value: bool) -> None:
     if value:
         from importlib.metadata import PackageNotFoundError, version
-
 
         def installed(name: str) -> str:
             try:
@@ -59,17 +55,9 @@ LABEL_FIELD_HELP = ("column (CSV/TSV, Parquet) or key (JSON/JSONL) holding the c
 
 
 ALLOW_PICKLE_HELP = "also read legacy .pt/.pth/.bin weights, with torch.load(weights_only=True)"
-
-
 CHECKPOINT_HELP = "safetensors weights for a timm: architecture (a fine-tuned checkpoint brings its own number of classes)"
-
-
 TEACHER_CHECKPOINT_HELP = "the teacher's weights, for a timm: teacher (as compress --checkpoint)"
-
-
 TRUST_HELP = "run the model code a Hugging Face model brings along (*.py named in its config's auto_map); read it first"
-
-
 SAVE_DTYPE_HELP = ("write the weights in float32, bfloat16 or float16 (half the file, to ship; pela loads half-precision "
                    "weights back in float32 to train); default: as they are")
 

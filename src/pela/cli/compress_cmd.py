@@ -1,5 +1,4 @@
-"""``pela compress`` and ``pela bench``.
-"""
+"""``pela compress`` and ``pela bench``."""
 
 from __future__ import annotations
 
@@ -35,7 +34,7 @@ from pela.data.collate import Collator
 from pela.errors import PelaError
 from pela.models.saving import save_dtype as _save_dtype
 from pela.models.saving import save_pretrained
-from pela.models.sources import load_model
+from pela.models.sources import load_for_training
 from pela.utils.figures import check_figure_path
 from pela.utils.files import check_output_dir
 from pela.utils.memory import keep_freed_memory
@@ -87,7 +86,7 @@ def compress(
     _save_dtype(save_dtype)
     calib_data = _load_data(calib, text_field=text_field, progress=not as_json) if calib is not None else None
     with err_console.status(f"loading {source}"):
-        model = load_model(source, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle,
+        model = load_for_training(source, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle,
                            trust_remote_code=trust_remote_code)
     calibration = None
     if calib_data is not None:
@@ -141,7 +140,7 @@ def bench(
     models = {}
     for s in sources:
         with err_console.status(f"loading {s}"):
-            models[s if s not in models else s + " (2)"] = load_model(s, random_init=random_init and not Path(s).is_dir(),
+            models[s if s not in models else s + " (2)"] = load_for_training(s, random_init=random_init and not Path(s).is_dir(),
                                                                     trust_remote_code=trust_remote_code)
     results = benchmark(models, batch_size=batch_size, device=device, dtype=dtype, compile=compile, seq_len=seq_len, iters=iters, rounds=rounds,
                         compile_mode=compile_mode, progress=True)

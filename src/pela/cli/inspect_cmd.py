@@ -1,5 +1,4 @@
-"""``pela compare``, ``pela eval``, ``pela export``, ``pela data`` and ``pela demo``.
-"""
+"""``pela compare``, ``pela eval``, ``pela export``, ``pela data`` and ``pela demo``."""
 
 from __future__ import annotations
 
@@ -30,7 +29,7 @@ from pela.demo import run_demo
 from pela.errors import PelaError
 from pela.metadata import info
 from pela.models.export import export_hf
-from pela.models.sources import load_model
+from pela.models.sources import load_for_training
 from pela.training.compare import compare as _compare
 from pela.training.evaluate import evaluate
 
@@ -55,8 +54,8 @@ def compare(
     if samples < 1 or batch_size < 1:
         raise PelaError("--samples and --batch-size must be >= 1")
     ds = _load_data(data, text_field=text_field, progress=not as_json)
-    s_model = load_model(student, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    t_model = load_model(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    s_model = load_for_training(student, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    t_model = load_for_training(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     result = _compare(s_model, t_model, ds, collate_fn=Collator(s_model, max_length=max_length), samples=samples,
                       batch_size=batch_size, blocks=blocks, progress=not as_json)
     if as_json:
@@ -91,7 +90,7 @@ def eval_(
         raise PelaError(f"--batch-size must be >= 1, got {batch_size}")
     if workers < 0:
         raise PelaError(f"--workers must be >= 0, got {workers}")
-    net = load_model(model, checkpoint=_opt_str(checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    net = load_for_training(model, checkpoint=_opt_str(checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     ds = _load_data(data, split=split, text_field=text_field, label_field=label_field, classes=info(net).classes,
                       progress=not as_json)
     metrics = evaluate(net, ds, collate_fn=Collator(net, max_length=max_length), batch_size=batch_size, workers=workers,

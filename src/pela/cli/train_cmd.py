@@ -1,5 +1,4 @@
-"""``pela distill`` and ``pela finetune``.
-"""
+"""``pela distill`` and ``pela finetune``."""
 
 from __future__ import annotations
 
@@ -32,7 +31,7 @@ from pela.data.labels import dataset_classes
 from pela.errors import PelaError
 from pela.models.saving import is_pela_dir
 from pela.models.saving import save_dtype as _save_dtype
-from pela.models.sources import load_model
+from pela.models.sources import load_for_training
 from pela.training.distill import DistillConfig
 from pela.training.distill import distill as _distill
 from pela.training.evaluate import evaluate
@@ -98,8 +97,8 @@ def distill(
     held_out = _load_data(eval_data, split="test", text_field=text_field, progress=True) if eval_data else None
     with _run_dir(out, resume, overwrite):
         with err_console.status("loading models"):
-            student_model = load_model(str(student), trust_remote_code=trust_remote_code)  # trains in float32
-            teacher_model = load_model(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle,
+            student_model = load_for_training(str(student), trust_remote_code=trust_remote_code)  # trains in float32
+            teacher_model = load_for_training(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle,
                                        trust_remote_code=trust_remote_code)
         collate = Collator(student_model, max_length=max_length)
         info = {"student": str(Path(student).resolve()), "teacher": teacher, "data": str(Path(data).resolve())}
@@ -183,7 +182,7 @@ def finetune(
             if eval_data else None)
     with _run_dir(out, resume, overwrite):
         with err_console.status(f"loading {model}"):
-            net = load_model(model, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle,
+            net = load_for_training(model, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle,
                              trust_remote_code=trust_remote_code)
         tuned, result = _finetune(net, ds, config, collate_fn=Collator(net, max_length=max_length), out=out, resume=resume,
                                   progress=not as_json, run_info={"model": model, "data": str(Path(data).resolve())},

@@ -1,5 +1,4 @@
-"""Per-layer ranks and spectra of a compression, as a figure.
-"""
+"""Per-layer ranks and spectra of a compression, as a figure."""
 
 from __future__ import annotations
 

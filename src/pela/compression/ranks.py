@@ -1,5 +1,4 @@
-"""Per-layer rank rules (ratio, rank, energy) and the errors a rank leaves.
-"""
+"""Per-layer rank rules (ratio, rank, energy) and the errors a rank leaves."""
 
 from __future__ import annotations
 

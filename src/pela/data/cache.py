@@ -1,5 +1,4 @@
-"""Compressed and converted copies of large files in pela's cache, one per file version.
-"""
+"""Compressed and converted copies of large files in pela's cache, one per file version."""
 
 from __future__ import annotations
 
@@ -46,10 +45,6 @@ def _gunzipped_copy(path: Path, progress: bool) -> Path | None:
             raise PelaError(f"{path} is not a readable gzip file: {e}") from e
 
     return cached_copy(path, "gunzip", "", write)
-
-
-
-
 
 
 def cache_dir() -> Path:

@@ -1,5 +1,4 @@
-"""`Collator`: raw examples to model inputs with the model's own preprocessing (tokenizer, image transform).
-"""
+"""`Collator`: raw examples to model inputs with the model's own preprocessing (tokenizer, image transform)."""
 
 from __future__ import annotations
 
@@ -20,7 +19,6 @@ def _timm_data_config(model: nn.Module) -> dict[str, Any] | None:
     if not (isinstance(cfg, dict) and "input_size" in cfg):
         return None
     from timm.data import resolve_model_data_config
-
 
     data_cfg = dict(resolve_model_data_config(model))
     size = built_image_size(model)
@@ -49,7 +47,6 @@ class Collator:
     """
 
     def __init__(self, model: nn.Module, max_length: int | None = None, tokenizer: Any = None, image_transform: Any = None):
-
         self.positions = max_positions(model)
         if max_length is not None and self.positions is not None and max_length > self.positions:
             raise PelaError(f"--max-length {max_length} is more than this model takes: at most {self.positions} positions")
@@ -58,7 +55,7 @@ class Collator:
         # what preprocessing needs of the model, kept instead of the model itself, so that DataLoader
         # workers started by spawn or forkserver receive a small picklable object
         self.files = info(model).files
-        # a model whose own code the user trusted (pela.load_model's trust_remote_code) may bring its
+        # a model whose own code the user trusted (pela.load's trust_remote_code) may bring its
         # tokenizer's code too; for any other, transformers is told no outright instead of asking
         source = info(model).source or info(getattr(model, "backbone", None)).source or {}
         self.trust_remote_code = bool(source.get("remote_code"))

@@ -1,5 +1,4 @@
-"""Datasets of files: text lines, class folders of images or text files, Fashion-MNIST's idx files.
-"""
+"""Datasets of files: text lines, class folders of images or text files, Fashion-MNIST's idx files."""
 
 from __future__ import annotations
 
@@ -16,8 +15,6 @@ from pela.data.splits import SPLIT_FOLDERS
 from pela.errors import PelaError
 
 TEXT_SUFFIXES = (".txt", ".text", "")  # no suffix: plain text files like Debian's fortunes
-
-
 FOLDER_SUFFIXES = frozenset(IMAGE_SUFFIXES) | {".txt"}  # the files a folder dataset reads
 
 

@@ -1,5 +1,4 @@
-"""Images in datasets: file suffixes, fields that name them, encoded bytes, and opening them.
-"""
+"""Images in datasets: file suffixes, fields that name them, encoded bytes, and opening them."""
 
 from __future__ import annotations
 
@@ -10,8 +9,6 @@ from typing import Any
 from pela.errors import PelaError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
 # a record holds its image in one of these fields: a file path (Hugging Face's imagefolder metadata
 # says file_name), or, in Parquet and Arrow, the encoded image itself ({"bytes": ..., "path": ...}; CIFAR's is img)
 IMAGE_FIELDS = ("image", "img", "file_name", "image_path", "filepath", "path")

@@ -1,5 +1,4 @@
-"""JSON files: a list of records read as the byte ranges of its elements, or JSON lines.
-"""
+"""JSON files: a list of records read as the byte ranges of its elements, or JSON lines."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""A dataset's classes, and relabelling one dataset by another's class names.
-"""
+"""A dataset's classes, and relabelling one dataset by another's class names."""
 
 from __future__ import annotations
 

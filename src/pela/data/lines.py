@@ -1,5 +1,4 @@
-"""Line-based files (text, JSON lines, CSV, TSV) read by byte offsets: rows stay on disk until read.
-"""
+"""Line-based files (text, JSON lines, CSV, TSV) read by byte offsets: rows stay on disk until read."""
 
 from __future__ import annotations
 
@@ -19,12 +18,8 @@ from pela.errors import PelaError
 from pela.utils.progress import bytes_bar
 
 BOM = b"\xef\xbb\xbf"
-
-
 GZIP_CACHE_BYTES = 256 << 20  # a .gz file this large is decompressed once into pela's cache, not into memory
 PROGRESS_BYTES = 64 << 20  # files this large get a progress bar while they are indexed
-
-
 
 
 class ByteRanges:

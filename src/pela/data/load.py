@@ -1,5 +1,4 @@
-"""`load_dataset`: any supported data path to a dataset of raw examples; `describe` says what was read.
-"""
+"""`load_dataset`: any supported data path to a dataset of raw examples; `describe` says what was read."""
 
 from __future__ import annotations
 

@@ -70,6 +70,7 @@ class Records(Dataset):
             item["label"] = self._index[label_of(row.get(self.label_field), self.label_names)]
         return item
 
+
 PROGRESS_RECORDS = 250_000  # datasets this long get a progress bar while their records are checked
 
 
@@ -116,8 +117,6 @@ def default_label_field(first: dict[str, Any], class_labels: Sequence[str] = (),
         return class_labels[0]
     whole = [k for k, v in first.items() if isinstance(v, str) and re.fullmatch(r"\s*-?\d+\s*", v)] if headerless else []
     return whole[0] if len(whole) == 1 else "label"
-
-
 
 
 def _is_text(x: Any) -> bool:

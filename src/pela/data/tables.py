@@ -1,5 +1,4 @@
-"""Parquet and Arrow tables (what the Hugging Face hub serves and datasets saves), and shards in a row.
-"""
+"""Parquet and Arrow tables (what the Hugging Face hub serves and datasets saves), and shards in a row."""
 
 from __future__ import annotations
 

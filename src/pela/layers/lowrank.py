@@ -1,5 +1,4 @@
-"""`LowRankLinear`: a drop-in replacement for `nn.Linear` holding two factors, ``y = B(A x) + b``.
-"""
+"""`LowRankLinear`: a drop-in replacement for `nn.Linear` holding two factors, ``y = B(A x) + b``."""
 
 from __future__ import annotations
 

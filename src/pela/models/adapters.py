@@ -76,7 +76,7 @@ def load_adapter(path: Path, load_base: Callable[..., nn.Module], *, random_init
                  trust_remote_code: bool = False) -> nn.Module:
     """The base model named in ``path``/adapter_config.json with the adapter in ``path`` merged in, in eval mode.
 
-    ``load_base`` (`pela.models.sources.load_model`) loads a base that is a pela or timm directory.
+    ``load_base`` (`pela.models.sources.load_for_training`) loads a base that is a pela or timm directory.
     """
 
     if random_init:

@@ -1,5 +1,4 @@
-"""Hugging Face models: from a directory or the hub, with remote code only when trusted.
-"""
+"""Hugging Face models: from a directory or the hub, with remote code only when trusted."""
 
 from __future__ import annotations
 
@@ -19,8 +18,6 @@ from pela.models.weights import (
 )
 
 HF_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
-
-
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 

@@ -1,5 +1,4 @@
-"""`load`: a model saved by `save_pretrained`, rebuilt exactly (its dtype kept, outputs bitwise).
-"""
+"""`load_saved`: a model saved by `save_pretrained`, rebuilt exactly (its dtype kept, outputs bitwise)."""
 
 from __future__ import annotations
 
@@ -18,15 +17,15 @@ from pela.models.weights import load_weights, stored_float_dtype
 from pela.utils.files import read_json
 
 
-def load(directory: str | os.PathLike, model: nn.Module | None = None, *, trust_remote_code: bool = False) -> nn.Module:
+def load_saved(directory: str | os.PathLike, model: nn.Module | None = None, *, trust_remote_code: bool = False) -> nn.Module:
     """Rebuild a model saved by `save_pretrained` (in eval mode); outputs are bitwise those saved.
 
     Args:
         directory: a directory written by `save_pretrained`.
         model: the freshly built dense architecture, needed only when the saved model's source
-            was not recorded (a model that did not come from `pela.load_model`).
+            was not recorded (a model that did not come from `pela.load`).
         trust_remote_code: needed for a model whose architecture is code it brought along (see
-            `pela.load_model`); that code was copied beside the weights and runs again here.
+            `pela.load`); that code was copied beside the weights and runs again here.
     """
 
     path = Path(directory)
@@ -43,7 +42,6 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None, *, trust_
         model = build_architecture(meta["source"], path, trust_remote_code)
         info(model).source = meta["source"]
         if meta.get("head"):
-
             model = SequenceClassifier(model, **meta["head"])
     apply_structure(model, meta["factorized"])
     stored = stored_float_dtype(path / WEIGHTS_NAME)

@@ -1,5 +1,4 @@
-"""Rebuilding a recorded architecture (fresh weights), and what a model records of its source.
-"""
+"""Rebuilding a recorded architecture (fresh weights), and what a model records of its source."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from pela.models.timm_source import _load_timm, timm_source
 
 
 def source_of(model: nn.Module) -> dict[str, Any] | None:
-    """How to rebuild ``model``'s architecture: recorded by `load_model`, else inferred, else None."""
+    """How to rebuild ``model``'s architecture: recorded by `pela.load`, else inferred, else None."""
     recorded = info(model).source
     if recorded:
         return recorded

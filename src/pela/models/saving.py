@@ -29,14 +29,8 @@ from pela.models.structure import apply_structure, factorized_layers
 from pela.utils.files import _default_permissions, atomic_dir, writing
 
 FORMAT_VERSION = 1
-
-
 CONFIG_NAME = "pela.json"
-
-
 WEIGHTS_NAME = "model.safetensors"
-
-
 # files of a Hugging Face model directory that are not weights but belong with the model
 COMPANION_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",
                    "special_tokens_map.json", "added_tokens.json", "spiece.model", "sentencepiece.bpe.model",
@@ -101,14 +95,12 @@ def _floats_as(model: nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
 def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None, dtype: torch.dtype | None = None) -> None:
     from safetensors.torch import save_model
 
-
-
     backbone = model.backbone if isinstance(model, SequenceClassifier) else model
     source = source_of(backbone)
     if source and source.get("kind") == "timm" and not _rebuilds(backbone, source):
         warnings.warn(f"timm:{source.get('name')} as recorded does not rebuild this model's shapes (it was built with arguments "
                       "pela did not see); the weights are saved, and pela.load needs the dense model: pela.load(dir, model=...). "
-                      "Models made by pela.load_model('timm:NAME', **kwargs) record their arguments.", stacklevel=3)
+                      "Models made by pela.load('timm:NAME', **kwargs) record their arguments.", stacklevel=3)
         source = None
     head = ({"hidden": model.hidden, "num_classes": model.num_classes, "pooling": model.pooling,
              "hidden_states": model.hidden_states, "tower": model.tower} if isinstance(model, SequenceClassifier) else None)
@@ -132,7 +124,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, overwrite
                     dtype: str | torch.dtype | None = None) -> Path:
     """Write ``model`` to ``directory`` (atomically): safetensors weights plus JSON metadata.
 
-    The architecture is rebuilt on `load` from the source recorded by `pela.load_model` (a timm
+    The architecture is rebuilt on `load` from the source recorded by `pela.load` (a timm
     name or a Hugging Face config); for any other model pass the fresh architecture to `load`.
     ``dtype`` (``"bfloat16"``, ``"float16"``, ``"float32"``) writes the floating-point weights in that
     dtype, halving the file for shipping, and leaves ``model`` as it was; None writes them as they are.

@@ -6,6 +6,7 @@ records so `pela.load` can rebuild the architecture without pickles.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,24 +15,26 @@ from torch import nn
 from pela.errors import PelaError
 from pela.models.adapters import load_adapter
 from pela.models.hf_source import HALF, _hf_from_dir, _hf_snapshot, _note_half_precision, _sentence_transformer_dir
-from pela.models.pela_dir import load
+from pela.models.pela_dir import load_saved
 from pela.models.saving import is_pela_dir
 from pela.models.timm_source import _is_timm_dir, _load_timm, _timm_from_dir
 
 SOURCE_HELP = "use timm:NAME, hf:ORG/NAME, or a local directory (saved by pela, by Hugging Face save_pretrained, by timm, or a peft LoRA adapter)"
 
 
-def load_model(source: str, *, checkpoint: str | None = None, random_init: bool = False, allow_pickle: bool = False,
-               trust_remote_code: bool = False, **kwargs: Any) -> nn.Module:
+def load(source: str | os.PathLike, model: nn.Module | None = None, *, checkpoint: str | None = None, random_init: bool = False,
+         allow_pickle: bool = False, trust_remote_code: bool = False, **kwargs: Any) -> nn.Module:
     """Load a model the way users name it, in eval mode.
 
     Args:
-        source: ``timm:NAME`` (pretrained weights from the hub unless ``checkpoint``/``random_init``;
-            also ``timm:hf-hub:ORG/NAME``), ``hf:ORG/NAME`` (downloaded, or from the local cache when
-            offline), or a local directory written by `pela.save_pretrained` (in float32 even if saved
-            in half precision, to train; `pela.load` keeps the saved dtype), by Hugging Face
-            ``save_pretrained``, by timm (``save_for_hf``; a hub snapshot of a timm model), or by
-            peft (a LoRA adapter: its base model is loaded and the adapter merged in).
+        source: a directory written by `pela.save_pretrained` (rebuilt exactly as saved: its layers at
+            their ranks, in the dtype it was saved in, outputs bitwise); ``timm:NAME`` (pretrained
+            weights from the hub unless ``checkpoint``/``random_init``; also ``timm:hf-hub:ORG/NAME``);
+            ``hf:ORG/NAME`` (downloaded, or from the local cache when offline); or a local directory
+            written by Hugging Face ``save_pretrained``, by timm (``save_for_hf``; a hub snapshot of a
+            timm model), or by peft (a LoRA adapter: its base model is loaded and the adapter merged in).
+        model: for a pela directory that does not record its architecture (a model that did not come
+            from `pela.load`): the freshly built dense model to rebuild it into.
         checkpoint: a safetensors file with weights for a ``timm:`` architecture.
         random_init: build the architecture without pretrained weights (smoke tests, benchmarks).
         allow_pickle: also read legacy torch.save weights (``--checkpoint x.pt``, a Hugging Face directory
@@ -41,7 +44,27 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
             config, ``*.py`` beside it) for an architecture transformers lacks. Off by default: that
             code runs with your permissions, so read it first.
         **kwargs: passed to ``timm.create_model`` for timm models (e.g. ``num_classes``).
+
+    Weights shared in half precision are loaded in float32, which SVD and training need; a pela
+    directory keeps the dtype it was saved in (`load_for_training` gives float32 there too).
+
+    >>> model = pela.load("timm:vit_base_patch16_224")  # doctest: +SKIP
     """
+    if isinstance(source, os.PathLike):
+        source = str(source)
+    if model is not None or (isinstance(source, str) and source and is_pela_dir(Path(source).expanduser())):
+        if checkpoint or random_init:
+            raise PelaError(f"{source} is a model saved by pela: --checkpoint and --random-init do not apply to it")
+        return load_saved(Path(source).expanduser(), model, trust_remote_code=trust_remote_code)
+    return load_for_training(source, checkpoint=checkpoint, random_init=random_init, allow_pickle=allow_pickle,
+                             trust_remote_code=trust_remote_code, **kwargs)
+
+
+def load_for_training(source: str, *, checkpoint: str | None = None, random_init: bool = False, allow_pickle: bool = False,
+                      trust_remote_code: bool = False, **kwargs: Any) -> nn.Module:
+    """`load`, except that a pela directory saved in half precision comes back in float32, to train
+    (what every ``pela`` command loads); ``info(model).weights_dtype`` remembers the half dtype, so
+    that a command saving the model can say how to keep its size."""
     if not isinstance(source, str) or not source:
         raise PelaError(f"model source must be a non-empty string; {SOURCE_HELP}")
     if checkpoint and random_init:
@@ -58,8 +81,7 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
     path = Path(source).expanduser()
     if path.is_dir():
         if is_pela_dir(path):
-
-            model = load(path, trust_remote_code=trust_remote_code)
+            model = load_saved(path, trust_remote_code=trust_remote_code)
             half = next((p.dtype for p in model.parameters() if p.dtype in HALF), None)
             _note_half_precision(model, half)
             return model.float() if half else model  # saved in half precision to ship: as for hub weights, train in float32
@@ -68,8 +90,7 @@ def load_model(source: str, *, checkpoint: str | None = None, random_init: bool 
         if (path / "config.json").is_file():
             return _hf_from_dir(path, random_init, allow_pickle, trust_remote_code)
         if (path / "adapter_config.json").is_file():  # a LoRA (peft) fine-tune: its base with the adapter merged in
-
-            return load_adapter(path, load_model, random_init=random_init, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+            return load_adapter(path, load_for_training, random_init=random_init, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
         inner = _sentence_transformer_dir(path)
         if inner is not None:  # an older sentence-transformers layout: the Transformer in 0_Transformer/
             return _hf_from_dir(inner, random_init, allow_pickle, trust_remote_code)

@@ -1,5 +1,4 @@
-"""Which layers of a model are factorized at which rank, and rebuilding that structure.
-"""
+"""Which layers of a model are factorized at which rank, and rebuilding that structure."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""timm models: by name, from a timm directory or hub snapshot, or with a checkpoint file.
-"""
+"""timm models: by name, from a timm directory or hub snapshot, or with a checkpoint file."""
 
 from __future__ import annotations
 

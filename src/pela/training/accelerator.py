@@ -1,5 +1,4 @@
-"""Accelerate's process state and Accelerator, as every stage uses them.
-"""
+"""Accelerate's process state and Accelerator, as every stage uses them."""
 
 from __future__ import annotations
 

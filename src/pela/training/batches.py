@@ -1,5 +1,4 @@
-"""Seeded batches that can restart at any step, and the DataLoader that prepares them.
-"""
+"""Seeded batches that can restart at any step, and the DataLoader that prepares them."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Settings every training stage shares, and what a run returns.
-"""
+"""Settings every training stage shares, and what a run returns."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Stage 2 of PELA: distil the low-rank student from the frozen original (the teacher).
-"""
+"""Stage 2 of PELA: distil the low-rank student from the frozen original (the teacher)."""
 
 from __future__ import annotations
 
@@ -26,8 +25,6 @@ from pela.training.config import TrainConfig, TrainResult
 from pela.training.loop import fit
 
 DistillResult = TrainResult
-
-
 # what `pela.compare` reports on held-out data that can pick the best student (MSE is minimized, the others maximized)
 EVAL_METRICS = ("mean_mse", "mean_cosine", "output_agreement")
 
@@ -142,7 +139,6 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     evaluator = None
     if eval_data is not None:
         def evaluator(_: nn.Module) -> dict[str, float]:
-
             t_capture.active = s_capture.active = False  # the training's hooks must not keep these passes' features
             try:
                 scores = compare(student, teacher, eval_data, collate_fn=collate_fn, samples=eval_samples,

@@ -1,5 +1,4 @@
-"""`evaluate`: accuracy, balanced accuracy, macro F1, top-5, loss and each class's scores.
-"""
+"""`evaluate`: accuracy, balanced accuracy, macro F1, top-5, loss and each class's scores."""
 
 from __future__ import annotations
 

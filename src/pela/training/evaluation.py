@@ -59,7 +59,6 @@ class _Best:
         if self.dir is not None and self.write:
             from safetensors.torch import save_file
 
-
             with atomic_dir(self.dir, overwrite=True) as tmp:
                 save_file(self.state, str(tmp / "model.safetensors"))
                 (tmp / "best.json").write_text(json.dumps({"step": step, "metric": self.metric, "value": value, "run_id": self.rid}))

@@ -1,5 +1,4 @@
-"""Stage 3 of PELA: fine-tune a model (compressed or not) for classification.
-"""
+"""Stage 3 of PELA: fine-tune a model (compressed or not) for classification."""
 
 from __future__ import annotations
 
@@ -111,6 +110,7 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
         if unknown:
             raise PelaError(f"the evaluation data has classes the training data lacks: {', '.join(map(repr, unknown[:3]))}"
                             + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""))
+
         def evaluator(_: nn.Module) -> dict[str, float]:
             # the model itself: LoRA adapters sit in it, and peft's wrapper hides its forward's signature
             scores = evaluate(model, eval_data, collate_fn=collate_fn, batch_size=eval_batch_size, device=str(_device(trained)),

@@ -1,5 +1,4 @@
-"""A run directory: checkpoints, metrics and the final model side by side, resumable.
-"""
+"""A run directory: checkpoints, metrics and the final model side by side, resumable."""
 
 from __future__ import annotations
 
@@ -31,7 +30,6 @@ def _run_dir(out: Path, resume: bool, overwrite: bool) -> Iterator[None]:
     """Create (or, with ``resume``, check) a run directory; if the run then fails before its first
     checkpoint, remove the directory again, so a mistake leaves nothing behind and nothing is lost."""
     import shutil
-
 
     state = partial_state()
     if resume:

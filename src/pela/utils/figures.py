@@ -1,5 +1,4 @@
-"""Figures with matplotlib (headless), written atomically.
-"""
+"""Figures with matplotlib (headless), written atomically."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Atomic output: a crash never leaves a half-written file or directory; checks before slow work.
-"""
+"""Atomic output: a crash never leaves a half-written file or directory; checks before slow work."""
 
 from __future__ import annotations
 
