@@ -9,7 +9,7 @@ TORCH  := torch==2.13.0
 TORCHVISION := torchvision==0.28.0
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-fast lint demo bench clean
 
 install: $(STAMP)
 
@@ -23,8 +23,15 @@ $(STAMP): pyproject.toml Makefile tools/install_torchvision_shim.py tools/torchv
 	test -f /usr/share/wordnet/data.noun || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wordnet-base; }
 	touch $(STAMP)
 
-test: install
+test: install lint
 	$(PY) -m pytest tests
+
+# the quick loop while developing: everything but the end-to-end runs marked slow
+test-fast: install
+	$(PY) -m pytest tests -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 demo: install
 	$(VENV)/bin/pela demo

@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import Dataset
+
+import pela
+from pela import LowRankConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # transformers copies a model's own code (trust_remote_code) into a module cache: keep it out of the home directory
@@ -111,6 +115,10 @@ class TinyNetConfig(PretrainedConfig):
 REMOTE_MODEL = """
 import torch
 from torch import nn
+from torch.utils.data import Dataset
+
+import pela
+from pela import LowRankConfig
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
@@ -161,3 +169,58 @@ def remote_code_model_dir(path: Path) -> Path:
     (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(95)]))
     (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer"}))
     return path
+
+
+class Tokens(Dataset):
+    def __init__(self, n=64, length=8, vocab=100, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(0, vocab, (n, length), generator=g)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i]}
+
+
+def pair(make, ratio=4):
+    torch.manual_seed(0)
+    teacher = make()
+    student = make()
+    student.load_state_dict(teacher.state_dict())
+    pela.compress(student, LowRankConfig(ratio=ratio, align=1))
+    return student, teacher
+
+
+def stack(examples):
+    return {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+class Labelled(Dataset):
+    """Token sequences whose class is decided by the first token: learnable in a few steps."""
+
+    classes = ["a", "b", "c"]
+
+    def __init__(self, n=96, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.y = torch.randint(0, 3, (n,), generator=g)
+        self.ids = torch.randint(10, 100, (n, 8), generator=g)
+        self.ids[:, 0] = self.y + 1
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "attention_mask": torch.ones(8, dtype=torch.long), "labels": self.y[i]}
+
+
+class FourImages(Dataset):
+    """16 images of four classes, each one brightness."""
+
+    classes = [str(i) for i in range(4)]
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, i):
+        return {"pixel_values": torch.full((3, 32, 32), float(i % 4)), "labels": torch.tensor(i % 4)}

@@ -51,6 +51,7 @@ def test_cpu_peak_memory_of_a_model_that_hands_a_parameter_to_a_module():
     assert all(p.requires_grad for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_compile_mode_implies_compile():
     (r,) = benchmark({"vit": timm_vit()}, batch_size=2, compile_mode="reduce-overhead", iters=1, rounds=1, warmup=1)
     assert r.compiled and r.compile_mode == "reduce-overhead" and r.items_per_s > 0

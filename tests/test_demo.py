@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from PIL import Image
 
 from pela.cli.app import main
@@ -16,6 +17,7 @@ def test_wordnet_split_is_fixed():
     assert all(isinstance(t, str) and t for t, _, _ in glosses[:100])
 
 
+@pytest.mark.slow
 def test_quick_demo_writes_the_report(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
     report = json.loads((tmp_path / "demo" / "report.json").read_text())

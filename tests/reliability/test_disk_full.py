@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 
 import pytest
 import torch
@@ -72,4 +73,6 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, capsys, 
     assert ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints").name == "checkpoint-2"  # the last good one, still there
     monkeypatch.setattr(ckpt, "save_model", real)  # space freed: resume finishes the run
     assert main([*args, "--resume"]) == 0
-    assert pela.load(tmp_path / "run") is not None
+    student = pela.load(tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "pela.json").read_text())["distill"]["trained_steps"] == 6
+    assert any(isinstance(m, pela.LowRankLinear) for m in student.modules())

@@ -12,12 +12,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 import pela
 from pela.cli.app import main
 from pela.training.checkpoint import latest_checkpoint
+
+pytestmark = pytest.mark.slow  # kills and resumes real processes
 
 WORDS = [f"w{i}" for i in range(95)]
 STEPS = 60

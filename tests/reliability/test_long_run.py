@@ -11,6 +11,8 @@ from conftest import hf_bert
 import pela
 from pela import DistillConfig, LowRankConfig
 
+pytestmark = pytest.mark.slow  # 2,000 training steps
+
 STEPS = 2000
 
 

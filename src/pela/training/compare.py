@@ -34,6 +34,11 @@ def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn
     if len(data) == 0:
         raise PelaError("no examples to compare on: the data is empty")
     names = arch.find_blocks(teacher, blocks)
+    if not names:
+        raise PelaError(f"found no Transformer blocks in the teacher ({type(teacher).__name__}) to compare; name them with blocks= (--blocks REGEX)")
+    missing = [n for n in names if n not in dict(student.named_modules())]
+    if missing:
+        raise PelaError(f"the student has no block {missing[0]!r} of the teacher: compare a student with the teacher it was compressed from")
     n = min(samples, len(data))
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
     loader = DataLoader(Subset(data, idx), batch_size=batch_size, collate_fn=collate_fn or Collator(student))

@@ -144,6 +144,7 @@ def test_loader_workers_give_the_same_student(setup, tmp_path, capsys):
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(setup, tmp_path):
     """torchrun + Accelerate, 2 CPU processes (gloo), global batch 8: identical ranks, same student as 1 process."""
     common = ["distill", "--student", str(setup / "student"), "--teacher", str(setup / "teacher"), "--data", str(setup / "text.txt"),
@@ -163,6 +164,7 @@ def test_two_processes_match_one(setup, tmp_path):
     assert moved > 1e-3 and gap < 1e-5 * max(1.0, moved * 100)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise(setup, tmp_path):
     """SIGKILL `pela distill` mid-run (after a checkpoint), resume: the same student, bitwise, as a straight run."""
     import signal

@@ -59,6 +59,7 @@ def test_bert_loads_with_transformers_alone_bitwise(tmp_path):
     assert tokenizer("w1 w2")["input_ids"][1:3] == [6, 7]
 
 
+@pytest.mark.slow
 def test_the_code_needs_no_pela(tmp_path):
     k2 = saved(bert(), tmp_path)
     export_hf(k2, tmp_path / "hf")

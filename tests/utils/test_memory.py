@@ -12,6 +12,8 @@ from pela.utils.memory import ENV, keep_freed_memory
 CHILD = """
 import resource, sys, torch
 from pela.utils.memory import keep_freed_memory
+
+pytestmark = pytest.mark.slow  # fresh Python processes
 applied = keep_freed_memory() if sys.argv[1] == "keep" else False
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(2):
