@@ -11,6 +11,7 @@ from torch import nn
 
 from pela.errors import PelaError
 from pela.metadata import info
+from pela.models.hub import offline_unless_reachable
 from pela.models.weights import (
     check_safetensors,
     load_pickled_tensors,
@@ -151,9 +152,10 @@ def _hf_snapshot(repo_id: str, random_init: bool, allow_pickle: bool = False, tr
     if trust_remote_code:
         patterns = patterns + ["*.py"]
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+        with offline_unless_reachable():
+            return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as e:  # noqa: BLE001 - offline, not cached, no such repository, no access
         raise PelaError(
             f"could not get {repo_id} from the Hugging Face hub ({type(e).__name__}): offline and not in the local "
             "cache, or no such repository; download it where you are online, or pass its local directory"
-        ) from None
+        ) from e

@@ -51,6 +51,8 @@ def load(source: str | os.PathLike, model: nn.Module | None = None, *, checkpoin
     >>> model = pela.load("timm:vit_base_patch16_224")  # doctest: +SKIP
     """
     if isinstance(source, os.PathLike):
+        if not Path(source).expanduser().is_dir():
+            raise PelaError(f"{source} is not a directory")
         source = str(source)
     if model is not None or (isinstance(source, str) and source and is_pela_dir(Path(source).expanduser())):
         if checkpoint or random_init:

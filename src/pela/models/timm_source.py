@@ -12,6 +12,7 @@ from torch import nn
 from pela.errors import PelaError
 from pela.metadata import info
 from pela.models.hf_source import _hf_snapshot, _weight_files
+from pela.models.hub import offline_unless_reachable
 from pela.models.weights import (
     load_weights,
     read_weights,
@@ -143,11 +144,12 @@ def _load_timm(name: str, checkpoint: str | None, random_init: bool, kwargs: dic
             kwargs = _load_timm_checkpoint(model, checkpoint, kwargs, allow_pickle)
     else:
         try:
-            model = timm.create_model(name, pretrained=True, **kwargs)
+            with offline_unless_reachable():
+                model = timm.create_model(name, pretrained=True, **kwargs)
         except Exception as e:  # noqa: BLE001 - offline, or weights timm cannot fetch
             raise PelaError(
                 f"could not fetch pretrained weights for timm:{name} ({type(e).__name__}; offline?): "
                 "pass --checkpoint FILE.safetensors, or --random-init for an untrained model"
-            ) from None
+            ) from e
     info(model).source = {"kind": "timm", "name": name, "kwargs": kwargs}
     return model.eval()
