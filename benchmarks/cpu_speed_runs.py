@@ -8,7 +8,7 @@ One `pela bench` run on a shared CPU moves with the neighbours' load (1.42–1.9
 ViT-B k=2 on the 2-core development VM; docs/BENCHMARKS.md), so this runs it
 ``--runs`` times per setting, alternating the settings so a slow spell hits all of them, and reports
 every run's ratio and their median. Each run is a fresh process. Settings: ``kept`` (eager, with
-``PELA_KEEP_FREED_MEMORY=1``, the default of the ``pela`` command, see `pela.allocator`), ``glibc
+``PELA_KEEP_FREED_MEMORY=1``, the default of the ``pela`` command, see `pela.utils.memory`), ``glibc
 default`` (eager, ``=0``: large blocks mapped afresh and page-faulted in on every forward pass),
 ``compiled`` (both models through ``torch.compile``, ``--compile``) and ``max-autotune``
 (``--compile-mode max-autotune``). Results: benchmarks/results/NAME.json.

@@ -12,7 +12,7 @@ distillation, and report held-out MSE after distillation and test accuracy after
     .venv/bin/python benchmarks/data_aware.py --weighting   # why allocation measures sensitivity
 
 Writes benchmarks/results/data_aware.json (`--weighting`: data_aware_weighting.json, the same budget
-allocated by the layers' own relative errors alone, as `pela.allocate.allocate(weights=None)` does).
+allocated by the layers' own relative errors alone, as `pela.compression.allocate.allocate(weights=None)` does).
 """
 
 from __future__ import annotations
