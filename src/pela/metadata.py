@@ -3,7 +3,8 @@
 A model from `pela.load` knows where it came from (``source``, what `pela.save_pretrained` records so
 that `pela.load` can rebuild its architecture without pickles), the directory whose tokenizer and config
 files travel with it (``files``), the names of the classes pela fine-tuned it on (``classes``), and the
-precision its weights came in when that was half (``weights_dtype``). A classification head pela added
+precision its weights came in when that was half (``weights_dtype``), and how it pools its tokens when it
+says (``pooling``: a sentence-transformers model's own). A classification head pela added
 around a backbone (`pela.arch.SequenceClassifier`) has its own record; the backbone keeps its source.
 """
 
@@ -21,6 +22,7 @@ class ModelInfo:
     files: str | None = None  # the directory holding the model's config and tokenizer or image processor files
     classes: list[str] | None = None  # the classes of the head pela fine-tuned, in output order
     weights_dtype: str | None = None  # "float16" or "bfloat16" when the weights came in half precision
+    pooling: str | None = None  # how the model pools its tokens (a sentence-transformers model's), for a head pela adds
 
 
 def info(model: Any) -> ModelInfo:

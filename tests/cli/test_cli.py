@@ -186,7 +186,7 @@ def test_every_command_reads_named_columns(hf_bert_dir, tmp_path, capsys):
     meta = {"info": {"features": {"intent": {"names": ["greet", "travel"], "_type": "ClassLabel"}}}}
     pq.write_table(table.replace_schema_metadata({"huggingface": json.dumps(meta)}), tmp_path / "clinc.parquet")
     code, _, err = run(capsys, "eval", tmp_path / "f2", "--data", tmp_path / "clinc.parquet")
-    assert code == 2 and "label 'greet' is not one of the 2 classes the model was trained on" in err, err  # its classes are 0 and 1
+    assert code == 2 and "none of the data's classes ('greet', 'travel') is one of the 2 classes the model was trained on ('0', '1')" in err, err
     code, _, err = run(capsys, "finetune", tmp_path / "s", "--data", tmp_path / "clinc.parquet", "--out", tmp_path / "f3", "--steps", 1,
                        "--batch-size", 4)
     assert code == 0 and "clinc.parquet: the class is its 'intent' column (--label-field names another)" in err, err

@@ -190,8 +190,8 @@ def test_hub_id_of_a_timm_repository_is_built_by_timm(tmp_path, monkeypatch):
     ref, path = _timm_dir(tmp_path)
     asked = []
     fake = lambda repo_id, random_init, allow_pickle=False, trust_remote_code=False: asked.append(repo_id) or path  # noqa: E731
-    monkeypatch.setattr(pela.models.sources, "_hf_snapshot", fake)
-    monkeypatch.setattr(pela.models.timm_source, "_hf_snapshot", fake)
+    monkeypatch.setattr(pela.models.sources, "hf_snapshot", fake)
+    monkeypatch.setattr(pela.models.timm_source, "hf_snapshot", fake)
     for source in ("hf:timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k", "timm:hf-hub:timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"):
         model = pela.load(source)
         assert type(model).__name__ == "VisionTransformer" and info(model).source["kind"] == "timm"

@@ -72,7 +72,7 @@ def w(tmp_path_factory):
     assert (root / "run_a" / "checkpoints" / "latest.json").exists()
     assert main(["finetune", str(root / "student"), "--data", str(root / "labeled.jsonl"), "--out", str(root / "tuned"), "--steps", "1",
                  "--batch-size", "4", "--json"]) == 0
-    (root / "new_labels.jsonl").write_text("".join(json.dumps({"text": f"w{i}", "label": "zebra" if i else "a"}) + "\n" for i in range(4)))
+    (root / "new_labels.jsonl").write_text("".join(json.dumps({"text": f"w{i}", "label": "zebra" if i % 2 else "giraffe"}) + "\n" for i in range(4)))
     (root / "scores.tsv").write_text("text\tlabel\nw1 w2\t3.8\nw3\t0.5\n")  # STS-B: similarity scores, not classes
     (root / "splits" / "train" / "cat").mkdir(parents=True)  # a train split and no other
     (root / "broken.parquet").write_bytes(b"PAR1" + bytes(16))
@@ -132,7 +132,8 @@ CASES = [
     ("row without a label", F + " --data {root}/unlabeled_row.jsonl", "label"),
     ("a single class", F + " --data {root}/one_class.jsonl", "at least 2 classes"),
     ("unlabeled data to fine-tune", F + " --data {text}", "labelled data"),
-    ("labels the model was not trained on", "eval {root}/tuned --data {root}/new_labels.jsonl", "'zebra' is not one of the 2 classes"),
+    ("labels the model was not trained on", "eval {root}/tuned --data {root}/new_labels.jsonl",
+     "none of the data's classes ('giraffe', 'zebra') is one of the 2 classes the model was trained on"),
     ("corrupt image", "finetune {vit} --data {root}/images --steps 1 --batch-size 2", "broken.png"),
     ("text model saved without its tokenizer", "finetune {root}/no_tokenizer --data {root}/labeled.jsonl --steps 1 --batch-size 2",
      "no_tokenizer has none (its tokenizer would know only 5 special tokens)"),

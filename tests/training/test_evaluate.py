@@ -20,7 +20,8 @@ class ByFirstToken(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask):
         data_class = [Labelled.classes[int(t) - 1] for t in input_ids[:, 0]]
-        own = torch.tensor([info(self).classes.index(c) if c in info(self).classes else Labelled.classes.index(c) for c in data_class])
+        names = info(self).classes  # a class it lacks gets some output of its own (a wrong one)
+        own = torch.tensor([names.index(c) if c in names else Labelled.classes.index(c) % len(names) for c in data_class])
         return torch.nn.functional.one_hot(own, len(info(self).classes)).float() * 10 + self.w
 
 
@@ -65,3 +66,14 @@ def test_evaluating_a_head_of_another_size_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pela.evaluate(model, FourImages(), collate_fn=stack)
+
+
+def test_a_class_the_model_was_not_trained_on_counts_as_errors():
+    """A test set holds a class a small training set lacked: every example is scored, those as errors, and a warning says so."""
+    data = Labelled()  # classes a, b, c
+    with pytest.warns(UserWarning, match=r"the data has 1 class the model was not trained on: 'c' \((\d+) examples\); their \1 examples count as errors"):
+        metrics = pela.evaluate(ByFirstToken(["b", "a"]), data, collate_fn=stack)
+    unseen = int((data.y == 2).sum())
+    assert metrics["samples"] == len(data) and metrics["accuracy"] == pytest.approx(1 - unseen / len(data))
+    assert metrics["per_class"]["c"] == {"support": unseen, "recall": 0.0, "precision": 0.0, "f1": 0.0}
+    assert metrics["per_class"]["a"]["recall"] == 1.0 and metrics["balanced_accuracy"] == pytest.approx(2 / 3)

@@ -7,13 +7,13 @@ import pytest
 
 from pela.utils.memory import ENV, keep_freed_memory
 
+pytestmark = pytest.mark.slow  # fresh Python processes
+
 # A child process allocates and frees a 64 MiB tensor (above glibc's largest mmap threshold) ten
 # times after two warm-up rounds, and prints whether the setting took and its page faults meanwhile.
 CHILD = """
 import resource, sys, torch
 from pela.utils.memory import keep_freed_memory
-
-pytestmark = pytest.mark.slow  # fresh Python processes
 applied = keep_freed_memory() if sys.argv[1] == "keep" else False
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(2):

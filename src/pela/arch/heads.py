@@ -6,7 +6,7 @@ from torch import nn
 
 from pela.arch.classifier import SequenceClassifier
 from pela.arch.properties import hidden_size
-from pela.arch.towers import _tower_hidden_size
+from pela.arch.towers import tower_hidden_size
 from pela.errors import PelaError
 from pela.metadata import info
 
@@ -38,7 +38,7 @@ def with_classifier(model: nn.Module, num_classes: int, pooling: str = "mean", t
     if name.endswith(("ForSequenceClassification", "ForImageClassification")):
         if getattr(model.config, "num_labels", None) == num_classes or _resize_hf_head(model, num_classes):
             return model
-    hidden = _tower_hidden_size(model, tower) if tower else hidden_size(model)
+    hidden = tower_hidden_size(model, tower) if tower else hidden_size(model)
     if hidden is None:
         raise PelaError(f"cannot tell the hidden size of {name} to add a classification head")
     # a Hugging Face task-head model (BertForMaskedLM, GPT2LMHeadModel) has a base model other than

@@ -45,7 +45,7 @@ def example_inputs(model: nn.Module, batch_size: int, seq_len: int = 128, device
     if getattr(hf, "text_config", None) is not None and getattr(hf, "vision_config", None) is not None:
         names = {"input_ids", "pixel_values"}
     if "input_ids" in names:
-        length = min(seq_len, _positive(getattr(text_cfg, "max_position_embeddings", None)) or seq_len)
+        length = min(seq_len, positive_int(getattr(text_cfg, "max_position_embeddings", None)) or seq_len)
         inputs["input_ids"] = torch.randint(0, text_cfg.vocab_size, (batch_size, length), generator=g).to(device)
         inputs["attention_mask"] = torch.ones(batch_size, length, dtype=torch.long).to(device)
     if "pixel_values" in names:
@@ -71,7 +71,7 @@ def built_image_size(model: nn.Module) -> tuple[int, ...] | None:
     return tuple(recorded) if isinstance(recorded, (tuple, list)) else None
 
 
-def _positive(value: Any) -> int | None:
+def positive_int(value: Any) -> int | None:
     """A config's length limit, if it states one (XLNet's is -1: no limit)."""
     return value if isinstance(value, int) and value > 0 else None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from pela.arch.inputs import _positive
+from pela.arch.inputs import positive_int
 from pela.metadata import info
 
 
@@ -46,6 +46,6 @@ def max_positions(model: nn.Module) -> int | None:
         cfg = getattr(m, "config", None)
         for c in (cfg, getattr(cfg, "text_config", None)):
             for attr in ("max_position_embeddings", "n_positions", "max_seq_len"):
-                if _positive(getattr(c, attr, None)):
+                if positive_int(getattr(c, attr, None)):
                     return getattr(c, attr)
     return None

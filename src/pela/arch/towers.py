@@ -34,7 +34,7 @@ def data_tower(model: nn.Module, data: Any, collate_fn: Callable) -> str | None:
     return tower_for(model, set(collate_fn([data[0]])) - {"labels"})
 
 
-def _tower_hidden_size(model: nn.Module, tower: str) -> int | None:
+def tower_hidden_size(model: nn.Module, tower: str) -> int | None:
     cfg = getattr(model.get_submodule(tower), "config", None) or getattr(model.config, TOWERS[tower][1])
     return getattr(cfg, "hidden_size", None)
 

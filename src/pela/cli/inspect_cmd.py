@@ -24,6 +24,7 @@ from pela.cli.common import (
     out_console,
 )
 from pela.data.collate import Collator
+from pela.data.labels import dataset_classes
 from pela.data.load import describe
 from pela.demo import run_demo
 from pela.errors import PelaError
@@ -91,8 +92,11 @@ def eval_(
     if workers < 0:
         raise PelaError(f"--workers must be >= 0, got {workers}")
     net = load_for_training(model, checkpoint=_opt_str(checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    ds = _load_data(data, split=split, text_field=text_field, label_field=label_field, classes=info(net).classes,
-                      progress=not as_json)
+    ds = _load_data(data, split=split, text_field=text_field, label_field=label_field, progress=not as_json)
+    trained, given = info(net).classes, dataset_classes(ds)
+    if trained and given and not set(trained) & set(given):  # a model pela fine-tuned names its classes: sharing none is a mistake
+        raise PelaError(f"none of the data's classes ({', '.join(map(repr, given[:3]))}{', ...' if len(given) > 3 else ''}) is one of the "
+                        f"{len(trained)} classes the model was trained on ({', '.join(map(repr, trained[:3]))}{', ...' if len(trained) > 3 else ''})")
     metrics = evaluate(net, ds, collate_fn=Collator(net, max_length=max_length), batch_size=batch_size, workers=workers,
                        progress=not as_json)
     if as_json:

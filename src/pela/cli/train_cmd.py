@@ -37,7 +37,7 @@ from pela.training.distill import distill as _distill
 from pela.training.evaluate import evaluate
 from pela.training.finetune import FinetuneConfig
 from pela.training.finetune import finetune as _finetune
-from pela.training.rundir import _publish, _run_dir
+from pela.training.rundir import publish, run_dir
 
 
 @app.command()
@@ -95,7 +95,7 @@ def distill(
     _save_dtype(save_dtype)
     ds = _load_data(data, text_field=text_field, label_field=label_field, progress=True)
     held_out = _load_data(eval_data, split="test", text_field=text_field, progress=True) if eval_data else None
-    with _run_dir(out, resume, overwrite):
+    with run_dir(out, resume, overwrite):
         with err_console.status("loading models"):
             student_model = load_for_training(str(student), trust_remote_code=trust_remote_code)  # trains in float32
             teacher_model = load_for_training(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle,
@@ -111,7 +111,7 @@ def distill(
         if result.best is not None:
             record["best"] = result.best
         record.update(trained_steps=result.steps, stopped_early=result.stopped_early)
-        if _publish(student_model, out, {"distill": record}, save_dtype):
+        if publish(student_model, out, {"distill": record}, save_dtype):
             out_console.print(_distilled(result, keep_best, patience, out))
             _half_precision_note(student_model, save_dtype)
 
@@ -144,7 +144,7 @@ def finetune(
     lr: float = typer.Option(1e-4, help="peak learning rate (AdamW, warm-up + cosine)"),
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
     seed: int = typer.Option(0),
-    pooling: str = typer.Option("mean", help="for an added head: mean (masked mean of tokens) or cls"),
+    pooling: Optional[str] = typer.Option(None, help="for an added head: mean (masked mean of tokens) or cls [default: a sentence-transformers model's own, else mean]"),
     lora: Optional[int] = typer.Option(None, help="train only rank-R LoRA adapters (peft) and the head"),
     grad_accum: int = typer.Option(1, "--grad-accum"),
     mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16"),
@@ -180,7 +180,7 @@ def finetune(
     test = (_load_data(eval_data, split="test", text_field=text_field, label_field=label_field, classes=dataset_classes(ds),
                          progress=not as_json)
             if eval_data else None)
-    with _run_dir(out, resume, overwrite):
+    with run_dir(out, resume, overwrite):
         with err_console.status(f"loading {model}"):
             net = load_for_training(model, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle,
                              trust_remote_code=trust_remote_code)
@@ -196,7 +196,7 @@ def finetune(
         summary["stopped_early"] = result.stopped_early
         if test is not None:
             summary["eval"] = evaluate(tuned, test, collate_fn=Collator(tuned, max_length=max_length), workers=workers, progress=not as_json)
-        if _publish(tuned, out, {"finetune": {**config.to_dict(), **summary}}, save_dtype):
+        if publish(tuned, out, {"finetune": {**config.to_dict(), **summary}}, save_dtype):
             if as_json:
                 print(json.dumps(summary, indent=2))
             else:

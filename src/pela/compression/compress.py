@@ -19,7 +19,7 @@ from pela.compression.allocate import allocate, max_rank, sensitivities
 from pela.compression.calibrate import Calibration
 from pela.compression.config import LowRankConfig
 from pela.compression.inits import INITS, NEEDS_CALIBRATION
-from pela.compression.ranks import _align, _relative_error, _tail_error, choose_rank
+from pela.compression.ranks import align_rank, choose_rank, relative_error, tail_error
 from pela.compression.report import CompressionReport, LayerReport
 from pela.compression.targets import Candidate, select
 from pela.errors import PelaError
@@ -35,7 +35,7 @@ def _allocate_budget(model: nn.Module, layers: list[_Layer], config: LowRankConf
 
     def uniform_rank(n_out: int, n_in: int) -> int:  # what one ratio for all layers would give, kept in [one step, break-even)
         cap = max_rank(n_out, n_in, align)
-        return max(min(align, cap), min(_align(math.floor(fraction * n_out * n_in / (n_out + n_in)), align, up=False), cap))
+        return max(min(align, cap), min(align_rank(math.floor(fraction * n_out * n_in / (n_out + n_in)), align, up=False), cap))
 
     def delta(work: torch.Tensor, spectrum: Spectrum, rank: int) -> Callable[[], torch.Tensor]:
         def make() -> torch.Tensor:
@@ -177,7 +177,7 @@ def _factorized(layer: _Layer, rank: int | None, config: LowRankConfig) -> LowRa
         return None
     a, b = spectrum.factors(rank)
     a, b = a.to(c.weight.dtype), b.to(c.weight.dtype)
-    err = _tail_error(spectrum.sigma, rank) if layer.weighted else _relative_error(layer.work, a, b, spectrum.sigma, rank)
+    err = tail_error(spectrum.sigma, rank) if layer.weighted else relative_error(layer.work, a, b, spectrum.sigma, rank)
     new = LowRankLinear.from_factors(a.to(c.weight.device), b.to(c.weight.device), None if c.bias is None else c.bias.detach())
     new.train(c.module.training)
     row.rank, row.status, row.rel_error = rank, "factorized", float(err)

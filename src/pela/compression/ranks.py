@@ -9,7 +9,7 @@ import torch
 from pela.compression.config import LowRankConfig
 
 
-def _align(r: int, align: int, up: bool) -> int:
+def align_rank(r: int, align: int, up: bool) -> int:
     if align <= 1 or r < align:
         return align if up and r > 0 and align > 1 else r
     return -(-r // align) * align if up else r // align * align
@@ -26,9 +26,9 @@ def choose_rank(out_features: int, in_features: int, sigma: torch.Tensor, config
     full = min(m, n)
     mode, value = config.resolved_mode()
     if mode == "ratio":
-        r = _align(math.floor(m * n / (value * (m + n))), config.align, up=False)
+        r = align_rank(math.floor(m * n / (value * (m + n))), config.align, up=False)
     elif mode == "rank":
-        r = _align(min(int(value), full), config.align, up=False)
+        r = align_rank(min(int(value), full), config.align, up=False)
     else:
         energy = sigma.double() ** 2
         total = float(energy.sum())
@@ -37,7 +37,7 @@ def choose_rank(out_features: int, in_features: int, sigma: torch.Tensor, config
         else:
             cum = torch.cumsum(energy, 0) / total
             r = int(torch.searchsorted(cum, torch.tensor(value - 1e-12, dtype=cum.dtype))) + 1
-        r = min(_align(min(r, full), config.align, up=True), full)
+        r = min(align_rank(min(r, full), config.align, up=True), full)
     if r < 1:
         return 0, f"{mode}={value} gives rank 0"
     if r * (m + n) >= m * n:
@@ -45,7 +45,7 @@ def choose_rank(out_features: int, in_features: int, sigma: torch.Tensor, config
     return r, None
 
 
-def _relative_error(w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, sigma: torch.Tensor, rank: int) -> float:
+def relative_error(w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, sigma: torch.Tensor, rank: int) -> float:
     """``||W − BA||_F / ||W||_F``: from the discarded singular values when that is exact enough
     (working-precision factors, error above 1%), else by forming ``BA`` (one extra matmul)."""
     energy = sigma.double() ** 2
@@ -58,7 +58,7 @@ def _relative_error(w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, sigma: to
     return float(torch.linalg.matrix_norm(w - b.to(w.dtype) @ a.to(w.dtype)) / torch.linalg.matrix_norm(w))
 
 
-def _tail_error(sigma: torch.Tensor, rank: int) -> float:
+def tail_error(sigma: torch.Tensor, rank: int) -> float:
     """Relative error in the init's own metric (for whiten: outputs on calibration inputs), from the discarded σ."""
     energy = sigma.double() ** 2
     total = float(energy.sum())

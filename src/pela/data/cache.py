@@ -31,7 +31,7 @@ def gunzip(path: Path) -> bytes:
         raise PelaError(f"{path} is not a readable gzip file: {e}") from e
 
 
-def _gunzipped_copy(path: Path, progress: bool) -> Path | None:
+def gunzipped_copy(path: Path, progress: bool) -> Path | None:
     """``path`` decompressed into pela's cache (`cached_copy`), a MiB at a time."""
 
     def write(out: Path) -> None:

@@ -148,7 +148,7 @@ class IdxImages(Dataset):
         return item
 
 
-def _find_idx(root: Path, split: str) -> tuple[Path, Path | None] | None:
+def find_idx(root: Path, split: str) -> tuple[Path, Path | None] | None:
     for prefix in (split, "t10k" if split == "test" else split):
         for suffix in ("", ".gz"):
             images = root / f"{prefix}-images-idx3-ubyte{suffix}"
@@ -158,7 +158,7 @@ def _find_idx(root: Path, split: str) -> tuple[Path, Path | None] | None:
     return None
 
 
-def _split_folder(root: Path, split: str) -> Path | None:
+def split_folder(root: Path, split: str) -> Path | None:
     """``root/<split>`` when every sub-folder of ``root`` is a split (train, val, test, ...), else None."""
     subdirs = {d.name.lower(): d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")}
     known = {name for names in SPLIT_FOLDERS.values() for name in names}

@@ -14,20 +14,20 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 IMAGE_FIELDS = ("image", "img", "file_name", "image_path", "filepath", "path")
 
 
-def _is_image(value: Any) -> bool:
+def is_image(value: Any) -> bool:
     if isinstance(value, dict):
-        return isinstance(value.get("bytes"), (bytes, bytearray)) or _is_image(value.get("path"))
-    return isinstance(value, str) and Path(value).suffix.lower() in IMAGE_SUFFIXES or _encoded_image(value)
+        return isinstance(value.get("bytes"), (bytes, bytearray)) or is_image(value.get("path"))
+    return isinstance(value, str) and Path(value).suffix.lower() in IMAGE_SUFFIXES or encoded_image(value)
 
 
 # how encoded images begin: PNG, JPEG, GIF, BMP, TIFF (both byte orders), WebP (RIFF....WEBP)
 IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
 
 
-def _encoded_image(value: Any) -> bool:
+def encoded_image(value: Any) -> bool:
     """Whether ``value`` is an encoded image: the bytes themselves, or Hugging Face's {"bytes": ...}."""
     if isinstance(value, dict):
-        return _encoded_image(value.get("bytes"))
+        return encoded_image(value.get("bytes"))
     return isinstance(value, (bytes, bytearray)) and (value.startswith(IMAGE_MAGIC) or value[:4] == b"RIFF" and value[8:12] == b"WEBP")
 
 

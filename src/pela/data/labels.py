@@ -41,9 +41,13 @@ class _Relabelled(Dataset):
         return item
 
 
-def align_classes(data: Dataset, names: list[str] | None, *, subset: bool = False) -> Dataset:
+def align_classes(data: Dataset, names: list[str] | None, *, subset: bool = False, extend: bool = False) -> Dataset:
     """``data`` labelled in the order of ``names`` (the classes a model names, `pela.arch.class_names`)
     when it has exactly those classes, or with ``subset`` some of them; otherwise ``data`` as it is.
+
+    With ``extend`` too, classes ``names`` lacks (a rare class a small training set missed) are kept
+    after them, numbered ``len(names)``, ``len(names) + 1``, ...: outputs no model has, so that an
+    evaluation scores their examples as errors instead of refusing the data.
 
     A dataset numbers its classes in sorted order; a model fine-tuned elsewhere may order the same
     names differently (``id2label = {0: "positive", 1: "negative"}``), and comparing indices would
@@ -52,7 +56,10 @@ def align_classes(data: Dataset, names: list[str] | None, *, subset: bool = Fals
     classes = dataset_classes(data)
     if not classes or not names or list(classes) == list(names) or len(set(names)) != len(names):
         return data
-    if not (set(classes) == set(names) or (subset and set(classes) <= set(names))):
-        return data
-    position = {c: i for i, c in enumerate(names)}
-    return _Relabelled(data, [position[c] for c in classes], list(names))
+    unknown = [c for c in classes if c not in set(names)]
+    if not (set(classes) == set(names) or (subset and not unknown)):
+        if not (subset and extend and len(unknown) < len(classes)):  # sharing no class: the data's labels are indices
+            return data
+    order = list(names) + unknown
+    position = {c: i for i, c in enumerate(order)}
+    return _Relabelled(data, [position[c] for c in classes], order)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Iterator
 
-from pela.data.cache import _gunzipped_copy, gunzip, gzipped
+from pela.data.cache import gunzip, gunzipped_copy, gzipped
 from pela.errors import PelaError
 from pela.utils.progress import bytes_bar
 
@@ -35,7 +35,7 @@ class ByteRanges:
         self.path = self._file = path  # what messages name; what is read
         self._data: bytes | None = None
         if gzipped(path):  # decompressed into memory, or, if large, once into the cache
-            copy = _gunzipped_copy(path, progress) if path.stat().st_size >= GZIP_CACHE_BYTES else None
+            copy = gunzipped_copy(path, progress) if path.stat().st_size >= GZIP_CACHE_BYTES else None
             self._file, self._data = (copy, None) if copy is not None else (path, gunzip(path))
         self.starts, self.ends = array("q"), array("q")
 
@@ -120,7 +120,7 @@ class LineRows(ByteRanges, Sequence):
         one (AG News' and Yelp's CSV files begin with the class, CoLA's TSV files hold a 0/1 label),
         except pandas' header of positional names (0, 1, ..., after an empty index name)."""
         names = first[1:] if first[:1] == [""] else first
-        self.headerless = names != [str(i) for i in range(len(names))] and any(_is_number(v) for v in first)
+        self.headerless = names != [str(i) for i in range(len(names))] and any(is_number(v) for v in first)
         self.fieldnames = [str(i) for i in range(len(first))] if self.headerless else first
 
     def _index_csv(self, lines: Iterator[bytes], begin: int) -> None:
@@ -201,5 +201,5 @@ class LineRows(ByteRanges, Sequence):
         return row
 
 
-def _is_number(x: str) -> bool:
+def is_number(x: str) -> bool:
     return re.fullmatch(r"\s*-?\d+(\.\d*)?\s*", x) is not None

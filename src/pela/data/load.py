@@ -11,7 +11,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from pela.data.cache import data_format, gzipped
-from pela.data.folders import FOLDER_SUFFIXES, TEXT_SUFFIXES, FolderDataset, IdxImages, TextLines, _find_idx, _split_folder
+from pela.data.folders import FOLDER_SUFFIXES, TEXT_SUFFIXES, FolderDataset, IdxImages, TextLines, find_idx, split_folder
 from pela.data.json_rows import read_rows
 from pela.data.labels import dataset_classes, unlabelled_reason
 from pela.data.lines import LineRows
@@ -62,8 +62,8 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
                                    progress=progress)
         return _nonempty(ds, p)
     if p.is_dir():
-        idx = _find_idx(p, split)
-        folder = _split_folder(p, split) or p
+        idx = find_idx(p, split)
+        folder = split_folder(p, split) or p
         # Hugging Face's imagefolder: a metadata file names each image's label or caption
         meta = next((folder / f"metadata{ext}" for ext in (".jsonl", ".csv") if (folder / f"metadata{ext}").is_file()), None)
         if idx:

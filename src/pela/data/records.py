@@ -17,9 +17,9 @@ from typing import Any, Iterator
 from torch.utils.data import Dataset
 
 from pela.data.cache import data_format
-from pela.data.images import IMAGE_FIELDS, _encoded_image, _is_image, open_image
+from pela.data.images import IMAGE_FIELDS, encoded_image, is_image, open_image
 from pela.data.json_rows import read_rows
-from pela.data.lines import _is_number
+from pela.data.lines import is_number
 from pela.data.tables import value
 from pela.errors import PelaError
 from pela.utils.progress import progress_bar
@@ -121,7 +121,7 @@ def default_label_field(first: dict[str, Any], class_labels: Sequence[str] = (),
 
 def _is_text(x: Any) -> bool:
     """A value of a text column: a string, and not a number written as one (CSV's idx column)."""
-    return isinstance(x, str) and not _is_number(x)
+    return isinstance(x, str) and not is_number(x)
 
 
 def _advancing(rows: Sequence[Any], bar: Any, every: int = 10_000) -> Iterator[Any]:
@@ -206,9 +206,9 @@ def read_records(path: Path, text_field: str | None, label_field: str | None, cl
 def _fields(first: dict[str, Any], text_field: str | None, label_field: str) -> tuple[str | None, tuple[str, ...]]:
     """The field holding an image, if any, and the one or two holding text (none for images without a caption)."""
     # a field is an image path only if it names an image file: a "path" column of a text corpus is not
-    image_field = next((f for f in IMAGE_FIELDS if _is_image(value(first.get(f)))), None)
+    image_field = next((f for f in IMAGE_FIELDS if is_image(value(first.get(f)))), None)
     if image_field is None:  # encoded images under another name (webdataset's jpg, say): the only such field
-        encoded = [k for k, v in first.items() if isinstance(k, str) and _encoded_image(value(v))]
+        encoded = [k for k, v in first.items() if isinstance(k, str) and encoded_image(value(v))]
         image_field = encoded[0] if len(encoded) == 1 else None
     if text_field is None:  # "text", or the one field of text there is (SST-2's "sentence", say)
         strings = [k for k, v in first.items() if k != label_field and isinstance(k, str) and _is_text(value(v))]

@@ -18,9 +18,9 @@ from torch import nn
 
 from pela.errors import PelaError
 from pela.metadata import info
-from pela.models.hf_source import _hf_from_dir, _hf_snapshot
+from pela.models.hf_source import hf_from_dir, hf_snapshot
 from pela.models.saving import is_pela_dir
-from pela.models.timm_source import _is_timm_dir
+from pela.models.timm_source import is_timm_dir
 from pela.models.weights import load_pickled_tensors, read_weights
 
 # peft's task types, and the transformers auto class of the model each is trained on
@@ -95,14 +95,14 @@ def load_adapter(path: Path, load_base: Callable[..., nn.Module], *, random_init
         if base.startswith((".", "/", "~")):
             raise PelaError(f"the base model of {path}, {base}, is not a directory (relative to here or to {path.parent})")
         try:  # a hub id, as peft records a base loaded from the hub
-            where = _hf_snapshot(base, False, allow_pickle, trust_remote_code)
+            where = hf_snapshot(base, False, allow_pickle, trust_remote_code)
         except PelaError as e:
             raise PelaError(f"the base model of {path}, {base}, is no local directory (relative to here or to "
                             f"{path.parent}), and {e}") from None
-    if is_pela_dir(where) or _is_timm_dir(where):
+    if is_pela_dir(where) or is_timm_dir(where):
         model = load_base(str(where), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     else:
-        model = _hf_from_dir(where, False, allow_pickle, trust_remote_code, task_class=TASK_CLASSES.get(task), num_labels=labels)
+        model = hf_from_dir(where, False, allow_pickle, trust_remote_code, task_class=TASK_CLASSES.get(task), num_labels=labels)
     source, files = info(model).source, info(model).files
     try:
         from peft import PeftModel

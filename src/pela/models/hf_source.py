@@ -11,6 +11,7 @@ from torch import nn
 
 from pela.errors import PelaError
 from pela.metadata import info
+from pela.models.hf_weights import class_for_weights, stored_names, warn_missing
 from pela.models.hub import offline_unless_reachable
 from pela.models.weights import (
     check_safetensors,
@@ -50,13 +51,13 @@ def _remote_auto_class(config: Any) -> str | None:
                 "AutoModel" if "AutoModel" in models else next(iter(models)))
 
 
-def _untrusted_code_error(path: Path) -> PelaError:
+def untrusted_code_error(path: Path) -> PelaError:
     code = ", ".join(sorted(p.name for p in path.glob("*.py"))) or "code named in its config.json auto_map"
     return PelaError(f"{path} runs its own model code ({code}); pela runs it only with --trust-remote-code "
                      "(Python: trust_remote_code=True), which you should pass only after reading that code")
 
 
-def _weight_files(path: Path, allow_pickle: bool) -> tuple[list[Path], list[Path]]:
+def weight_files(path: Path, allow_pickle: bool) -> tuple[list[Path], list[Path]]:
     """A model directory's safetensors files and pickled weight files; an error if it has no weights pela may read."""
     safe = sorted(path.glob("*.safetensors"))
     pickles = sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
@@ -66,7 +67,7 @@ def _weight_files(path: Path, allow_pickle: bool) -> tuple[list[Path], list[Path
     return safe, pickles
 
 
-def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False, trust_remote_code: bool = False,
+def hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False, trust_remote_code: bool = False,
                  task_class: str | None = None, num_labels: int | None = None) -> nn.Module:
     """``task_class`` (an auto class such as ``AutoModelForSequenceClassification``) and ``num_labels``
     override what the config names: a LoRA adapter's task and head say which model it was trained on."""
@@ -76,11 +77,11 @@ def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False, trus
         config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as e:
         if not trust_remote_code and "trust_remote_code" in str(e):
-            raise _untrusted_code_error(path) from e
+            raise untrusted_code_error(path) from e
         raise PelaError(f"{path}/config.json is not a usable Hugging Face config: {str(e).splitlines()[0]}") from None
     remote = _remote_auto_class(config)
     if remote and not trust_remote_code:
-        raise _untrusted_code_error(path)
+        raise untrusted_code_error(path)
     cls = getattr(transformers, remote, None) if remote else getattr(transformers, task_class) if task_class else _hf_class(config)
     if cls is None:
         raise PelaError(f"{path}/config.json maps its code to {remote!r}, which is no transformers auto class")
@@ -93,11 +94,13 @@ def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False, trus
         build = cls.from_config if auto else cls._from_config
         model = build(config, dtype=torch.float32, **code)
     else:
-        shards, pickles = _weight_files(path, allow_pickle)
+        shards, pickles = weight_files(path, allow_pickle)
         for shard in shards:
             check_safetensors(shard)
         for pickled in pickles if not shards else []:
             load_pickled_tensors(pickled)  # refuse anything but tensors before transformers reads it
+        if not auto and not resized:  # the class the weights describe (the base model, when the head's are absent)
+            cls = class_for_weights(cls, config, stored_names(shards))
         try:
             # transformers reads .bin files with torch.load(weights_only=True) too. Weights shared in
             # float16/bfloat16 are loaded in float32: SVD and training need it; --dtype runs in half
@@ -106,44 +109,76 @@ def _hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False, trus
             if resized:  # its report of the head it reinitializes would alarm: the adapter's head replaces it
                 transformers.logging.set_verbosity_error()
             try:
-                model = cls.from_pretrained(str(path), use_safetensors=bool(shards), dtype=torch.float32, **code, **resize)
+                model, loading_info = cls.from_pretrained(str(path), use_safetensors=bool(shards), dtype=torch.float32,
+                                                          output_loading_info=True, **code, **resize)
             finally:
                 transformers.logging.set_verbosity(verbosity)
         except Exception as e:
             raise PelaError(f"could not load the Hugging Face model in {path}: {str(e).splitlines()[0]}") from e
-        _note_half_precision(model, stored_float_dtype(shards[0]) if shards else None)
+        if not resized:  # a resized head is replaced by the adapter's copy
+            warn_missing(path, model, loading_info)
+        note_half_precision(model, stored_float_dtype(shards[0]) if shards else None)
     info(model).source = {"kind": "hf", "class": type(model).__name__}
     if remote:  # rebuilt by pela.load from the code copied beside the weights, again only when trusted
         info(model).source.update(remote_code=True, auto_class=remote)
     info(model).files = str(path)
+    info(model).pooling = sentence_transformers_pooling(path)
     return model.eval()
 
 
 HALF = (torch.float16, torch.bfloat16)
 
 
-def _note_half_precision(model: nn.Module, stored: torch.dtype | None) -> None:
+def note_half_precision(model: nn.Module, stored: torch.dtype | None) -> None:
     """Remember that the weights came in half precision (``weights_dtype`` of `pela.metadata.info`), so that a command
     saving the float32 model can say how to keep their size."""
     if stored in HALF:
         info(model).weights_dtype = str(stored).removeprefix("torch.")
 
 
-def _sentence_transformer_dir(path: Path) -> Path | None:
-    """The Hugging Face model directory of a sentence-transformers model (modules.json names it), if any."""
+def _st_modules(path: Path) -> list[dict[str, Any]]:
+    """The modules a sentence-transformers directory lists in its modules.json (none elsewhere)."""
     try:
         modules = json.loads((path / "modules.json").read_text())
     except (OSError, ValueError):
-        return None
-    for module in modules if isinstance(modules, list) else []:
-        if isinstance(module, dict) and str(module.get("type", "")).endswith(".Transformer"):
-            inner = (path / str(module.get("path", ""))).resolve()
-            if inner.is_relative_to(path.resolve()) and (inner / "config.json").is_file():
+        return []
+    return [m for m in modules if isinstance(m, dict)] if isinstance(modules, list) else []
+
+
+def _st_module_dir(root: Path, kind: str) -> Path | None:
+    """The folder of the sentence-transformers module of ``kind`` (``Transformer``, ``Pooling``) under ``root``."""
+    for module in _st_modules(root):
+        if str(module.get("type", "")).endswith(f".{kind}"):
+            inner = (root / str(module.get("path", ""))).resolve()
+            if inner.is_relative_to(root.resolve()) and inner.is_dir():
                 return inner
     return None
 
 
-def _hf_snapshot(repo_id: str, random_init: bool, allow_pickle: bool = False, trust_remote_code: bool = False) -> Path:
+def sentence_transformer_dir(path: Path) -> Path | None:
+    """The Hugging Face model directory of a sentence-transformers model (modules.json names it), if any."""
+    inner = _st_module_dir(path, "Transformer")
+    return inner if inner is not None and (inner / "config.json").is_file() else None
+
+
+ST_POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean"}  # the poolings a pela head can take
+
+
+def sentence_transformers_pooling(path: Path) -> str | None:
+    """How the sentence-transformers model whose Transformer is in ``path`` (the directory itself, or its
+    ``0_Transformer/``) pools its tokens, by its ``1_Pooling/config.json``, as the default pooling of a head
+    pela adds; None when ``path`` is no such model, or it pools otherwise (max, last token)."""
+    roots = [path] + ([path.parent] if _st_module_dir(path.parent, "Transformer") == path.resolve() else [])
+    folder = next((p for p in (_st_module_dir(root, "Pooling") for root in roots) if p is not None), None)
+    try:
+        modes = json.loads((folder / "config.json").read_text()) if folder is not None else None
+    except (OSError, ValueError):
+        return None
+    chosen = [mode for key, mode in ST_POOLING.items() if isinstance(modes, dict) and modes.get(key) is True]
+    return chosen[0] if len(chosen) == 1 else None
+
+
+def hf_snapshot(repo_id: str, random_init: bool, allow_pickle: bool = False, trust_remote_code: bool = False) -> Path:
     from huggingface_hub import snapshot_download
 
     patterns = ["*.json", "*.txt", "*.model", "*.jinja"] if random_init else HF_WEIGHT_PATTERNS

@@ -10,8 +10,8 @@ from torch import nn
 
 from pela.errors import PelaError
 from pela.metadata import info
-from pela.models.hf_source import _untrusted_code_error
-from pela.models.timm_source import _load_timm, timm_source
+from pela.models.hf_source import untrusted_code_error
+from pela.models.timm_source import load_timm, timm_source
 
 
 def source_of(model: nn.Module) -> dict[str, Any] | None:
@@ -39,14 +39,14 @@ def build_architecture(source: dict[str, Any], directory: Path, trust_remote_cod
         pretrained_cfg = source.get("pretrained_cfg")
         if pretrained_cfg is not None and not isinstance(pretrained_cfg, dict):
             raise PelaError(f"{directory}/pela.json records a malformed timm source")
-        model = _load_timm(name, None, True, kwargs, pretrained_cfg=pretrained_cfg)
+        model = load_timm(name, None, True, kwargs, pretrained_cfg=pretrained_cfg)
         info(model).source = None  # the caller sets what was recorded
         return model
     if kind == "hf" and source.get("remote_code"):
         import transformers
 
         if not trust_remote_code:
-            raise _untrusted_code_error(directory)
+            raise untrusted_code_error(directory)
         auto = getattr(transformers, str(source.get("auto_class", "")), None)
         if not (isinstance(auto, type) and str(source.get("auto_class")).startswith("AutoModel")):
             raise PelaError(f"{directory}/pela.json records a malformed Hugging Face source")

@@ -26,7 +26,7 @@ from pela.errors import PelaError
 from pela.metadata import info
 from pela.models.rebuild import build_architecture, source_of
 from pela.models.structure import apply_structure, factorized_layers
-from pela.utils.files import _default_permissions, atomic_dir, writing
+from pela.utils.files import atomic_dir, default_permissions, writing
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "pela.json"
@@ -149,7 +149,7 @@ def save_into(model: nn.Module, directory: str | os.PathLike, extra: dict[str, A
         tmp = Path(tempfile.mkdtemp(prefix=".model.tmp-", dir=path))
         try:
             _write_model(model, tmp, extra, dt)
-            _default_permissions(tmp)
+            default_permissions(tmp)
             (path / CONFIG_NAME).unlink(missing_ok=True)
             for f in sorted(tmp.iterdir(), key=lambda f: f.name == CONFIG_NAME):
                 os.replace(f, path / f.name)

@@ -14,10 +14,10 @@ from torch import nn
 
 from pela.errors import PelaError
 from pela.models.adapters import load_adapter
-from pela.models.hf_source import HALF, _hf_from_dir, _hf_snapshot, _note_half_precision, _sentence_transformer_dir
+from pela.models.hf_source import HALF, hf_from_dir, hf_snapshot, note_half_precision, sentence_transformer_dir
 from pela.models.pela_dir import load_saved
 from pela.models.saving import is_pela_dir
-from pela.models.timm_source import _is_timm_dir, _load_timm, _timm_from_dir
+from pela.models.timm_source import is_timm_dir, load_timm, timm_from_dir
 
 SOURCE_HELP = "use timm:NAME, hf:ORG/NAME, or a local directory (saved by pela, by Hugging Face save_pretrained, by timm, or a peft LoRA adapter)"
 
@@ -72,30 +72,30 @@ def load_for_training(source: str, *, checkpoint: str | None = None, random_init
     if checkpoint and random_init:
         raise PelaError("give either --checkpoint or --random-init, not both")
     if source.startswith("timm:"):
-        return _load_timm(source[5:], checkpoint, random_init, kwargs, allow_pickle)
+        return load_timm(source[5:], checkpoint, random_init, kwargs, allow_pickle)
     if checkpoint:
         raise PelaError("a checkpoint file applies to timm: sources only (a directory or hf: model brings its own weights)")
     if source.startswith("hf:"):
-        path = _hf_snapshot(source[3:], random_init, allow_pickle, trust_remote_code)
-        if _is_timm_dir(path):  # a timm repository on the hub (timm/NAME): timm builds it, not transformers' wrapper
-            return _timm_from_dir(path, random_init, kwargs, allow_pickle)
-        return _hf_from_dir(path, random_init, allow_pickle, trust_remote_code)
+        path = hf_snapshot(source[3:], random_init, allow_pickle, trust_remote_code)
+        if is_timm_dir(path):  # a timm repository on the hub (timm/NAME): timm builds it, not transformers' wrapper
+            return timm_from_dir(path, random_init, kwargs, allow_pickle)
+        return hf_from_dir(path, random_init, allow_pickle, trust_remote_code)
     path = Path(source).expanduser()
     if path.is_dir():
         if is_pela_dir(path):
             model = load_saved(path, trust_remote_code=trust_remote_code)
             half = next((p.dtype for p in model.parameters() if p.dtype in HALF), None)
-            _note_half_precision(model, half)
+            note_half_precision(model, half)
             return model.float() if half else model  # saved in half precision to ship: as for hub weights, train in float32
-        if _is_timm_dir(path):
-            return _timm_from_dir(path, random_init, kwargs, allow_pickle)
+        if is_timm_dir(path):
+            return timm_from_dir(path, random_init, kwargs, allow_pickle)
         if (path / "config.json").is_file():
-            return _hf_from_dir(path, random_init, allow_pickle, trust_remote_code)
+            return hf_from_dir(path, random_init, allow_pickle, trust_remote_code)
         if (path / "adapter_config.json").is_file():  # a LoRA (peft) fine-tune: its base with the adapter merged in
             return load_adapter(path, load_for_training, random_init=random_init, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-        inner = _sentence_transformer_dir(path)
+        inner = sentence_transformer_dir(path)
         if inner is not None:  # an older sentence-transformers layout: the Transformer in 0_Transformer/
-            return _hf_from_dir(inner, random_init, allow_pickle, trust_remote_code)
+            return hf_from_dir(inner, random_init, allow_pickle, trust_remote_code)
         raise PelaError(f"{path} holds neither a pela model (pela.json), a Hugging Face or timm model (config.json) "
                         "nor a LoRA adapter (adapter_config.json)")
     if path.exists():

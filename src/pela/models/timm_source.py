@@ -11,7 +11,7 @@ from torch import nn
 
 from pela.errors import PelaError
 from pela.metadata import info
-from pela.models.hf_source import _hf_snapshot, _weight_files
+from pela.models.hf_source import hf_snapshot, weight_files
 from pela.models.hub import offline_unless_reachable
 from pela.models.weights import (
     load_weights,
@@ -66,7 +66,7 @@ def _known_cfg_fields(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k in known}
 
 
-def _is_timm_dir(path: Path) -> bool:
+def is_timm_dir(path: Path) -> bool:
     """A directory in timm's hub format: config.json names an ``architecture`` (Hugging Face's name a ``model_type``)."""
     try:
         cfg = json.loads((path / "config.json").read_text())
@@ -75,7 +75,7 @@ def _is_timm_dir(path: Path) -> bool:
     return isinstance(cfg, dict) and isinstance(cfg.get("architecture"), str) and "model_type" not in cfg
 
 
-def _timm_from_dir(path: Path, random_init: bool, kwargs: dict[str, Any], allow_pickle: bool = False) -> nn.Module:
+def timm_from_dir(path: Path, random_init: bool, kwargs: dict[str, Any], allow_pickle: bool = False) -> nn.Module:
     """A timm model saved the way timm shares it (``save_for_hf``, a hub snapshot): config.json + weights."""
     import timm
 
@@ -84,7 +84,7 @@ def _timm_from_dir(path: Path, random_init: bool, kwargs: dict[str, Any], allow_
     except Exception as e:  # noqa: BLE001 - timm raises many kinds for a config it cannot build
         raise PelaError(f"{path}/config.json is not a usable timm config: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     if not random_init:
-        safe, pickles = _weight_files(path, allow_pickle)
+        safe, pickles = weight_files(path, allow_pickle)
         load_weights(model, (sorted(safe, key=lambda p: p.name != "model.safetensors") or pickles)[0], allow_pickle=allow_pickle)
     info(model).source = timm_source(model, kwargs)
     return model.eval()
@@ -119,16 +119,16 @@ def _load_timm_checkpoint(model: nn.Module, checkpoint: str, kwargs: dict[str, A
     return kwargs
 
 
-def _load_timm(name: str, checkpoint: str | None, random_init: bool, kwargs: dict[str, Any], allow_pickle: bool = False,
+def load_timm(name: str, checkpoint: str | None, random_init: bool, kwargs: dict[str, Any], allow_pickle: bool = False,
                pretrained_cfg: dict[str, Any] | None = None) -> nn.Module:
     import timm
 
     if name.startswith(("local-dir:", "hf-hub:")):  # timm's own names for a directory or a hub repository of a timm model
         kind, _, where = name.partition(":")
-        path = Path(where).expanduser() if kind == "local-dir" else _hf_snapshot(where, random_init or bool(checkpoint), allow_pickle)
-        if not _is_timm_dir(path):
+        path = Path(where).expanduser() if kind == "local-dir" else hf_snapshot(where, random_init or bool(checkpoint), allow_pickle)
+        if not is_timm_dir(path):
             raise PelaError(f"timm:{name} is not a timm model (its config.json names no timm architecture)")
-        model = _timm_from_dir(path, random_init or bool(checkpoint), kwargs, allow_pickle)
+        model = timm_from_dir(path, random_init or bool(checkpoint), kwargs, allow_pickle)
         if checkpoint:
             kwargs = _load_timm_checkpoint(model, checkpoint, kwargs, allow_pickle)
             info(model).source = timm_source(model, kwargs)

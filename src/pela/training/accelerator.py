@@ -44,7 +44,7 @@ def make_accelerator(config: TrainConfig) -> Any:
                        dataloader_config=DataLoaderConfiguration(split_batches=True))
 
 
-def _rank_checksums(model: nn.Module, accelerator: Any) -> list[float]:
+def rank_checksums(model: nn.Module, accelerator: Any) -> list[float]:
     """One float64 checksum of the student's weights per process, to prove every rank agrees."""
     with torch.no_grad():
         local = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1).to(accelerator.device)

@@ -41,7 +41,7 @@ class EpochBatches(Sampler[list[int]]):
             yield perm[k * self.batch_size:(k + 1) * self.batch_size].tolist()
 
 
-def _split(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
+def split_batch(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
     if parts == 1:
         return [batch]
     chunks = {k: torch.tensor_split(v, parts) for k, v in batch.items()}

@@ -17,7 +17,7 @@ from pela.training.metrics_log import MetricsLog
 from pela.utils.files import atomic_dir
 
 
-def _is_eval(row: dict[str, float]) -> bool:
+def is_eval(row: dict[str, float]) -> bool:
     return any(k.startswith("eval_") for k in row)
 
 
@@ -107,7 +107,7 @@ class Evaluations:
         self.best = _Best(config.keep_best, root, rid, start, main) if config.keep_best else None
         # a resumed run's result covers the whole run: the rows logged before its checkpoint come first
         self.rows = [{"step": r["step"], **{k[len("eval_"):]: v for k, v in r.items() if k.startswith("eval_")}}
-                     for r in log.kept if _is_eval(r)]
+                     for r in log.kept if is_eval(r)]
         self.shown = ""  # the last evaluation, for the progress bar
 
     def after_step(self, done: int, wrapped: nn.Module) -> bool:

@@ -18,7 +18,7 @@ from pela.data.labels import align_classes, dataset_classes, unlabelled_reason
 from pela.errors import PelaError
 from pela.metadata import info
 from pela.training.config import TrainConfig, TrainResult
-from pela.training.evaluate import _device, evaluate
+from pela.training.evaluate import evaluate, model_device
 from pela.training.loop import fit
 
 # what `evaluate` reports that can pick the best model during fine-tuning (loss is minimized, the others maximized)
@@ -31,7 +31,7 @@ class FinetuneConfig(TrainConfig):
 
     weight_decay: float = 0.01
     warmup: float = 0.06
-    pooling: str = "mean"  # for an added head: "mean" (masked mean of the tokens) or "cls"
+    pooling: str | None = None  # for an added head: "mean" (masked mean of the tokens) or "cls"; None: the model's own, else mean
     lora: int | None = None  # train only rank-R LoRA adapters (peft) and the head
     lora_alpha: float = 16.0
     label_smoothing: float = 0.0
@@ -39,7 +39,7 @@ class FinetuneConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.pooling not in ("mean", "cls"):
+        if self.pooling not in (None, "mean", "cls"):
             raise PelaError(f"pooling must be mean or cls, got {self.pooling!r}")
         if self.lora is not None and (not isinstance(self.lora, int) or self.lora < 1):
             raise PelaError(f"lora must be an integer rank >= 1, got {self.lora!r}")
@@ -100,7 +100,8 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
     tower = arch.data_tower(model, data, collate_fn)  # CLIP on labelled images: a classifier on its vision tower
     with torch.random.fork_rng(devices=[]):  # a new head's initial weights follow config.seed, not the caller's RNG state
         torch.manual_seed(config.seed)
-        model = arch.with_classifier(model, num_classes, config.pooling, tower=tower)
+        # a sentence-transformers model pools its own way: its head does too unless told otherwise
+        model = arch.with_classifier(model, num_classes, config.pooling or info(model).pooling or "mean", tower=tower)
     names = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
     info(model).classes = names  # so that evaluations during training read the data's labels by name
     trained = _add_lora(model, config.lora, config.lora_alpha) if config.lora else model
@@ -113,7 +114,7 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
 
         def evaluator(_: nn.Module) -> dict[str, float]:
             # the model itself: LoRA adapters sit in it, and peft's wrapper hides its forward's signature
-            scores = evaluate(model, eval_data, collate_fn=collate_fn, batch_size=eval_batch_size, device=str(_device(trained)),
+            scores = evaluate(model, eval_data, collate_fn=collate_fn, batch_size=eval_batch_size, device=str(model_device(trained)),
                               workers=config.workers)
             return {k: scores[k] for k in EVAL_METRICS if scores.get(k) is not None}
 

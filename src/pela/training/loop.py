@@ -21,11 +21,11 @@ from torch.utils.data import Dataset
 
 from pela import arch
 from pela.errors import PelaError
-from pela.training.accelerator import _rank_checksums, make_accelerator, resident_mib
-from pela.training.batches import EpochBatches, _split, make_loader
+from pela.training.accelerator import make_accelerator, rank_checksums, resident_mib
+from pela.training.batches import EpochBatches, make_loader, split_batch
 from pela.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pela.training.config import TrainConfig, TrainResult, run_id
-from pela.training.evaluation import Evaluations, _is_eval
+from pela.training.evaluation import Evaluations, is_eval
 from pela.training.metrics_log import MetricsLog
 from pela.utils.progress import progress_bar
 
@@ -71,7 +71,7 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
     log = MetricsLog(out / "metrics.jsonl" if out and accelerator.is_main_process else None, start)
     evals = Evaluations(evaluator, config, total=total, per_epoch=per_epoch, log=log, root=out / "checkpoints" if out else None,
                         rid=rid, start=start, accelerator=accelerator)
-    history = [r for r in log.kept if not _is_eval(r)]  # a resumed run's history covers the whole run
+    history = [r for r in log.kept if not is_eval(r)]  # a resumed run's history covers the whole run
     stopped = None  # the step where patience ran out
     began, seen = time.perf_counter(), 0
     try:
@@ -102,7 +102,7 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
     steps = stopped or total
     best = evals.finish(model, steps)
     model.eval()
-    checksums = _rank_checksums(model, accelerator)
+    checksums = rank_checksums(model, accelerator)
     if len(set(checksums)) > 1:
         raise PelaError(f"the {len(checksums)} processes ended with different models (checksums {checksums})")
     return TrainResult(steps, seconds, seen / max(seconds, 1e-9), history, evals=evals.rows, best=best, rank_checksums=checksums,
@@ -128,7 +128,7 @@ def _resume(out: Path, model: nn.Module, optimizer: Any, scheduler: Any, rid: st
 def _optimizer_step(wrapped: nn.Module, batch: dict[str, torch.Tensor], step_loss: Callable, weights: dict[str, float],
                     config: TrainConfig, accelerator: Any, optimizer: Any, scheduler: Any, step: int, out: Path | None) -> dict[str, float]:
     """One optimizer step over ``config.grad_accum`` micro-batches; each loss term's mean."""
-    micro = _split(batch, config.grad_accum)
+    micro = split_batch(batch, config.grad_accum)
     sums: dict[str, float] = {}
     for i, mb in enumerate(micro):
         sync = accelerator.no_sync(wrapped) if i < len(micro) - 1 else contextlib.nullcontext()

@@ -13,7 +13,7 @@ from pela.training.checkpoint import latest_checkpoint, remove_checkpoints
 from pela.utils.files import check_output_dir
 
 
-def _publish(model, out: Path, extra: dict, dtype: str | None = None) -> bool:
+def publish(model, out: Path, extra: dict, dtype: str | None = None) -> bool:
     """On the main process: write the final model into the run directory and drop its checkpoints.
 
     Returns whether this is the main process (the one that should also print the summary)."""
@@ -26,7 +26,7 @@ def _publish(model, out: Path, extra: dict, dtype: str | None = None) -> bool:
 
 
 @contextlib.contextmanager
-def _run_dir(out: Path, resume: bool, overwrite: bool) -> Iterator[None]:
+def run_dir(out: Path, resume: bool, overwrite: bool) -> Iterator[None]:
     """Create (or, with ``resume``, check) a run directory; if the run then fails before its first
     checkpoint, remove the directory again, so a mistake leaves nothing behind and nothing is lost."""
     import shutil

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pela.errors import PelaError
-from pela.utils.files import _default_permissions, check_parent
+from pela.utils.files import check_parent, default_permissions
 
 FORMATS = (".png", ".pdf", ".svg")
 
@@ -41,7 +41,7 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=dpi)
-        _default_permissions(Path(tmp))  # mkstemp makes it private; a plot is an ordinary file
+        default_permissions(Path(tmp))  # mkstemp makes it private; a plot is an ordinary file
         os.replace(tmp, path)
     finally:
         pyplot().close(fig)

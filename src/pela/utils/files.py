@@ -60,7 +60,7 @@ def atomic_dir(directory: str | os.PathLike, overwrite: bool = False) -> Iterato
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.absolute().parent))
     try:
         yield tmp
-        _default_permissions(tmp)
+        default_permissions(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
@@ -76,7 +76,7 @@ def atomic_dir(directory: str | os.PathLike, overwrite: bool = False) -> Iterato
         raise
 
 
-def _default_permissions(root: Path) -> None:
+def default_permissions(root: Path) -> None:
     """mkdtemp/mkstemp create private (0700/0600) entries; give them the modes a plain mkdir/open would."""
     umask = os.umask(0)
     os.umask(umask)
@@ -94,7 +94,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        _default_permissions(Path(tmp))
+        default_permissions(Path(tmp))
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,40 @@
+"""pela.utils.progress: a bar on a terminal; in a log (nohup, a scheduler, CI), plain progress lines."""
+
+import os
+import subprocess
+import sys
+
+from pela.utils import progress
+
+
+def test_lines_say_where_a_job_stands(monkeypatch, capsys):
+    clock = iter([0.0, 0.0, 10.0, 20.0, 31.0, 45.0, 70.0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    lines = progress._Lines(total=100, description="distilling", every=30)
+    lines.advance(0)  # t=0: where it starts
+    lines.advance(10, info="loss 1.5")  # t=10: too soon for another line
+    lines.advance(10)  # t=20: too soon
+    lines.advance(10, info="loss 0.9")  # t=31: 30 steps in 31 s
+    lines.advance(10)  # t=45: too soon
+    lines.advance(60)  # t=70: the end, always said
+    assert capsys.readouterr().err.splitlines() == [
+        "distilling: 0/100 (0%), 0m00s elapsed",
+        "distilling: 30/100 (30%), 0.968/s, 0m31s elapsed, 1m12s left | loss 0.9",
+        "distilling: 100/100 (100%), 1.79/s, 1m10s elapsed",
+    ]
+
+
+def test_a_command_writing_to_a_log_shows_progress_lines(tmp_path, hf_bert_dir):
+    """stderr redirected to a file, as under nohup: the distillation reports its steps, rate and time left."""
+    env = {**os.environ, "PELA_PROGRESS_SECONDS": "0"}
+    (tmp_path / "t.txt").write_text("".join(f"w{i} w{i + 1} w{i + 2}\n" for i in range(32)))
+    pela = [sys.executable, "-m", "pela"]
+    subprocess.run([*pela, "compress", str(hf_bert_dir), "--out", str(tmp_path / "s"), "--ratio", "4", "--align", "1"],
+                   check=True, capture_output=True, env=env)
+    with open(tmp_path / "log.txt", "w") as log:
+        subprocess.run([*pela, "distill", "--student", str(tmp_path / "s"), "--teacher", str(hf_bert_dir), "--data",
+                        str(tmp_path / "t.txt"), "--out", str(tmp_path / "run"), "--steps", "3", "--batch-size", "8"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=log, env=env)
+    lines = [line for line in (tmp_path / "log.txt").read_text().splitlines() if line.startswith("distilling: ")]
+    assert lines[0].startswith("distilling: 0/3 (0%)") and lines[-1].startswith("distilling: 3/3 (100%)")
+    assert any(" left | feature " in line for line in lines[1:-1]) and all("/s, " in line for line in lines[1:])
