@@ -21,6 +21,7 @@ from pela import arch
 from pela.compression.config import LowRankConfig
 from pela.compression.targets import select
 from pela.data.collate import Collator
+from pela.data.inputs import as_dataset
 from pela.errors import PelaError
 from pela.features import real_tokens
 from pela.utils.progress import progress_bar
@@ -53,6 +54,7 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
     Raises:
         PelaError: no data, or a forward pass reaches none of the layers to factorize.
     """
+    data = as_dataset(data)  # a datasets.Dataset, a list of texts or of (text, label) pairs
 
     if samples < 1:
         raise PelaError(f"calibration needs at least 1 sample, got samples={samples}")

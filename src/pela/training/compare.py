@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from pela import arch
 from pela.data.collate import Collator
+from pela.data.inputs import as_dataset
 from pela.errors import PelaError
 from pela.features import BlockCapture, real_tokens, token_mse
 from pela.utils.progress import progress_bar
@@ -28,6 +29,7 @@ def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn
     Output agreement is the fraction of equal argmax predictions when the models output class logits
     (2-D), else the mean cosine similarity of their output vectors.
     """
+    data = as_dataset(data)  # a datasets.Dataset, a list of texts or of (text, label) pairs
 
     if samples < 1 or batch_size < 1:
         raise PelaError(f"samples and batch size must be >= 1, got {samples} and {batch_size}")

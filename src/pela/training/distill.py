@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from pela import arch
 from pela.data.collate import Collator
+from pela.data.inputs import as_dataset
 from pela.data.labels import align_classes, dataset_classes
 from pela.errors import PelaError
 from pela.features import BlockCapture, feature_loss
@@ -100,6 +101,8 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
             ``eval_samples`` of them at the end and every ``config.eval_every`` steps (`EVAL_METRICS`,
             in ``result.evals``); with ``config.keep_best`` the student ends as the best one.
     """
+    data = as_dataset(data)  # a datasets.Dataset, a list of texts or of (text, label) pairs
+    eval_data = as_dataset(eval_data) if eval_data is not None else None
 
     config = config or DistillConfig()
     pairs = check_pair(student, teacher)

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from pela import arch
 from pela.data.collate import Collator
+from pela.data.inputs import as_dataset
 from pela.data.labels import align_classes, dataset_classes, unlabelled_reason
 from pela.errors import PelaError
 from pela.training.batches import make_loader
@@ -30,6 +31,7 @@ def evaluate(model: nn.Module, data: Dataset, *, collate_fn: Callable | None = N
     bar over the batches on stderr, redrawn only when a batch is done so that it does not slow the
     items/s figure.
     """
+    data = as_dataset(data)  # a datasets.Dataset, a list of texts or of (text, label) pairs
 
     if batch_size < 1:
         raise PelaError(f"batch size must be >= 1, got {batch_size}")

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from pela import arch
 from pela.arch.classifier import SequenceClassifier
 from pela.data.collate import Collator
+from pela.data.inputs import as_dataset
 from pela.data.labels import align_classes, dataset_classes, unlabelled_reason
 from pela.errors import PelaError
 from pela.metadata import info
@@ -86,6 +87,8 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
     steps, and the scores are in ``result.evals``; with ``config.keep_best`` (one of `EVAL_METRICS`) the
     returned model has the weights of its best evaluation, which ``result.best`` names.
     """
+    data = as_dataset(data)  # a datasets.Dataset, a list of texts or of (text, label) pairs
+    eval_data = as_dataset(eval_data) if eval_data is not None else None
 
     config = config or FinetuneConfig()
     data = align_classes(data, arch.class_names(model))  # a head kept for the same classes keeps its rows' meaning
