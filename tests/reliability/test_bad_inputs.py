@@ -7,6 +7,7 @@ import gzip
 import json
 import shutil
 
+import datasets
 import pytest
 import torch
 
@@ -250,6 +251,10 @@ def _api_cases(w, tmp_path):
         ("empty calibration data", lambda: pela.calibrate(teacher(), []), "empty"),
         ("empty comparison data", lambda: pela.compare(student(), teacher(), []), "empty"),
         ("compare on 0 samples", lambda: pela.compare(student(), teacher(), load_dataset(w / "text.txt"), samples=0), "samples and batch size"),
+        ("a DatasetDict, not one split", lambda: pela.calibrate(teacher(), datasets.DatasetDict({"train": datasets.Dataset.from_dict(
+            {"text": ["a b"]})})), "pass one split of the DatasetDict (its splits: train)"),
+        ("a list of numbers as data", lambda: pela.calibrate(teacher(), [1, 2, 3]), "a list of examples holds texts or (text, label) pairs"),
+        ("a timm name offline, not cached", lambda: pela.load("timm:vit_tiny_patch16_224"), "could not fetch pretrained weights"),
     ]
 
 
