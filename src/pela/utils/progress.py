@@ -29,7 +29,9 @@ def progress_bar(enabled: bool, total: int, description: str, redraw_only_on_adv
         yield lambda n=1, **_: None
         return
     if not stderr.is_terminal:
-        yield _Lines(total, description, _line_seconds()).advance
+        lines = _Lines(total, description, _line_seconds())
+        yield lines.advance
+        lines.close()
         return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
@@ -82,10 +84,15 @@ class _Lines:
         self.start = time.monotonic()
         self.last: tuple[float, int] | None = None  # (time, done) at the previous line
 
-    def advance(self, n: int = 1, info: str = "") -> None:
+    def close(self) -> None:
+        """The last line, if the last call did not say where the job ended."""
+        if self.last is None or self.last[1] != self.done:
+            self.advance(0, force=True)
+
+    def advance(self, n: int = 1, info: str = "", force: bool = False) -> None:
         self.done += n
         now = time.monotonic()
-        if self.last is not None and now - self.last[0] < self.every and self.done < self.total:
+        if not force and self.last is not None and now - self.last[0] < self.every and self.done < self.total:
             return
         rate = (self.done - self.last[1]) / (now - self.last[0]) if self.last is not None and now > self.last[0] else None
         parts = [f"{self.done}/{self.total}" + (f" ({100 * self.done / self.total:.0f}%)" if self.total else "")]
