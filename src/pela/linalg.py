@@ -5,6 +5,7 @@ that can be cut into factors at any rank. Pure functions of tensors; nothing her
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -61,14 +62,7 @@ def whiten_spectrum(weight: torch.Tensor, stats: torch.Tensor) -> Spectrum:
     (too few or degenerate calibration inputs) stay invertible. The singular values are those of
     ``W S``: they measure output error on calibration data, which is what rank allocation should see.
     """
-    c = stats.to(weight.device, torch.float64)
-    evals, q = torch.linalg.eigh((c + c.T) / 2)
-    evals = evals.clamp_min(0)
-    scale = float(evals.mean())
-    if not scale > 1e-30 or not math.isfinite(scale):  # all-zero inputs: every BA is equally good, so plain SVD
-        evals, scale = torch.ones_like(evals), 1.0
-    evals = evals + WHITEN_DAMPING * scale
-    root = evals.sqrt()
+    q, root = _whitening(stats, weight.device)
     inner = svd_spectrum(weight.double() @ (q * root))  # W S
     s_inv = (q / root).T
 
@@ -77,6 +71,26 @@ def whiten_spectrum(weight: torch.Tensor, stats: torch.Tensor) -> Spectrum:
         return (a @ s_inv).to(weight.dtype), b.to(weight.dtype)
 
     return Spectrum(inner.sigma, factors)
+
+
+_WHITENINGS: dict[int, tuple[weakref.ref, torch.device, torch.Tensor, torch.Tensor]] = {}  # id(statistics) -> (it, device, Q, Λ½)
+
+
+def _whitening(stats: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``S = QΛ½`` of ``E[x xᵀ]``, damped; computed once for layers that share one statistics matrix (q, k, v)."""
+    cached = _WHITENINGS.get(id(stats))
+    if cached is not None and cached[0]() is stats and cached[1] == device:
+        return cached[2], cached[3]
+    c = stats.to(device, torch.float64)
+    evals, q = torch.linalg.eigh((c + c.T) / 2)
+    evals = evals.clamp_min(0)
+    scale = float(evals.mean())
+    if not scale > 1e-30 or not math.isfinite(scale):  # all-zero inputs: every BA is equally good, so plain SVD
+        evals, scale = torch.ones_like(evals), 1.0
+    root = (evals + WHITEN_DAMPING * scale).sqrt()
+    key = id(stats)
+    _WHITENINGS[key] = (weakref.ref(stats, lambda _: _WHITENINGS.pop(key, None)), device, q, root)
+    return q, root
 
 
 def svd_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:

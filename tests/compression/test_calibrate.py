@@ -3,7 +3,8 @@ import warnings
 
 import pytest
 import torch
-from conftest import ARCHITECTURES, hf_bert
+from conftest import ARCHITECTURES, Tokens, hf_bert
+from conftest import stack as stack_batch
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -223,3 +224,18 @@ def test_budget_keeps_the_uniform_rank_where_calibration_never_reached():
     vision = [r for r in report.layers if r.name.startswith("vision_model.") and r.status == "factorized"]
     assert text and vision and all(r.init == "svd" for r in text) and all(r.init == "whiten" for r in vision)
     assert all(r.rank == math.floor(0.5 * r.in_features * r.out_features / (r.in_features + r.out_features)) for r in text)
+
+
+def test_layers_reading_one_input_share_one_matrix():
+    """q, k and v read the same hidden states: one E[x xᵀ] serves the three, so memory grows with the inputs."""
+    torch.manual_seed(0)
+    model = hf_bert().eval()
+    inputs = []
+    model.encoder.layer[0].attention.self.query.register_forward_pre_hook(lambda m, a: inputs.append(a[0].reshape(-1, 32)))
+    cal = pela.calibrate(model, Tokens(n=16), collate_fn=stack_batch, batch_size=8)
+    att = "encoder.layer.0.attention.self."
+    q, k, v = (cal.moments[att + n] for n in ("query", "key", "value"))
+    assert q is k is v and cal.tokens[att + "key"] == cal.tokens[att + "query"] == 16 * 8
+    x = torch.cat(inputs).double()
+    assert torch.allclose(q, x.T @ x / len(x), atol=1e-5)  # XᵀX is summed in float32 per batch
+    assert len({id(m) for m in cal.moments.values()}) == 4 * 2 + 1  # per layer: q/k/v, attention output, MLP in, MLP out; the pooler

@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from pela import arch
+from pela.compression.replay import BlockCalls, Call, replay
 from pela.errors import PelaError
-from pela.features import BlockCapture, feature_loss
+from pela.features import feature_loss
 
 
 def max_rank(out_features: int, in_features: int, align: int) -> int:
@@ -102,23 +103,27 @@ def sensitivities(model: nn.Module, layers: Sequence[tuple[str, nn.Module, Calla
     blocks = arch.find_blocks(model)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()} for b in probe]
-    capture = BlockCapture(model, blocks)
+    recorder = BlockCalls(model, blocks)
     was_training = model.training
     model.eval()
+    config = getattr(model, "config", None)
+    cached = getattr(config, "use_cache", None)
+    if cached:  # no key-value cache: it would hold state between a pass and the replay of its blocks
+        config.use_cache = False
 
-    def features() -> list[list[torch.Tensor]]:
-        out = []
-        for b in batches:
-            result = arch.forward(model, b)
-            out.append(capture.take() if blocks else [arch.main_output(result)])
-        return out
+    def run(batch: dict[str, Any]) -> tuple[list[torch.Tensor], list[Call], list[bool]]:
+        """The features of one full pass: block outputs (the main output where there are no blocks), and its calls."""
+        result: list[Any] = []
+        calls, linked = recorder.record(lambda: result.append(arch.forward(model, batch)))
+        return (recorder.features(calls) if blocks else [arch.main_output(result[0])]), calls, linked
 
     try:
-        reference = features()
+        reference = [run(b) for b in batches]
         result: list[float | None] = []
         for name, module, delta, tail in layers:
             progress(info=name)
-            if blocks and not any(name.startswith(b + ".") for b in blocks):
+            block = next((b for b in blocks if name.startswith(b + ".")), None)
+            if blocks and block is None:
                 result.append(None)
                 continue
             d, calls = delta(), []
@@ -129,15 +134,30 @@ def sensitivities(model: nn.Module, layers: Sequence[tuple[str, nn.Module, Calla
 
             handle = module.register_forward_hook(perturb)
             try:
-                got = features()
+                got = [_perturbed(run, recorder, batch, ref, block) for batch, ref in zip(batches, reference)]
             finally:
                 handle.remove()
             if not calls:  # the probe never reached it (CLIP's text tower, calibrated on images): no evidence either way
                 result.append(None)
                 continue
-            mse = sum(float(feature_loss(g, r, b.get("attention_mask"))) for g, r, b in zip(got, reference, batches)) / len(batches)
+            mse = sum(float(feature_loss(g, r[0], b.get("attention_mask"))) for g, r, b in zip(got, reference, batches)) / len(batches)
             result.append(mse / tail if tail > 0 else 0.0)
         return result
     finally:
-        capture.remove()
+        recorder.remove()
         model.train(was_training)
+        if cached:
+            config.use_cache = cached
+
+
+def _perturbed(run: Callable, recorder: BlockCalls, batch: dict[str, Any], reference: tuple, block: str | None) -> list[torch.Tensor]:
+    """The features with the perturbation hooked in: the blocks from ``block`` on replayed on the recorded
+    inputs (`pela.compression.replay`), or, where the blocks do not form one chain, a full pass."""
+    if block is None:  # no blocks: the model's output is the feature
+        return run(batch)[0]
+    _, calls, linked = reference
+    start = next((i for i, c in enumerate(calls) if c.name == block), None)
+    if start is None:  # the block never ran on this batch: neither does the layer
+        return reference[0]
+    outputs = replay(calls, linked, start)
+    return recorder.features(calls, outputs) if outputs is not None else run(batch)[0]

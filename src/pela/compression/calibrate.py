@@ -68,8 +68,10 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
     n = min(samples, len(data))
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
     loader = DataLoader(Subset(data, idx), batch_size=batch_size, collate_fn=collate_fn or Collator(model))
-    sums: dict[str, torch.Tensor] = {}
+    sums: dict[str, torch.Tensor] = {}  # owner layer -> running XᵀX (float64)
     counts: dict[str, int] = {}
+    owner: dict[str, str] = {}  # layer -> the layer whose statistics it shares (q, k and v read one input)
+    seen: dict[int, tuple[str, torch.Tensor]] = {}  # this batch: an input tensor -> the layer that added its XᵀX (and the tensor, kept alive)
     mask: list[torch.Tensor | None] = [None]  # the current batch's attention mask, read by the hooks
     probe: list[dict[str, Any]] = []
     kept = 0
@@ -79,6 +81,12 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
             x = args[0] if args else None
             if not torch.is_tensor(x):
                 return
+            first = seen[id(x)][0] if id(x) in seen and seen[id(x)][1] is x else None
+            if first is not None and owner.setdefault(name, first) == first:
+                return  # the very input of a layer before it: one XᵀX serves both
+            if owner.setdefault(name, name) != name:
+                raise RuntimeError(f"calibration: {name} read the same input as {owner[name]} in one batch and not in another")
+            seen[id(x)] = (name, x)
             x = real_tokens(x, mask[0]).float()
             xtx = (x.T @ x).double()
             if name in sums:
@@ -103,6 +111,7 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
                     kept += min(rows, probe_samples - kept)
                 batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 mask[0] = batch.get("attention_mask")
+                seen.clear()
                 arch.forward(model, batch)
                 advance()
     finally:
@@ -111,9 +120,13 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
         model.train(was_training)
     if not sums:
         raise PelaError("the calibration forward passes reached none of the layers to factorize")
-    short = [c for c in layers if 0 < counts.get(c.name, 0) < c.weight.shape[1]]
+    seen_by = {c.name: counts[owner[c.name]] for c in layers if c.name in owner}
+    short = [c for c in layers if 0 < seen_by.get(c.name, 0) < c.weight.shape[1]]
     if short:
-        worst = min(short, key=lambda c: counts[c.name] / c.weight.shape[1])
-        warnings.warn(f"calibration saw {counts[worst.name]} input vectors for {worst.name}, which has {worst.weight.shape[1]} inputs: "
+        worst = min(short, key=lambda c: seen_by[c.name] / c.weight.shape[1])
+        warnings.warn(f"calibration saw {seen_by[worst.name]} input vectors for {worst.name}, which has {worst.weight.shape[1]} inputs: "
                       f"its statistics are rank-deficient and are damped; more calibration samples give better factors", stacklevel=2)
-    return Calibration({k: v / counts[k] for k, v in sums.items()}, counts, n, probe)
+    moments = {k: v / counts[k] for k, v in sums.items()}
+    # layers that read one input share one matrix (the same object): memory grows with the inputs, not the layers
+    return Calibration({name: moments[first] for name, first in owner.items()}, {name: counts[first] for name, first in owner.items()},
+                       n, probe)

@@ -1,0 +1,112 @@
+"""Running a model again from one block on: what a sensitivity probe needs, without the blocks before it.
+
+A sensitivity probe perturbs one layer and measures how every block's output moves. The blocks
+before that layer's block, the embeddings and the head are not affected, so running the whole model
+again for every layer wastes most of the work (a 12-block model probed layer by layer ran each block
+about twice as often as needed, and its output layer every time). `BlockCalls` records each block
+call of a reference pass: its inputs, keyword arguments and output. `replay` then runs only the calls
+from the perturbed block on, each fed the previous call's new output, where the recorded pass shows
+that each block reads the previous one's output; where it does not (a downsampling between stages, a
+decoder reading the encoder), it says so and the caller runs the whole model instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from pela import arch
+
+
+@dataclass
+class Call:
+    """One call of a block in a recorded forward pass."""
+
+    name: str
+    module: nn.Module
+    args: tuple
+    kwargs: dict[str, Any]
+    output: torch.Tensor  # the hidden states it returned (`arch.block_output`)
+
+
+def _hidden(call: Call) -> torch.Tensor | None:
+    """The hidden states a block call read: its first positional argument, or ``hidden_states``."""
+    first = call.args[0] if call.args else call.kwargs.get("hidden_states")
+    return first if torch.is_tensor(first) else None
+
+
+class BlockCalls:
+    """Records every call of the named blocks, in order, while `record` runs a forward pass."""
+
+    def __init__(self, model: nn.Module, names: list[str]):
+        modules = dict(model.named_modules())
+        self.names = names
+        self.calls: list[Call] = []
+        self.recording = False
+        self.handles = []
+        for name in names:
+            module = modules[name]
+            self.handles.append(module.register_forward_hook(self._hook(name), with_kwargs=True))
+
+    def _hook(self, name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
+            if self.recording:
+                self.calls.append(Call(name, module, args, dict(kwargs), arch.block_output(output)))
+
+        return hook
+
+    def record(self, run: Callable[[], Any]) -> tuple[list[Call], list[bool]]:
+        """The calls of one pass of ``run``, and for each whether it read the previous call's output."""
+        self.calls, self.recording = [], True
+        try:
+            run()
+        finally:
+            self.recording = False
+        calls = self.calls
+        linked = [False] + [_reads(calls[i], calls[i - 1].output) for i in range(1, len(calls))]
+        return calls, linked
+
+    def features(self, calls: list[Call], outputs: dict[int, torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """The block outputs in `pela.features.BlockCapture`'s order (by block, then call), replayed ones in place."""
+        outputs = outputs or {}
+        order = [i for name in self.names for i, c in enumerate(calls) if c.name == name]
+        return [outputs.get(i, calls[i].output) for i in order]
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _reads(call: Call, previous: torch.Tensor) -> bool:
+    x = _hidden(call)
+    return x is not None and (x is previous or (x.shape == previous.shape and torch.equal(x, previous)))
+
+
+def _plain(value: Any) -> bool:
+    """A value a call can be given twice: a tensor, a number, a string, or a tuple of them (not a cache that grows)."""
+    if isinstance(value, (tuple, list)):
+        return all(_plain(v) for v in value)
+    return value is None or torch.is_tensor(value) or isinstance(value, (bool, int, float, str))
+
+
+def replay(calls: list[Call], linked: list[bool], start: int) -> dict[int, torch.Tensor] | None:
+    """The outputs of calls ``start`` onward, run again on the recorded inputs of call ``start`` (hooks on
+    their layers active); None when a later call does not read its predecessor's output, or a call was
+    given something that may hold state (a key-value cache)."""
+    if _hidden(calls[start]) is None or not all(linked[start + 1:]):
+        return None
+    if not all(_plain(v) for c in calls[start:] for v in (*c.args[1:], *c.kwargs.values())):
+        return None
+    hidden = _hidden(calls[start])
+    outputs = {}
+    for i in range(start, len(calls)):
+        call = calls[i]
+        if call.args:
+            out = call.module(hidden, *call.args[1:], **call.kwargs)
+        else:
+            out = call.module(*call.args, **{**call.kwargs, "hidden_states": hidden})
+        hidden = outputs[i] = arch.block_output(out)
+    return outputs
