@@ -23,13 +23,16 @@ def test_quick_demo_writes_the_report(tmp_path, capsys):
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert report["ratio"] == 2.0
     names = [r["name"] for r in report["rows"]]
-    assert names == ["teacher", "pela", "no_distill", "reg_ablation", "random_init"]
+    assert names == ["teacher", "pela", "paper", "no_distill", "random_init"]  # pela's recipe first, the paper's beside it
     for row in report["rows"]:
         assert {"name", "params_total", "params_linear", "accuracy", "delta", "finetune_seconds"} <= set(row)
         assert 0 <= row["accuracy"] <= 1
     by = {r["name"]: r for r in report["rows"]}
     assert by["teacher"]["delta"] == 0
     assert by["pela"]["params_linear"] < 0.6 * by["teacher"]["params_linear"]
+    # pela's recipe allocates ranks across layers at the size of the paper's ratio: the same size, to within a rank step
+    assert abs(by["pela"]["params_linear"] - by["paper"]["params_linear"]) < 0.01 * by["paper"]["params_linear"]
+    assert report["compression"]["config"]["init"] == "whiten" and report["paper_compression"]["config"]["init"] == "svd"
     assert by["random_init"]["params_total"] == by["teacher"]["params_total"]
     md = (tmp_path / "demo" / "report.md").read_text()
     assert md.startswith("| model |") and md.count("\n| ") == 5  # header, then 5 rows

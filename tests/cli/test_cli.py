@@ -129,6 +129,24 @@ def test_compress_whiten_with_budget_and_plot(hf_bert_dir, tmp_path, capsys):
     assert sum(p.numel() for p in model.parameters()) == report["params_after"]
 
 
+def test_calibration_data_gets_pelas_recipe_at_the_ratios_size(hf_bert_dir, tmp_path, capsys):
+    """With --calib, a ratio is a size: whitened factors, ranks allocated across layers at that size (--uniform-ranks: one ratio)."""
+    from pela.compression.targets import budget_of
+
+    calib = tmp_path / "calib.txt"
+    calib.write_text("".join(f"w{i} w{i + 1} w{i + 2} w{(i * 7) % 95}\n" for i in range(60)))
+    code, out, err = run(capsys, "compress", hf_bert_dir, "--out", tmp_path / "b", "--calib", calib, "--ratio", 3, "--align", 1, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    budget = budget_of(pela.load(str(hf_bert_dir)), pela.LowRankConfig(ratio=3, align=1))
+    assert report["config"]["init"] == "whiten" and report["config"]["ratio"] is None and report["config"]["param_budget"] == budget
+    code, out, err = run(capsys, "compress", hf_bert_dir, "--out", tmp_path / "u", "--calib", calib, "--ratio", 3, "--align", 1,
+                         "--uniform-ranks", "--json")
+    uniform = json.loads(out)
+    assert code == 0 and uniform["config"]["ratio"] == 3 and uniform["config"]["param_budget"] is None
+    assert abs(report["params_after"] - uniform["params_after"]) < 0.02 * uniform["params_after"]  # the same size
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--param-budget", "0.5"], "--param-budget needs calibration data: add --calib"),
     (["--init", "whiten"], "--init whiten needs calibration data"),

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from pela.utils import progress
 
 
@@ -24,6 +26,7 @@ def test_lines_say_where_a_job_stands(monkeypatch, capsys):
     ]
 
 
+@pytest.mark.slow
 def test_a_command_writing_to_a_log_shows_progress_lines(tmp_path, hf_bert_dir):
     """stderr redirected to a file, as under nohup: the distillation reports its steps, rate and time left."""
     env = {**os.environ, "PELA_PROGRESS_SECONDS": "0"}

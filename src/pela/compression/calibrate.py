@@ -68,36 +68,10 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
     n = min(samples, len(data))
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
     loader = DataLoader(Subset(data, idx), batch_size=batch_size, collate_fn=collate_fn or Collator(model))
-    sums: dict[str, torch.Tensor] = {}  # owner layer -> running XᵀX (float64)
-    counts: dict[str, int] = {}
-    owner: dict[str, str] = {}  # layer -> the layer whose statistics it shares (q, k and v read one input)
-    seen: dict[int, tuple[str, torch.Tensor]] = {}  # this batch: an input tensor -> the layer that added its XᵀX (and the tensor, kept alive)
-    mask: list[torch.Tensor | None] = [None]  # the current batch's attention mask, read by the hooks
+    stats = _Moments()
     probe: list[dict[str, Any]] = []
     kept = 0
-
-    def hook(name: str) -> Callable:
-        def pre_hook(module: nn.Module, args: Any) -> None:
-            x = args[0] if args else None
-            if not torch.is_tensor(x):
-                return
-            first = seen[id(x)][0] if id(x) in seen and seen[id(x)][1] is x else None
-            if first is not None and owner.setdefault(name, first) == first:
-                return  # the very input of a layer before it: one XᵀX serves both
-            if owner.setdefault(name, name) != name:
-                raise RuntimeError(f"calibration: {name} read the same input as {owner[name]} in one batch and not in another")
-            seen[id(x)] = (name, x)
-            x = real_tokens(x, mask[0]).float()
-            xtx = (x.T @ x).double()
-            if name in sums:
-                sums[name] += xtx
-            else:
-                sums[name] = xtx
-            counts[name] = counts.get(name, 0) + x.shape[0]
-
-        return pre_hook
-
-    handles = [c.module.register_forward_pre_hook(hook(c.name)) for c in layers]
+    handles = [c.module.register_forward_pre_hook(stats.hook(c.name)) for c in layers]
     was_training = model.training
     model.eval()
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -110,23 +84,61 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
                     probe.append({k: v[: probe_samples - kept] if torch.is_tensor(v) else v for k, v in batch.items()})
                     kept += min(rows, probe_samples - kept)
                 batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                mask[0] = batch.get("attention_mask")
-                seen.clear()
+                stats.new_batch(batch.get("attention_mask"))
                 arch.forward(model, batch)
                 advance()
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
-    if not sums:
+    if not stats.sums:
         raise PelaError("the calibration forward passes reached none of the layers to factorize")
-    seen_by = {c.name: counts[owner[c.name]] for c in layers if c.name in owner}
-    short = [c for c in layers if 0 < seen_by.get(c.name, 0) < c.weight.shape[1]]
+    moments, counts = stats.result()
+    short = [c for c in layers if 0 < counts.get(c.name, 0) < c.weight.shape[1]]
     if short:
-        worst = min(short, key=lambda c: seen_by[c.name] / c.weight.shape[1])
-        warnings.warn(f"calibration saw {seen_by[worst.name]} input vectors for {worst.name}, which has {worst.weight.shape[1]} inputs: "
+        worst = min(short, key=lambda c: counts[c.name] / c.weight.shape[1])
+        warnings.warn(f"calibration saw {counts[worst.name]} input vectors for {worst.name}, which has {worst.weight.shape[1]} inputs: "
                       f"its statistics are rank-deficient and are damped; more calibration samples give better factors", stacklevel=2)
-    moments = {k: v / counts[k] for k, v in sums.items()}
-    # layers that read one input share one matrix (the same object): memory grows with the inputs, not the layers
-    return Calibration({name: moments[first] for name, first in owner.items()}, {name: counts[first] for name, first in owner.items()},
-                       n, probe)
+    return Calibration(moments, counts, n, probe)
+
+
+class _Moments:
+    """Running ``XᵀX`` of each layer's inputs (float64), one per distinct input: layers that read the very
+    same tensor (q, k and v) share one sum, so memory grows with the inputs, not the layers."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}  # owner layer -> running XᵀX
+        self.counts: dict[str, int] = {}
+        self.owner: dict[str, str] = {}  # layer -> the layer whose statistics it shares
+        self.seen: dict[int, tuple[str, torch.Tensor]] = {}  # this batch: input -> the layer that added it (kept alive)
+        self.mask: torch.Tensor | None = None  # the batch's attention mask: padding is no input the model serves
+
+    def new_batch(self, mask: torch.Tensor | None) -> None:
+        self.mask, self.seen = mask, {}
+
+    def hook(self, name: str) -> Callable:
+        def pre_hook(module: nn.Module, args: Any) -> None:
+            x = args[0] if args else None
+            if not torch.is_tensor(x):
+                return
+            first = self.seen[id(x)][0] if id(x) in self.seen and self.seen[id(x)][1] is x else None
+            if first is not None and self.owner.setdefault(name, first) == first:
+                return  # the very input of a layer before it: one XᵀX serves both
+            if self.owner.setdefault(name, name) != name:
+                raise RuntimeError(f"calibration: {name} read the same input as {self.owner[name]} in one batch and not in another")
+            self.seen[id(x)] = (name, x)
+            x = real_tokens(x, self.mask).float()
+            xtx = (x.T @ x).double()
+            if name in self.sums:
+                self.sums[name] += xtx
+            else:
+                self.sums[name] = xtx
+            self.counts[name] = self.counts.get(name, 0) + x.shape[0]
+
+        return pre_hook
+
+    def result(self) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+        """``E[x xᵀ]`` and input vectors seen per layer; layers sharing an input share the same matrix object."""
+        moments = {k: v / self.counts[k] for k, v in self.sums.items()}
+        return ({name: moments[first] for name, first in self.owner.items()},
+                {name: self.counts[first] for name, first in self.owner.items()})

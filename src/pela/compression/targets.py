@@ -10,6 +10,7 @@ from torch import nn
 
 from pela import arch
 from pela.compression.config import LowRankConfig
+from pela.compression.ranks import choose_rank
 from pela.errors import PelaError
 from pela.layers.lowrank import LowRankLinear
 
@@ -78,3 +79,19 @@ def select(model: nn.Module, config: LowRankConfig) -> list[Candidate]:
         elif min(out_f, in_f) < config.min_features:
             c.skip_reason = f"fewer than {config.min_features} features"
     return layers
+
+
+def budget_of(model: nn.Module, config: LowRankConfig) -> float:
+    """The ``param_budget`` that keeps the parameters ``config``'s per-layer ratio would: the fraction of the
+    weights of the layers it factorizes that their factors take. Allocation spends the same budget where
+    measured sensitivity says it matters, so the model comes out the same size."""
+    kept = total = 0
+    for c in select(model, config):
+        if c.skip_reason is None:
+            n_out, n_in = c.weight.shape
+            rank, reason = choose_rank(n_out, n_in, torch.ones(1), config)
+            if reason is None:
+                kept, total = kept + rank * (n_in + n_out), total + n_in * n_out
+    if not total:
+        raise PelaError(f"{config.resolved_mode()[0]}={config.resolved_mode()[1]} factorizes no layer of this model")
+    return kept / total
