@@ -46,3 +46,22 @@ def test_svd_split_is_balanced():
     a, b = sp.factors(10)
     # B = U√Σ and A = √Σ Vᵀ: both factors carry the same singular values
     assert torch.allclose(torch.linalg.svdvals(a), torch.linalg.svdvals(b), rtol=1e-4)
+
+
+def test_whitening_by_cholesky_gives_the_factors_an_eigendecomposition_would():
+    """Any S with S Sᵀ = C gives the same optimal BA: Cholesky (fast) and QΛ½ agree, and damped statistics never fail."""
+    from pela.linalg import WHITEN_DAMPING, whiten_spectrum
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(48, 64, generator=g, dtype=torch.float64)
+    x = torch.randn(500, 64, generator=g, dtype=torch.float64) @ torch.randn(64, 64, generator=g, dtype=torch.float64)
+    c = x.T @ x / len(x)
+    a, b = whiten_spectrum(w, c).factors(12)
+    evals, q = torch.linalg.eigh(c)
+    root = (evals.clamp_min(0) + WHITEN_DAMPING * float(evals.mean())).sqrt()
+    u, s, vh = torch.linalg.svd(w @ (q * root), full_matrices=False)
+    reference = (u[:, :12] * s[:12]) @ vh[:12] @ (q / root).T
+    assert torch.allclose(b @ a, reference, atol=1e-8)
+    rank_deficient = x[:10].T @ x[:10] / 10  # fewer inputs than dimensions: damping keeps it invertible
+    a, b = whiten_spectrum(w, rank_deficient).factors(12)
+    assert torch.isfinite(b @ a).all()

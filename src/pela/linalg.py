@@ -57,40 +57,48 @@ def whiten_spectrum(weight: torch.Tensor, stats: torch.Tensor) -> Spectrum:
     """The rank-r ``BA`` that minimizes ``E‖(W − BA)x‖²`` over the calibration inputs (SVD-LLM's whitening).
 
     With ``C = E[x xᵀ] = S Sᵀ`` the output error is ``‖(W − BA) S‖_F²``, so the best ``BA`` is the
-    truncated SVD of ``W S`` mapped back through ``S⁻¹``. ``S = QΛ½`` comes from an eigendecomposition
-    in float64, with ``WHITEN_DAMPING`` × the mean eigenvalue added so that rank-deficient statistics
-    (too few or degenerate calibration inputs) stay invertible. The singular values are those of
-    ``W S``: they measure output error on calibration data, which is what rank allocation should see.
+    truncated SVD of ``W S`` mapped back through ``S⁻¹``; any ``S`` with ``S Sᵀ = C`` gives the same
+    factors. ``S`` is the Cholesky factor of ``C`` plus ``WHITEN_DAMPING`` × its mean eigenvalue (its
+    trace over its size), so rank-deficient statistics (too few or degenerate calibration inputs) stay
+    invertible; in float64, it never fails on a damped matrix, and where it would (non-finite
+    statistics), an eigendecomposition takes over. The singular values are those of ``W S``: they
+    measure output error on calibration data, which is what rank allocation should see.
     """
-    q, root = _whitening(stats, weight.device)
-    inner = svd_spectrum(weight.double() @ (q * root))  # W S
-    s_inv = (q / root).T
+    s, s_inv = _whitening(stats, weight.device)
+    inner = svd_spectrum(weight.double() @ s)  # W S
 
     def factors(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = inner.factors(rank)
-        return (a @ s_inv).to(weight.dtype), b.to(weight.dtype)
+        a = torch.linalg.solve_triangular(s, a, upper=False, left=False) if s_inv is None else a @ s_inv  # A S⁻¹
+        return a.to(weight.dtype), b.to(weight.dtype)
 
     return Spectrum(inner.sigma, factors)
 
 
-_WHITENINGS: dict[int, tuple[weakref.ref, torch.device, torch.Tensor, torch.Tensor]] = {}  # id(statistics) -> (it, device, Q, Λ½)
+_WHITENINGS: dict[int, tuple[weakref.ref, torch.device, torch.Tensor, torch.Tensor | None]] = {}  # id(stats) -> (it, device, S, S⁻¹)
 
 
-def _whitening(stats: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``S = QΛ½`` of ``E[x xᵀ]``, damped; computed once for layers that share one statistics matrix (q, k, v)."""
+def _whitening(stats: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``S`` with ``S Sᵀ = C + δI``: lower triangular (and ``S⁻¹`` None: solve with it) when Cholesky succeeds,
+    else ``QΛ½`` with its inverse. Computed once for layers that share one statistics matrix (q, k, v)."""
     cached = _WHITENINGS.get(id(stats))
     if cached is not None and cached[0]() is stats and cached[1] == device:
         return cached[2], cached[3]
     c = stats.to(device, torch.float64)
-    evals, q = torch.linalg.eigh((c + c.T) / 2)
-    evals = evals.clamp_min(0)
-    scale = float(evals.mean())
+    c = (c + c.T) / 2
+    scale = float(torch.diagonal(c).mean())  # the mean eigenvalue
     if not scale > 1e-30 or not math.isfinite(scale):  # all-zero inputs: every BA is equally good, so plain SVD
-        evals, scale = torch.ones_like(evals), 1.0
-    root = (evals + WHITEN_DAMPING * scale).sqrt()
+        c, scale = torch.eye(len(c), dtype=c.dtype, device=c.device), 1.0
+    damped = c + WHITEN_DAMPING * scale * torch.eye(len(c), dtype=c.dtype, device=c.device)
+    s, info = torch.linalg.cholesky_ex(damped)
+    s_inv = None
+    if int(info) != 0:  # not positive definite after all (non-finite entries): Q Λ½ of its clamped spectrum
+        evals, q = torch.linalg.eigh(torch.nan_to_num(c))
+        root = (evals.clamp_min(0) + WHITEN_DAMPING * scale).sqrt()
+        s, s_inv = q * root, (q / root).T
     key = id(stats)
-    _WHITENINGS[key] = (weakref.ref(stats, lambda _: _WHITENINGS.pop(key, None)), device, q, root)
-    return q, root
+    _WHITENINGS[key] = (weakref.ref(stats, lambda _: _WHITENINGS.pop(key, None)), device, s, s_inv)
+    return s, s_inv
 
 
 def svd_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
