@@ -1,0 +1,28 @@
+"""pela shrink: stages 1 and 2 in one command, with pela's recipe."""
+
+import json
+
+import pela
+from pela.cli.app import main
+from pela.cli.shrink_cmd import distill_steps
+
+
+def test_distillation_length_comes_from_the_data_and_the_time_budget():
+    assert distill_steps(1000, 32, seconds_per_example=0.01, minutes=None) == 31  # one epoch
+    assert distill_steps(1000, 32, seconds_per_example=0.01, minutes=0.1) == 5  # 6 s at 1.12 s a step
+    assert distill_steps(1000, 32, seconds_per_example=0.01, minutes=60) == 31  # never past one epoch
+    assert distill_steps(10, 32, seconds_per_example=1.0, minutes=0.001) == 1
+
+
+def test_one_command_compresses_with_pelas_recipe_and_distills(hf_bert_dir, tmp_path, capsys):
+    (tmp_path / "t.txt").write_text("".join(f"w{i} w{i % 9} w{(5 * i) % 13}\n" for i in range(48)))
+    code = main(["shrink", str(hf_bert_dir), "--data", str(tmp_path / "t.txt"), "--out", str(tmp_path / "s"), "--ratio", "2",
+                 "--batch-size", "8", "--calib-samples", "24"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    meta = json.loads((tmp_path / "s" / "pela.json").read_text())
+    assert meta["compression"]["config"]["init"] == "whiten" and meta["compression"]["config"]["param_budget"] <= 0.5
+    assert meta["distill"]["trained_steps"] == 48 // 8  # one epoch of the data
+    student = pela.load(tmp_path / "s")
+    assert any(isinstance(m, pela.LowRankLinear) for m in student.modules()) and "student saved to" in out
+    assert main(["shrink", str(hf_bert_dir), "--data", str(tmp_path / "t.txt"), "--out", str(tmp_path / "x"), "--minutes", "0"]) == 2
