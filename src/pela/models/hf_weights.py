@@ -48,7 +48,7 @@ def class_for_weights(cls: type, config: Any, stored: set[str]) -> type:
 
 def warn_missing(path: Path, model: Any, loading_info: dict[str, Any]) -> None:
     """One line when the model has tensors the checkpoint lacks: transformers initialized them at random."""
-    missing = list(loading_info.get("missing_keys") or [])
+    missing = sorted(loading_info.get("missing_keys") or [])
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
         warnings.warn(f"{path} has no weights for {len(missing)} tensor{'s' if len(missing) != 1 else ''} of "
