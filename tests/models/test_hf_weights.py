@@ -49,7 +49,7 @@ def test_weights_missing_from_the_file_are_said_in_one_line(hf_bert_dir):
     path = _sentence_transformers_dir(hf_bert_dir)
     stored = load_file(path / "model.safetensors")
     save_file({k: v for k, v in stored.items() if not k.startswith("pooler.")}, path / "model.safetensors", metadata={"format": "pt"})
-    with pytest.warns(UserWarning, match=r"has no weights for 2 tensors of BertModel \(pooler.dense.weight, pooler.dense.bias\): "
+    with pytest.warns(UserWarning, match=r"has no weights for 2 tensors of BertModel \(pooler.dense.bias, pooler.dense.weight\): "
                                          "they are initialized at random"):
         pela.load(str(path))
 
