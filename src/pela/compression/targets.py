@@ -85,11 +85,13 @@ def budget_of(model: nn.Module, config: LowRankConfig) -> float:
     """The ``param_budget`` that keeps the parameters ``config``'s per-layer ratio would: the fraction of the
     weights of the layers it factorizes that their factors take. Allocation spends the same budget where
     measured sensitivity says it matters, so the model comes out the same size."""
+    if config.resolved_mode()[0] not in ("ratio", "rank"):
+        raise PelaError(f"a parameter budget matches a ratio or a rank, not {config.resolved_mode()[0]}")
     kept = total = 0
     for c in select(model, config):
         if c.skip_reason is None:
             n_out, n_in = c.weight.shape
-            rank, reason = choose_rank(n_out, n_in, torch.ones(1), config)
+            rank, reason = choose_rank(n_out, n_in, torch.ones(1), config)  # ratio and rank need no spectrum
             if reason is None:
                 kept, total = kept + rank * (n_in + n_out), total + n_in * n_out
     if not total:
