@@ -16,7 +16,7 @@ def with_classifier(model: nn.Module, num_classes: int, pooling: str = "mean", t
 
     timm models get ``reset_classifier`` (their own head). Hugging Face ``*ForSequenceClassification``
     and ``*ForImageClassification`` models keep their head, with its last layer replaced when it has
-    another number of labels. Any other model is wrapped in `pela.layers.SequenceClassifier` (pooled
+    another number of labels. Any other model is wrapped in `pela.arch.SequenceClassifier` (pooled
     hidden states → linear head); a Hugging Face model with a head of another kind (masked or causal
     language modelling, say) is pooled from its last hidden states, not from that head's output.
     ``tower`` (see `data_tower`) pools one tower of a two-tower model: CLIP fine-tuned on labelled

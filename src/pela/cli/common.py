@@ -66,7 +66,7 @@ WORKERS_HELP = "DataLoader processes that tokenize or decode batches while the m
 
 
 def _load_data(path: Path, *, text_field: Optional[str], **kwargs: Any) -> Any:
-    """`pela.data.load_dataset`, saying which columns hold the text and the class where pela chose
+    """`pela.load_dataset`, saying which columns hold the text and the class where pela chose
     others than text and label."""
 
     ds = load_dataset(path, text_field=text_field, **kwargs)

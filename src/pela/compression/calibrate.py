@@ -44,12 +44,12 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
 
     Args:
         model: the original (uncompressed) model.
-        data: examples as `pela.data.load_dataset` yields them (labels are ignored).
+        data: examples as `pela.load_dataset` yields them (labels are ignored).
         config: selects the layers, as `pela.compress` would; default ``LowRankConfig()``.
-        collate_fn: turns examples into model inputs; default `pela.data.Collator` with the model's own
+        collate_fn: turns examples into model inputs; default `pela.data.collate.Collator` with the model's own
             tokenizer or image transform.
         samples: how many examples to use (all of ``data`` if it has fewer).
-        probe_samples: how many of them to keep for `pela.allocate.sensitivities` (``param_budget``).
+        probe_samples: how many of them to keep for `pela.compression.allocate.sensitivities` (``param_budget``).
 
     Raises:
         PelaError: no data, or a forward pass reaches none of the layers to factorize.

@@ -24,7 +24,7 @@ from pela.models.weights import load_weights
 from pela.utils.files import atomic_dir, atomic_write_text, read_json
 
 LATEST = "latest.json"
-BEST = "best"  # the weights of the best evaluation so far (`pela.train.fit` with keep_best)
+BEST = "best"  # the weights of the best evaluation so far (`pela.training.loop.fit` with keep_best)
 
 
 def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -167,7 +167,7 @@ def _labels_fit_head(model: nn.Module, classes: list[str] | None, outputs: int, 
     cats-and-dogs folder against an ImageNet head), and distillation goes on without the task loss.
     Names that share nothing (ImageNet's folder names against a config's readable names) say
     nothing, and the labels are taken as indices. The same names in another order were already
-    renumbered (`pela.data.align_classes`).
+    renumbered (`pela.data.labels.align_classes`).
     """
     why = None
     if classes is not None and len(classes) != outputs:
