@@ -23,7 +23,10 @@ def as_dataset(data: Any, *, text_field: str | None = None, label_field: str | N
     kind = type(data).__module__.split(".")[0] + "." + type(data).__name__
     if kind == "datasets.DatasetDict":
         raise PelaError(f"pass one split of the DatasetDict (its splits: {', '.join(data)}), e.g. data['train']")
-    if kind in ("datasets.Dataset", "datasets.arrow_dataset.Dataset") or (kind.startswith("datasets.") and hasattr(data, "features")):
+    if kind == "datasets.IterableDataset":
+        raise PelaError("a streaming datasets.IterableDataset has no length to sample from; take examples first: "
+                        "datasets.Dataset.from_list(list(data.take(N)))")
+    if kind == "datasets.Dataset":
         return _from_hf(data, text_field, label_field)
     if isinstance(data, (list, tuple)) and data and not isinstance(data[0], dict):
         return _from_list(list(data), text_field, label_field)
