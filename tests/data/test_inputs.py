@@ -43,3 +43,9 @@ def test_a_hugging_face_dataset_with_its_class_names(hf_bert_dir):
     assert pela.evaluate(tuned, view)["samples"] == 10
     with pytest.raises(PelaError, match=r"pass one split of the DatasetDict \(its splits: train, test\), e.g. data\['train'\]"):
         pela.finetune(tuned, datasets.DatasetDict({"train": ds, "test": view}))
+
+
+def test_a_streaming_dataset_is_refused_with_what_to_do():
+    stream = datasets.Dataset.from_dict({"text": TEXTS}).to_iterable_dataset()
+    with pytest.raises(PelaError, match=r"take examples first: datasets.Dataset.from_list\(list\(data.take\(N\)\)\)"):
+        as_dataset(stream)
