@@ -211,6 +211,13 @@ def test_finetune_and_eval_cli(setup, tmp_path, capsys):
     assert "macro_f1" in out and re.search(rf"lowest recall: {worst} {per_class[worst]['recall']:.2f} \({per_class[worst]['support']} examples\)", out)
     code, _, err = run(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--workers", -2)
     assert code == 2 and err.startswith("error: --workers must be >= 0"), err
+    # a test set with a class the training data lacked: every example scored, those as errors, and said in one line
+    extra = [json.dumps({"text": line, "label": "prime"}) for line in lines[:3]]
+    (tmp_path / "test.jsonl").write_text("\n".join(rows + extra) + "\n")
+    with pytest.warns(UserWarning, match=r"the data has 1 class the model was not trained on: 'prime' \(3 examples\); their 3 examples count as errors"):
+        code, out, err = run(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "test.jsonl", "--json")
+    metrics = json.loads(out)
+    assert code == 0 and metrics["samples"] == 67 and metrics["per_class"]["prime"] == {"support": 3, "recall": 0.0, "precision": 0.0, "f1": 0.0}
     code, _, err = run(capsys, "finetune", setup / "student", "--data", setup / "text.txt", "--out", tmp_path / "x", "--steps", 1)
     assert code == 2 and "labelled data" in err
     code, _, err = run(capsys, "eval", setup / "teacher", "--data", tmp_path / "train.jsonl")
