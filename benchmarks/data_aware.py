@@ -36,6 +36,8 @@ def main() -> None:
     p.add_argument("--heldout", type=int, default=512)
     p.add_argument("--downstream", action="store_true", help="also distill and fine-tune (about 20 minutes on CPU)")
     p.add_argument("--weighting", action="store_true", help="only compare allocation weightings")
+    p.add_argument("--probe-samples", type=int, default=None, help="calibration examples each sensitivity probe runs (default: pela's)")
+    p.add_argument("--name", default="data_aware", help="results file name (benchmarks/results/NAME.json)")
     args = p.parse_args()
     work = Path("runs/bench_data_aware")
     train, heldout = gloss_texts(work)
@@ -43,7 +45,8 @@ def main() -> None:
     teacher = pela.load(str(minilm_dir()))
     collate = Collator(teacher, max_length=64)
     start = time.perf_counter()
-    calibration = pela.calibrate(teacher, train, collate_fn=collate, samples=args.calib_samples)
+    probe = {} if args.probe_samples is None else {"probe_samples": args.probe_samples}
+    calibration = pela.calibrate(teacher, train, collate_fn=collate, samples=args.calib_samples, **probe)
     calib_seconds = time.perf_counter() - start
 
     plain = copy.deepcopy(teacher)
@@ -88,7 +91,7 @@ def main() -> None:
     if args.downstream:  # the demo's data, distillation and fine-tuning, for plain SVD and the best data-aware student
         settings = DemoSettings()
         data = demo_data(work / "demo", settings)
-        demo_calibration = pela.calibrate(teacher, data.unlabeled, collate_fn=collate, samples=args.calib_samples)
+        demo_calibration = pela.calibrate(teacher, data.unlabeled, collate_fn=collate, samples=args.calib_samples, **probe)
         downstream = {}
         for name in ("svd", "whiten+allocation"):
             student = copy.deepcopy(teacher)
@@ -105,7 +108,7 @@ def main() -> None:
                                  "accuracy_gain_after_distill": w["accuracy_after_distill"] - s["accuracy_after_distill"],
                                  "accuracy_gain_no_distill": w["accuracy_no_distill"] - s["accuracy_no_distill"],
                                  "mse_after_distill_ratio": w["mse_after_distill"] / s["mse_after_distill"]}
-    report("data_aware", summary)
+    report(args.name, {**summary, "probe_samples": calibration.probe and sum(len(next(iter(b.values()))) for b in calibration.probe)})
 
 
 if __name__ == "__main__":

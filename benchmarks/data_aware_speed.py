@@ -50,6 +50,7 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--width", type=int, default=768)
     p.add_argument("--budget", type=float, default=0.5)
+    p.add_argument("--probe-samples", type=int, default=None, help="calibration examples each sensitivity probe runs (default: pela's)")
     p.add_argument("--name", default="data_aware_speed")
     args = p.parse_args()
     torch.set_num_threads(torch.get_num_threads())
@@ -58,7 +59,8 @@ def main() -> None:
     model = pela.load(str(base_encoder(work, args.layers, args.width)))
     config = LowRankConfig(param_budget=args.budget, init="whiten")
     began = time.perf_counter()
-    calibration = pela.calibrate(model, train, config, collate_fn=Collator(model), samples=args.samples)
+    probe = {} if args.probe_samples is None else {"probe_samples": args.probe_samples}
+    calibration = pela.calibrate(model, train, config, collate_fn=Collator(model), samples=args.samples, **probe)
     calibrated = time.perf_counter()
     stats = {id(m): m for m in calibration.moments.values()}  # layers reading one input share one matrix
     stat_bytes = sum(m.numel() * m.element_size() for m in stats.values())
@@ -70,7 +72,7 @@ def main() -> None:
               "calibration_samples": calibration.samples, "calibration_tokens": tokens, "layers_factorized": len(compressed.factorized),
               "calibrate_seconds": round(calibrated - began, 1), "compress_seconds": round(done - calibrated, 1),
               "total_seconds": round(done - began, 1), "statistics_matrices": len(stats), "statistics_mib": round(stat_bytes / 2**20, 1),
-              "threads": torch.get_num_threads()}
+              "threads": torch.get_num_threads(), "probe_samples": sum(len(next(iter(b.values()))) for b in calibration.probe)}
     report(args.name, result)
 
 
