@@ -39,7 +39,7 @@ class Calibration:
 
 @torch.no_grad()
 def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = None, *, collate_fn: Callable | None = None,
-              samples: int = 512, batch_size: int = 16, probe_samples: int = 8, seed: int = 0, progress: bool = False) -> Calibration:
+              samples: int = 512, batch_size: int = 16, probe_samples: int = 32, seed: int = 0, progress: bool = False) -> Calibration:
     """Run ``samples`` seeded examples of ``data`` through ``model`` and collect each eligible layer's ``E[x xᵀ]``.
 
     Args:
@@ -50,7 +50,7 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
             tokenizer or image transform.
         samples: how many examples to use (all of ``data`` if it has fewer).
         probe_samples: how many of them to keep for `pela.compression.allocate.sensitivities` (``param_budget``):
-            each layer is probed on these; 8 measured within 1% of 32 in held-out MSE on MiniLM, at a quarter of the time.
+            each layer is probed on these (8 take a quarter of the time; docs/BENCHMARKS.md weighs the cost).
 
     Raises:
         PelaError: no data, or a forward pass reaches none of the layers to factorize.
