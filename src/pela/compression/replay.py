@@ -96,11 +96,11 @@ def replay(calls: list[Call], linked: list[bool], start: int) -> dict[int, torch
     """The outputs of calls ``start`` onward, run again on the recorded inputs of call ``start`` (hooks on
     their layers active); None when a later call does not read its predecessor's output, or a call was
     given something that may hold state (a key-value cache)."""
-    if _hidden(calls[start]) is None or not all(linked[start + 1:]):
+    hidden = _hidden(calls[start])
+    if hidden is None or not all(linked[start + 1:]):
         return None
     if not all(_plain(v) for c in calls[start:] for v in (*c.args[1:], *c.kwargs.values())):
         return None
-    hidden = _hidden(calls[start])
     outputs = {}
     for i in range(start, len(calls)):
         call = calls[i]

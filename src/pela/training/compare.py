@@ -38,7 +38,8 @@ def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn
     names = arch.find_blocks(teacher, blocks)
     if not names:
         raise PelaError(f"found no Transformer blocks in the teacher ({type(teacher).__name__}) to compare; name them with blocks= (--blocks REGEX)")
-    missing = [n for n in names if n not in dict(student.named_modules())]
+    modules = dict(student.named_modules())
+    missing = [n for n in names if n not in modules]
     if missing:
         raise PelaError(f"the student has no block {missing[0]!r} of the teacher: compare a student with the teacher it was compressed from")
     n = min(samples, len(data))
