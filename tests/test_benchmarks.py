@@ -177,3 +177,20 @@ def test_keep_best(tmp_path):
     last, best = result["last"], result["best"]
     assert [e["step"] for e in last["dev"]] == [2, 4, 6, 8] and last["dev"] == best["dev"]  # the same training, evaluated alike
     assert last["kept_step"] == 8 and max(e["accuracy"] for e in best["dev"]) == next(e["accuracy"] for e in best["dev"] if e["step"] == best["kept_step"])
+
+
+def test_jane_austen_novels_read_from_the_debian_package(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import austen
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    books = austen.novels()
+    assert sorted(books) == ["emma", "mansfieldpark", "northangerabbey", "persuasion", "prideprejudice", "sensesensibility"]
+    assert all(len(ps) > 1000 for ps in books.values())
+    assert books["prideprejudice"][0].startswith("PRIDE AND PREJUDICE")
+    assert any(p.startswith("It is a truth universally acknowledged") for p in books["prideprejudice"])
+    train, heldout = austen.write_split(tmp_path)
+    held = heldout.read_text().splitlines()
+    shared = set(held) & set(train.read_text().splitlines())
+    assert held == books["persuasion"] and all(len(p) < 40 for p in shared), shared  # headings alone ("CHAPTER 1") recur

@@ -6,11 +6,11 @@ lexicographer categories. Split: synsets whose byte offset is divisible by 5 are
 the rest the training split; the demo samples (seed 0) 5,000 training and 2,000 test glosses.
 Unlabeled text for the intermediate pre-training: the training glosses only.
 
-Five models are fine-tuned under one recipe and evaluated on the same test glosses:
-``teacher`` (the original), ``pela`` (compress → distill → fine-tune), ``no_distill`` (compress →
-fine-tune), ``reg_ablation`` (PELA with weight-perturbation regularization, γ=1, since the default
-is γ=0) and ``random_init`` (the same architecture, untrained: the control showing the task needs
-pre-training).
+Five models are fine-tuned under one recipe and evaluated on the same test glosses (`ROWS`):
+``teacher`` (the original), ``pela`` (pela's recipe: calibrated whitened factors, ranks allocated at
+k's size, distill), ``paper`` (the paper's: plain SVD at ratio k, distill), ``no_distill`` (plain SVD,
+no intermediate pre-training) and ``random_init`` (the same architecture, untrained: the control
+showing the task needs pre-training).
 """
 
 from __future__ import annotations

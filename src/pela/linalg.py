@@ -75,6 +75,22 @@ def whiten_spectrum(weight: torch.Tensor, stats: torch.Tensor) -> Spectrum:
     return Spectrum(inner.sigma, factors)
 
 
+def corrected_weight(weight: torch.Tensor, stats: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
+    """The full-rank ``M`` that best maps a student's inputs to the teacher's outputs: ``argmin E‖W x_t − M x_s‖²``.
+
+    ``stats`` is ``C = E[x_s x_sᵀ]`` (the student's inputs), ``cross`` is ``P = E[x_t x_sᵀ]``. The normal
+    equations give ``M = W P C⁻¹``, written ``W + W (P − C)(C + δI)⁻¹`` with the damping of
+    `whiten_spectrum`: where the student's inputs equal the teacher's, ``P = C`` and ``M = W`` exactly.
+    The rank-r factors that then minimize the same error are ``whiten_spectrum(M, stats)``, because
+    ``E‖W x_t − BA x_s‖² = E‖W x_t − M x_s‖² + ‖(M − BA) S‖_F²`` with ``S Sᵀ = C``.
+    """
+    s, s_inv = _whitening(stats, weight.device)
+    w = weight.double()
+    rhs = (cross.to(w.device, torch.float64).T - stats.to(w.device, torch.float64)) @ w.T  # (P − C)ᵀ Wᵀ, C being symmetric
+    solved = torch.cholesky_solve(rhs, s) if s_inv is None else s_inv.T @ (s_inv @ rhs)  # (C + δI)⁻¹ (P − C)ᵀ Wᵀ
+    return (w + solved.T).to(weight.dtype)
+
+
 _WHITENINGS: dict[int, tuple[weakref.ref, torch.device, torch.Tensor, torch.Tensor | None]] = {}  # id(stats) -> (it, device, S, S⁻¹)
 
 
@@ -84,13 +100,14 @@ def _whitening(stats: torch.Tensor, device: torch.device) -> tuple[torch.Tensor,
     cached = _WHITENINGS.get(id(stats))
     if cached is not None and cached[0]() is stats and cached[1] == device:
         return cached[2], cached[3]
-    c = stats.to(device, torch.float64)
-    c = (c + c.T) / 2
+    c = stats.to(device, torch.float64)  # symmetric by construction; Cholesky and eigh read one triangle
     scale = float(torch.diagonal(c).mean())  # the mean eigenvalue
     if not scale > 1e-30 or not math.isfinite(scale):  # all-zero inputs: every BA is equally good, so plain SVD
         c, scale = torch.eye(len(c), dtype=c.dtype, device=c.device), 1.0
-    damped = c + WHITEN_DAMPING * scale * torch.eye(len(c), dtype=c.dtype, device=c.device)
+    damped = c.clone()
+    damped.diagonal().add_(WHITEN_DAMPING * scale)
     s, info = torch.linalg.cholesky_ex(damped)
+    del damped
     s_inv = None
     if int(info) != 0:  # not positive definite after all (non-finite entries): Q Λ½ of its clamped spectrum
         evals, q = torch.linalg.eigh(torch.nan_to_num(c))

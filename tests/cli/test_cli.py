@@ -145,6 +145,11 @@ def test_calibration_data_gets_pelas_recipe_at_the_ratios_size(hf_bert_dir, tmp_
     uniform = json.loads(out)
     assert code == 0 and uniform["config"]["ratio"] == 3 and uniform["config"]["param_budget"] is None
     assert abs(report["params_after"] - uniform["params_after"]) < 0.02 * uniform["params_after"]  # the same size
+    code, out, err = run(capsys, "compress", hf_bert_dir, "--out", tmp_path / "s", "--calib", calib, "--ratio", 3, "--align", 1,
+                         "--sequential", "--json")
+    sequential = json.loads(out)
+    assert code == 0 and sequential["config"]["sequential"] is True and sequential["params_after"] == report["params_after"]
+    assert [r["rank"] for r in sequential["layers"]] == [r["rank"] for r in report["layers"]]  # the same ranks, other factors
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -155,6 +160,7 @@ def test_calibration_data_gets_pelas_recipe_at_the_ratios_size(hf_bert_dir, tmp_
     (["--ratio", "2", "--init", "svd", "--calib", "CALIB"], "--calib is used by --init whiten and --param-budget"),
     (["--calib", "CALIB", "--calib-samples", "0"], "--calib-samples must be >= 1"),
     (["--calib", "MISSING"], "does not exist"),
+    (["--sequential"], "--sequential fits each layer on calibration inputs: add --calib"),
     (["--ratio", "2", "--plot", "ranks.txt"], "must end in .png"),
 ])
 def test_calibration_user_errors(hf_bert_dir, tmp_path, capsys, args, fragment):

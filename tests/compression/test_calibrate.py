@@ -50,6 +50,18 @@ def test_moments_are_the_input_second_moments(mlp):
     assert "4" not in cal.moments  # 4 outputs: stays dense, so it is not calibrated
 
 
+def test_partial_sums_fold_into_the_total_without_changing_it(mlp, monkeypatch):
+    from pela.compression import calibrate as module
+
+    x = anisotropic(300, 64)
+    whole = pela.calibrate(mlp, Vectors(x), collate_fn=stack, batch_size=7).moments["0"]
+    monkeypatch.setattr(module._Moments, "FOLD_TOKENS", 10)  # fold after every second batch
+    folded = pela.calibrate(mlp, Vectors(x), collate_fn=stack, batch_size=7).moments["0"]
+    assert folded.dtype == torch.float64
+    torch.testing.assert_close(folded, whole, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(folded, (x.double().T @ x.double()) / 300, rtol=1e-5, atol=1e-9)
+
+
 def test_padding_tokens_are_left_out():
     torch.manual_seed(0)
     model = hf_bert()

@@ -242,7 +242,7 @@ def _api_cases(w, tmp_path):
         ("not a module", lambda: pela.compress("model"), "expects a torch.nn.Module"),
         ("compressed twice", lambda: pela.compress(student()), "already compressed"),
         ("unknown source", lambda: pela.load("nosuch:model"), "unknown model source"),
-        ("missing model directory", lambda: pela.load(w / "missing"), "not a directory"),
+        ("missing model directory", lambda: pela.load(w / "missing"), "missing does not exist (not a directory"),
         ("missing dataset", lambda: load_dataset(w / "missing.txt"), "does not exist"),
         ("steps 0", lambda: pela.DistillConfig(steps=0), "steps must be"),
         ("teacher of another architecture", lambda: pela.distill(student(), pela.load(str(w / "other")), load_dataset(w / "text.txt")),

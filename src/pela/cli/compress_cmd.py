@@ -62,6 +62,10 @@ def compress(
     calib_samples: int = typer.Option(512, "--calib-samples", help="calibration examples to use"),
     uniform_ranks: bool = typer.Option(False, "--uniform-ranks", help="with --calib, keep one ratio for every layer instead of "
                                        "allocating the same number of parameters across layers by measured sensitivity"),
+    sequential: bool = typer.Option(False, "--sequential", help="with --calib, factorize block by block, each layer fit to the "
+                                    "original's outputs from the inputs the compressed layers before it give (slower, closer)"),
+    sensitivity: str = typer.Option("replay", help="how allocation measures what each layer's error costs: replay (exact, "
+                                    "a re-run per layer) or gradient (first order, a few backward passes for all layers)"),
     text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate calibration text to this many tokens"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="draw per-layer ranks and spectra to this .png/.pdf/.svg"),
@@ -72,8 +76,11 @@ def compress(
 ) -> None:
     """Factorize a model's linear layers (PELA stage 1) and save it."""
 
+    if sequential and calib is None:
+        raise PelaError("--sequential fits each layer on calibration inputs: add --calib DATA")
     config = LowRankConfig(ratio=ratio, rank=rank, energy=energy, param_budget=param_budget, align=align, include=tuple(include or ()),
-                           exclude=tuple(exclude) if exclude else None, device=device, init=init or ("whiten" if calib else "svd"))
+                           exclude=tuple(exclude) if exclude else None, device=device, init=init or ("whiten" if calib else "svd"),
+                           sequential=sequential, sensitivity=sensitivity)
     needs_calib = config.init in NEEDS_CALIBRATION or config.param_budget is not None
     if needs_calib and calib is None:
         raise PelaError(f"{'--param-budget' if config.param_budget is not None else '--init ' + config.init} needs calibration data: add --calib DATA")

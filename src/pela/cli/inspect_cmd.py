@@ -33,6 +33,7 @@ from pela.models.export import export_hf
 from pela.models.sources import load_for_training
 from pela.training.compare import compare as _compare
 from pela.training.evaluate import evaluate
+from pela.training.perplexity import perplexity as language_model_perplexity
 
 
 @app.command()
@@ -74,7 +75,7 @@ def compare(
 def eval_(
     model: str = typer.Argument(..., help="a fine-tuned model directory, or any model source with a head"),
     data: Path = typer.Option(..., "--data", help="labelled data"),
-    batch_size: int = typer.Option(64, "--batch-size"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="examples per pass [default: 64; 1 window with --perplexity]"),
     max_length: Optional[int] = typer.Option(None, "--max-length"),
     split: str = typer.Option("test", help="split to read from Fashion-MNIST idx files, a folder of split folders or a Parquet or Arrow dataset (train; validation, val, valid, dev or eval, which read whichever of those there is; or test, which reads the same or else test)"),
     text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
@@ -84,9 +85,18 @@ def eval_(
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON on stdout"),
+    perplexity: bool = typer.Option(False, "--perplexity", help="a causal language model's perplexity on the text of --data instead"),
+    context: Optional[int] = typer.Option(None, help="with --perplexity: tokens per window [default: the model's maximum]"),
+    stride: Optional[int] = typer.Option(None, help="with --perplexity: tokens between window starts [default: --context, no overlap]"),
 ) -> None:
-    """Accuracy (top-1, top-5, balanced), macro F1, loss, parameters and throughput of a classifier; --json adds each class's."""
+    """Accuracy (top-1, top-5, balanced), macro F1, loss, parameters and throughput of a classifier; --json adds each class's.
+    With --perplexity: a language model's token-level perplexity, by sliding windows."""
 
+    if not perplexity and (context is not None or stride is not None):
+        raise PelaError("--context and --stride are options of --perplexity")
+    if perplexity:
+        return _perplexity(model, data, context, stride, batch_size or 1, text_field, checkpoint, allow_pickle, trust_remote_code, as_json)
+    batch_size = 64 if batch_size is None else batch_size
     if batch_size < 1:
         raise PelaError(f"--batch-size must be >= 1, got {batch_size}")
     if workers < 0:
@@ -111,6 +121,19 @@ def eval_(
         worst = sorted(metrics["per_class"].items(), key=lambda kv: (kv[1]["recall"], -kv[1]["support"]))[:5]
         out_console.print("lowest recall: " + ", ".join(f"{escape(name)} {c['recall']:.2f} ({c['support']:,} examples)" for name, c in worst)
                           + " (--json lists every class)")
+
+
+def _perplexity(model: str, data: Path, context: Optional[int], stride: Optional[int], batch_size: int, text_field: Optional[str],
+                checkpoint: Optional[Path], allow_pickle: bool, trust_remote_code: bool, as_json: bool) -> None:
+    ds = _load_data(data, text_field=text_field, progress=not as_json)
+    net = load_for_training(model, checkpoint=_opt_str(checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    result = language_model_perplexity(net, ds, context=context, stride=stride, batch_size=batch_size, progress=not as_json)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    out_console.print(f"perplexity {result['perplexity']:.3f} (mean NLL {result['nll']:.4f} nats) over {result['tokens']:,} tokens, "
+                      f"{result['windows']:,} windows of {result['context']} tokens every {result['stride']}; "
+                      f"{result['tokens_per_s']:,.0f} tokens/s")
 
 
 @app.command()

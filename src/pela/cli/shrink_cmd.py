@@ -52,6 +52,8 @@ def shrink(
     batch_size: int = typer.Option(32, "--batch-size"),
     calib_samples: int = typer.Option(512, "--calib-samples", help="examples of --data to calibrate on"),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
+    sequential: bool = typer.Option(False, "--sequential", help="factorize block by block, each layer fit to the original's outputs "
+                                    "from the inputs the compressed layers before it give (slower, closer to the original)"),
     text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
@@ -68,7 +70,7 @@ def shrink(
         with err_console.status(f"loading {source}"):
             teacher = load_for_training(source, trust_remote_code=trust_remote_code)
         student = copy.deepcopy(teacher)
-        recipe = LowRankConfig(param_budget=budget_of(student, plain), init="whiten")
+        recipe = LowRankConfig(param_budget=budget_of(student, plain), init="whiten", sequential=sequential)
         collate = Collator(student, max_length=max_length)
         began = time.perf_counter()
         calibration = calibrate(student, ds, recipe, collate_fn=collate, samples=calib_samples, progress=True)

@@ -3,7 +3,8 @@
 Plain SVD minimizes the error in a layer's *weights*; what matters is the error in its *outputs* on
 real inputs, ``E‖(W − BA)x‖² = tr((W − BA) C (W − BA)ᵀ)`` with ``C = E[x xᵀ]``. One pass over a
 few hundred examples gives ``C`` for every layer `pela.compress` would factorize: forward pre-hooks
-add ``XᵀX`` of each batch to a float64 running sum, so no activation is ever stored. Padding tokens
+add ``XᵀX`` of each batch to a running sum (float32 over a few thousand inputs, then folded into a
+float64 total), so no activation is ever stored. Padding tokens
 (where the batch has an ``attention_mask``) are left out, since they are not inputs the model serves.
 """
 
@@ -35,22 +36,25 @@ class Calibration:
     tokens: dict[str, int]  # input vectors each layer saw
     samples: int  # examples run through the model
     probe: list[dict[str, Any]]  # the first few batches, kept (on CPU) to measure layer sensitivities for rank allocation
+    inputs: list[dict[str, Any]] | None = None  # every batch (on CPU), kept when the config factorizes sequentially
 
 
 @torch.no_grad()
 def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = None, *, collate_fn: Callable | None = None,
-              samples: int = 512, batch_size: int = 16, probe_samples: int = 32, seed: int = 0, progress: bool = False) -> Calibration:
+              samples: int = 512, batch_size: int = 16, probe_samples: int = 16, seed: int = 0, progress: bool = False) -> Calibration:
     """Run ``samples`` seeded examples of ``data`` through ``model`` and collect each eligible layer's ``E[x xᵀ]``.
 
     Args:
         model: the original (uncompressed) model.
         data: examples as `pela.load_dataset` yields them (labels are ignored).
-        config: selects the layers, as `pela.compress` would; default ``LowRankConfig()``.
+        config: selects the layers, as `pela.compress` would; default ``LowRankConfig()``. With
+            ``sequential=True``, every batch is kept (on the CPU) for `pela.compress` to run again.
         collate_fn: turns examples into model inputs; default `pela.data.collate.Collator` with the model's own
             tokenizer or image transform.
         samples: how many examples to use (all of ``data`` if it has fewer).
         probe_samples: how many of them to keep for `pela.compression.allocate.sensitivities` (``param_budget``):
-            each layer is probed on these (8 take a quarter of the time; docs/BENCHMARKS.md weighs the cost).
+            each layer is probed on these. Probing is most of the time data-aware compression takes, and its
+            cost grows with this number; 16 allocate as well as 32 on MiniLM (docs/BENCHMARKS.md).
 
     Raises:
         PelaError: no data, or a forward pass reaches none of the layers to factorize.
@@ -71,6 +75,8 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
     loader = DataLoader(Subset(data, idx), batch_size=batch_size, collate_fn=collate_fn or Collator(model))
     stats = _Moments()
     probe: list[dict[str, Any]] = []
+    config = config or LowRankConfig()
+    inputs: list[dict[str, Any]] | None = [] if config.sequential else None
     kept = 0
     handles = [c.module.register_forward_pre_hook(stats.hook(c.name)) for c in layers]
     was_training = model.training
@@ -84,6 +90,8 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
                     rows = next(iter(batch.values())).shape[0]
                     probe.append({k: v[: probe_samples - kept] if torch.is_tensor(v) else v for k, v in batch.items()})
                     kept += min(rows, probe_samples - kept)
+                if inputs is not None:
+                    inputs.append(batch)
                 batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 stats.new_batch(batch.get("attention_mask"))
                 arch.forward(model, batch)
@@ -92,7 +100,7 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
         for h in handles:
             h.remove()
         model.train(was_training)
-    if not stats.sums:
+    if not stats.counts:
         raise PelaError("the calibration forward passes reached none of the layers to factorize")
     moments, counts = stats.result()
     short = [c for c in layers if 0 < counts.get(c.name, 0) < c.weight.shape[1]]
@@ -100,15 +108,19 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
         worst = min(short, key=lambda c: counts[c.name] / c.weight.shape[1])
         warnings.warn(f"calibration saw {counts[worst.name]} input vectors for {worst.name}, which has {worst.weight.shape[1]} inputs: "
                       f"its statistics are rank-deficient and are damped; more calibration samples give better factors", stacklevel=2)
-    return Calibration(moments, counts, n, probe)
+    return Calibration(moments, counts, n, probe, inputs)
 
 
 class _Moments:
     """Running ``XᵀX`` of each layer's inputs (float64), one per distinct input: layers that read the very
     same tensor (q, k and v) share one sum, so memory grows with the inputs, not the layers."""
 
+    FOLD_TOKENS = 4096  # input vectors summed in float32 before the sum joins the float64 total
+
     def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}  # owner layer -> running XᵀX
+        self.sums: dict[str, torch.Tensor] = {}  # owner layer -> running XᵀX (float64)
+        self.partial: dict[str, torch.Tensor] = {}  # owner layer -> XᵀX of the batches since the last fold (float32)
+        self.pending: dict[str, int] = {}  # input vectors in the partial sum
         self.counts: dict[str, int] = {}
         self.owner: dict[str, str] = {}  # layer -> the layer whose statistics it shares
         self.seen: dict[int, tuple[str, torch.Tensor]] = {}  # this batch: input -> the layer that added it (kept alive)
@@ -129,17 +141,27 @@ class _Moments:
                 raise RuntimeError(f"calibration: {name} read the same input as {self.owner[name]} in one batch and not in another")
             self.seen[id(x)] = (name, x)
             x = real_tokens(x, self.mask).float()
-            xtx = (x.T @ x).double()
-            if name in self.sums:
-                self.sums[name] += xtx
+            if name in self.partial:
+                self.partial[name].addmm_(x.T, x)
             else:
-                self.sums[name] = xtx
+                self.partial[name] = x.T @ x
             self.counts[name] = self.counts.get(name, 0) + x.shape[0]
+            self.pending[name] = self.pending.get(name, 0) + x.shape[0]
+            if self.pending[name] >= self.FOLD_TOKENS:
+                self._fold(name)
 
         return pre_hook
 
+    def _fold(self, name: str) -> None:
+        """Add the float32 partial sum to the float64 total (converting every batch's sum took as long as computing it)."""
+        partial = self.partial.pop(name).double()
+        self.sums[name] = partial if name not in self.sums else self.sums[name].add_(partial)
+        self.pending[name] = 0
+
     def result(self) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
         """``E[x xᵀ]`` and input vectors seen per layer; layers sharing an input share the same matrix object."""
+        for name in list(self.partial):
+            self._fold(name)
         moments = {k: v / self.counts[k] for k, v in self.sums.items()}
         return ({name: moments[first] for name, first in self.owner.items()},
                 {name: self.counts[first] for name, first in self.owner.items()})

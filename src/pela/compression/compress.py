@@ -19,8 +19,10 @@ from pela.compression.allocate import allocate, max_rank, sensitivities
 from pela.compression.calibrate import Calibration
 from pela.compression.config import LowRankConfig
 from pela.compression.inits import INITS, NEEDS_CALIBRATION
+from pela.compression.linearized import linearized_sensitivities
 from pela.compression.ranks import align_rank, choose_rank, relative_error, tail_error
 from pela.compression.report import CompressionReport, LayerReport
+from pela.compression.sequential import Fit, refit
 from pela.compression.targets import Candidate, select
 from pela.errors import PelaError
 from pela.layers.lowrank import LowRankLinear
@@ -48,7 +50,8 @@ def _allocate_budget(model: nn.Module, layers: list[_Layer], config: LowRankConf
     probes = [(x.candidate.name, x.candidate.module, delta(x.work, x.spectrum, r), float((x.spectrum.sigma.double() ** 2)[r:].sum()))
               for x, r in zip(layers, reference)]
     with progress_bar(progress, len(probes), "probing sensitivity") as advance:
-        weights = sensitivities(model, probes, calibration.probe, advance)
+        measure = linearized_sensitivities if config.sensitivity == "gradient" else sensitivities
+        weights = measure(model, probes, calibration.probe, advance)
     ranks = {x.candidate.name: r for x, r in zip(layers, reference)}  # layers the probes cannot see keep these
     free = [i for i, w in enumerate(weights) if w is not None]
     budget = int(fraction * sum(o * i for o, i in shapes)) - sum(reference[i] * sum(shapes[i]) for i, w in enumerate(weights) if w is None)
@@ -98,20 +101,57 @@ def compress(model: nn.Module, config: LowRankConfig | None = None, *, calibrati
     if config.resolved_mode()[0] == "param_budget":
         layers = list(layers)
         ranks = _allocate_budget(model, layers, config, calibration, progress)
-    # 3. factors cut at those ranks, swapped in all at once at the end
+    # 3. factors cut at those ranks, swapped in all at once at the end (sequentially: block by block, refit on the way)
+    refit: set[str] = set()
+    if config.sequential:
+        layers = list(layers)
+        refit = _sequential(model, layers, ranks, config, calibration, progress)
     swaps: list[tuple[nn.Module, str, LowRankLinear]] = []
     sigmas: dict[str, list[float]] = {}
     for layer in layers:
         sigmas[layer.candidate.name] = layer.spectrum.sigma.float().tolist()
+        if layer.candidate.name in refit:
+            continue
         new = _factorized(layer, ranks.get(layer.candidate.name), config)
         if new is not None:
             swaps.append((layer.candidate.parent, layer.candidate.name.rsplit(".", 1)[-1], new))
-    if not swaps:
+    if not swaps and not refit:
         reasons = sorted({r.reason for r in rows if r.reason})
         raise PelaError(f"no layer was factorized ({len(rows)} linear layers; reasons: {'; '.join(reasons)[:300]})")
     for parent, attr, new in swaps:
         setattr(parent, attr, new)
     return CompressionReport(rows, params_before, count_params(model), time.perf_counter() - start, config.to_dict(), sigmas)
+
+
+def _sequential(model: nn.Module, layers: list[_Layer], ranks: dict[str, int], config: LowRankConfig,
+                calibration: Calibration, progress: bool) -> set[str]:
+    """Refit and swap in, block by block, the layers `pela.compression.sequential` can reach; the names of those
+    done (the others are factorized one-shot by the caller). On any failure the model is put back as it was."""
+    if calibration.inputs is None:
+        raise PelaError("sequential factorization runs the calibration examples again, block by block: calibrate with the "
+                        "same config (pela.calibrate(model, data, config) keeps them when config.sequential is true)")
+    fits, originals = [], []
+    for layer in layers:
+        c = layer.candidate
+        rank = ranks.get(c.name)
+        if rank is None:
+            rank, reason = choose_rank(*c.weight.shape, layer.spectrum.sigma, config)
+            if reason is not None:
+                continue
+        attr = c.name.rsplit(".", 1)[-1]
+        originals.append((c.parent, attr, c.module))
+
+        def swap(spectrum: Spectrum, rank: int, layer: _Layer = layer, attr: str = attr) -> None:
+            layer.spectrum = spectrum
+            setattr(layer.candidate.parent, attr, _lowrank(layer, spectrum, rank))
+
+        fits.append(Fit(c.name, rank, swap))
+    try:
+        return refit(model, fits, calibration.inputs, progress)
+    except BaseException:
+        for parent, attr, module in originals:
+            setattr(parent, attr, module)
+        raise
 
 
 def _checked(model: nn.Module, config: LowRankConfig | None, calibration: Calibration | None) -> LowRankConfig:
@@ -175,6 +215,13 @@ def _factorized(layer: _Layer, rank: int | None, config: LowRankConfig) -> LowRa
     if reason is not None:
         row.reason = reason
         return None
+    return _lowrank(layer, spectrum, rank)
+
+
+def _lowrank(layer: _Layer, spectrum: Spectrum, rank: int) -> LowRankLinear:
+    """The factorized layer cut from ``spectrum`` at ``rank``, its report row filled in."""
+    c, row = layer.candidate, layer.row
+    out_f, in_f = c.weight.shape
     a, b = spectrum.factors(rank)
     a, b = a.to(c.weight.dtype), b.to(c.weight.dtype)
     err = tail_error(spectrum.sigma, rank) if layer.weighted else relative_error(layer.work, a, b, spectrum.sigma, rank)

@@ -12,10 +12,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pela.compression.inits import INITS
+from pela.compression.inits import INITS, NEEDS_CALIBRATION
 from pela.errors import PelaError
 
 RANK_RULES = ("ratio", "rank", "energy", "param_budget")
+SENSITIVITIES = ("replay", "gradient")
 
 
 def _check_regexes(field_name: str, patterns: Any) -> tuple[str, ...]:
@@ -62,6 +63,13 @@ class LowRankConfig:
         init: how factors are initialized; ``"svd"`` is truncated SVD split as ``B = UΣ½, A = Σ½Vᵀ``;
             ``"whiten"`` minimizes the error of each layer's outputs on calibration inputs instead
             of its weights, and needs ``pela.compress(..., calibration=pela.calibrate(...))``.
+        sequential: with ``init="whiten"``, factorize block by block in depth order, each layer fit to
+            reproduce the original's outputs from the inputs the already compressed layers give it
+            (`pela.compression.sequential`); ranks are chosen first, as without it.
+        sensitivity: how ``param_budget`` measures what each layer's error costs the model: ``"replay"``
+            perturbs one layer at a time and re-runs the blocks after it (exact); ``"gradient"``
+            linearizes the block features and reads every layer's cost from a few backward passes
+            (`pela.compression.linearized`), far faster for deep models.
         device: where to run the factorization math (default: each layer's own device).
 
     >>> LowRankConfig(ratio=3, align=1).resolved_mode()
@@ -77,6 +85,8 @@ class LowRankConfig:
     exclude: tuple[str, ...] | None = None
     min_features: int = 10
     init: str = "svd"
+    sequential: bool = False
+    sensitivity: str = "replay"
     device: str | None = None
 
     def __post_init__(self) -> None:
@@ -101,6 +111,13 @@ class LowRankConfig:
             raise PelaError(f"min_features must be an integer >= 0, got {self.min_features!r}")
         if self.init not in INITS:
             raise PelaError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.sensitivity not in SENSITIVITIES:
+            raise PelaError(f"sensitivity must be one of {', '.join(SENSITIVITIES)}, got {self.sensitivity!r}")
+        if not isinstance(self.sequential, bool):
+            raise PelaError(f"sequential must be true or false, got {self.sequential!r}")
+        if self.sequential and self.init not in NEEDS_CALIBRATION:
+            raise PelaError(f"sequential factorization fits layers on calibration inputs: it needs a calibrated init "
+                            f"({', '.join(sorted(NEEDS_CALIBRATION))}), not init={self.init!r}")
         object.__setattr__(self, "include", _check_regexes("include", self.include))
         if self.exclude is not None:
             object.__setattr__(self, "exclude", _check_regexes("exclude", self.exclude))

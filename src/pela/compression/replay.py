@@ -32,7 +32,7 @@ class Call:
     output: torch.Tensor  # the hidden states it returned (`arch.block_output`)
 
 
-def _hidden(call: Call) -> torch.Tensor | None:
+def hidden_of(call: Call) -> torch.Tensor | None:
     """The hidden states a block call read: its first positional argument, or ``hidden_states``."""
     first = call.args[0] if call.args else call.kwargs.get("hidden_states")
     return first if torch.is_tensor(first) else None
@@ -81,7 +81,7 @@ class BlockCalls:
 
 
 def _reads(call: Call, previous: torch.Tensor) -> bool:
-    x = _hidden(call)
+    x = hidden_of(call)
     return x is not None and (x is previous or (x.shape == previous.shape and torch.equal(x, previous)))
 
 
@@ -92,15 +92,21 @@ def _plain(value: Any) -> bool:
     return value is None or torch.is_tensor(value) or isinstance(value, (bool, int, float, str))
 
 
+def replay_ready(calls: list[Call], linked: list[bool], start: int) -> bool:
+    """Whether calls ``start`` onward can run again on new hidden states: each reads its predecessor's output,
+    the first reads hidden states, and nothing they are given may hold state (a key-value cache)."""
+    if hidden_of(calls[start]) is None or not all(linked[start + 1:]):
+        return False
+    return all(_plain(v) for c in calls[start:] for v in (*c.args[1:], *c.kwargs.values()))
+
+
 def replay(calls: list[Call], linked: list[bool], start: int) -> dict[int, torch.Tensor] | None:
     """The outputs of calls ``start`` onward, run again on the recorded inputs of call ``start`` (hooks on
     their layers active); None when a later call does not read its predecessor's output, or a call was
     given something that may hold state (a key-value cache)."""
-    hidden = _hidden(calls[start])
-    if hidden is None or not all(linked[start + 1:]):
+    if not replay_ready(calls, linked, start):
         return None
-    if not all(_plain(v) for c in calls[start:] for v in (*c.args[1:], *c.kwargs.values())):
-        return None
+    hidden = hidden_of(calls[start])
     outputs = {}
     for i in range(start, len(calls)):
         call = calls[i]

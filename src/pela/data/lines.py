@@ -73,9 +73,9 @@ class ByteRanges:
     def __getstate__(self) -> dict[str, Any]:  # a spawned worker opens its own descriptor
         return {k: v for k, v in self.__dict__.items() if k not in ("_fd", "_pid")}
 
-    def __del__(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
-            os.close(self._fd)
+    def __del__(self, getpid: Any = os.getpid, close: Any = os.close) -> None:  # bound now: at exit the module may be gone
+        if self._fd is not None and self._pid == getpid():
+            close(self._fd)
 
 
 class LineRows(ByteRanges, Sequence):

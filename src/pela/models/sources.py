@@ -14,12 +14,14 @@ from torch import nn
 
 from pela.errors import PelaError
 from pela.models.adapters import load_adapter
+from pela.models.gguf_source import gguf_to_hf
 from pela.models.hf_source import HALF, hf_from_dir, hf_snapshot, note_half_precision, sentence_transformer_dir
 from pela.models.pela_dir import load_saved
 from pela.models.saving import is_pela_dir
 from pela.models.timm_source import is_timm_dir, load_timm, timm_from_dir
 
-SOURCE_HELP = "use timm:NAME, hf:ORG/NAME, or a local directory (saved by pela, by Hugging Face save_pretrained, by timm, or a peft LoRA adapter)"
+SOURCE_HELP = ("use timm:NAME, hf:ORG/NAME, a local directory (saved by pela, by Hugging Face save_pretrained, by timm, or a peft LoRA "
+               "adapter) or a .gguf file")
 
 
 def load(source: str | os.PathLike, model: nn.Module | None = None, *, checkpoint: str | None = None, random_init: bool = False,
@@ -32,7 +34,9 @@ def load(source: str | os.PathLike, model: nn.Module | None = None, *, checkpoin
             weights from the hub unless ``checkpoint``/``random_init``; also ``timm:hf-hub:ORG/NAME``);
             ``hf:ORG/NAME`` (downloaded, or from the local cache when offline); or a local directory
             written by Hugging Face ``save_pretrained``, by timm (``save_for_hf``; a hub snapshot of a
-            timm model), or by peft (a LoRA adapter: its base model is loaded and the adapter merged in).
+            timm model), or by peft (a LoRA adapter: its base model is loaded and the adapter merged in); or a
+            ``.gguf`` file (llama.cpp's format), dequantized once into a cached Hugging Face directory
+            (`pela.models.gguf_source`).
         model: for a pela directory that does not record its architecture (a model that did not come
             from `pela.load`): the freshly built dense model to rebuild it into.
         checkpoint: a safetensors file with weights for a ``timm:`` architecture.
@@ -51,8 +55,11 @@ def load(source: str | os.PathLike, model: nn.Module | None = None, *, checkpoin
     >>> model = pela.load("timm:vit_base_patch16_224")  # doctest: +SKIP
     """
     if isinstance(source, os.PathLike):
-        if not Path(source).expanduser().is_dir():
-            raise PelaError(f"{source} is not a directory")
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise PelaError(f"{source} does not exist (not a directory, nor a .gguf file)")
+        if not path.is_dir() and not (path.is_file() and path.suffix == ".gguf"):
+            raise PelaError(f"{source} is neither a directory nor a .gguf file")
         source = str(source)
     if model is not None or (isinstance(source, str) and source and is_pela_dir(Path(source).expanduser())):
         if checkpoint or random_init:
@@ -98,6 +105,10 @@ def load_for_training(source: str, *, checkpoint: str | None = None, random_init
             return hf_from_dir(inner, random_init, allow_pickle, trust_remote_code)
         raise PelaError(f"{path} holds neither a pela model (pela.json), a Hugging Face or timm model (config.json) "
                         "nor a LoRA adapter (adapter_config.json)")
+    if path.is_file() and path.suffix == ".gguf":  # llama.cpp's format: dequantized once into a cached Hugging Face directory
+        if random_init:
+            raise PelaError("--random-init does not apply to a GGUF file: its architecture comes with its weights")
+        return hf_from_dir(gguf_to_hf(path), False, allow_pickle, trust_remote_code)
     if path.exists():
         raise PelaError(f"{source} is a file, not a model directory; {SOURCE_HELP}")
     hint = f" (for the Hugging Face hub, write hf:{source})" if source.count("/") == 1 and not source.startswith((".", "/")) else ""

@@ -1,0 +1,138 @@
+"""The study of record for accuracy: which recipe keeps the teacher's accuracy, at which size, over seeds.
+
+The demo's task and data (`pela.demo`: all-MiniLM-L6-v2, WordNet lexicographer categories, 5,000
+labelled training and 2,000 test glosses), one fine-tuning recipe for every row. A run is one
+``ROW:k:seed``; each finished run is kept in the results file as soon as it ends and runs already
+there are skipped, so a study spreads over sessions (start it again, it goes on).
+
+Rows:
+    teacher      the original, fine-tuned
+    pela         pela's recipe: calibrated whitened SVD, ranks allocated at k's size, distill, fine-tune
+    pela_seq     the same, factorized sequentially (`LowRankConfig(sequential=True)`)
+    pela_nd      pela's factorization, no distillation
+    paper        the paper's recipe: plain SVD at ratio k, distill, fine-tune
+    no_distill   plain SVD at ratio k, fine-tune
+
+    nice .venv/bin/python benchmarks/recipe_study.py teacher:1:0 pela:2:0,1,2 paper:2:0 [--epochs 3]
+        [--distill-steps 300] [--distill-data labelled|all] [--probe-samples 32] [--results FILE] [--table]
+
+``--epochs`` etc. are part of a run's key: runs under other settings are kept apart, never averaged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+import pela
+from pela import LowRankConfig
+from pela.compression.targets import budget_of
+from pela.data.collate import Collator
+from pela.demo import DemoSettings, demo_data, distill_student, finetune_and_evaluate, gloss_texts, minilm_dir
+from pela.utils.files import atomic_write_text
+
+RESULTS = Path(__file__).with_name("results") / "recipe_study.json"
+ROWS = ("teacher", "pela", "pela_seq", "pela_nd", "paper", "no_distill")
+WORK = Path("runs/bench_recipe_study")
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {"runs": []}
+
+
+def _save(results: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(results, indent=1) + "\n")
+
+
+def parse_jobs(specs: list[str]) -> list[tuple[str, float, int]]:
+    jobs = []
+    for spec in specs:
+        row, k, seeds = spec.split(":")
+        if row not in ROWS:
+            raise SystemExit(f"error: unknown row {row!r}; rows: {', '.join(ROWS)}")
+        jobs += [(row, float(k), int(s)) for s in seeds.split(",")]
+    return jobs
+
+
+def student(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSettings, probe_samples: int):
+    """The compressed (not yet distilled) student of ``row`` and the seconds compression took."""
+    began = time.perf_counter()
+    model = pela.load(str(minilm_dir()))
+    if row == "teacher":
+        return model, 0.0
+    plain = LowRankConfig(ratio=ratio)
+    if row in ("paper", "no_distill"):
+        pela.compress(model, plain)
+    else:
+        extra = {"sequential": True} if row == "pela_seq" else {}
+        config = LowRankConfig(param_budget=budget_of(model, plain), init="whiten", **extra)
+        calibration = pela.calibrate(model, unlabeled, config, collate_fn=Collator(model, max_length=settings.max_length),
+                                     samples=settings.calib_samples, probe_samples=probe_samples, seed=seed)
+        pela.compress(model, config, calibration=calibration)
+    return model, time.perf_counter() - began
+
+
+def run(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSettings, probe_samples: int) -> dict:
+    began = time.perf_counter()
+    model, compress_s = student(row, ratio, seed, data, unlabeled, settings, probe_samples)
+    if row in ("pela", "pela_seq", "paper") and settings.distill_steps:
+        model, _ = distill_student(model, replace(data, unlabeled=unlabeled), settings, seed=seed)
+    metrics, _ = finetune_and_evaluate(model, data, settings, seed=seed)
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "params_linear": metrics["params_linear"],
+            "params": metrics["params"], "compress_seconds": round(compress_s, 1), "seconds": round(time.perf_counter() - began, 1)}
+
+
+def table(results: dict) -> str:
+    groups: dict[tuple, list[dict]] = {}
+    for r in results["runs"]:
+        groups.setdefault((r["settings_key"], r["row"], r["ratio"]), []).append(r)
+    lines = ["| settings | row | k | linear params | runs | accuracy mean ± std |", "|---|---|---:|---:|---:|---:|"]
+    for (key, row, ratio), runs in sorted(groups.items()):
+        acc = [100 * r["accuracy"] for r in runs]
+        std = f" ± {statistics.stdev(acc):.2f}" if len(acc) > 1 else ""
+        lines.append(f"| {key} | {row} | {ratio:g} | {runs[0]['params_linear'] / 1e6:.2f}M | {len(acc)} | {statistics.mean(acc):.2f}{std} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("jobs", nargs="*", help="ROW:k:seed[,seed...]")
+    p.add_argument("--epochs", type=float, default=DemoSettings.finetune_epochs, help="fine-tuning epochs, every row")
+    p.add_argument("--distill-steps", type=int, default=DemoSettings.distill_steps)
+    p.add_argument("--distill-data", choices=("labelled", "all"), default="labelled",
+                   help="unlabeled text for calibration and distillation: the labelled training glosses, or every training gloss")
+    p.add_argument("--probe-samples", type=int, default=32)
+    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--table", action="store_true", help="print the table of what is there and stop")
+    args = p.parse_args()
+    results = _load(args.results)
+    if args.table:
+        print(table(results))
+        return
+    settings = replace(DemoSettings(), finetune_epochs=args.epochs, distill_steps=args.distill_steps)
+    key = f"ft{args.epochs:g}ep_d{args.distill_steps}_{args.distill_data}_p{args.probe_samples}"
+    data = demo_data(WORK / "data", settings)
+    unlabeled = gloss_texts(WORK / "all")[0] if args.distill_data == "all" else data.unlabeled
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    for row, ratio, seed in parse_jobs(args.jobs):
+        ratio_key = 1.0 if row == "teacher" else ratio
+        if any(r["settings_key"] == key and r["row"] == row and r["ratio"] == ratio_key and r["seed"] == seed for r in results["runs"]):
+            continue
+        torch.manual_seed(seed)
+        out = run(row, ratio, seed, data, unlabeled, settings, args.probe_samples)
+        results["runs"].append({"settings_key": key, "row": row, "ratio": ratio_key, "seed": seed, "device": device, **out})
+        _save(results, args.results)
+        print(f"{key} {row} k={ratio_key:g} seed {seed}: accuracy {out['accuracy']:.4f} ({out['seconds']:.0f} s)", flush=True)
+        results = _load(args.results)  # another process may have added runs meanwhile
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+import copy
+import warnings
+
+import pytest
+import torch
+from conftest import ARCHITECTURES, Tokens, hf_bert
+from conftest import stack as stack_batch
+from torch.utils.data import Dataset
+
+import pela
+from pela import LowRankConfig, LowRankLinear, PelaError, arch, linalg
+from pela.arch.inputs import example_inputs
+from pela.features import BlockCapture, feature_loss
+from pela.linalg import corrected_weight, whiten_spectrum
+
+
+def test_corrected_weight_is_the_least_squares_map_from_student_to_teacher_inputs(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    x_t = torch.randn(400, 12, generator=g, dtype=torch.float64)
+    x_s = x_t + 0.3 * torch.randn(400, 12, generator=g, dtype=torch.float64)  # the student's inputs drifted
+    w = torch.randn(7, 12, generator=g, dtype=torch.float64)
+    c, p = x_s.T @ x_s / 400, x_t.T @ x_s / 400
+    monkeypatch.setattr(linalg, "WHITEN_DAMPING", 1e-12)
+    m = corrected_weight(w, c, p)
+    best = torch.linalg.lstsq(x_s, x_t @ w.T).solution.T  # argmin ‖x_s Mᵀ − x_t Wᵀ‖
+    torch.testing.assert_close(m, best, rtol=1e-6, atol=1e-8)
+    assert torch.equal(corrected_weight(w, c, c), w)  # the student's inputs are the teacher's: nothing to correct
+
+
+def _compressed(model, config, data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cal = pela.calibrate(model, data, config, collate_fn=stack_batch, samples=len(data), batch_size=32)
+    return pela.compress(model, config, calibration=cal), cal
+
+
+def _mse(student, teacher, data):
+    blocks = arch.find_blocks(teacher)
+    ct, cs = BlockCapture(teacher, blocks), BlockCapture(student, blocks)
+    batch = stack_batch([data[i] for i in range(len(data))])
+    with torch.no_grad():
+        teacher(**batch)
+        student(**batch)
+    return float(feature_loss(cs.take(), ct.take()))
+
+
+def test_sequential_student_is_closer_to_the_teacher_at_the_same_size():
+    torch.manual_seed(0)
+    teacher = hf_bert()
+    data, heldout = Tokens(n=256, length=12), Tokens(n=64, length=12, seed=1)
+    one_shot, sequential = copy.deepcopy(teacher), copy.deepcopy(teacher)
+    base = dict(param_budget=0.3, init="whiten", align=1)
+    r1, _ = _compressed(one_shot, LowRankConfig(**base), data)
+    r2, _ = _compressed(sequential, LowRankConfig(**base, sequential=True), data)
+    assert [r.rank for r in r1.factorized] == [r.rank for r in r2.factorized]  # ranks are chosen first, the same way
+    assert r1.params_after == r2.params_after
+    assert _mse(sequential, teacher, heldout) < 0.95 * _mse(one_shot, teacher, heldout)
+
+
+def test_the_first_stage_sees_the_teachers_inputs_so_its_factors_are_one_shots():
+    torch.manual_seed(0)
+    teacher = hf_bert()
+    data = Tokens(n=128, length=12)
+    one_shot, sequential = copy.deepcopy(teacher), copy.deepcopy(teacher)
+    _compressed(one_shot, LowRankConfig(ratio=3, init="whiten", align=1), data)
+    _compressed(sequential, LowRankConfig(ratio=3, init="whiten", align=1, sequential=True), data)
+    first = one_shot.encoder.layer[0].attention.self.query, sequential.encoder.layer[0].attention.self.query
+    torch.testing.assert_close(first[1].b.weight @ first[1].a.weight, first[0].b.weight @ first[0].a.weight, rtol=1e-5, atol=1e-6)
+    later = one_shot.encoder.layer[1].output.dense, sequential.encoder.layer[1].output.dense
+    assert not torch.allclose(later[1].b.weight @ later[1].a.weight, later[0].b.weight @ later[0].a.weight, atol=1e-4)  # fit on other inputs
+
+
+def test_sequential_needs_the_calibration_batches():
+    model = hf_bert()
+    cal = pela.calibrate(model, Tokens(n=32), LowRankConfig(init="whiten"), collate_fn=stack_batch)
+    with pytest.raises(PelaError, match="calibrate with the same config"):
+        pela.compress(model, LowRankConfig(init="whiten", sequential=True), calibration=cal)
+    assert not any(isinstance(m, LowRankLinear) for m in model.modules())
+    with pytest.raises(PelaError, match="needs a calibrated init"):
+        LowRankConfig(sequential=True)
+
+
+def test_a_failure_halfway_leaves_the_model_as_it_was(monkeypatch):
+    torch.manual_seed(0)
+    model = hf_bert()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = LowRankConfig(ratio=2, init="whiten", sequential=True)
+    cal = pela.calibrate(model, Tokens(n=64), config, collate_fn=stack_batch)
+    calls = []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) > 3:
+            raise RuntimeError("boom")
+        return whiten_spectrum(*args)
+
+    monkeypatch.setattr("pela.compression.sequential.whiten_spectrum", failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        pela.compress(model, config, calibration=cal)
+    assert not any(isinstance(m, LowRankLinear) for m in model.modules())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_sequential_on_every_architecture(name):
+    """Chains of blocks are refit block by block; models whose blocks are not one chain (encoder-decoders,
+    stages with downsampling, two towers) are said to fall back to one-shot factorization, and still work."""
+    torch.manual_seed(0)
+    model = ARCHITECTURES[name]()
+    inputs = example_inputs(model, batch_size=4, seq_len=16)
+    batch = {"x": inputs[0]} if isinstance(inputs, tuple) else inputs
+
+    class Same(Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return i
+
+    collate = lambda idx: {k: v[: len(idx)] for k, v in batch.items()}  # noqa: E731
+    config = LowRankConfig(param_budget=0.5, init="whiten", align=1, sequential=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cal = pela.calibrate(model, Same(), config, collate_fn=collate, batch_size=4, probe_samples=4)
+        reference = copy.deepcopy(model)
+        report = pela.compress(model, config, calibration=cal)
+    fell_back = any("factorized one-shot" in str(w.message) for w in caught)
+    assert fell_back == (name in ("hf_t5", "hf_clip", "timm_swin"))
+    assert report.factorized and report.params_after < report.params_before
+    with torch.no_grad():
+        out, ref = (arch.main_output(arch.forward(m, batch)) for m in (model, reference))
+    assert out.shape == ref.shape and torch.isfinite(out).all()
