@@ -22,6 +22,7 @@ Rows:
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import statistics
 import time
@@ -42,8 +43,18 @@ ROWS = ("teacher", "pela", "pela_seq", "pela_nd", "paper", "no_distill")
 WORK = Path("runs/bench_recipe_study")
 
 
+CALIBRATED = ("pela", "pela_seq", "pela_nd")  # the rows whose result depends on the sensitivity probes
+
+
 def _load(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {"runs": []}
+    results = json.loads(path.read_text()) if path.is_file() else {"runs": []}
+    for r in results["runs"]:  # older runs kept the probe count in the settings key, even for rows without probes
+        key, _, probes = r["settings_key"].rpartition("_p")
+        if key and probes.isdigit():
+            r["settings_key"] = key
+            if r["row"] in CALIBRATED:
+                r.setdefault("probe_samples", int(probes))
+    return results
 
 
 def _save(results: dict, path: Path) -> None:
@@ -92,7 +103,8 @@ def run(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSettin
 def table(results: dict) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in results["runs"]:
-        groups.setdefault((r["settings_key"], r["row"], r["ratio"]), []).append(r)
+        row = r["row"] + (f" (probes {r['probe_samples']})" if "probe_samples" in r else "")
+        groups.setdefault((r["settings_key"], row, r["ratio"]), []).append(r)
     lines = ["| settings | row | k | linear params | runs | accuracy mean ± std |", "|---|---|---:|---:|---:|---:|"]
     for (key, row, ratio), runs in sorted(groups.items()):
         acc = [100 * r["accuracy"] for r in runs]
@@ -108,7 +120,7 @@ def main() -> None:
     p.add_argument("--distill-steps", type=int, default=DemoSettings.distill_steps)
     p.add_argument("--distill-data", choices=("labelled", "all"), default="labelled",
                    help="unlabeled text for calibration and distillation: the labelled training glosses, or every training gloss")
-    p.add_argument("--probe-samples", type=int, default=32)
+    p.add_argument("--probe-samples", type=int, default=None, help="examples each sensitivity probe runs (default: pela's)")
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--table", action="store_true", help="print the table of what is there and stop")
     args = p.parse_args()
@@ -117,17 +129,20 @@ def main() -> None:
         print(table(results))
         return
     settings = replace(DemoSettings(), finetune_epochs=args.epochs, distill_steps=args.distill_steps)
-    key = f"ft{args.epochs:g}ep_d{args.distill_steps}_{args.distill_data}_p{args.probe_samples}"
+    key = f"ft{args.epochs:g}ep_d{args.distill_steps}_{args.distill_data}"
+    probes = args.probe_samples or inspect.signature(pela.calibrate).parameters["probe_samples"].default
     data = demo_data(WORK / "data", settings)
     unlabeled = gloss_texts(WORK / "all")[0] if args.distill_data == "all" else data.unlabeled
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     for row, ratio, seed in parse_jobs(args.jobs):
         ratio_key = 1.0 if row == "teacher" else ratio
-        if any(r["settings_key"] == key and r["row"] == row and r["ratio"] == ratio_key and r["seed"] == seed for r in results["runs"]):
+        extra = {"probe_samples": probes} if row in CALIBRATED else {}
+        if any(r["settings_key"] == key and r["row"] == row and r["ratio"] == ratio_key and r["seed"] == seed
+               and r.get("probe_samples") == extra.get("probe_samples") for r in results["runs"]):
             continue
         torch.manual_seed(seed)
-        out = run(row, ratio, seed, data, unlabeled, settings, args.probe_samples)
-        results["runs"].append({"settings_key": key, "row": row, "ratio": ratio_key, "seed": seed, "device": device, **out})
+        out = run(row, ratio, seed, data, unlabeled, settings, probes)
+        results["runs"].append({"settings_key": key, "row": row, "ratio": ratio_key, "seed": seed, "device": device, **extra, **out})
         _save(results, args.results)
         print(f"{key} {row} k={ratio_key:g} seed {seed}: accuracy {out['accuracy']:.4f} ({out['seconds']:.0f} s)", flush=True)
         results = _load(args.results)  # another process may have added runs meanwhile

@@ -79,8 +79,47 @@ def hf_t5() -> nn.Module:
     return T5ForConditionalGeneration(T5Config(vocab_size=100, d_model=32, d_ff=64, d_kv=16, num_layers=2, num_heads=2)).eval()
 
 
+def word_tokenizer():
+    """A word-level tokenizer for the tiny language models: w0 … w96, with <s>, </s> and <unk>."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i + 3 for i in range(97)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+
+
+def tiny_llama() -> nn.Module:
+    """A 2-block Llama with grouped-query attention (4 heads, 2 key-value heads) and its next-token head."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(cfg).eval()
+
+
 ARCHITECTURES = {"timm_vit": timm_vit, "timm_swin": timm_swin, "hf_bert": hf_bert, "hf_vit": hf_vit,
                  "hf_clip": hf_clip, "hf_gpt2": hf_gpt2, "hf_t5": hf_t5}
+
+
+def example_data(model: nn.Module, n: int = 8, batch_size: int = 4, seq_len: int = 16) -> tuple[Dataset, object, dict]:
+    """``(dataset, collate_fn, batch)`` for any architecture: ``n`` examples whose batches are slices of one
+    example batch of the model's own inputs (token ids, pixels, or an encoder-decoder's pair)."""
+    from pela.arch.inputs import example_inputs
+
+    inputs = example_inputs(model, batch_size=batch_size, seq_len=seq_len)
+    batch = {"x": inputs[0]} if isinstance(inputs, tuple) else inputs
+
+    class Indices(Dataset):
+        def __len__(self):
+            return n
+
+        def __getitem__(self, i):
+            return i
+
+    return Indices(), lambda idx: {k: v[: len(idx)] for k, v in batch.items()}, batch
 
 
 @pytest.fixture

@@ -127,3 +127,30 @@ def test_example_inputs_of_fine_tuned_classifiers():
     assert set(example_inputs(images, 2)) == {"pixel_values"}
     results = benchmark({"text": text, "images": images}, batch_size=2, seq_len=8, iters=1, rounds=1, warmup=1)
     assert all(r.items_per_s > 0 for r in results)
+
+
+def test_generation_speed_of_a_language_model_and_its_student(tmp_path, capsys):
+    import copy
+    import json
+
+    from conftest import tiny_llama, word_tokenizer
+
+    from pela.bench import generation_benchmark
+    from pela.cli.app import main
+
+    model = tiny_llama()
+    student = copy.deepcopy(model)
+    pela.compress(student, pela.LowRankConfig(ratio=2, align=1))
+    results = generation_benchmark({"student": student, "teacher": model}, prompt_tokens=16, new_tokens=4, rounds=2)
+    assert [r.name for r in results] == ["student", "teacher"] and results[0].params < results[1].params
+    assert all(r.prefill_tokens_per_s > 0 and r.decode_tokens_per_s > 0 and r.decode_ms_per_token > 0 for r in results)
+    with pytest.raises(pela.PelaError, match="needs a causal language model"):
+        generation_benchmark({"bert": hf_bert()})
+    model.save_pretrained(tmp_path / "lm")
+    word_tokenizer().save_pretrained(tmp_path / "lm")
+    assert main(["compress", str(tmp_path / "lm"), "--out", str(tmp_path / "small"), "--ratio", "2", "--align", "1"]) == 0
+    capsys.readouterr()
+    assert main(["bench", str(tmp_path / "small"), "--vs", str(tmp_path / "lm"), "--generate", "--seq-len", "8", "--new-tokens", "3",
+                 "--rounds", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["results"]) == 2 and report["ratios"]["decode_tokens_per_s"] > 0

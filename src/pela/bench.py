@@ -16,6 +16,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from pela.arch.inputs import example_inputs
 from pela.errors import PelaError
+from pela.training.perplexity import is_causal_lm
 from pela.utils.progress import progress_bar
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -175,3 +176,70 @@ def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str
         results.append(BenchResult(name, params, batch_size / sec, sec * 1000, peaks[name], batch_size, str(dev), dtype, compile, compile_mode,
                                    [t * 1000 for t in times[name]], shapes[name]))
     return results
+
+
+@dataclass
+class GenerationResult:
+    """How fast a causal language model reads a prompt (prefill) and writes after it (decode, one token at a time)."""
+
+    name: str
+    params: int
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float
+    prefill_ms: float  # one batch of prompts, median of the rounds
+    decode_ms_per_token: float  # one new token for the whole batch, median of the rounds
+    batch_size: int
+    prompt_tokens: int
+    new_tokens: int
+    device: str
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@torch.no_grad()
+def generation_benchmark(models: dict[str, nn.Module], *, prompt_tokens: int = 128, new_tokens: int = 64, batch_size: int = 1,
+                         device: str = "cpu", dtype: str = "float32", rounds: int = 3, progress: bool = False) -> list[GenerationResult]:
+    """Prefill and decode speed of causal language models, side by side: each round runs every model once
+    (a random prompt of ``prompt_tokens``, then ``new_tokens`` greedy steps with the key-value cache)."""
+    for name, model in models.items():
+        if not is_causal_lm(model):
+            raise PelaError(f"generation speed needs a causal language model; {name} is a {type(model).__name__}")
+    if min(prompt_tokens, new_tokens, batch_size, rounds) < 1:
+        raise PelaError("prompt tokens, new tokens, batch size and rounds must all be >= 1")
+    dev, dt = _resolve_device(device), DTYPES.get(dtype)
+    if dt is None:
+        raise PelaError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    vocab = min(m.config.vocab_size for m in models.values())
+    prompt = torch.randint(0, vocab, (batch_size, prompt_tokens), generator=torch.Generator().manual_seed(0)).to(dev)
+    prepared = {name: m.to(dev, dt).eval() for name, m in models.items()}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
+    with progress_bar(progress, rounds * len(models), "generating") as advance:
+        for _ in range(rounds + 1):  # the first round warms up and is not counted
+            for name, model in prepared.items():
+                times[name].append(_prefill_and_decode(model, prompt, new_tokens, dev))
+                advance()
+    results = []
+    for name, model in prepared.items():
+        prefill = statistics.median(t[0] for t in times[name][1:])
+        decode = statistics.median(t[1] for t in times[name][1:]) / new_tokens
+        results.append(GenerationResult(name, sum(p.numel() for p in model.parameters()), batch_size * prompt_tokens / (prefill / 1e3),
+                                        batch_size / (decode / 1e3), prefill, decode, batch_size, prompt_tokens, new_tokens, str(dev), dtype))
+    return results
+
+
+def _prefill_and_decode(model: nn.Module, prompt: torch.Tensor, new_tokens: int, device: torch.device) -> tuple[float, float]:
+    """Milliseconds of the prompt's pass, and of ``new_tokens`` greedy steps after it."""
+    _sync(device)
+    start = time.perf_counter()
+    out = model(input_ids=prompt, use_cache=True)
+    _sync(device)
+    prefill = time.perf_counter() - start
+    past, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+    start = time.perf_counter()
+    for _ in range(new_tokens):
+        out = model(input_ids=token, past_key_values=past, use_cache=True)
+        past, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+    _sync(device)
+    return prefill * 1e3, (time.perf_counter() - start) * 1e3

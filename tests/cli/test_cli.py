@@ -257,3 +257,18 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
         main(["data", str(tmp_path / "t.txt")])
     monkeypatch.setattr(pela.cli.inspect_cmd, "describe", lambda ds: (_ for _ in ()).throw(pela.PelaError("your mistake")))
     assert main(["data", str(tmp_path / "t.txt")]) == 2
+
+
+def test_no_help_text_is_swallowed_as_rich_markup():
+    """Rich reads ``[default: …]`` in a help string as a markup tag and prints nothing of it."""
+    import re
+
+    import typer
+
+    from pela.cli.app import app
+
+    group = typer.main.get_command(app)
+    helps = [(name, p.name, p.help or "") for name, cmd in group.commands.items() for p in cmd.params]
+    assert len(helps) > 50
+    eaten = [(c, p, h) for c, p, h in helps if re.search(r"\[[a-z/ ]+[:=]", h)]
+    assert not eaten, eaten

@@ -3,14 +3,13 @@ import warnings
 
 import pytest
 import torch
-from conftest import ARCHITECTURES, Tokens, hf_bert
+from conftest import ARCHITECTURES, Tokens, example_data, hf_bert
 from conftest import stack as stack_batch
 from torch import nn
 from torch.utils.data import Dataset
 
 import pela
 from pela import LowRankConfig, PelaError, arch
-from pela.arch.inputs import example_inputs
 from pela.compression.allocate import allocate, max_rank
 from pela.linalg import svd_factors, whiten_spectrum
 
@@ -198,20 +197,10 @@ def test_whiten_and_budget_work_on_every_architecture(arch):
     """Calibration hooks, whitening, sensitivity probes and allocation on each supported family."""
     torch.manual_seed(0)
     model = ARCHITECTURES[arch]()
-    inputs = example_inputs(model, batch_size=4, seq_len=16)
-    batch = {"x": inputs[0]} if isinstance(inputs, tuple) else inputs
-
-    class Same(Dataset):
-        def __len__(self):
-            return 8
-
-        def __getitem__(self, i):
-            return i
-
-    collate = lambda idx: {k: v[: len(idx)] for k, v in batch.items()}  # noqa: E731
+    data, collate, batch = example_data(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tiny calibration sets are rank-deficient by design here
-        cal = pela.calibrate(model, Same(), collate_fn=collate, batch_size=4, probe_samples=4)
+        cal = pela.calibrate(model, data, collate_fn=collate, batch_size=4, probe_samples=4)
     reference = copy.deepcopy(model)
     report = pela.compress(model, LowRankConfig(param_budget=0.5, init="whiten", align=1), calibration=cal)
     assert report.factorized and {r.init for r in report.factorized} <= {"whiten", "svd"}

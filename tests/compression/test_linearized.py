@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import ARCHITECTURES, Tokens, hf_bert
+from conftest import ARCHITECTURES, Tokens, example_data, hf_bert
 from conftest import stack as stack_batch
 
 from pela.compression.allocate import sensitivities
@@ -45,12 +45,9 @@ def test_layers_the_probe_never_reaches_get_no_weight():
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_every_architecture_gets_finite_nonnegative_sensitivities(name):
-    from pela.arch.inputs import example_inputs
-
     torch.manual_seed(0)
     model = ARCHITECTURES[name]()
-    inputs = example_inputs(model, batch_size=2, seq_len=8)
-    batch = {"x": inputs[0]} if isinstance(inputs, tuple) else inputs
+    _, _, batch = example_data(model, batch_size=2, seq_len=8)
     got = linearized_sensitivities(model, _layers(model, 0.05), [batch], draws=1)
     measured = [w for w in got if w is not None]
     assert measured and all(w >= 0 and w == w and w != float("inf") for w in measured)

@@ -3,13 +3,11 @@ import warnings
 
 import pytest
 import torch
-from conftest import ARCHITECTURES, Tokens, hf_bert
+from conftest import ARCHITECTURES, Tokens, example_data, hf_bert
 from conftest import stack as stack_batch
-from torch.utils.data import Dataset
 
 import pela
 from pela import LowRankConfig, LowRankLinear, PelaError, arch, linalg
-from pela.arch.inputs import example_inputs
 from pela.features import BlockCapture, feature_loss
 from pela.linalg import corrected_weight, whiten_spectrum
 
@@ -107,21 +105,11 @@ def test_sequential_on_every_architecture(name):
     stages with downsampling, two towers) are said to fall back to one-shot factorization, and still work."""
     torch.manual_seed(0)
     model = ARCHITECTURES[name]()
-    inputs = example_inputs(model, batch_size=4, seq_len=16)
-    batch = {"x": inputs[0]} if isinstance(inputs, tuple) else inputs
-
-    class Same(Dataset):
-        def __len__(self):
-            return 8
-
-        def __getitem__(self, i):
-            return i
-
-    collate = lambda idx: {k: v[: len(idx)] for k, v in batch.items()}  # noqa: E731
+    data, collate, batch = example_data(model)
     config = LowRankConfig(param_budget=0.5, init="whiten", align=1, sequential=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cal = pela.calibrate(model, Same(), config, collate_fn=collate, batch_size=4, probe_samples=4)
+        cal = pela.calibrate(model, data, config, collate_fn=collate, batch_size=4, probe_samples=4)
         reference = copy.deepcopy(model)
         report = pela.compress(model, config, calibration=cal)
     fell_back = any("factorized one-shot" in str(w.message) for w in caught)
@@ -130,3 +118,32 @@ def test_sequential_on_every_architecture(name):
     with torch.no_grad():
         out, ref = (arch.main_output(arch.forward(m, batch)) for m in (model, reference))
     assert out.shape == ref.shape and torch.isfinite(out).all()
+
+
+def test_fed_the_originals_activations_it_gives_the_one_shot_factors():
+    """Block by block on the teacher's inputs is one-shot whitening: every factor equal within 1e-5."""
+    from pela.compression.sequential import Fit, refit
+    from pela.compression.targets import select
+
+    torch.manual_seed(0)
+    teacher = hf_bert()
+    config = LowRankConfig(ratio=3, init="whiten", align=1, sequential=True)
+    cal = pela.calibrate(teacher, Tokens(n=128, length=12), config, collate_fn=stack_batch)
+    one_shot = copy.deepcopy(teacher)
+    pela.compress(one_shot, LowRankConfig(ratio=3, init="whiten", align=1), calibration=cal)
+    expected = {n: m for n, m in one_shot.named_modules() if isinstance(m, LowRankLinear)}
+    fed, got = copy.deepcopy(teacher), {}
+    layers = {c.name: c for c in select(fed, config) if c.skip_reason is None}
+
+    def swapper(name):
+        def swap(spectrum, rank):
+            a, b = spectrum.factors(rank)
+            got[name] = b.double() @ a.double()
+        return swap
+
+    fits = [Fit(n, expected[n].rank, swapper(n)) for n in layers if n in expected]
+    done = refit(fed, fits, cal.inputs, feed="teacher")
+    assert done == {f.name for f in fits if not f.name.startswith("pooler")} and len(done) == 12
+    for name in done:
+        want = (expected[name].b.weight @ expected[name].a.weight).double()
+        assert float((got[name] - want).norm() / want.norm()) < 1e-5, name

@@ -46,12 +46,12 @@ def _options(version: bool = typer.Option(False, "--version", callback=_print_ve
 
 TEXT_FIELD_HELP = ("column (CSV/TSV, Parquet) or key (JSON/JSONL) holding the text; two, comma-separated, for sentence pairs "
                    "(e.g. sentence1,sentence2); a CSV/TSV without a header row names its columns 0, 1, ... "
-                   "[default: text, or the records' only column of text]")
+                   "(default: text, or the records' only column of text)")
 
 
 LABEL_FIELD_HELP = ("column (CSV/TSV, Parquet) or key (JSON/JSONL) holding the class "
-                    "[default: label (or labels, gold_label, class, category, sentiment), or a Hugging Face dataset's only ClassLabel column, "
-                    "or a headerless CSV/TSV's only column of whole numbers]")
+                    "(default: label (or labels, gold_label, class, category, sentiment), or a Hugging Face dataset's only ClassLabel column, "
+                    "or a headerless CSV/TSV's only column of whole numbers)")
 
 
 ALLOW_PICKLE_HELP = "also read legacy .pt/.pth/.bin weights, with torch.load(weights_only=True)"

@@ -9,7 +9,7 @@ from typing import Any, List, Optional
 import typer
 from rich.table import Column, Table
 
-from pela.bench import COMPILE_MODES, benchmark
+from pela.bench import COMPILE_MODES, benchmark, generation_benchmark
 from pela.cli.common import (
     ALLOW_PICKLE_HELP,
     CHECKPOINT_HELP,
@@ -148,8 +148,11 @@ def bench(
     random_init: bool = typer.Option(False, "--random-init", help="build timm:/hf: sources without pretrained weights"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="print results as JSON on stdout"),
+    generate: bool = typer.Option(False, "--generate", help="a language model's generation speed instead: prefill and decode "
+                                  "tokens/s (prompts of --seq-len tokens, --new-tokens greedy steps, batch --batch-size)"),
+    new_tokens: int = typer.Option(64, "--new-tokens", help="with --generate: tokens written after each prompt"),
 ) -> None:
-    """Throughput (items/s) and peak memory of a model, or of two side by side."""
+    """Throughput (items/s) and peak memory of a model, or of two side by side; --generate: prefill and decode speed."""
 
     for flag, value in (("--batch-size", batch_size), ("--seq-len", seq_len), ("--iters", iters), ("--rounds", rounds)):
         if value < 1:
@@ -162,6 +165,8 @@ def bench(
         with err_console.status(f"loading {s}"):
             models[s if s not in models else s + " (2)"] = load_for_training(s, random_init=random_init and not Path(s).is_dir(),
                                                                     trust_remote_code=trust_remote_code)
+    if generate:
+        return _bench_generation(models, seq_len, new_tokens, batch_size, device, dtype, rounds, as_json)
     results = benchmark(models, batch_size=batch_size, device=device, dtype=dtype, compile=compile, seq_len=seq_len, iters=iters, rounds=rounds,
                         compile_mode=compile_mode, progress=True)
     ratio = results[0].items_per_s / results[1].items_per_s if vs else None
@@ -185,3 +190,22 @@ def bench(
     if ratio is not None:
         out_console.print(f"throughput ratio {results[0].name} / {results[1].name}: [bold]{ratio:.2f}×[/bold]; "
                           f"peak memory ratio {memory_ratio:.2f}×")
+
+
+def _bench_generation(models: dict, prompt_tokens: int, new_tokens: int, batch_size: int, device: str, dtype: str, rounds: int,
+                      as_json: bool) -> None:
+    results = generation_benchmark(models, prompt_tokens=prompt_tokens, new_tokens=new_tokens, batch_size=batch_size, device=device,
+                                   dtype=dtype, rounds=rounds, progress=not as_json)
+    ratios = {k: getattr(results[0], k) / getattr(results[1], k) for k in ("prefill_tokens_per_s", "decode_tokens_per_s")} if len(results) > 1 else None
+    if as_json:
+        print(json.dumps({"results": [r.to_dict() for r in results], "ratios": ratios}, indent=2))
+        return
+    table = Table(Column("model", overflow="fold"), "params", "prefill tokens/s", "decode tokens/s", "ms / new token",
+                  title=f"pela bench --generate ({results[0].device}, {dtype}, batch {batch_size}, {prompt_tokens}-token prompts, "
+                        f"{new_tokens} new tokens, median of {rounds} rounds)")
+    for r in results:
+        table.add_row(r.name, f"{r.params:,}", f"{r.prefill_tokens_per_s:,.0f}", f"{r.decode_tokens_per_s:,.1f}", f"{r.decode_ms_per_token:.1f}")
+    out_console.print(table)
+    if ratios:
+        out_console.print(f"{results[0].name} / {results[1].name}: prefill [bold]{ratios['prefill_tokens_per_s']:.2f}×[/bold], "
+                          f"decode [bold]{ratios['decode_tokens_per_s']:.2f}×[/bold]")

@@ -75,7 +75,7 @@ def compare(
 def eval_(
     model: str = typer.Argument(..., help="a fine-tuned model directory, or any model source with a head"),
     data: Path = typer.Option(..., "--data", help="labelled data"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="examples per pass [default: 64; 1 window with --perplexity]"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="examples per pass (default: 64; 1 window with --perplexity)"),
     max_length: Optional[int] = typer.Option(None, "--max-length"),
     split: str = typer.Option("test", help="split to read from Fashion-MNIST idx files, a folder of split folders or a Parquet or Arrow dataset (train; validation, val, valid, dev or eval, which read whichever of those there is; or test, which reads the same or else test)"),
     text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
@@ -86,8 +86,8 @@ def eval_(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON on stdout"),
     perplexity: bool = typer.Option(False, "--perplexity", help="a causal language model's perplexity on the text of --data instead"),
-    context: Optional[int] = typer.Option(None, help="with --perplexity: tokens per window [default: the model's maximum]"),
-    stride: Optional[int] = typer.Option(None, help="with --perplexity: tokens between window starts [default: --context, no overlap]"),
+    context: Optional[int] = typer.Option(None, help="with --perplexity: tokens per window (default: the model's maximum)"),
+    stride: Optional[int] = typer.Option(None, help="with --perplexity: tokens between window starts (default: --context, no overlap)"),
 ) -> None:
     """Accuracy (top-1, top-5, balanced), macro F1, loss, parameters and throughput of a classifier; --json adds each class's.
     With --perplexity: a language model's token-level perplexity, by sliding windows."""

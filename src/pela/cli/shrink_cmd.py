@@ -47,7 +47,7 @@ def shrink(
     data: Path = typer.Option(..., "--data", help="unlabeled examples of what the model will serve (any format --data takes)"),
     out: Path = typer.Option(..., "--out", help="directory for the student, its checkpoints and metrics"),
     ratio: float = typer.Option(2.0, help="the size: the parameters a compression ratio k of every layer would keep"),
-    steps: Optional[int] = typer.Option(None, help="distillation steps [default: one epoch of --data, within --minutes]"),
+    steps: Optional[int] = typer.Option(None, help="distillation steps (default: one epoch of --data, within --minutes)"),
     minutes: Optional[float] = typer.Option(None, help="time budget for the distillation (its steps estimated from calibration's pace)"),
     batch_size: int = typer.Option(32, "--batch-size"),
     calib_samples: int = typer.Option(512, "--calib-samples", help="examples of --data to calibrate on"),

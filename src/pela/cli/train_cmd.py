@@ -28,6 +28,7 @@ from pela.cli.common import (
 )
 from pela.data.collate import Collator
 from pela.data.labels import dataset_classes
+from pela.data.packing import PackedText
 from pela.errors import PelaError
 from pela.models.saving import is_pela_dir
 from pela.models.saving import save_dtype as _save_dtype
@@ -37,7 +38,10 @@ from pela.training.distill import distill as _distill
 from pela.training.evaluate import evaluate
 from pela.training.finetune import FinetuneConfig
 from pela.training.finetune import finetune as _finetune
+from pela.training.generation import as_markdown, prompts_from, side_by_side
+from pela.training.perplexity import is_causal_lm
 from pela.training.rundir import publish, run_dir
+from pela.utils.files import atomic_write_text
 
 
 @app.command()
@@ -59,7 +63,11 @@ def distill(
     save_every: Optional[int] = typer.Option(None, "--save-every", help="checkpoint every N steps"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUT"),
     alpha: float = typer.Option(1.0, help="weight of feature distillation (every block, every real token)"),
-    beta: float = typer.Option(0.0, help="weight of logit distillation"),
+    beta: float = typer.Option(0.0, help="weight of logit distillation (MSE of the outputs; KL divergence with --temperature)"),
+    temperature: Optional[float] = typer.Option(None, help="logit distillation as KL divergence of softmax(logits / T), per real token "
+                                                "(a language model: next-token distributions); needs --beta"),
+    pack: Optional[int] = typer.Option(None, "--pack", help="pack the text into sequences of N tokens, documents joined by the "
+                                       "tokenizer's end-of-text token (how language models are trained: no padding)"),
     task_weight: float = typer.Option(1.0, "--task-weight", help="weight of the task loss (labelled data with as many classes as the head, and not another set of names than the model's)"),
     gamma: float = typer.Option(0.0, help="weight of weight-perturbation regularization"),
     epsilon: float = typer.Option(1e-3, help="target of max|BA - W| for the regularization"),
@@ -81,12 +89,14 @@ def distill(
 ) -> None:
     """Intermediate pre-training (PELA stage 2): distill the student from the frozen teacher."""
     config = DistillConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, alpha=alpha, beta=beta, task=task_weight,
-                           gamma=gamma, epsilon=epsilon, grad_accum=grad_accum, clip=clip or None, seed=seed,
+                           gamma=gamma, epsilon=epsilon, grad_accum=grad_accum, clip=clip or None, seed=seed, temperature=temperature,
                            mixed_precision=mixed_precision, save_every=save_every, log_every=log_every, blocks=blocks,
                            group_by_length=group_by_length, workers=workers, eval_every=eval_every, keep_best=keep_best,
                            patience=patience)
     if max_length is not None and max_length < 1:
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
+    if pack is not None and pack < 2:
+        raise PelaError(f"--pack must be at least 2 tokens, got {pack}")
     _check_eval_flags(eval_data, eval_every, keep_best)
     if eval_samples < 1:
         raise PelaError(f"--eval-samples must be >= 1, got {eval_samples}")
@@ -101,19 +111,30 @@ def distill(
             teacher_model = load_for_training(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle,
                                        trust_remote_code=trust_remote_code)
         collate = Collator(student_model, max_length=max_length)
+        texts = ds
+        if pack is not None:
+            ds = PackedText(ds, collate.tokenizer, pack)
         info = {"student": str(Path(student).resolve()), "teacher": teacher, "data": str(Path(data).resolve())}
         result = _distill(student_model, teacher_model, ds, config, collate_fn=collate, out=out, resume=resume, progress=True, run_info=info,
                           eval_data=held_out, eval_samples=eval_samples)
-        record = {**config.to_dict(), "final": result.history[-1] if result.history else {},
-                  "processes": len(result.rank_checksums), "rank_checksums": result.rank_checksums}
-        if result.evals:
-            record["evals"] = result.evals
-        if result.best is not None:
-            record["best"] = result.best
-        record.update(trained_steps=result.steps, stopped_early=result.stopped_early)
-        if publish(student_model, out, {"distill": record}, save_dtype):
+        if publish(student_model, out, {"distill": _distill_record(config, result)}, save_dtype):
+            if is_causal_lm(student_model):  # what the student writes, beside the teacher's
+                prompts = prompts_from(held_out if held_out is not None else texts)
+                atomic_write_text(out / "generations.md", as_markdown(side_by_side(student_model, teacher_model, prompts, collate.tokenizer)))
             out_console.print(_distilled(result, keep_best, patience, out))
             _half_precision_note(student_model, save_dtype)
+
+
+def _distill_record(config: DistillConfig, result: Any) -> dict[str, Any]:
+    """What ``pela.json`` keeps of a distillation: its settings, final losses, evaluations and processes."""
+    record = {**config.to_dict(), "final": result.history[-1] if result.history else {},
+              "processes": len(result.rank_checksums), "rank_checksums": result.rank_checksums}
+    if result.evals:
+        record["evals"] = result.evals
+    if result.best is not None:
+        record["best"] = result.best
+    record.update(trained_steps=result.steps, stopped_early=result.stopped_early)
+    return record
 
 
 def _distilled(result: Any, keep_best: Optional[str], patience: Optional[int], out: Path) -> str:
@@ -144,7 +165,7 @@ def finetune(
     lr: float = typer.Option(1e-4, help="peak learning rate (AdamW, warm-up + cosine)"),
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
     seed: int = typer.Option(0),
-    pooling: Optional[str] = typer.Option(None, help="for an added head: mean (masked mean of tokens) or cls [default: a sentence-transformers model's own, else mean]"),
+    pooling: Optional[str] = typer.Option(None, help="for an added head: mean (masked mean of tokens) or cls (default: a sentence-transformers model's own, else mean)"),
     lora: Optional[int] = typer.Option(None, help="train only rank-R LoRA adapters (peft) and the head"),
     grad_accum: int = typer.Option(1, "--grad-accum"),
     mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16"),

@@ -156,9 +156,18 @@ def _stage_statistics(student: nn.Module, first: str, calls: list[Call], hidden_
     return c_ss / count, c_ts / count
 
 
+def _teacher_statistics(inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``E[x_t x_tᵀ]`` twice (the same object): the student is fed the teacher's inputs."""
+    c = sum((x.T @ x).double() for x in inputs) / sum(len(x) for x in inputs)
+    return c, c
+
+
 @torch.no_grad()
-def refit(model: nn.Module, fits: list[Fit], batches: list[dict[str, Any]], progress: bool = False) -> set[str]:
+def refit(model: nn.Module, fits: list[Fit], batches: list[dict[str, Any]], progress: bool = False, feed: str = "student") -> set[str]:
     """Factorize ``fits`` block by block, in depth order, each stage fit on the partly compressed model's inputs.
+
+    ``feed="teacher"`` fits every layer on the original model's inputs instead, which is one-shot whitening
+    computed block by block (the check that this machinery's statistics are calibration's).
 
     Layers outside every block, or in a block the calibration batches never ran, are left to the caller
     (their names are not in the returned set). Returns the names of the layers refit and swapped in.
@@ -182,7 +191,7 @@ def refit(model: nn.Module, fits: list[Fit], batches: list[dict[str, Any]], prog
             warnings.warn("sequential factorization needs blocks that run one after another, each once, on the previous one's "
                           "output; this model's do not, so its layers are factorized one-shot", stacklevel=3)
             return set()
-        return _refit_chain(model, fits, chains, batches, progress)
+        return _refit_chain(model, fits, chains, batches, progress, feed == "teacher")
     finally:
         model.train(was_training)
         if cached:
@@ -190,7 +199,7 @@ def refit(model: nn.Module, fits: list[Fit], batches: list[dict[str, Any]], prog
 
 
 def _refit_chain(model: nn.Module, fits: list[Fit], chains: list[list[Call]], batches: list[dict[str, Any]],
-                 progress: bool) -> set[str]:
+                 progress: bool, teacher_fed: bool = False) -> set[str]:
     by_name = {f.name: f for f in fits}
     masks = [b.get("attention_mask") for b in batches]
     hidden_t = [hidden_of(chain[0]) for chain in chains]
@@ -205,7 +214,9 @@ def _refit_chain(model: nn.Module, fits: list[Fit], chains: list[list[Call]], ba
             dense = {n: m for n, m in teacher.named_modules() if n in local}
             taught = _teacher_pass(teacher, calls, hidden_t, dense, masks)
             for stage in taught.stages:
-                c_ss, c_ts = _stage_statistics(block, stage[0], calls, hidden_s, taught.inputs.pop(stage[0]), masks)
+                x_t = taught.inputs.pop(stage[0])
+                c_ss, c_ts = (_teacher_statistics(x_t) if teacher_fed else
+                              _stage_statistics(block, stage[0], calls, hidden_s, x_t, masks))
                 for name in stage:
                     fit = local[name]
                     weight = arch.linear_weight(dense[name])[0].detach().float()

@@ -106,6 +106,9 @@ class Collator:
             pairs = [e["text_pair"] for e in examples] if "text_pair" in examples[0] else None
             enc = self.tokenizer([e["text"] for e in examples], pairs, padding=True, truncation=True, max_length=limit, return_tensors="pt")
             batch.update(enc)
+        if "input_ids" in examples[0]:  # already token ids, of one length (`pela.data.packing.PackedText`): nothing is padding
+            batch["input_ids"] = torch.stack([e["input_ids"] for e in examples])
+            batch["attention_mask"] = torch.ones_like(batch["input_ids"])
         if "image" in examples[0]:
             batch["pixel_values"] = torch.stack([self.transform(e["image"]) for e in examples])
         if "label" in examples[0]:

@@ -18,7 +18,7 @@ from pela.data.collate import Collator
 from pela.data.inputs import as_dataset
 from pela.data.labels import align_classes, dataset_classes
 from pela.errors import PelaError
-from pela.features import BlockCapture, feature_loss
+from pela.features import BlockCapture, feature_loss, real_tokens
 from pela.layers.lowrank import LowRankLinear
 from pela.training.accelerator import make_accelerator
 from pela.training.compare import compare
@@ -35,7 +35,8 @@ class DistillConfig(TrainConfig):
     """`TrainConfig` plus the loss weights; defaults follow PELA (METHOD.md §2) where it has one."""
 
     alpha: float = 1.0  # feature distillation: MSE of every block's output, over real tokens (padding excluded)
-    beta: float = 0.0  # logit distillation
+    beta: float = 0.0  # logit distillation: MSE of the outputs (PELA), or with a temperature, KL divergence
+    temperature: float | None = None  # logit distillation as T²·KL(teacher ‖ student) of softmax(logits / T), per real token
     task: float = 1.0  # task loss, used when batches carry labels and the model outputs class logits
     gamma: float = 0.0  # weight-perturbation regularization
     epsilon: float = 1e-3
@@ -48,6 +49,11 @@ class DistillConfig(TrainConfig):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise PelaError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.temperature is not None and not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                                                 and self.temperature > 0):
+            raise PelaError(f"temperature must be a finite number > 0, got {self.temperature!r}")
+        if self.temperature is not None and self.beta == 0:
+            raise PelaError("a temperature applies to logit distillation: give it a weight too (beta > 0, --beta)")
         if self.alpha == self.beta == self.task == self.gamma == 0:
             raise PelaError("all loss weights are 0: nothing to train")
 
@@ -131,7 +137,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
                 task_fits["fits"] = _labels_fit_head(student, dataset_classes(data), s_out.shape[-1], labels)
             labels = labels if task_fits["fits"] else None
         masks = arch.block_masks(student, s_capture.labels, batch)
-        terms = _loss_terms(config, s_feats, t_feats, s_out, t_out, labels, teacher_w, masks)
+        terms = _loss_terms(config, s_feats, t_feats, s_out, t_out, labels, teacher_w, masks, batch.get("attention_mask"))
         return s_raw, terms
 
     weights = {"feature": config.alpha, "logit": config.beta, "task": config.task, "weight_reg": config.gamma}
@@ -157,6 +163,15 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     finally:
         t_capture.remove()
         s_capture.remove()
+
+
+def kl_divergence(student: torch.Tensor, teacher: torch.Tensor, temperature: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``T² · KL(softmax(t / T) ‖ softmax(s / T))``, averaged over the positions ``mask`` keeps (every position
+    of class logits; the real tokens of a language model's next-token logits). ``T²`` keeps the gradients'
+    scale as the temperature changes (Hinton et al.)."""
+    s, t = real_tokens(student, mask).float(), real_tokens(teacher, mask).float()
+    log_s, log_t = F.log_softmax(s / temperature, -1), F.log_softmax(t / temperature, -1)
+    return F.kl_div(log_s, log_t, log_target=True, reduction="batchmean") * temperature ** 2
 
 
 def _labels_fit_head(model: nn.Module, classes: list[str] | None, outputs: int, labels: torch.Tensor) -> bool:
@@ -188,14 +203,17 @@ def _labels_fit_head(model: nn.Module, classes: list[str] | None, outputs: int, 
 
 def _loss_terms(config: DistillConfig, s_feats: list[torch.Tensor], t_feats: list[torch.Tensor], s_out: torch.Tensor,
                 t_out: torch.Tensor, labels: torch.Tensor | None, teacher_w: list,
-                mask: torch.Tensor | list[torch.Tensor | None] | None = None) -> dict[str, torch.Tensor]:
+                mask: torch.Tensor | list[torch.Tensor | None] | None = None,
+                out_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     terms: dict[str, torch.Tensor] = {}
     if config.alpha > 0:
         if len(s_feats) != len(t_feats) or any(s.shape != t.shape for s, t in zip(s_feats, t_feats)):
             raise PelaError("teacher and student blocks produce different shapes: different architectures?")
         terms["feature"] = feature_loss(s_feats, t_feats, mask)
-    if config.beta > 0:
+    if config.beta > 0 and config.temperature is None:
         terms["logit"] = F.mse_loss(s_out.float(), t_out.float())
+    elif config.beta > 0:
+        terms["logit"] = kl_divergence(s_out, t_out, config.temperature, out_mask)
     if config.task > 0 and labels is not None and s_out.dim() == 2 and labels.dim() == 1:
         terms["task"] = F.cross_entropy(s_out.float(), labels)
     if config.gamma > 0:

@@ -24,6 +24,7 @@ from torch import nn
 from pela.arch.properties import max_positions
 from pela.data.collate import Collator
 from pela.data.inputs import as_dataset
+from pela.data.packing import token_stream
 from pela.errors import PelaError
 from pela.utils.progress import progress_bar
 
@@ -35,18 +36,6 @@ def is_causal_lm(model: nn.Module) -> bool:
     except ImportError:  # pragma: no cover - transformers is a dependency
         return False
     return type(model).__name__ in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()) or type(model).__name__.endswith("ForCausalLM")
-
-
-def token_stream(texts: list[str], tokenizer: Any) -> torch.Tensor:
-    """The documents as one 1-D tensor of token ids: ``[bos] doc₁ eos doc₂ eos …``."""
-    prefix = tokenizer("", add_special_tokens=True)["input_ids"]  # [bos] for Llama-style tokenizers, [] for GPT-2's
-    eos = tokenizer.eos_token_id
-    ids: list[int] = list(prefix)
-    for text in texts:
-        ids += tokenizer(text, add_special_tokens=False)["input_ids"]
-        if eos is not None:
-            ids.append(eos)
-    return torch.tensor(ids, dtype=torch.long)
 
 
 def windows(n_tokens: int, context: int, stride: int) -> list[tuple[int, int, int]]:

@@ -1,0 +1,51 @@
+"""Text as a language model is trained on it: documents tokenized, joined, and cut into equal blocks.
+
+As Hugging Face's language-modelling examples do (``group_texts``): each document's tokens are
+followed by the tokenizer's end-of-text token (the beginning-of-text token opens the stream where
+the tokenizer adds one), the stream is cut into blocks of ``length`` tokens, and the last partial
+block is dropped. Blocks hold no padding, so every position is a real token for every loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from pela.errors import PelaError
+
+
+def token_stream(texts: list[str], tokenizer: Any) -> torch.Tensor:
+    """The documents as one 1-D tensor of token ids: ``[bos] doc₁ eos doc₂ eos …``."""
+    prefix = tokenizer("", add_special_tokens=True)["input_ids"]  # [bos] for Llama-style tokenizers, [] for GPT-2's
+    eos = tokenizer.eos_token_id
+    ids: list[int] = list(prefix)
+    for text in texts:
+        ids += tokenizer(text, add_special_tokens=False)["input_ids"]
+        if eos is not None:
+            ids.append(eos)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+class PackedText(Dataset):
+    """Blocks of ``length`` token ids cut from the documents of ``data`` (records with a ``text`` field)."""
+
+    def __init__(self, data: Any, tokenizer: Any, length: int):
+        if length < 2:
+            raise PelaError(f"packed sequences need at least 2 tokens, got {length}")
+        texts = [data[i]["text"] for i in range(len(data))] if len(data) and "text" in data[0] else None
+        if not texts:
+            raise PelaError("packing needs text: the data is empty or has no text field")
+        stream = token_stream(texts, tokenizer)
+        blocks = len(stream) // length
+        if blocks == 0:
+            raise PelaError(f"the text holds {len(stream)} tokens, fewer than one packed sequence of {length}")
+        self.ids = stream[: blocks * length].view(blocks, length)
+        self.length = length
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.ids[i]}

@@ -1,0 +1,71 @@
+"""Language models in stage 2: packed text, next-token KL to the teacher, and the generations written beside the student."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_llama, word_tokenizer
+from test_perplexity import TEXTS
+
+from pela import DistillConfig, PelaError
+from pela.cli.app import main
+from pela.data.collate import Collator
+from pela.data.inputs import as_dataset
+from pela.data.packing import PackedText, token_stream
+from pela.training.distill import kl_divergence
+
+
+def test_packed_text_is_the_stream_cut_into_equal_blocks():
+    tok = word_tokenizer()
+    data = as_dataset(TEXTS)
+    packed = PackedText(data, tok, 16)
+    stream = token_stream(TEXTS, tok)
+    assert len(packed) == len(stream) // 16 and all(packed[i]["input_ids"].shape == (16,) for i in range(len(packed)))
+    assert torch.equal(torch.cat([packed[i]["input_ids"] for i in range(len(packed))]), stream[: len(packed) * 16])
+    assert (stream == tok.eos_token_id).sum() == len(TEXTS)  # one end-of-text after every document
+    model = tiny_llama()
+    model.config.name_or_path = ""
+    batch = Collator(model, tokenizer=tok)([packed[0], packed[1]])
+    assert batch["input_ids"].shape == (2, 16) and batch["attention_mask"].all()  # no padding anywhere
+    with pytest.raises(PelaError, match="fewer than one packed sequence"):
+        PackedText(as_dataset(["w1 w2"]), tok, 16)
+
+
+def test_kl_divergence_per_real_token_with_temperature():
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 5, 7), torch.randn(2, 5, 7)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
+    assert float(kl_divergence(t, t, 2.0, mask)) == pytest.approx(0.0, abs=1e-6)
+    keep = mask.bool()
+    p_t, log_s = F.softmax(t[keep] / 2, -1), F.log_softmax(s[keep] / 2, -1)
+    expected = 4 * (p_t * (p_t.log() - log_s)).sum(-1).mean()
+    assert float(kl_divergence(s, t, 2.0, mask)) == pytest.approx(float(expected), rel=1e-5)
+    changed = s.clone()
+    changed[1, 3:] += 100  # padding: no part of the loss
+    assert float(kl_divergence(changed, t, 2.0, mask)) == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(PelaError, match="give it a weight too"):
+        DistillConfig(temperature=2.0)
+    with pytest.raises(PelaError, match="temperature must be a finite number > 0"):
+        DistillConfig(beta=1.0, temperature=0.0)
+
+
+def test_distill_a_language_model_packed_with_kl_and_generations(tmp_path, capsys):
+    model, tok = tiny_llama(), word_tokenizer()
+    model.save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    (tmp_path / "corpus.txt").write_text("\n".join(TEXTS) + "\n")
+    assert main(["compress", str(tmp_path / "lm"), "--out", str(tmp_path / "small"), "--ratio", "2", "--align", "1"]) == 0
+    code = main(["distill", "--student", str(tmp_path / "small"), "--teacher", str(tmp_path / "lm"), "--data", str(tmp_path / "corpus.txt"),
+                 "--out", str(tmp_path / "d"), "--pack", "16", "--beta", "1", "--temperature", "2", "--steps", "3", "--batch-size", "4",
+                 "--log-every", "1"])
+    assert code == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "logit" in r]
+    assert logged and all(r["logit"] > 0 and r["feature"] >= 0 for r in logged)
+    text = (tmp_path / "d" / "generations.md").read_text()
+    assert text.count("**teacher**") == 3 and text.count("**student**") == 3 and TEXTS[0].split()[0] in text
+    capsys.readouterr()
+    assert main(["distill", "--student", str(tmp_path / "small"), "--teacher", str(tmp_path / "lm"), "--data", str(tmp_path / "corpus.txt"),
+                 "--out", str(tmp_path / "e"), "--temperature", "2"]) == 2
+    assert "error: a temperature applies to logit distillation" in capsys.readouterr().err
