@@ -8,10 +8,11 @@ student, and its factors are fit to reproduce the *teacher's* outputs from them,
 ``min E‖W x_t − BA x_s‖²`` (`pela.linalg.corrected_weight`, then the whitened SVD on the student's
 inputs), so later layers correct the errors of earlier ones before any training.
 
-Memory: the hidden states entering the current block, for the teacher and the student, on the
-calibration examples, and one stage's statistics; the teacher of the current block is a copy of
-that block alone. Work: each block runs about twice per stage on the calibration examples, each run
-stopped at the stage it feeds.
+Memory: on the calibration examples, the hidden states entering the current block (teacher and
+student), the teacher's inputs to that block's stages (one dense pass of the block gives them all),
+and one stage's statistics; the teacher of the current block is a copy of that block alone. Work: the
+dense block runs once per block, the student's about once per stage, each run stopped at the stage
+it feeds.
 """
 
 from __future__ import annotations
