@@ -92,6 +92,13 @@ def _plain(value: Any) -> bool:
     return value is None or torch.is_tensor(value) or isinstance(value, (bool, int, float, str))
 
 
+def run_call(module: nn.Module, call: Call, hidden: torch.Tensor) -> torch.Tensor:
+    """``module`` run as ``call`` ran, on other hidden states; its output hidden states."""
+    if call.args:
+        return arch.block_output(module(hidden, *call.args[1:], **call.kwargs))
+    return arch.block_output(module(**{**call.kwargs, "hidden_states": hidden}))
+
+
 def replay_ready(calls: list[Call], linked: list[bool], start: int) -> bool:
     """Whether calls ``start`` onward can run again on new hidden states: each reads its predecessor's output,
     the first reads hidden states, and nothing they are given may hold state (a key-value cache)."""
@@ -110,9 +117,5 @@ def replay(calls: list[Call], linked: list[bool], start: int) -> dict[int, torch
     outputs = {}
     for i in range(start, len(calls)):
         call = calls[i]
-        if call.args:
-            out = call.module(hidden, *call.args[1:], **call.kwargs)
-        else:
-            out = call.module(*call.args, **{**call.kwargs, "hidden_states": hidden})
-        hidden = outputs[i] = arch.block_output(out)
+        hidden = outputs[i] = run_call(call.module, call, hidden)
     return outputs

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from pela import arch
-from pela.compression.replay import BlockCalls, Call, hidden_of, replay_ready
+from pela.compression.replay import BlockCalls, Call, hidden_of, replay_ready, run_call
 from pela.features import real_tokens
 from pela.linalg import Spectrum, corrected_weight, whiten_spectrum
 from pela.utils.progress import progress_bar
@@ -71,13 +71,6 @@ def _without_hidden(call: Call) -> Call:
     return Call(call.name, call.module, (), {k: v for k, v in call.kwargs.items() if k != "hidden_states"}, None)
 
 
-def _run(module: nn.Module, call: Call, hidden: torch.Tensor) -> torch.Tensor:
-    """``module`` run as ``call`` ran, on other hidden states."""
-    if call.args:
-        return arch.block_output(module(hidden, *call.args[1:], **call.kwargs))
-    return arch.block_output(module(**{**call.kwargs, "hidden_states": hidden}))
-
-
 @dataclass
 class _TeacherPass:
     """What the dense copy of a block gives on every calibration batch: the order its layers run in, grouped
@@ -104,7 +97,7 @@ def _teacher_pass(teacher: nn.Module, calls: list[Call], hidden: list[torch.Tens
     try:
         for call, h, mask in zip(calls, hidden, masks):
             seen.clear()
-            result.outputs.append(_run(teacher, call, h))
+            result.outputs.append(run_call(teacher, call, h))
             if not result.stages:
                 order = list(seen)
                 for i, name in enumerate(order):  # consecutive layers reading the very same tensor share a stage
@@ -133,7 +126,7 @@ def _inputs(block: nn.Module, call: Call, hidden: torch.Tensor, layer: nn.Module
 
     handle = layer.register_forward_pre_hook(pre)
     try:
-        _run(block, call, hidden)
+        run_call(block, call, hidden)
     except _Stop:
         pass
     finally:
@@ -226,6 +219,6 @@ def _refit_chain(model: nn.Module, fits: list[Fit], chains: list[list[Call]], ba
                     advance(info=fit.name)
                 del c_ss, c_ts
             hidden_t = taught.outputs
-            hidden_s = [_run(block, call, h) for call, h in zip(calls, hidden_s)]
+            hidden_s = [run_call(block, call, h) for call, h in zip(calls, hidden_s)]
             del teacher
     return done
