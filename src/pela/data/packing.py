@@ -28,16 +28,21 @@ def token_stream(texts: list[str], tokenizer: Any) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
+def texts_of(data: Any, what: str) -> list[str]:
+    """The ``text`` field of every record of ``data``; ``what`` names the caller in the error."""
+    texts = [data[i]["text"] for i in range(len(data))] if len(data) and "text" in data[0] else None
+    if not texts:
+        raise PelaError(f"{what} needs text: the data is empty or has no text field")
+    return texts
+
+
 class PackedText(Dataset):
     """Blocks of ``length`` token ids cut from the documents of ``data`` (records with a ``text`` field)."""
 
     def __init__(self, data: Any, tokenizer: Any, length: int):
         if length < 2:
             raise PelaError(f"packed sequences need at least 2 tokens, got {length}")
-        texts = [data[i]["text"] for i in range(len(data))] if len(data) and "text" in data[0] else None
-        if not texts:
-            raise PelaError("packing needs text: the data is empty or has no text field")
-        stream = token_stream(texts, tokenizer)
+        stream = token_stream(texts_of(data, "packing"), tokenizer)
         blocks = len(stream) // length
         if blocks == 0:
             raise PelaError(f"the text holds {len(stream)} tokens, fewer than one packed sequence of {length}")

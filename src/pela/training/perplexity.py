@@ -24,7 +24,7 @@ from torch import nn
 from pela.arch.properties import max_positions
 from pela.data.collate import Collator
 from pela.data.inputs import as_dataset
-from pela.data.packing import token_stream
+from pela.data.packing import texts_of, token_stream
 from pela.errors import PelaError
 from pela.utils.progress import progress_bar
 
@@ -82,10 +82,7 @@ def perplexity(model: nn.Module, data: Any, *, context: int | None = None, strid
     if batch_size < 1:
         raise PelaError(f"batch size must be >= 1, got {batch_size}")
     data = as_dataset(data)
-    texts = [data[i]["text"] for i in range(len(data))] if len(data) and "text" in data[0] else None
-    if not texts:
-        raise PelaError("perplexity needs text: the data is empty or has no text field")
-    stream = token_stream(texts, tokenizer or Collator(model).tokenizer)
+    stream = token_stream(texts_of(data, "perplexity"), tokenizer or Collator(model).tokenizer)
     if len(stream) < 2:
         raise PelaError("the text holds fewer than 2 tokens: nothing to predict")
     return _score(model, stream, windows(len(stream), context, stride), context, stride, batch_size, device, progress)
