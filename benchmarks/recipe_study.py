@@ -14,7 +14,7 @@ Rows:
     no_distill   plain SVD at ratio k, fine-tune
 
     nice .venv/bin/python benchmarks/recipe_study.py teacher:1:0 pela:2:0,1,2 paper:2:0 [--epochs 3]
-        [--distill-steps 300] [--distill-data labelled|all] [--probe-samples 32] [--results FILE] [--table]
+        [--distill-steps 300] [--distill-data labelled|all] [--distill-lr 1e-4] [--probe-samples 32] [--results FILE] [--table]
 
 ``--epochs`` etc. are part of a run's key: runs under other settings are kept apart, never averaged.
 """
@@ -118,6 +118,7 @@ def main() -> None:
     p.add_argument("jobs", nargs="*", help="ROW:k:seed[,seed...]")
     p.add_argument("--epochs", type=float, default=DemoSettings.finetune_epochs, help="fine-tuning epochs, every row")
     p.add_argument("--distill-steps", type=int, default=DemoSettings.distill_steps)
+    p.add_argument("--distill-lr", type=float, default=DemoSettings.distill_lr)
     p.add_argument("--distill-data", choices=("labelled", "all"), default="labelled",
                    help="unlabeled text for calibration and distillation: the labelled training glosses, or every training gloss")
     p.add_argument("--probe-samples", type=int, default=None, help="examples each sensitivity probe runs (default: pela's)")
@@ -128,8 +129,10 @@ def main() -> None:
     if args.table:
         print(table(results))
         return
-    settings = replace(DemoSettings(), finetune_epochs=args.epochs, distill_steps=args.distill_steps)
+    settings = replace(DemoSettings(), finetune_epochs=args.epochs, distill_steps=args.distill_steps, distill_lr=args.distill_lr)
     key = f"ft{args.epochs:g}ep_d{args.distill_steps}_{args.distill_data}"
+    if args.distill_lr != DemoSettings.distill_lr:  # keys of runs at the default stay as they were
+        key += f"_lr{args.distill_lr:g}"
     probes = args.probe_samples or inspect.signature(pela.calibrate).parameters["probe_samples"].default
     data = demo_data(WORK / "data", settings)
     unlabeled = gloss_texts(WORK / "all")[0] if args.distill_data == "all" else data.unlabeled

@@ -81,6 +81,34 @@ def test_padding_tokens_are_left_out():
     assert cal.tokens["encoder.layer.0.attention.self.query"] == 9  # 6 + 3 real tokens, not 12
 
 
+def test_texts_are_batched_by_length_and_the_probe_is_a_sample_of_them():
+    torch.manual_seed(0)
+    model = hf_bert()
+    texts = [" ".join(["w"] * (1 + (7 * i) % 23)) for i in range(96)]  # lengths 1..23, interleaved
+    data = pela.data.inputs.as_dataset(texts)
+    ids = lambda i: torch.randint(5, 100, (1 + (7 * i) % 23,), generator=torch.Generator().manual_seed(i))  # noqa: E731
+
+    def collate(examples):  # pads to the longest, as a tokenizer does
+        rows = [ids(texts.index(e["text"])) for e in examples]
+        width = max(len(r) for r in rows)
+        return {"input_ids": torch.stack([nn.functional.pad(r, (0, width - len(r))) for r in rows]),
+                "attention_mask": torch.stack([(torch.arange(width) < len(r)).long() for r in rows])}
+
+    config = LowRankConfig(init="whiten", sequential=True)  # keeps its batches, to count their padding
+    cal = pela.calibrate(model, data, config, collate_fn=collate, batch_size=8, probe_samples=16, samples=64)
+    padded = sum(b["attention_mask"].numel() for b in cal.inputs)
+    real = sum(int(b["attention_mask"].sum()) for b in cal.inputs)
+    assert cal.tokens["encoder.layer.0.attention.self.query"] == real
+    idx = torch.randperm(96, generator=torch.Generator().manual_seed(0))[:64].sort().values.tolist()
+    in_order = sum(8 * max(len(ids(i)) for i in idx[j:j + 8]) for j in range(0, 64, 8))
+    assert padded < 0.8 * in_order  # batches of similar lengths: far less padding than in index order
+    probe_real = sorted(int(n) for b in cal.probe for n in b["attention_mask"].sum(1))
+    assert probe_real == sorted(len(ids(i)) for i in idx[:16])  # the probe: 16 of the sampled examples, not the 16 shortest
+    assert sum(b["attention_mask"].numel() for b in cal.probe) < sum(8 * max(len(ids(i)) for i in idx[j:j + 8]) for j in (0, 8))
+    with pytest.raises(PelaError, match="probe_samples"):
+        pela.calibrate(model, data, collate_fn=collate, probe_samples=-1)
+
+
 def test_whiten_beats_svd_on_the_outputs_it_was_calibrated_for(mlp):
     x = anisotropic(2000, 64)
     cal = pela.calibrate(mlp, Vectors(x[:1000]), collate_fn=stack, samples=1000)

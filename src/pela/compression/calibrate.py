@@ -35,7 +35,7 @@ class Calibration:
     moments: dict[str, torch.Tensor]  # layer -> (in × in) float64 E[x xᵀ]
     tokens: dict[str, int]  # input vectors each layer saw
     samples: int  # examples run through the model
-    probe: list[dict[str, Any]]  # the first few batches, kept (on CPU) to measure layer sensitivities for rank allocation
+    probe: list[dict[str, Any]]  # a few of the examples' batches (on CPU), to measure layer sensitivities for rank allocation
     inputs: list[dict[str, Any]] | None = None  # every batch (on CPU), kept when the config factorizes sequentially
 
 
@@ -43,6 +43,9 @@ class Calibration:
 def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = None, *, collate_fn: Callable | None = None,
               samples: int = 512, batch_size: int = 16, probe_samples: int = 32, seed: int = 0, progress: bool = False) -> Calibration:
     """Run ``samples`` seeded examples of ``data`` through ``model`` and collect each eligible layer's ``E[x xᵀ]``.
+
+    Where the dataset knows its examples' lengths (text), they run in batches of similar lengths, and so
+    do the probe's, so that little of each pass is spent on padding.
 
     Args:
         model: the original (uncompressed) model.
@@ -54,8 +57,8 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
         samples: how many examples to use (all of ``data`` if it has fewer).
         probe_samples: how many of them to keep for `pela.compression.allocate.sensitivities` (``param_budget``):
             each layer is probed on these. Probing is most of the time data-aware compression takes, and its
-            cost grows with this number; 16 take 91 s instead of 130 s on a base-size model, but their
-            student ended 0.95 points lower on the same seed of the study of record (docs/BENCHMARKS.md).
+            cost grows with this number (32: 102 s for a base-size model on 2 CPU cores); 16 are faster, but
+            their student ended 0.95 points lower on the same seed of the study of record (docs/BENCHMARKS.md).
 
     Raises:
         PelaError: no data, or a forward pass reaches none of the layers to factorize.
@@ -64,6 +67,8 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
 
     if samples < 1:
         raise PelaError(f"calibration needs at least 1 sample, got samples={samples}")
+    if probe_samples < 0:
+        raise PelaError(f"probe_samples must be >= 0, got {probe_samples}")
     if batch_size < 1:
         raise PelaError(f"calibration batch size must be >= 1, got {batch_size}")
     if len(data) == 0:
@@ -73,12 +78,15 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
         raise PelaError("no layer to factorize, so nothing to calibrate")
     n = min(samples, len(data))
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
-    loader = DataLoader(Subset(data, idx), batch_size=batch_size, collate_fn=collate_fn or Collator(model))
+    collate_fn = collate_fn or Collator(model)
+    lengths = getattr(data, "lengths", None)  # text: batches of similar lengths spend less of every pass on padding
+    by_length = (lambda ids: ids) if lengths is None else (lambda ids: sorted(ids, key=lambda i: lengths[i]))
+    loader = DataLoader(Subset(data, by_length(idx)), batch_size=batch_size, collate_fn=collate_fn)
+    probe_loader = DataLoader(Subset(data, by_length(idx[:probe_samples])), batch_size=batch_size, collate_fn=collate_fn)
+    probe = [{k: v for k, v in b.items() if k != "labels"} for b in probe_loader]  # every layer's probe runs these
     stats = _Moments()
-    probe: list[dict[str, Any]] = []
     config = config or LowRankConfig()
     inputs: list[dict[str, Any]] | None = [] if config.sequential else None
-    kept = 0
     handles = [c.module.register_forward_pre_hook(stats.hook(c.name)) for c in layers]
     was_training = model.training
     model.eval()
@@ -87,10 +95,6 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
         with progress_bar(progress, len(loader), "calibrating") as advance:
             for batch in loader:
                 batch.pop("labels", None)
-                if kept < probe_samples:
-                    rows = next(iter(batch.values())).shape[0]
-                    probe.append({k: v[: probe_samples - kept] if torch.is_tensor(v) else v for k, v in batch.items()})
-                    kept += min(rows, probe_samples - kept)
                 if inputs is not None:
                     inputs.append(batch)
                 batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
