@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from conftest import tiny_llama, word_tokenizer
 from test_perplexity import TEXTS
 
+import pela
 from pela import DistillConfig, PelaError
 from pela.cli.app import main
 from pela.data.collate import Collator
@@ -30,6 +31,16 @@ def test_packed_text_is_the_stream_cut_into_equal_blocks():
     assert batch["input_ids"].shape == (2, 16) and batch["attention_mask"].all()  # no padding anywhere
     with pytest.raises(PelaError, match="fewer than one packed sequence"):
         PackedText(as_dataset(["w1 w2"]), tok, 16)
+
+
+def test_a_tokenizer_without_a_pad_token_pads_with_its_end_of_text_token(tmp_path):
+    model, tok = tiny_llama(), word_tokenizer()
+    assert tok.pad_token is None  # as many language models' tokenizers
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    batch = Collator(pela.load(tmp_path))([{"text": "w1 w2 w3"}, {"text": "w4"}])
+    assert batch["input_ids"].shape[0] == 2 and batch["attention_mask"].sum(1).tolist()[1] < batch["input_ids"].shape[1]
+    assert batch["input_ids"][1, -1] == tok.eos_token_id
 
 
 def test_kl_divergence_per_real_token_with_temperature():

@@ -3,7 +3,11 @@
 Calibration on the same unlabeled data the student is then distilled on; whitened factors with ranks
 allocated across layers at the size a ratio gives; distillation for one epoch of that data, or fewer
 steps when a time budget says so (the step time estimated from the calibration pass, which ran the
-same model on the same data). The separate commands stay for those who want every flag.
+same model on the same data), text batched by length. A language model (a next-token head) is
+distilled as language models are trained: its text packed into sequences of ``min(1024, its
+positions)`` tokens (`pela.data.packing`), next-token KL divergence to the teacher beside the block
+features, and greedy continuations of student and teacher written to ``generations.md``. The separate
+commands stay for those who want every flag.
 """
 
 from __future__ import annotations
@@ -22,14 +26,19 @@ from pela.compression.compress import compress
 from pela.compression.config import LowRankConfig
 from pela.compression.targets import budget_of
 from pela.data.collate import Collator
+from pela.data.packing import PackedText
 from pela.errors import PelaError
 from pela.models.sources import load_for_training
 from pela.training.distill import DistillConfig, distill
+from pela.training.generation import as_markdown, prompts_from, side_by_side
+from pela.training.perplexity import is_causal_lm
 from pela.training.rundir import publish, run_dir
+from pela.utils.files import atomic_write_text
 
 # a distillation step runs the teacher forward, the student forward and backward: about this many
 # forward passes of the original model per example, against calibration's one
 STEP_PASSES = 3.5
+PACK_TOKENS = 1024  # a language model's packed sequences: this many tokens, or fewer where the model takes fewer
 
 
 def distill_steps(examples: int, batch_size: int, seconds_per_example: float, minutes: float | None) -> int:
@@ -52,6 +61,8 @@ def shrink(
     batch_size: int = typer.Option(32, "--batch-size"),
     calib_samples: int = typer.Option(512, "--calib-samples", help="examples of --data to calibrate on"),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
+    pack: Optional[int] = typer.Option(None, "--pack", help="a language model's packed sequences: N tokens "
+                                       "(default: 1024, or the model's positions if fewer)"),
     sequential: bool = typer.Option(False, "--sequential", help="factorize block by block, each layer fit to the original's outputs "
                                     "from the inputs the compressed layers before it give (slower, closer to the original)"),
     text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
@@ -63,6 +74,8 @@ def shrink(
         raise PelaError(f"--minutes must be > 0, got {minutes}")
     if steps is not None and minutes is not None:
         raise PelaError("give --steps or --minutes, not both")
+    if pack is not None and pack < 2:
+        raise PelaError(f"--pack must be at least 2 tokens, got {pack}")
     plain = LowRankConfig(ratio=ratio)
     DistillConfig(steps=steps, batch_size=batch_size)  # every setting checked before the slow part
     ds = _load_data(data, text_field=text_field, progress=True)
@@ -72,15 +85,28 @@ def shrink(
         student = copy.deepcopy(teacher)
         recipe = LowRankConfig(param_budget=budget_of(student, plain), init="whiten", sequential=sequential)
         collate = Collator(student, max_length=max_length)
+        language_model = is_causal_lm(student)
+        if pack is not None and not language_model:
+            raise PelaError(f"--pack packs text for a language model; {type(student).__name__} has no next-token head")
+        if pack is not None and collate.positions is not None and pack > collate.positions:
+            raise PelaError(f"--pack {pack} is more than this model takes: at most {collate.positions} positions")
         began = time.perf_counter()
         calibration = calibrate(student, ds, recipe, collate_fn=collate, samples=calib_samples, progress=True)
-        pace = (time.perf_counter() - began) / calibration.samples
+        per_token = (time.perf_counter() - began) / max(max(calibration.tokens.values()), 1)
         report = compress(student, recipe, calibration=calibration, progress=True)
-        total = steps or distill_steps(len(ds), batch_size, pace, minutes)
-        config = DistillConfig(steps=total, batch_size=batch_size)
-        result = distill(student, teacher, ds, config, collate_fn=collate, out=out, progress=True,
+        train_data, tokens = ds, max(calibration.tokens.values()) / calibration.samples  # tokens per example
+        if language_model:
+            tokens = pack or min(PACK_TOKENS, collate.positions or PACK_TOKENS)
+            train_data = PackedText(ds, collate.tokenizer, tokens)
+        total = steps or distill_steps(len(train_data), batch_size, per_token * tokens, minutes)
+        logits = {"beta": 1.0, "temperature": 1.0} if language_model else {}
+        config = DistillConfig(steps=total, batch_size=batch_size, group_by_length=True, **logits)
+        result = distill(student, teacher, train_data, config, collate_fn=collate, out=out, progress=True,
                          run_info={"teacher": source, "data": str(Path(data).resolve()), "recipe": recipe.to_dict()})
         record = {"compression": {k: v for k, v in report.to_dict().items() if k != "layers"},
                   "distill": {**config.to_dict(), "trained_steps": result.steps, "final": result.history[-1] if result.history else {}}}
         if publish(student, out, record):
+            if language_model:  # what the student writes, beside the teacher's
+                rows = side_by_side(student, teacher, prompts_from(ds), collate.tokenizer)
+                atomic_write_text(out / "generations.md", as_markdown(rows))
             out_console.print(f"{report.summary()}\ndistilled {result.steps} steps in {result.seconds:.0f}s; student saved to {_saved(out)}")

@@ -77,6 +77,8 @@ class Collator:
                 raise PelaError(f"text data needs the model's tokenizer, and {self.files} has none (its tokenizer would know only "
                                 f"{len(tokenizer)} special tokens); save the one its weights were trained with beside them "
                                 "(AutoTokenizer.from_pretrained(ORIGINAL).save_pretrained(DIR))")
+            if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+                tokenizer.pad_token = tokenizer.eos_token  # many language models' tokenizers have none; padding is masked anyway
             self._tokenizer = tokenizer
         return self._tokenizer
 
