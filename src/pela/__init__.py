@@ -25,8 +25,9 @@ from pela.training.compare import compare
 from pela.training.distill import DistillConfig, distill
 from pela.training.evaluate import evaluate
 from pela.training.finetune import FinetuneConfig, finetune
+from pela.training.multiple_choice import multiple_choice
 from pela.training.perplexity import perplexity
 from pela.version import __version__
 
-__all__ = ["compress", "calibrate", "distill", "finetune", "evaluate", "perplexity", "compare", "load", "load_dataset", "save_pretrained", "LowRankLinear",
+__all__ = ["compress", "calibrate", "distill", "finetune", "evaluate", "perplexity", "multiple_choice", "compare", "load", "load_dataset", "save_pretrained", "LowRankLinear",
            "PelaError", "LowRankConfig", "DistillConfig", "FinetuneConfig", "__version__"]

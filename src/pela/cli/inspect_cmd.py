@@ -23,6 +23,7 @@ from pela.cli.common import (
     app,
     out_console,
 )
+from pela.data.choices import read_choices
 from pela.data.collate import Collator
 from pela.data.labels import dataset_classes
 from pela.data.load import describe
@@ -33,6 +34,7 @@ from pela.models.export import export_hf
 from pela.models.sources import load_for_training
 from pela.training.compare import compare as _compare
 from pela.training.evaluate import evaluate
+from pela.training.multiple_choice import multiple_choice as score_choices
 from pela.training.perplexity import perplexity as language_model_perplexity
 
 
@@ -88,14 +90,26 @@ def eval_(
     perplexity: bool = typer.Option(False, "--perplexity", help="a causal language model's perplexity on the text of --data instead"),
     context: Optional[int] = typer.Option(None, help="with --perplexity: tokens per window (default: the model's maximum)"),
     stride: Optional[int] = typer.Option(None, help="with --perplexity: tokens between window starts (default: --context, no overlap)"),
+    choices: bool = typer.Option(False, "--choices", help="a causal language model's zero-shot accuracy on multiple-choice --data instead "
+                                 "(prompt, choices, answer; scored by log-likelihood as the LM Evaluation Harness does)"),
+    choices_field: Optional[str] = typer.Option(None, "--choices-field", help="with --choices: the field holding the choices "
+                                                "(default: choices, endings or options)"),
 ) -> None:
     """Accuracy (top-1, top-5, balanced), macro F1, loss, parameters and throughput of a classifier; --json adds each class's.
-    With --perplexity: a language model's token-level perplexity, by sliding windows."""
+    With --perplexity: a language model's token-level perplexity, by sliding windows. With --choices: its
+    zero-shot multiple-choice accuracy."""
 
     if not perplexity and (context is not None or stride is not None):
         raise PelaError("--context and --stride are options of --perplexity")
+    if perplexity and choices:
+        raise PelaError("give --perplexity or --choices, not both")
+    if choices_field is not None and not choices:
+        raise PelaError("--choices-field is an option of --choices")
     if perplexity:
         return _perplexity(model, data, context, stride, batch_size or 1, text_field, checkpoint, allow_pickle, trust_remote_code, as_json)
+    if choices:
+        fields = {"prompt_field": text_field, "choices_field": choices_field, "answer_field": label_field, "split": split}
+        return _multiple_choice(model, data, batch_size or 8, fields, checkpoint, allow_pickle, trust_remote_code, as_json)
     batch_size = 64 if batch_size is None else batch_size
     if batch_size < 1:
         raise PelaError(f"--batch-size must be >= 1, got {batch_size}")
@@ -134,6 +148,18 @@ def _perplexity(model: str, data: Path, context: Optional[int], stride: Optional
     out_console.print(f"perplexity {result['perplexity']:.3f} (mean NLL {result['nll']:.4f} nats) over {result['tokens']:,} tokens, "
                       f"{result['windows']:,} windows of {result['context']} tokens every {result['stride']}; "
                       f"{result['tokens_per_s']:,.0f} tokens/s")
+
+
+def _multiple_choice(model: str, data: Path, batch_size: int, fields: dict, checkpoint: Optional[Path], allow_pickle: bool,
+                     trust_remote_code: bool, as_json: bool) -> None:
+    examples = read_choices(data, **fields)
+    net = load_for_training(model, checkpoint=_opt_str(checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    result = score_choices(net, examples, batch_size=batch_size, progress=not as_json)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    out_console.print(f"accuracy {result['accuracy']:.4f}, length-normalized {result['accuracy_norm']:.4f}, over {result['examples']:,} "
+                      f"examples ({result['choices']:,} choices) in {result['seconds']:.0f}s")
 
 
 @app.command()

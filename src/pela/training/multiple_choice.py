@@ -1,0 +1,116 @@
+"""`multiple_choice`: zero-shot multiple-choice accuracy of a causal language model, by log-likelihood.
+
+As the LM Evaluation Harness scores such tasks (HellaSwag, ARC, PIQA, ...): each choice is the
+continuation of its prompt after one space; its score is the sum of the log-probabilities of its
+tokens given the prompt and the tokens of the choice before them. ``accuracy`` picks the highest sum;
+``accuracy_norm`` divides each sum by the choice's length in bytes first (the harness's ``acc_norm``,
+fairer to long choices). The continuation's tokens are those of ``prompt + " " + choice`` after the
+prompt's own, so a tokenizer that merges across the boundary is handled as the harness handles it.
+Under ``accelerate launch`` the examples are split across processes and the counts reduced.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pela.arch.properties import max_positions
+from pela.data.choices import ChoiceExample, read_choices
+from pela.data.collate import Collator
+from pela.errors import PelaError
+from pela.training.perplexity import is_causal_lm
+from pela.utils.progress import progress_bar
+
+DELIMITER = " "  # between prompt and choice, as the harness's default target_delimiter
+
+
+@torch.no_grad()
+def multiple_choice(model: nn.Module, data: Any, *, batch_size: int = 8, tokenizer: Any = None, device: str | None = None,
+                    progress: bool = False, **fields: str | None) -> dict[str, Any]:
+    """Zero-shot accuracy of a causal language model on multiple-choice ``data``.
+
+    Args:
+        data: a path, a ``datasets.Dataset``, a list of dicts or of `pela.data.choices.ChoiceExample`
+            (fields as `pela.data.choices.read_choices` finds them, or ``prompt_field``, ``choices_field``,
+            ``answer_field`` in ``fields``).
+        batch_size: prompt-and-choice sequences per forward pass.
+        tokenizer: default the one saved with the model.
+
+    Returns:
+        ``accuracy``, ``accuracy_norm`` (scores per byte of each choice), ``examples``, ``choices`` (scored
+        sequences), ``seconds``.
+    """
+    if not is_causal_lm(model):
+        raise PelaError(f"multiple-choice scoring needs a causal language model (a …ForCausalLM with its next-token head), "
+                        f"got {type(model).__name__}")
+    if batch_size < 1:
+        raise PelaError(f"batch size must be >= 1, got {batch_size}")
+    examples = data if isinstance(data, list) and data and isinstance(data[0], ChoiceExample) else read_choices(data, **fields)
+    tokenizer = tokenizer or Collator(model).tokenizer
+    from accelerate import PartialState
+
+    state = PartialState()
+    mine = list(range(state.process_index, len(examples), state.num_processes))
+    limit = max_positions(model)
+    sequences = [(i, c, *_tokens(tokenizer, examples[i].prompt, choice, limit)) for i in mine for c, choice in enumerate(examples[i].choices)]
+    dev = torch.device(device) if device else next(model.parameters()).device
+    scores: dict[tuple[int, int], float] = {}
+    was_training = model.training
+    model.eval()
+    began = time.perf_counter()
+    groups = [sequences[j:j + batch_size] for j in range(0, len(sequences), batch_size)]
+    try:
+        with progress_bar(progress and state.is_main_process, len(groups), "scoring choices") as advance:
+            for group in groups:
+                for (i, c, _, _), score in zip(group, _log_likelihoods(model, group, dev)):
+                    scores[(i, c)] = score
+                advance()
+    finally:
+        model.train(was_training)
+    right = torch.zeros(2, dtype=torch.float64, device=dev)
+    for i in mine:
+        ex = examples[i]
+        raw = [scores[(i, c)] for c in range(len(ex.choices))]
+        norm = [s / max(len(choice.encode()), 1) for s, choice in zip(raw, ex.choices)]
+        right[0] += int(max(range(len(raw)), key=raw.__getitem__) == ex.answer)
+        right[1] += int(max(range(len(norm)), key=norm.__getitem__) == ex.answer)
+    if state.num_processes > 1:
+        torch.distributed.all_reduce(right)
+    seconds = time.perf_counter() - began
+    return {"accuracy": float(right[0]) / len(examples), "accuracy_norm": float(right[1]) / len(examples), "examples": len(examples),
+            "choices": sum(len(e.choices) for e in examples), "seconds": seconds}
+
+
+def _tokens(tokenizer: Any, prompt: str, choice: str, limit: int | None) -> tuple[list[int], int]:
+    """The ids of prompt and choice (cut from the left to the model's positions) and how many of the last are the choice's."""
+    prefix = tokenizer("", add_special_tokens=True)["input_ids"]  # [bos] for Llama-style tokenizers, [] for GPT-2's
+    whole = prefix + tokenizer(prompt + DELIMITER + choice, add_special_tokens=False)["input_ids"]
+    context = prefix + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    shared = len(context) if whole[: len(context)] == context else len(context) - 1  # a merge across the boundary
+    ending = max(len(whole) - max(shared, 1), 1)  # the first token has nothing before it: it is never scored
+    if limit is not None and len(whole) > limit:
+        if ending >= limit:
+            raise PelaError(f"a choice of {ending} tokens does not fit the model's {limit} positions with any of its prompt")
+        whole = whole[-limit:]
+    return whole, ending
+
+
+def _log_likelihoods(model: nn.Module, group: list[tuple[int, int, list[int], int]], dev: torch.device) -> list[float]:
+    """Sum of the log-probabilities of each sequence's last ``ending`` tokens, each given those before it."""
+    length = max(len(ids) for _, _, ids, _ in group)
+    ids = torch.zeros(len(group), length, dtype=torch.long)
+    mask = torch.zeros(len(group), length, dtype=torch.long)
+    for row, (_, _, seq, _) in enumerate(group):
+        ids[row, : len(seq)], mask[row, : len(seq)] = torch.tensor(seq), 1
+    logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float()
+    out = []
+    for row, (_, _, seq, ending) in enumerate(group):
+        n = len(seq)
+        logp = F.log_softmax(logits[row, n - ending - 1: n - 1], dim=-1)  # position t predicts token t + 1
+        target = ids[row, n - ending: n].to(dev)
+        out.append(float(logp.gather(-1, target[:, None]).sum()))
+    return out
