@@ -14,7 +14,7 @@ Rows:
     no_distill   plain SVD at ratio k, fine-tune
 
     nice .venv/bin/python benchmarks/recipe_study.py teacher:1:0 pela:2:0,1,2 paper:2:0 [--epochs 3]
-        [--distill-steps 300] [--distill-data labelled|all] [--distill-lr 1e-4] [--probe-samples 32] [--results FILE] [--table]
+        [--distill-steps 300] [--distill-data labelled|all] [--distill-lr 1e-4] [--probe-samples 32] [--results FILE] [--table] [--plot docs/recipe_study.png]
 
 ``--epochs`` etc. are part of a run's key: runs under other settings are kept apart, never averaged.
 """
@@ -113,6 +113,40 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+LABELS = {"pela": "pela's recipe", "pela_seq": "pela's recipe, sequential", "pela_nd": "pela's factorization, no distillation",
+          "paper": "paper's recipe (plain SVD + distill)", "no_distill": "plain SVD, no distillation"}
+
+
+def plot(results: dict, key: str, path: Path) -> None:
+    """Accuracy against linear-layer parameters under one settings key: mean ± std of each row, the teacher a band."""
+    from pela.utils.figures import pyplot, save_figure
+
+    runs = [r for r in results["runs"] if r["settings_key"] == key and r.get("probe_samples") in (None, 32)]
+    fig, ax = pyplot().subplots(figsize=(7, 4.2))
+    teacher = [100 * r["accuracy"] for r in runs if r["row"] == "teacher"]
+    if teacher:
+        mean = statistics.mean(teacher)
+        std = statistics.stdev(teacher) if len(teacher) > 1 else 0.0
+        ax.axhspan(mean - std, mean + std, color="0.85")
+        ax.axhline(mean, color="0.3", lw=1, label=f"teacher ({len(teacher)} seeds)")
+    for row, label in LABELS.items():
+        by_ratio: dict[float, list[dict]] = {}
+        for r in runs:
+            if r["row"] == row:
+                by_ratio.setdefault(r["ratio"], []).append(r)
+        if by_ratio:  # one point per k (allocated ranks, so the size varies a little with the seed)
+            groups = sorted(by_ratio.values(), key=lambda g: -g[0]["ratio"])
+            acc = [[100 * r["accuracy"] for r in g] for g in groups]
+            ax.errorbar([statistics.mean(r["params_linear"] for r in g) / 1e6 for g in groups], [statistics.mean(a) for a in acc],
+                        yerr=[statistics.stdev(a) if len(a) > 1 else 0 for a in acc], marker="o", capsize=3, label=label)
+    ax.set_xlabel("linear-layer parameters (millions)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"MiniLM on WordNet categories ({key}; mean ± std over seeds)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("jobs", nargs="*", help="ROW:k:seed[,seed...]")
@@ -124,6 +158,7 @@ def main() -> None:
     p.add_argument("--probe-samples", type=int, default=None, help="examples each sensitivity probe runs (default: pela's)")
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--table", action="store_true", help="print the table of what is there and stop")
+    p.add_argument("--plot", type=Path, help="draw accuracy against parameters for the runs under these settings, and stop")
     args = p.parse_args()
     results = _load(args.results)
     if args.table:
@@ -133,6 +168,9 @@ def main() -> None:
     key = f"ft{args.epochs:g}ep_d{args.distill_steps}_{args.distill_data}"
     if args.distill_lr != DemoSettings.distill_lr:  # keys of runs at the default stay as they were
         key += f"_lr{args.distill_lr:g}"
+    if args.plot:
+        plot(results, key, args.plot)
+        return
     probes = args.probe_samples or inspect.signature(pela.calibrate).parameters["probe_samples"].default
     data = demo_data(WORK / "data", settings)
     unlabeled = gloss_texts(WORK / "all")[0] if args.distill_data == "all" else data.unlabeled
