@@ -8,10 +8,12 @@ factorized layers (every linear layer of the blocks; ratio k = 1/(1 − f)):
     svd          the paper's plain SVD
     whiten       whitened SVD on calibration statistics, one-shot
     sequential   whitened, block by block, each layer fit on the compressed model's own inputs
+    budget       sequential, with the same parameters spread across layers by measured sensitivity
+                 (`sensitivity="gradient"`: a 30-block model has 210 layers to probe)
 
 Each row is kept in the results file as soon as it is measured, and rows already there are skipped.
 
-    nice .venv/bin/python benchmarks/llm_perplexity.py [--fractions 0.2,0.4] [--rows svd,whiten,sequential]
+    nice .venv/bin/python benchmarks/llm_perplexity.py [--fractions 0.2,0.4] [--rows svd,whiten,sequential,budget]
         [--calib-samples 128] [--eval-paragraphs 200] [--context 512]
 """
 
@@ -29,6 +31,7 @@ from austen import write_split  # benchmarks/ is the script's directory
 
 import pela
 from pela import LowRankConfig
+from pela.compression.targets import budget_of
 from pela.data.collate import Collator
 from pela.training.perplexity import perplexity
 from pela.utils.files import atomic_write_text
@@ -46,7 +49,7 @@ def smollm2() -> Path:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fractions", default="0.2,0.4", help="fractions of the factorized layers' parameters removed")
-    p.add_argument("--rows", default="svd,whiten,sequential")
+    p.add_argument("--rows", default="svd,whiten,sequential,budget")
     p.add_argument("--calib-samples", type=int, default=128, help="training paragraphs to calibrate on")
     p.add_argument("--eval-paragraphs", type=int, default=200, help="paragraphs of the held-out novel scored (from its start)")
     p.add_argument("--context", type=int, default=512)
@@ -78,8 +81,13 @@ def main() -> None:
             name = f"{row}@{fraction:g}"
             if name in done:
                 continue
-            init = {"svd": {}, "whiten": {"init": "whiten"}, "sequential": {"init": "whiten", "sequential": True}}[row]
-            config = LowRankConfig(ratio=1 / (1 - fraction), **init)
+            init = {"svd": {}, "whiten": {"init": "whiten"}, "sequential": {"init": "whiten", "sequential": True},
+                    "budget": {"init": "whiten", "sequential": True, "sensitivity": "gradient"}}[row]
+            uniform = LowRankConfig(ratio=1 / (1 - fraction))
+            if row == "budget":
+                config = LowRankConfig(param_budget=budget_of(teacher, uniform), **init)
+            else:
+                config = LowRankConfig(ratio=1 / (1 - fraction), **init)
             if row != "svd" and calibration is None:  # one calibration (batches kept) serves both data-aware rows
                 began = time.perf_counter()
                 keep = LowRankConfig(init="whiten", sequential=True)
