@@ -84,7 +84,7 @@ def main() -> None:
     pela.save_pretrained(student, WORK / "student")
     export_hf(WORK / "student", WORK / "student-hf", overwrite=True)
     result = {"task": f"{TASK}: {args.items} items from the held-out novel, 4 choices", "model": "SmolLM2-135M-Instruct (GGUF Q4_1)",
-              "student": f"plain SVD, ratio {args.ratio:g}: {compressed.params_after:,} of {compressed.params_before:,} parameters"}
+              "compression": f"plain SVD, ratio {args.ratio:g}: {compressed.params_after:,} of {compressed.params_before:,} parameters"}
     for name, model, hf_dir in (("teacher", pela.load(smollm2()), teacher_dir), ("student", student, WORK / "student-hf")):
         began = time.perf_counter()
         ours = pela.multiple_choice(model, data, batch_size=8)
