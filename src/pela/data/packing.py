@@ -16,16 +16,18 @@ from torch.utils.data import Dataset
 from pela.errors import PelaError
 
 
+CHUNK = 1024  # documents per tokenizer call: a fast tokenizer encodes a list in parallel
+
+
 def token_stream(texts: list[str], tokenizer: Any) -> torch.Tensor:
     """The documents as one 1-D tensor of token ids: ``[bos] doc₁ eos doc₂ eos …``."""
     prefix = tokenizer("", add_special_tokens=True)["input_ids"]  # [bos] for Llama-style tokenizers, [] for GPT-2's
-    eos = tokenizer.eos_token_id
-    ids: list[int] = list(prefix)
-    for text in texts:
-        ids += tokenizer(text, add_special_tokens=False)["input_ids"]
-        if eos is not None:
-            ids.append(eos)
-    return torch.tensor(ids, dtype=torch.long)
+    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    parts = [torch.tensor(prefix, dtype=torch.long)]
+    for start in range(0, len(texts), CHUNK):
+        encoded = tokenizer(texts[start:start + CHUNK], add_special_tokens=False)["input_ids"]
+        parts.append(torch.tensor([t for ids in encoded for t in (*ids, *eos)], dtype=torch.long))
+    return torch.cat(parts)
 
 
 def texts_of(data: Any, what: str) -> list[str]:
