@@ -61,3 +61,19 @@ def test_nan_loss_stops_and_keeps_checkpoint(tmp_path):
     with pytest.raises(PelaError, match="loss became nan at step 3.*last good checkpoint"):
         pela.distill(student, teacher, data, DistillConfig(steps=6, batch_size=8, save_every=2), collate_fn=poison, out=tmp_path)
     assert (tmp_path / "checkpoints" / "checkpoint-2").is_dir()
+
+
+def test_fsdp_asked_for_on_the_cpu_says_it_is_not_sharding(monkeypatch):
+    from pela.training.accelerator import make_accelerator
+    from pela.training.config import TrainConfig
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.warns(UserWarning, match="shards models on accelerators only"):
+        make_accelerator(TrainConfig())
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_accelerator(TrainConfig())

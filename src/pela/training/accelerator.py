@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Any
 
 import torch
@@ -37,6 +38,9 @@ def make_accelerator(config: TrainConfig) -> Any:
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
     partial_state()  # on CPU-only machines, join torchrun's processes with gloo
+    if not torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        warnings.warn("FSDP was asked for (accelerate launch --use_fsdp), but Accelerate shards models on accelerators only "
+                      "(GPU, XPU, NPU, ...): on the CPU every process holds the whole model, as under DDP", stacklevel=2)
     mp = config.mixed_precision if config.mixed_precision != "auto" else ("bf16" if torch.cuda.is_available() else "no")
     # parts of a model can sit out a step (BERT's pooler, a head no loss reads)
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
