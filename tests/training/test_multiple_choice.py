@@ -16,7 +16,7 @@ from pela.training.multiple_choice import _log_likelihoods, _tokens
 
 def test_a_choice_scores_the_log_probability_of_its_tokens_given_the_prompt():
     model, tok = tiny_llama(), word_tokenizer()
-    seqs = [(0, 0, *_tokens(tok, "w1 w2 w3", "w4 w5", None)), (0, 1, *_tokens(tok, "w1", "w9", None))]
+    seqs = [(0, 0, *_tokens(tok, [], "w1 w2 w3", "w4 w5", None)), (0, 1, *_tokens(tok, [], "w1", "w9", None))]
     assert seqs[0][2] == [4, 5, 6, 7, 8] and seqs[0][3] == 2  # w1 w2 w3 | w4 w5
     with torch.no_grad():
         got = _log_likelihoods(model, seqs, torch.device("cpu"))  # one batch, the second sequence padded

@@ -15,13 +15,17 @@ from torch.utils.data import Dataset
 
 from pela.errors import PelaError
 
-
 CHUNK = 1024  # documents per tokenizer call: a fast tokenizer encodes a list in parallel
+
+
+def prefix_ids(tokenizer: Any) -> list[int]:
+    """What the tokenizer puts before any text: ``[bos]`` for Llama-style tokenizers, nothing for GPT-2's."""
+    return tokenizer("", add_special_tokens=True)["input_ids"]
 
 
 def token_stream(texts: list[str], tokenizer: Any) -> torch.Tensor:
     """The documents as one 1-D tensor of token ids: ``[bos] doc₁ eos doc₂ eos …``."""
-    prefix = tokenizer("", add_special_tokens=True)["input_ids"]  # [bos] for Llama-style tokenizers, [] for GPT-2's
+    prefix = prefix_ids(tokenizer)
     eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
     parts = [torch.tensor(prefix, dtype=torch.long)]
     for start in range(0, len(texts), CHUNK):

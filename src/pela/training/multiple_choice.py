@@ -21,6 +21,7 @@ from torch import nn
 from pela.arch.properties import max_positions
 from pela.data.choices import ChoiceExample, read_choices
 from pela.data.collate import Collator
+from pela.data.packing import prefix_ids
 from pela.errors import PelaError
 from pela.training.perplexity import is_causal_lm
 from pela.utils.progress import progress_bar
@@ -56,7 +57,9 @@ def multiple_choice(model: nn.Module, data: Any, *, batch_size: int = 8, tokeniz
     state = PartialState()
     mine = list(range(state.process_index, len(examples), state.num_processes))
     limit = max_positions(model)
-    sequences = [(i, c, *_tokens(tokenizer, examples[i].prompt, choice, limit)) for i in mine for c, choice in enumerate(examples[i].choices)]
+    prefix = prefix_ids(tokenizer)
+    sequences = [(i, c, *_tokens(tokenizer, prefix, examples[i].prompt, choice, limit))
+                 for i in mine for c, choice in enumerate(examples[i].choices)]
     dev = torch.device(device) if device else next(model.parameters()).device
     scores: dict[tuple[int, int], float] = {}
     was_training = model.training
@@ -85,9 +88,8 @@ def multiple_choice(model: nn.Module, data: Any, *, batch_size: int = 8, tokeniz
             "choices": sum(len(e.choices) for e in examples), "seconds": seconds}
 
 
-def _tokens(tokenizer: Any, prompt: str, choice: str, limit: int | None) -> tuple[list[int], int]:
-    """The ids of prompt and choice (cut from the left to the model's positions) and how many of the last are the choice's."""
-    prefix = tokenizer("", add_special_tokens=True)["input_ids"]  # [bos] for Llama-style tokenizers, [] for GPT-2's
+def _tokens(tokenizer: Any, prefix: list[int], prompt: str, choice: str, limit: int | None) -> tuple[list[int], int]:
+    """The ids of ``prefix``, prompt and choice (cut from the left to the model's positions) and how many of the last are the choice's."""
     whole = prefix + tokenizer(prompt + DELIMITER + choice, add_special_tokens=False)["input_ids"]
     context = prefix + tokenizer(prompt, add_special_tokens=False)["input_ids"]
     shared = len(context) if whole[: len(context)] == context else len(context) - 1  # a merge across the boundary
