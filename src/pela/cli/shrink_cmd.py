@@ -30,10 +30,9 @@ from pela.data.packing import PackedText
 from pela.errors import PelaError
 from pela.models.sources import load_for_training
 from pela.training.distill import DistillConfig, distill
-from pela.training.generation import as_markdown, prompts_from, side_by_side
+from pela.training.generation import write_generations
 from pela.training.perplexity import is_causal_lm
 from pela.training.rundir import publish, run_dir
-from pela.utils.files import atomic_write_text
 
 # a distillation step runs the teacher forward, the student forward and backward: about this many
 # forward passes of the original model per example, against calibration's one
@@ -107,6 +106,5 @@ def shrink(
                   "distill": {**config.to_dict(), "trained_steps": result.steps, "final": result.history[-1] if result.history else {}}}
         if publish(student, out, record):
             if language_model:  # what the student writes, beside the teacher's
-                rows = side_by_side(student, teacher, prompts_from(ds), collate.tokenizer)
-                atomic_write_text(out / "generations.md", as_markdown(rows))
+                write_generations(out / "generations.md", student, teacher, ds, collate.tokenizer)
             out_console.print(f"{report.summary()}\ndistilled {result.steps} steps in {result.seconds:.0f}s; student saved to {_saved(out)}")

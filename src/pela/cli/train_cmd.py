@@ -38,10 +38,9 @@ from pela.training.distill import distill as _distill
 from pela.training.evaluate import evaluate
 from pela.training.finetune import FinetuneConfig
 from pela.training.finetune import finetune as _finetune
-from pela.training.generation import as_markdown, prompts_from, side_by_side
+from pela.training.generation import write_generations
 from pela.training.perplexity import is_causal_lm
 from pela.training.rundir import publish, run_dir
-from pela.utils.files import atomic_write_text
 
 
 @app.command()
@@ -119,8 +118,8 @@ def distill(
                           eval_data=held_out, eval_samples=eval_samples)
         if publish(student_model, out, {"distill": _distill_record(config, result)}, save_dtype):
             if is_causal_lm(student_model):  # what the student writes, beside the teacher's
-                prompts = prompts_from(held_out if held_out is not None else texts)
-                atomic_write_text(out / "generations.md", as_markdown(side_by_side(student_model, teacher_model, prompts, collate.tokenizer)))
+                data_for_prompts = held_out if held_out is not None else texts
+                write_generations(out / "generations.md", student_model, teacher_model, data_for_prompts, collate.tokenizer)
             out_console.print(_distilled(result, keep_best, patience, out))
             _half_precision_note(student_model, save_dtype)
 

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pela.utils.files import atomic_write_text
+
 
 @torch.no_grad()
 def side_by_side(student: nn.Module, teacher: nn.Module, prompts: list[str], tokenizer: Any,
@@ -52,3 +54,8 @@ def prompts_from(data: Any, count: int = 3, words: int = 12) -> list[str]:
             if len(out) == count:
                 break
     return out
+
+
+def write_generations(path: Any, student: nn.Module, teacher: nn.Module, data: Any, tokenizer: Any) -> None:
+    """``generations.md`` at ``path``: both models' greedy continuations of the openings of ``data``."""
+    atomic_write_text(path, as_markdown(side_by_side(student, teacher, prompts_from(data), tokenizer)))
