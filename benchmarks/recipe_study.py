@@ -10,11 +10,12 @@ Rows:
     pela         pela's recipe: calibrated whitened SVD, ranks allocated at k's size, distill, fine-tune
     pela_seq     the same, factorized sequentially (`LowRankConfig(sequential=True)`)
     pela_nd      pela's factorization, no distillation
+    pela_prog    pela's recipe in two steps: to k's square root, half the distillation, then to k, the other half
     paper        the paper's recipe: plain SVD at ratio k, distill, fine-tune
     no_distill   plain SVD at ratio k, fine-tune
 
     nice .venv/bin/python benchmarks/recipe_study.py teacher:1:0 pela:2:0,1,2 paper:2:0 [--epochs 3]
-        [--distill-steps 300] [--distill-data labelled|all] [--distill-lr 1e-4] [--probe-samples 32] [--results FILE] [--table] [--plot docs/recipe_study.png]
+        [--distill-steps 300] [--distill-data labelled|all] [--distill-lr 1e-4] [--finetune-lr 3e-4] [--feature-loss relative|mse] [--probe-samples 32] [--results FILE] [--table] [--plot docs/recipe_study.png]
 
 ``--epochs`` etc. are part of a run's key: runs under other settings are kept apart, never averaged.
 """
@@ -36,14 +37,16 @@ from pela import LowRankConfig
 from pela.compression.targets import budget_of
 from pela.data.collate import Collator
 from pela.demo import DemoSettings, demo_data, distill_student, finetune_and_evaluate, gloss_texts, minilm_dir
+from pela.layers.lowrank import LowRankLinear
 from pela.utils.files import atomic_write_text
 
 RESULTS = Path(__file__).with_name("results") / "recipe_study.json"
-ROWS = ("teacher", "pela", "pela_seq", "pela_nd", "paper", "no_distill")
+ROWS = ("teacher", "pela", "pela_seq", "pela_nd", "pela_prog", "paper", "no_distill")
 WORK = Path("runs/bench_recipe_study")
 
 
-CALIBRATED = ("pela", "pela_seq", "pela_nd")  # the rows whose result depends on the sensitivity probes
+CALIBRATED = ("pela", "pela_seq", "pela_nd", "pela_prog")  # the rows whose result depends on the sensitivity probes
+DISTILLED = ("pela", "pela_seq", "pela_prog", "paper")  # the rows whose result depends on the distillation's feature loss
 
 
 def _load(path: Path) -> dict:
@@ -54,6 +57,8 @@ def _load(path: Path) -> dict:
             r["settings_key"] = key
             if r["row"] in CALIBRATED:
                 r.setdefault("probe_samples", int(probes))
+        if r["row"] in DISTILLED:  # runs from before the feature loss was a setting distilled with plain MSE
+            r.setdefault("feature_loss", "mse")
     return results
 
 
@@ -72,29 +77,63 @@ def parse_jobs(specs: list[str]) -> list[tuple[str, float, int]]:
     return jobs
 
 
+def calibrated(model, ratio: float, seed: int, unlabeled, settings: DemoSettings, probe_samples: int, **extra):
+    """``model`` compressed in place by pela's factorization: whitened, ranks allocated at ratio k's size."""
+    config = LowRankConfig(param_budget=budget_of(model, LowRankConfig(ratio=ratio)), init="whiten", **extra)
+    calibration = pela.calibrate(model, unlabeled, config, collate_fn=Collator(model, max_length=settings.max_length),
+                                 samples=settings.calib_samples, probe_samples=probe_samples, seed=seed)
+    pela.compress(model, config, calibration=calibration)
+    return model
+
+
+def densified(model):
+    """``model`` with each factorized layer made dense again (``W = B·A``), to be compressed further."""
+    for name, layer in list(model.named_modules()):
+        if isinstance(layer, LowRankLinear):
+            dense = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.b.bias is not None)
+            with torch.no_grad():
+                dense.weight.copy_(layer.b.weight @ layer.a.weight)
+                if layer.b.bias is not None:
+                    dense.bias.copy_(layer.b.bias)
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent), attr, dense)
+    return model
+
+
 def student(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSettings, probe_samples: int):
     """The compressed (not yet distilled) student of ``row`` and the seconds compression took."""
     began = time.perf_counter()
     model = pela.load(str(minilm_dir()))
     if row == "teacher":
         return model, 0.0
-    plain = LowRankConfig(ratio=ratio)
     if row in ("paper", "no_distill"):
-        pela.compress(model, plain)
+        pela.compress(model, LowRankConfig(ratio=ratio))
     else:
         extra = {"sequential": True} if row == "pela_seq" else {}
-        config = LowRankConfig(param_budget=budget_of(model, plain), init="whiten", **extra)
-        calibration = pela.calibrate(model, unlabeled, config, collate_fn=Collator(model, max_length=settings.max_length),
-                                     samples=settings.calib_samples, probe_samples=probe_samples, seed=seed)
-        pela.compress(model, config, calibration=calibration)
+        first = ratio ** 0.5 if row == "pela_prog" else ratio
+        calibrated(model, first, seed, unlabeled, settings, probe_samples, **extra)
     return model, time.perf_counter() - began
 
 
-def run(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSettings, probe_samples: int) -> dict:
+def feature_loss_of(row: str, pela_loss: str) -> str:
+    """The paper's rows distil with its plain MSE; pela's with ``pela_loss``."""
+    return "mse" if row == "paper" else pela_loss
+
+
+def run(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSettings, probe_samples: int, pela_loss: str) -> dict:
     began = time.perf_counter()
+    loss = feature_loss_of(row, pela_loss)
     model, compress_s = student(row, ratio, seed, data, unlabeled, settings, probe_samples)
-    if row in ("pela", "pela_seq", "paper") and settings.distill_steps:
-        model, _ = distill_student(model, replace(data, unlabeled=unlabeled), settings, seed=seed)
+    if row == "pela_prog":  # half the steps at the milder size, then compressed to k's and the other half
+        model, _ = distill_student(model, replace(data, unlabeled=unlabeled), settings, seed=seed, steps=settings.distill_steps // 2,
+                                   feature_loss=loss)
+        began_second = time.perf_counter()
+        calibrated(densified(model), ratio, seed, unlabeled, settings, probe_samples)
+        compress_s += time.perf_counter() - began_second
+        model, _ = distill_student(model, replace(data, unlabeled=unlabeled), settings, seed=seed,
+                                   steps=settings.distill_steps - settings.distill_steps // 2, feature_loss=loss)
+    elif row in ("pela", "pela_seq", "paper") and settings.distill_steps:
+        model, _ = distill_student(model, replace(data, unlabeled=unlabeled), settings, seed=seed, feature_loss=loss)
     metrics, _ = finetune_and_evaluate(model, data, settings, seed=seed)
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "params_linear": metrics["params_linear"],
             "params": metrics["params"], "compress_seconds": round(compress_s, 1), "seconds": round(time.perf_counter() - began, 1)}
@@ -104,6 +143,7 @@ def table(results: dict) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in results["runs"]:
         row = r["row"] + (f" (probes {r['probe_samples']})" if "probe_samples" in r else "")
+        row += f" ({r['feature_loss']})" if r["row"] in DISTILLED and r["row"] != "paper" else ""
         groups.setdefault((r["settings_key"], row, r["ratio"]), []).append(r)
     lines = ["| settings | row | k | linear params | runs | accuracy mean ± std |", "|---|---|---:|---:|---:|---:|"]
     for (key, row, ratio), runs in sorted(groups.items()):
@@ -113,15 +153,16 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-LABELS = {"pela": "pela's recipe", "pela_seq": "pela's recipe, sequential", "pela_nd": "pela's factorization, no distillation",
+LABELS = {"pela": "pela's recipe", "pela_seq": "pela's recipe, sequential", "pela_prog": "pela's recipe, progressive", "pela_nd": "pela's factorization, no distillation",
           "paper": "paper's recipe (plain SVD + distill)", "no_distill": "plain SVD, no distillation"}
 
 
-def plot(results: dict, key: str, path: Path) -> None:
+def plot(results: dict, key: str, path: Path, pela_loss: str) -> None:
     """Accuracy against linear-layer parameters under one settings key: mean ± std of each row, the teacher a band."""
     from pela.utils.figures import pyplot, save_figure
 
-    runs = [r for r in results["runs"] if r["settings_key"] == key and r.get("probe_samples") in (None, 32)]
+    runs = [r for r in results["runs"] if r["settings_key"] == key and r.get("probe_samples") in (None, 32)
+            and (r["row"] == "paper" or r.get("feature_loss") in (None, pela_loss))]
     fig, ax = pyplot().subplots(figsize=(7, 4.2))
     teacher = [100 * r["accuracy"] for r in runs if r["row"] == "teacher"]
     if teacher:
@@ -153,8 +194,11 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=DemoSettings.finetune_epochs, help="fine-tuning epochs, every row")
     p.add_argument("--distill-steps", type=int, default=DemoSettings.distill_steps)
     p.add_argument("--distill-lr", type=float, default=DemoSettings.distill_lr)
+    p.add_argument("--finetune-lr", type=float, default=DemoSettings.finetune_lr)
     p.add_argument("--distill-data", choices=("labelled", "all"), default="labelled",
                    help="unlabeled text for calibration and distillation: the labelled training glosses, or every training gloss")
+    p.add_argument("--feature-loss", choices=("relative", "mse"), default="relative",
+                   help="pela's rows' distillation feature loss (the paper's rows always distil with its plain MSE)")
     p.add_argument("--probe-samples", type=int, default=None, help="examples each sensitivity probe runs (default: pela's)")
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--table", action="store_true", help="print the table of what is there and stop")
@@ -164,12 +208,15 @@ def main() -> None:
     if args.table:
         print(table(results))
         return
-    settings = replace(DemoSettings(), finetune_epochs=args.epochs, distill_steps=args.distill_steps, distill_lr=args.distill_lr)
+    settings = replace(DemoSettings(), finetune_epochs=args.epochs, distill_steps=args.distill_steps, distill_lr=args.distill_lr,
+                       finetune_lr=args.finetune_lr)
     key = f"ft{args.epochs:g}ep_d{args.distill_steps}_{args.distill_data}"
     if args.distill_lr != DemoSettings.distill_lr:  # keys of runs at the default stay as they were
         key += f"_lr{args.distill_lr:g}"
+    if args.finetune_lr != DemoSettings.finetune_lr:
+        key += f"_ftlr{args.finetune_lr:g}"
     if args.plot:
-        plot(results, key, args.plot)
+        plot(results, key, args.plot, args.feature_loss)
         return
     probes = args.probe_samples or inspect.signature(pela.calibrate).parameters["probe_samples"].default
     data = demo_data(WORK / "data", settings)
@@ -178,15 +225,17 @@ def main() -> None:
     for row, ratio, seed in parse_jobs(args.jobs):
         ratio_key = 1.0 if row == "teacher" else ratio
         extra = {"probe_samples": probes} if row in CALIBRATED else {}
+        if row in DISTILLED:
+            extra["feature_loss"] = feature_loss_of(row, args.feature_loss)
         if any(r["settings_key"] == key and r["row"] == row and r["ratio"] == ratio_key and r["seed"] == seed
-               and r.get("probe_samples") == extra.get("probe_samples") for r in results["runs"]):
+               and all(r.get(k) == v for k, v in extra.items()) for r in results["runs"]):
             continue
         torch.manual_seed(seed)
-        out = run(row, ratio, seed, data, unlabeled, settings, probes)
+        out = run(row, ratio, seed, data, unlabeled, settings, probes, args.feature_loss)
+        results = _load(args.results)  # another process may have added runs meanwhile
         results["runs"].append({"settings_key": key, "row": row, "ratio": ratio_key, "seed": seed, "device": device, **extra, **out})
         _save(results, args.results)
         print(f"{key} {row} k={ratio_key:g} seed {seed}: accuracy {out['accuracy']:.4f} ({out['seconds']:.0f} s)", flush=True)
-        results = _load(args.results)  # another process may have added runs meanwhile
     print(table(results))
 
 

@@ -174,12 +174,13 @@ def finetune_and_evaluate(model: Any, data: DemoData, settings: DemoSettings, se
 
 
 def distill_student(student: Any, data: DemoData, settings: DemoSettings, gamma: float = 0.0, steps: int | None = None,
-                    seed: int = 0) -> tuple[Any, list[tuple[int, float]]]:
-    """The demo's intermediate pre-training of ``student`` from MiniLM on the unlabeled training glosses."""
+                    seed: int = 0, feature_loss: str = DistillConfig.feature_loss) -> tuple[Any, list[tuple[int, float]]]:
+    """The demo's intermediate pre-training of ``student`` from MiniLM on the unlabeled training glosses
+    (``feature_loss="mse"``: the paper's)."""
 
     teacher = load_for_training(str(minilm_dir()))
     config = DistillConfig(steps=settings.distill_steps if steps is None else steps, batch_size=settings.batch_size,
-                           lr=settings.distill_lr, gamma=gamma, group_by_length=True, seed=seed)
+                           lr=settings.distill_lr, gamma=gamma, group_by_length=True, seed=seed, feature_loss=feature_loss)
     res = distill(student, teacher, data.unlabeled, config, collate_fn=Collator(student, max_length=settings.max_length), progress=True)
     return student, [(h["step"], h["loss"]) for h in res.history]
 
@@ -205,9 +206,9 @@ def run_demo(out: Path, quick: bool = False, ratio: float = 2.0, overwrite: bool
         results[name], curves[f"{name} (fine-tune)"] = finetune_and_evaluate(model, data, settings)
         console.print(f"  accuracy {results[name]['accuracy']:.4f}")
 
-    def run_distill(name: str, student: Any) -> Any:
+    def run_distill(name: str, student: Any, **how: Any) -> Any:
         console.print(f"[bold]{name}[/bold]: distilling {settings.distill_steps} steps")
-        student, curves[f"{name} (distill)"] = distill_student(student, data, settings)
+        student, curves[f"{name} (distill)"] = distill_student(student, data, settings, **how)
         return student
 
     run_finetune("teacher", load_for_training(teacher_dir))
@@ -221,7 +222,7 @@ def run_demo(out: Path, quick: bool = False, ratio: float = 2.0, overwrite: bool
     run_finetune("pela", run_distill("pela", calibrated))
     compressed = load_for_training(teacher_dir)  # the paper's recipe: plain SVD at ratio k
     paper = compress(compressed, plain, progress=True)
-    run_finetune("paper", run_distill("paper", copy.deepcopy(compressed)))
+    run_finetune("paper", run_distill("paper", copy.deepcopy(compressed), feature_loss="mse"))
     run_finetune("no_distill", compressed)
     run_finetune("random_init", load_for_training(teacher_dir, random_init=True))
 

@@ -30,14 +30,26 @@ def token_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor |
     return F.mse_loss(real_tokens(student, mask).float(), real_tokens(teacher, mask).float())
 
 
+def token_relative_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over the real tokens of ``‖s − t‖² / ‖t‖²``: each token's squared error relative to the teacher's
+    feature there, so that neither the blocks whose residual stream is large nor the few tokens with
+    massive activations (a language model's first token) outweigh the rest."""
+    s, t = real_tokens(student, mask).float(), real_tokens(teacher, mask).float()
+    return ((s - t).pow(2).sum(-1) / t.pow(2).sum(-1).clamp_min(torch.finfo(torch.float32).tiny)).mean()
+
+
+FEATURE_LOSSES = {"relative": token_relative_mse, "mse": token_mse}
+
+
 def feature_loss(student: list[torch.Tensor], teacher: list[torch.Tensor],
-                 mask: torch.Tensor | list[torch.Tensor | None] | None = None) -> torch.Tensor:
-    """Mean over blocks of the MSE between student and teacher block outputs (every real token).
+                 mask: torch.Tensor | list[torch.Tensor | None] | None = None, kind: str = "mse") -> torch.Tensor:
+    """Mean over blocks of the loss ``kind`` (`FEATURE_LOSSES`) between student and teacher block outputs (every real token).
 
     ``mask``: one attention mask for every block, or one per block (`pela.arch.block_masks`).
     """
     masks = mask if isinstance(mask, list) else [mask] * len(student)
-    return torch.stack([token_mse(s, t, m) for s, t, m in zip(student, teacher, masks)]).mean()
+    loss = FEATURE_LOSSES[kind]
+    return torch.stack([loss(s, t, m) for s, t, m in zip(student, teacher, masks)]).mean()
 
 
 # ---------------------------------------------------------------- plumbing

@@ -80,3 +80,31 @@ def test_distill_a_language_model_packed_with_kl_and_generations(tmp_path, capsy
     assert main(["distill", "--student", str(tmp_path / "small"), "--teacher", str(tmp_path / "lm"), "--data", str(tmp_path / "corpus.txt"),
                  "--out", str(tmp_path / "e"), "--temperature", "2"]) == 2
     assert "error: a temperature applies to logit distillation" in capsys.readouterr().err
+    assert main(["distill", "--student", str(tmp_path / "small"), "--teacher", str(tmp_path / "lm"), "--data", str(tmp_path / "corpus.txt"),
+                 "--out", str(tmp_path / "e"), "--feature-loss", "cosine"]) == 2
+    assert "error: feature_loss must be one of relative, mse, got 'cosine'" in capsys.readouterr().err
+
+
+def test_a_language_models_evaluations_report_its_perplexity_and_keep_best_can_pick_by_it(tmp_path):
+    from pela.training.compare import eval_subset
+    from pela.training.perplexity import perplexity
+
+    teacher, tok = tiny_llama(), word_tokenizer()
+    student = tiny_llama()
+    pela.compress(student, pela.LowRankConfig(ratio=2, align=1))
+    collate = Collator(student, tokenizer=tok)
+    train = PackedText(as_dataset(TEXTS), tok, 16)
+    held_out = as_dataset(TEXTS[::-1])
+    config = DistillConfig(steps=4, batch_size=2, lr=1e-3, eval_every=2, keep_best="perplexity", log_every=1)
+    result = pela.distill(student, teacher, train, config, collate_fn=collate, eval_data=held_out, eval_samples=3)
+    assert [e["step"] for e in result.evals] == [2, 4] and all(e["perplexity"] > 1 for e in result.evals)
+    best = min(e["perplexity"] for e in result.evals)
+    assert result.best["perplexity"] == best
+    # the student ends as the best evaluation's, measured on those 3 held-out texts, in windows of the packed length
+    again = perplexity(student, eval_subset(held_out, 3), context=16, tokenizer=tok)["perplexity"]
+    assert again == pytest.approx(best, rel=1e-5)
+    with pytest.raises(PelaError, match="needs a language model"):
+        from conftest import hf_bert
+        encoder = hf_bert()
+        pela.compress(encoder, pela.LowRankConfig(ratio=2, align=1))
+        pela.distill(encoder, hf_bert(), ["a b"], DistillConfig(steps=1, keep_best="perplexity"), eval_data=["a b"])

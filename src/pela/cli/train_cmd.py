@@ -49,10 +49,10 @@ def distill(
     teacher: str = typer.Option(..., "--teacher", help="the original model (timm:NAME, hf:ID, or a directory)"),
     data: Path = typer.Option(..., "--data", help="text (.txt, fortune files, .jsonl/.json/.csv/.tsv, each also .gz; .parquet/.arrow), a folder of them (shards), of images or of .txt files, or Fashion-MNIST idx files"),
     out: Path = typer.Option(..., "--out", help="directory for checkpoints, metrics and the final student"),
-    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="held-out data on which pela compare scores the student at the end (and during training, with --eval-every or --keep-best)"),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="held-out data on which pela compare scores the student at the end (and during training, with --eval-every or --keep-best); a language model's perplexity on it too"),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="score the student on --eval-data every N steps and at the end (eval_* rows in metrics.jsonl)"),
     eval_samples: int = typer.Option(256, "--eval-samples", help="examples of --eval-data to score on (a seeded random subset)"),
-    keep_best: Optional[str] = typer.Option(None, "--keep-best", help="save the student of the best evaluation by this metric, not the last: mean_mse, mean_cosine or output_agreement (evaluates every epoch unless --eval-every says)"),
+    keep_best: Optional[str] = typer.Option(None, "--keep-best", help="save the student of the best evaluation by this metric, not the last: mean_mse, mean_cosine, output_agreement, or for a language model perplexity (evaluates every epoch unless --eval-every says)"),
     patience: Optional[int] = typer.Option(None, "--patience", help="with --keep-best: stop after N evaluations without a better one"),
     steps: Optional[int] = typer.Option(None, help="optimizer steps (default: one epoch)"),
     epochs: Optional[float] = typer.Option(None, help="epochs over the data, instead of --steps"),
@@ -62,6 +62,8 @@ def distill(
     save_every: Optional[int] = typer.Option(None, "--save-every", help="checkpoint every N steps"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUT"),
     alpha: float = typer.Option(1.0, help="weight of feature distillation (every block, every real token)"),
+    feature_loss: str = typer.Option("relative", "--feature-loss", help="relative: each token's squared error over the teacher's "
+                                     "squared feature; mse: PELA's plain MSE (ruled by a pre-LN model's deep blocks and massive activations)"),
     beta: float = typer.Option(0.0, help="weight of logit distillation (MSE of the outputs; KL divergence with --temperature)"),
     temperature: Optional[float] = typer.Option(None, help="logit distillation as KL divergence of softmax(logits / T), per real token "
                                                 "(a language model: next-token distributions); needs --beta"),
@@ -88,7 +90,7 @@ def distill(
 ) -> None:
     """Intermediate pre-training (PELA stage 2): distill the student from the frozen teacher."""
     config = DistillConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, alpha=alpha, beta=beta, task=task_weight,
-                           gamma=gamma, epsilon=epsilon, grad_accum=grad_accum, clip=clip or None, seed=seed, temperature=temperature,
+                           feature_loss=feature_loss, gamma=gamma, epsilon=epsilon, grad_accum=grad_accum, clip=clip or None, seed=seed, temperature=temperature,
                            mixed_precision=mixed_precision, save_every=save_every, log_every=log_every, blocks=blocks,
                            group_by_length=group_by_length, workers=workers, eval_every=eval_every, keep_best=keep_best,
                            patience=patience)

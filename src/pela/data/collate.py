@@ -38,6 +38,14 @@ class _HFImageTransform:
         return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
 
 
+def _with_pad(tokenizer: Any) -> Any:
+    """``tokenizer``, padding with its end-of-text token if it has no pad token (many language models'
+    tokenizers have none; padding is masked anyway)."""
+    if tokenizer is not None and getattr(tokenizer, "pad_token", "") is None and getattr(tokenizer, "eos_token", None) is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 class Collator:
     """Turns raw examples into a batch of model inputs, with the model's own preprocessing.
 
@@ -51,7 +59,7 @@ class Collator:
         if max_length is not None and self.positions is not None and max_length > self.positions:
             raise PelaError(f"--max-length {max_length} is more than this model takes: at most {self.positions} positions")
         self.max_length = max_length
-        self._tokenizer, self._transform = tokenizer, image_transform
+        self._tokenizer, self._transform = _with_pad(tokenizer), image_transform
         # what preprocessing needs of the model, kept instead of the model itself, so that DataLoader
         # workers started by spawn or forkserver receive a small picklable object
         self.files = info(model).files
@@ -77,9 +85,7 @@ class Collator:
                 raise PelaError(f"text data needs the model's tokenizer, and {self.files} has none (its tokenizer would know only "
                                 f"{len(tokenizer)} special tokens); save the one its weights were trained with beside them "
                                 "(AutoTokenizer.from_pretrained(ORIGINAL).save_pretrained(DIR))")
-            if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-                tokenizer.pad_token = tokenizer.eos_token  # many language models' tokenizers have none; padding is masked anyway
-            self._tokenizer = tokenizer
+            self._tokenizer = _with_pad(tokenizer)
         return self._tokenizer
 
     @property

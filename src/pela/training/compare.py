@@ -17,6 +17,12 @@ from pela.features import BlockCapture, real_tokens, token_mse
 from pela.utils.progress import progress_bar
 
 
+def eval_subset(data: Dataset, samples: int, seed: int = 0) -> Subset:
+    """The seeded random ``samples`` examples of ``data`` (all of them if fewer) that an evaluation scores, in data order."""
+    n = min(samples, len(data))
+    return Subset(data, torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist())
+
+
 @torch.no_grad()
 def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn: Callable | None = None,
             samples: int = 256, batch_size: int = 32, blocks: str | None = None, seed: int = 0,
@@ -42,9 +48,7 @@ def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn
     missing = [n for n in names if n not in modules]
     if missing:
         raise PelaError(f"the student has no block {missing[0]!r} of the teacher: compare a student with the teacher it was compressed from")
-    n = min(samples, len(data))
-    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
-    loader = DataLoader(Subset(data, idx), batch_size=batch_size, collate_fn=collate_fn or Collator(student))
+    loader = DataLoader(eval_subset(data, samples, seed), batch_size=batch_size, collate_fn=collate_fn or Collator(student))
     caps = BlockCapture(student, names), BlockCapture(teacher, names)
     mse: list[torch.Tensor] = []  # one per captured feature: a block, or each call of a block shared across depth
     cos: list[torch.Tensor] = []

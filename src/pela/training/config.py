@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from pela.errors import PelaError
 
-LOWER_IS_BETTER = ("loss", "mse")  # how a metric's name ends when keep_best should minimize it, not maximize
+LOWER_IS_BETTER = ("loss", "mse", "perplexity")  # how a metric's name ends when keep_best should minimize it, not maximize
 
 
 @dataclass(frozen=True)

@@ -18,23 +18,28 @@ from pela.data.collate import Collator
 from pela.data.inputs import as_dataset
 from pela.data.labels import align_classes, dataset_classes
 from pela.errors import PelaError
-from pela.features import BlockCapture, feature_loss, real_tokens
+from pela.features import FEATURE_LOSSES, BlockCapture, feature_loss, real_tokens
 from pela.layers.lowrank import LowRankLinear
 from pela.training.accelerator import make_accelerator
-from pela.training.compare import compare
+from pela.training.compare import compare, eval_subset
 from pela.training.config import TrainConfig, TrainResult
 from pela.training.loop import fit
+from pela.training.perplexity import is_causal_lm, perplexity
 
 DistillResult = TrainResult
-# what `pela.compare` reports on held-out data that can pick the best student (MSE is minimized, the others maximized)
-EVAL_METRICS = ("mean_mse", "mean_cosine", "output_agreement")
+# what `pela.compare` reports on held-out data that can pick the best student (MSE is minimized, the others maximized),
+# and for a language model its perplexity on that data's text too (minimized)
+EVAL_METRICS = ("mean_mse", "mean_cosine", "output_agreement", "perplexity")
 
 
 @dataclass(frozen=True)
 class DistillConfig(TrainConfig):
     """`TrainConfig` plus the loss weights; defaults follow PELA (METHOD.md §2) where it has one."""
 
-    alpha: float = 1.0  # feature distillation: MSE of every block's output, over real tokens (padding excluded)
+    alpha: float = 1.0  # feature distillation: every block's output, over real tokens (padding excluded)
+    # each token's squared error relative to the teacher's feature ("relative"), or PELA's plain MSE ("mse"),
+    # which on a pre-LN model is ruled by the deepest blocks and by a language model's massive activations
+    feature_loss: str = "relative"
     beta: float = 0.0  # logit distillation: MSE of the outputs (PELA), or with a temperature, KL divergence
     temperature: float | None = None  # logit distillation as T²·KL(teacher ‖ student) of softmax(logits / T), per real token
     task: float = 1.0  # task loss, used when batches carry labels and the model outputs class logits
@@ -52,6 +57,8 @@ class DistillConfig(TrainConfig):
         if self.temperature is not None and not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
                                                  and self.temperature > 0):
             raise PelaError(f"temperature must be a finite number > 0, got {self.temperature!r}")
+        if self.feature_loss not in FEATURE_LOSSES:
+            raise PelaError(f"feature_loss must be one of {', '.join(FEATURE_LOSSES)}, got {self.feature_loss!r}")
         if self.temperature is not None and self.beta == 0:
             raise PelaError("a temperature applies to logit distillation: give it a weight too (beta > 0, --beta)")
         if self.alpha == self.beta == self.task == self.gamma == 0:
@@ -116,6 +123,9 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     blocks = arch.find_blocks(student, config.blocks)
     if config.alpha > 0 and not blocks:
         raise PelaError(f"found no Transformer blocks in {type(student).__name__}; name them with --blocks REGEX (DistillConfig(blocks=...)), or distill logits only (--alpha 0 --beta 1)")
+    language_model = is_causal_lm(student)
+    if config.keep_best == "perplexity" and not language_model:
+        raise PelaError(f"keep_best='perplexity' needs a language model; {type(student).__name__} has no next-token head")
     accelerator = accelerator or make_accelerator(config)
     teacher.eval().requires_grad_(False).to(accelerator.device)
     student.to(accelerator.device)
@@ -152,9 +162,12 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
             try:
                 scores = compare(student, teacher, eval_data, collate_fn=collate_fn, samples=eval_samples,
                                  batch_size=max(1, config.batch_size // config.grad_accum), blocks=config.blocks)
+                if language_model:
+                    scores["perplexity"] = perplexity(student, eval_subset(eval_data, eval_samples),
+                                                      context=getattr(data, "length", None), tokenizer=getattr(collate_fn, "tokenizer", None))["perplexity"]
             finally:
                 t_capture.active = s_capture.active = True
-            return {k: scores[k] for k in EVAL_METRICS}
+            return {k: scores[k] for k in EVAL_METRICS if k in scores}
 
     try:
         return fit(trained, data, collate_fn, config, step_loss, weights, out=Path(out) if out else None,
@@ -209,7 +222,7 @@ def _loss_terms(config: DistillConfig, s_feats: list[torch.Tensor], t_feats: lis
     if config.alpha > 0:
         if len(s_feats) != len(t_feats) or any(s.shape != t.shape for s, t in zip(s_feats, t_feats)):
             raise PelaError("teacher and student blocks produce different shapes: different architectures?")
-        terms["feature"] = feature_loss(s_feats, t_feats, mask)
+        terms["feature"] = feature_loss(s_feats, t_feats, mask, config.feature_loss)
     if config.beta > 0 and config.temperature is None:
         terms["logit"] = F.mse_loss(s_out.float(), t_out.float())
     elif config.beta > 0:

@@ -1,0 +1,129 @@
+"""What distillation buys a compressed language model: perplexity against distilled tokens, SmolLM2-135M.
+
+The student of `llm_perplexity.py`'s ``sequential`` row (whitened, factorized block by block on 128
+calibration paragraphs) at a fraction of the linear parameters removed, then distilled as ``pela
+shrink`` distils a language model: the other five novels packed into sequences of ``--pack`` tokens,
+next-token KL divergence to the teacher (T = 1) beside the block features, pela's default learning
+rate. Every ``--eval-every`` steps `pela.distill` scores the student's perplexity on the first
+``--eval-paragraphs`` paragraphs of the held-out *Persuasion*, in windows of ``--pack`` tokens; step 0
+and the teacher are measured the same way first. At the end the distilled student is scored as
+`llm_perplexity.py` scores its rows (200 paragraphs, windows of 512).
+
+Resumable: the compressed student is saved once under ``runs/bench_llm``, the distillation keeps
+checkpoints every evaluation (``resume``), and the curve is read back from its ``metrics.jsonl``.
+
+    nice .venv/bin/python benchmarks/llm_distill.py --fraction 0.2 --steps 60 [--batch-size 8] [--pack 512]
+        [--eval-every 10] [--eval-paragraphs 60] [--plot docs/llm_distill.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+import time
+from pathlib import Path
+
+from austen import write_split  # benchmarks/ is the script's directory
+from llm_perplexity import smollm2
+
+import pela
+from pela import DistillConfig, LowRankConfig
+from pela.data.collate import Collator
+from pela.data.inputs import as_dataset
+from pela.data.packing import PackedText
+from pela.training.perplexity import perplexity
+from pela.utils.files import atomic_write_text
+
+RESULTS = Path(__file__).with_name("results") / "llm_distill.json"
+WORK = Path("runs/bench_llm")
+
+
+def compressed(teacher, fraction: float, train: list[str], calib_samples: int, context: int):
+    """The sequential whitened student at ``fraction`` fewer linear parameters, saved once and loaded after."""
+    where = WORK / f"students/sequential@{fraction:g}_calib{calib_samples}"
+    if (where / "pela.json").is_file():
+        return pela.load(where)
+    calib = random.Random(0).sample(train, min(calib_samples, len(train)))
+    config = LowRankConfig(ratio=1 / (1 - fraction), init="whiten", sequential=True)
+    student = copy.deepcopy(teacher)
+    calibration = pela.calibrate(student, calib, config, collate_fn=Collator(student, max_length=context), progress=True)
+    pela.compress(student, config, calibration=calibration, progress=True)
+    pela.save_pretrained(student, where, overwrite=True)
+    return pela.load(where)
+
+
+def curve(run: Path) -> list[dict]:
+    """The evaluations in ``run``'s metrics.jsonl, one per step (a step evaluated again after a resume: the last)."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    by_step = {r["step"]: r for r in rows if "eval_perplexity" in r}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def plot(results: dict, path: Path) -> None:
+    from pela.utils.figures import pyplot, save_figure
+
+    fig, ax = pyplot().subplots(figsize=(7, 4.2))
+    for key, run in sorted(results["runs"].items()):
+        points = [(0, run["start_perplexity"])] + [(p["tokens"], p["perplexity"]) for p in run["curve"]]
+        ax.plot([t / 1e3 for t, _ in points], [p for _, p in points], marker="o", label=key)
+        ax.axhline(run["teacher_perplexity"], color="0.4", lw=1, ls="--")
+    ax.set_xlabel("distilled tokens (thousands)")
+    ax.set_ylabel("held-out perplexity")
+    ax.set_title("SmolLM2-135M, sequential whitened student, distilled (dashed: teacher)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fraction", type=float, default=0.2, help="fraction of the factorized layers' parameters removed")
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--pack", type=int, default=512, help="tokens per packed training sequence (and per evaluation window)")
+    p.add_argument("--lr", type=float, default=DistillConfig.lr)
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--eval-paragraphs", type=int, default=60, help="held-out paragraphs scored during distillation")
+    p.add_argument("--calib-samples", type=int, default=128)
+    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--plot", type=Path, help="draw the curves in the results file, and stop")
+    args = p.parse_args()
+    results = json.loads(args.results.read_text()) if args.results.is_file() else {"runs": {}}
+    if args.plot:
+        plot(results, args.plot)
+        return
+    key = f"sequential@{args.fraction:g}_b{args.batch_size}x{args.pack}_lr{args.lr:g}_steps{args.steps}"
+    train_path, heldout_path = write_split(WORK / "data")
+    train = train_path.read_text().splitlines()
+    heldout = heldout_path.read_text().splitlines()
+    teacher = pela.load(smollm2())
+    student = compressed(teacher, args.fraction, train, args.calib_samples, 512)
+    collate = Collator(student)
+    probe = as_dataset(heldout[: args.eval_paragraphs])
+    run = results["runs"].setdefault(key, {"fraction": args.fraction, "batch_size": args.batch_size, "pack": args.pack,
+                                           "lr": args.lr, "eval_paragraphs": args.eval_paragraphs})
+    if "start_perplexity" not in run:
+        run["teacher_perplexity"] = perplexity(teacher, probe, context=args.pack, progress=True)["perplexity"]
+        run["start_perplexity"] = perplexity(student, probe, context=args.pack, progress=True)["perplexity"]
+        atomic_write_text(args.results, json.dumps(results, indent=1) + "\n")
+    config = DistillConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, beta=1.0, temperature=1.0,
+                           eval_every=args.eval_every, save_every=args.eval_every, log_every=1)
+    out = WORK / f"distill/{key}"
+    began = time.perf_counter()
+    result = pela.distill(student, teacher, PackedText(as_dataset(train), collate.tokenizer, args.pack), config, collate_fn=collate,
+                          out=out, resume=(out / "checkpoints").is_dir(), progress=True, eval_data=probe,
+                          eval_samples=args.eval_paragraphs)
+    tokens_per_step = args.batch_size * args.pack
+    run["curve"] = [{"step": r["step"], "tokens": r["step"] * tokens_per_step, "perplexity": r["eval_perplexity"]} for r in curve(out)]
+    run["items_per_s"] = result.items_per_s
+    run["seconds_this_session"] = round(time.perf_counter() - began, 1)
+    full = perplexity(student, heldout[:200], context=512, progress=True)
+    run["final_perplexity_200_paragraphs_ctx512"] = full["perplexity"]
+    atomic_write_text(args.results, json.dumps(results, indent=1) + "\n")
+    print(json.dumps(run, indent=1))
+
+
+if __name__ == "__main__":
+    main()
