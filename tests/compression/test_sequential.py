@@ -1,5 +1,6 @@
 import copy
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -128,9 +129,12 @@ def test_fed_the_originals_activations_it_gives_the_one_shot_factors():
     torch.manual_seed(0)
     teacher = hf_bert()
     config = LowRankConfig(ratio=3, init="whiten", align=1, sequential=True)
-    cal = pela.calibrate(teacher, Tokens(n=128, length=12), config, collate_fn=stack_batch)
+    one_shot_config = LowRankConfig(ratio=3, init="whiten", align=1)
+    cal = pela.calibrate(teacher, Tokens(n=128, length=12), one_shot_config, collate_fn=stack_batch)
+    block_by_block = pela.calibrate(teacher, Tokens(n=128, length=12), config, collate_fn=stack_batch)
+    assert block_by_block.moments == {} and block_by_block.tokens == cal.tokens  # only the batches, the same ones
     one_shot = copy.deepcopy(teacher)
-    pela.compress(one_shot, LowRankConfig(ratio=3, init="whiten", align=1), calibration=cal)
+    pela.compress(one_shot, one_shot_config, calibration=cal)
     expected = {n: m for n, m in one_shot.named_modules() if isinstance(m, LowRankLinear)}
     fed, got = copy.deepcopy(teacher), {}
     layers = {c.name: c for c in select(fed, config) if c.skip_reason is None}
@@ -142,8 +146,59 @@ def test_fed_the_originals_activations_it_gives_the_one_shot_factors():
         return swap
 
     fits = [Fit(n, expected[n].rank, swapper(n)) for n in layers if n in expected]
-    done = refit(fed, fits, cal.inputs, feed="teacher")
+    done = refit(fed, fits, block_by_block.inputs, feed="teacher")
     assert done == {f.name for f in fits if not f.name.startswith("pooler")} and len(done) == 12
     for name in done:
         want = (expected[name].b.weight @ expected[name].a.weight).double()
         assert float((got[name] - want).norm() / want.norm()) < 1e-5, name
+
+
+def test_block_by_block_holds_no_whole_model_statistics_and_whitens_what_the_refit_does_not_reach(monkeypatch):
+    """With a ratio, calibration keeps only the batches, and no one-shot spectrum is computed for a layer the
+    refit reaches; a layer outside the blocks (BERT's pooler) is whitened on the inputs it gets at the end."""
+    from pela.compression import compress as compress_module
+    from pela.compression.calibrate import input_moments
+    from pela.compression.targets import select
+
+    torch.manual_seed(0)
+    model = hf_bert()
+    config = LowRankConfig(ratio=3, init="whiten", align=1, sequential=True)
+    assert config.block_by_block and not LowRankConfig(param_budget=0.5, init="whiten", sequential=True).block_by_block
+    cal = pela.calibrate(model, Tokens(n=64, length=12), config, collate_fn=stack_batch)
+    assert cal.moments == {} and set(cal.tokens) == {c.name for c in select(model, config) if c.skip_reason is None}
+    one_shot: list[int] = []
+    whiten = compress_module.INITS["whiten"]
+    monkeypatch.setitem(compress_module.INITS, "whiten", lambda w, stats: one_shot.append(w.shape) or whiten(w, stats))
+    original = model.pooler.dense.weight.detach().clone()
+    report = pela.compress(model, config, calibration=cal)
+    assert one_shot == [(32, 32)]  # the pooler's alone
+    pooler = next(r for r in report.layers if r.name == "pooler.dense")
+    assert pooler.init == "whiten" and pooler.status == "factorized"
+    assert all(r.init == "whiten" for r in report.layers if r.status == "factorized")
+    # the pooler's statistics are those of the inputs the compressed model gives it
+    stats = input_moments(model, [SimpleNamespace(name="pooler.dense", module=model.pooler.dense)], cal.inputs)["pooler.dense"]
+    a, b = whiten(original, stats).factors(pooler.rank)
+    layer = model.pooler.dense
+    assert torch.allclose(b @ a, layer.b.weight @ layer.a.weight, atol=1e-5)
+    with pytest.raises(PelaError, match="holds no statistics: it was taken for block-by-block"):
+        pela.compress(hf_bert(), LowRankConfig(ratio=3, init="whiten"), calibration=cal)
+
+
+def test_block_by_block_on_blocks_that_are_no_chain_gives_the_one_shot_student():
+    """An encoder-decoder falls back to one-shot factors; block by block, their statistics are taken then, the same."""
+    from conftest import hf_t5
+
+    torch.manual_seed(0)
+    model = hf_t5()
+    data, collate, batch = example_data(model)
+    lean, one_shot = LowRankConfig(ratio=3, init="whiten", align=1, sequential=True), LowRankConfig(ratio=3, init="whiten", align=1)
+    students = []
+    for config in (lean, one_shot):
+        student = copy.deepcopy(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pela.compress(student, config, calibration=pela.calibrate(student, data, config, collate_fn=collate, batch_size=4))
+        students.append(student)
+    with torch.no_grad():
+        got, want = (arch.main_output(arch.forward(m, batch)) for m in students)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

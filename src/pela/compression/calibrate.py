@@ -25,7 +25,7 @@ from pela.data.collate import Collator
 from pela.data.inputs import as_dataset
 from pela.errors import PelaError
 from pela.features import real_tokens
-from pela.utils.progress import progress_bar
+from pela.utils.progress import progress_iter
 
 
 @dataclass
@@ -51,7 +51,10 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
         model: the original (uncompressed) model.
         data: examples as `pela.load_dataset` yields them (labels are ignored).
         config: selects the layers, as `pela.compress` would; default ``LowRankConfig()``. With
-            ``sequential=True``, every batch is kept (on the CPU) for `pela.compress` to run again.
+            ``sequential=True``, every batch is kept (on the CPU) for `pela.compress` to run again;
+            with a ratio or a rank as well (``config.block_by_block``), no statistics are gathered
+            here at all: `pela.compress` takes each block's when it reaches it, so that only one
+            block's are ever held.
         collate_fn: turns examples into model inputs; default `pela.data.collate.Collator` with the model's own
             tokenizer or image transform.
         samples: how many examples to use (all of ``data`` if it has fewer).
@@ -84,30 +87,11 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
     loader = DataLoader(Subset(data, by_length(idx)), batch_size=batch_size, collate_fn=collate_fn)
     probe_loader = DataLoader(Subset(data, by_length(idx[:probe_samples])), batch_size=batch_size, collate_fn=collate_fn)
     probe = [{k: v for k, v in b.items() if k != "labels"} for b in probe_loader]  # every layer's probe runs these
-    stats = _Moments()
     config = config or LowRankConfig()
     inputs: list[dict[str, Any]] | None = [] if config.sequential else None
-    handles = [c.module.register_forward_pre_hook(stats.hook(c.name)) for c in layers]
-    was_training = model.training
-    model.eval()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    try:
-        with progress_bar(progress, len(loader), "calibrating") as advance:
-            for batch in loader:
-                batch.pop("labels", None)
-                if inputs is not None:
-                    inputs.append(batch)
-                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                stats.new_batch(batch.get("attention_mask"))
-                arch.forward(model, batch)
-                advance()
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    if not stats.counts:
-        raise PelaError("the calibration forward passes reached none of the layers to factorize")
-    moments, counts = stats.result()
+    # block by block, the batches are all compression needs (it takes each block's statistics when it gets
+    # there): the pass only counts each layer's inputs
+    moments, counts = _run_moments(model, layers, loader, inputs, progress, count_only=config.block_by_block)
     short = [c for c in layers if 0 < counts.get(c.name, 0) < c.weight.shape[1]]
     if short:
         worst = min(short, key=lambda c: counts[c.name] / c.weight.shape[1])
@@ -116,13 +100,45 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
     return Calibration(moments, counts, n, probe, inputs)
 
 
+def input_moments(model: nn.Module, layers: list[Any], batches: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """``E[x xᵀ]`` of the inputs ``layers`` (`pela.compression.targets.Candidate`) get when ``model`` runs ``batches``."""
+    return _run_moments(model, layers, batches, None, False)[0] if layers else {}
+
+
+def _run_moments(model: nn.Module, layers: list[Any], batches: Any, keep: list[dict[str, Any]] | None,
+                 progress: bool, count_only: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """Each layer's ``E[x xᵀ]`` (none with ``count_only``) and input count over ``batches`` (each batch also
+    appended to ``keep``, when given)."""
+    stats = _Moments(count_only)
+    handles = [c.module.register_forward_pre_hook(stats.hook(c.name)) for c in layers]
+    was_training = model.training
+    model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    try:
+        for batch in progress_iter(progress, batches, "calibrating"):
+            batch = {k: v for k, v in batch.items() if k != "labels"}
+            if keep is not None:
+                keep.append(batch)
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            stats.new_batch(batch.get("attention_mask"))
+            arch.forward(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if not stats.counts:
+        raise PelaError("the calibration forward passes reached none of the layers to factorize")
+    return stats.result()
+
+
 class _Moments:
     """Running ``XᵀX`` of each layer's inputs (float64), one per distinct input: layers that read the very
     same tensor (q, k and v) share one sum, so memory grows with the inputs, not the layers."""
 
     FOLD_TOKENS = 4096  # input vectors summed in float32 before the sum joins the float64 total
 
-    def __init__(self) -> None:
+    def __init__(self, count_only: bool = False) -> None:
+        self.count_only = count_only
         self.sums: dict[str, torch.Tensor] = {}  # owner layer -> running XᵀX (float64)
         self.partial: dict[str, torch.Tensor] = {}  # owner layer -> XᵀX of the batches since the last fold (float32)
         self.pending: dict[str, int] = {}  # input vectors in the partial sum
@@ -146,6 +162,9 @@ class _Moments:
                 raise RuntimeError(f"calibration: {name} read the same input as {self.owner[name]} in one batch and not in another")
             self.seen[id(x)] = (name, x)
             x = real_tokens(x, self.mask).float()
+            if self.count_only:
+                self.counts[name] = self.counts.get(name, 0) + x.shape[0]
+                return
             if name in self.partial:
                 self.partial[name].addmm_(x.T, x)
             else:
@@ -168,5 +187,5 @@ class _Moments:
         for name in list(self.partial):
             self._fold(name)
         moments = {k: v / self.counts[k] for k, v in self.sums.items()}
-        return ({name: moments[first] for name, first in self.owner.items()},
+        return ({name: moments[first] for name, first in self.owner.items() if first in moments},
                 {name: self.counts[first] for name, first in self.owner.items()})

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pela.compression.allocate import allocate, max_rank, sensitivities
-from pela.compression.calibrate import Calibration
+from pela.compression.calibrate import Calibration, input_moments
 from pela.compression.config import LowRankConfig
 from pela.compression.inits import INITS, NEEDS_CALIBRATION
 from pela.compression.linearized import linearized_sensitivities
@@ -90,12 +90,18 @@ def compress(model: nn.Module, config: LowRankConfig | None = None, *, calibrati
     start = time.perf_counter()
     params_before = count_params(model)
     candidates = select(model, config)
-    moments = calibration.moments if calibration is not None else {}
-    if calibration is not None and not any(c.name in moments for c in candidates if c.skip_reason is None):
+    moments = dict(calibration.moments) if calibration is not None else {}
+    lean = config.block_by_block
+    if calibration is not None and not (lean and calibration.inputs is not None) \
+            and not any(c.name in moments for c in candidates if c.skip_reason is None):
+        if not moments and calibration.inputs is not None:
+            raise PelaError("this calibration holds no statistics: it was taken for block-by-block compression (sequential, "
+                            "with a ratio or a rank); calibrate with the config you compress with")
         raise PelaError("the calibration statistics belong to none of this model's layers (calibrated another model?)")
     rows: list[LayerReport] = []
-    # 1. spectra, one layer at a time: each is cut into factors before the next is computed
-    layers: Iterable[_Layer] = _spectra(candidates, config, moments, rows, progress)
+    # 1. spectra, one layer at a time: each is cut into factors before the next is computed (block by block,
+    # only when a layer the sequential refit does not reach needs one)
+    layers: Iterable[_Layer] = _spectra(candidates, config, moments, rows, progress, lazy=lean)
     # 2. ranks: one rule per layer, or one budget for the model, which needs every spectrum first
     ranks: dict[str, int] = {}
     if config.resolved_mode()[0] == "param_budget":
@@ -106,12 +112,16 @@ def compress(model: nn.Module, config: LowRankConfig | None = None, *, calibrati
     if config.sequential:
         layers = list(layers)
         refit = _sequential(model, layers, ranks, config, calibration, progress)
+        unseen = [x.candidate for x in layers if x.candidate.name not in refit and x.candidate.name not in moments]
+        if lean and unseen and config.init in NEEDS_CALIBRATION:  # the layers the refit did not reach, on the inputs they get now
+            moments.update(input_moments(model, unseen, calibration.inputs))
     swaps: list[tuple[nn.Module, str, LowRankLinear]] = []
     sigmas: dict[str, list[float]] = {}
     for layer in layers:
-        sigmas[layer.candidate.name] = layer.spectrum.sigma.float().tolist()
         if layer.candidate.name in refit:
+            sigmas[layer.candidate.name] = layer.sigma.float().tolist()
             continue
+        sigmas[layer.candidate.name] = layer.spectrum.sigma.float().tolist()
         new = _factorized(layer, ranks.get(layer.candidate.name), config)
         if new is not None:
             swaps.append((layer.candidate.parent, layer.candidate.name.rsplit(".", 1)[-1], new))
@@ -134,15 +144,17 @@ def _sequential(model: nn.Module, layers: list[_Layer], ranks: dict[str, int], c
     for layer in layers:
         c = layer.candidate
         rank = ranks.get(c.name)
-        if rank is None:
-            rank, reason = choose_rank(*c.weight.shape, layer.spectrum.sigma, config)
+        if rank is None:  # ratio and rank rules need no spectrum: block by block, none is computed here
+            sigma = layer.spectrum.sigma if config.resolved_mode()[0] == "energy" else torch.empty(0)
+            rank, reason = choose_rank(*c.weight.shape, sigma, config)
             if reason is not None:
                 continue
         attr = c.name.rsplit(".", 1)[-1]
         originals.append((c.parent, attr, c.module))
 
         def swap(spectrum: Spectrum, rank: int, layer: _Layer = layer, attr: str = attr) -> None:
-            layer.spectrum = spectrum
+            layer.sigma, layer.cached = spectrum.sigma, None  # the one-shot spectrum, if any, is not needed any more
+            layer.weighted, layer.row.init = True, "whiten"  # refit: whitened on the inputs the student gives it
             setattr(layer.candidate.parent, attr, _lowrank(layer, spectrum, rank))
 
         fits.append(Fit(c.name, rank, swap))
@@ -177,15 +189,34 @@ class _Layer:
     candidate: Candidate
     row: LayerReport  # its line in the report, filled in as it goes
     work: torch.Tensor  # its weight, in the precision the math runs in
-    spectrum: Spectrum
-    weighted: bool  # the spectrum measures output error on calibration data (not weight error)
+    make: Callable[[], tuple[Spectrum, bool]]  # its one-shot spectrum, and whether it measures output error on calibration data
+    cached: Spectrum | None = None
+    weighted: bool = False  # the spectrum measures output error on calibration data (not weight error)
+    sigma: torch.Tensor | None = None  # the singular values of the spectrum its factors were cut from, once refit
+
+    @property
+    def spectrum(self) -> Spectrum:
+        if self.cached is None:
+            self.cached, self.weighted = self.make()
+        return self.cached
 
 
 def _spectra(candidates: list[Candidate], config: LowRankConfig, moments: dict[str, torch.Tensor], rows: list[LayerReport],
-             progress: bool) -> Iterator[_Layer]:
+             progress: bool, lazy: bool = False) -> Iterator[_Layer]:
     """Each eligible layer's spectrum, by the config's init (plain SVD where no calibration input reached it);
-    every candidate gets its row in ``rows``, the dense ones with their reason."""
-    with progress_bar(progress, sum(c.skip_reason is None for c in candidates), "factorizing") as advance:
+    every candidate gets its row in ``rows``, the dense ones with their reason. ``lazy``: each spectrum is
+    computed when first asked for (``moments`` may gain the layer's statistics until then)."""
+
+    def maker(work: torch.Tensor, name: str, row: LayerReport) -> Callable[[], tuple[Spectrum, bool]]:
+        def make() -> tuple[Spectrum, bool]:
+            init, stats = config.init, moments.get(name)
+            if init in NEEDS_CALIBRATION and stats is None:
+                init = "svd"  # no calibration input reached this layer
+            row.init = init
+            return INITS[init](work, stats), init in NEEDS_CALIBRATION
+        return make
+
+    with progress_bar(progress and not lazy, sum(c.skip_reason is None for c in candidates), "factorizing") as advance:
         for c in candidates:
             out_f, in_f = c.weight.shape
             dense = out_f * in_f + (0 if c.bias is None else out_f)
@@ -197,12 +228,11 @@ def _spectra(candidates: list[Candidate], config: LowRankConfig, moments: dict[s
             if w.device.type == "meta":
                 raise PelaError(f"layer {c.name} has no data (meta device); load real weights before compressing")
             work = w.to(config.device or w.device, torch.float64 if w.dtype == torch.float64 else torch.float32)
-            init, stats = config.init, moments.get(c.name)
-            if init in NEEDS_CALIBRATION and stats is None:
-                init = "svd"  # no calibration input reached this layer
-            row.init = init
-            advance(info=c.name)
-            yield _Layer(c, row, work, INITS[init](work, stats), init in NEEDS_CALIBRATION)
+            layer = _Layer(c, row, work, maker(work, c.name, row))
+            if not lazy:
+                layer.spectrum  # noqa: B018 - computed now, inside the progress bar
+                advance(info=c.name)
+            yield layer
 
 
 def _factorized(layer: _Layer, rank: int | None, config: LowRankConfig) -> LowRankLinear | None:

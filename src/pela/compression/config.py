@@ -129,6 +129,13 @@ class LowRankConfig:
                 return name, getattr(self, name)
         return "ratio", 2
 
+    @property
+    def block_by_block(self) -> bool:
+        """Whether calibration and compression run block by block, holding one block's statistics at a time:
+        sequential factorization with a rank rule that needs no spectrum of the whole model (a ratio or a
+        rank; a parameter budget is spent across every layer's spectrum, an energy fraction reads the one-shot one)."""
+        return self.sequential and self.resolved_mode()[0] in ("ratio", "rank")
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["include"] = list(self.include)

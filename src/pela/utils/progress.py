@@ -11,7 +11,7 @@ import contextlib
 import os
 import sys
 import time
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -42,6 +42,14 @@ def progress_bar(enabled: bool, total: int, description: str, redraw_only_on_adv
             bar.update(task, advance=n, info=info, refresh=redraw_only_on_advance)
 
         yield advance
+
+
+def progress_iter(enabled: bool, items: Any, description: str) -> Iterator[Any]:
+    """The items of ``items`` (anything with a length), with a progress bar over them when ``enabled``."""
+    with progress_bar(enabled, len(items), description) as advance:
+        for item in items:
+            yield item
+            advance()
 
 
 @contextlib.contextmanager
