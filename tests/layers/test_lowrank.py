@@ -35,3 +35,18 @@ def test_gradients_reach_both_factors():
     layer = LowRankLinear(8, 8, 2)
     layer(torch.randn(3, 8)).sum().backward()
     assert layer.a.weight.grad is not None and layer.b.weight.grad is not None
+
+
+def test_densify_merges_the_factors_back_into_dense_layers():
+    from pela.layers.lowrank import densify
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(32, 48), nn.GELU(), nn.Linear(48, 16, bias=False))
+    x = torch.randn(5, 32)
+    net[0] = LowRankLinear.from_linear(net[0], rank=8)
+    net[2] = LowRankLinear.from_linear(net[2], rank=4)
+    before = net(x)
+    assert densify(net) == 2 and densify(net) == 0
+    assert all(type(m) is nn.Linear for m in (net[0], net[2])) and net[2].bias is None
+    torch.testing.assert_close(net(x), before, rtol=1e-5, atol=1e-6)
+    assert torch.linalg.matrix_rank(net[0].weight.detach()) == 8  # still the compressed layer, only no longer factored

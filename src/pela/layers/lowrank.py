@@ -38,3 +38,22 @@ class LowRankLinear(_LowRankLinear):
 
         a, b = svd_factors(linear.weight.detach(), rank)
         return cls.from_factors(a, b, None if linear.bias is None else linear.bias.detach())
+
+
+@torch.no_grad()
+def densify(model: nn.Module) -> int:
+    """Turn every `LowRankLinear` of ``model`` back into an `nn.Linear` holding ``W = B·A`` (in place), so that a
+    compressed model can be compressed again, further; returns how many layers were merged."""
+    merged = 0
+    for name, layer in list(model.named_modules()):
+        if isinstance(layer, LowRankLinear) and name:  # (a bare LowRankLinear has no parent to be replaced in)
+            a, b = layer.a.weight, layer.b.weight
+            dense = nn.Linear(layer.in_features, layer.out_features, bias=layer.b.bias is not None, device="meta", dtype=a.dtype)
+            dense.weight = nn.Parameter(b @ a)
+            if layer.b.bias is not None:
+                dense.bias = nn.Parameter(layer.b.bias.detach().clone())
+            dense.train(layer.training)
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, attr, dense)
+            merged += 1
+    return merged
