@@ -37,7 +37,7 @@ from pela import LowRankConfig
 from pela.compression.targets import budget_of
 from pela.data.collate import Collator
 from pela.demo import DemoSettings, demo_data, distill_student, finetune_and_evaluate, gloss_texts, minilm_dir
-from pela.layers.lowrank import LowRankLinear
+from pela.layers.lowrank import densify
 from pela.utils.files import atomic_write_text
 
 RESULTS = Path(__file__).with_name("results") / "recipe_study.json"
@@ -86,20 +86,6 @@ def calibrated(model, ratio: float, seed: int, unlabeled, settings: DemoSettings
     return model
 
 
-def densified(model):
-    """``model`` with each factorized layer made dense again (``W = B·A``), to be compressed further."""
-    for name, layer in list(model.named_modules()):
-        if isinstance(layer, LowRankLinear):
-            dense = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.b.bias is not None)
-            with torch.no_grad():
-                dense.weight.copy_(layer.b.weight @ layer.a.weight)
-                if layer.b.bias is not None:
-                    dense.bias.copy_(layer.b.bias)
-            parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent), attr, dense)
-    return model
-
-
 def student(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSettings, probe_samples: int):
     """The compressed (not yet distilled) student of ``row`` and the seconds compression took."""
     began = time.perf_counter()
@@ -128,7 +114,8 @@ def run(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSettin
         model, _ = distill_student(model, replace(data, unlabeled=unlabeled), settings, seed=seed, steps=settings.distill_steps // 2,
                                    feature_loss=loss)
         began_second = time.perf_counter()
-        calibrated(densified(model), ratio, seed, unlabeled, settings, probe_samples)
+        densify(model)  # what `pela.shrink(stages=2)` does (tests/training/test_shrink.py checks it against these steps)
+        calibrated(model, ratio, seed, unlabeled, settings, probe_samples)
         compress_s += time.perf_counter() - began_second
         model, _ = distill_student(model, replace(data, unlabeled=unlabeled), settings, seed=seed,
                                    steps=settings.distill_steps - settings.distill_steps // 2, feature_loss=loss)

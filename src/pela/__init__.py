@@ -4,6 +4,7 @@
     model = pela.load("timm:vit_base_patch16_224")
     report = pela.compress(model, pela.LowRankConfig(ratio=2))   # stage 1, in place
     pela.distill(model, pela.load("timm:vit_base_patch16_224"), pela.load_dataset("images/"))  # stage 2
+    # or stages 1 and 2 as pela's recipe runs them: pela.shrink(model, teacher, data, ratio=2)
     model, _ = pela.finetune(model, pela.load_dataset("labelled/"))  # stage 3
     pela.save_pretrained(model, "vit-b-k2")
     model = pela.load("vit-b-k2")
@@ -27,7 +28,8 @@ from pela.training.evaluate import evaluate
 from pela.training.finetune import FinetuneConfig, finetune
 from pela.training.multiple_choice import multiple_choice
 from pela.training.perplexity import perplexity
+from pela.training.shrink import shrink
 from pela.version import __version__
 
-__all__ = ["compress", "calibrate", "distill", "finetune", "evaluate", "perplexity", "multiple_choice", "compare", "load", "load_dataset", "save_pretrained", "LowRankLinear",
+__all__ = ["compress", "calibrate", "distill", "shrink", "finetune", "evaluate", "perplexity", "multiple_choice", "compare", "load", "load_dataset", "save_pretrained", "LowRankLinear",
            "PelaError", "LowRankConfig", "DistillConfig", "FinetuneConfig", "__version__"]

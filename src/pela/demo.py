@@ -28,10 +28,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from pela.compression.calibrate import calibrate
 from pela.compression.compress import compress
 from pela.compression.config import LowRankConfig
-from pela.compression.targets import budget_of
 from pela.data.collate import Collator
 from pela.data.load import load_dataset
 from pela.errors import PelaError
@@ -39,6 +37,7 @@ from pela.models.sources import load_for_training
 from pela.training.distill import DistillConfig, distill
 from pela.training.evaluate import evaluate
 from pela.training.finetune import FinetuneConfig, finetune
+from pela.training.shrink import STAGES, shrink
 from pela.utils.figures import pyplot, save_figure
 from pela.utils.files import atomic_write_text, check_output_dir
 
@@ -108,7 +107,7 @@ class DemoSettings:
 
 
 ROWS = [("teacher", "teacher, fine-tuned"),
-        ("pela", "pela's recipe: calibrated compression → distill → fine-tune"),
+        ("pela", "pela's recipe: calibrated compression → distill, in two steps of size → fine-tune"),
         ("paper", "the paper's recipe: plain SVD → distill → fine-tune"),
         ("no_distill", "ablation: plain SVD, no intermediate pre-training"),
         ("random_init", "control: same architecture, random init, fine-tuned")]
@@ -212,14 +211,19 @@ def run_demo(out: Path, quick: bool = False, ratio: float = 2.0, overwrite: bool
         return student
 
     run_finetune("teacher", load_for_training(teacher_dir))
-    # pela's recipe: statistics of the unlabeled training glosses, whitened factors, ranks allocated at k's size
+    # pela's recipe (`pela.shrink`): statistics of the unlabeled training glosses, whitened factors, ranks allocated
+    # at the size k's square root gives, half the distillation, then the same again to k's size
+    console.print(f"[bold]pela[/bold]: compressing and distilling {settings.distill_steps} steps in {STAGES} stages")
     calibrated = load_for_training(teacher_dir)
+    config = DistillConfig(steps=settings.distill_steps, batch_size=settings.batch_size, lr=settings.distill_lr,
+                           group_by_length=True)
+    shrunk = shrink(calibrated, load_for_training(teacher_dir), data.unlabeled, ratio, config,
+                    collate_fn=Collator(calibrated, max_length=settings.max_length), calib_samples=settings.calib_samples,
+                    progress=True)
+    report = shrunk.report
+    curves["pela (distill)"] = [(h["step"], h["loss"]) for h in shrunk.distills[-1].history]
+    run_finetune("pela", calibrated)
     plain = LowRankConfig(ratio=ratio)
-    recipe = LowRankConfig(param_budget=budget_of(calibrated, plain), init="whiten")
-    calibration = calibrate(calibrated, data.unlabeled, recipe, collate_fn=Collator(calibrated, max_length=settings.max_length),
-                            samples=settings.calib_samples, progress=True)
-    report = compress(calibrated, recipe, calibration=calibration, progress=True)
-    run_finetune("pela", run_distill("pela", calibrated))
     compressed = load_for_training(teacher_dir)  # the paper's recipe: plain SVD at ratio k
     paper = compress(compressed, plain, progress=True)
     run_finetune("paper", run_distill("paper", copy.deepcopy(compressed), feature_loss="mse"))

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 import pela
 from pela.cli.app import main
 from pela.cli.shrink_cmd import distill_steps
@@ -22,10 +24,16 @@ def test_one_command_compresses_with_pelas_recipe_and_distills(hf_bert_dir, tmp_
     assert code == 0, err
     meta = json.loads((tmp_path / "s" / "pela.json").read_text())
     assert meta["compression"]["config"]["init"] == "whiten" and meta["compression"]["config"]["param_budget"] <= 0.5
-    assert meta["distill"]["trained_steps"] == 48 // 8  # one epoch of the data
+    assert meta["distill"]["trained_steps"] == 48 // 8  # one epoch of the data, shared by the two stages of size
+    stages = meta["stages"]
+    assert [s["trained_steps"] for s in stages] == [3, 3] and stages[0]["params_after"] >= stages[1]["params_after"]
+    assert stages[0]["ratio"] == pytest.approx(2 ** 0.5) and stages[1]["ratio"] == 2
+    assert (tmp_path / "s" / "stages" / "1" / "metrics.jsonl").is_file()
     student = pela.load(tmp_path / "s")
     assert any(isinstance(m, pela.LowRankLinear) for m in student.modules()) and "student saved to" in out
     assert main(["shrink", str(hf_bert_dir), "--data", str(tmp_path / "t.txt"), "--out", str(tmp_path / "x"), "--minutes", "0"]) == 2
+    assert main(["shrink", str(hf_bert_dir), "--data", str(tmp_path / "t.txt"), "--out", str(tmp_path / "x"), "--stages", "0"]) == 2
+    assert "error: --stages must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_a_language_model_is_distilled_packed_with_next_token_kl(tmp_path, capsys):

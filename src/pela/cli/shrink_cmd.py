@@ -3,7 +3,8 @@
 Calibration on the same unlabeled data the student is then distilled on; whitened factors with ranks
 allocated across layers at the size a ratio gives; distillation for one epoch of that data, or fewer
 steps when a time budget says so (the step time estimated from the calibration pass, which ran the
-same model on the same data), text batched by length. A language model (a next-token head) is
+same model on the same data), text batched by length; by default in two stages of size
+(`pela.shrink`): to the size k's square root gives, half the steps, then to k's, the other half. A language model (a next-token head) is
 distilled as language models are trained: its text packed into sequences of ``min(1024, its
 positions)`` tokens (`pela.data.packing`), next-token KL divergence to the teacher beside the block
 features, and greedy continuations of student and teacher written to ``generations.md``. The separate
@@ -22,17 +23,17 @@ import typer
 
 from pela.cli.common import TEXT_FIELD_HELP, TRUST_HELP, _load_data, _saved, app, err_console, out_console
 from pela.compression.calibrate import calibrate
-from pela.compression.compress import compress
 from pela.compression.config import LowRankConfig
-from pela.compression.targets import budget_of
 from pela.data.collate import Collator
 from pela.data.packing import PackedText
 from pela.errors import PelaError
 from pela.models.sources import load_for_training
-from pela.training.distill import DistillConfig, distill
+from pela.training.distill import DistillConfig
 from pela.training.generation import write_generations
 from pela.training.perplexity import is_causal_lm
 from pela.training.rundir import publish, run_dir
+from pela.training.shrink import STAGES, stage_ratios, stage_recipe
+from pela.training.shrink import shrink as shrink_
 
 # a distillation step runs the teacher forward, the student forward and backward: about this many
 # forward passes of the original model per example, against calibration's one
@@ -62,6 +63,8 @@ def shrink(
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
     pack: Optional[int] = typer.Option(None, "--pack", help="a language model's packed sequences: N tokens "
                                        "(default: 1024, or the model's positions if fewer)"),
+    stages: int = typer.Option(STAGES, "--stages", help="cut the student to its size in this many steps, k^(1/n), k^(2/n), ... k, "
+                               "each distilled for its share of the steps (1: at once)"),
     sequential: bool = typer.Option(False, "--sequential", help="factorize block by block, each layer fit to the original's outputs "
                                     "from the inputs the compressed layers before it give (slower, closer to the original)"),
     text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
@@ -75,14 +78,16 @@ def shrink(
         raise PelaError("give --steps or --minutes, not both")
     if pack is not None and pack < 2:
         raise PelaError(f"--pack must be at least 2 tokens, got {pack}")
-    plain = LowRankConfig(ratio=ratio)
+    if stages < 1:
+        raise PelaError(f"--stages must be at least 1, got {stages}")
+    LowRankConfig(ratio=ratio)
     DistillConfig(steps=steps, batch_size=batch_size)  # every setting checked before the slow part
     ds = _load_data(data, text_field=text_field, progress=True)
     with run_dir(out, False, overwrite):
         with err_console.status(f"loading {source}"):
             teacher = load_for_training(source, trust_remote_code=trust_remote_code)
         student = copy.deepcopy(teacher)
-        recipe = LowRankConfig(param_budget=budget_of(student, plain), init="whiten", sequential=sequential)
+        recipe = stage_recipe(student, stage_ratios(ratio, stages)[0], sequential)
         collate = Collator(student, max_length=max_length)
         language_model = is_causal_lm(student)
         if pack is not None and not language_model:
@@ -92,19 +97,25 @@ def shrink(
         began = time.perf_counter()
         calibration = calibrate(student, ds, recipe, collate_fn=collate, samples=calib_samples, progress=True)
         per_token = (time.perf_counter() - began) / max(max(calibration.tokens.values()), 1)
-        report = compress(student, recipe, calibration=calibration, progress=True)
         train_data, tokens = ds, max(calibration.tokens.values()) / calibration.samples  # tokens per example
         if language_model:
             tokens = pack or min(PACK_TOKENS, collate.positions or PACK_TOKENS)
             train_data = PackedText(ds, collate.tokenizer, tokens)
-        total = steps or distill_steps(len(train_data), batch_size, per_token * tokens, minutes)
+        total = steps or max(stages, distill_steps(len(train_data), batch_size, per_token * tokens, minutes))
         logits = {"beta": 1.0, "temperature": 1.0} if language_model else {}
         config = DistillConfig(steps=total, batch_size=batch_size, group_by_length=True, **logits)
-        result = distill(student, teacher, train_data, config, collate_fn=collate, out=out, progress=True,
+        shrunk = shrink_(student, teacher, ds, ratio, config, stages=stages, train_data=train_data, collate_fn=collate,
+                         calib_samples=calib_samples, sequential=sequential, out=out, progress=True, calibration=calibration,
                          run_info={"teacher": source, "data": str(Path(data).resolve()), "recipe": recipe.to_dict()})
+        report, result = shrunk.report, shrunk.distills[-1]
         record = {"compression": {k: v for k, v in report.to_dict().items() if k != "layers"},
-                  "distill": {**config.to_dict(), "trained_steps": result.steps, "final": result.history[-1] if result.history else {}}}
+                  "stages": [{"ratio": k, "params_after": r.params_after, "trained_steps": d.steps}
+                             for k, r, d in zip(stage_ratios(ratio, stages), shrunk.reports, shrunk.distills)],
+                  "distill": {**config.to_dict(), "trained_steps": sum(d.steps for d in shrunk.distills),
+                              "final": result.history[-1] if result.history else {}}}
         if publish(student, out, record):
             if language_model:  # what the student writes, beside the teacher's
                 write_generations(out / "generations.md", student, teacher, ds, collate.tokenizer)
-            out_console.print(f"{report.summary()}\ndistilled {result.steps} steps in {result.seconds:.0f}s; student saved to {_saved(out)}")
+            steps_done, seconds = sum(d.steps for d in shrunk.distills), sum(d.seconds for d in shrunk.distills)
+            out_console.print(f"{report.summary()}\ndistilled {steps_done} steps in {stages} stage(s), {seconds:.0f}s; "
+                              f"student saved to {_saved(out)}")
