@@ -62,8 +62,7 @@ def distill(
     save_every: Optional[int] = typer.Option(None, "--save-every", help="checkpoint every N steps"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUT"),
     alpha: float = typer.Option(1.0, help="weight of feature distillation (every block, every real token)"),
-    feature_loss: str = typer.Option("relative", "--feature-loss", help="relative: each token's squared error over the teacher's "
-                                     "squared feature; mse: PELA's plain MSE (ruled by a pre-LN model's deep blocks and massive activations)"),
+    feature_loss: str = typer.Option("relative", "--feature-loss", help="relative: each token's squared error over the teacher's squared feature; mse: PELA's plain MSE (ruled by a pre-LN model's deep blocks and massive activations)"),
     beta: float = typer.Option(0.0, help="weight of logit distillation (MSE of the outputs; KL divergence with --temperature)"),
     temperature: Optional[float] = typer.Option(None, help="logit distillation as KL divergence of softmax(logits / T), per real token "
                                                 "(a language model: next-token distributions); needs --beta"),

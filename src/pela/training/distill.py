@@ -155,19 +155,8 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     # CLIP distilled on images alone trains its vision tower; the other tower is not the optimizer's
     tower = arch.data_tower(student, data, collate_fn)
     trained = arch.TowerView(student, tower) if tower else student
-    evaluator = None
-    if eval_data is not None:
-        def evaluator(_: nn.Module) -> dict[str, float]:
-            t_capture.active = s_capture.active = False  # the training's hooks must not keep these passes' features
-            try:
-                scores = compare(student, teacher, eval_data, collate_fn=collate_fn, samples=eval_samples,
-                                 batch_size=max(1, config.batch_size // config.grad_accum), blocks=config.blocks)
-                if language_model:
-                    scores["perplexity"] = perplexity(student, eval_subset(eval_data, eval_samples),
-                                                      context=getattr(data, "length", None), tokenizer=getattr(collate_fn, "tokenizer", None))["perplexity"]
-            finally:
-                t_capture.active = s_capture.active = True
-            return {k: scores[k] for k in EVAL_METRICS if k in scores}
+    evaluator = None if eval_data is None else _evaluator(student, teacher, eval_data, eval_samples, config, collate_fn,
+                                                          (t_capture, s_capture), getattr(data, "length", None) if language_model else 0)
 
     try:
         return fit(trained, data, collate_fn, config, step_loss, weights, out=Path(out) if out else None,
@@ -176,6 +165,28 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     finally:
         t_capture.remove()
         s_capture.remove()
+
+
+def _evaluator(student: nn.Module, teacher: nn.Module, eval_data: Dataset, samples: int, config: DistillConfig, collate_fn: Callable,
+               captures: tuple[BlockCapture, ...], context: int | None) -> Callable[[nn.Module], dict[str, float]]:
+    """`pela.compare`'s scores of the student on ``eval_data``, and a language model's perplexity on its text
+    in windows of ``context`` tokens (None: the model's maximum; 0: not a language model)."""
+
+    def evaluate(_: nn.Module) -> dict[str, float]:
+        for c in captures:
+            c.active = False  # the training's hooks must not keep these passes' features
+        try:
+            scores = compare(student, teacher, eval_data, collate_fn=collate_fn, samples=samples,
+                             batch_size=max(1, config.batch_size // config.grad_accum), blocks=config.blocks)
+            if context != 0:
+                scores["perplexity"] = perplexity(student, eval_subset(eval_data, samples), context=context,
+                                                  tokenizer=getattr(collate_fn, "tokenizer", None))["perplexity"]
+        finally:
+            for c in captures:
+                c.active = True
+        return {k: scores[k] for k in EVAL_METRICS if k in scores}
+
+    return evaluate
 
 
 def kl_divergence(student: torch.Tensor, teacher: torch.Tensor, temperature: float, mask: torch.Tensor | None = None) -> torch.Tensor:
