@@ -25,6 +25,7 @@ import random
 import time
 from pathlib import Path
 
+import torch
 from austen import write_split  # benchmarks/ is the script's directory
 from llm_perplexity import smollm2
 
@@ -52,6 +53,25 @@ def compressed(teacher, fraction: float, train: list[str], calib_samples: int, c
     pela.compress(student, config, calibration=calibration, progress=True)
     pela.save_pretrained(student, where, overwrite=True)
     return pela.load(where)
+
+
+@torch.no_grad()
+def loss_scales(student, teacher, batch: dict) -> dict:
+    """On one packed batch: the feature loss as plain MSE and relative to the teacher's features, beside the KL."""
+    from pela import arch
+    from pela.features import BlockCapture, feature_loss
+    from pela.training.distill import kl_divergence
+
+    blocks = arch.find_blocks(teacher)
+    caps = BlockCapture(student, blocks), BlockCapture(teacher, blocks)
+    try:
+        s_out, t_out = student(**batch).logits, teacher(**batch).logits
+        s_feats, t_feats = caps[0].take(), caps[1].take()
+    finally:
+        for c in caps:
+            c.remove()
+    return {kind: float(feature_loss(s_feats, t_feats, None, kind)) for kind in ("mse", "relative")} | \
+        {"kl": float(kl_divergence(s_out, t_out, 1.0))}
 
 
 def curve(run: Path) -> list[dict]:
@@ -88,6 +108,7 @@ def main() -> None:
     p.add_argument("--eval-paragraphs", type=int, default=60, help="held-out paragraphs scored during distillation")
     p.add_argument("--calib-samples", type=int, default=128)
     p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--only-losses", action="store_true", help="measure the loss scales on one batch, and stop")
     p.add_argument("--plot", type=Path, help="draw the curves in the results file, and stop")
     args = p.parse_args()
     results = json.loads(args.results.read_text()) if args.results.is_file() else {"runs": {}}
@@ -104,6 +125,13 @@ def main() -> None:
     probe = as_dataset(heldout[: args.eval_paragraphs])
     run = results["runs"].setdefault(key, {"fraction": args.fraction, "batch_size": args.batch_size, "pack": args.pack,
                                            "lr": args.lr, "eval_paragraphs": args.eval_paragraphs})
+    packed = PackedText(as_dataset(train), collate.tokenizer, args.pack)
+    if "first_batch_losses" not in run:
+        run["first_batch_losses"] = loss_scales(student, teacher, collate([packed[i] for i in range(args.batch_size)]))
+        atomic_write_text(args.results, json.dumps(results, indent=1) + "\n")
+    if args.only_losses:
+        print(run["first_batch_losses"])
+        return
     if "start_perplexity" not in run:
         run["teacher_perplexity"] = perplexity(teacher, probe, context=args.pack, progress=True)["perplexity"]
         run["start_perplexity"] = perplexity(student, probe, context=args.pack, progress=True)["perplexity"]
@@ -112,7 +140,7 @@ def main() -> None:
                            eval_every=args.eval_every, save_every=args.eval_every, log_every=1)
     out = WORK / f"distill/{key}"
     began = time.perf_counter()
-    result = pela.distill(student, teacher, PackedText(as_dataset(train), collate.tokenizer, args.pack), config, collate_fn=collate,
+    result = pela.distill(student, teacher, packed, config, collate_fn=collate,
                           out=out, resume=(out / "checkpoints").is_dir(), progress=True, eval_data=probe,
                           eval_samples=args.eval_paragraphs)
     tokens_per_step = args.batch_size * args.pack
