@@ -140,16 +140,16 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-LABELS = {"pela": "pela's recipe", "pela_seq": "pela's recipe, sequential", "pela_prog": "pela's recipe, progressive", "pela_nd": "pela's factorization, no distillation",
+LABELS = {"pela": "pela's recipe", "pela_seq": "pela's recipe, sequential", "pela_prog": "pela's recipe in two stages of size (pela.shrink)", "pela_nd": "pela's factorization, no distillation",
           "paper": "paper's recipe (plain SVD + distill)", "no_distill": "plain SVD, no distillation"}
 
 
-def plot(results: dict, key: str, path: Path, pela_loss: str) -> None:
-    """Accuracy against linear-layer parameters under one settings key: mean ± std of each row, the teacher a band."""
+def plot(results: dict, key: str, path: Path) -> None:
+    """Accuracy against linear-layer parameters under one settings key: mean ± std of each row (pela's rows once
+    per feature loss), the teacher a band."""
     from pela.utils.figures import pyplot, save_figure
 
-    runs = [r for r in results["runs"] if r["settings_key"] == key and r.get("probe_samples") in (None, 32)
-            and (r["row"] == "paper" or r.get("feature_loss") in (None, pela_loss))]
+    runs = [r for r in results["runs"] if r["settings_key"] == key and r.get("probe_samples") in (None, 32)]
     fig, ax = pyplot().subplots(figsize=(7, 4.2))
     teacher = [100 * r["accuracy"] for r in runs if r["row"] == "teacher"]
     if teacher:
@@ -157,20 +157,20 @@ def plot(results: dict, key: str, path: Path, pela_loss: str) -> None:
         std = statistics.stdev(teacher) if len(teacher) > 1 else 0.0
         ax.axhspan(mean - std, mean + std, color="0.85")
         ax.axhline(mean, color="0.3", lw=1, label=f"teacher ({len(teacher)} seeds)")
-    for row, label in LABELS.items():
-        by_ratio: dict[float, list[dict]] = {}
-        for r in runs:
-            if r["row"] == row:
-                by_ratio.setdefault(r["ratio"], []).append(r)
-        if by_ratio:  # one point per k (allocated ranks, so the size varies a little with the seed)
-            groups = sorted(by_ratio.values(), key=lambda g: -g[0]["ratio"])
-            acc = [[100 * r["accuracy"] for r in g] for g in groups]
-            ax.errorbar([statistics.mean(r["params_linear"] for r in g) / 1e6 for g in groups], [statistics.mean(a) for a in acc],
-                        yerr=[statistics.stdev(a) if len(a) > 1 else 0 for a in acc], marker="o", capsize=3, label=label)
+    series: dict[str, dict[float, list[dict]]] = {}
+    for r in runs:
+        if r["row"] in LABELS:
+            label = LABELS[r["row"]] + (f", {r['feature_loss']} feature loss" if r["row"] in DISTILLED and r["row"] != "paper" else "")
+            series.setdefault(label, {}).setdefault(r["ratio"], []).append(r)
+    for label, by_ratio in sorted(series.items()):  # one point per k (allocated ranks: the size varies a little with the seed)
+        groups = sorted(by_ratio.values(), key=lambda g: -g[0]["ratio"])
+        acc = [[100 * r["accuracy"] for r in g] for g in groups]
+        ax.errorbar([statistics.mean(r["params_linear"] for r in g) / 1e6 for g in groups], [statistics.mean(a) for a in acc],
+                    yerr=[statistics.stdev(a) if len(a) > 1 else 0 for a in acc], marker="o", capsize=3, label=label)
     ax.set_xlabel("linear-layer parameters (millions)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"MiniLM on WordNet categories ({key}; mean ± std over seeds)", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     save_figure(fig, path)
 
@@ -203,7 +203,7 @@ def main() -> None:
     if args.finetune_lr != DemoSettings.finetune_lr:
         key += f"_ftlr{args.finetune_lr:g}"
     if args.plot:
-        plot(results, key, args.plot, args.feature_loss)
+        plot(results, key, args.plot)
         return
     probes = args.probe_samples or inspect.signature(pela.calibrate).parameters["probe_samples"].default
     data = demo_data(WORK / "data", settings)
