@@ -121,7 +121,10 @@ def _run_moments(model: nn.Module, layers: list[Any], batches: Any, keep: list[d
                 keep.append(batch)
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             stats.new_batch(batch.get("attention_mask"))
-            arch.forward(model, batch)
+            try:
+                arch.forward(model, batch)
+            except _Reached:
+                pass
     finally:
         for h in handles:
             h.remove()
@@ -129,6 +132,10 @@ def _run_moments(model: nn.Module, layers: list[Any], batches: Any, keep: list[d
     if not stats.counts:
         raise PelaError("the calibration forward passes reached none of the layers to factorize")
     return stats.result()
+
+
+class _Reached(Exception):
+    """Raised by a hook once a batch's pass has given every input the first batch's pass gave."""
 
 
 class _Moments:
@@ -144,37 +151,52 @@ class _Moments:
         self.pending: dict[str, int] = {}  # input vectors in the partial sum
         self.counts: dict[str, int] = {}
         self.owner: dict[str, str] = {}  # layer -> the layer whose statistics it shares
-        self.seen: dict[int, tuple[str, torch.Tensor]] = {}  # this batch: input -> the layer that added it (kept alive)
+        # the latest input added and its layer: a layer reading that very tensor next (k and v after q) shares its sum;
+        # only the latest is kept alive, so a pass never holds more than one layer's input on top of the model's own
+        self.last: tuple[str, torch.Tensor] | None = None
         self.mask: torch.Tensor | None = None  # the batch's attention mask: padding is no input the model serves
+        self.calls: list[str] = []  # this batch's hooked calls, in order
+        self.first: list[str] | None = None  # the first batch's
 
     def new_batch(self, mask: torch.Tensor | None) -> None:
-        self.mask, self.seen = mask, {}
+        if self.calls and self.first is None:
+            self.first = self.calls  # the first pass's calls, in order: later passes stop after the same last one
+        self.mask, self.last, self.calls = mask, None, []
 
     def hook(self, name: str) -> Callable:
         def pre_hook(module: nn.Module, args: Any) -> None:
-            x = args[0] if args else None
-            if not torch.is_tensor(x):
-                return
-            first = self.seen[id(x)][0] if id(x) in self.seen and self.seen[id(x)][1] is x else None
-            if first is not None and self.owner.setdefault(name, first) == first:
-                return  # the very input of a layer before it: one XᵀX serves both
-            if self.owner.setdefault(name, name) != name:
-                raise RuntimeError(f"calibration: {name} read the same input as {self.owner[name]} in one batch and not in another")
-            self.seen[id(x)] = (name, x)
-            x = real_tokens(x, self.mask).float()
-            if self.count_only:
-                self.counts[name] = self.counts.get(name, 0) + x.shape[0]
-                return
-            if name in self.partial:
-                self.partial[name].addmm_(x.T, x)
-            else:
-                self.partial[name] = x.T @ x
-            self.counts[name] = self.counts.get(name, 0) + x.shape[0]
-            self.pending[name] = self.pending.get(name, 0) + x.shape[0]
-            if self.pending[name] >= self.FOLD_TOKENS:
-                self._fold(name)
+            self.calls.append(name)
+            self._add(name, args)
+            first = self.first
+            if first is not None and name == first[-1] and len(self.calls) == len(first) and set(self.calls) >= set(first):
+                raise _Reached  # every layer's input of this batch is in: the rest of the model (a language model's
+                # logits, the largest tensor of the pass) need not be computed
 
         return pre_hook
+
+    def _add(self, name: str, args: Any) -> None:
+        """Add the input in ``args`` to ``name``'s statistics (or to the layer's it shares them with)."""
+        x = args[0] if args else None
+        if not torch.is_tensor(x):
+            return
+        first = self.last[0] if self.last is not None and self.last[1] is x else None
+        if first is not None and self.owner.setdefault(name, first) == first:
+            return  # the very input of a layer before it: one XᵀX serves both
+        if self.owner.setdefault(name, name) != name:
+            raise RuntimeError(f"calibration: {name} read the same input as {self.owner[name]} in one batch and not in another")
+        self.last = (name, x)
+        x = real_tokens(x, self.mask).float()
+        if self.count_only:
+            self.counts[name] = self.counts.get(name, 0) + x.shape[0]
+            return
+        if name in self.partial:
+            self.partial[name].addmm_(x.T, x)
+        else:
+            self.partial[name] = x.T @ x
+        self.counts[name] = self.counts.get(name, 0) + x.shape[0]
+        self.pending[name] = self.pending.get(name, 0) + x.shape[0]
+        if self.pending[name] >= self.FOLD_TOKENS:
+            self._fold(name)
 
     def _fold(self, name: str) -> None:
         """Add the float32 partial sum to the float64 total (converting every batch's sum took as long as computing it)."""

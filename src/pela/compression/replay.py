@@ -38,6 +38,10 @@ def hidden_of(call: Call) -> torch.Tensor | None:
     return first if torch.is_tensor(first) else None
 
 
+class _Recorded(Exception):
+    """Raised by `BlockCalls` once the calls asked for are recorded."""
+
+
 class BlockCalls:
     """Records every call of the named blocks, in order, while `record` runs a forward pass."""
 
@@ -54,20 +58,29 @@ class BlockCalls:
     def _hook(self, name: str) -> Callable:
         def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
             if self.recording:
-                self.calls.append(Call(name, module, args, dict(kwargs), arch.block_output(output)))
+                call = Call(name, module, args, dict(kwargs), arch.block_output(output))
+                previous = self.calls[-1] if self.calls else None
+                self.linked.append(previous is not None and _reads(call, previous.output))
+                if previous is not None and not self.keep_outputs:  # its output was all the next call needed of it
+                    self.calls[-1] = Call(previous.name, previous.module, previous.args, previous.kwargs, None)
+                self.calls.append(call)
+                if self.stop_after is not None and len(self.calls) >= self.stop_after:
+                    raise _Recorded  # the rest of the pass (a language model's logits) is not needed
 
         return hook
 
-    def record(self, run: Callable[[], Any]) -> tuple[list[Call], list[bool]]:
-        """The calls of one pass of ``run``, and for each whether it read the previous call's output."""
-        self.calls, self.recording = [], True
+    def record(self, run: Callable[[], Any], stop_after: int | None = None, keep_outputs: bool = True) -> tuple[list[Call], list[bool]]:
+        """The calls of one pass of ``run``, and for each whether it read the previous call's output. ``stop_after``:
+        the pass stops after that many calls; without ``keep_outputs`` only the last call keeps its output."""
+        self.calls, self.linked, self.recording = [], [], True
+        self.stop_after, self.keep_outputs = stop_after, keep_outputs
         try:
             run()
+        except _Recorded:
+            pass
         finally:
             self.recording = False
-        calls = self.calls
-        linked = [False] + [_reads(calls[i], calls[i - 1].output) for i in range(1, len(calls))]
-        return calls, linked
+        return self.calls, self.linked
 
     def features(self, calls: list[Call], outputs: dict[int, torch.Tensor] | None = None) -> list[torch.Tensor]:
         """The block outputs in `pela.features.BlockCapture`'s order (by block, then call), replayed ones in place."""

@@ -52,7 +52,8 @@ def _chains(model: nn.Module, batches: list[dict[str, Any]], blocks: list[str]) 
     chains = []
     try:
         for batch in batches:
-            calls, linked = recorder.record(lambda: arch.forward(model, batch))
+            # after the first pass, the others stop at its last block call; only the first call's input is kept
+            calls, linked = recorder.record(lambda: arch.forward(model, batch), len(chains[0]) if chains else None, keep_outputs=False)
             names = [c.name for c in calls]
             if not calls or not replay_ready(calls, linked, 0) or len(set(names)) != len(names):
                 return None
