@@ -34,10 +34,10 @@ import torch
 
 import pela
 from pela import LowRankConfig
-from pela.compression.targets import budget_of
 from pela.data.collate import Collator
 from pela.demo import DemoSettings, demo_data, distill_student, finetune_and_evaluate, gloss_texts, minilm_dir
 from pela.layers.lowrank import densify
+from pela.training.shrink import stage_recipe
 from pela.utils.files import atomic_write_text
 
 RESULTS = Path(__file__).with_name("results") / "recipe_study.json"
@@ -77,9 +77,9 @@ def parse_jobs(specs: list[str]) -> list[tuple[str, float, int]]:
     return jobs
 
 
-def calibrated(model, ratio: float, seed: int, unlabeled, settings: DemoSettings, probe_samples: int, **extra):
+def calibrated(model, ratio: float, seed: int, unlabeled, settings: DemoSettings, probe_samples: int, sequential: bool = False):
     """``model`` compressed in place by pela's factorization: whitened, ranks allocated at ratio k's size."""
-    config = LowRankConfig(param_budget=budget_of(model, LowRankConfig(ratio=ratio)), init="whiten", **extra)
+    config = stage_recipe(model, ratio, sequential)
     calibration = pela.calibrate(model, unlabeled, config, collate_fn=Collator(model, max_length=settings.max_length),
                                  samples=settings.calib_samples, probe_samples=probe_samples, seed=seed)
     pela.compress(model, config, calibration=calibration)
@@ -95,9 +95,8 @@ def student(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSe
     if row in ("paper", "no_distill"):
         pela.compress(model, LowRankConfig(ratio=ratio))
     else:
-        extra = {"sequential": True} if row == "pela_seq" else {}
         first = ratio ** 0.5 if row == "pela_prog" else ratio
-        calibrated(model, first, seed, unlabeled, settings, probe_samples, **extra)
+        calibrated(model, first, seed, unlabeled, settings, probe_samples, sequential=row == "pela_seq")
     return model, time.perf_counter() - began
 
 
