@@ -172,14 +172,20 @@ def finetune_and_evaluate(model: Any, data: DemoData, settings: DemoSettings, se
     return {**metrics, "finetune_seconds": res.seconds}, [(h["step"], h["loss"]) for h in res.history]
 
 
+def distill_config(settings: DemoSettings, **overrides: Any) -> DistillConfig:
+    """The demo's one distillation recipe (``overrides``: the steps, seed or loss of a run)."""
+    return DistillConfig(**{"steps": settings.distill_steps, "batch_size": settings.batch_size, "lr": settings.distill_lr,
+                            "group_by_length": True, **overrides})
+
+
 def distill_student(student: Any, data: DemoData, settings: DemoSettings, gamma: float = 0.0, steps: int | None = None,
                     seed: int = 0, feature_loss: str = DistillConfig.feature_loss) -> tuple[Any, list[tuple[int, float]]]:
     """The demo's intermediate pre-training of ``student`` from MiniLM on the unlabeled training glosses
     (``feature_loss="mse"``: the paper's)."""
 
     teacher = load_for_training(str(minilm_dir()))
-    config = DistillConfig(steps=settings.distill_steps if steps is None else steps, batch_size=settings.batch_size,
-                           lr=settings.distill_lr, gamma=gamma, group_by_length=True, seed=seed, feature_loss=feature_loss)
+    config = distill_config(settings, steps=settings.distill_steps if steps is None else steps, gamma=gamma, seed=seed,
+                            feature_loss=feature_loss)
     res = distill(student, teacher, data.unlabeled, config, collate_fn=Collator(student, max_length=settings.max_length), progress=True)
     return student, [(h["step"], h["loss"]) for h in res.history]
 
@@ -215,8 +221,7 @@ def run_demo(out: Path, quick: bool = False, ratio: float = 2.0, overwrite: bool
     # at the size k's square root gives, half the distillation, then the same again to k's size
     console.print(f"[bold]pela[/bold]: compressing and distilling {settings.distill_steps} steps in {STAGES} stages")
     calibrated = load_for_training(teacher_dir)
-    config = DistillConfig(steps=settings.distill_steps, batch_size=settings.batch_size, lr=settings.distill_lr,
-                           group_by_length=True)
+    config = distill_config(settings)
     shrunk = shrink(calibrated, load_for_training(teacher_dir), data.unlabeled, ratio, config,
                     collate_fn=Collator(calibrated, max_length=settings.max_length), calib_samples=settings.calib_samples,
                     progress=True)

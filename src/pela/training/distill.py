@@ -156,7 +156,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     tower = arch.data_tower(student, data, collate_fn)
     trained = arch.TowerView(student, tower) if tower else student
     evaluator = None if eval_data is None else _evaluator(student, teacher, eval_data, eval_samples, config, collate_fn,
-                                                          (t_capture, s_capture), getattr(data, "length", None) if language_model else 0)
+                                                          (t_capture, s_capture), data)
 
     try:
         return fit(trained, data, collate_fn, config, step_loss, weights, out=Path(out) if out else None,
@@ -168,9 +168,10 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
 
 
 def _evaluator(student: nn.Module, teacher: nn.Module, eval_data: Dataset, samples: int, config: DistillConfig, collate_fn: Callable,
-               captures: tuple[BlockCapture, ...], context: int | None) -> Callable[[nn.Module], dict[str, float]]:
+               captures: tuple[BlockCapture, ...], train_data: Dataset) -> Callable[[nn.Module], dict[str, float]]:
     """`pela.compare`'s scores of the student on ``eval_data``, and a language model's perplexity on its text
-    in windows of ``context`` tokens (None: the model's maximum; 0: not a language model)."""
+    in windows as long as ``train_data``'s packed sequences (`PackedText`), else the model's maximum."""
+    language_model, context = is_causal_lm(student), getattr(train_data, "length", None)
 
     def evaluate(_: nn.Module) -> dict[str, float]:
         for c in captures:
@@ -178,7 +179,7 @@ def _evaluator(student: nn.Module, teacher: nn.Module, eval_data: Dataset, sampl
         try:
             scores = compare(student, teacher, eval_data, collate_fn=collate_fn, samples=samples,
                              batch_size=max(1, config.batch_size // config.grad_accum), blocks=config.blocks)
-            if context != 0:
+            if language_model:
                 scores["perplexity"] = perplexity(student, eval_subset(eval_data, samples), context=context,
                                                   tokenizer=getattr(collate_fn, "tokenizer", None))["perplexity"]
         finally:
