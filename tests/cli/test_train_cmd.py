@@ -164,6 +164,55 @@ def test_two_processes_match_one(setup, tmp_path):
     assert moved > 1e-3 and gap < 1e-5 * max(1.0, moved * 100)
 
 
+# what `accelerate launch --use_fsdp --fsdp_version 2 --fsdp_transformer_layer_cls_to_wrap BertLayer` sets for each process
+FSDP_ENV = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
+            "FSDP_TRANSFORMER_CLS_TO_WRAP": "BertLayer"}
+
+
+def _max_gap(a, b) -> float:
+    return max(float((x - y).abs().max()) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.slow
+def test_fsdp_two_processes_match_one(setup, tmp_path):
+    """FSDP2 over 2 CPU processes (gloo): student and teacher sharded, distillation and fine-tuning end with the
+    models 1 process gives, and the saved models are whole."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519", "-m", "pela"]
+    lines = (setup / "text.txt").read_text().splitlines()
+    rows = [json.dumps({"text": line, "label": "even" if int(line.split()[0][1:]) % 2 == 0 else "odd"}) for line in lines]
+    (tmp_path / "train.jsonl").write_text("\n".join(rows) + "\n")
+    distill = ["distill", "--student", str(setup / "student"), "--teacher", str(setup / "teacher"), "--data", str(setup / "text.txt"),
+               "--steps", "6", "--batch-size", "8", "--lr", "1e-3"]
+    for name, cmd in (("d", distill), ("f", ["finetune", str(setup / "student"), "--data", str(tmp_path / "train.jsonl"),
+                                             "--steps", "6", "--batch-size", "8", "--lr", "1e-3"])):
+        one = subprocess.run([sys.executable, "-m", "pela", *cmd, "--out", str(tmp_path / f"{name}1")], capture_output=True, text=True, env=env)
+        assert one.returncode == 0, one.stderr[-2000:]
+        two = subprocess.run([*launch, *cmd, "--out", str(tmp_path / f"{name}2")], capture_output=True, text=True, env={**env, **FSDP_ENV})
+        assert two.returncode == 0, two.stderr[-3000:]
+    meta = json.loads((tmp_path / "d2" / "pela.json").read_text())["distill"]
+    assert meta["processes"] == 2 and meta["sharded"] == {"student": True, "teacher": True}
+    start = pela.load(setup / "student")
+    one, two = pela.load(tmp_path / "d1"), pela.load(tmp_path / "d2")
+    moved = _max_gap(one, start)
+    assert moved > 1e-3 and _max_gap(one, two) < 1e-5 * max(1.0, moved * 100)
+    one, two = pela.load(tmp_path / "f1"), pela.load(tmp_path / "f2")
+    assert one.num_classes == two.num_classes == 2 and _max_gap(one, two) < 1e-5
+
+
+def test_fsdp_refuses_what_it_cannot_do_yet(setup, tmp_path, monkeypatch, capsys):
+    """Under FSDP, checkpoints and weight regularization say so before training, and leave no run directory."""
+    monkeypatch.setattr("pela.training.loop.is_sharded", lambda _: True)
+    monkeypatch.setattr("pela.training.distill.is_sharded", lambda _: True)
+    monkeypatch.setattr("pela.training.distill.shard_frozen", lambda model, _: model)
+    common = ["distill", "--student", setup / "student", "--teacher", setup / "teacher", "--data", setup / "text.txt", "--steps", 2,
+              "--batch-size", 8]
+    for flags, says in ((["--save-every", 1], "does not write checkpoints"), (["--gamma", 1], "reads whole weights")):
+        code, _, err = run(capsys, *common, "--out", tmp_path / "o", *flags)
+        assert code == 2 and err.startswith("error: ") and says in err, err
+        assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise(setup, tmp_path):
     """SIGKILL `pela distill` mid-run (after a checkpoint), resume: the same student, bitwise, as a straight run."""

@@ -108,3 +108,40 @@ def test_a_language_models_evaluations_report_its_perplexity_and_keep_best_can_p
         encoder = hf_bert()
         pela.compress(encoder, pela.LowRankConfig(ratio=2, align=1))
         pela.distill(encoder, hf_bert(), ["a b"], DistillConfig(steps=1, keep_best="perplexity"), eval_data=["a b"])
+
+
+@pytest.mark.slow
+def test_a_language_model_distilled_on_two_processes_ddp_and_fsdp_scores_as_on_one(tmp_path):
+    """2 CPU processes, plain (DDP) and under FSDP2 with activation checkpointing (student and teacher sharded): the held-out perplexity
+    (its windows split over the processes, or all on each when sharded), the student and its generations
+    match 1 process's."""
+    import os
+    import subprocess
+    import sys
+
+    model, tok = tiny_llama(), word_tokenizer()
+    model.save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    (tmp_path / "corpus.txt").write_text("\n".join(TEXTS) + "\n")
+    assert main(["compress", str(tmp_path / "lm"), "--out", str(tmp_path / "small"), "--ratio", "2", "--align", "1"]) == 0
+    cmd = ["-m", "pela", "distill", "--student", str(tmp_path / "small"), "--teacher", str(tmp_path / "lm"), "--data",
+           str(tmp_path / "corpus.txt"), "--eval-data", str(tmp_path / "corpus.txt"), "--pack", "16", "--beta", "1",
+           "--temperature", "2", "--steps", "4", "--batch-size", "4", "--eval-every", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29523"]
+    runs = {"one": ([sys.executable, *cmd], env), "ddp": ([*launch, *cmd], env),
+            "fsdp": ([*launch, *cmd], {**env, "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2",
+                                       "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP", "FSDP_ACTIVATION_CHECKPOINTING": "true"})}
+    for name, (argv, e) in runs.items():
+        done = subprocess.run([*argv, "--out", str(tmp_path / name)], capture_output=True, text=True, env=e, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    meta = {name: json.loads((tmp_path / name / "pela.json").read_text())["distill"] for name in runs}
+    assert meta["fsdp"]["sharded"] == {"student": True, "teacher": True} and "sharded" not in meta["ddp"]
+    ppl = {name: [e["perplexity"] for e in m["evals"]] for name, m in meta.items()}
+    assert len(ppl["one"]) == 2 and ppl["one"][0] > 1
+    one = pela.load(tmp_path / "one")
+    for name in ("ddp", "fsdp"):
+        assert ppl[name] == pytest.approx(ppl["one"], rel=1e-4)
+        other = pela.load(tmp_path / name)
+        assert max(float((a - b).abs().max()) for a, b in zip(one.state_dict().values(), other.state_dict().values())) < 1e-5
+        assert (tmp_path / name / "generations.md").read_text().count("**student**") == 3

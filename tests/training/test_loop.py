@@ -63,17 +63,18 @@ def test_nan_loss_stops_and_keeps_checkpoint(tmp_path):
     assert (tmp_path / "checkpoints" / "checkpoint-2").is_dir()
 
 
-def test_fsdp_asked_for_on_the_cpu_says_it_is_not_sharding(monkeypatch):
-    from pela.training.accelerator import make_accelerator
+def test_fsdp_on_the_cpu_needs_several_processes_and_fsdp2(monkeypatch):
+    """One process has nothing to shard over; on several, the CPU takes FSDP2 only (FSDP1 needs CUDA).
+    Sharding itself is tested on 2 processes in tests/cli/test_train_cmd.py."""
+    from types import SimpleNamespace
+
+    from pela.training import accelerator as acc
     from pela.training.config import TrainConfig
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    with pytest.warns(UserWarning, match="shards models on accelerators only"):
-        make_accelerator(TrainConfig())
-    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        make_accelerator(TrainConfig())
+    assert not acc.is_sharded(acc.make_accelerator(TrainConfig()))
+    monkeypatch.setenv("FSDP_VERSION", "1")
+    monkeypatch.setattr(acc, "partial_state", lambda: SimpleNamespace(num_processes=2))
+    with pytest.raises(PelaError, match="FSDP on the CPU needs FSDP2"):
+        acc.make_accelerator(TrainConfig())

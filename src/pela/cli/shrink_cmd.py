@@ -113,9 +113,9 @@ def shrink(
                              for k, r, d in zip(stage_ratios(ratio, stages), shrunk.reports, shrunk.distills)],
                   "distill": {**config.to_dict(), "trained_steps": sum(d.steps for d in shrunk.distills),
                               "final": result.history[-1] if result.history else {}}}
+        if language_model:  # what the student writes, beside the teacher's
+            write_generations(out / "generations.md", student, teacher, ds, collate.tokenizer)
         if publish(student, out, record):
-            if language_model:  # what the student writes, beside the teacher's
-                write_generations(out / "generations.md", student, teacher, ds, collate.tokenizer)
             steps_done, seconds = sum(d.steps for d in shrunk.distills), sum(d.seconds for d in shrunk.distills)
             out_console.print(f"{report.summary()}\ndistilled {steps_done} steps in {stages} stage(s), {seconds:.0f}s; "
                               f"student saved to {_saved(out)}")

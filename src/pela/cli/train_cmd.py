@@ -41,6 +41,7 @@ from pela.training.finetune import finetune as _finetune
 from pela.training.generation import write_generations
 from pela.training.perplexity import is_causal_lm
 from pela.training.rundir import publish, run_dir
+from pela.utils.sharded import holds_shards
 
 
 @app.command()
@@ -117,18 +118,20 @@ def distill(
         info = {"student": str(Path(student).resolve()), "teacher": teacher, "data": str(Path(data).resolve())}
         result = _distill(student_model, teacher_model, ds, config, collate_fn=collate, out=out, resume=resume, progress=True, run_info=info,
                           eval_data=held_out, eval_samples=eval_samples)
-        if publish(student_model, out, {"distill": _distill_record(config, result)}, save_dtype):
-            if is_causal_lm(student_model):  # what the student writes, beside the teacher's
-                data_for_prompts = held_out if held_out is not None else texts
-                write_generations(out / "generations.md", student_model, teacher_model, data_for_prompts, collate.tokenizer)
+        if is_causal_lm(student_model):  # what the student writes, beside the teacher's
+            data_for_prompts = held_out if held_out is not None else texts
+            write_generations(out / "generations.md", student_model, teacher_model, data_for_prompts, collate.tokenizer)
+        if publish(student_model, out, {"distill": _distill_record(config, result, student_model, teacher_model)}, save_dtype):
             out_console.print(_distilled(result, keep_best, patience, out))
             _half_precision_note(student_model, save_dtype)
 
 
-def _distill_record(config: DistillConfig, result: Any) -> dict[str, Any]:
+def _distill_record(config: DistillConfig, result: Any, student: Any, teacher: Any) -> dict[str, Any]:
     """What ``pela.json`` keeps of a distillation: its settings, final losses, evaluations and processes."""
     record = {**config.to_dict(), "final": result.history[-1] if result.history else {},
               "processes": len(result.rank_checksums), "rank_checksums": result.rank_checksums}
+    if holds_shards(student):  # under FSDP: which models were split over the processes
+        record["sharded"] = {"student": True, "teacher": holds_shards(teacher)}
     if result.evals:
         record["evals"] = result.evals
     if result.best is not None:

@@ -27,6 +27,7 @@ from pela.metadata import info
 from pela.models.rebuild import build_architecture, source_of
 from pela.models.structure import apply_structure, factorized_layers
 from pela.utils.files import atomic_dir, default_permissions, writing
+from pela.utils.sharded import gather_weights
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "pela.json"
@@ -92,7 +93,20 @@ def _floats_as(model: nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------- public API
-def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None, dtype: torch.dtype | None = None) -> None:
+class _Weights:
+    """Gathered weights where `safetensors.torch.save_model` expects a module (it reads only ``state_dict()``)."""
+
+    def __init__(self, weights: dict[str, torch.Tensor], dtype: torch.dtype | None):
+        cast = {}  # tied weights stay one tensor after the cast
+        self.weights = {k: cast.setdefault(id(v), v.to(dtype) if dtype is not None and v.is_floating_point() else v)
+                        for k, v in weights.items()}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.weights)
+
+
+def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None, dtype: torch.dtype | None = None,
+                 weights: dict[str, torch.Tensor] | None = None) -> None:
     from safetensors.torch import save_model
 
     backbone = model.backbone if isinstance(model, SequenceClassifier) else model
@@ -106,8 +120,11 @@ def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None, d
              "hidden_states": model.hidden_states, "tower": model.tower} if isinstance(model, SequenceClassifier) else None)
     meta = {"format": "pela", "version": FORMAT_VERSION, "source": source, "head": head,
             "classes": info(model).classes, "factorized": factorized_layers(model), **(extra or {})}
-    with _floats_as(model, dtype):
-        save_model(model, str(target / WEIGHTS_NAME))
+    if weights is not None:  # a model sharded by FSDP, gathered (`gather_weights`)
+        save_model(_Weights(weights, dtype), str(target / WEIGHTS_NAME))
+    else:
+        with _floats_as(model, dtype):
+            save_model(model, str(target / WEIGHTS_NAME))
     if source and source.get("kind") == "hf":
         backbone.config.to_json_file(str(target / "config.json"))
         files_from = info(backbone).files
@@ -131,24 +148,30 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, overwrite
 
     >>> import torch.nn as nn, pela, tempfile
     >>> d = pela.save_pretrained(nn.Linear(4, 4), tempfile.mkdtemp() + "/m")
+
+    A model sharded by FSDP is gathered whole: every process calls this, the main one writes.
     """
     dt = save_dtype(dtype)
+    weights = gather_weights(model)
+    if weights is not None and torch.distributed.get_rank() != 0:
+        return Path(directory)
     with atomic_dir(directory, overwrite) as tmp:
-        _write_model(model, tmp, extra, dt)
+        _write_model(model, tmp, extra, dt, weights)
     return Path(directory)
 
 
 def save_into(model: nn.Module, directory: str | os.PathLike, extra: dict[str, Any] | None = None,
-              dtype: str | torch.dtype | None = None) -> Path:
+              dtype: str | torch.dtype | None = None, weights: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the model files into an existing run directory (beside its logs), each file atomically.
 
     ``pela.json`` is moved in last: until it is there, the directory is not a loadable model.
+    ``weights``: a sharded model's, gathered on this (the main) process by `gather_weights`.
     """
     path, dt = Path(directory), save_dtype(dtype)
     with writing(path):
         tmp = Path(tempfile.mkdtemp(prefix=".model.tmp-", dir=path))
         try:
-            _write_model(model, tmp, extra, dt)
+            _write_model(model, tmp, extra, dt, weights)
             default_permissions(tmp)
             (path / CONFIG_NAME).unlink(missing_ok=True)
             for f in sorted(tmp.iterdir(), key=lambda f: f.name == CONFIG_NAME):

@@ -10,11 +10,16 @@ from pela.arch.registry import linear_weight
 from pela.errors import PelaError
 from pela.layers.lowrank import LowRankLinear
 
-
 # ---------------------------------------------------------------- structure
+# activation checkpointing (Accelerate's, under FSDP) wraps each block under this name; its state dict leaves it out
+CHECKPOINT_WRAPPED = "_checkpoint_wrapped_module."
+
+
 def factorized_layers(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Each factorized layer's name (as the weights are saved) and shape."""
     return {
-        name: {"rank": m.rank, "in_features": m.in_features, "out_features": m.out_features, "bias": m.b.bias is not None}
+        name.replace(CHECKPOINT_WRAPPED, ""): {"rank": m.rank, "in_features": m.in_features, "out_features": m.out_features,
+                                               "bias": m.b.bias is not None}
         for name, m in model.named_modules()
         if isinstance(m, LowRankLinear)
     }

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
+from pela.errors import PelaError
 from pela.training.config import TrainConfig
 
 
@@ -37,19 +37,66 @@ def make_accelerator(config: TrainConfig) -> Any:
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
-    partial_state()  # on CPU-only machines, join torchrun's processes with gloo
-    if not torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
-        warnings.warn("FSDP was asked for (accelerate launch --use_fsdp), but Accelerate shards models on accelerators only "
-                      "(GPU, XPU, NPU, ...): on the CPU every process holds the whole model, as under DDP", stacklevel=2)
+    state = partial_state()  # on CPU-only machines, join torchrun's processes with gloo
     mp = config.mixed_precision if config.mixed_precision != "auto" else ("bf16" if torch.cuda.is_available() else "no")
     # parts of a model can sit out a step (BERT's pooler, a head no loss reads)
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    return Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp],
-                       dataloader_config=DataLoaderConfiguration(split_batches=True))
+    accelerator = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp],
+                              dataloader_config=DataLoaderConfiguration(split_batches=True))
+    if not torch.cuda.is_available() and fsdp_requested() and state.num_processes > 1:
+        _fsdp_on_cpu(accelerator)
+    return accelerator
+
+
+def fsdp_requested() -> bool:
+    """Whether the launch asked for FSDP (``accelerate launch --use_fsdp`` sets ``ACCELERATE_USE_FSDP``)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+
+
+def _fsdp_on_cpu(accelerator: Any) -> None:
+    """Turn on FSDP for CPU processes (gloo), as ``accelerate launch --use_fsdp`` asked.
+
+    Accelerate turns FSDP on for accelerators only; its FSDP2 path (torch's ``fully_shard``) runs
+    unchanged on CPU processes, so pela sets the shared state it would have set. FSDP1 needs CUDA.
+    """
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin()  # the launch's settings (FSDP_* environment variables)
+    if plugin.fsdp_version != 2:
+        raise PelaError("FSDP on the CPU needs FSDP2: launch with --fsdp_version 2 (fsdp_version: 2 in the accelerate config)")
+    state = AcceleratorState()
+    state.distributed_type, state.fsdp_plugin = DistributedType.FSDP, plugin
+
+
+def is_sharded(accelerator: Any) -> bool:
+    """Whether ``accelerator`` trains under FSDP."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def shard_frozen(model: nn.Module, accelerator: Any) -> nn.Module:
+    """Under FSDP2, shard (in place) a model that only runs forward, as Accelerate shards the trained one.
+
+    Accelerate's ``prepare`` takes one model with its optimizer under FSDP2; a frozen teacher has no
+    optimizer, so it goes through the same preparation alone. Under FSDP1 it stays whole on each process.
+    """
+    if is_sharded(accelerator) and accelerator.state.fsdp_plugin.fsdp_version == 2:
+        from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+        return fsdp2_prepare_model(accelerator, model)
+    return model
 
 
 def rank_checksums(model: nn.Module, accelerator: Any) -> list[float]:
-    """One float64 checksum of the student's weights per process, to prove every rank agrees."""
+    """One float64 checksum of the student's weights per process, to prove every rank agrees.
+
+    A weight sharded by FSDP (a DTensor) counts whole: its shards' sums are added up over the processes."""
+    def total(p: torch.Tensor) -> torch.Tensor:
+        s = p.detach().double().sum()
+        return s.full_tensor() if hasattr(s, "full_tensor") else s
+
     with torch.no_grad():
-        local = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1).to(accelerator.device)
+        local = torch.stack([total(p) for p in model.parameters()]).sum().reshape(1).to(accelerator.device)
     return [float(x) for x in accelerator.gather(local).cpu()]

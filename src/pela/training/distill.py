@@ -20,7 +20,7 @@ from pela.data.labels import align_classes, dataset_classes
 from pela.errors import PelaError
 from pela.features import FEATURE_LOSSES, BlockCapture, feature_loss, real_tokens
 from pela.layers.lowrank import LowRankLinear
-from pela.training.accelerator import make_accelerator
+from pela.training.accelerator import is_sharded, make_accelerator, shard_frozen
 from pela.training.compare import compare, eval_subset
 from pela.training.config import TrainConfig, TrainResult
 from pela.training.loop import fit
@@ -127,7 +127,11 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     if config.keep_best == "perplexity" and not language_model:
         raise PelaError(f"keep_best='perplexity' needs a language model; {type(student).__name__} has no next-token head")
     accelerator = accelerator or make_accelerator(config)
+    if is_sharded(accelerator) and config.gamma > 0:
+        raise PelaError("weight-perturbation regularization (gamma) reads whole weights, which FSDP shards: distil without it "
+                        "(--gamma 0) or without FSDP")
     teacher.eval().requires_grad_(False).to(accelerator.device)
+    shard_frozen(teacher, accelerator)  # under FSDP2 the teacher is sharded too: it is never whole on one process
     student.to(accelerator.device)
     teacher_w = [(layer, w.to(accelerator.device)) for layer, w in pairs]
     t_capture, s_capture = BlockCapture(teacher, blocks), BlockCapture(student, blocks)

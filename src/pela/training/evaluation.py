@@ -91,7 +91,7 @@ class Evaluations:
     """Every evaluation of one run: when they are due, their rows in the log, the best kept, patience.
 
     With ``evaluator`` (the model, in eval mode, to ``{metric: value}``), the model is evaluated at the
-    end and every ``config.eval_every`` steps, on the main process, and each result is logged as
+    end and every ``config.eval_every`` steps, on every process, and the main one logs each result as
     ``eval_<metric>``. With ``config.keep_best`` it is evaluated at least once an epoch, and `finish`
     gives the model the weights of its best evaluation by that metric; with ``config.patience`` too,
     `after_step` says to stop after that many evaluations without a better one.
@@ -116,7 +116,9 @@ class Evaluations:
             return False
         accelerator, main = self.accelerator, self.accelerator.is_main_process
         plain = accelerator.unwrap_model(wrapped)
-        metrics = _evaluate(self.evaluator, plain, accelerator) if main else {}
+        # every process evaluates: a model sharded by FSDP runs only on all of them at once, and a language
+        # model's perplexity splits its windows over them; the main process's figures are the ones logged
+        metrics = _evaluate(self.evaluator, plain, accelerator)
         plain.train()
         if main:
             self.rows.append({"step": done, **metrics})

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pela.training.accelerator import partial_state
 from pela.utils.files import atomic_write_text
 
 
@@ -57,5 +58,9 @@ def prompts_from(data: Any, count: int = 3, words: int = 12) -> list[str]:
 
 
 def write_generations(path: Any, student: nn.Module, teacher: nn.Module, data: Any, tokenizer: Any) -> None:
-    """``generations.md`` at ``path``: both models' greedy continuations of the openings of ``data``."""
-    atomic_write_text(path, as_markdown(side_by_side(student, teacher, prompts_from(data), tokenizer)))
+    """``generations.md`` at ``path``: both models' greedy continuations of the openings of ``data``.
+
+    Every process calls it (models sharded by FSDP generate only on all processes at once); the main one writes."""
+    text = as_markdown(side_by_side(student, teacher, prompts_from(data), tokenizer))
+    if partial_state().is_main_process:
+        atomic_write_text(path, text)

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from pela import arch
 from pela.errors import PelaError
-from pela.training.accelerator import make_accelerator, rank_checksums, resident_mib
+from pela.training.accelerator import is_sharded, make_accelerator, rank_checksums, resident_mib
 from pela.training.batches import EpochBatches, make_loader, split_batch
 from pela.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pela.training.config import TrainConfig, TrainResult, run_id
@@ -53,6 +53,9 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
         raise PelaError("resume needs the output directory that holds the checkpoints")
     accelerator = accelerator or make_accelerator(config)
     _check_processes(config, accelerator)
+    if is_sharded(accelerator) and (config.save_every or resume or config.keep_best):
+        raise PelaError("under FSDP pela does not write checkpoints or keep the best evaluation yet: run without "
+                        "--save-every, --resume and --keep-best, or without FSDP")
     set_seed(config.seed)
     if (config.eval_every or config.keep_best) and evaluator is None:
         raise PelaError(f"{'eval_every' if config.eval_every else 'keep_best'} needs data to evaluate on")

@@ -27,6 +27,7 @@ from pela.data.inputs import as_dataset
 from pela.data.packing import texts_of, token_stream
 from pela.errors import PelaError
 from pela.utils.progress import progress_bar
+from pela.utils.sharded import holds_shards
 
 
 def is_causal_lm(model: nn.Module) -> bool:
@@ -93,7 +94,10 @@ def _score(model: nn.Module, stream: torch.Tensor, spans: list[tuple[int, int, i
     from accelerate import PartialState
 
     state = PartialState()
-    mine = spans[state.process_index::state.num_processes]
+    # the windows are split over the processes, unless FSDP shards the model: then every process must run
+    # every forward pass (each gathers the weights from all), so each scores all windows
+    split = state.num_processes > 1 and not holds_shards(model)
+    mine = spans[state.process_index::state.num_processes] if split else spans
     dev = torch.device(device) if device else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -118,7 +122,7 @@ def _score(model: nn.Module, stream: torch.Tensor, spans: list[tuple[int, int, i
                 advance()
     finally:
         model.train(was_training)
-    if state.num_processes > 1:
+    if split:
         torch.distributed.all_reduce(nll)
         torch.distributed.all_reduce(count)
     seconds = time.perf_counter() - began

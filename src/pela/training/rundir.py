@@ -11,16 +11,18 @@ from pela.models.saving import save_into
 from pela.training.accelerator import partial_state
 from pela.training.checkpoint import latest_checkpoint, remove_checkpoints
 from pela.utils.files import check_output_dir
+from pela.utils.sharded import gather_weights
 
 
 def publish(model, out: Path, extra: dict, dtype: str | None = None) -> bool:
-    """On the main process: write the final model into the run directory and drop its checkpoints.
+    """Write the final model into the run directory and drop its checkpoints (every process calls it; the main one writes).
 
     Returns whether this is the main process (the one that should also print the summary)."""
 
+    weights = gather_weights(model)  # a model sharded by FSDP, gathered whole: every process takes part
     if not partial_state().is_main_process:
         return False
-    save_into(model, out, extra=extra, dtype=dtype)
+    save_into(model, out, extra=extra, dtype=dtype, weights=weights)
     remove_checkpoints(out / "checkpoints")
     return True
 

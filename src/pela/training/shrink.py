@@ -25,6 +25,7 @@ from pela.compression.report import CompressionReport
 from pela.compression.targets import budget_of
 from pela.errors import PelaError
 from pela.layers.lowrank import densify
+from pela.training.accelerator import fsdp_requested, partial_state
 from pela.training.config import TrainResult
 from pela.training.distill import DistillConfig, distill
 
@@ -79,6 +80,9 @@ def shrink(student: nn.Module, teacher: nn.Module, data: Any, ratio: float = 2.0
     """
     if not (isinstance(stages, int) and stages >= 1):
         raise PelaError(f"stages must be an integer >= 1, got {stages!r}")
+    if stages > 1 and fsdp_requested() and partial_state().num_processes > 1:
+        raise PelaError("under FSDP the student is sharded after its first stage, and the next cut needs it whole: "
+                        "shrink in one stage (--stages 1), or compress and distil stage by stage")
     config = config or DistillConfig()
     result = ShrinkResult()
     for stage, k in enumerate(stage_ratios(ratio, stages)):
