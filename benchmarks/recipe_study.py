@@ -10,7 +10,8 @@ Rows:
     pela         pela's recipe: calibrated whitened SVD, ranks allocated at k's size, distill, fine-tune
     pela_seq     the same, factorized sequentially (`LowRankConfig(sequential=True)`)
     pela_nd      pela's factorization, no distillation
-    pela_prog    pela's recipe in two steps: to k's square root, half the distillation, then to k, the other half
+    pela_prog    pela's recipe in stages of size (`pela.shrink`, ``--stages``, default 2): to k's square root, half the
+                 distillation, then to k, the other half
     paper        the paper's recipe: plain SVD at ratio k, distill, fine-tune
     no_distill   plain SVD at ratio k, fine-tune
 
@@ -35,9 +36,9 @@ import torch
 import pela
 from pela import LowRankConfig
 from pela.data.collate import Collator
-from pela.demo import DemoSettings, demo_data, distill_student, finetune_and_evaluate, gloss_texts, minilm_dir
-from pela.layers.lowrank import densify
-from pela.training.shrink import stage_recipe
+from pela.demo import DemoSettings, demo_data, distill_config, distill_student, finetune_and_evaluate, gloss_texts, minilm_dir
+from pela.models.sources import load_for_training
+from pela.training.shrink import STAGES, stage_recipe
 from pela.utils.files import atomic_write_text
 
 RESULTS = Path(__file__).with_name("results") / "recipe_study.json"
@@ -59,6 +60,8 @@ def _load(path: Path) -> dict:
                 r.setdefault("probe_samples", int(probes))
         if r["row"] in DISTILLED:  # runs from before the feature loss was a setting distilled with plain MSE
             r.setdefault("feature_loss", "mse")
+        if r["row"] == "pela_prog":  # and in two stages, before their number was a setting
+            r.setdefault("stages", 2)
     return results
 
 
@@ -94,9 +97,8 @@ def student(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSe
         return model, 0.0
     if row in ("paper", "no_distill"):
         pela.compress(model, LowRankConfig(ratio=ratio))
-    else:
-        first = ratio ** 0.5 if row == "pela_prog" else ratio
-        calibrated(model, first, seed, unlabeled, settings, probe_samples, sequential=row == "pela_seq")
+    elif row != "pela_prog":  # pela.shrink compresses it, stage by stage
+        calibrated(model, ratio, seed, unlabeled, settings, probe_samples, sequential=row == "pela_seq")
     return model, time.perf_counter() - began
 
 
@@ -105,19 +107,16 @@ def feature_loss_of(row: str, pela_loss: str) -> str:
     return "mse" if row == "paper" else pela_loss
 
 
-def run(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSettings, probe_samples: int, pela_loss: str) -> dict:
+def run(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSettings, probe_samples: int, pela_loss: str,
+        stages: int = STAGES) -> dict:
     began = time.perf_counter()
     loss = feature_loss_of(row, pela_loss)
     model, compress_s = student(row, ratio, seed, data, unlabeled, settings, probe_samples)
-    if row == "pela_prog":  # half the steps at the milder size, then compressed to k's and the other half
-        model, _ = distill_student(model, replace(data, unlabeled=unlabeled), settings, seed=seed, steps=settings.distill_steps // 2,
-                                   feature_loss=loss)
-        began_second = time.perf_counter()
-        densify(model)  # what `pela.shrink(stages=2)` does (tests/training/test_shrink.py checks it against these steps)
-        calibrated(model, ratio, seed, unlabeled, settings, probe_samples)
-        compress_s += time.perf_counter() - began_second
-        model, _ = distill_student(model, replace(data, unlabeled=unlabeled), settings, seed=seed,
-                                   steps=settings.distill_steps - settings.distill_steps // 2, feature_loss=loss)
+    if row == "pela_prog":
+        shrunk = pela.shrink(model, load_for_training(str(minilm_dir())), unlabeled, ratio, distill_config(settings, seed=seed, feature_loss=loss),
+                             stages=stages, collate_fn=Collator(model, max_length=settings.max_length), calib_samples=settings.calib_samples,
+                             probe_samples=probe_samples, seed=seed, progress=True)
+        compress_s = time.perf_counter() - began - sum(d.seconds for d in shrunk.distills)
     elif row in ("pela", "pela_seq", "paper") and settings.distill_steps:
         model, _ = distill_student(model, replace(data, unlabeled=unlabeled), settings, seed=seed, feature_loss=loss)
     metrics, _ = finetune_and_evaluate(model, data, settings, seed=seed)
@@ -130,6 +129,7 @@ def table(results: dict) -> str:
     for r in results["runs"]:
         row = r["row"] + (f" (probes {r['probe_samples']})" if "probe_samples" in r else "")
         row += f" ({r['feature_loss']})" if r["row"] in DISTILLED and r["row"] != "paper" else ""
+        row += f" ({r['stages']} stages)" if r["row"] == "pela_prog" and r["stages"] != STAGES else ""
         groups.setdefault((r["settings_key"], row, r["ratio"]), []).append(r)
     lines = ["| settings | row | k | linear params | runs | accuracy mean ± std |", "|---|---|---:|---:|---:|---:|"]
     for (key, row, ratio), runs in sorted(groups.items()):
@@ -158,7 +158,7 @@ def plot(results: dict, key: str, path: Path) -> None:
         ax.axhline(mean, color="0.3", lw=1, label=f"teacher ({len(teacher)} seeds)")
     series: dict[str, dict[float, list[dict]]] = {}
     for r in runs:
-        if r["row"] in LABELS:
+        if r["row"] in LABELS and r.get("stages", STAGES) == STAGES:
             label = LABELS[r["row"]] + (f", {r['feature_loss']} feature loss" if r["row"] in DISTILLED and r["row"] != "paper" else "")
             series.setdefault(label, {}).setdefault(r["ratio"], []).append(r)
     for label, by_ratio in sorted(series.items()):  # one point per k (allocated ranks: the size varies a little with the seed)
@@ -186,6 +186,7 @@ def main() -> None:
     p.add_argument("--feature-loss", choices=("relative", "mse"), default="relative",
                    help="pela's rows' distillation feature loss (the paper's rows always distil with its plain MSE)")
     p.add_argument("--probe-samples", type=int, default=None, help="examples each sensitivity probe runs (default: pela's)")
+    p.add_argument("--stages", type=int, default=STAGES, help="pela_prog's stages of size (pela.shrink)")
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--table", action="store_true", help="print the table of what is there and stop")
     p.add_argument("--plot", type=Path, help="draw accuracy against parameters for the runs under these settings, and stop")
@@ -213,11 +214,13 @@ def main() -> None:
         extra = {"probe_samples": probes} if row in CALIBRATED else {}
         if row in DISTILLED:
             extra["feature_loss"] = feature_loss_of(row, args.feature_loss)
+        if row == "pela_prog":
+            extra["stages"] = args.stages
         if any(r["settings_key"] == key and r["row"] == row and r["ratio"] == ratio_key and r["seed"] == seed
                and all(r.get(k) == v for k, v in extra.items()) for r in results["runs"]):
             continue
         torch.manual_seed(seed)
-        out = run(row, ratio, seed, data, unlabeled, settings, probes, args.feature_loss)
+        out = run(row, ratio, seed, data, unlabeled, settings, probes, args.feature_loss, args.stages)
         results = _load(args.results)  # another process may have added runs meanwhile
         results["runs"].append({"settings_key": key, "row": row, "ratio": ratio_key, "seed": seed, "device": device, **extra, **out})
         _save(results, args.results)
