@@ -119,7 +119,13 @@ def test_a_language_model_distilled_on_two_processes_ddp_and_fsdp_scores_as_on_o
     import subprocess
     import sys
 
-    model, tok = tiny_llama(), word_tokenizer()
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = tiny_llama().config
+    config.tie_word_embeddings = True  # as small language models do: FSDP must save the shared weight once, as pela does
+    model, tok = LlamaForCausalLM(config), word_tokenizer()
+    assert model.lm_head.weight is model.model.embed_tokens.weight
     model.save_pretrained(tmp_path / "lm")
     tok.save_pretrained(tmp_path / "lm")
     (tmp_path / "corpus.txt").write_text("\n".join(TEXTS) + "\n")
@@ -143,5 +149,6 @@ def test_a_language_model_distilled_on_two_processes_ddp_and_fsdp_scores_as_on_o
     for name in ("ddp", "fsdp"):
         assert ppl[name] == pytest.approx(ppl["one"], rel=1e-4)
         other = pela.load(tmp_path / name)
+        assert other.lm_head.weight is other.model.embed_tokens.weight
         assert max(float((a - b).abs().max()) for a, b in zip(one.state_dict().values(), other.state_dict().values())) < 1e-5
         assert (tmp_path / name / "generations.md").read_text().count("**student**") == 3
