@@ -268,3 +268,25 @@ def test_layers_reading_one_input_share_one_matrix():
     x = torch.cat(inputs).double()
     assert torch.allclose(q, x.T @ x / len(x), atol=1e-5)  # XᵀX is summed in float32 per batch
     assert len({id(m) for m in cal.moments.values()}) == 4 * 2 + 1  # per layer: q/k/v, attention output, MLP in, MLP out; the pooler
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_a_language_models_logits_are_never_computed_unless_its_head_is_factorized(sequential):
+    """The vocabulary head runs last and its logits are a pass's largest tensor: calibration, the probes and the
+    block-by-block refit stop before it; a head that is itself factorized still gets its statistics."""
+    from conftest import tiny_llama
+
+    model = tiny_llama()
+    calls = []
+    model.lm_head.register_forward_hook(lambda *_: calls.append(1))
+    data = [{"input_ids": torch.randint(0, 100, (12,), generator=torch.Generator().manual_seed(i))} for i in range(8)]
+    collate = lambda items: {"input_ids": torch.stack([i["input_ids"] for i in items])}  # noqa: E731
+    config = LowRankConfig(ratio=2, init="whiten", align=1, sequential=sequential)
+    budget = LowRankConfig(param_budget=0.5, init="whiten", align=1, sequential=sequential)
+    for cfg in (config, budget):
+        m = copy.deepcopy(model)
+        pela.compress(m, cfg, calibration=pela.calibrate(m, data, cfg, collate_fn=collate, samples=8, probe_samples=4))
+    assert calls == []
+    head_too = LowRankConfig(ratio=2, init="whiten", align=1, exclude=[])
+    calibration = pela.calibrate(model, data, head_too, collate_fn=collate, samples=8)
+    assert calibration.tokens["lm_head"] == 8 * 12 and "lm_head" in calibration.moments and calls

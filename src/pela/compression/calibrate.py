@@ -111,6 +111,9 @@ def _run_moments(model: nn.Module, layers: list[Any], batches: Any, keep: list[d
     appended to ``keep``, when given)."""
     stats = _Moments(count_only)
     handles = [c.module.register_forward_pre_hook(stats.hook(c.name)) for c in layers]
+    head = arch.vocabulary_head(model)
+    if head is not None and not any(c.module is head for c in layers):  # its logits are the pass's largest tensor
+        handles.append(head.register_forward_pre_hook(_stop))
     was_training = model.training
     model.eval()
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -136,6 +139,10 @@ def _run_moments(model: nn.Module, layers: list[Any], batches: Any, keep: list[d
 
 class _Reached(Exception):
     """Raised by a hook once a batch's pass has given every input the first batch's pass gave."""
+
+
+def _stop(module: nn.Module, args: Any) -> None:
+    raise _Reached
 
 
 class _Moments:

@@ -54,6 +54,13 @@ class BlockCalls:
         for name in names:
             module = modules[name]
             self.handles.append(module.register_forward_hook(self._hook(name), with_kwargs=True))
+        head = arch.vocabulary_head(model) if names else None  # runs after every block: a pass stops before its logits
+        if head is not None:
+            self.handles.append(head.register_forward_pre_hook(self._stop))
+
+    def _stop(self, module: nn.Module, args: Any) -> None:
+        if self.recording:
+            raise _Recorded
 
     def _hook(self, name: str) -> Callable:
         def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
