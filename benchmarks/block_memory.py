@@ -10,7 +10,7 @@ to its layers), which is what block-by-block compression should add at most.
     one-shot        whitened, every layer's E[x xᵀ] gathered in one pass, every spectrum at once
     block_by_block  sequential with a ratio (`LowRankConfig.block_by_block`): one block's statistics at a time
 
-    nice .venv/bin/python benchmarks/block_memory.py [--calib-samples 64] [--context 512]
+    nice .venv/bin/python benchmarks/block_memory.py [--calib-samples 64] [--context 512] [--batch-size 16] [--results FILE]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
 
 
-def measure(way: str, calib_samples: int, context: int) -> dict:
+def measure(way: str, calib_samples: int, context: int, batch_size: int = 16) -> dict:
     """In this process: the memory one way of compressing takes."""
     import torch
 
@@ -55,7 +55,7 @@ def measure(way: str, calib_samples: int, context: int) -> dict:
     loaded, peak_before = rss_mib(), peak_mib()
     config = LowRankConfig(ratio=1.25, **WAYS[way])
     with torch.no_grad():
-        calibration = pela.calibrate(model, calib, config, collate_fn=Collator(model, max_length=context))
+        calibration = pela.calibrate(model, calib, config, collate_fn=Collator(model, max_length=context), batch_size=batch_size)
         report = pela.compress(model, config, calibration=calibration)
     tokens = sum(int(b["attention_mask"].sum()) for b in (calibration.inputs or [])) or max(calibration.tokens.values())
     return {"loaded_mib": round(loaded, 1), "peak_before_mib": round(peak_before, 1), "peak_mib": round(peak_mib(), 1),
@@ -66,11 +66,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--calib-samples", type=int, default=64)
     p.add_argument("--context", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=16, help="calibration examples per forward pass")
     p.add_argument("--way", choices=tuple(WAYS), help=argparse.SUPPRESS)  # the child process's one measurement
     p.add_argument("--results", type=Path, default=RESULTS)
     args = p.parse_args()
     if args.way:
-        print(json.dumps(measure(args.way, args.calib_samples, args.context)))
+        print(json.dumps(measure(args.way, args.calib_samples, args.context, args.batch_size)))
         return
     import pela
     from pela.utils.files import atomic_write_text
@@ -86,7 +87,7 @@ def main() -> None:
     results = {"dense_model_mib": round(dense_mib, 1), "one_block_params_mib": round(block_mib, 1), "ways": {}}
     for way in WAYS:
         out = subprocess.run([sys.executable, __file__, "--way", way, "--calib-samples", str(args.calib_samples),
-                              "--context", str(args.context)], check=True, capture_output=True, text=True)
+                              "--context", str(args.context), "--batch-size", str(args.batch_size)], check=True, capture_output=True, text=True)
         results["ways"][way] = json.loads(out.stdout.strip().splitlines()[-1])
         print(way, results["ways"][way], flush=True)
     tokens = results["ways"]["block_by_block"]["tokens"]
@@ -95,7 +96,7 @@ def main() -> None:
     stage_widths = 3 * cfg.hidden_size + cfg.intermediate_size
     working = (4 * cfg.hidden_size + stage_widths) * tokens * 4 / 2**20 + block_mib
     results["one_block_working_set_mib"] = round(working, 1)
-    results["calib_samples"], results["context"] = args.calib_samples, args.context
+    results["calib_samples"], results["context"], results["batch_size"] = args.calib_samples, args.context, args.batch_size
     args.results.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.results, json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))

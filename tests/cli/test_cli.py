@@ -112,6 +112,30 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
     assert proc.stderr.strip().count("\n") == 0
 
 
+def test_the_calibration_batch_size_changes_memory_not_the_student(hf_bert_dir, tmp_path, capsys, monkeypatch):
+    """Block by block (--sequential with a ratio) with 3 examples per pass, or the default 16: the same factors
+    up to float rounding."""
+    from pela.cli import compress_cmd
+
+    sizes = []
+
+    def calibrate(*args, **kwargs):
+        sizes.append(kwargs["batch_size"])
+        return pela.calibrate(*args, **kwargs)
+
+    monkeypatch.setattr(compress_cmd, "calibrate", calibrate)
+    calib = tmp_path / "calib.txt"
+    calib.write_text("".join(f"w{i} w{i + 1} w{(i * 7) % 95}\n" for i in range(40)))
+    for name, flags in (("a", []), ("b", ["--calib-batch-size", 3])):
+        code, _, err = run(capsys, "compress", hf_bert_dir, "--out", tmp_path / name, "--calib", calib, "--ratio", 2, "--sequential",
+                           "--align", 1, *flags)
+        assert code == 0, err
+    assert sizes == [16, 3]
+    a, b = pela.load(tmp_path / "a"), pela.load(tmp_path / "b")
+    assert max(float((x - y).abs().max() / x.abs().max().clamp_min(1e-12))
+               for x, y in zip(a.state_dict().values(), b.state_dict().values()) if x.is_floating_point()) < 1e-3
+
+
 def test_compress_whiten_with_budget_and_plot(hf_bert_dir, tmp_path, capsys):
     calib = tmp_path / "calib.txt"
     calib.write_text("".join(f"w{i} w{i + 1} w{i + 2} w{(i * 7) % 95}\n" for i in range(60)))
@@ -159,6 +183,7 @@ def test_calibration_data_gets_pelas_recipe_at_the_ratios_size(hf_bert_dir, tmp_
     (["--param-budget", "1.2", "--calib", "CALIB"], "param_budget must be a fraction in (0, 1)"),
     (["--ratio", "2", "--init", "svd", "--calib", "CALIB"], "--calib is used by --init whiten and --param-budget"),
     (["--calib", "CALIB", "--calib-samples", "0"], "--calib-samples must be >= 1"),
+    (["--calib", "CALIB", "--calib-batch-size", "0"], "--calib-batch-size must be >= 1"),
     (["--calib", "MISSING"], "does not exist"),
     (["--sequential"], "--sequential fits each layer on calibration inputs: add --calib"),
     (["--ratio", "2", "--plot", "ranks.txt"], "must end in .png"),

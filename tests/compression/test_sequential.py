@@ -79,11 +79,16 @@ def test_sequential_needs_the_calibration_batches():
         LowRankConfig(sequential=True)
 
 
-def test_a_failure_halfway_leaves_the_model_as_it_was(monkeypatch):
+@pytest.mark.parametrize("block_by_block", [False, True])
+def test_a_failure_halfway_leaves_the_model_as_it_was_or_block_by_block_what_was_done(monkeypatch, block_by_block):
+    """With every spectrum in hand (a parameter budget) the model is put back; block by block the dense layers
+    were already let go, so the layers done stay factorized and the rest is untouched."""
     torch.manual_seed(0)
     model = hf_bert()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    config = LowRankConfig(ratio=2, init="whiten", sequential=True)
+    config = LowRankConfig(ratio=2, init="whiten", sequential=True) if block_by_block else \
+        LowRankConfig(param_budget=0.5, init="whiten", sequential=True)
+    assert config.block_by_block == block_by_block
     cal = pela.calibrate(model, Tokens(n=64), config, collate_fn=stack_batch)
     calls = []
 
@@ -96,8 +101,35 @@ def test_a_failure_halfway_leaves_the_model_as_it_was(monkeypatch):
     monkeypatch.setattr("pela.compression.sequential.whiten_spectrum", failing)
     with pytest.raises(RuntimeError, match="boom"):
         pela.compress(model, config, calibration=cal)
-    assert not any(isinstance(m, LowRankLinear) for m in model.modules())
-    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    factorized = [n for n, m in model.named_modules() if isinstance(m, LowRankLinear)]
+    assert len(factorized) == (3 if block_by_block else 0)
+    untouched = {k: v for k, v in model.state_dict().items() if not k.startswith(tuple(f + "." for f in factorized))}
+    assert untouched and all(torch.equal(v, before[k]) for k, v in untouched.items())
+
+
+def test_block_by_block_lets_each_dense_layer_go_once_its_factors_are_in(monkeypatch):
+    """Memory holds the dense layers of one block beside the factors, not the whole dense model too."""
+    import gc
+    import weakref
+
+    torch.manual_seed(0)
+    model = hf_bert()
+    blocks = arch.find_blocks(model)
+    dense = {n: weakref.ref(m.weight) for n, m in model.named_modules()
+             if isinstance(m, torch.nn.Linear) and n.startswith(tuple(b + "." for b in blocks))}
+    config = LowRankConfig(ratio=2, init="whiten", sequential=True)
+    cal = pela.calibrate(model, Tokens(n=64), config, collate_fn=stack_batch)
+    alive = []
+
+    def counting(*args):
+        gc.collect()
+        alive.append(sum(r() is not None for r in dense.values()))
+        return corrected_weight(*args)
+
+    monkeypatch.setattr("pela.compression.sequential.corrected_weight", counting)
+    pela.compress(model, config, calibration=cal)
+    per_block = len(dense) // len(blocks)
+    assert len(alive) == len(dense) and alive[0] == len(dense) and alive[-1] == 1 and max(alive[per_block:]) <= per_block
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))

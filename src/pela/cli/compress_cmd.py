@@ -60,6 +60,8 @@ def compress(
     init: Optional[str] = typer.Option(None, help="svd (weights) or whiten (outputs on --calib data); default whiten with --calib, else svd"),
     calib: Optional[Path] = typer.Option(None, "--calib", help="calibration examples (same formats as pela distill --data)"),
     calib_samples: int = typer.Option(512, "--calib-samples", help="calibration examples to use"),
+    calib_batch_size: int = typer.Option(16, "--calib-batch-size", help="calibration examples per forward pass: fewer hold "
+                                         "less memory (a pass's activations), which block by block (--sequential) is for"),
     uniform_ranks: bool = typer.Option(False, "--uniform-ranks", help="with --calib, keep one ratio for every layer instead of "
                                        "allocating the same number of parameters across layers by measured sensitivity"),
     sequential: bool = typer.Option(False, "--sequential", help="with --calib, factorize block by block, each layer fit to the "
@@ -88,6 +90,8 @@ def compress(
         raise PelaError("--calib is used by --init whiten and --param-budget; with --init svd and a per-layer rule it would be ignored")
     if calib_samples < 1:
         raise PelaError(f"--calib-samples must be >= 1, got {calib_samples}")
+    if calib_batch_size < 1:
+        raise PelaError(f"--calib-batch-size must be >= 1, got {calib_batch_size}")
     if max_length is not None and max_length < 1:
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
     if plot is not None:
@@ -102,7 +106,7 @@ def compress(
     if calib_data is not None:
         config = _recipe(model, config, uniform_ranks)
         calibration = calibrate(model, calib_data, config, collate_fn=Collator(model, max_length=max_length), samples=calib_samples,
-                                progress=not as_json)
+                                batch_size=calib_batch_size, progress=not as_json)
     report = _compress(model, config, calibration=calibration, progress=not as_json)
     if plot is not None:
         plot_compression(report, plot)

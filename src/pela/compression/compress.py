@@ -136,7 +136,10 @@ def compress(model: nn.Module, config: LowRankConfig | None = None, *, calibrati
 def _sequential(model: nn.Module, layers: list[_Layer], ranks: dict[str, int], config: LowRankConfig,
                 calibration: Calibration, progress: bool) -> set[str]:
     """Refit and swap in, block by block, the layers `pela.compression.sequential` can reach; the names of those
-    done (the others are factorized one-shot by the caller). On any failure the model is put back as it was."""
+    done (the others are factorized one-shot by the caller). On any failure the model is put back as it was,
+    except block by block (``config.block_by_block``): there each dense layer is let go as soon as its factors
+    are in, so that memory holds one block's dense layers beside the factors, not the whole dense model too,
+    and a failure leaves the blocks before it factorized."""
     if calibration.inputs is None:
         raise PelaError("sequential factorization runs the calibration examples again, block by block: calibrate with the "
                         "same config (pela.calibrate(model, data, config) keeps them when config.sequential is true)")
@@ -150,12 +153,15 @@ def _sequential(model: nn.Module, layers: list[_Layer], ranks: dict[str, int], c
             if reason is not None:
                 continue
         attr = c.name.rsplit(".", 1)[-1]
-        originals.append((c.parent, attr, c.module))
+        if not config.block_by_block:
+            originals.append((c.parent, attr, c.module))
 
         def swap(spectrum: Spectrum, rank: int, layer: _Layer = layer, attr: str = attr) -> None:
             layer.sigma, layer.cached = spectrum.sigma, None  # the one-shot spectrum, if any, is not needed any more
             layer.weighted, layer.row.init = True, "whiten"  # refit: whitened on the inputs the student gives it
             setattr(layer.candidate.parent, attr, _lowrank(layer, spectrum, rank))
+            if config.block_by_block:
+                _let_go(layer)
 
         fits.append(Fit(c.name, rank, swap))
     try:
@@ -164,6 +170,19 @@ def _sequential(model: nn.Module, layers: list[_Layer], ranks: dict[str, int], c
         for parent, attr, module in originals:
             setattr(parent, attr, module)
         raise
+
+
+def _let_go(layer: _Layer) -> None:
+    """Drop every reference this compression holds to a swapped-out layer's dense weight (its report row stays)."""
+    c = layer.candidate
+    c.weight = torch.empty(c.weight.shape, dtype=c.weight.dtype, device="meta")  # its shape and dtype, no data
+    c.module = c.bias = None
+    layer.work = c.weight
+    layer.make = _let_go_already
+
+
+def _let_go_already() -> tuple[Spectrum, bool]:
+    raise RuntimeError("this layer's dense weight was let go once its factors were in")
 
 
 def _checked(model: nn.Module, config: LowRankConfig | None, calibration: Calibration | None) -> LowRankConfig:

@@ -133,7 +133,9 @@ class LowRankConfig:
     def block_by_block(self) -> bool:
         """Whether calibration and compression run block by block, holding one block's statistics at a time:
         sequential factorization with a rank rule that needs no spectrum of the whole model (a ratio or a
-        rank; a parameter budget is spent across every layer's spectrum, an energy fraction reads the one-shot one)."""
+        rank; a parameter budget is spent across every layer's spectrum, an energy fraction reads the one-shot one).
+        Each dense layer is let go as soon as its factors are in, so a failure midway leaves the blocks before it
+        factorized (the other ways put the model back as it was)."""
         return self.sequential and self.resolved_mode()[0] in ("ratio", "rank")
 
     def to_dict(self) -> dict[str, Any]:

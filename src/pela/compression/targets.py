@@ -18,7 +18,7 @@ from pela.layers.lowrank import LowRankLinear
 @dataclass
 class Candidate:
     name: str
-    module: nn.Module
+    module: nn.Module | None  # None once block-by-block compression has let the dense layer go
     parent: nn.Module | None
     weight: torch.Tensor  # out × in, a view of the module's parameter
     bias: torch.Tensor | None
