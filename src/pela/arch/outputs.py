@@ -101,4 +101,3 @@ def vocabulary_head(model: nn.Module) -> nn.Module | None:
     except (NotImplementedError, AttributeError):  # a model class that does not say
         return None
     return head if isinstance(head, nn.Module) else None
-

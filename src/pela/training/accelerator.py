@@ -59,14 +59,12 @@ def _fsdp_on_cpu(accelerator: Any) -> None:
     Accelerate turns FSDP on for accelerators only; its FSDP2 path (torch's ``fully_shard``) runs
     unchanged on CPU processes, so pela sets the shared state it would have set. FSDP1 needs CUDA.
     """
-    from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
     plugin = FullyShardedDataParallelPlugin()  # the launch's settings (FSDP_* environment variables)
     if plugin.fsdp_version != 2:
         raise PelaError("FSDP on the CPU needs FSDP2: launch with --fsdp_version 2 (fsdp_version: 2 in the accelerate config)")
-    state = AcceleratorState()
-    state.distributed_type, state.fsdp_plugin = DistributedType.FSDP, plugin
+    accelerator.state.distributed_type, accelerator.state.fsdp_plugin = DistributedType.FSDP, plugin
 
 
 def is_sharded(accelerator: Any) -> bool:
