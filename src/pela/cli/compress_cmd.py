@@ -60,8 +60,7 @@ def compress(
     init: Optional[str] = typer.Option(None, help="svd (weights) or whiten (outputs on --calib data); default whiten with --calib, else svd"),
     calib: Optional[Path] = typer.Option(None, "--calib", help="calibration examples (same formats as pela distill --data)"),
     calib_samples: int = typer.Option(512, "--calib-samples", help="calibration examples to use"),
-    calib_batch_size: int = typer.Option(16, "--calib-batch-size", help="calibration examples per forward pass: fewer hold "
-                                         "less memory (a pass's activations), which block by block (--sequential) is for"),
+    calib_batch_size: int = typer.Option(16, "--calib-batch-size", help="calibration examples per pass (fewer: less memory)"),
     uniform_ranks: bool = typer.Option(False, "--uniform-ranks", help="with --calib, keep one ratio for every layer instead of "
                                        "allocating the same number of parameters across layers by measured sensitivity"),
     sequential: bool = typer.Option(False, "--sequential", help="with --calib, factorize block by block, each layer fit to the "
@@ -88,12 +87,9 @@ def compress(
         raise PelaError(f"{'--param-budget' if config.param_budget is not None else '--init ' + config.init} needs calibration data: add --calib DATA")
     if calib is not None and not needs_calib:
         raise PelaError("--calib is used by --init whiten and --param-budget; with --init svd and a per-layer rule it would be ignored")
-    if calib_samples < 1:
-        raise PelaError(f"--calib-samples must be >= 1, got {calib_samples}")
-    if calib_batch_size < 1:
-        raise PelaError(f"--calib-batch-size must be >= 1, got {calib_batch_size}")
-    if max_length is not None and max_length < 1:
-        raise PelaError(f"--max-length must be >= 1, got {max_length}")
+    for flag, value in (("--calib-samples", calib_samples), ("--calib-batch-size", calib_batch_size), ("--max-length", max_length)):
+        if value is not None and value < 1:
+            raise PelaError(f"{flag} must be >= 1, got {value}")
     if plot is not None:
         check_figure_path(plot)
     check_output_dir(out, overwrite)  # fail before the slow part
