@@ -144,6 +144,10 @@ def test_loader_workers_give_the_same_student(setup, tmp_path, capsys):
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+def _max_gap(a, b) -> float:
+    return max(float((x - y).abs().max()) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
 @pytest.mark.slow
 def test_two_processes_match_one(setup, tmp_path):
     """torchrun + Accelerate, 2 CPU processes (gloo), global batch 8: identical ranks, same student as 1 process."""
@@ -159,18 +163,13 @@ def test_two_processes_match_one(setup, tmp_path):
     assert meta["processes"] == 2 and meta["rank_checksums"][0] == meta["rank_checksums"][1]
     one, two = pela.load(tmp_path / "one"), pela.load(tmp_path / "two")
     start = pela.load(setup / "student")
-    moved = max(float((a - b).abs().max()) for a, b in zip(one.state_dict().values(), start.state_dict().values()))
-    gap = max(float((a - b).abs().max()) for a, b in zip(one.state_dict().values(), two.state_dict().values()))
+    moved, gap = _max_gap(one, start), _max_gap(one, two)
     assert moved > 1e-3 and gap < 1e-5 * max(1.0, moved * 100)
 
 
 # what `accelerate launch --use_fsdp --fsdp_version 2 --fsdp_transformer_layer_cls_to_wrap BertLayer` sets for each process
 FSDP_ENV = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
             "FSDP_TRANSFORMER_CLS_TO_WRAP": "BertLayer"}
-
-
-def _max_gap(a, b) -> float:
-    return max(float((x - y).abs().max()) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 @pytest.mark.slow
