@@ -108,12 +108,12 @@ def feature_loss_of(row: str, pela_loss: str) -> str:
 
 
 def run(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSettings, probe_samples: int, pela_loss: str,
-        stages: int = STAGES) -> dict:
+        stages: int = STAGES, targets: str | None = None) -> dict:
     began = time.perf_counter()
     loss = feature_loss_of(row, pela_loss)
     model, compress_s = student(row, ratio, seed, data, unlabeled, settings, probe_samples)
     if row == "pela_prog":
-        shrunk = pela.shrink(model, load_for_training(str(minilm_dir())), unlabeled, ratio, distill_config(settings, seed=seed, feature_loss=loss),
+        shrunk = pela.shrink(model, load_for_training(str(minilm_dir())), unlabeled, ratio, distill_config(settings, seed=seed, feature_loss=loss, blocks=targets),
                              stages=stages, collate_fn=Collator(model, max_length=settings.max_length), calib_samples=settings.calib_samples,
                              probe_samples=probe_samples, seed=seed, progress=True)
         compress_s = time.perf_counter() - began - sum(d.seconds for d in shrunk.distills)
@@ -130,6 +130,7 @@ def table(results: dict) -> str:
         row = r["row"] + (f" (probes {r['probe_samples']})" if "probe_samples" in r else "")
         row += f" ({r['feature_loss']})" if r["row"] in DISTILLED and r["row"] != "paper" else ""
         row += f" ({r['stages']} stages)" if r["row"] == "pela_prog" and r["stages"] != STAGES else ""
+        row += f" (targets {r['targets']})" if "targets" in r else ""
         groups.setdefault((r["settings_key"], row, r["ratio"]), []).append(r)
     lines = ["| settings | row | k | linear params | runs | accuracy mean ± std |", "|---|---|---:|---:|---:|---:|"]
     for (key, row, ratio), runs in sorted(groups.items()):
@@ -158,7 +159,7 @@ def plot(results: dict, key: str, path: Path) -> None:
         ax.axhline(mean, color="0.3", lw=1, label=f"teacher ({len(teacher)} seeds)")
     series: dict[str, dict[float, list[dict]]] = {}
     for r in runs:
-        if r["row"] in LABELS and r.get("stages", STAGES) == STAGES:
+        if r["row"] in LABELS and r.get("stages", STAGES) == STAGES and "targets" not in r:
             label = LABELS[r["row"]] + (f", {r['feature_loss']} feature loss" if r["row"] in DISTILLED and r["row"] != "paper" else "")
             series.setdefault(label, {}).setdefault(r["ratio"], []).append(r)
     for label, by_ratio in sorted(series.items()):  # one point per k (allocated ranks: the size varies a little with the seed)
@@ -187,6 +188,8 @@ def main() -> None:
                    help="pela's rows' distillation feature loss (the paper's rows always distil with its plain MSE)")
     p.add_argument("--probe-samples", type=int, default=None, help="examples each sensitivity probe runs (default: pela's)")
     p.add_argument("--stages", type=int, default=STAGES, help="pela_prog's stages of size (pela.shrink)")
+    p.add_argument("--targets", help="pela_prog's distillation targets: a regex of the modules whose outputs it matches "
+                                     "(`DistillConfig.blocks`; default: the blocks pela finds)")
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--table", action="store_true", help="print the table of what is there and stop")
     p.add_argument("--plot", type=Path, help="draw accuracy against parameters for the runs under these settings, and stop")
@@ -216,11 +219,13 @@ def main() -> None:
             extra["feature_loss"] = feature_loss_of(row, args.feature_loss)
         if row == "pela_prog":
             extra["stages"] = args.stages
+            if args.targets:
+                extra["targets"] = args.targets
         if any(r["settings_key"] == key and r["row"] == row and r["ratio"] == ratio_key and r["seed"] == seed
-               and all(r.get(k) == v for k, v in extra.items()) for r in results["runs"]):
+               and all(r.get(k) == v for k, v in extra.items()) and r.get("targets") == extra.get("targets") for r in results["runs"]):
             continue
         torch.manual_seed(seed)
-        out = run(row, ratio, seed, data, unlabeled, settings, probes, args.feature_loss, args.stages)
+        out = run(row, ratio, seed, data, unlabeled, settings, probes, args.feature_loss, args.stages, args.targets if row == "pela_prog" else None)
         results = _load(args.results)  # another process may have added runs meanwhile
         results["runs"].append({"settings_key": key, "row": row, "ratio": ratio_key, "seed": seed, "device": device, **extra, **out})
         _save(results, args.results)
