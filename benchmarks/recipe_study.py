@@ -19,6 +19,8 @@ Rows:
         [--distill-steps 300] [--distill-data labelled|all] [--distill-lr 1e-4] [--finetune-lr 3e-4] [--feature-loss relative|mse] [--probe-samples 32] [--results FILE] [--table] [--plot docs/recipe_study.png]
 
 ``--epochs`` etc. are part of a run's key: runs under other settings are kept apart, never averaged.
+Runs marked ``"student_mode": "eval"`` distilled the student in eval mode (no dropout), an option tried and
+removed (docs/BENCHMARKS.md); they are listed, never taken for the runs above.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from pela import LowRankConfig
 from pela.data.collate import Collator
 from pela.demo import DemoSettings, demo_data, distill_config, distill_student, finetune_and_evaluate, gloss_texts, minilm_dir
 from pela.models.sources import load_for_training
-from pela.training.distill import STUDENT_MODES, DistillConfig
 from pela.training.shrink import STAGES, stage_recipe
 from pela.utils.files import atomic_write_text
 
@@ -61,9 +62,8 @@ def _load(path: Path) -> dict:
                 r.setdefault("probe_samples", int(probes))
         if r["row"] in DISTILLED:  # runs from before the feature loss was a setting distilled with plain MSE
             r.setdefault("feature_loss", "mse")
-        if r["row"] == "pela_prog":  # and in two stages, before their number was a setting, with the student in training mode
+        if r["row"] == "pela_prog":  # and in two stages, before their number was a setting
             r.setdefault("stages", 2)
-            r.setdefault("student_mode", "train")
     return results
 
 
@@ -110,12 +110,12 @@ def feature_loss_of(row: str, pela_loss: str) -> str:
 
 
 def run(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSettings, probe_samples: int, pela_loss: str,
-        stages: int = STAGES, targets: str | None = None, student_mode: str = DistillConfig.student_mode) -> dict:
+        stages: int = STAGES, targets: str | None = None) -> dict:
     began = time.perf_counter()
     loss = feature_loss_of(row, pela_loss)
     model, compress_s = student(row, ratio, seed, data, unlabeled, settings, probe_samples)
     if row == "pela_prog":
-        shrunk = pela.shrink(model, load_for_training(str(minilm_dir())), unlabeled, ratio, distill_config(settings, seed=seed, feature_loss=loss, blocks=targets, student_mode=student_mode),
+        shrunk = pela.shrink(model, load_for_training(str(minilm_dir())), unlabeled, ratio, distill_config(settings, seed=seed, feature_loss=loss, blocks=targets),
                              stages=stages, collate_fn=Collator(model, max_length=settings.max_length), calib_samples=settings.calib_samples,
                              probe_samples=probe_samples, seed=seed, progress=True)
         compress_s = time.perf_counter() - began - sum(d.seconds for d in shrunk.distills)
@@ -133,7 +133,7 @@ def table(results: dict) -> str:
         row += f" ({r['feature_loss']})" if r["row"] in DISTILLED and r["row"] != "paper" else ""
         row += f" ({r['stages']} stages)" if r["row"] == "pela_prog" and r["stages"] != STAGES else ""
         row += f" (targets {r['targets']})" if "targets" in r else ""
-        row += f" (student in {r['student_mode']} mode)" if r.get("student_mode", DistillConfig.student_mode) != DistillConfig.student_mode else ""
+        row += f" (student in {r['student_mode']} mode)" if r.get("student_mode", "train") != "train" else ""
         groups.setdefault((r["settings_key"], row, r["ratio"]), []).append(r)
     lines = ["| settings | row | k | linear params | runs | accuracy mean ± std |", "|---|---|---:|---:|---:|---:|"]
     for (key, row, ratio), runs in sorted(groups.items()):
@@ -162,8 +162,7 @@ def plot(results: dict, key: str, path: Path) -> None:
         ax.axhline(mean, color="0.3", lw=1, label=f"teacher ({len(teacher)} seeds)")
     series: dict[str, dict[float, list[dict]]] = {}
     for r in runs:
-        if (r["row"] in LABELS and r.get("stages", STAGES) == STAGES and "targets" not in r
-                and r.get("student_mode", DistillConfig.student_mode) == DistillConfig.student_mode):
+        if r["row"] in LABELS and r.get("stages", STAGES) == STAGES and "targets" not in r and r.get("student_mode", "train") == "train":
             label = LABELS[r["row"]] + (f", {r['feature_loss']} feature loss" if r["row"] in DISTILLED and r["row"] != "paper" else "")
             series.setdefault(label, {}).setdefault(r["ratio"], []).append(r)
     for label, by_ratio in sorted(series.items()):  # one point per k (allocated ranks: the size varies a little with the seed)
@@ -194,8 +193,6 @@ def main() -> None:
     p.add_argument("--stages", type=int, default=STAGES, help="pela_prog's stages of size (pela.shrink)")
     p.add_argument("--targets", help="pela_prog's distillation targets: a regex of the modules whose outputs it matches "
                                      "(`DistillConfig.blocks`; default: the blocks pela finds)")
-    p.add_argument("--student-mode", choices=STUDENT_MODES, default=DistillConfig.student_mode,
-                   help="pela_prog's student during distillation (`DistillConfig.student_mode`)")
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--table", action="store_true", help="print the table of what is there and stop")
     p.add_argument("--plot", type=Path, help="draw accuracy against parameters for the runs under these settings, and stop")
@@ -225,15 +222,14 @@ def main() -> None:
             extra["feature_loss"] = feature_loss_of(row, args.feature_loss)
         if row == "pela_prog":
             extra["stages"] = args.stages
-            extra["student_mode"] = args.student_mode
             if args.targets:
                 extra["targets"] = args.targets
         if any(r["settings_key"] == key and r["row"] == row and r["ratio"] == ratio_key and r["seed"] == seed
-               and all(r.get(k) == v for k, v in extra.items()) and r.get("targets") == extra.get("targets") for r in results["runs"]):
+               and all(r.get(k) == v for k, v in extra.items()) and r.get("targets") == extra.get("targets")
+               and r.get("student_mode", "train") == "train" for r in results["runs"]):
             continue
         torch.manual_seed(seed)
-        out = run(row, ratio, seed, data, unlabeled, settings, probes, args.feature_loss, args.stages, args.targets if row == "pela_prog" else None,
-                  args.student_mode)
+        out = run(row, ratio, seed, data, unlabeled, settings, probes, args.feature_loss, args.stages, args.targets if row == "pela_prog" else None)
         results = _load(args.results)  # another process may have added runs meanwhile
         results["runs"].append({"settings_key": key, "row": row, "ratio": ratio_key, "seed": seed, "device": device, **extra, **out})
         _save(results, args.results)

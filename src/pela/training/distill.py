@@ -32,18 +32,6 @@ DistillResult = TrainResult
 EVAL_METRICS = ("mean_mse", "mean_cosine", "output_agreement", "perplexity")
 
 
-STUDENT_MODES = ("eval", "train")
-
-
-def run_as_teacher(model: nn.Module) -> None:
-    """``model`` in eval mode, as the teacher runs, except the layers that recompute activations in the backward
-    pass (Hugging Face gradient checkpointing, which only works in training mode): memory stays what it was."""
-    model.eval()
-    for m in model.modules():
-        if getattr(m, "gradient_checkpointing", False) is True:
-            m.training = True
-
-
 @dataclass(frozen=True)
 class DistillConfig(TrainConfig):
     """`TrainConfig` plus the loss weights; defaults follow PELA (METHOD.md §2) where it has one."""
@@ -58,9 +46,6 @@ class DistillConfig(TrainConfig):
     gamma: float = 0.0  # weight-perturbation regularization
     epsilon: float = 1e-3
     blocks: str | None = None  # regex overriding automatic block discovery
-    # the student runs as the teacher does ("eval": no dropout, drop-path or batch statistics; gradients flow all
-    # the same), so that what it is asked to match is not blurred by its own noise; or in training mode ("train")
-    student_mode: str = "train"
     EVAL_METRICS: ClassVar[tuple[str, ...]] = EVAL_METRICS
 
     def __post_init__(self) -> None:
@@ -76,8 +61,6 @@ class DistillConfig(TrainConfig):
             raise PelaError(f"feature_loss must be one of {', '.join(FEATURE_LOSSES)}, got {self.feature_loss!r}")
         if self.temperature is not None and self.beta == 0:
             raise PelaError("a temperature applies to logit distillation: give it a weight too (beta > 0, --beta)")
-        if self.student_mode not in STUDENT_MODES:
-            raise PelaError(f"student_mode must be one of {', '.join(STUDENT_MODES)}, got {self.student_mode!r}")
         if self.alpha == self.beta == self.task == self.gamma == 0:
             raise PelaError("all loss weights are 0: nothing to train")
 
@@ -157,8 +140,6 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
 
     def step_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[Any, dict[str, torch.Tensor]]:
         labels = batch.pop("labels", None)
-        if config.student_mode == "eval":
-            run_as_teacher(model)  # every step: the loop and its evaluations put the model back in training mode
         with torch.no_grad():
             t_out = arch.main_output(arch.forward(teacher, batch))
         t_feats = t_capture.take()
