@@ -19,6 +19,8 @@ from pela import LowRankConfig, PelaError
     (dict(exclude=["("]), "not a valid regular expression"),
     (dict(include=["[a"]), "not a valid regular expression"),
     (dict(init="magic"), "init must be one of"),
+    (dict(sensitivity="guess"), "sensitivity must be one of"),
+    (dict(sensitivity_loss="l1"), "sensitivity_loss must be one of"),
 ])
 def test_invalid_config_names_the_field(kwargs, fragment):
     with pytest.raises(PelaError, match=fragment):
