@@ -60,6 +60,8 @@ def _load(path: Path) -> dict:
             r["settings_key"] = key
             if r["row"] in CALIBRATED:
                 r.setdefault("probe_samples", int(probes))
+        if r["row"] in CALIBRATED:  # runs from before the allocation's loss was a setting measured it in plain MSE
+            r.setdefault("sensitivity_loss", "mse")
         if r["row"] in DISTILLED:  # runs from before the feature loss was a setting distilled with plain MSE
             r.setdefault("feature_loss", "mse")
         if r["row"] == "pela_prog":  # and in two stages, before their number was a setting
@@ -133,6 +135,7 @@ def table(results: dict) -> str:
         row += f" ({r['feature_loss']})" if r["row"] in DISTILLED and r["row"] != "paper" else ""
         row += f" ({r['stages']} stages)" if r["row"] == "pela_prog" and r["stages"] != STAGES else ""
         row += f" (targets {r['targets']})" if "targets" in r else ""
+        row += f" ({r['sensitivity_loss']} sensitivities)" if r.get("sensitivity_loss", "mse") != "mse" else ""
         row += f" (student in {r['student_mode']} mode)" if r.get("student_mode", "train") != "train" else ""
         groups.setdefault((r["settings_key"], row, r["ratio"]), []).append(r)
     lines = ["| settings | row | k | linear params | runs | accuracy mean ± std |", "|---|---|---:|---:|---:|---:|"]
@@ -217,7 +220,7 @@ def main() -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     for row, ratio, seed in parse_jobs(args.jobs):
         ratio_key = 1.0 if row == "teacher" else ratio
-        extra = {"probe_samples": probes} if row in CALIBRATED else {}
+        extra = {"probe_samples": probes, "sensitivity_loss": LowRankConfig.sensitivity_loss} if row in CALIBRATED else {}
         if row in DISTILLED:
             extra["feature_loss"] = feature_loss_of(row, args.feature_loss)
         if row == "pela_prog":
