@@ -67,6 +67,9 @@ def compress(
                                     "original's outputs from the inputs the compressed layers before it give (slower, closer)"),
     sensitivity: str = typer.Option("replay", help="how allocation measures what each layer's error costs: replay (exact, "
                                     "a re-run per layer) or gradient (first order, a few backward passes for all layers)"),
+    sensitivity_loss: str = typer.Option(LowRankConfig.sensitivity_loss, "--sensitivity-loss",
+                                         help="the block-feature loss that cost is measured in: relative (each token's error "
+                                         "relative to the original's feature) or mse"),
     text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate calibration text to this many tokens"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="draw per-layer ranks and spectra to this .png/.pdf/.svg"),
@@ -81,7 +84,7 @@ def compress(
         raise PelaError("--sequential fits each layer on calibration inputs: add --calib DATA")
     config = LowRankConfig(ratio=ratio, rank=rank, energy=energy, param_budget=param_budget, align=align, include=tuple(include or ()),
                            exclude=tuple(exclude) if exclude else None, device=device, init=init or ("whiten" if calib else "svd"),
-                           sequential=sequential, sensitivity=sensitivity)
+                           sequential=sequential, sensitivity=sensitivity, sensitivity_loss=sensitivity_loss)
     needs_calib = config.init in NEEDS_CALIBRATION or config.param_budget is not None
     if needs_calib and calib is None:
         raise PelaError(f"{'--param-budget' if config.param_budget is not None else '--init ' + config.init} needs calibration data: add --calib DATA")
@@ -112,15 +115,19 @@ def compress(
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
+    out_console.print(_layer_table(report, config.init))
+    out_console.print(f"{report.summary()}\nsaved to {_saved(out)}")
+
+
+def _layer_table(report: Any, init: str) -> Table:
     table = Table(Column("layer", overflow="fold"), "in", "out", "rank", "init", "rel. error", "note", title="pela compress",
                   caption="rel. error: of the weights (svd), of the outputs on the calibration data (whiten)")
     for r in report.layers:
-        unreached = r.init is not None and r.init != config.init  # e.g. CLIP's text tower, calibrated on images alone
+        unreached = r.init is not None and r.init != init  # e.g. CLIP's text tower, calibrated on images alone
         table.add_row(r.name, str(r.in_features), str(r.out_features), "dense" if r.rank is None else str(r.rank), r.init or "",
                       "" if r.rel_error is None else f"{r.rel_error:.4f}",
-                      r.reason or (f"no calibration input reached it: {r.init}, not {config.init}" if unreached else ""))
-    out_console.print(table)
-    out_console.print(f"{report.summary()}\nsaved to {_saved(out)}")
+                      r.reason or (f"no calibration input reached it: {r.init}, not {init}" if unreached else ""))
+    return table
 
 
 def _recipe(model: Any, config: LowRankConfig, uniform: bool) -> LowRankConfig:
