@@ -76,7 +76,6 @@ def main() -> None:
     if "teacher" not in done:
         measure("teacher", teacher, {})
     calib = random.Random(0).sample(train, min(args.calib_samples, len(train)))
-    calibration = None
     for fraction in (float(f) for f in args.fractions.split(",")):
         for row in args.rows.split(","):
             name = f"{row}@{fraction:g}"
@@ -90,10 +89,9 @@ def main() -> None:
                 config = LowRankConfig(param_budget=budget_of(teacher, uniform), **init)
             else:
                 config = LowRankConfig(ratio=1 / (1 - fraction), **init)
-            if row != "svd" and calibration is None:  # one calibration (batches kept) serves both data-aware rows
+            if row != "svd":  # each row calibrated for its own config: block by block keeps no statistics, only batches
                 began = time.perf_counter()
-                keep = LowRankConfig(init="whiten", sequential=True)
-                calibration = pela.calibrate(teacher, calib, keep, collate_fn=Collator(teacher, max_length=args.context), progress=True)
+                calibration = pela.calibrate(teacher, calib, config, collate_fn=Collator(teacher, max_length=args.context), progress=True)
                 results["calibrate_seconds"] = round(time.perf_counter() - began, 1)
             student = copy.deepcopy(teacher)
             began = time.perf_counter()

@@ -16,7 +16,8 @@ Rows:
     no_distill   plain SVD at ratio k, fine-tune
 
     nice .venv/bin/python benchmarks/recipe_study.py teacher:1:0 pela:2:0,1,2 paper:2:0 [--epochs 3]
-        [--distill-steps 300] [--distill-data labelled|all] [--distill-lr 1e-4] [--finetune-lr 3e-4] [--feature-loss relative|mse] [--probe-samples 32] [--results FILE] [--table] [--plot docs/recipe_study.png]
+        [--distill-steps 300] [--distill-data labelled|all] [--distill-lr 1e-4] [--finetune-lr 3e-4] [--feature-loss relative|mse]
+        [--probe-samples 32] [--stages 2] [--targets REGEX] [--results FILE] [--table] [--plot docs/recipe_study.png]
 
 ``--epochs`` etc. are part of a run's key: runs under other settings are kept apart, never averaged.
 Runs marked ``"student_mode": "eval"`` distilled the student in eval mode (no dropout), an option tried and
