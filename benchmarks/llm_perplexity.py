@@ -9,8 +9,10 @@ factorized layers (every linear layer of the blocks; ratio k = 1/(1 − f)):
     whiten       whitened SVD on calibration statistics, one-shot
     sequential   whitened, block by block, each layer fit on the compressed model's own inputs
     budget       sequential, with the same parameters spread across layers by measured sensitivity
-                 (`sensitivity="gradient"`: a 30-block model has 210 layers to probe), in plain feature MSE
-    budget_rel   the same, sensitivity measured in the relative feature loss (`sensitivity_loss="relative"`)
+                 (`sensitivity="gradient"`: a 30-block model has 210 layers to probe)
+
+``budget_rel@0.2`` in the results: ``budget`` with the sensitivities measured in the relative feature loss,
+an option tried and removed (docs/BENCHMARKS.md).
 
 Each row is kept in the results file as soon as it is measured, and rows already there are skipped.
 
@@ -50,7 +52,7 @@ def smollm2() -> Path:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fractions", default="0.2,0.4", help="fractions of the factorized layers' parameters removed")
-    p.add_argument("--rows", default="svd,whiten,sequential,budget,budget_rel")
+    p.add_argument("--rows", default="svd,whiten,sequential,budget")
     p.add_argument("--calib-samples", type=int, default=128, help="training paragraphs to calibrate on")
     p.add_argument("--eval-paragraphs", type=int, default=200, help="paragraphs of the held-out novel scored (from its start)")
     p.add_argument("--context", type=int, default=512)
@@ -82,10 +84,9 @@ def main() -> None:
             if name in done:
                 continue
             init = {"svd": {}, "whiten": {"init": "whiten"}, "sequential": {"init": "whiten", "sequential": True},
-                    "budget": {"init": "whiten", "sequential": True, "sensitivity": "gradient", "sensitivity_loss": "mse"},
-                    "budget_rel": {"init": "whiten", "sequential": True, "sensitivity": "gradient", "sensitivity_loss": "relative"}}[row]
+                    "budget": {"init": "whiten", "sequential": True, "sensitivity": "gradient"}}[row]
             uniform = LowRankConfig(ratio=1 / (1 - fraction))
-            if row.startswith("budget"):
+            if row == "budget":
                 config = LowRankConfig(param_budget=budget_of(teacher, uniform), **init)
             else:
                 config = LowRankConfig(ratio=1 / (1 - fraction), **init)

@@ -20,8 +20,8 @@ Rows:
         [--probe-samples 32] [--stages 2] [--targets REGEX] [--results FILE] [--table] [--plot docs/recipe_study.png]
 
 ``--epochs`` etc. are part of a run's key: runs under other settings are kept apart, never averaged.
-Runs marked ``"student_mode": "eval"`` distilled the student in eval mode (no dropout), an option tried and
-removed (docs/BENCHMARKS.md); they are listed, never taken for the runs above.
+Runs marked with a setting of `REMOVED` ran an option that was tried and removed (docs/BENCHMARKS.md): they
+are listed, never taken for the runs above.
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ ROWS = ("teacher", "pela", "pela_seq", "pela_nd", "pela_prog", "paper", "no_dist
 WORK = Path("runs/bench_recipe_study")
 
 
+# options tried and removed, with the value every other run had: the student in eval mode while it distilled
+# (no dropout), layer sensitivities measured in the relative feature loss
+REMOVED = {"student_mode": "train", "sensitivity_loss": "mse"}
 CALIBRATED = ("pela", "pela_seq", "pela_nd", "pela_prog")  # the rows whose result depends on the sensitivity probes
 DISTILLED = ("pela", "pela_seq", "pela_prog", "paper")  # the rows whose result depends on the distillation's feature loss
 
@@ -61,13 +64,16 @@ def _load(path: Path) -> dict:
             r["settings_key"] = key
             if r["row"] in CALIBRATED:
                 r.setdefault("probe_samples", int(probes))
-        if r["row"] in CALIBRATED:  # runs from before the allocation's loss was a setting measured it in plain MSE
-            r.setdefault("sensitivity_loss", "mse")
         if r["row"] in DISTILLED:  # runs from before the feature loss was a setting distilled with plain MSE
             r.setdefault("feature_loss", "mse")
         if r["row"] == "pela_prog":  # and in two stages, before their number was a setting
             r.setdefault("stages", 2)
     return results
+
+
+def tried(run: dict) -> bool:
+    """Whether ``run`` ran an option tried and removed (`REMOVED`)."""
+    return any(run.get(k, v) != v for k, v in REMOVED.items())
 
 
 def _save(results: dict, path: Path) -> None:
@@ -136,8 +142,7 @@ def table(results: dict) -> str:
         row += f" ({r['feature_loss']})" if r["row"] in DISTILLED and r["row"] != "paper" else ""
         row += f" ({r['stages']} stages)" if r["row"] == "pela_prog" and r["stages"] != STAGES else ""
         row += f" (targets {r['targets']})" if "targets" in r else ""
-        row += f" ({r['sensitivity_loss']} sensitivities)" if r.get("sensitivity_loss", "mse") != "mse" else ""
-        row += f" (student in {r['student_mode']} mode)" if r.get("student_mode", "train") != "train" else ""
+        row += "".join(f" ({k} {r[k]})" for k, v in REMOVED.items() if r.get(k, v) != v)
         groups.setdefault((r["settings_key"], row, r["ratio"]), []).append(r)
     lines = ["| settings | row | k | linear params | runs | accuracy mean ± std |", "|---|---|---:|---:|---:|---:|"]
     for (key, row, ratio), runs in sorted(groups.items()):
@@ -166,7 +171,7 @@ def plot(results: dict, key: str, path: Path) -> None:
         ax.axhline(mean, color="0.3", lw=1, label=f"teacher ({len(teacher)} seeds)")
     series: dict[str, dict[float, list[dict]]] = {}
     for r in runs:
-        if r["row"] in LABELS and r.get("stages", STAGES) == STAGES and "targets" not in r and r.get("student_mode", "train") == "train":
+        if r["row"] in LABELS and r.get("stages", STAGES) == STAGES and "targets" not in r and not tried(r):
             label = LABELS[r["row"]] + (f", {r['feature_loss']} feature loss" if r["row"] in DISTILLED and r["row"] != "paper" else "")
             series.setdefault(label, {}).setdefault(r["ratio"], []).append(r)
     for label, by_ratio in sorted(series.items()):  # one point per k (allocated ranks: the size varies a little with the seed)
@@ -221,7 +226,7 @@ def main() -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     for row, ratio, seed in parse_jobs(args.jobs):
         ratio_key = 1.0 if row == "teacher" else ratio
-        extra = {"probe_samples": probes, "sensitivity_loss": LowRankConfig.sensitivity_loss} if row in CALIBRATED else {}
+        extra = {"probe_samples": probes} if row in CALIBRATED else {}
         if row in DISTILLED:
             extra["feature_loss"] = feature_loss_of(row, args.feature_loss)
         if row == "pela_prog":

@@ -140,11 +140,10 @@ def test_compress_whiten_with_budget_and_plot(hf_bert_dir, tmp_path, capsys):
     calib = tmp_path / "calib.txt"
     calib.write_text("".join(f"w{i} w{i + 1} w{i + 2} w{(i * 7) % 95}\n" for i in range(60)))
     code, out, err = run(capsys, "compress", hf_bert_dir, "--out", tmp_path / "b", "--calib", calib, "--calib-samples", 40,
-                         "--param-budget", 0.5, "--align", 1, "--plot", tmp_path / "plots" / "ranks.png", "--sensitivity-loss", "mse", "--json")
+                         "--param-budget", 0.5, "--align", 1, "--plot", tmp_path / "plots" / "ranks.png", "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["config"]["init"] == "whiten" and report["config"]["param_budget"] == 0.5
-    assert report["config"]["sensitivity_loss"] == "mse"
     assert {layer["init"] for layer in report["layers"] if layer["status"] == "factorized"} == {"whiten"}
     assert (tmp_path / "plots" / "ranks.png").stat().st_size > 10_000
     umask = os.umask(0)
@@ -187,7 +186,6 @@ def test_calibration_data_gets_pelas_recipe_at_the_ratios_size(hf_bert_dir, tmp_
     (["--calib", "CALIB", "--calib-batch-size", "0"], "--calib-batch-size must be >= 1"),
     (["--calib", "MISSING"], "does not exist"),
     (["--sequential"], "--sequential fits each layer on calibration inputs: add --calib"),
-    (["--calib", "CALIB", "--sensitivity-loss", "l1"], "sensitivity_loss must be one of mse, relative"),
     (["--ratio", "2", "--plot", "ranks.txt"], "must end in .png"),
 ])
 def test_calibration_user_errors(hf_bert_dir, tmp_path, capsys, args, fragment):

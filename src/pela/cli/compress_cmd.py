@@ -67,9 +67,6 @@ def compress(
                                     "original's outputs from the inputs the compressed layers before it give (slower, closer)"),
     sensitivity: str = typer.Option("replay", help="how allocation measures what each layer's error costs: replay (exact, "
                                     "a re-run per layer) or gradient (first order, a few backward passes for all layers)"),
-    sensitivity_loss: str = typer.Option(LowRankConfig.sensitivity_loss, "--sensitivity-loss",
-                                         help="the block-feature loss that cost is measured in: relative (each token's error "
-                                         "relative to the original's feature) or mse"),
     text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate calibration text to this many tokens"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="draw per-layer ranks and spectra to this .png/.pdf/.svg"),
@@ -84,7 +81,7 @@ def compress(
         raise PelaError("--sequential fits each layer on calibration inputs: add --calib DATA")
     config = LowRankConfig(ratio=ratio, rank=rank, energy=energy, param_budget=param_budget, align=align, include=tuple(include or ()),
                            exclude=tuple(exclude) if exclude else None, device=device, init=init or ("whiten" if calib else "svd"),
-                           sequential=sequential, sensitivity=sensitivity, sensitivity_loss=sensitivity_loss)
+                           sequential=sequential, sensitivity=sensitivity)
     needs_calib = config.init in NEEDS_CALIBRATION or config.param_budget is not None
     if needs_calib and calib is None:
         raise PelaError(f"{'--param-budget' if config.param_budget is not None else '--init ' + config.init} needs calibration data: add --calib DATA")

@@ -89,14 +89,13 @@ def _push(heap: list, i: int, rank: int, info: tuple, align: int) -> None:
 
 @torch.no_grad()
 def sensitivities(model: nn.Module, layers: Sequence[tuple[str, nn.Module, Callable[[], torch.Tensor], float]],
-                  probe: Sequence[dict[str, Any]], progress: Callable[..., None] = lambda **_: None,
-                  loss: str = "mse") -> list[float | None]:
-    """Block-feature loss per unit of output error, for each layer: ``loss(truncated layer) / its σ² tail``.
+                  probe: Sequence[dict[str, Any]], progress: Callable[..., None] = lambda **_: None) -> list[float | None]:
+    """Block-feature MSE per unit of output error, for each layer: ``MSE(truncated layer) / its σ² tail``.
 
     ``layers`` holds ``(name, module, delta, tail)``: ``delta()`` gives ``BA − W`` at a reference rank and
     ``tail`` the ``σ²`` it discards. Each layer in turn gets ``x (BA − W)ᵀ`` added to its output by a
-    forward hook while the ``probe`` batches run, and the mean block-feature loss ``loss``
-    (`pela.features.FEATURE_LOSSES`) to the unmodified model (real tokens only) is measured. Layers outside every block (their error never reaches the
+    forward hook while the ``probe`` batches run, and the mean block-feature MSE to the unmodified
+    model (real tokens only) is measured. Layers outside every block (their error never reaches the
     block features), and layers the probe never runs (one tower of CLIP, probed with images alone), get
     ``None``; with no blocks, the model's main output is compared instead.
     """
@@ -141,8 +140,8 @@ def sensitivities(model: nn.Module, layers: Sequence[tuple[str, nn.Module, Calla
             if not calls:  # the probe never reached it (CLIP's text tower, calibrated on images): no evidence either way
                 result.append(None)
                 continue
-            cost = sum(float(feature_loss(g, r[0], b.get("attention_mask"), loss)) for g, r, b in zip(got, reference, batches)) / len(batches)
-            result.append(cost / tail if tail > 0 else 0.0)
+            mse = sum(float(feature_loss(g, r[0], b.get("attention_mask"))) for g, r, b in zip(got, reference, batches)) / len(batches)
+            result.append(mse / tail if tail > 0 else 0.0)
         return result
     finally:
         recorder.remove()

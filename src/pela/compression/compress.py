@@ -51,7 +51,7 @@ def _allocate_budget(model: nn.Module, layers: list[_Layer], config: LowRankConf
               for x, r in zip(layers, reference)]
     with progress_bar(progress, len(probes), "probing sensitivity") as advance:
         measure = linearized_sensitivities if config.sensitivity == "gradient" else sensitivities
-        weights = measure(model, probes, calibration.probe, advance, loss=config.sensitivity_loss)
+        weights = measure(model, probes, calibration.probe, advance)
     ranks = {x.candidate.name: r for x, r in zip(layers, reference)}  # layers the probes cannot see keep these
     free = [i for i, w in enumerate(weights) if w is not None]
     budget = int(fraction * sum(o * i for o, i in shapes)) - sum(reference[i] * sum(shapes[i]) for i, w in enumerate(weights) if w is None)

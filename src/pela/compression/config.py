@@ -17,7 +17,6 @@ from pela.errors import PelaError
 
 RANK_RULES = ("ratio", "rank", "energy", "param_budget")
 SENSITIVITIES = ("replay", "gradient")
-SENSITIVITY_LOSSES = ("mse", "relative")  # `pela.features.FEATURE_LOSSES`
 
 
 def _check_regexes(field_name: str, patterns: Any) -> tuple[str, ...]:
@@ -71,8 +70,6 @@ class LowRankConfig:
             perturbs one layer at a time and re-runs the blocks after it (exact); ``"gradient"``
             linearizes the block features and reads every layer's cost from a few backward passes
             (`pela.compression.linearized`), far faster for deep models.
-        sensitivity_loss: the block-feature loss that cost is measured in: ``"mse"``, or ``"relative"``,
-            each token's squared error relative to the original's feature there (`pela.features`).
         device: where to run the factorization math (default: each layer's own device).
 
     >>> LowRankConfig(ratio=3, align=1).resolved_mode()
@@ -90,7 +87,6 @@ class LowRankConfig:
     init: str = "svd"
     sequential: bool = False
     sensitivity: str = "replay"
-    sensitivity_loss: str = "mse"
     device: str | None = None
 
     def __post_init__(self) -> None:
@@ -117,8 +113,6 @@ class LowRankConfig:
             raise PelaError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.sensitivity not in SENSITIVITIES:
             raise PelaError(f"sensitivity must be one of {', '.join(SENSITIVITIES)}, got {self.sensitivity!r}")
-        if self.sensitivity_loss not in SENSITIVITY_LOSSES:
-            raise PelaError(f"sensitivity_loss must be one of {', '.join(SENSITIVITY_LOSSES)}, got {self.sensitivity_loss!r}")
         if not isinstance(self.sequential, bool):
             raise PelaError(f"sequential must be true or false, got {self.sequential!r}")
         if self.sequential and self.init not in NEEDS_CALIBRATION:

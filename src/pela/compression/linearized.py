@@ -9,8 +9,6 @@ feature MSE, one backward pass of ``s = ⟨r, F⟩`` gives ``g_l = ∂s/∂y_l``
 ``E[⟨g_l, δ_l⟩²] = ‖J_l δ_l‖²``: the feature MSE the truncation causes, to first order. Examples do
 not interact, so each example's term is an independent estimate; summing their squares and
 averaging ``draws`` draws of ``r`` gives a relative spread of about ``√(2 / (examples · draws))``.
-For the relative feature loss each token's part of ``r`` is divided by the norm of the unperturbed
-feature there, and the scale counts tokens instead of elements.
 """
 
 from __future__ import annotations
@@ -27,9 +25,9 @@ from pela.features import BlockCapture, real_tokens
 
 def linearized_sensitivities(model: nn.Module, layers: Sequence[tuple[str, nn.Module, Callable[[], torch.Tensor], float]],
                              probe: Sequence[dict[str, Any]], progress: Callable[..., None] = lambda **_: None,
-                             draws: int = 4, seed: int = 0, loss: str = "mse") -> list[float | None]:
-    """Same contract as `pela.compression.allocate.sensitivities`: block-feature loss ``loss`` per unit of ``σ²``
-    tail for each ``(name, module, delta, tail)``, ``None`` for layers outside every block or never reached."""
+                             draws: int = 4, seed: int = 0) -> list[float | None]:
+    """Same contract as `pela.compression.allocate.sensitivities`: block-feature MSE per unit of ``σ²`` tail
+    for each ``(name, module, delta, tail)``, ``None`` for layers outside every block or never reached."""
     blocks = arch.find_blocks(model)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     in_block = [not blocks or any(name.startswith(b + ".") for b in blocks) for name, *_ in layers]
@@ -44,7 +42,7 @@ def linearized_sensitivities(model: nn.Module, layers: Sequence[tuple[str, nn.Mo
         for batch in probe:
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             for _ in range(draws):
-                terms = _one_draw(model, layers, deltas, batch, capture, generator, loss == "relative")
+                terms = _one_draw(model, layers, deltas, batch, capture, generator)
                 for i, term in terms.items():
                     totals[i] += term / draws
                     reached[i] = True
@@ -61,7 +59,7 @@ def linearized_sensitivities(model: nn.Module, layers: Sequence[tuple[str, nn.Mo
 
 
 def _one_draw(model: nn.Module, layers: Sequence[tuple], deltas: list[torch.Tensor | None], batch: dict[str, Any],
-              capture: BlockCapture | None, generator: torch.Generator, relative: bool = False) -> dict[int, float]:
+              capture: BlockCapture | None, generator: torch.Generator) -> dict[int, float]:
     """``Σ_examples ⟨g_l, δ_l⟩²`` for each layer the batch reaches, for one draw of ``r``."""
     slots: dict[int, torch.Tensor] = {}
     inputs: dict[int, torch.Tensor] = {}
@@ -85,9 +83,7 @@ def _one_draw(model: nn.Module, layers: Sequence[tuple], deltas: list[torch.Tens
             for f in features:
                 real = real_tokens(f, mask)
                 r = torch.randn(real.shape, generator=generator).to(real.device, real.dtype)
-                if relative:  # ‖J δ‖² / ‖t‖² per token, averaged over tokens
-                    r = r / real.detach().norm(dim=-1, keepdim=True).clamp_min(torch.finfo(real.dtype).tiny)
-                s = s + (r * real).sum() / math.sqrt(len(features) * (real.shape[0] if relative else real.numel()))
+                s = s + (r * real).sum() / math.sqrt(len(features) * real.numel())
             examples = features[0].shape[0]
             order = sorted(slots)
             grads = torch.autograd.grad(s, [slots[i] for i in order], allow_unused=True) if order else []
