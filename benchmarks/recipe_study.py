@@ -235,7 +235,7 @@ def main() -> None:
                 extra["targets"] = args.targets
         if any(r["settings_key"] == key and r["row"] == row and r["ratio"] == ratio_key and r["seed"] == seed
                and all(r.get(k) == v for k, v in extra.items()) and r.get("targets") == extra.get("targets")
-               and r.get("student_mode", "train") == "train" for r in results["runs"]):
+               and not tried(r) for r in results["runs"]):
             continue
         torch.manual_seed(seed)
         out = run(row, ratio, seed, data, unlabeled, settings, probes, args.feature_loss, args.stages, args.targets if row == "pela_prog" else None)
