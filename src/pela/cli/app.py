@@ -18,6 +18,7 @@ from pela.cli import compress_cmd, shrink_cmd, train_cmd, inspect_cmd  # noqa: F
 # isort: on
 from pela.cli.common import app
 from pela.errors import PelaError
+from pela.training.accelerator import leave_process_group
 from pela.utils.memory import keep_freed_memory
 
 
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     except PelaError as e:  # anything else is a bug in pela or below it: its traceback is kept
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
+    leave_process_group()  # after a clean run only: a failed rank exits at once, torchrun stops the others
     return 0
 
 

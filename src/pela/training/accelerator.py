@@ -48,6 +48,17 @@ def make_accelerator(config: TrainConfig) -> Any:
     return accelerator
 
 
+def leave_process_group() -> None:
+    """Leave the process group torchrun or ``accelerate launch`` joined, if any, before Python exits.
+
+    Without it gloo's worker threads are torn down with the interpreter and a process can abort
+    (SIGABRT, "terminate called without an active exception") after its work is done.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def fsdp_requested() -> bool:
     """Whether the launch asked for FSDP (``accelerate launch --use_fsdp`` sets ``ACCELERATE_USE_FSDP``)."""
     return os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
