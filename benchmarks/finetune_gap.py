@@ -8,8 +8,10 @@ the same starting point:
     dense        its factors merged back into dense layers first (`densify`: the teacher's size again),
                  which shows how much of the teacher's accuracy the distilled representation still holds
     lr_xM        its factors on M times the learning rate of the other parameters (AdamW groups)
+    lr_norm      each layer's factors on the learning rate that moves its product ``B·A`` as far per step as
+                 Adam moves a dense weight: the rate / sqrt(‖A‖²/in + ‖B‖²/out) (random-sign steps)
 
-    nice .venv/bin/python benchmarks/finetune_gap.py [--ratio 2] [--seed 0] [--ways factors,dense,lr_x2,lr_x0.5]
+    nice .venv/bin/python benchmarks/finetune_gap.py [--ratio 2] [--seed 0] [--ways factors,dense,lr_x2,lr_x0.5,lr_norm]
 
 Every way's accuracy is kept in the results file as soon as it is measured; ways already there are
 skipped (the student is only made when a way is missing).
@@ -36,18 +38,41 @@ RESULTS = Path(__file__).with_name("results") / "finetune_gap.json"
 WORK = Path("runs/bench_recipe_study")  # the study's data
 
 
-def factor_lr(student, multiplier: float):
-    """A stand-in for `torch.optim.AdamW` that puts ``student``'s factors in a group of their own, on
-    ``multiplier`` × the learning rate (pela's fine-tuning builds its optimizer from ``torch.optim.AdamW``)."""
+def step_matched(layer: LowRankLinear) -> float:
+    """The multiplier of the rate at which Adam's steps on ``layer``'s factors move ``B·A`` as far as on a dense weight."""
+    a, b = layer.a.weight.detach(), layer.b.weight.detach()
+    return float((a.pow(2).sum() / a.shape[1] + b.pow(2).sum() / b.shape[0]).rsqrt())
+
+
+def factor_lr(student, multiplier: float | None):
+    """A stand-in for `torch.optim.AdamW` that puts each of ``student``'s factored layers in a group of its own, on
+    ``multiplier`` × the learning rate (None: `step_matched`); pela's fine-tuning builds its optimizer from it."""
     adamw = torch.optim.AdamW
-    factors = {id(p) for m in student.modules() if isinstance(m, LowRankLinear) for p in (m.a.weight, m.b.weight)}
+    layers = [m for m in student.modules() if isinstance(m, LowRankLinear)]
+    scale = {id(p): (step_matched(m) if multiplier is None else multiplier) for m in layers for p in (m.a.weight, m.b.weight)}
+    print("factor lr multipliers: " + " ".join(f"{v:.3g}" for v in list(scale.values())[::2]), flush=True)
 
     def grouped(params, lr, **kwargs):
         params = list(params)
-        return adamw([{"params": [p for p in params if id(p) not in factors], "lr": lr},
-                      {"params": [p for p in params if id(p) in factors], "lr": lr * multiplier}], lr=lr, **kwargs)
+        groups = [{"params": [p for p in params if id(p) not in scale], "lr": lr}]
+        groups += [{"params": [p], "lr": lr * scale[id(p)]} for p in params if id(p) in scale]
+        return adamw(groups, lr=lr, **kwargs)
 
     return grouped
+
+
+def made_student(ratio: float, seed: int, data, settings: DemoSettings):
+    """pela's student at ``ratio`` for ``seed``, made once and kept in ``WORK/students``."""
+    kept = WORK / "students" / f"k{ratio:g}_seed{seed}"
+    if (kept / "pela.json").is_file():
+        return pela.load(str(kept))
+    torch.manual_seed(seed)
+    student = pela.load(str(minilm_dir()))
+    pela.shrink(student, load_for_training(str(minilm_dir())), data.unlabeled, ratio, distill_config(settings, seed=seed),
+                collate_fn=Collator(student, max_length=settings.max_length), calib_samples=settings.calib_samples, seed=seed,
+                progress=True)
+    pela.save_pretrained(student, kept)
+    return student
 
 
 def main() -> None:
@@ -67,11 +92,7 @@ def main() -> None:
         return
     settings = replace(DemoSettings(), finetune_epochs=args.epochs)
     data = demo_data(WORK / "data", settings)
-    torch.manual_seed(args.seed)
-    student = pela.load(str(minilm_dir()))
-    pela.shrink(student, load_for_training(str(minilm_dir())), data.unlabeled, args.ratio, distill_config(settings, seed=args.seed),
-                collate_fn=Collator(student, max_length=settings.max_length), calib_samples=settings.calib_samples, seed=args.seed,
-                progress=True)
+    student = made_student(args.ratio, args.seed, data, settings)
     for way in ways:
         model = copy.deepcopy(student)
         adamw = torch.optim.AdamW
@@ -79,8 +100,10 @@ def main() -> None:
             densify(model)
         elif way.startswith("lr_x"):
             torch.optim.AdamW = factor_lr(model, float(way[4:]))
+        elif way == "lr_norm":
+            torch.optim.AdamW = factor_lr(model, None)
         elif way != "factors":
-            raise SystemExit(f"error: unknown way {way!r}: factors, dense or lr_xM")
+            raise SystemExit(f"error: unknown way {way!r}: factors, dense, lr_xM or lr_norm")
         try:
             torch.manual_seed(args.seed)
             metrics, _ = finetune_and_evaluate(model, data, settings, seed=args.seed)
