@@ -4,12 +4,13 @@ The study of record's task and recipes (`recipe_study.py`, 3 epochs of fine-tuni
 (`pela.shrink`, as the ``pela_prog`` row makes it) is made once, then fine-tuned in several ways from
 the same starting point:
 
-    factors      as the study fine-tunes it (the reference)
+    factors      its factors at the learning rate of every other parameter (``factor_lr=1``, the study's runs before
+                 matched rates were the default: the reference)
     dense        its factors merged back into dense layers first (`densify`: the teacher's size again),
                  which shows how much of the teacher's accuracy the distilled representation still holds
-    lr_xM        its factors on M times the learning rate of the other parameters (AdamW groups)
+    lr_xM        its factors on M times the learning rate of the other parameters (``factor_lr=M``)
     lr_norm      each layer's factors on the learning rate that moves its product ``B·A`` as far per step as
-                 Adam moves a dense weight: the rate / sqrt(‖A‖²/in + ‖B‖²/out) (random-sign steps)
+                 Adam moves a dense weight (``factor_lr="matched"``, the default now: `pela.training.rates`)
 
     nice .venv/bin/python benchmarks/finetune_gap.py [--ratio 2] [--seed 0] [--ways factors,dense,lr_x2,lr_x0.5,lr_norm]
 
@@ -30,35 +31,13 @@ import torch
 import pela
 from pela.data.collate import Collator
 from pela.demo import DemoSettings, demo_data, distill_config, finetune_and_evaluate, minilm_dir
-from pela.layers.lowrank import LowRankLinear, densify
+from pela.layers.lowrank import densify
 from pela.models.sources import load_for_training
+from pela.training.rates import MATCHED
 from pela.utils.files import atomic_write_text
 
 RESULTS = Path(__file__).with_name("results") / "finetune_gap.json"
 WORK = Path("runs/bench_recipe_study")  # the study's data
-
-
-def step_matched(layer: LowRankLinear) -> float:
-    """The multiplier of the rate at which Adam's steps on ``layer``'s factors move ``B·A`` as far as on a dense weight."""
-    a, b = layer.a.weight.detach(), layer.b.weight.detach()
-    return float((a.pow(2).sum() / a.shape[1] + b.pow(2).sum() / b.shape[0]).rsqrt())
-
-
-def factor_lr(student, multiplier: float | None):
-    """A stand-in for `torch.optim.AdamW` that puts each of ``student``'s factored layers in a group of its own, on
-    ``multiplier`` × the learning rate (None: `step_matched`); pela's fine-tuning builds its optimizer from it."""
-    adamw = torch.optim.AdamW
-    layers = [m for m in student.modules() if isinstance(m, LowRankLinear)]
-    scale = {id(p): (step_matched(m) if multiplier is None else multiplier) for m in layers for p in (m.a.weight, m.b.weight)}
-    print("factor lr multipliers: " + " ".join(f"{v:.3g}" for v in list(scale.values())[::2]), flush=True)
-
-    def grouped(params, lr, **kwargs):
-        params = list(params)
-        groups = [{"params": [p for p in params if id(p) not in scale], "lr": lr}]
-        groups += [{"params": [p], "lr": lr * scale[id(p)]} for p in params if id(p) in scale]
-        return adamw(groups, lr=lr, **kwargs)
-
-    return grouped
 
 
 def made_student(ratio: float, seed: int, data, settings: DemoSettings):
@@ -75,6 +54,17 @@ def made_student(ratio: float, seed: int, data, settings: DemoSettings):
     return student
 
 
+def factor_lr(way: str) -> float | str:
+    """The fine-tuning's `FinetuneConfig.factor_lr` for ``way``."""
+    if way in ("factors", "dense"):  # dense: no factors left, the rate does not matter
+        return 1.0
+    if way == "lr_norm":
+        return MATCHED
+    if way.startswith("lr_x"):
+        return float(way[4:])
+    raise SystemExit(f"error: unknown way {way!r}: factors, dense, lr_xM or lr_norm")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ratio", type=float, default=2.0)
@@ -86,7 +76,7 @@ def main() -> None:
     results = json.loads(args.results.read_text()) if args.results.is_file() else {"runs": {}}
     key = f"k{args.ratio:g}_seed{args.seed}_ft{args.epochs:g}ep"
     done = results["runs"].setdefault(key, {})
-    ways = [w for w in args.ways.split(",") if w not in done]
+    ways = [w for w in args.ways.split(",") if w not in done and factor_lr(w) is not None]  # an unknown way stops here
     if not ways:
         print(json.dumps(done, indent=1))
         return
@@ -95,20 +85,10 @@ def main() -> None:
     student = made_student(args.ratio, args.seed, data, settings)
     for way in ways:
         model = copy.deepcopy(student)
-        adamw = torch.optim.AdamW
         if way == "dense":
             densify(model)
-        elif way.startswith("lr_x"):
-            torch.optim.AdamW = factor_lr(model, float(way[4:]))
-        elif way == "lr_norm":
-            torch.optim.AdamW = factor_lr(model, None)
-        elif way != "factors":
-            raise SystemExit(f"error: unknown way {way!r}: factors, dense, lr_xM or lr_norm")
-        try:
-            torch.manual_seed(args.seed)
-            metrics, _ = finetune_and_evaluate(model, data, settings, seed=args.seed)
-        finally:
-            torch.optim.AdamW = adamw
+        torch.manual_seed(args.seed)
+        metrics, _ = finetune_and_evaluate(model, data, replace(settings, factor_lr=factor_lr(way)), seed=args.seed)
         done[way] = {"accuracy": metrics["accuracy"], "params_linear": metrics["params_linear"]}
         atomic_write_text(args.results, json.dumps(results, indent=1) + "\n")
         print(f"{key} {way}: accuracy {metrics['accuracy']:.4f}", flush=True)

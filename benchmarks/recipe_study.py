@@ -17,9 +17,11 @@ Rows:
 
     nice .venv/bin/python benchmarks/recipe_study.py teacher:1:0 pela:2:0,1,2 paper:2:0 [--epochs 3]
         [--distill-steps 300] [--distill-data labelled|all] [--distill-lr 1e-4] [--finetune-lr 3e-4] [--feature-loss relative|mse]
-        [--probe-samples 32] [--stages 2] [--targets REGEX] [--results FILE] [--table] [--plot docs/recipe_study.png]
+        [--probe-samples 32] [--stages 2] [--targets REGEX] [--factor-lr matched|M] [--results FILE] [--table]
+        [--plot docs/recipe_study.png]
 
-``--epochs`` etc. are part of a run's key: runs under other settings are kept apart, never averaged.
+``--factor-lr`` is the fine-tuning's rate for factored layers (`FinetuneConfig.factor_lr`; runs from before it
+existed ran at 1, the rate of every other parameter). ``--epochs`` etc. are part of a run's key: runs under other settings are kept apart, never averaged.
 Runs marked with a setting of `REMOVED` ran an option that was tried and removed (docs/BENCHMARKS.md): they
 are listed, never taken for the runs above.
 """
@@ -41,6 +43,7 @@ from pela import LowRankConfig
 from pela.data.collate import Collator
 from pela.demo import DemoSettings, demo_data, distill_config, distill_student, finetune_and_evaluate, gloss_texts, minilm_dir
 from pela.models.sources import load_for_training
+from pela.training.rates import MATCHED
 from pela.training.shrink import STAGES, stage_recipe
 from pela.utils.files import atomic_write_text
 
@@ -68,6 +71,8 @@ def _load(path: Path) -> dict:
             r.setdefault("feature_loss", "mse")
         if r["row"] == "pela_prog":  # and in two stages, before their number was a setting
             r.setdefault("stages", 2)
+        if r["row"] != "teacher":  # and fine-tuned their factors at the rate of every other parameter
+            r.setdefault("factor_lr", 1.0)
     return results
 
 
@@ -142,6 +147,7 @@ def table(results: dict) -> str:
         row += f" ({r['feature_loss']})" if r["row"] in DISTILLED and r["row"] != "paper" else ""
         row += f" ({r['stages']} stages)" if r["row"] == "pela_prog" and r["stages"] != STAGES else ""
         row += f" (targets {r['targets']})" if "targets" in r else ""
+        row += f" (factor lr {r['factor_lr']})" if r.get("factor_lr", MATCHED) != MATCHED else ""
         row += "".join(f" ({k} {r[k]})" for k, v in REMOVED.items() if r.get(k, v) != v)
         groups.setdefault((r["settings_key"], row, r["ratio"]), []).append(r)
     lines = ["| settings | row | k | linear params | runs | accuracy mean ± std |", "|---|---|---:|---:|---:|---:|"]
@@ -173,6 +179,7 @@ def plot(results: dict, key: str, path: Path) -> None:
     for r in runs:
         if r["row"] in LABELS and r.get("stages", STAGES) == STAGES and "targets" not in r and not tried(r):
             label = LABELS[r["row"]] + (f", {r['feature_loss']} feature loss" if r["row"] in DISTILLED and r["row"] != "paper" else "")
+            label += f", factor lr {r['factor_lr']}" if r.get("factor_lr", MATCHED) != MATCHED else ""
             series.setdefault(label, {}).setdefault(r["ratio"], []).append(r)
     for label, by_ratio in sorted(series.items()):  # one point per k (allocated ranks: the size varies a little with the seed)
         groups = sorted(by_ratio.values(), key=lambda g: -g[0]["ratio"])
@@ -202,6 +209,8 @@ def main() -> None:
     p.add_argument("--stages", type=int, default=STAGES, help="pela_prog's stages of size (pela.shrink)")
     p.add_argument("--targets", help="pela_prog's distillation targets: a regex of the modules whose outputs it matches "
                                      "(`DistillConfig.blocks`; default: the blocks pela finds)")
+    p.add_argument("--factor-lr", type=lambda v: v if v == MATCHED else float(v), default=MATCHED,
+                   help="the fine-tuning's rate for factored layers: matched or a multiple of the rate (FinetuneConfig.factor_lr)")
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--table", action="store_true", help="print the table of what is there and stop")
     p.add_argument("--plot", type=Path, help="draw accuracy against parameters for the runs under these settings, and stop")
@@ -211,7 +220,7 @@ def main() -> None:
         print(table(results))
         return
     settings = replace(DemoSettings(), finetune_epochs=args.epochs, distill_steps=args.distill_steps, distill_lr=args.distill_lr,
-                       finetune_lr=args.finetune_lr)
+                       finetune_lr=args.finetune_lr, factor_lr=args.factor_lr)
     key = f"ft{args.epochs:g}ep_d{args.distill_steps}_{args.distill_data}"
     if args.distill_lr != DemoSettings.distill_lr:  # keys of runs at the default stay as they were
         key += f"_lr{args.distill_lr:g}"
@@ -227,6 +236,8 @@ def main() -> None:
     for row, ratio, seed in parse_jobs(args.jobs):
         ratio_key = 1.0 if row == "teacher" else ratio
         extra = {"probe_samples": probes} if row in CALIBRATED else {}
+        if row != "teacher":
+            extra["factor_lr"] = args.factor_lr
         if row in DISTILLED:
             extra["feature_loss"] = feature_loss_of(row, args.feature_loss)
         if row == "pela_prog":

@@ -98,6 +98,7 @@ class DemoSettings:
     distill_lr: float = 1e-4
     finetune_lr: float = 3e-4
     finetune_epochs: float = 1.0
+    factor_lr: float | str = FinetuneConfig.factor_lr  # the factored layers' learning rate (pela.training.rates)
     max_length: int = 64
     calib_samples: int = 512  # unlabeled training glosses whose statistics pela's recipe factorizes with
 
@@ -165,7 +166,7 @@ def finetune_and_evaluate(model: Any, data: DemoData, settings: DemoSettings, se
     """The demo's one fine-tuning recipe, then test metrics: ``(metrics + finetune_seconds, loss curve)``."""
 
     config = FinetuneConfig(epochs=settings.finetune_epochs, batch_size=settings.batch_size, lr=settings.finetune_lr,
-                            group_by_length=True, log_every=10, seed=seed)
+                            group_by_length=True, log_every=10, seed=seed, factor_lr=settings.factor_lr)
     tuned, res = finetune(model, data.train, config, num_classes=len(data.classes),
                           collate_fn=Collator(model, max_length=settings.max_length), progress=True)
     metrics = evaluate(tuned, data.test, collate_fn=Collator(tuned, max_length=settings.max_length))
