@@ -268,6 +268,9 @@ def test_finetune_and_eval_cli(setup, tmp_path, capsys):
     assert code == 0 and metrics["samples"] == 67 and metrics["per_class"]["prime"] == {"support": 3, "recall": 0.0, "precision": 0.0, "f1": 0.0}
     code, _, err = run(capsys, "finetune", setup / "student", "--data", setup / "text.txt", "--out", tmp_path / "x", "--steps", 1)
     assert code == 2 and "labelled data" in err
+    for bad in ("fast", "0"):
+        code, _, err = run(capsys, "finetune", setup / "student", "--data", tmp_path / "train.jsonl", "--out", tmp_path / "x", "--factor-lr", bad)
+        assert code == 2 and err.startswith("error: ") and "factor" in err and not (tmp_path / "x").exists(), err
     code, _, err = run(capsys, "eval", setup / "teacher", "--data", tmp_path / "train.jsonl")
     assert code == 2 and "fine-tune it first" in err
 
