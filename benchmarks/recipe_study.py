@@ -17,14 +17,13 @@ Rows:
 
     nice .venv/bin/python benchmarks/recipe_study.py teacher:1:0 pela:2:0,1,2 paper:2:0 [--epochs 3]
         [--distill-steps 300] [--distill-data labelled|all] [--distill-lr 1e-4] [--finetune-lr 3e-4] [--feature-loss relative|mse]
-        [--probe-samples 32] [--stages 2] [--targets REGEX] [--factor-lr matched|M] [--distill-factor-lr matched|M]
-        [--results FILE] [--table]
+        [--probe-samples 32] [--stages 2] [--targets REGEX] [--factor-lr matched|M] [--results FILE] [--table]
         [--plot docs/recipe_study.png]
 
 ``--factor-lr`` is the fine-tuning's rate for factored layers (`FinetuneConfig.factor_lr`; runs from before it
 existed ran at 1, the rate of every other parameter). ``--epochs`` etc. are part of a run's key: runs under other settings are kept apart, never averaged.
-Runs marked with a setting of `REMOVED` ran an option that was tried and removed (docs/BENCHMARKS.md), or one
-being tried (``--distill-factor-lr``): they are listed, never taken for the runs above.
+Runs marked with a setting of `REMOVED` ran an option that was tried and removed (docs/BENCHMARKS.md): they
+are listed, never taken for the runs above.
 """
 
 from __future__ import annotations
@@ -54,7 +53,7 @@ WORK = Path("runs/bench_recipe_study")
 
 
 # options tried and removed, with the value every other run had: the student in eval mode while it distilled
-# (no dropout), layer sensitivities measured in the relative feature loss
+# (no dropout), layer sensitivities measured in the relative feature loss, factored layers distilled at matched rates
 REMOVED = {"student_mode": "train", "sensitivity_loss": "mse", "distill_factor_lr": 1.0}
 CALIBRATED = ("pela", "pela_seq", "pela_nd", "pela_prog")  # the rows whose result depends on the sensitivity probes
 DISTILLED = ("pela", "pela_seq", "pela_prog", "paper")  # the rows whose result depends on the distillation's feature loss
@@ -125,13 +124,12 @@ def feature_loss_of(row: str, pela_loss: str) -> str:
 
 
 def run(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSettings, probe_samples: int, pela_loss: str,
-        stages: int = STAGES, targets: str | None = None, distill_factor_lr: float | str = 1.0) -> dict:
+        stages: int = STAGES, targets: str | None = None) -> dict:
     began = time.perf_counter()
     loss = feature_loss_of(row, pela_loss)
     model, compress_s = student(row, ratio, seed, data, unlabeled, settings, probe_samples)
     if row == "pela_prog":
-        shrunk = pela.shrink(model, load_for_training(str(minilm_dir())), unlabeled, ratio, distill_config(settings, seed=seed, feature_loss=loss, blocks=targets,
-                                                                                                         factor_lr=distill_factor_lr),
+        shrunk = pela.shrink(model, load_for_training(str(minilm_dir())), unlabeled, ratio, distill_config(settings, seed=seed, feature_loss=loss, blocks=targets),
                              stages=stages, collate_fn=Collator(model, max_length=settings.max_length), calib_samples=settings.calib_samples,
                              probe_samples=probe_samples, seed=seed, progress=True)
         compress_s = time.perf_counter() - began - sum(d.seconds for d in shrunk.distills)
@@ -213,8 +211,6 @@ def main() -> None:
                                      "(`DistillConfig.blocks`; default: the blocks pela finds)")
     p.add_argument("--factor-lr", type=lambda v: v if v == MATCHED else float(v), default=MATCHED,
                    help="the fine-tuning's rate for factored layers: matched or a multiple of the rate (FinetuneConfig.factor_lr)")
-    p.add_argument("--distill-factor-lr", type=lambda v: v if v == MATCHED else float(v), default=1.0,
-                   help="pela_prog's distillation rate for factored layers (DistillConfig.factor_lr)")
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--table", action="store_true", help="print the table of what is there and stop")
     p.add_argument("--plot", type=Path, help="draw accuracy against parameters for the runs under these settings, and stop")
@@ -248,15 +244,12 @@ def main() -> None:
             extra["stages"] = args.stages
             if args.targets:
                 extra["targets"] = args.targets
-            if args.distill_factor_lr != 1.0:
-                extra["distill_factor_lr"] = args.distill_factor_lr
         if any(r["settings_key"] == key and r["row"] == row and r["ratio"] == ratio_key and r["seed"] == seed
                and all(r.get(k) == v for k, v in extra.items()) and r.get("targets") == extra.get("targets")
-               and tried(r) == tried(extra) for r in results["runs"]):
+               and not tried(r) for r in results["runs"]):
             continue
         torch.manual_seed(seed)
-        out = run(row, ratio, seed, data, unlabeled, settings, probes, args.feature_loss, args.stages, args.targets if row == "pela_prog" else None,
-                  args.distill_factor_lr)
+        out = run(row, ratio, seed, data, unlabeled, settings, probes, args.feature_loss, args.stages, args.targets if row == "pela_prog" else None)
         results = _load(args.results)  # another process may have added runs meanwhile
         results["runs"].append({"settings_key": key, "row": row, "ratio": ratio_key, "seed": seed, "device": device, **extra, **out})
         _save(results, args.results)

@@ -39,9 +39,6 @@ class TrainConfig:
     eval_every: int | None = None  # evaluate every N steps and at the end (needs an evaluator)
     keep_best: str | None = None  # end with the weights of the best evaluation by this metric (see LOWER_IS_BETTER)
     patience: int | None = None  # with keep_best: stop after this many evaluations without a better one
-    # factored layers' learning rate (pela.training.rates): a multiple of lr for all of them, or "matched": each
-    # layer's steps on B·A as large as a dense weight's
-    factor_lr: float | str = 1.0
     EVAL_METRICS: ClassVar[tuple[str, ...]] = ()  # what a stage's evaluation reports, so keep_best may name (empty: anything)
 
     def __post_init__(self) -> None:
@@ -61,9 +58,6 @@ class TrainConfig:
                   ("keep_best", self.keep_best, lambda v: v is None or (isinstance(v, str) and v != ""), "a metric name"),
                   ("patience", self.patience, lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer >= 1"),
                   ("mixed_precision", self.mixed_precision, lambda v: v in ("auto", "no", "bf16", "fp16"), "auto, no, bf16 or fp16")]
-        checks.append(("factor_lr", self.factor_lr, lambda v: v == "matched" or (isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                                           and math.isfinite(v) and v > 0),
-                       "'matched' or a number > 0"))
         for name, value, ok, allowed in checks:
             if not ok(value):
                 raise PelaError(f"{name} must be {allowed}, got {value!r}")

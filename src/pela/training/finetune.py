@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -21,7 +22,7 @@ from pela.metadata import info
 from pela.training.config import TrainConfig, TrainResult
 from pela.training.evaluate import evaluate, model_device
 from pela.training.loop import fit
-from pela.training.rates import MATCHED
+from pela.training.rates import MATCHED, factor_rates
 
 # what `evaluate` reports that can pick the best model during fine-tuning (loss is minimized, the others maximized)
 EVAL_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "top5", "loss")
@@ -37,7 +38,9 @@ class FinetuneConfig(TrainConfig):
     lora: int | None = None  # train only rank-R LoRA adapters (peft) and the head
     lora_alpha: float = 16.0
     label_smoothing: float = 0.0
-    factor_lr: float | str = MATCHED  # fine-tuning within the factors gains from it (docs/BENCHMARKS.md)
+    # factored layers' learning rate: "matched" (each layer's steps on B·A as large as on a dense weight,
+    # pela.training.rates) or a multiple of lr for all of them (1: the rate of every other parameter)
+    factor_lr: float | str = MATCHED
     EVAL_METRICS: ClassVar[tuple[str, ...]] = EVAL_METRICS
 
     def __post_init__(self) -> None:
@@ -46,6 +49,9 @@ class FinetuneConfig(TrainConfig):
             raise PelaError(f"pooling must be mean or cls, got {self.pooling!r}")
         if self.lora is not None and (not isinstance(self.lora, int) or self.lora < 1):
             raise PelaError(f"lora must be an integer rank >= 1, got {self.lora!r}")
+        if self.factor_lr != MATCHED and not (isinstance(self.factor_lr, (int, float)) and not isinstance(self.factor_lr, bool)
+                                              and math.isfinite(self.factor_lr) and self.factor_lr > 0):
+            raise PelaError(f"factor_lr must be {MATCHED!r} or a number > 0, got {self.factor_lr!r}")
         if not (0 <= self.label_smoothing < 1):
             raise PelaError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
 
@@ -132,7 +138,8 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
         return outputs, {"task": F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)}
 
     result = fit(trained, data, collate_fn, config, step_loss, {"task": 1.0}, out=Path(out) if out else None, resume=resume,
-                 progress=progress, run_info=run_info, accelerator=accelerator, description="fine-tuning", evaluator=evaluator)
+                 progress=progress, run_info=run_info, accelerator=accelerator, description="fine-tuning", evaluator=evaluator,
+                 rates=factor_rates(trained, config.factor_lr))
     if config.lora:
         model = trained.merge_and_unload()
     info(model).classes = names

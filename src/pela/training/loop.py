@@ -27,7 +27,7 @@ from pela.training.checkpoint import latest_checkpoint, load_checkpoint, save_ch
 from pela.training.config import TrainConfig, TrainResult, run_id
 from pela.training.evaluation import Evaluations, is_eval
 from pela.training.metrics_log import MetricsLog
-from pela.training.rates import factor_rates, param_groups
+from pela.training.rates import param_groups
 from pela.utils.progress import progress_bar
 
 
@@ -41,13 +41,13 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
         step_loss: Callable[[nn.Module, dict[str, torch.Tensor]], tuple[Any, dict[str, torch.Tensor]]],
         weights: dict[str, float], *, out: Path | None = None, resume: bool = False, progress: bool = False,
         run_info: dict[str, Any] | None = None, accelerator: Any = None, description: str = "training",
-        evaluator: Callable[[nn.Module], dict[str, float]] | None = None) -> TrainResult:
+        evaluator: Callable[[nn.Module], dict[str, float]] | None = None, rates: list[tuple[list[nn.Parameter], float]] | None = None) -> TrainResult:
     """Train ``model`` in place on ``data``: ``loss = Σ weights[k] · terms[k]`` from ``step_loss``.
 
     ``evaluator`` (the model, in eval mode, to ``{metric: value}``) runs as `Evaluations` says: every
     ``config.eval_every`` steps and at the end; with ``config.keep_best`` the model ends with the
-    weights of its best evaluation, and with ``config.patience`` training may stop early. Factored layers
-    train at ``config.factor_lr`` (`pela.training.rates`).
+    weights of its best evaluation, and with ``config.patience`` training may stop early. ``rates``:
+    groups of parameters trained at a multiple of ``config.lr`` (`pela.training.rates`).
     """
     from accelerate.utils import set_seed
 
@@ -67,7 +67,7 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
 
     model.train().to(accelerator.device)
     trained = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(param_groups(trained, config.lr, factor_rates(model, config.factor_lr)), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(trained, config.lr, rates), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = cosine_schedule(optimizer, int(config.warmup * total), total)
     start = _resume(out, model, optimizer, scheduler, rid) if resume else 0
     lengths = getattr(data, "lengths", None) if config.group_by_length else None
