@@ -35,10 +35,11 @@ def factor_rates(model: nn.Module, factor_lr: float | str) -> list[tuple[list[nn
     ``factor_lr``: ``"matched"`` (`step_matched`, per layer) or one multiplier for every layer; the
     factors of layers that are not trained (LoRA, frozen) are left out.
     """
-    rates = []
+    rates, seen = [], set()
     for layer in model.modules():
         if isinstance(layer, LowRankLinear):
-            trained = [p for p in (layer.a.weight, layer.b.weight) if p.requires_grad]
+            trained = [p for p in (layer.a.weight, layer.b.weight) if p.requires_grad and id(p) not in seen]
+            seen.update(map(id, trained))  # a factor shared by two layers takes the first one's rate: AdamW takes it once
             if trained:
                 rates.append((trained, step_matched(layer) if factor_lr == MATCHED else float(factor_lr)))
     return rates
@@ -53,8 +54,3 @@ def param_groups(params: list[nn.Parameter], lr: float, rates: list[tuple[list[n
     rest = [p for p in params if id(p) not in rated]
     return ([{"params": rest, "lr": lr}] if rest else []) + [{"params": ps, "lr": lr * scale} for ps, scale in rates]
 
-
-def describe(rates: list[tuple[list[nn.Parameter], float]]) -> str:
-    """The multipliers' range, for a run's log: ``0.453 to 1.88 over 37 layers``."""
-    values = [scale for _, scale in rates] or [1.0]
-    return f"{min(values):.3g} to {max(values):.3g} over {len(rates)} layers"
