@@ -53,4 +53,3 @@ def param_groups(params: list[nn.Parameter], lr: float, rates: list[tuple[list[n
     rated = {id(p) for ps, _ in rates for p in ps}
     rest = [p for p in params if id(p) not in rated]
     return ([{"params": rest, "lr": lr}] if rest else []) + [{"params": ps, "lr": lr * scale} for ps, scale in rates]
-
