@@ -235,6 +235,20 @@ def stack(examples):
     return {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
 
 
+def crashing_stack(at_call: int = 6):
+    """`stack` that is interrupted at its ``at_call``-th batch, as a crash would: the loader runs one batch ahead,
+    so the default dies in step 5, after a step-4 checkpoint."""
+    calls = {"n": 0}
+
+    def crashing(examples):
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            raise KeyboardInterrupt
+        return stack(examples)
+
+    return crashing
+
+
 class Labelled(Dataset):
     """Token sequences whose class is decided by the first token: learnable in a few steps."""
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import Tokens, hf_bert, pair, stack
+from conftest import Tokens, crashing_stack, hf_bert, pair, stack
 
 import pela
 from pela import DistillConfig, PelaError
@@ -16,17 +16,9 @@ def test_resume_after_crash_is_bitwise(tmp_path):
     pela.distill(student, teacher, Tokens(), config, collate_fn=stack, out=tmp_path / "straight")
     expected = student.state_dict()
 
-    calls = {"n": 0}
-
-    def crashing(examples):
-        calls["n"] += 1
-        if calls["n"] == 6:  # the loader runs one batch ahead: this dies in step 5, after the step-4 checkpoint
-            raise KeyboardInterrupt
-        return stack(examples)
-
     student, teacher = pair(hf_bert)
-    with pytest.raises(KeyboardInterrupt):
-        pela.distill(student, teacher, Tokens(), config, collate_fn=crashing, out=tmp_path / "crashed")
+    with pytest.raises(KeyboardInterrupt):  # dies in step 5, after the step-4 checkpoint
+        pela.distill(student, teacher, Tokens(), config, collate_fn=crashing_stack(), out=tmp_path / "crashed")
     assert (tmp_path / "crashed" / "checkpoints" / "checkpoint-4").is_dir()
     student, teacher = pair(hf_bert)  # a fresh process would rebuild from scratch
     pela.distill(student, teacher, Tokens(), config, collate_fn=stack, out=tmp_path / "crashed", resume=True)

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import Labelled, hf_bert, stack
+from conftest import Labelled, crashing_stack, hf_bert, stack
 
 import pela
 from pela import FinetuneConfig, LowRankConfig, PelaError
@@ -74,29 +74,17 @@ def test_finetuning_steps_each_factored_layer_at_its_rate(factor_lr):
 
 def test_finetuning_at_matched_rates_resumes_bitwise(tmp_path):
     """Resumed, a run keeps the groups and rates it started with, though its factors' sizes have changed."""
-    def run(out, collate):
+    def run(out, collate, resume=False):
         torch.manual_seed(0)
         model = hf_bert()
         pela.compress(model, LowRankConfig(align=1))
         config = FinetuneConfig(steps=6, batch_size=8, lr=1e-3, save_every=2)
-        return pela.finetune(model, Labelled(), config, collate_fn=collate, out=out, num_classes=3)[0]
+        return pela.finetune(model, Labelled(), config, collate_fn=collate, out=out, resume=resume, num_classes=3)[0]
 
     expected = run(tmp_path / "straight", stack).state_dict()
-    calls = {"n": 0}
-
-    def crashing(examples):
-        calls["n"] += 1
-        if calls["n"] == 6:  # the loader runs one batch ahead: this dies in step 5, after the step-4 checkpoint
-            raise KeyboardInterrupt
-        return stack(examples)
-
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "crashed", crashing)
-    torch.manual_seed(0)
-    model = hf_bert()
-    pela.compress(model, LowRankConfig(align=1))
-    resumed, _ = pela.finetune(model, Labelled(), FinetuneConfig(steps=6, batch_size=8, lr=1e-3, save_every=2), collate_fn=stack,
-                               out=tmp_path / "crashed", resume=True, num_classes=3)
+        run(tmp_path / "crashed", crashing_stack())
+    resumed = run(tmp_path / "crashed", stack, resume=True)  # a fresh process rebuilds the model from scratch
     assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in expected.items())
 
 
