@@ -43,7 +43,7 @@ from pela import LowRankConfig
 from pela.data.collate import Collator
 from pela.demo import DemoSettings, demo_data, distill_config, distill_student, finetune_and_evaluate, gloss_texts, minilm_dir
 from pela.models.sources import load_for_training
-from pela.training.rates import MATCHED
+from pela.training.rates import MATCHED, parse_factor_lr
 from pela.training.shrink import STAGES, stage_recipe
 from pela.utils.files import atomic_write_text
 
@@ -209,7 +209,7 @@ def main() -> None:
     p.add_argument("--stages", type=int, default=STAGES, help="pela_prog's stages of size (pela.shrink)")
     p.add_argument("--targets", help="pela_prog's distillation targets: a regex of the modules whose outputs it matches "
                                      "(`DistillConfig.blocks`; default: the blocks pela finds)")
-    p.add_argument("--factor-lr", type=lambda v: v if v == MATCHED else float(v), default=MATCHED,
+    p.add_argument("--factor-lr", type=parse_factor_lr, default=MATCHED,
                    help="the fine-tuning's rate for factored layers: matched or a multiple of the rate (FinetuneConfig.factor_lr)")
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--table", action="store_true", help="print the table of what is there and stop")

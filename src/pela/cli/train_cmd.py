@@ -40,7 +40,7 @@ from pela.training.finetune import FinetuneConfig
 from pela.training.finetune import finetune as _finetune
 from pela.training.generation import write_generations
 from pela.training.perplexity import is_causal_lm
-from pela.training.rates import MATCHED
+from pela.training.rates import MATCHED, parse_factor_lr
 from pela.training.rundir import publish, run_dir
 from pela.utils.sharded import holds_shards
 
@@ -154,15 +154,6 @@ def _distilled(result: Any, keep_best: Optional[str], patience: Optional[int], o
             f"final loss {last.get('loss', float('nan')):.4g}{held}; student saved to {_saved(out)}")
 
 
-def _factor_lr(value: str) -> float | str:
-    if value == MATCHED:
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise PelaError(f"--factor-lr must be {MATCHED} or a number > 0, got {value!r}") from None
-
-
 @app.command()
 def finetune(
     model: str = typer.Argument(..., help="a pela student, or any model source (to compare under one recipe)"),
@@ -180,7 +171,7 @@ def finetune(
     seed: int = typer.Option(0),
     pooling: Optional[str] = typer.Option(None, help="for an added head: mean (masked mean of tokens) or cls (default: a sentence-transformers model's own, else mean)"),
     lora: Optional[int] = typer.Option(None, help="train only rank-R LoRA adapters (peft) and the head"),
-    factor_lr: str = typer.Option("matched", "--factor-lr", help="factored layers' learning rate: matched (each layer's steps on B·A as large as a dense weight's) or a multiple of --lr (1: the same)"),
+    factor_lr: str = typer.Option(MATCHED, "--factor-lr", help="factored layers' learning rate: matched (each layer's steps on B·A as large as a dense weight's) or a multiple of --lr (1: the same)"),
     grad_accum: int = typer.Option(1, "--grad-accum"),
     mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16"),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
@@ -204,7 +195,7 @@ def finetune(
     config = FinetuneConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                             pooling=pooling, lora=lora, grad_accum=grad_accum, mixed_precision=mixed_precision,
                             save_every=save_every, log_every=log_every, group_by_length=group_by_length, workers=workers,
-                            eval_every=eval_every, keep_best=keep_best, patience=patience, factor_lr=_factor_lr(factor_lr))
+                            eval_every=eval_every, keep_best=keep_best, patience=patience, factor_lr=parse_factor_lr(factor_lr))
     _check_eval_flags(eval_data, eval_every, keep_best)
     if max_length is not None and max_length < 1:
         raise PelaError(f"--max-length must be >= 1, got {max_length}")

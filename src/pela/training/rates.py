@@ -17,9 +17,20 @@ from typing import Any
 
 from torch import nn
 
+from pela.errors import PelaError
 from pela.layers.lowrank import LowRankLinear
 
 MATCHED = "matched"
+
+
+def parse_factor_lr(value: str) -> float | str:
+    """``factor_lr`` as a command line gives it: ``matched`` or a number (`FinetuneConfig` checks its range)."""
+    if value == MATCHED:
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise PelaError(f"factor_lr must be {MATCHED!r} or a number > 0, got {value!r}") from None
 
 
 def step_matched(layer: LowRankLinear) -> float:
