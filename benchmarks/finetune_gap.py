@@ -15,43 +15,28 @@ the same starting point:
     nice .venv/bin/python benchmarks/finetune_gap.py [--ratio 2] [--seed 0] [--ways factors,dense,lr_x2,lr_x0.5,lr_norm]
 
 Every way's accuracy is kept in the results file as soon as it is measured; ways already there are
-skipped (the student is only made when a way is missing).
+skipped (the student is only made when a way is missing, and kept where `recipe_study.py` keeps it).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 from dataclasses import replace
 from pathlib import Path
 
 import torch
+from recipe_study import WORK, shrunk_student  # the study's data and its kept students
 
 import pela
-from pela.data.collate import Collator
-from pela.demo import DemoSettings, demo_data, distill_config, finetune_and_evaluate, minilm_dir
+from pela.demo import DemoSettings, demo_data, finetune_and_evaluate
 from pela.layers.lowrank import densify
-from pela.models.sources import load_for_training
 from pela.training.rates import MATCHED
 from pela.utils.files import atomic_write_text
 
 RESULTS = Path(__file__).with_name("results") / "finetune_gap.json"
-WORK = Path("runs/bench_recipe_study")  # the study's data
-
-
-def made_student(ratio: float, seed: int, data, settings: DemoSettings):
-    """pela's student at ``ratio`` for ``seed``, made once and kept in ``WORK/students``."""
-    kept = WORK / "students" / f"k{ratio:g}_seed{seed}"
-    if (kept / "pela.json").is_file():
-        return pela.load(str(kept))
-    torch.manual_seed(seed)
-    student = pela.load(str(minilm_dir()))
-    pela.shrink(student, load_for_training(str(minilm_dir())), data.unlabeled, ratio, distill_config(settings, seed=seed),
-                collate_fn=Collator(student, max_length=settings.max_length), calib_samples=settings.calib_samples, seed=seed,
-                progress=True)
-    pela.save_pretrained(student, kept)
-    return student
 
 
 def factor_lr(way: str) -> float | str:
@@ -82,7 +67,8 @@ def main() -> None:
         return
     settings = replace(DemoSettings(), finetune_epochs=args.epochs)
     data = demo_data(WORK / "data", settings)
-    student = made_student(args.ratio, args.seed, data, settings)
+    probes = inspect.signature(pela.calibrate).parameters["probe_samples"].default
+    student, _ = shrunk_student(args.ratio, args.seed, data.unlabeled, settings, f"d{settings.distill_steps}_labelled", probes)
     for way in ways:
         model = copy.deepcopy(student)
         if way == "dense":

@@ -11,7 +11,8 @@ Rows:
     pela_seq     the same, factorized sequentially (`LowRankConfig(sequential=True)`)
     pela_nd      pela's factorization, no distillation
     pela_prog    pela's recipe in stages of size (`pela.shrink`, ``--stages``, default 2): to k's square root, half the
-                 distillation, then to k, the other half
+                 distillation, then to k, the other half; each student is kept in ``runs/bench_recipe_study/students``
+                 and only fine-tuned again by runs at other fine-tuning settings
     paper        the paper's recipe: plain SVD at ratio k, distill, fine-tune
     no_distill   plain SVD at ratio k, fine-tune
 
@@ -29,6 +30,7 @@ are listed, never taken for the runs above.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import inspect
 import json
 import statistics
@@ -123,17 +125,38 @@ def feature_loss_of(row: str, pela_loss: str) -> str:
     return "mse" if row == "paper" else pela_loss
 
 
+def shrunk_student(ratio: float, seed: int, unlabeled, settings: DemoSettings, student_key: str, probe_samples: int,
+                   loss: str = "relative", stages: int = STAGES, targets: str | None = None):
+    """pela's student in stages of size (`pela.shrink`, the ``pela_prog`` row) and the seconds its compression took,
+    made once and kept in ``WORK/students`` under everything it depends on (``student_key``: the distillation's data,
+    steps and rate), so that fine-tuning it at other settings (epochs, rates) starts from the very same student."""
+    name = f"{student_key}_p{probe_samples}_{loss}_s{stages}_k{ratio:g}_seed{seed}"
+    if targets:
+        name += "_t" + hashlib.sha1(targets.encode()).hexdigest()[:8]
+    kept = WORK / "students" / name
+    if (kept / "made.json").is_file():
+        return pela.load(str(kept)), json.loads((kept / "made.json").read_text())["compress_seconds"]
+    began = time.perf_counter()
+    torch.manual_seed(seed)
+    model = pela.load(str(minilm_dir()))
+    shrunk = pela.shrink(model, load_for_training(str(minilm_dir())), unlabeled, ratio, distill_config(settings, seed=seed, feature_loss=loss, blocks=targets),
+                         stages=stages, collate_fn=Collator(model, max_length=settings.max_length), calib_samples=settings.calib_samples,
+                         probe_samples=probe_samples, seed=seed, progress=True)
+    compress_s = round(time.perf_counter() - began - sum(d.seconds for d in shrunk.distills), 1)
+    pela.save_pretrained(model, kept)
+    atomic_write_text(kept / "made.json", json.dumps({"compress_seconds": compress_s}) + "\n")  # written last: marks it whole
+    return model, compress_s
+
+
 def run(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSettings, probe_samples: int, pela_loss: str,
-        stages: int = STAGES, targets: str | None = None) -> dict:
+        stages: int = STAGES, targets: str | None = None, student_key: str = "") -> dict:
     began = time.perf_counter()
     loss = feature_loss_of(row, pela_loss)
-    model, compress_s = student(row, ratio, seed, data, unlabeled, settings, probe_samples)
     if row == "pela_prog":
-        shrunk = pela.shrink(model, load_for_training(str(minilm_dir())), unlabeled, ratio, distill_config(settings, seed=seed, feature_loss=loss, blocks=targets),
-                             stages=stages, collate_fn=Collator(model, max_length=settings.max_length), calib_samples=settings.calib_samples,
-                             probe_samples=probe_samples, seed=seed, progress=True)
-        compress_s = time.perf_counter() - began - sum(d.seconds for d in shrunk.distills)
-    elif row in ("pela", "pela_seq", "paper") and settings.distill_steps:
+        model, compress_s = shrunk_student(ratio, seed, unlabeled, settings, student_key, probe_samples, loss, stages, targets)
+    else:
+        model, compress_s = student(row, ratio, seed, data, unlabeled, settings, probe_samples)
+    if row in ("pela", "pela_seq", "paper") and settings.distill_steps:
         model, _ = distill_student(model, replace(data, unlabeled=unlabeled), settings, seed=seed, feature_loss=loss)
     metrics, _ = finetune_and_evaluate(model, data, settings, seed=seed)
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "params_linear": metrics["params_linear"],
@@ -221,9 +244,10 @@ def main() -> None:
         return
     settings = replace(DemoSettings(), finetune_epochs=args.epochs, distill_steps=args.distill_steps, distill_lr=args.distill_lr,
                        finetune_lr=args.finetune_lr, factor_lr=args.factor_lr)
-    key = f"ft{args.epochs:g}ep_d{args.distill_steps}_{args.distill_data}"
+    student_key = f"d{args.distill_steps}_{args.distill_data}"
     if args.distill_lr != DemoSettings.distill_lr:  # keys of runs at the default stay as they were
-        key += f"_lr{args.distill_lr:g}"
+        student_key += f"_lr{args.distill_lr:g}"
+    key = f"ft{args.epochs:g}ep_{student_key}"
     if args.finetune_lr != DemoSettings.finetune_lr:
         key += f"_ftlr{args.finetune_lr:g}"
     if args.plot:
@@ -249,7 +273,8 @@ def main() -> None:
                and not tried(r) for r in results["runs"]):
             continue
         torch.manual_seed(seed)
-        out = run(row, ratio, seed, data, unlabeled, settings, probes, args.feature_loss, args.stages, args.targets if row == "pela_prog" else None)
+        out = run(row, ratio, seed, data, unlabeled, settings, probes, args.feature_loss, args.stages,
+                  args.targets if row == "pela_prog" else None, student_key)
         results = _load(args.results)  # another process may have added runs meanwhile
         results["runs"].append({"settings_key": key, "row": row, "ratio": ratio_key, "seed": seed, "device": device, **extra, **out})
         _save(results, args.results)
