@@ -19,7 +19,7 @@ Rows:
     nice .venv/bin/python benchmarks/recipe_study.py teacher:1:0 pela:2:0,1,2 paper:2:0 [--epochs 3]
         [--distill-steps 300] [--distill-data labelled|all] [--distill-lr 1e-4] [--finetune-lr 3e-4] [--feature-loss relative|mse]
         [--probe-samples 32] [--stages 2] [--targets REGEX] [--factor-lr matched|M] [--results FILE] [--table]
-        [--plot docs/recipe_study.png]
+        [--record] [--plot docs/recipe_study.png]
 
 ``--factor-lr`` is the fine-tuning's rate for factored layers (`FinetuneConfig.factor_lr`; runs from before it
 existed ran at 1, the rate of every other parameter). ``--epochs`` etc. are part of a run's key: runs under other settings are kept apart, never averaged.
@@ -181,34 +181,58 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-LABELS = {"pela": "pela's recipe", "pela_seq": "pela's recipe, sequential", "pela_prog": "pela's recipe in two stages of size (pela.shrink)", "pela_nd": "pela's factorization, no distillation",
-          "paper": "paper's recipe (plain SVD + distill)", "no_distill": "plain SVD, no distillation"}
+LABELS = {"pela_prog": "pela's recipe (pela.shrink: calibrated, two stages of size, distilled)",
+          "paper": "the paper's recipe (plain SVD + distillation)", "no_distill": "plain SVD, no distillation"}
+RECORD = tuple(LABELS)  # the rows of the study of record beside the teacher, pela's recipe first
 
 
-def plot(results: dict, key: str, path: Path) -> None:
-    """Accuracy against linear-layer parameters under one settings key: mean ± std of each row (pela's rows once
-    per feature loss), the teacher a band."""
+def of_record(run: dict, key: str, probes: int) -> bool:
+    """Whether ``run`` belongs to the study of record at settings ``key``: a row of `RECORD` (or the teacher) at every
+    default (matched fine-tuning rates, ``probes`` probe examples, two stages, the blocks as targets), nothing removed."""
+    return (run["settings_key"] == key and run["row"] in ("teacher", *RECORD) and not tried(run) and "targets" not in run
+            and run.get("factor_lr", MATCHED) == MATCHED and run.get("probe_samples", probes) == probes
+            and run.get("stages", STAGES) == STAGES and run.get("feature_loss") in (None, feature_loss_of(run["row"], "relative")))
+
+
+def _by_row(runs: list[dict]) -> dict[tuple[str, float], list[dict]]:
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in sorted(runs, key=lambda r: r["seed"]):
+        groups.setdefault((r["row"], r["ratio"]), []).append(r)
+    return groups
+
+
+def record(results: dict, key: str, probes: int) -> str:
+    """The study of record at settings ``key`` as a markdown table: every row and k, each seed, mean ± std, gap to the teacher."""
+    groups = _by_row([r for r in results["runs"] if of_record(r, key, probes)])
+    teacher = [100 * r["accuracy"] for r in groups.get(("teacher", 1.0), [])]
+    lines = ["| row | k | linear params | seeds | accuracy per seed | mean ± std | Δ vs teacher |", "|---|---:|---:|---|---|---:|---:|"]
+    for (row, ratio), runs in sorted(groups.items(), key=lambda g: (g[0][1], ("teacher", *RECORD).index(g[0][0]))):
+        acc = [100 * r["accuracy"] for r in runs]
+        std = f" ± {statistics.stdev(acc):.2f}" if len(acc) > 1 else ""
+        gap = f"{statistics.mean(acc) - statistics.mean(teacher):+.2f}" if teacher and row != "teacher" else "—"
+        lines.append(f"| {LABELS.get(row, row)} | {ratio:g} | {statistics.mean(r['params_linear'] for r in runs) / 1e6:.2f}M | "
+                     f"{', '.join(str(r['seed']) for r in runs)} | {' / '.join(f'{a:.2f}' for a in acc)} | {statistics.mean(acc):.2f}{std} | {gap} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, key: str, probes: int, path: Path) -> None:
+    """The study of record at settings ``key``: accuracy against linear-layer parameters, mean ± std of each row over
+    seeds, the teacher a band."""
     from pela.utils.figures import pyplot, save_figure
 
-    runs = [r for r in results["runs"] if r["settings_key"] == key and r.get("probe_samples") in (None, 32)]
+    groups = _by_row([r for r in results["runs"] if of_record(r, key, probes)])
     fig, ax = pyplot().subplots(figsize=(7, 4.2))
-    teacher = [100 * r["accuracy"] for r in runs if r["row"] == "teacher"]
+    teacher = [100 * r["accuracy"] for r in groups.pop(("teacher", 1.0), [])]
     if teacher:
         mean = statistics.mean(teacher)
         std = statistics.stdev(teacher) if len(teacher) > 1 else 0.0
         ax.axhspan(mean - std, mean + std, color="0.85")
         ax.axhline(mean, color="0.3", lw=1, label=f"teacher ({len(teacher)} seeds)")
-    series: dict[str, dict[float, list[dict]]] = {}
-    for r in runs:
-        if r["row"] in LABELS and r.get("stages", STAGES) == STAGES and "targets" not in r and not tried(r):
-            label = LABELS[r["row"]] + (f", {r['feature_loss']} feature loss" if r["row"] in DISTILLED and r["row"] != "paper" else "")
-            label += f", factor lr {r['factor_lr']}" if r.get("factor_lr", MATCHED) != MATCHED else ""
-            series.setdefault(label, {}).setdefault(r["ratio"], []).append(r)
-    for label, by_ratio in sorted(series.items()):  # one point per k (allocated ranks: the size varies a little with the seed)
-        groups = sorted(by_ratio.values(), key=lambda g: -g[0]["ratio"])
-        acc = [[100 * r["accuracy"] for r in g] for g in groups]
-        ax.errorbar([statistics.mean(r["params_linear"] for r in g) / 1e6 for g in groups], [statistics.mean(a) for a in acc],
-                    yerr=[statistics.stdev(a) if len(a) > 1 else 0 for a in acc], marker="o", capsize=3, label=label)
+    for row in RECORD:  # one point per k (allocated ranks: the size varies a little with the seed)
+        points = sorted((ratio, runs) for (r, ratio), runs in groups.items() if r == row)
+        acc = [[100 * r["accuracy"] for r in runs] for _, runs in points]
+        ax.errorbar([statistics.mean(r["params_linear"] for r in runs) / 1e6 for _, runs in points], [statistics.mean(a) for a in acc],
+                    yerr=[statistics.stdev(a) if len(a) > 1 else 0 for a in acc], marker="o", capsize=3, label=LABELS[row])
     ax.set_xlabel("linear-layer parameters (millions)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"MiniLM on WordNet categories ({key}; mean ± std over seeds)", fontsize=9)
@@ -236,7 +260,8 @@ def main() -> None:
                    help="the fine-tuning's rate for factored layers: matched or a multiple of the rate (FinetuneConfig.factor_lr)")
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--table", action="store_true", help="print the table of what is there and stop")
-    p.add_argument("--plot", type=Path, help="draw accuracy against parameters for the runs under these settings, and stop")
+    p.add_argument("--record", action="store_true", help="print the study of record at these settings (every default) and stop")
+    p.add_argument("--plot", type=Path, help="draw the study of record at these settings, and stop")
     args = p.parse_args()
     results = _load(args.results)
     if args.table:
@@ -250,10 +275,12 @@ def main() -> None:
     key = f"ft{args.epochs:g}ep_{student_key}"
     if args.finetune_lr != DemoSettings.finetune_lr:
         key += f"_ftlr{args.finetune_lr:g}"
-    if args.plot:
-        plot(results, key, args.plot)
-        return
     probes = args.probe_samples or inspect.signature(pela.calibrate).parameters["probe_samples"].default
+    if args.record or args.plot:
+        if args.plot:
+            plot(results, key, probes, args.plot)
+        print(record(results, key, probes))
+        return
     data = demo_data(WORK / "data", settings)
     unlabeled = gloss_texts(WORK / "all")[0] if args.distill_data == "all" else data.unlabeled
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"

@@ -161,6 +161,25 @@ def test_rank_study_picks_the_fastest_ranks_at_k_size():
         pick([row()], keep=0.99)  # 25 is not a multiple of 16, and 16 or 32 misses the window
 
 
+def test_recipe_study_records_only_runs_at_every_default():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from recipe_study import record
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    run = lambda row, seed, acc, **kw: {"settings_key": "ft3ep", "row": row, "ratio": 1.0 if row == "teacher" else 2.0,  # noqa: E731
+                                        "seed": seed, "accuracy": acc, "params_linear": 5e6} | kw
+    pela_run = lambda seed, acc, **kw: run("pela_prog", seed, acc, factor_lr="matched", probe_samples=32, stages=2,  # noqa: E731
+                                           feature_loss="relative") | kw
+    runs = [run("teacher", 0, 0.78), run("teacher", 1, 0.76), pela_run(1, 0.765), pela_run(0, 0.755),
+            pela_run(2, 0.5, factor_lr=1.0), pela_run(2, 0.5, student_mode="eval"), pela_run(2, 0.5, targets="x"),
+            pela_run(2, 0.5, probe_samples=16), pela_run(2, 0.5, settings_key="ft5ep"), run("paper", 0, 0.7, factor_lr=1.0)]
+    lines = record({"runs": runs}, "ft3ep", probes=32).splitlines()[2:]
+    assert len(lines) == 2, lines  # the teacher and pela's two runs at every default: nothing else
+    assert lines[0].startswith("| teacher | 1 |") and "| 78.00 / 76.00 | 77.00 ± 1.41 | — |" in lines[0]
+    assert "| 0, 1 | 75.50 / 76.50 | 76.00 ± 0.71 | -1.00 |" in lines[1]  # seeds in order, the gap to the teacher's mean
+
+
 def test_save_dtype(tmp_path, hf_bert_dir):
     (tmp_path / "text.txt").write_text("\n".join(" ".join(f"w{(i * 7 + j) % 95}" for j in range(3 + i % 5)) for i in range(24)) + "\n")
     run_script(tmp_path, "benchmarks/save_dtype.py", "--model", str(hf_bert_dir), "--data", str(tmp_path / "text.txt"), "--samples", "8")
