@@ -182,7 +182,8 @@ def table(results: dict) -> str:
 
 
 LABELS = {"pela_prog": "pela's recipe (pela.shrink: calibrated, two stages of size, distilled)",
-          "paper": "the paper's recipe (plain SVD + distillation)", "no_distill": "plain SVD, no distillation"}
+          "pela_nd": "pela's factorization, no distillation", "paper": "the paper's recipe (plain SVD + distillation)",
+          "no_distill": "plain SVD, no distillation"}
 RECORD = tuple(LABELS)  # the rows of the study of record beside the teacher, pela's recipe first
 
 
