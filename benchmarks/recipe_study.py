@@ -115,7 +115,7 @@ def student(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSe
         return model, 0.0
     if row in ("paper", "no_distill"):
         pela.compress(model, LowRankConfig(ratio=ratio))
-    elif row != "pela_prog":  # pela.shrink compresses it, stage by stage
+    else:  # pela, pela_seq, pela_nd (pela_prog's student is made by shrunk_student)
         calibrated(model, ratio, seed, unlabeled, settings, probe_samples, sequential=row == "pela_seq")
     return model, time.perf_counter() - began
 
@@ -143,7 +143,7 @@ def shrunk_student(ratio: float, seed: int, unlabeled, settings: DemoSettings, s
                          stages=stages, collate_fn=Collator(model, max_length=settings.max_length), calib_samples=settings.calib_samples,
                          probe_samples=probe_samples, seed=seed, progress=True)
     compress_s = round(time.perf_counter() - began - sum(d.seconds for d in shrunk.distills), 1)
-    pela.save_pretrained(model, kept)
+    pela.save_pretrained(model, kept, overwrite=True)  # a folder without made.json is a run's leftover
     atomic_write_text(kept / "made.json", json.dumps({"compress_seconds": compress_s}) + "\n")  # written last: marks it whole
     return model, compress_s
 
