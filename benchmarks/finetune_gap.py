@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import json
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-from recipe_study import WORK, shrunk_student  # the study's data and its kept students
+from recipe_study import PROBES, WORK, shrunk_student  # the study's data and its kept students
 
-import pela
 from pela.demo import DemoSettings, demo_data, finetune_and_evaluate
 from pela.layers.lowrank import densify
 from pela.training.rates import MATCHED
@@ -67,8 +65,7 @@ def main() -> None:
         return
     settings = replace(DemoSettings(), finetune_epochs=args.epochs)
     data = demo_data(WORK / "data", settings)
-    probes = inspect.signature(pela.calibrate).parameters["probe_samples"].default
-    student, _ = shrunk_student(args.ratio, args.seed, data.unlabeled, settings, f"d{settings.distill_steps}_labelled", probes)
+    student, _ = shrunk_student(args.ratio, args.seed, data.unlabeled, settings, f"d{settings.distill_steps}_labelled", PROBES)
     for way in ways:
         model = copy.deepcopy(student)
         if way == "dense":

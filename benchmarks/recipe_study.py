@@ -52,6 +52,7 @@ from pela.utils.files import atomic_write_text
 RESULTS = Path(__file__).with_name("results") / "recipe_study.json"
 ROWS = ("teacher", "pela", "pela_seq", "pela_nd", "pela_prog", "paper", "no_distill")
 WORK = Path("runs/bench_recipe_study")
+PROBES = inspect.signature(pela.calibrate).parameters["probe_samples"].default  # pela's default
 
 
 # options tried and removed, with the value every other run had: the student in eval mode while it distilled
@@ -276,7 +277,7 @@ def main() -> None:
     key = f"ft{args.epochs:g}ep_{student_key}"
     if args.finetune_lr != DemoSettings.finetune_lr:
         key += f"_ftlr{args.finetune_lr:g}"
-    probes = args.probe_samples or inspect.signature(pela.calibrate).parameters["probe_samples"].default
+    probes = args.probe_samples or PROBES
     if args.record or args.plot:
         if args.plot:
             plot(results, key, probes, args.plot)
