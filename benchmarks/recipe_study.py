@@ -204,14 +204,16 @@ def _by_row(runs: list[dict]) -> dict[tuple[str, float], list[dict]]:
 
 
 def record(results: dict, key: str, probes: int) -> str:
-    """The study of record at settings ``key`` as a markdown table: every row and k, each seed, mean ± std, gap to the teacher."""
+    """The study of record at settings ``key`` as a markdown table: every row and k, each seed, mean ± std, and the gap to
+    the teacher on the same seeds (none where a seed has no teacher run)."""
     groups = _by_row([r for r in results["runs"] if of_record(r, key, probes)])
-    teacher = [100 * r["accuracy"] for r in groups.get(("teacher", 1.0), [])]
-    lines = ["| row | k | linear params | seeds | accuracy per seed | mean ± std | Δ vs teacher |", "|---|---:|---:|---|---|---:|---:|"]
+    teacher = {r["seed"]: 100 * r["accuracy"] for r in groups.get(("teacher", 1.0), [])}
+    lines = ["| row | k | linear params | seeds | accuracy per seed | mean ± std | Δ vs teacher, same seeds |", "|---|---:|---:|---|---|---:|---:|"]
     for (row, ratio), runs in sorted(groups.items(), key=lambda g: (g[0][1], ("teacher", *RECORD).index(g[0][0]))):
         acc = [100 * r["accuracy"] for r in runs]
         std = f" ± {statistics.stdev(acc):.2f}" if len(acc) > 1 else ""
-        gap = f"{statistics.mean(acc) - statistics.mean(teacher):+.2f}" if teacher and row != "teacher" else "—"
+        paired = [100 * r["accuracy"] - teacher[r["seed"]] for r in runs if r["seed"] in teacher]  # a seed shares the fine-tuning order
+        gap = f"{statistics.mean(paired):+.2f}" if paired and len(paired) == len(runs) and row != "teacher" else "—"
         lines.append(f"| {LABELS.get(row, row)} | {ratio:g} | {statistics.mean(r['params_linear'] for r in runs) / 1e6:.2f}M | "
                      f"{', '.join(str(r['seed']) for r in runs)} | {' / '.join(f'{a:.2f}' for a in acc)} | {statistics.mean(acc):.2f}{std} | {gap} |")
     return "\n".join(lines)
