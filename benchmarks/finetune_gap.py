@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from recipe_study import PROBES, WORK, shrunk_student  # the study's data and its kept students
+from recipe_study import PROBES, WORK, distill_key, shrunk_student  # the study's data and its kept students
 
 from pela.demo import DemoSettings, demo_data, finetune_and_evaluate
 from pela.layers.lowrank import densify
@@ -65,7 +65,8 @@ def main() -> None:
         return
     settings = replace(DemoSettings(), finetune_epochs=args.epochs)
     data = demo_data(WORK / "data", settings)
-    student, _ = shrunk_student(args.ratio, args.seed, data.unlabeled, settings, f"d{settings.distill_steps}_labelled", PROBES)
+    student, _ = shrunk_student(args.ratio, args.seed, data.unlabeled, settings, distill_key(settings.distill_steps, "labelled", settings.distill_lr),
+                                PROBES)
     for way in ways:
         model = copy.deepcopy(student)
         if way == "dense":

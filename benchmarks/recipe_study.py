@@ -126,6 +126,12 @@ def feature_loss_of(row: str, pela_loss: str) -> str:
     return "mse" if row == "paper" else pela_loss
 
 
+def distill_key(steps: int, data: str, lr: float) -> str:
+    """The part of a run's settings key that its student depends on: the distillation's steps, data and rate."""
+    key = f"d{steps}_{data}"
+    return key + (f"_lr{lr:g}" if lr != DemoSettings.distill_lr else "")  # keys of runs at the default stay as they were
+
+
 def shrunk_student(ratio: float, seed: int, unlabeled, settings: DemoSettings, student_key: str, probe_samples: int,
                    loss: str = "relative", stages: int = STAGES, targets: str | None = None):
     """pela's student in stages of size (`pela.shrink`, the ``pela_prog`` row) and the seconds its compression took,
@@ -273,9 +279,7 @@ def main() -> None:
         return
     settings = replace(DemoSettings(), finetune_epochs=args.epochs, distill_steps=args.distill_steps, distill_lr=args.distill_lr,
                        finetune_lr=args.finetune_lr, factor_lr=args.factor_lr)
-    student_key = f"d{args.distill_steps}_{args.distill_data}"
-    if args.distill_lr != DemoSettings.distill_lr:  # keys of runs at the default stay as they were
-        student_key += f"_lr{args.distill_lr:g}"
+    student_key = distill_key(args.distill_steps, args.distill_data, args.distill_lr)
     key = f"ft{args.epochs:g}ep_{student_key}"
     if args.finetune_lr != DemoSettings.finetune_lr:
         key += f"_ftlr{args.finetune_lr:g}"
