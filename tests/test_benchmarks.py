@@ -190,6 +190,24 @@ def test_save_dtype(tmp_path, hf_bert_dir):
         assert rows[half]["file_vs_float32"] < 0.7 and 0 < rows[half]["vs_float32_save"]["mean_mse"] < 1e-3
 
 
+def test_dropout_floor(tmp_path, hf_bert_dir):
+    """The teacher as its own student matches it exactly in eval mode and sits on the floor in train mode (the same
+    dropout draws); a compressed student is off the teacher in eval mode."""
+    import pela
+
+    (tmp_path / "text.txt").write_text("\n".join(" ".join(f"w{(i * 7 + j) % 95}" for j in range(3 + i % 5)) for i in range(24)) + "\n")
+    student = pela.load(str(hf_bert_dir))
+    pela.compress(student, pela.LowRankConfig(ratio=2))
+    pela.save_pretrained(student, tmp_path / "student")
+    run_script(tmp_path, "benchmarks/dropout_floor.py", "--model", str(hf_bert_dir), "--data", str(tmp_path / "text.txt"),
+               "--samples", "16", "--batch-size", "8", "--student", str(hf_bert_dir), "--student", str(tmp_path / "student"))
+    result = json.loads((tmp_path / "dropout_floor.json").read_text())
+    itself, compressed = result["students"][str(hf_bert_dir)], result["students"][str(tmp_path / "student")]
+    assert result["floor"]["relative"] > 0 and itself["train_mode"] == result["floor"]
+    assert itself["eval_mode"] == {"relative": 0.0, "mse": 0.0}
+    assert compressed["eval_mode"]["relative"] > 0
+
+
 def test_keep_best(tmp_path):
     run_script(tmp_path, "benchmarks/keep_best.py", "--train", "64", "--dev", "32", "--test", "32", "--epochs", "2",
                "--eval-every", "2", "--batch-size", "16")

@@ -1,0 +1,90 @@
+"""How low can distillation's feature loss go? The floor that dropout sets, and where students stand against it.
+
+The student distils in training mode (dropout on) against the teacher in eval mode, so the loss the
+progress bar shows cannot reach zero: even the teacher itself, in training mode, is that far from its
+own eval-mode features. This measures that floor (the teacher in train mode against itself in eval
+mode) and, for each ``--student``, its loss against the teacher with the student in train mode (what
+distillation reports) and in eval mode (what the student will compute once trained):
+
+    nice .venv/bin/python benchmarks/dropout_floor.py [--model SOURCE] [--data FILE] [--student DIR ...]
+        [--samples 256] [--name dropout_floor]
+
+Defaults: the offline all-MiniLM-L6-v2 and WordNet's held-out glosses. Losses are pela's (`pela.features`:
+``relative`` and ``mse``), each block's output, real tokens only, averaged over blocks and batches.
+Results: benchmarks/results/NAME.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+from _results import report
+from torch.utils.data import DataLoader
+
+import pela
+from pela import arch
+from pela.data.collate import Collator
+from pela.data.load import load_dataset
+from pela.demo import gloss_texts, minilm_dir
+from pela.features import FEATURE_LOSSES, BlockCapture, feature_loss
+from pela.training.compare import eval_subset
+
+
+def features(model, names, batch, train: bool, seed: int) -> list[torch.Tensor]:
+    """Each block's output on ``batch``, in training mode (dropout drawn from ``seed``) or eval mode."""
+    model.train(train)
+    torch.manual_seed(seed)
+    capture = BlockCapture(model, names)
+    try:
+        with torch.no_grad():
+            model(**batch)
+        return capture.take()
+    finally:
+        capture.remove()
+
+
+def losses(student, teacher, loader, names, train: bool) -> dict[str, float]:
+    """Mean over batches of each feature loss between ``student`` (train or eval mode) and the eval-mode teacher."""
+    sums = dict.fromkeys(FEATURE_LOSSES, 0.0)
+    for i, batch in enumerate(loader):
+        batch = {k: v for k, v in batch.items() if k != "labels"}
+        t = features(teacher, names, batch, False, i)
+        s = features(student, names, batch, train, i)
+        mask = batch.get("attention_mask")
+        for kind in sums:
+            sums[kind] += feature_loss(s, t, mask, kind=kind).item()
+    return {kind: total / len(loader) for kind, total in sums.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="the teacher (default: the offline all-MiniLM-L6-v2)")
+    p.add_argument("--data", type=Path, help="text to measure on (default: WordNet's held-out glosses)")
+    p.add_argument("--student", action="append", default=[], help="a saved student of the teacher (repeatable)")
+    p.add_argument("--samples", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--name", default="dropout_floor", help="result name (benchmarks/results/NAME.json)")
+    args = p.parse_args()
+    source = args.model or str(minilm_dir())
+    with tempfile.TemporaryDirectory() as tmp:  # the default text is written here, and read while it is measured
+        data = load_dataset(args.data) if args.data else gloss_texts(Path(tmp))[1]
+        teacher = pela.load(source)
+        names = arch.find_blocks(teacher)
+        loader = DataLoader(eval_subset(data, args.samples), batch_size=args.batch_size, collate_fn=Collator(teacher))
+        result = {"model": source, "samples": args.samples, "data": str(args.data or "WordNet held-out glosses"),
+                  "floor": losses(pela.load(source), teacher, loader, names, train=True), "students": {}}
+        print(f"floor (the teacher in train mode against itself): {result['floor']}", flush=True)
+        for path in args.student:
+            student = pela.load(path)
+            row = {"train_mode": losses(student, teacher, loader, names, train=True),
+                   "eval_mode": losses(student, teacher, loader, names, train=False)}
+            result["students"][path] = row
+            print(f"{path}: train mode {row['train_mode']}, eval mode {row['eval_mode']}", flush=True)
+    report(args.name, result)
+
+
+if __name__ == "__main__":
+    main()
