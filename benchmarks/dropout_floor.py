@@ -6,11 +6,12 @@ own eval-mode features. This measures that floor (the teacher in train mode agai
 mode) and, for each ``--student``, its loss against the teacher with the student in train mode (what
 distillation reports) and in eval mode (what the student will compute once trained):
 
-    nice .venv/bin/python benchmarks/dropout_floor.py [--model SOURCE] [--data FILE] [--student DIR ...]
+    nice .venv/bin/python benchmarks/dropout_floor.py [--model SOURCE] [--data FILE | --austen] [--student DIR ...]
         [--samples 256] [--name dropout_floor]
 
-Defaults: the offline all-MiniLM-L6-v2 and WordNet's held-out glosses. Losses are pela's (`pela.features`:
-``relative`` and ``mse``), each block's output, real tokens only, averaged over blocks and batches.
+Defaults: the offline all-MiniLM-L6-v2 and WordNet's held-out glosses (``--austen``: paragraphs of Jane
+Austen's *Persuasion*, prose unlike what the demo's students were calibrated and distilled on). Losses are pela's
+(`pela.features`: ``relative`` and ``mse``), each block's output, real tokens only, averaged over blocks and batches.
 Results: benchmarks/results/NAME.json.
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 from _results import report
+from austen import HELD_OUT, novels
 from torch.utils.data import DataLoader
 
 import pela
@@ -63,6 +65,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="the teacher (default: the offline all-MiniLM-L6-v2)")
     p.add_argument("--data", type=Path, help="text to measure on (default: WordNet's held-out glosses)")
+    p.add_argument("--austen", action="store_true", help="measure on prose instead: paragraphs of Persuasion (`austen.py`)")
     p.add_argument("--student", action="append", default=[], help="a saved student of the teacher (repeatable)")
     p.add_argument("--samples", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=32)
@@ -70,11 +73,14 @@ def main() -> None:
     args = p.parse_args()
     source = args.model or str(minilm_dir())
     with tempfile.TemporaryDirectory() as tmp:  # the default text is written here, and read while it is measured
+        if args.austen:  # text unlike the glosses students were calibrated and distilled on
+            args.data = Path(tmp) / "persuasion.txt"
+            args.data.write_text("\n".join(p.replace("\n", " ") for p in novels()[HELD_OUT] if len(p) > 80) + "\n")
         data = load_dataset(args.data) if args.data else gloss_texts(Path(tmp))[1]
         teacher = pela.load(source)
         names = arch.find_blocks(teacher)
         loader = DataLoader(eval_subset(data, args.samples), batch_size=args.batch_size, collate_fn=Collator(teacher))
-        result = {"model": source, "samples": args.samples, "data": str(args.data or "WordNet held-out glosses"),
+        result = {"model": source, "samples": args.samples, "data": "Persuasion" if args.austen else str(args.data or "WordNet held-out glosses"),
                   "floor": losses(pela.load(source), teacher, loader, names, train=True), "students": {}}
         print(f"floor (the teacher in train mode against itself): {result['floor']}", flush=True)
         for path in args.student:
