@@ -75,13 +75,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:  # the default text is written here, and read while it is measured
         if args.austen:  # text unlike the glosses students were calibrated and distilled on
             args.data = Path(tmp) / "persuasion.txt"
-            args.data.write_text("\n".join(p.replace("\n", " ") for p in novels()[HELD_OUT] if len(p) > 80) + "\n")
+            args.data.write_text("\n".join(par.replace("\n", " ") for par in novels()[HELD_OUT] if len(par) > 80) + "\n")
         data = load_dataset(args.data) if args.data else gloss_texts(Path(tmp))[1]
         teacher = pela.load(source)
         names = arch.find_blocks(teacher)
         loader = DataLoader(eval_subset(data, args.samples), batch_size=args.batch_size, collate_fn=Collator(teacher))
         result = {"model": source, "samples": args.samples, "data": "Persuasion" if args.austen else str(args.data or "WordNet held-out glosses"),
-                  "floor": losses(pela.load(source), teacher, loader, names, train=True), "students": {}}
+                  "floor": losses(teacher, teacher, loader, names, train=True), "students": {}}
         print(f"floor (the teacher in train mode against itself): {result['floor']}", flush=True)
         for path in args.student:
             student = pela.load(path)

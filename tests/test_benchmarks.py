@@ -20,6 +20,11 @@ def run_script(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
+def words_file(path: Path) -> None:
+    """24 lines of 3 to 7 words from the test tokenizer's vocabulary (`hf_bert_dir`'s w0 … w94)."""
+    path.write_text("\n".join(" ".join(f"w{(i * 7 + j) % 95}" for j in range(3 + i % 5)) for i in range(24)) + "\n")
+
+
 @pytest.fixture
 def small_vit(tmp_path: Path) -> Path:
     """A random-init timm ViT-Tiny compressed at k=2 and saved: the compressed side of a speed comparison."""
@@ -89,7 +94,7 @@ def test_every_script_parses_its_arguments(script, tmp_path):
 
 
 def test_loader_workers(tmp_path, hf_bert_dir):
-    (tmp_path / "text.txt").write_text("\n".join(" ".join(f"w{(i * 7 + j) % 95}" for j in range(3 + i % 5)) for i in range(24)) + "\n")
+    words_file(tmp_path / "text.txt")
     run_script(tmp_path, "benchmarks/loader_workers.py", "--model", str(hf_bert_dir), "--data", str(tmp_path / "text.txt"),
                "--workers", "0,1", "--steps", "3", "--rounds", "1", "--batch-size", "4")
     result = json.loads((tmp_path / "loader_workers_cpu.json").read_text())
@@ -182,7 +187,7 @@ def test_recipe_study_records_only_runs_at_every_default():
 
 
 def test_save_dtype(tmp_path, hf_bert_dir):
-    (tmp_path / "text.txt").write_text("\n".join(" ".join(f"w{(i * 7 + j) % 95}" for j in range(3 + i % 5)) for i in range(24)) + "\n")
+    words_file(tmp_path / "text.txt")
     run_script(tmp_path, "benchmarks/save_dtype.py", "--model", str(hf_bert_dir), "--data", str(tmp_path / "text.txt"), "--samples", "8")
     rows = json.loads((tmp_path / "save_dtype.json").read_text())["results"]
     assert rows["float32"]["vs_float32_save"]["mean_mse"] == 0.0
@@ -195,7 +200,7 @@ def test_dropout_floor(tmp_path, hf_bert_dir):
     dropout draws); a compressed student is off the teacher in eval mode."""
     import pela
 
-    (tmp_path / "text.txt").write_text("\n".join(" ".join(f"w{(i * 7 + j) % 95}" for j in range(3 + i % 5)) for i in range(24)) + "\n")
+    words_file(tmp_path / "text.txt")
     student = pela.load(str(hf_bert_dir))
     pela.compress(student, pela.LowRankConfig(ratio=2))
     pela.save_pretrained(student, tmp_path / "student")
