@@ -48,17 +48,24 @@ def features(model, names, batch, train: bool, seed: int) -> list[torch.Tensor]:
         capture.remove()
 
 
-def losses(student, teacher, loader, names, train: bool) -> dict[str, float]:
-    """Mean over batches of each feature loss between ``student`` (train or eval mode) and the eval-mode teacher."""
-    sums = dict.fromkeys(FEATURE_LOSSES, 0.0)
+def losses(teacher, students: dict[str, object], loader, names) -> dict[str | None, dict[str, dict[str, float]]]:
+    """Mean over batches of each feature loss against the eval-mode teacher: the floor (key None: the teacher in train mode) and
+    each student in train and eval mode. The teacher runs once per batch for all of them."""
+    runs = [(None, "train_mode", teacher, True)] + [(name, mode, m, mode == "train_mode")
+                                                         for name, m in students.items() for mode in ("train_mode", "eval_mode")]
+    sums = {(name, mode): dict.fromkeys(FEATURE_LOSSES, 0.0) for name, mode, _, _ in runs}
     for i, batch in enumerate(loader):
         batch = {k: v for k, v in batch.items() if k != "labels"}
         t = features(teacher, names, batch, False, i)
-        s = features(student, names, batch, train, i)
         mask = batch.get("attention_mask")
-        for kind in sums:
-            sums[kind] += feature_loss(s, t, mask, kind=kind).item()
-    return {kind: total / len(loader) for kind, total in sums.items()}
+        for name, mode, model, train in runs:
+            s = features(model, names, batch, train, i)  # the same dropout draws for every model in train mode
+            for kind, total in sums[name, mode].items():
+                sums[name, mode][kind] = total + feature_loss(s, t, mask, kind=kind).item()
+    out: dict[str | None, dict[str, dict[str, float]]] = {}
+    for (name, mode), total in sums.items():
+        out.setdefault(name, {})[mode] = {kind: v / len(loader) for kind, v in total.items()}
+    return out
 
 
 def main() -> None:
@@ -80,15 +87,12 @@ def main() -> None:
         teacher = pela.load(source)
         names = arch.find_blocks(teacher)
         loader = DataLoader(eval_subset(data, args.samples), batch_size=args.batch_size, collate_fn=Collator(teacher))
+        measured = losses(teacher, {path: pela.load(path) for path in args.student}, loader, names)
         result = {"model": source, "samples": args.samples, "data": "Persuasion" if args.austen else str(args.data or "WordNet held-out glosses"),
-                  "floor": losses(teacher, teacher, loader, names, train=True), "students": {}}
-        print(f"floor (the teacher in train mode against itself): {result['floor']}", flush=True)
-        for path in args.student:
-            student = pela.load(path)
-            row = {"train_mode": losses(student, teacher, loader, names, train=True),
-                   "eval_mode": losses(student, teacher, loader, names, train=False)}
-            result["students"][path] = row
-            print(f"{path}: train mode {row['train_mode']}, eval mode {row['eval_mode']}", flush=True)
+                  "floor": measured.pop(None)["train_mode"], "students": measured}
+    print(f"floor (the teacher in train mode against itself): {result['floor']}")
+    for path, row in measured.items():
+        print(f"{path}: train mode {row['train_mode']}, eval mode {row['eval_mode']}")
     report(args.name, result)
 
 
