@@ -87,6 +87,8 @@ def loss_scales(student, teacher, batch: dict) -> dict:
     from pela.features import BlockCapture, feature_loss
     from pela.training.distill import kl_divergence
 
+    device = next(teacher.parameters()).device
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
     blocks = arch.find_blocks(teacher)
     caps = BlockCapture(student, blocks), BlockCapture(teacher, blocks)
     try:

@@ -237,3 +237,31 @@ def test_jane_austen_novels_read_from_the_debian_package(tmp_path):
     held = heldout.read_text().splitlines()
     shared = set(held) & set(train.read_text().splitlines())
     assert held == books["persuasion"] and all(len(p) < 40 for p in shared), shared  # headings alone ("CHAPTER 1") recur
+
+
+def test_llm_distill_fits_its_deadline(tmp_path):
+    """With a deadline the probe chooses the steps, and the run (evaluations and final scoring included) ends
+    before it; without, the given steps run and the first measurements are kept for a resume."""
+    import time
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        from conftest import tiny_llama, word_tokenizer
+    finally:
+        sys.path.remove(str(ROOT / "tests"))
+    tiny_llama().save_pretrained(tmp_path / "lm")
+    word_tokenizer().save_pretrained(tmp_path / "lm")
+    common = ["benchmarks/llm_distill.py", "--model", str(tmp_path / "lm"), "--work", str(tmp_path / "work"), "--results",
+              str(tmp_path / "r.json"), "--fraction", "0.4", "--batch-size", "2", "--pack", "16", "--eval-paragraphs", "4",
+              "--final-paragraphs", "8", "--final-context", "32", "--calib-samples", "8", "--device", "cpu"]
+    run_script(tmp_path, *common, "--steps", "4", "--eval-every", "2")
+    fixed = json.loads((tmp_path / "r.json").read_text())["runs"]["sequential@0.4_b2x16_lr0.0001_steps4"]
+    assert [c["step"] for c in fixed["curve"]] == [2, 4] and fixed["start_perplexity"] > 1 and fixed["device"] == "cpu"
+    deadline = time.time() + 30
+    run_script(tmp_path, *common, "--deadline", str(deadline))
+    ended = time.time()
+    (key, run), = [(k, r) for k, r in json.loads((tmp_path / "r.json").read_text())["runs"].items() if not k.endswith("_steps4")]
+    steps = int(key.rsplit("_steps", 1)[1])
+    assert steps >= 10 and run["curve"][-1]["step"] == steps and len(run["curve"]) >= 10
+    assert ended < deadline + 5, (ended - deadline, steps)
+    assert run["final_perplexity_8_paragraphs_ctx32"] > 1 and run["teacher_perplexity_8_paragraphs_ctx32"] > 1

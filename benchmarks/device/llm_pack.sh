@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make the carried folders for the language-model run (llm.sh) from this machine's .venv:
-#   .whl  wheels of the packages the run needs at the tested versions, or that the GPU image lacks (gguf, rdata),
+#   .whl  wheels (21 MB) of the packages the run needs at the tested versions, or that the GPU image lacks (gguf, rdata),
 #         without those the image already holds at versions that do (torch, numpy, tokenizers, safetensors, ...)
 #   .xla  the first 38 MB of SmolLM2's GGUF file and Jane Austen's novels (Debian's janeaustenr data)
 #   .xlb  the rest of the GGUF file and its SHA-256
@@ -16,8 +16,9 @@ python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implement
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d /tmp/llm_wheels $pkgs 2>&1 | grep -v "is ignored" || true
 held="torch torchvision triton nvidia_.* numpy pandas xarray sympy networkx pillow mpmath setuptools jinja2 markupsafe psutil pyyaml \
 tzdata python_dateutil requests urllib3 charset_normalizer certifi fsspec filelock safetensors tqdm packaging tokenizers hf_xet \
-kernels pygments typer pydantic pydantic_core annotated_types annotated_doc typing_inspection shellingham"
-# in the GPU image at versions that do, optional to transformers (kernels), or only for command lines (typer and its stack)
+pygments typer pydantic pydantic_core annotated_types annotated_doc typing_inspection shellingham"
+# in the GPU image at versions that do, or only for command lines (typer and its stack). kernels travels: the image's
+# version is one transformers refuses to load a model with
 for w in /tmp/llm_wheels/*.whl; do
   name=$(basename "$w" | sed 's/-[0-9].*//')
   keep=1; for h in $held; do [[ $name =~ ^${h}$ ]] && keep=0; done
