@@ -68,6 +68,15 @@ def losses(teacher, students: dict[str, object], loader, names) -> dict[str | No
     return out
 
 
+def text(tmp: Path, path: Path | None = None, austen: bool = False):
+    """The examples to measure on: ``path``, paragraphs of *Persuasion* (``austen``: prose unlike the glosses the
+    students were calibrated and distilled on), or WordNet's held-out glosses; written under ``tmp`` if need be."""
+    if austen:
+        path = tmp / "persuasion.txt"
+        path.write_text("\n".join(par.replace("\n", " ") for par in novels()[HELD_OUT] if len(par) > 80) + "\n")
+    return load_dataset(path) if path else gloss_texts(tmp)[1]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="the teacher (default: the offline all-MiniLM-L6-v2)")
@@ -80,10 +89,7 @@ def main() -> None:
     args = p.parse_args()
     source = args.model or str(minilm_dir())
     with tempfile.TemporaryDirectory() as tmp:  # the default text is written here, and read while it is measured
-        if args.austen:  # text unlike the glosses students were calibrated and distilled on
-            args.data = Path(tmp) / "persuasion.txt"
-            args.data.write_text("\n".join(par.replace("\n", " ") for par in novels()[HELD_OUT] if len(par) > 80) + "\n")
-        data = load_dataset(args.data) if args.data else gloss_texts(Path(tmp))[1]
+        data = text(Path(tmp), args.data, args.austen)
         teacher = pela.load(source)
         names = arch.find_blocks(teacher)
         loader = DataLoader(eval_subset(data, args.samples), batch_size=args.batch_size, collate_fn=Collator(teacher))
