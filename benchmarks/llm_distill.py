@@ -6,8 +6,9 @@ shrink`` distils a language model: the other five novels packed into sequences o
 next-token KL divergence to the teacher (T = 1) beside the block features, pela's default learning
 rate. Every ``--eval-every`` steps `pela.distill` scores the student's perplexity on the first
 ``--eval-paragraphs`` paragraphs of the held-out *Persuasion*, in windows of ``--pack`` tokens; step 0
-and the teacher are measured the same way first. At the end the distilled student is scored as
-`llm_perplexity.py` scores its rows (200 paragraphs, windows of 512).
+and the teacher are measured the same way first. At the end the distilled student and the teacher are
+scored as `llm_perplexity.py` scores its rows (``--final-paragraphs`` 200, windows of ``--final-context``
+512). ``--model`` takes any other causal language model pela loads.
 
 Resumable: the compressed student is saved once under ``--work`` (``runs/bench_llm``), the distillation
 keeps checkpoints every evaluation (``resume``), and the curve is read back from its ``metrics.jsonl``.
