@@ -48,11 +48,11 @@ def features(model, names, batch, train: bool, seed: int) -> list[torch.Tensor]:
         capture.remove()
 
 
-def losses(teacher, students: dict[str, object], loader, names) -> dict[str | None, dict[str, dict[str, float]]]:
+def losses(teacher, students: dict[str, object], loader, names,
+           modes: tuple[str, ...] = ("train_mode", "eval_mode")) -> dict[str | None, dict[str, dict[str, float]]]:
     """Mean over batches of each feature loss against the eval-mode teacher: the floor (key None: the teacher in train mode) and
-    each student in train and eval mode. The teacher runs once per batch for all of them."""
-    runs = [(None, "train_mode", teacher, True)] + [(name, mode, m, mode == "train_mode")
-                                                         for name, m in students.items() for mode in ("train_mode", "eval_mode")]
+    each student in each of ``modes``. The teacher runs once per batch for all of them."""
+    runs = [(None, "train_mode", teacher, True)] + [(name, mode, m, mode == "train_mode") for name, m in students.items() for mode in modes]
     sums = {(name, mode): dict.fromkeys(FEATURE_LOSSES, 0.0) for name, mode, _, _ in runs}
     for i, batch in enumerate(loader):
         batch = {k: v for k, v in batch.items() if k != "labels"}

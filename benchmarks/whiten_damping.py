@@ -62,7 +62,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, austen in (("glosses", False), ("Persuasion", True)):
             loader = DataLoader(eval_subset(text(Path(tmp), austen=austen), args.samples), batch_size=32, collate_fn=Collator(teacher))
-            measured = losses(teacher, models, loader, names)
+            measured = losses(teacher, models, loader, names, modes=("eval_mode",))
             result["texts"][name] = {"floor": measured.pop(None)["train_mode"]["relative"],
                                      **{f"{d:g}": measured[str(path)]["eval_mode"]["relative"] for d, path in students.items()}}
     report("whiten_damping", result)
