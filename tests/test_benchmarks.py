@@ -241,7 +241,7 @@ def test_jane_austen_novels_read_from_the_debian_package(tmp_path):
 
 def test_llm_distill_fits_its_deadline(tmp_path):
     """With a deadline the probe chooses the steps, and the run (evaluations and final scoring included) ends
-    before it; without, the given steps run and the first measurements are kept for a resume."""
+    before it; without, the given steps run and are evaluated every --eval-every."""
     import time
 
     sys.path.insert(0, str(ROOT / "tests"))
