@@ -262,8 +262,8 @@ def test_llm_distill_fits_its_deadline(tmp_path):
     ended = time.time()
     (key, run), = [(k, r) for k, r in json.loads((tmp_path / "r.json").read_text())["runs"].items() if not k.endswith("_steps4")]
     steps = int(key.rsplit("_steps", 1)[1])
-    assert steps >= 10 and run["curve"][-1]["step"] == steps and len(run["curve"]) >= 10
-    assert ended < deadline + 5, (ended - deadline, steps)
+    assert steps > 100 and run["curve"][-1]["step"] == steps and len(run["curve"]) >= 10  # the time was used: steps of ms each
+    assert ended < deadline + 10, (ended - deadline, steps)
     assert run["final_perplexity_8_paragraphs_ctx32"] > 1 and run["teacher_perplexity_8_paragraphs_ctx32"] > 1
 
 
