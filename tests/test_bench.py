@@ -72,15 +72,17 @@ def test_progress_bar_on_stderr(capsys):
     assert out == "" and "benchmarking" in err and "6/6" in err  # 1 warm-up + 1 counting memory + 2 rounds × 2 passes
 
 
-def test_text_cut_to_the_models_positions():
-    (r,) = benchmark({"bert": hf_bert()}, batch_size=2, seq_len=1000, iters=1, rounds=1, warmup=1)
-    assert r.input_shapes["input_ids"] == [2, 64]  # max_position_embeddings, and the table says so
+def test_text_cut_to_the_models_positions_unless_a_length_is_asked():
+    (r,) = benchmark({"bert": hf_bert()}, batch_size=2, iters=1, rounds=1, warmup=1)
+    assert r.input_shapes["input_ids"] == [2, 64]  # 128 by default, cut to max_position_embeddings; the table says so
+    with pytest.raises(PelaError, match="a sequence length of 1000 tokens is more than bert takes: at most 64 positions"):
+        benchmark({"bert": hf_bert()}, batch_size=2, seq_len=1000, iters=1, rounds=1, warmup=1)  # not measured at 64 quietly
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
     (dict(batch_size=0), "batch size"),
     (dict(dtype="float8"), "dtype must be"),
-    (dict(device="tpu"), "device must be"),
+    (dict(device="tpu"), "unknown device 'tpu'"),
     (dict(compile_mode="fastest"), "compile mode must be"),
     (dict(seq_len=0), "seq_len must be >= 1"),
     (dict(rounds=0), "rounds and seq_len must be >= 1"),

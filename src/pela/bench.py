@@ -14,11 +14,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
-from pela.arch.inputs import example_inputs
+from pela.arch.inputs import example_inputs, input_kinds
+from pela.arch.properties import max_positions
 from pela.errors import PelaError
 from pela.training.perplexity import is_causal_lm
+from pela.utils.device import resolve_device
 from pela.utils.progress import progress_bar
 
+DEFAULT_SEQ_LEN = 128  # text models' sequence length unless told, cut to the model's positions where it takes fewer
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
@@ -42,12 +45,11 @@ class BenchResult:
         return asdict(self)
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise PelaError(f"device must be cpu or cuda, got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PelaError("device cuda requested but no CUDA GPU is available")
-    return torch.device(device)
+def check_length(name: str, model: nn.Module, tokens: int | None, what: str) -> None:
+    """Refuse ``tokens`` of text beyond what a text model takes (instead of quietly measuring fewer)."""
+    limit = max_positions(model)
+    if tokens is not None and limit is not None and "text" in input_kinds(model) and tokens > limit:
+        raise PelaError(f"a {what} of {tokens} tokens is more than {name} takes: at most {limit} positions")
 
 
 def _sync(device: torch.device) -> None:
@@ -111,7 +113,7 @@ def batch_for(model: nn.Module, batch_size: int, seq_len: int, device: torch.dev
 
 
 def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str = "cpu", dtype: str = "float32",
-              compile: bool = False, seq_len: int = 128, warmup: int = 2, iters: int = 5, rounds: int = 3,
+              compile: bool = False, seq_len: int | None = None, warmup: int = 2, iters: int = 5, rounds: int = 3,
               compile_mode: str | None = None, progress: bool = False) -> list[BenchResult]:
     """Measure inference throughput of each model on inputs shaped for it.
 
@@ -129,14 +131,17 @@ def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str
     """
     if batch_size < 1:
         raise PelaError(f"batch size must be >= 1, got {batch_size}")
-    if iters < 1 or rounds < 1 or seq_len < 1:
+    if iters < 1 or rounds < 1 or (seq_len is not None and seq_len < 1):
         raise PelaError(f"iters, rounds and seq_len must be >= 1, got {iters}, {rounds} and {seq_len}")
+    for name, model in models.items():
+        check_length(name, model, seq_len, "sequence length")
+    seq_len = seq_len or DEFAULT_SEQ_LEN
     if dtype not in DTYPES:
         raise PelaError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if compile_mode is not None and compile_mode not in COMPILE_MODES:
         raise PelaError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
     compile = compile or compile_mode is not None
-    dev, dt = _resolve_device(device), DTYPES[dtype]
+    dev, dt = resolve_device(device), DTYPES[dtype]
     runners, peaks, shapes = {}, {}, {}
     times: dict[str, list[float]] = {name: [] for name in models}
     extra = 1 if dev.type == "cpu" else 0  # the pass that counts memory
@@ -208,14 +213,16 @@ def generation_benchmark(models: dict[str, nn.Module], *, prompt_tokens: int = 1
             raise PelaError(f"generation speed needs a causal language model; {name} is a {type(model).__name__}")
     if min(prompt_tokens, new_tokens, batch_size, rounds) < 1:
         raise PelaError("prompt tokens, new tokens, batch size and rounds must all be >= 1")
-    dev, dt = _resolve_device(device), DTYPES.get(dtype)
+    for name, model in models.items():
+        check_length(name, model, prompt_tokens + new_tokens, f"prompt of {prompt_tokens} and {new_tokens} new tokens, in all")
+    dev, dt = resolve_device(device), DTYPES.get(dtype)
     if dt is None:
         raise PelaError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     vocab = min(m.config.vocab_size for m in models.values())
     prompt = torch.randint(0, vocab, (batch_size, prompt_tokens), generator=torch.Generator().manual_seed(0)).to(dev)
     prepared = {name: m.to(dev, dt).eval() for name, m in models.items()}
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
-    with progress_bar(progress, rounds * len(models), "generating") as advance:
+    with progress_bar(progress, (rounds + 1) * len(models), "generating") as advance:
         for _ in range(rounds + 1):  # the first round warms up and is not counted
             for name, model in prepared.items():
                 times[name].append(_prefill_and_decode(model, prompt, new_tokens, dev))

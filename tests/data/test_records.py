@@ -9,7 +9,7 @@ import random
 import re
 
 import pytest
-from conftest import timm_vit
+from conftest import hf_bert, timm_vit
 from PIL import Image
 
 from pela import PelaError
@@ -45,7 +45,7 @@ def test_sentence_pairs(tmp_path, hf_bert_dir):
     (tmp_path / "mrpc.tsv").write_text("sentence1\tsentence2\tlabel\nw1 w2\tw3\t1\nw4\tw5 w6 w7\t0\n")
     ds = load_dataset(tmp_path / "mrpc.tsv", text_field="sentence1, sentence2")
     assert ds[0] == {"text": "w1 w2", "text_pair": "w3", "label": 1} and ds.lengths == [7, 10]
-    batch = Collator(timm_vit(), tokenizer=AutoTokenizer.from_pretrained(hf_bert_dir))([ds[0], ds[1]])
+    batch = Collator(hf_bert(), tokenizer=AutoTokenizer.from_pretrained(hf_bert_dir))([ds[0], ds[1]])
     assert batch["token_type_ids"][0].tolist().count(1) == 2  # w3 and its [SEP] are the second segment
     with pytest.raises(PelaError, match="one field, or two"):
         load_dataset(tmp_path / "mrpc.tsv", text_field="sentence1,sentence2,label")

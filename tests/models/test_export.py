@@ -52,6 +52,9 @@ def test_bert_loads_with_transformers_alone_bitwise(tmp_path):
     ids = torch.randint(5, 100, (2, 9))
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).last_hidden_state, ours(input_ids=ids).last_hidden_state)
+    again = pela.load(tmp_path / "hf")  # pela reads its own export, with its own code (modeling_pela.py is not run)
+    with torch.no_grad():
+        assert torch.equal(again(input_ids=ids).last_hidden_state, ours(input_ids=ids).last_hidden_state)
     # without the code, transformers stops (no model.safetensors) rather than leave the factorized layers random
     with pytest.raises(OSError, match="model.safetensors"):
         transformers.AutoModel.from_pretrained(tmp_path / "hf")
@@ -158,4 +161,7 @@ def test_a_head_pela_finetune_added(tmp_path, pooling):
     with torch.no_grad():
         theirs = model(**batch, labels=torch.tensor([0, 2]))
         assert torch.equal(theirs.logits, ours(**batch))
+        # pela reads its own export too (with its own code, not the directory's), classes and all
+        again = pela.load(tmp_path / "hf")
+        assert torch.equal(again(**batch), theirs.logits) and pela.metadata.info(again).classes == ["neg", "neu", "pos"]
     assert theirs.loss is not None and model.config.id2label[int(theirs.logits[0].argmax())] in ("neg", "neu", "pos")

@@ -1,5 +1,6 @@
-"""SIGKILL `pela distill` at random points, checkpoint writes included, and resume each time: the final
-student is bitwise the one an uninterrupted run gives, and no kill ever leaves a checkpoint that fails to load."""
+"""SIGKILL `pela distill` at random points, checkpoint writes and the final save included, and resume each time:
+the final student is bitwise the one an uninterrupted run gives, and no kill ever leaves a checkpoint that fails to
+load. The same for one rank of a two-process run."""
 
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def test_sigkill_at_random_points_then_resume_is_bitwise(tmp_path):
     kills: list[tuple[str, int | None]] = [("after step", t) for t in targets]
     # kills at exact instants of a checkpoint's life, each with the temporary it must leave behind
     kills[2:2] = [("rng", None), ("pointer", None), ("discard", None)]
-    left_behind = {"rng": ".checkpoint-", "pointer": ".latest.json.tmp-", "discard": ".checkpoint-"}
+    kills.append(("save", None))  # the last: the run reaches its end and is killed writing the final model
+    left_behind = {"rng": ".checkpoint-", "pointer": ".latest.json.tmp-", "discard": ".checkpoint-", "save": ".model.tmp-"}
     inject = str(Path(__file__).with_name("_inject"))
     resumed_from = []
     for i, (kind, target) in enumerate(kills):
@@ -85,7 +87,7 @@ def test_sigkill_at_random_points_then_resume_is_bitwise(tmp_path):
         marker = tmp_path / f"writing-{i}"
         if target is None:
             run_env.update(PYTHONPATH=inject + os.pathsep + env.get("PYTHONPATH", ""), PELA_FAULT_MARKER=str(marker),
-                           PELA_FAULT_NTH="3", PELA_FAULT_AT=kind)
+                           PELA_FAULT_NTH="1" if kind == "save" else "3", PELA_FAULT_AT=kind)
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=run_env)
         deadline = time.time() + 180
         while time.time() < deadline and proc.poll() is None:
@@ -98,14 +100,62 @@ def test_sigkill_at_random_points_then_resume_is_bitwise(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if target is None:  # the half-written (or half-deleted) entry is there, under its temporary name, and is ignored
-            assert any(p.name.startswith(left_behind[kind]) for p in (run / "checkpoints").iterdir()), kind
+            where = run if kind == "save" else run / "checkpoints"
+            assert any(p.name.startswith(left_behind[kind]) for p in where.iterdir()), kind
         step = _assert_checkpoints_load(run)
         assert not (run / "pela.json").exists()
         resumed_from.append(step)
-    assert len(kills) >= 5 and resumed_from == sorted(resumed_from) and resumed_from[-1] < STEPS
+    assert len(kills) >= 6 and resumed_from == sorted(resumed_from) and resumed_from[-1] < STEPS
 
     final = subprocess.run([*command, "--out", str(run), "--resume"], capture_output=True, text=True, env=env)
     assert final.returncode == 0, final.stderr[-2000:]
     assert not (run / "checkpoints").exists() and not list(run.glob(".*"))  # temporaries of killed writes are gone too
+    a, b = pela.load(tmp_path / "straight"), pela.load(run)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def _rank_pid(launcher: int, rank: int) -> int | None:
+    """The process of ``rank`` among ``launcher``'s children (torchrun's workers carry RANK in their environment)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            environ = (stat.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == launcher and f"RANK={rank}".encode() in environ:
+            return int(stat.parent.name)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds torchrun's workers through /proc (Linux)")
+def test_sigkill_of_one_rank_then_resume_is_bitwise(tmp_path):
+    """Two processes (torchrun, gloo): SIGKILL of rank 1 mid-run stops the run with its checkpoints intact; --resume
+    on two processes ends with the student an uninterrupted two-process run gives, bitwise."""
+    command = _setup(tmp_path)[3:]  # pela's own arguments
+    steps = 24
+    command[command.index("--steps") + 1] = str(steps)
+    command[command.index("--save-every") + 1] = "3"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29523", "-m", "pela"]
+    straight = subprocess.run([*launch, *command, "--out", str(tmp_path / "straight")], capture_output=True, text=True, env=env)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([*launch, *command, "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and _step(run) < 9:
+        time.sleep(0.005)
+    victim = _rank_pid(proc.pid, 1)
+    assert victim is not None and proc.poll() is None, "rank 1 was not found running"
+    os.kill(victim, signal.SIGKILL)
+    proc.wait(timeout=120)
+    assert proc.returncode != 0  # torchrun stops the other rank and reports the failure
+    step = _assert_checkpoints_load(run)
+    assert 9 <= step < steps and not (run / "pela.json").exists()
+
+    resumed = subprocess.run([*launch, *command, "--out", str(run), "--resume"], capture_output=True, text=True, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    meta = json.loads((run / "pela.json").read_text())["distill"]
+    assert meta["processes"] == 2 and meta["trained_steps"] == steps
     a, b = pela.load(tmp_path / "straight"), pela.load(run)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -118,3 +118,19 @@ def test_evaluation_data_is_read_by_class_name():
 
     with pytest.raises(PelaError, match="the evaluation data has classes the training data lacks: 'z'"):
         pela.finetune(hf_bert(), Labelled(), FinetuneConfig(steps=2, batch_size=16, eval_every=1), collate_fn=stack, eval_data=Other(48))
+
+
+def test_a_failing_evaluation_is_skipped_unless_it_picks_the_model(monkeypatch):
+    """An evaluation that breaks (a bug, data it cannot read) must not cost the training: it is said once and
+    skipped; with keep_best, which needs it to pick the model, it stops the run."""
+    import pela.training.finetune
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(pela.training.finetune, "evaluate", broken)
+    with pytest.warns(UserWarning, match="evaluations skipped from step 3 on, training goes on: RuntimeError: injected failure"):
+        tuned, result = _tune(FinetuneConfig(steps=8, batch_size=16, lr=3e-3, eval_every=3))
+    assert result.steps == 8 and result.evals == []
+    with pytest.raises(RuntimeError, match="injected failure"):
+        _tune(FinetuneConfig(steps=8, batch_size=16, lr=3e-3, eval_every=3, keep_best="accuracy"))

@@ -16,7 +16,15 @@ per-architecture branches.
 from pela.arch.blocks import find_blocks
 from pela.arch.classifier import SequenceClassifier
 from pela.arch.heads import with_classifier
-from pela.arch.inputs import block_masks, built_image_size, example_inputs, with_decoder_inputs
+from pela.arch.inputs import (
+           accepted_inputs,
+           block_masks,
+           built_image_size,
+           example_inputs,
+           input_kinds,
+           model_inputs,
+           with_decoder_inputs,
+)
 from pela.arch.outputs import block_output, call_with_inputs, forward, main_output, output_tensors, vocabulary_head
 from pela.arch.properties import class_names, hidden_size, max_positions
 from pela.arch.registry import (
@@ -30,7 +38,8 @@ from pela.arch.registry import (
 )
 from pela.arch.towers import TOWERS, TowerView, data_tower, tower_for, two_tower
 
-__all__ = ["DEFAULT_EXCLUDE", "LINEAR_LIKE", "TOWERS", "SequenceClassifier", "TowerView", "add_default_exclusion", "block_masks",
+__all__ = ["DEFAULT_EXCLUDE", "LINEAR_LIKE", "TOWERS", "SequenceClassifier", "TowerView", "accepted_inputs", "add_default_exclusion",
+           "block_masks", "input_kinds", "model_inputs",
            "block_output", "built_image_size", "call_with_inputs", "class_names", "data_tower", "default_exclusion_reason",
            "example_inputs", "find_blocks", "forward", "hidden_size", "linear_weight", "main_output", "max_positions",
            "output_tensors", "register_linear_like", "structural_skip", "tower_for", "two_tower", "vocabulary_head", "with_classifier",

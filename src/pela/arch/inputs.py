@@ -117,3 +117,70 @@ def block_masks(model: nn.Module, blocks: list[str], inputs: dict[str, torch.Ten
     prefix = next((f"{name}." for name, m in model.named_modules() if m is decoder), None)
     decoder_mask = with_decoder_inputs(model, inputs).get("decoder_attention_mask", mask)
     return [decoder_mask if prefix and b.startswith(prefix) else mask for b in blocks]
+
+
+# ---------------------------------------------------------------- which inputs a model takes
+@functools.lru_cache(maxsize=None)
+def _forward_inputs(cls: type) -> frozenset[str] | None:
+    """The keyword inputs a Hugging Face model's ``forward`` names; None for any other model (pela
+    passes it its one input by position, see `pela.arch.forward`).
+
+    A Hugging Face model's ``**kwargs`` carry attention settings, not inputs a tokenizer makes, so only
+    the inputs it names count (Llama's forward takes ``**kwargs`` and no ``token_type_ids``).
+    """
+    if not _is_transformers_model(cls):
+        return None
+    try:
+        params = inspect.signature(cls.forward).parameters
+    except (TypeError, ValueError):  # a forward Python cannot read the signature of
+        return None
+    return frozenset(n for n, p in params.items() if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def _is_transformers_model(cls: type) -> bool:
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return False
+    return issubclass(cls, PreTrainedModel)
+
+
+def accepted_inputs(model: nn.Module) -> frozenset[str] | None:
+    """The named inputs ``model`` takes (a classifier pela added: its backbone's; a two-tower model
+    given one kind of input: that tower's), or None when it takes any."""
+    model = getattr(model, "module", model)  # DistributedDataParallel wraps the real model
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, nn.Module) and getattr(model, "config", None) is None:  # `SequenceClassifier`
+        tower = getattr(model, "tower", None)
+        return accepted_inputs(backbone.get_submodule(tower) if tower else backbone)
+    inner = getattr(model, "tower", None)
+    if isinstance(inner, nn.Module) and getattr(model, "config", None) is None:  # `TowerView`
+        return accepted_inputs(inner)
+    return _forward_inputs(type(model))
+
+
+def model_inputs(model: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
+    """``inputs`` without those ``model`` does not take (a BERT tokenizer's ``token_type_ids`` beside a
+    Llama, say), so that a tokenizer of another family never breaks a forward pass or ``generate``."""
+    accepted = accepted_inputs(model)
+    return dict(inputs) if accepted is None else {k: v for k, v in inputs.items() if k in accepted}
+
+
+def input_kinds(model: nn.Module) -> frozenset[str]:
+    """What ``model`` reads: ``{"image"}``, ``{"text"}``, both (a two-tower model), or nothing known."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and "input_size" in cfg:  # a timm model
+        return frozenset({"image"})
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, nn.Module) and getattr(model, "config", None) is None:  # `SequenceClassifier`
+        tower = getattr(model, "tower", None)
+        if tower in TOWERS:
+            return frozenset({"text" if TOWERS[tower][0] == "input_ids" else "image"})
+        return input_kinds(backbone)
+    hf = getattr(model, "config", None)
+    if hf is None:
+        return frozenset()
+    if getattr(hf, "text_config", None) is not None and getattr(hf, "vision_config", None) is not None:
+        return frozenset({"text", "image"})
+    kind = {"input_ids": "text", "pixel_values": "image"}.get(getattr(model, "main_input_name", ""))
+    return frozenset({kind}) if kind else frozenset()

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pela.arch.inputs import with_decoder_inputs
+from pela.arch.inputs import model_inputs, with_decoder_inputs
 from pela.arch.towers import tower_for
 from pela.errors import PelaError
 
@@ -26,7 +26,8 @@ def forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
         if isinstance(inner, transformers.PreTrainedModel):
             tower = tower_for(inner, inputs) if model is inner else None
             if tower:
-                return inner.get_submodule(tower)(**inputs)
+                module = inner.get_submodule(tower)
+                return module(**model_inputs(module, inputs))
             return call_with_inputs(model, inner, with_decoder_inputs(inner, inputs))
         # a wrapper of a transformers model (a head pela added, `SequenceClassifier`) is called by name too:
         # a lone tensor passed by position may land on another parameter
@@ -40,8 +41,10 @@ def forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
 
 
 def call_with_inputs(model: nn.Module, inner: nn.Module, inputs: dict[str, Any], **extra: Any) -> Any:
-    """``model(**inputs, **extra)``; a model that needs inputs the data does not give (BLIP's image-text
-    matching on images alone, say) says which, instead of Python's bare complaint about its ``forward``."""
+    """``model(**inputs, **extra)``, less the inputs ``inner`` does not take (`model_inputs`); a model that
+    needs inputs the data does not give (BLIP's image-text matching on images alone, say) says which,
+    instead of Python's bare complaint about its ``forward``."""
+    inputs = model_inputs(inner, inputs)
     try:
         return model(**inputs, **extra)
     except TypeError as e:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -13,6 +15,7 @@ from pela.errors import PelaError
 from pela.metadata import info
 from pela.models.saving import WEIGHTS_NAME
 from pela.models.weights import stored_float_dtype
+from pela.utils.files import check_not_input, check_output_dir
 from pela.version import __version__
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -21,6 +24,44 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 out_console = Console()
 err_console = Console(stderr=True)
+
+
+class Stopped(BaseException):
+    """Ctrl-C, carried past typer (which turns a KeyboardInterrupt into a bare exit code) to `main`."""
+
+    def __init__(self, interruption: KeyboardInterrupt):
+        super().__init__(str(interruption))
+        self.interruption = interruption
+
+
+def command(*args: Any, **kwargs: Any) -> Callable[[Callable], Callable]:
+    """``app.command``, for every pela command: what Ctrl-C stopped reaches `main` to be said."""
+    register = app.command(*args, **kwargs)
+
+    def decorator(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(*a: Any, **k: Any) -> Any:
+            try:
+                return fn(*a, **k)
+            except KeyboardInterrupt as e:
+                raise Stopped(e) from None
+
+        register(run)
+        return fn
+
+    return decorator
+
+
+@contextlib.contextmanager
+def optional_step(what: str) -> Iterator[None]:
+    """Run a step the main job does not need (a plot, a sample, an evaluation after the model is saved):
+    if it fails, say so in one ``warning:`` line and go on; the command still succeeds."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - whatever broke, the saved model is what matters
+        said = str(e).strip() if isinstance(e, PelaError) else f"{type(e).__name__}: {str(e).strip()}".rstrip(": ")
+        text = " ".join(said.splitlines()[0].split())
+        err_console.print(f"warning: skipped {what}: {text}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_version(value: bool) -> None:
@@ -91,6 +132,13 @@ def _check_eval_flags(eval_data: Path | None, eval_every: int | None, keep_best:
     """Evaluations during training (distill, finetune) need data to evaluate on."""
     if (eval_every or keep_best) and eval_data is None:
         raise PelaError(f"{'--eval-every' if eval_every else '--keep-best'} needs --eval-data")
+
+
+def _check_output(out: Path, resume: bool, overwrite: bool, inputs: dict[str, Any]) -> None:
+    """Before anything slow: ``--out`` is none of the inputs, and (unless resuming) may be written."""
+    check_not_input(out, inputs)
+    if not resume:
+        check_output_dir(out, overwrite)
 
 
 def _half_precision_note(model: Any, save_dtype: str | None) -> None:

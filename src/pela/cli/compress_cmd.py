@@ -9,7 +9,7 @@ from typing import Any, List, Optional
 import typer
 from rich.table import Column, Table
 
-from pela.bench import COMPILE_MODES, benchmark, generation_benchmark
+from pela.bench import COMPILE_MODES, DEFAULT_SEQ_LEN, benchmark, generation_benchmark
 from pela.cli.common import (
     ALLOW_PICKLE_HELP,
     CHECKPOINT_HELP,
@@ -21,8 +21,9 @@ from pela.cli.common import (
     _opt_str,
     _saved,
     _shapes_text,
-    app,
+    command,
     err_console,
+    optional_step,
     out_console,
 )
 from pela.compression.calibrate import calibrate
@@ -36,12 +37,13 @@ from pela.errors import PelaError
 from pela.models.saving import save_dtype as _save_dtype
 from pela.models.saving import save_pretrained
 from pela.models.sources import load_for_training
+from pela.utils.device import resolve_device
 from pela.utils.figures import check_figure_path
-from pela.utils.files import check_output_dir
+from pela.utils.files import check_not_input, check_output_dir
 from pela.utils.memory import keep_freed_memory
 
 
-@app.command()
+@command()
 def compress(
     source: str = typer.Argument(..., help="timm:NAME, hf:ORG/NAME, or a local model directory"),
     out: Path = typer.Option(..., "--out", help="directory to write the compressed model to"),
@@ -65,8 +67,8 @@ def compress(
                                        "allocating the same number of parameters across layers by measured sensitivity"),
     sequential: bool = typer.Option(False, "--sequential", help="with --calib, factorize block by block, each layer fit to the "
                                     "original's outputs from the inputs the compressed layers before it give (slower, closer)"),
-    sensitivity: str = typer.Option("replay", help="how allocation measures what each layer's error costs: replay (exact, "
-                                    "a re-run per layer) or gradient (first order, a few backward passes for all layers)"),
+    sensitivity: Optional[str] = typer.Option(None, help="how allocation measures what each layer's error costs: replay (exact, "
+                                              "a re-run per layer; the default) or gradient (first order, a few backward passes for all layers)"),
     text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate calibration text to this many tokens"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="draw per-layer ranks and spectra to this .png/.pdf/.svg"),
@@ -77,11 +79,12 @@ def compress(
 ) -> None:
     """Factorize a model's linear layers (PELA stage 1) and save it."""
 
-    if sequential and calib is None:
-        raise PelaError("--sequential fits each layer on calibration inputs: add --calib DATA")
+    _check_calibration_flags(calib, sequential, uniform_ranks, sensitivity)
+    if device is not None:
+        resolve_device(device)
     config = LowRankConfig(ratio=ratio, rank=rank, energy=energy, param_budget=param_budget, align=align, include=tuple(include or ()),
                            exclude=tuple(exclude) if exclude else None, device=device, init=init or ("whiten" if calib else "svd"),
-                           sequential=sequential, sensitivity=sensitivity)
+                           sequential=sequential, sensitivity=sensitivity or "replay")
     needs_calib = config.init in NEEDS_CALIBRATION or config.param_budget is not None
     if needs_calib and calib is None:
         raise PelaError(f"{'--param-budget' if config.param_budget is not None else '--init ' + config.init} needs calibration data: add --calib DATA")
@@ -92,28 +95,44 @@ def compress(
             raise PelaError(f"{flag} must be >= 1, got {value}")
     if plot is not None:
         check_figure_path(plot)
+    check_not_input(out, {"the model": source, "--calib": calib, "--checkpoint": checkpoint})
     check_output_dir(out, overwrite)  # fail before the slow part
     _save_dtype(save_dtype)
-    calib_data = _load_data(calib, text_field=text_field, progress=not as_json) if calib is not None else None
+    calib_data = _load_data(calib, text_field=text_field, progress=True) if calib is not None else None
     with err_console.status(f"loading {source}"):
         model = load_for_training(source, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle,
                            trust_remote_code=trust_remote_code)
     calibration = None
     if calib_data is not None:
         config = _recipe(model, config, uniform_ranks)
-        calibration = calibrate(model, calib_data, config, collate_fn=Collator(model, max_length=max_length), samples=calib_samples,
-                                batch_size=calib_batch_size, progress=not as_json)
-    report = _compress(model, config, calibration=calibration, progress=not as_json)
-    if plot is not None:
-        plot_compression(report, plot)
+        collate = Collator(model, max_length=max_length)
+        collate.check(calib_data, f"--calib {calib}")
+        calibration = calibrate(model, calib_data, config, collate_fn=collate, samples=calib_samples,
+                                batch_size=calib_batch_size, progress=True)
+    report = _compress(model, config, calibration=calibration, progress=True)
     save_pretrained(model, out, overwrite=overwrite, extra={"compression": {k: v for k, v in report.to_dict().items() if k != "layers"}},
                     dtype=save_dtype)
+    if plot is not None:  # an extra, after the model is safe
+        with optional_step(f"the plot {plot}"):
+            plot_compression(report, plot)
     _half_precision_note(model, save_dtype)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
     out_console.print(_layer_table(report, config.init))
     out_console.print(f"{report.summary()}\nsaved to {_saved(out)}")
+
+
+def _check_calibration_flags(calib: Optional[Path], sequential: bool, uniform_ranks: bool, sensitivity: Optional[str]) -> None:
+    """The settings of calibrated compression, refused without calibration data (they would do nothing)."""
+    if sequential and calib is None:
+        raise PelaError("--sequential fits each layer on calibration inputs: add --calib DATA")
+    for flag, given in (("--uniform-ranks", uniform_ranks), ("--sensitivity", sensitivity is not None)):
+        if given and calib is None:
+            raise PelaError(f"{flag} is a setting of allocation across layers, which measures them on calibration data: "
+                            "add --calib DATA")
+    if uniform_ranks and sensitivity is not None:
+        raise PelaError("--sensitivity measures layers to allocate ranks across them, which --uniform-ranks turns off")
 
 
 def _layer_table(report: Any, init: str) -> Table:
@@ -136,12 +155,13 @@ def _recipe(model: Any, config: LowRankConfig, uniform: bool) -> LowRankConfig:
     return LowRankConfig(**{**config.to_dict(), "ratio": None, "param_budget": budget_of(model, config)})
 
 
-@app.command()
+@command()
 def bench(
     model: str = typer.Argument(..., help="model to measure (timm:NAME, hf:ID, or a directory)"),
     vs: Optional[str] = typer.Option(None, "--vs", help="a second model measured side by side; ratio = MODEL / VS"),
     batch_size: int = typer.Option(32, "--batch-size"),
-    seq_len: int = typer.Option(128, "--seq-len", help="sequence length for text models"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="sequence length for text models (default: 128, or the "
+                                          "model's positions if fewer; with --generate, the prompt's)"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile both models first"),
@@ -157,9 +177,10 @@ def bench(
     new_tokens: int = typer.Option(64, "--new-tokens", help="with --generate: tokens written after each prompt"),
 ) -> None:
     """Throughput (items/s) and peak memory of a model, or of two side by side; --generate: prefill and decode speed."""
+    resolve_device(device)
 
     for flag, value in (("--batch-size", batch_size), ("--seq-len", seq_len), ("--iters", iters), ("--rounds", rounds)):
-        if value < 1:
+        if value is not None and value < 1:
             raise PelaError(f"{flag} must be >= 1, got {value}")
     if compile_mode is not None and compile_mode not in COMPILE_MODES:
         raise PelaError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
@@ -170,7 +191,7 @@ def bench(
             models[s if s not in models else s + " (2)"] = load_for_training(s, random_init=random_init and not Path(s).is_dir(),
                                                                     trust_remote_code=trust_remote_code)
     if generate:
-        return _bench_generation(models, seq_len, new_tokens, batch_size, device, dtype, rounds, as_json)
+        return _bench_generation(models, seq_len or DEFAULT_SEQ_LEN, new_tokens, batch_size, device, dtype, rounds, as_json)
     results = benchmark(models, batch_size=batch_size, device=device, dtype=dtype, compile=compile, seq_len=seq_len, iters=iters, rounds=rounds,
                         compile_mode=compile_mode, progress=True)
     ratio = results[0].items_per_s / results[1].items_per_s if vs else None
@@ -199,7 +220,7 @@ def bench(
 def _bench_generation(models: dict, prompt_tokens: int, new_tokens: int, batch_size: int, device: str, dtype: str, rounds: int,
                       as_json: bool) -> None:
     results = generation_benchmark(models, prompt_tokens=prompt_tokens, new_tokens=new_tokens, batch_size=batch_size, device=device,
-                                   dtype=dtype, rounds=rounds, progress=not as_json)
+                                   dtype=dtype, rounds=rounds, progress=True)
     ratios = {k: getattr(results[0], k) / getattr(results[1], k) for k in ("prefill_tokens_per_s", "decode_tokens_per_s")} if len(results) > 1 else None
     if as_json:
         print(json.dumps({"results": [r.to_dict() for r in results], "ratios": ratios}, indent=2))

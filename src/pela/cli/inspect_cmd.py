@@ -20,7 +20,7 @@ from pela.cli.common import (
     WORKERS_HELP,
     _load_data,
     _opt_str,
-    app,
+    command,
     out_console,
 )
 from pela.data.choices import read_choices
@@ -38,7 +38,7 @@ from pela.training.multiple_choice import multiple_choice as score_choices
 from pela.training.perplexity import perplexity as language_model_perplexity
 
 
-@app.command()
+@command()
 def compare(
     student: str = typer.Argument(..., help="the student (a directory, or any model source)"),
     teacher: str = typer.Argument(..., help="the teacher"),
@@ -57,11 +57,11 @@ def compare(
 
     if samples < 1 or batch_size < 1:
         raise PelaError("--samples and --batch-size must be >= 1")
-    ds = _load_data(data, text_field=text_field, progress=not as_json)
+    ds = _load_data(data, text_field=text_field, progress=True)
     s_model = load_for_training(student, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     t_model = load_for_training(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     result = _compare(s_model, t_model, ds, collate_fn=Collator(s_model, max_length=max_length), samples=samples,
-                      batch_size=batch_size, blocks=blocks, progress=not as_json)
+                      batch_size=batch_size, blocks=blocks, progress=True)
     if as_json:
         print(json.dumps(result, indent=2))
         return
@@ -73,7 +73,7 @@ def compare(
     out_console.print(f"output agreement ({result['output_agreement_kind']}): {result['output_agreement']:.4f}")
 
 
-@app.command(name="eval")
+@command(name="eval")
 def eval_(
     model: str = typer.Argument(..., help="a fine-tuned model directory, or any model source with a head"),
     data: Path = typer.Option(..., "--data", help="labelled data"),
@@ -116,13 +116,13 @@ def eval_(
     if workers < 0:
         raise PelaError(f"--workers must be >= 0, got {workers}")
     net = load_for_training(model, checkpoint=_opt_str(checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    ds = _load_data(data, split=split, text_field=text_field, label_field=label_field, progress=not as_json)
+    ds = _load_data(data, split=split, text_field=text_field, label_field=label_field, progress=True)
     trained, given = info(net).classes, dataset_classes(ds)
     if trained and given and not set(trained) & set(given):  # a model pela fine-tuned names its classes: sharing none is a mistake
         raise PelaError(f"none of the data's classes ({', '.join(map(repr, given[:3]))}{', ...' if len(given) > 3 else ''}) is one of the "
                         f"{len(trained)} classes the model was trained on ({', '.join(map(repr, trained[:3]))}{', ...' if len(trained) > 3 else ''})")
     metrics = evaluate(net, ds, collate_fn=Collator(net, max_length=max_length), batch_size=batch_size, workers=workers,
-                       progress=not as_json)
+                       progress=True)
     if as_json:
         print(json.dumps(metrics, indent=2))
         return
@@ -139,9 +139,9 @@ def eval_(
 
 def _perplexity(model: str, data: Path, context: Optional[int], stride: Optional[int], batch_size: int, text_field: Optional[str],
                 checkpoint: Optional[Path], allow_pickle: bool, trust_remote_code: bool, as_json: bool) -> None:
-    ds = _load_data(data, text_field=text_field, progress=not as_json)
+    ds = _load_data(data, text_field=text_field, progress=True)
     net = load_for_training(model, checkpoint=_opt_str(checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    result = language_model_perplexity(net, ds, context=context, stride=stride, batch_size=batch_size, progress=not as_json)
+    result = language_model_perplexity(net, ds, context=context, stride=stride, batch_size=batch_size, progress=True)
     if as_json:
         print(json.dumps(result, indent=2))
         return
@@ -154,7 +154,7 @@ def _multiple_choice(model: str, data: Path, batch_size: int, fields: dict, chec
                      trust_remote_code: bool, as_json: bool) -> None:
     examples = read_choices(data, **fields)
     net = load_for_training(model, checkpoint=_opt_str(checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    result = score_choices(net, examples, batch_size=batch_size, progress=not as_json)
+    result = score_choices(net, examples, batch_size=batch_size, progress=True)
     if as_json:
         print(json.dumps(result, indent=2))
         return
@@ -162,7 +162,7 @@ def _multiple_choice(model: str, data: Path, batch_size: int, fields: dict, chec
                       f"examples ({result['choices']:,} choices) in {result['seconds']:.0f}s")
 
 
-@app.command()
+@command()
 def export(
     model: Path = typer.Argument(..., help="a pela directory of a transformers model (from compress, distill or finetune)"),
     out: Path = typer.Option(..., "--out", help="the Hugging Face directory to write"),
@@ -175,7 +175,7 @@ def export(
     out_console.print(f"exported to {out}; load it with transformers alone: {cls}.from_pretrained({str(out)!r}, trust_remote_code=True)")
 
 
-@app.command(name="data")
+@command(name="data")
 def data_(
     path: Path = typer.Argument(..., help="a dataset, as --data takes it"),
     split: str = typer.Option("train", help="split to read from a dataset of several (train; validation, val, valid, dev or eval, which read whichever of those there is; or test, which reads the same or else test)"),
@@ -185,7 +185,7 @@ def data_(
 ) -> None:
     """What pela reads from a dataset: its examples, the columns it uses, its classes, the first example."""
 
-    info = describe(_load_data(path, split=split, text_field=text_field, label_field=label_field, progress=not as_json))
+    info = describe(_load_data(path, split=split, text_field=text_field, label_field=label_field, progress=True))
     if as_json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
         return
@@ -203,7 +203,7 @@ def data_(
     out_console.print(table)
 
 
-@app.command()
+@command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="where the demo writes its models and report"),
     quick: bool = typer.Option(False, "--quick", help="the same pipeline on a small slice, in about 2 minutes"),

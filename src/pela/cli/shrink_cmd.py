@@ -21,7 +21,17 @@ from typing import Optional
 
 import typer
 
-from pela.cli.common import TEXT_FIELD_HELP, TRUST_HELP, _load_data, _saved, app, err_console, out_console
+from pela.cli.common import (
+    TEXT_FIELD_HELP,
+    TRUST_HELP,
+    _check_output,
+    _load_data,
+    _saved,
+    command,
+    err_console,
+    optional_step,
+    out_console,
+)
 from pela.compression.calibrate import calibrate
 from pela.compression.config import LowRankConfig
 from pela.data.collate import Collator
@@ -31,7 +41,7 @@ from pela.models.sources import load_for_training
 from pela.training.distill import DistillConfig
 from pela.training.generation import write_generations
 from pela.training.perplexity import is_causal_lm
-from pela.training.rundir import publish, run_dir
+from pela.training.rundir import run_dir
 from pela.training.shrink import STAGES, stage_ratios, stage_recipe
 from pela.training.shrink import shrink as shrink_
 
@@ -50,7 +60,7 @@ def distill_steps(examples: int, batch_size: int, seconds_per_example: float, mi
     return max(1, min(epoch, math.floor(minutes * 60 / step_seconds)))
 
 
-@app.command()
+@command()
 def shrink(
     source: str = typer.Argument(..., help="the model to shrink (timm:NAME, hf:ORG/NAME, or a directory)"),
     data: Path = typer.Option(..., "--data", help="unlabeled examples of what the model will serve (any format --data takes)"),
@@ -82,13 +92,15 @@ def shrink(
         raise PelaError(f"--stages must be at least 1, got {stages}")
     LowRankConfig(ratio=ratio)
     DistillConfig(steps=steps, batch_size=batch_size)  # every setting checked before the slow part
+    _check_output(out, False, overwrite, {"the model": source, "--data": data})
     ds = _load_data(data, text_field=text_field, progress=True)
-    with run_dir(out, False, overwrite):
+    with run_dir(out, False, overwrite) as run:
         with err_console.status(f"loading {source}"):
             teacher = load_for_training(source, trust_remote_code=trust_remote_code)
         student = copy.deepcopy(teacher)
         recipe = stage_recipe(student, stage_ratios(ratio, stages)[0], sequential)
         collate = Collator(student, max_length=max_length)
+        collate.check(ds, f"--data {data}")
         language_model = is_causal_lm(student)
         if pack is not None and not language_model:
             raise PelaError(f"--pack packs text for a language model; {type(student).__name__} has no next-token head")
@@ -105,7 +117,7 @@ def shrink(
         logits = {"beta": 1.0, "temperature": 1.0} if language_model else {}
         config = DistillConfig(steps=total, batch_size=batch_size, group_by_length=True, **logits)
         shrunk = shrink_(student, teacher, ds, ratio, config, stages=stages, train_data=train_data, collate_fn=collate,
-                         calib_samples=calib_samples, sequential=sequential, out=out, progress=True, calibration=calibration,
+                         calib_samples=calib_samples, sequential=sequential, out=run.path, progress=True, calibration=calibration,
                          run_info={"teacher": source, "data": str(Path(data).resolve()), "recipe": recipe.to_dict()})
         report, result = shrunk.report, shrunk.distills[-1]
         record = {"compression": {k: v for k, v in report.to_dict().items() if k != "layers"},
@@ -113,9 +125,11 @@ def shrink(
                              for k, r, d in zip(stage_ratios(ratio, stages), shrunk.reports, shrunk.distills)],
                   "distill": {**config.to_dict(), "trained_steps": sum(d.steps for d in shrunk.distills),
                               "final": result.history[-1] if result.history else {}}}
+        main = run.publish(student, record)
         if language_model:  # what the student writes, beside the teacher's
-            write_generations(out / "generations.md", student, teacher, ds, collate.tokenizer)
-        if publish(student, out, record):
+            with optional_step("generations.md"):
+                write_generations(run.path / "generations.md", student, teacher, ds, collate.tokenizer)
+        if main:
             steps_done, seconds = sum(d.steps for d in shrunk.distills), sum(d.seconds for d in shrunk.distills)
             out_console.print(f"{report.summary()}\ndistilled {steps_done} steps in {stages} stage(s), {seconds:.0f}s; "
                               f"student saved to {_saved(out)}")

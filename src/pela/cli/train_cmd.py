@@ -18,19 +18,21 @@ from pela.cli.common import (
     TRUST_HELP,
     WORKERS_HELP,
     _check_eval_flags,
+    _check_output,
     _half_precision_note,
     _load_data,
     _opt_str,
     _saved,
-    app,
+    command,
     err_console,
+    optional_step,
     out_console,
 )
 from pela.data.collate import Collator
-from pela.data.labels import dataset_classes
+from pela.data.labels import dataset_classes, unlabelled_reason
 from pela.data.packing import PackedText
 from pela.errors import PelaError
-from pela.models.saving import is_pela_dir
+from pela.models.saving import is_pela_dir, record_metadata
 from pela.models.saving import save_dtype as _save_dtype
 from pela.models.sources import load_for_training
 from pela.training.distill import DistillConfig
@@ -41,11 +43,11 @@ from pela.training.finetune import finetune as _finetune
 from pela.training.generation import write_generations
 from pela.training.perplexity import is_causal_lm
 from pela.training.rates import MATCHED, parse_factor_lr
-from pela.training.rundir import publish, run_dir
+from pela.training.rundir import run_dir
 from pela.utils.sharded import holds_shards
 
 
-@app.command()
+@command()
 def distill(
     student: Path = typer.Option(..., "--student", help="a compressed model directory (from pela compress)"),
     teacher: str = typer.Option(..., "--teacher", help="the original model (timm:NAME, hf:ID, or a directory)"),
@@ -95,36 +97,47 @@ def distill(
                            mixed_precision=mixed_precision, save_every=save_every, log_every=log_every, blocks=blocks,
                            group_by_length=group_by_length, workers=workers, eval_every=eval_every, keep_best=keep_best,
                            patience=patience)
-    if max_length is not None and max_length < 1:
-        raise PelaError(f"--max-length must be >= 1, got {max_length}")
-    if pack is not None and pack < 2:
-        raise PelaError(f"--pack must be at least 2 tokens, got {pack}")
+    _check_distill_flags(student, max_length, pack, eval_samples)
     _check_eval_flags(eval_data, eval_every, keep_best)
-    if eval_samples < 1:
-        raise PelaError(f"--eval-samples must be >= 1, got {eval_samples}")
-    if not is_pela_dir(student):
-        raise PelaError(f"--student {student} is not a directory written by pela (run pela compress first)")
     _save_dtype(save_dtype)
+    _check_output(out, resume, overwrite, {"--student": student, "--teacher": teacher, "--data": data, "--eval-data": eval_data,
+                                           "--teacher-checkpoint": teacher_checkpoint})
     ds = _load_data(data, text_field=text_field, label_field=label_field, progress=True)
     held_out = _load_data(eval_data, split="test", text_field=text_field, progress=True) if eval_data else None
-    with run_dir(out, resume, overwrite):
+    with run_dir(out, resume, overwrite) as run:
         with err_console.status("loading models"):
             student_model = load_for_training(str(student), trust_remote_code=trust_remote_code)  # trains in float32
             teacher_model = load_for_training(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle,
                                        trust_remote_code=trust_remote_code)
         collate = Collator(student_model, max_length=max_length)
+        collate.check(ds, f"--data {data}")
+        if held_out is not None:
+            collate.check(held_out, f"--eval-data {eval_data}")
         texts = ds
         if pack is not None:
             ds = PackedText(ds, collate.tokenizer, pack)
         info = {"student": str(Path(student).resolve()), "teacher": teacher, "data": str(Path(data).resolve())}
-        result = _distill(student_model, teacher_model, ds, config, collate_fn=collate, out=out, resume=resume, progress=True, run_info=info,
-                          eval_data=held_out, eval_samples=eval_samples)
+        result = _distill(student_model, teacher_model, ds, config, collate_fn=collate, out=run.path, resume=resume, progress=True,
+                          run_info=info, eval_data=held_out, eval_samples=eval_samples)
+        main = run.publish(student_model, {"distill": _distill_record(config, result, student_model, teacher_model)}, save_dtype)
         if is_causal_lm(student_model):  # what the student writes, beside the teacher's
-            data_for_prompts = held_out if held_out is not None else texts
-            write_generations(out / "generations.md", student_model, teacher_model, data_for_prompts, collate.tokenizer)
-        if publish(student_model, out, {"distill": _distill_record(config, result, student_model, teacher_model)}, save_dtype):
+            with optional_step("generations.md"):
+                prompts = held_out if held_out is not None else texts
+                write_generations(run.path / "generations.md", student_model, teacher_model, prompts, collate.tokenizer)
+        if main:
             out_console.print(_distilled(result, keep_best, patience, out))
             _half_precision_note(student_model, save_dtype)
+
+
+def _check_distill_flags(student: Path, max_length: Optional[int], pack: Optional[int], eval_samples: int) -> None:
+    if max_length is not None and max_length < 1:
+        raise PelaError(f"--max-length must be >= 1, got {max_length}")
+    if pack is not None and pack < 2:
+        raise PelaError(f"--pack must be at least 2 tokens, got {pack}")
+    if eval_samples < 1:
+        raise PelaError(f"--eval-samples must be >= 1, got {eval_samples}")
+    if not is_pela_dir(student):
+        raise PelaError(f"--student {student} is not a directory written by pela (run pela compress first)")
 
 
 def _distill_record(config: DistillConfig, result: Any, student: Any, teacher: Any) -> dict[str, Any]:
@@ -154,7 +167,7 @@ def _distilled(result: Any, keep_best: Optional[str], patience: Optional[int], o
             f"final loss {last.get('loss', float('nan')):.4g}{held}; student saved to {_saved(out)}")
 
 
-@app.command()
+@command()
 def finetune(
     model: str = typer.Argument(..., help="a pela student, or any model source (to compare under one recipe)"),
     data: Path = typer.Option(..., "--data", help="labelled data: a folder of class sub-folders (images or .txt files), Fashion-MNIST idx, or records (CSV/TSV/JSONL/JSON/Parquet/Arrow) with a label"),
@@ -199,36 +212,59 @@ def finetune(
     _check_eval_flags(eval_data, eval_every, keep_best)
     if max_length is not None and max_length < 1:
         raise PelaError(f"--max-length must be >= 1, got {max_length}")
-
     _save_dtype(save_dtype)
-
-    ds = _load_data(data, text_field=text_field, label_field=label_field, progress=not as_json)
-    test = (_load_data(eval_data, split="test", text_field=text_field, label_field=label_field, classes=dataset_classes(ds),
-                         progress=not as_json)
-            if eval_data else None)
-    with run_dir(out, resume, overwrite):
+    _check_output(out, resume, overwrite, {"model": model, "--data": data, "--eval-data": eval_data, "--checkpoint": checkpoint})
+    ds = _load_data(data, text_field=text_field, label_field=label_field, progress=True)
+    test = None
+    if eval_data:
+        test = _load_data(eval_data, split="test", text_field=text_field, label_field=label_field, classes=dataset_classes(ds),
+                          progress=True)
+        if dataset_classes(test) is None:
+            raise PelaError(f"--eval-data {eval_data}: evaluation needs labelled data: {unlabelled_reason(test)}")
+    with run_dir(out, resume, overwrite) as run:
         with err_console.status(f"loading {model}"):
             net = load_for_training(model, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle,
                              trust_remote_code=trust_remote_code)
-        tuned, result = _finetune(net, ds, config, collate_fn=Collator(net, max_length=max_length), out=out, resume=resume,
-                                  progress=not as_json, run_info={"model": model, "data": str(Path(data).resolve())},
-                                  eval_data=test if (eval_every or keep_best) else None)
-        summary = {"steps": result.steps, "seconds": result.seconds, "items_per_s": result.items_per_s,
-                   "final": result.history[-1] if result.history else {}}
-        if result.evals:
-            summary["evals"] = result.evals
-        if result.best is not None:
-            summary["best"] = result.best
-        summary["stopped_early"] = result.stopped_early
+        collate = Collator(net, max_length=max_length)
+        collate.check(ds, f"--data {data}")
         if test is not None:
-            summary["eval"] = evaluate(tuned, test, collate_fn=Collator(tuned, max_length=max_length), workers=workers, progress=not as_json)
-        if publish(tuned, out, {"finetune": {**config.to_dict(), **summary}}, save_dtype):
-            if as_json:
-                print(json.dumps(summary, indent=2))
-            else:
-                acc = f"; accuracy {summary['eval']['accuracy']:.4f} on {summary['eval']['samples']} examples" if test is not None else ""
-                if result.best is not None:
-                    acc += f"; kept step {result.best['step']}'s weights, the best evaluation by {keep_best}"
-                early = f" (stopped early: {patience} evaluations without a better {keep_best})" if result.stopped_early else ""
-                out_console.print(f"fine-tuned {result.steps} steps{early} in {result.seconds:.0f}s{acc}; saved to {_saved(out)}")
+            collate.check(test, f"--eval-data {eval_data}")
+        tuned, result = _finetune(net, ds, config, collate_fn=collate, out=run.path, resume=resume, progress=True,
+                                  run_info={"model": model, "data": str(Path(data).resolve())},
+                                  eval_data=test if (eval_every or keep_best) else None)
+        summary = _finetune_summary(result)
+        main = run.publish(tuned, {"finetune": {**config.to_dict(), **summary}}, save_dtype)
+        if test is not None:  # the saved model's score: an extra, after the model is safe
+            with optional_step("the final evaluation on --eval-data"):
+                summary["eval"] = evaluate(tuned, test, collate_fn=Collator(tuned, max_length=max_length), workers=workers,
+                                           progress=True)
+                if main:
+                    record_metadata(run.path, {"finetune": {**config.to_dict(), **summary}})
+        if main:
+            _finetuned(summary, result, keep_best, patience, out, as_json)
             _half_precision_note(net, save_dtype)
+
+
+def _finetune_summary(result: Any) -> dict[str, Any]:
+    """What ``pela.json`` and ``--json`` keep of a fine-tuning run."""
+    summary = {"steps": result.steps, "seconds": result.seconds, "items_per_s": result.items_per_s,
+               "final": result.history[-1] if result.history else {}}
+    if result.evals:
+        summary["evals"] = result.evals
+    if result.best is not None:
+        summary["best"] = result.best
+    summary["stopped_early"] = result.stopped_early
+    return summary
+
+
+def _finetuned(summary: dict[str, Any], result: Any, keep_best: Optional[str], patience: Optional[int], out: Path,
+               as_json: bool) -> None:
+    """The closing line of ``pela finetune`` (or its summary as JSON)."""
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    acc = f"; accuracy {summary['eval']['accuracy']:.4f} on {summary['eval']['samples']} examples" if "eval" in summary else ""
+    if result.best is not None:
+        acc += f"; kept step {result.best['step']}'s weights, the best evaluation by {keep_best}"
+    early = f" (stopped early: {patience} evaluations without a better {keep_best})" if result.stopped_early else ""
+    out_console.print(f"fine-tuned {result.steps} steps{early} in {result.seconds:.0f}s{acc}; saved to {_saved(out)}")

@@ -10,7 +10,6 @@ float64 total), so no activation is ever stored. Padding tokens
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -23,7 +22,7 @@ from pela.compression.config import LowRankConfig
 from pela.compression.targets import select
 from pela.data.collate import Collator
 from pela.data.inputs import as_dataset
-from pela.errors import PelaError
+from pela.errors import PelaError, warn
 from pela.features import real_tokens
 from pela.utils.progress import progress_iter
 
@@ -95,8 +94,8 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
     short = [c for c in layers if 0 < counts.get(c.name, 0) < c.weight.shape[1]]
     if short:
         worst = min(short, key=lambda c: counts[c.name] / c.weight.shape[1])
-        warnings.warn(f"calibration saw {counts[worst.name]} input vectors for {worst.name}, which has {worst.weight.shape[1]} inputs: "
-                      f"its statistics are rank-deficient and are damped; more calibration samples give better factors", stacklevel=2)
+        warn(f"calibration saw {counts[worst.name]} input vectors for {worst.name}, which has {worst.weight.shape[1]} inputs: "
+             f"its statistics are rank-deficient and are damped; more calibration samples give better factors")
     return Calibration(moments, counts, n, probe, inputs)
 
 

@@ -27,6 +27,7 @@ from pela.compression.targets import Candidate, select
 from pela.errors import PelaError
 from pela.layers.lowrank import LowRankLinear
 from pela.linalg import Spectrum
+from pela.utils.device import resolve_device
 from pela.utils.progress import progress_bar
 
 
@@ -198,6 +199,8 @@ def _checked(model: nn.Module, config: LowRankConfig | None, calibration: Calibr
     if config.init in NEEDS_CALIBRATION and calibration is None:
         raise PelaError(f"init={config.init!r} needs calibration data: pass calibration=pela.calibrate(model, data) "
                         "(CLI: --calib DATA)")
+    if config.device is not None:
+        resolve_device(config.device)
     return config
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pela.compression.inits import INITS, NEEDS_CALIBRATION
-from pela.errors import PelaError
+from pela.errors import PelaError, warn
 
 RANK_RULES = ("ratio", "rank", "energy", "param_budget")
 SENSITIVITIES = ("replay", "gradient")
@@ -149,7 +149,6 @@ class LowRankConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            import warnings
 
-            warnings.warn(f"ignoring unknown LowRankConfig keys {unknown} (written by a newer pela?)")
+            warn(f"ignoring unknown LowRankConfig keys {unknown} (written by a newer pela?)")
         return cls(**{k: v for k, v in d.items() if k in known})

@@ -18,7 +18,6 @@ it feeds.
 from __future__ import annotations
 
 import copy
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -27,6 +26,7 @@ from torch import nn
 
 from pela import arch
 from pela.compression.replay import BlockCalls, Call, hidden_of, replay_ready, run_call
+from pela.errors import warn
 from pela.features import real_tokens
 from pela.linalg import Spectrum, corrected_weight, whiten_spectrum
 from pela.utils.progress import progress_bar
@@ -183,8 +183,8 @@ def refit(model: nn.Module, fits: list[Fit], batches: list[dict[str, Any]], prog
     try:
         chains = _chains(model, batches, blocks)
         if chains is None:
-            warnings.warn("sequential factorization needs blocks that run one after another, each once, on the previous one's "
-                          "output; this model's do not, so its layers are factorized one-shot", stacklevel=3)
+            warn("sequential factorization needs blocks that run one after another, each once, on the previous one's "
+                 "output; this model's do not, so its layers are factorized one-shot")
             return set()
         return _refit_chain(model, fits, chains, batches, progress, feed == "teacher")
     finally:

@@ -7,11 +7,10 @@ import gzip
 import hashlib
 import os
 import re
-import warnings
 from pathlib import Path
 from typing import Callable
 
-from pela.errors import PelaError
+from pela.errors import PelaError, warn
 from pela.utils.progress import bytes_bar
 
 
@@ -80,7 +79,7 @@ def cached_copy(f: Path, kind: str, suffix: str, write: Callable[[Path], None]) 
                     old.unlink()
         return out
     except OSError as e:
-        warnings.warn(f"reading {f} into memory: could not write its copy to {out.parent} ({e}); set PELA_CACHE to a writable folder")
+        warn(f"reading {f} into memory: could not write its copy to {out.parent} ({e}); set PELA_CACHE to a writable folder")
         return None
     finally:
         with contextlib.suppress(OSError):

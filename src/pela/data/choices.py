@@ -88,6 +88,12 @@ def _example(row: dict[str, Any], i: int, prompt_field: str, choices_field: str,
         raise PelaError(f"{where}: the prompt ({prompt_field!r}) is not text: {prompt!r:.60}")
     if not isinstance(raw, (list, tuple)) or len(raw) < 2 or not all(isinstance(c, str) for c in raw):
         raise PelaError(f"{where}: the choices ({choices_field!r}) must be a list of at least 2 texts, got {raw!r:.80}")
+    # a choice is scored from the prompt before it: without either, there is nothing to score or nothing to score from
+    if not prompt.strip():
+        raise PelaError(f"{where}: the prompt ({prompt_field!r}) is empty: a choice is scored as its continuation")
+    empty = next((j for j, c in enumerate(raw) if not c.strip()), None)
+    if empty is not None:
+        raise PelaError(f"{where}: choice {empty + 1} ({choices_field!r}) is empty: it has no tokens to score")
     choices = tuple(raw)
     return ChoiceExample(prompt, choices, _answer_index(answer, choices, labels, where, answer_field))
 

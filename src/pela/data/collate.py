@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from pela.arch.inputs import built_image_size
+from pela.arch.inputs import accepted_inputs, built_image_size, input_kinds
 from pela.arch.properties import max_positions
 from pela.errors import PelaError
 from pela.metadata import info
@@ -68,6 +68,8 @@ class Collator:
         source = info(model).source or info(getattr(model, "backbone", None)).source or {}
         self.trust_remote_code = bool(source.get("remote_code"))
         self.timm_data_config = _timm_data_config(model)
+        self.kinds, self.accepts = input_kinds(model), accepted_inputs(model)
+        self.model_name = type(model).__name__
 
     @property
     def tokenizer(self) -> Any:
@@ -107,13 +109,36 @@ class Collator:
                 self._transform = _HFImageTransform(processor)
         return self._transform
 
+    def check(self, data: Any, what: str = "the data") -> None:
+        """Collate the first example of ``data``, so that data the model cannot read is refused before
+        any slow work (training, a final evaluation) instead of after it."""
+        if len(data):
+            try:
+                self([data[0]])
+            except PelaError as e:
+                raise PelaError(f"{what}: {e}") from None
+
+    def _check_kind(self, example: dict[str, Any]) -> None:
+        """Refuse data of which the model reads nothing (text for a ViT, images for BERT), in one line."""
+        given = {kind for kind, keys in (("text", ("text", "input_ids")), ("image", ("image",)))
+                 if any(k in example for k in keys)}
+        if not given or not self.kinds or given & self.kinds:
+            return
+        reads = "images" if self.kinds == {"image"} else "text"
+        kind = "an image" if reads == "images" else "a text"
+        raise PelaError(f"this is {kind} model ({self.model_name}): it reads {reads}, and the data is "
+                        f"{'images' if given == {'image'} else 'text'}")
+
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch: dict[str, torch.Tensor] = {}
+        self._check_kind(examples[0])
         if "text" in examples[0]:
             limit = self.max_length or min(getattr(self.tokenizer, "model_max_length", 512), self.positions or 4096, 4096)
             pairs = [e["text_pair"] for e in examples] if "text_pair" in examples[0] else None
             enc = self.tokenizer([e["text"] for e in examples], pairs, padding=True, truncation=True, max_length=limit, return_tensors="pt")
-            batch.update(enc)
+            # what the model does not take is dropped here (a BERT tokenizer's token_type_ids beside a Llama);
+            # the attention mask stays: pela reads it itself, to leave padding out of losses and statistics
+            batch.update({k: v for k, v in enc.items() if self.accepts is None or k in self.accepts or k == "attention_mask"})
         if "input_ids" in examples[0]:  # already token ids, of one length (`pela.data.packing.PackedText`): nothing is padding
             batch["input_ids"] = torch.stack([e["input_ids"] for e in examples])
             batch["attention_mask"] = torch.ones_like(batch["input_ids"])

@@ -19,7 +19,8 @@ from typing import Any
 from pela.errors import PelaError
 from pela.layers import hf_modeling
 from pela.models.saving import COMPANION_FILES, CONFIG_NAME, WEIGHTS_NAME, is_pela_dir
-from pela.utils.files import atomic_dir, read_json
+from pela.models.weights import check_safetensors
+from pela.utils.files import atomic_dir, check_not_input, read_json
 
 CODE_NAME = "modeling_pela.py"
 LOADER = "modeling_pela.PelaLowRankModel"
@@ -35,6 +36,7 @@ def export_hf(directory: str | os.PathLike, out: str | os.PathLike, *, overwrite
     states or on an encoder-decoder is not.
     """
     src = Path(directory)
+    check_not_input(out, {"model": src})
     if not is_pela_dir(src):
         raise PelaError(f"{src} is not a directory written by pela (no {CONFIG_NAME})")
     meta = read_json(src / CONFIG_NAME)
@@ -45,6 +47,7 @@ def export_hf(directory: str | os.PathLike, out: str | os.PathLike, *, overwrite
                         "(pela.load reads this one)")
     if source.get("remote_code"):
         raise PelaError(f"{src} is an architecture that brings its own code; export cannot add pela's beside it (pela.load reads it)")
+    check_safetensors(src / WEIGHTS_NAME)  # an export that transformers then fails to load is no export
     config = read_json(src / "config.json")
     head = meta.get("head")
     if head and (head.get("tower") or head.get("hidden_states") or config.get("is_encoder_decoder")):

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from pathlib import Path
 
 import torch
 
-from pela.errors import PelaError
+from pela.errors import PelaError, warn
 from pela.utils.files import atomic_dir
 
 
@@ -57,5 +56,5 @@ def gguf_to_hf(path: Path) -> Path:
     with atomic_dir(target, overwrite=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    warnings.warn(f"{path.name} was dequantized to float32 into {target}; its weights keep the file's quantization error", stacklevel=3)
+    warn(f"{path.name} was dequantized to float32 into {target}; its weights keep the file's quantization error")
     return target

@@ -10,11 +10,12 @@ any tensor of the model it builds is not in the file.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from pela.errors import warn
 
 
 def stored_names(shards: list[Path]) -> set[str]:
@@ -51,5 +52,5 @@ def warn_missing(path: Path, model: Any, loading_info: dict[str, Any]) -> None:
     missing = sorted(loading_info.get("missing_keys") or [])
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        warnings.warn(f"{path} has no weights for {len(missing)} tensor{'s' if len(missing) != 1 else ''} of "
-                      f"{type(model).__name__} ({shown}): they are initialized at random", stacklevel=3)
+        warn(f"{path} has no weights for {len(missing)} tensor{'s' if len(missing) != 1 else ''} of "
+             f"{type(model).__name__} ({shown}): they are initialized at random")

@@ -1,4 +1,5 @@
-"""`load_saved`: a model saved by `save_pretrained`, rebuilt exactly (its dtype kept, outputs bitwise)."""
+"""`load_saved`: a model saved by `save_pretrained`, rebuilt exactly (its dtype kept, outputs bitwise);
+`load_export`: the same for a directory `pela export` wrote, read with pela's own code."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from torch import nn
 
 from pela.arch.classifier import SequenceClassifier
 from pela.errors import PelaError
+from pela.layers.hf_modeling import WEIGHTS as EXPORT_WEIGHTS
 from pela.metadata import info
 from pela.models.rebuild import build_architecture
 from pela.models.saving import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
@@ -36,6 +38,36 @@ def load_saved(directory: str | os.PathLike, model: nn.Module | None = None, *, 
         raise PelaError(f"{path / CONFIG_NAME} is not a pela model description")
     if meta.get("version", 0) > FORMAT_VERSION:
         raise PelaError(f"{path} was written by a newer pela (format {meta['version']}); upgrade pela")
+    return _rebuilt(path, meta, path / WEIGHTS_NAME, model, trust_remote_code)
+
+
+def is_pela_export(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` was written by `pela export` (a Hugging Face directory with pela's factors)."""
+    path = Path(directory)
+    if not (path / EXPORT_WEIGHTS).is_file() or not (path / "config.json").is_file():
+        return False
+    try:
+        spec = read_json(path / "config.json").get("pela")
+    except PelaError:
+        return False
+    return isinstance(spec, dict) and isinstance(spec.get("factorized"), dict) and isinstance(spec.get("architecture"), str)
+
+
+def load_export(directory: str | os.PathLike) -> nn.Module:
+    """A directory `pela export` wrote, rebuilt with pela's own classes (its ``modeling_pela.py`` is not run)."""
+    path = Path(directory)
+    config = read_json(path / "config.json")
+    spec = config["pela"]
+    meta = {"source": {"kind": "hf", "class": spec["architecture"]}, "factorized": spec["factorized"], "head": None}
+    if isinstance(spec.get("head"), dict):
+        meta["head"] = {k: spec["head"][k] for k in ("hidden", "num_classes", "pooling")}
+        labels = config.get("id2label") or {}
+        meta["classes"] = [labels[str(i)] for i in range(len(labels))] if labels else None
+    return _rebuilt(path, meta, path / EXPORT_WEIGHTS, None, False)
+
+
+def _rebuilt(path: Path, meta: dict, weights: Path, model: nn.Module | None, trust_remote_code: bool) -> nn.Module:
+    """The model ``meta`` (a ``pela.json``) describes, with the weights of ``weights``."""
     if model is None:
         if not meta.get("source"):
             raise PelaError(f"{path} does not record its architecture; pass the dense model: pela.load(dir, model=...)")
@@ -44,10 +76,10 @@ def load_saved(directory: str | os.PathLike, model: nn.Module | None = None, *, 
         if meta.get("head"):
             model = SequenceClassifier(model, **meta["head"])
     apply_structure(model, meta["factorized"])
-    stored = stored_float_dtype(path / WEIGHTS_NAME)
+    stored = stored_float_dtype(weights)
     if stored is not None:  # a model saved in bfloat16 comes back in bfloat16, bit for bit
         model.to(stored)
-    load_weights(model, path / WEIGHTS_NAME)
+    load_weights(model, weights)
     if meta.get("source"):
         info(getattr(model, "backbone", model)).source = meta["source"]
     if meta.get("classes"):

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,11 +21,19 @@ import torch
 from torch import nn
 
 from pela.arch.classifier import SequenceClassifier
-from pela.errors import PelaError
+from pela.errors import PelaError, warn
 from pela.metadata import info
 from pela.models.rebuild import build_architecture, source_of
 from pela.models.structure import apply_structure, factorized_layers
-from pela.utils.files import atomic_dir, default_permissions, writing
+from pela.utils.files import (
+    atomic_dir,
+    atomic_write_text,
+    default_permissions,
+    read_json,
+    remove_stale_temporaries,
+    temporary_prefix,
+    writing,
+)
 from pela.utils.sharded import gather_weights
 
 FORMAT_VERSION = 1
@@ -112,9 +119,9 @@ def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None, d
     backbone = model.backbone if isinstance(model, SequenceClassifier) else model
     source = source_of(backbone)
     if source and source.get("kind") == "timm" and not _rebuilds(backbone, source):
-        warnings.warn(f"timm:{source.get('name')} as recorded does not rebuild this model's shapes (it was built with arguments "
-                      "pela did not see); the weights are saved, and pela.load needs the dense model: pela.load(dir, model=...). "
-                      "Models made by pela.load('timm:NAME', **kwargs) record their arguments.", stacklevel=3)
+        warn(f"timm:{source.get('name')} as recorded does not rebuild this model's shapes (it was built with arguments "
+             "pela did not see); the weights are saved, and pela.load needs the dense model: pela.load(dir, model=...). "
+             "Models made by pela.load('timm:NAME', **kwargs) record their arguments.")
         source = None
     head = ({"hidden": model.hidden, "num_classes": model.num_classes, "pooling": model.pooling,
              "hidden_states": model.hidden_states, "tower": model.tower} if isinstance(model, SequenceClassifier) else None)
@@ -169,7 +176,8 @@ def save_into(model: nn.Module, directory: str | os.PathLike, extra: dict[str, A
     """
     path, dt = Path(directory), save_dtype(dtype)
     with writing(path):
-        tmp = Path(tempfile.mkdtemp(prefix=".model.tmp-", dir=path))
+        remove_stale_temporaries(path, "model")  # what a run killed while saving here left
+        tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix("model"), dir=path))
         try:
             _write_model(model, tmp, extra, dt, weights)
             default_permissions(tmp)
@@ -179,6 +187,13 @@ def save_into(model: nn.Module, directory: str | os.PathLike, extra: dict[str, A
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def record_metadata(directory: str | os.PathLike, extra: dict[str, Any]) -> None:
+    """Add (or replace) top-level entries of a saved model's ``pela.json``, atomically: what was learnt of
+    the model after it was saved (a final evaluation)."""
+    path = Path(directory) / CONFIG_NAME
+    atomic_write_text(path, json.dumps({**read_json(path), **extra}, indent=2))
 
 
 def is_pela_dir(path: str | os.PathLike) -> bool:

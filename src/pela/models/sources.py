@@ -16,7 +16,7 @@ from pela.errors import PelaError
 from pela.models.adapters import load_adapter
 from pela.models.gguf_source import gguf_to_hf
 from pela.models.hf_source import HALF, hf_from_dir, hf_snapshot, note_half_precision, sentence_transformer_dir
-from pela.models.pela_dir import load_saved
+from pela.models.pela_dir import is_pela_export, load_export, load_saved
 from pela.models.saving import is_pela_dir
 from pela.models.timm_source import is_timm_dir, load_timm, timm_from_dir
 
@@ -89,8 +89,8 @@ def load_for_training(source: str, *, checkpoint: str | None = None, random_init
         return hf_from_dir(path, random_init, allow_pickle, trust_remote_code)
     path = Path(source).expanduser()
     if path.is_dir():
-        if is_pela_dir(path):
-            model = load_saved(path, trust_remote_code=trust_remote_code)
+        if is_pela_dir(path) or is_pela_export(path):  # pela's own export is read with pela's own code
+            model = load_saved(path, trust_remote_code=trust_remote_code) if is_pela_dir(path) else load_export(path)
             half = next((p.dtype for p in model.parameters() if p.dtype in HALF), None)
             note_half_precision(model, half)
             return model.float() if half else model  # saved in half precision to ship: as for hub weights, train in float32

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -17,7 +16,7 @@ from pela import arch
 from pela.data.collate import Collator
 from pela.data.inputs import as_dataset
 from pela.data.labels import align_classes, dataset_classes
-from pela.errors import PelaError
+from pela.errors import PelaError, warn
 from pela.features import FEATURE_LOSSES, BlockCapture, feature_loss, real_tokens
 from pela.layers.lowrank import LowRankLinear
 from pela.training.accelerator import is_sharded, make_accelerator, shard_frozen
@@ -120,6 +119,9 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     config = config or DistillConfig()
     pairs = check_pair(student, teacher)
     data = align_classes(data, arch.class_names(student), subset=True)  # labels as the head numbers its classes
+    if config.alpha == config.beta == config.gamma == 0 and dataset_classes(data) is None:
+        raise PelaError("nothing to learn: with alpha, beta and gamma 0 only the task loss is left, and the data has no labels; "
+                        "give feature or logit distillation a weight (--alpha, --beta)")
     blocks = arch.find_blocks(student, config.blocks)
     if config.alpha > 0 and not blocks:
         raise PelaError(f"found no Transformer blocks in {type(student).__name__}; name them with --blocks REGEX (DistillConfig(blocks=...)), or distill logits only (--alpha 0 --beta 1)")
@@ -225,8 +227,7 @@ def _labels_fit_head(model: nn.Module, classes: list[str] | None, outputs: int, 
             other = sorted(set(classes) - shared)
             why = f"the data's classes are not the head's ({other[0]!r} is not among them)"
     if why:
-        warnings.warn(f"distilling without the task loss: {why}; fine-tune for the data's classes afterwards (pela finetune)",
-                      stacklevel=2)
+        warn(f"distilling without the task loss: {why}; fine-tune for the data's classes afterwards (pela finetune)")
     return why is None
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Any, Callable
 
 import torch
@@ -15,7 +14,7 @@ from pela import arch
 from pela.data.collate import Collator
 from pela.data.inputs import as_dataset
 from pela.data.labels import align_classes, dataset_classes, unlabelled_reason
-from pela.errors import PelaError
+from pela.errors import PelaError, warn
 from pela.training.batches import make_loader
 from pela.utils.progress import progress_bar
 
@@ -57,8 +56,8 @@ def evaluate(model: nn.Module, data: Dataset, *, collate_fn: Callable | None = N
             if logits.dim() != 2 or (outputs is None and logits.shape[1] <= int(labels.max())):
                 raise PelaError(f"model outputs {tuple(logits.shape)} but labels go up to {int(labels.max())}; fine-tune it first")
             if n == 0 and outputs is None and data_classes is not None and len(data_classes) != logits.shape[1]:
-                warnings.warn(f"the data has {len(data_classes)} classes and the model {logits.shape[1]} outputs: labels are read as output "
-                              "indices, which is right only if the data numbers the model's classes (else fine-tune it first)", stacklevel=1)
+                warn(f"the data has {len(data_classes)} classes and the model {logits.shape[1]} outputs: labels are read as output "
+                     "indices, which is right only if the data numbers the model's classes (else fine-tune it first)")
             known = labels < logits.shape[1]  # a class the model lacks has no output: its examples are errors
             loss += float(F.cross_entropy(logits[known], labels[known], reduction="sum"))
             scored += int(known.sum())
@@ -75,8 +74,8 @@ def evaluate(model: nn.Module, data: Dataset, *, collate_fn: Callable | None = N
     if outputs is not None and len(data_classes) > outputs:
         unseen = {name: int(confusion[outputs + i].sum()) for i, name in enumerate(data_classes[outputs:])}
         listed = ", ".join(f"{name!r} ({k} example{'s' if k != 1 else ''})" for name, k in list(unseen.items())[:5])
-        warnings.warn(f"the data has {len(unseen)} class{'es' if len(unseen) != 1 else ''} the model was not trained on: {listed}"
-                      f"{', ...' if len(unseen) > 5 else ''}; their {sum(unseen.values())} examples count as errors", stacklevel=2)
+        warn(f"the data has {len(unseen)} class{'es' if len(unseen) != 1 else ''} the model was not trained on: {listed}"
+             f"{', ...' if len(unseen) > 5 else ''}; their {sum(unseen.values())} examples count as errors")
     per_class = _per_class(confusion, data_classes if data_classes and len(data_classes) == len(confusion) else names)
     return {"samples": int(n), "accuracy": correct1 / n, "top5": correct5 / n if classes > 5 else None,
             "balanced_accuracy": sum(c["recall"] for c in per_class.values()) / len(per_class),

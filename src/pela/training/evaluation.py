@@ -10,7 +10,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from pela.errors import PelaError
+from pela.errors import PelaError, warn
 from pela.training.checkpoint import BEST
 from pela.training.config import LOWER_IS_BETTER, TrainConfig
 from pela.training.metrics_log import MetricsLog
@@ -118,8 +118,16 @@ class Evaluations:
         plain = accelerator.unwrap_model(wrapped)
         # every process evaluates: a model sharded by FSDP runs only on all of them at once, and a language
         # model's perplexity splits its windows over them; the main process's figures are the ones logged
-        metrics = _evaluate(self.evaluator, plain, accelerator)
-        plain.train()
+        try:
+            metrics = _evaluate(self.evaluator, plain, accelerator)
+        except Exception as e:  # noqa: BLE001 - an evaluation is an extra, unless it picks the model
+            if self.best is not None:
+                raise
+            warn(f"evaluations skipped from step {done} on, training goes on: {type(e).__name__}: {e}")
+            self.evaluator = None
+            return False
+        finally:
+            plain.train()
         if main:
             self.rows.append({"step": done, **metrics})
             self.log.write({"step": done, **{f"eval_{k}": v for k, v in metrics.items()}})

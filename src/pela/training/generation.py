@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pela.arch import model_inputs
 from pela.training.accelerator import partial_state
 from pela.utils.files import atomic_write_text
 
@@ -29,7 +30,8 @@ def side_by_side(student: nn.Module, teacher: nn.Module, prompts: list[str], tok
             was_training = model.training
             model.eval()
             try:
-                out = model.generate(**{k: v.to(device) for k, v in ids.items()}, max_new_tokens=max_new_tokens, do_sample=False,
+                inputs = {k: v.to(device) for k, v in model_inputs(model, ids).items()}  # generate refuses extra inputs
+                out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                      pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
             finally:
                 model.train(was_training)

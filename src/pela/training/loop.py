@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pela import arch
-from pela.errors import PelaError
+from pela.errors import Interrupted, PelaError
 from pela.training.accelerator import is_sharded, make_accelerator, rank_checksums, resident_mib
 from pela.training.batches import EpochBatches, make_loader, split_batch
 from pela.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -29,6 +29,7 @@ from pela.training.evaluation import Evaluations, is_eval
 from pela.training.metrics_log import MetricsLog
 from pela.training.rates import param_groups
 from pela.utils.progress import progress_bar
+from pela.utils.signals import deferred_interrupt
 
 
 def cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> Any:
@@ -80,8 +81,10 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
     history = [r for r in log.kept if not is_eval(r)]  # a resumed run's history covers the whole run
     stopped = None  # the step where patience ran out
     began, seen = time.perf_counter(), 0
+    single = accelerator.num_processes == 1  # several processes would each see Ctrl-C at another step
     try:
-        with progress_bar(progress and accelerator.is_main_process, total, description) as advance:
+        with (deferred_interrupt(single) as interrupted,
+              progress_bar(progress and accelerator.is_main_process, total, description) as advance):
             advance(start)
             for step, batch in zip(range(start, total), loader):
                 torch.manual_seed(config.seed * 1_000_003 + step)  # dropout masks depend on the step alone: resume is exact
@@ -99,8 +102,8 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
                 if stop:
                     stopped = done
                     break
-                if out and config.save_every and done % config.save_every == 0 and done < total:
-                    _checkpoint(out, done, accelerator, wrapped, optimizer, scheduler, rid)
+                if done < total:
+                    _between_steps(out, done, total, config, interrupted(), accelerator, (wrapped, optimizer, scheduler), rid)
     finally:
         log.close()
     accelerator.wait_for_everyone()
@@ -155,6 +158,15 @@ def _optimizer_step(wrapped: nn.Module, batch: dict[str, torch.Tensor], step_los
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return sums
+
+
+def _between_steps(out: Path | None, done: int, total: int, config: TrainConfig, halt: bool, accelerator: Any,
+                   state: tuple[nn.Module, Any, Any], rid: str) -> None:
+    """A checkpoint when one is due, and on Ctrl-C (``halt``): then the run stops, with that step saved."""
+    if out and (halt or config.save_every and done % config.save_every == 0):
+        _checkpoint(out, done, accelerator, *state, rid)
+    if halt:
+        raise Interrupted(f"interrupted at step {done} of {total}" + (", which is saved" if out else ""))
 
 
 def _checkpoint(out: Path, done: int, accelerator: Any, wrapped: nn.Module, optimizer: Any, scheduler: Any, rid: str) -> None:

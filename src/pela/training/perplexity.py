@@ -72,12 +72,12 @@ def perplexity(model: nn.Module, data: Any, *, context: int | None = None, strid
     if not is_causal_lm(model):
         raise PelaError(f"perplexity needs a causal language model (a …ForCausalLM with its next-token head), got {type(model).__name__}")
     limit = max_positions(model)
-    context = context or limit
+    context = limit if context is None else context
     if context is None:
         raise PelaError("this model does not say how many positions it takes: give the context length (--context)")
     if context < 2 or (limit is not None and context > limit):
         raise PelaError(f"context must be between 2 and the model's {limit} positions, got {context}")
-    stride = stride or context
+    stride = context if stride is None else stride
     if not 1 <= stride <= context:
         raise PelaError(f"stride must be between 1 and the context ({context}), got {stride}")
     if batch_size < 1:

@@ -1,54 +1,100 @@
-"""A run directory: checkpoints, metrics and the final model side by side, resumable."""
+"""A run directory: checkpoints, metrics and the final model side by side, resumable.
+
+A run never destroys what was there before it succeeds. Into an ``out`` that is new or empty it
+writes directly; ``--overwrite`` of an ``out`` that holds something runs beside it, in
+``OUT.partial``, and moves the finished run into place only when its model is saved (the old output
+is removed then). A run that fails before its first checkpoint leaves nothing behind; one that fails
+after it leaves its checkpoints, for ``--resume`` (which looks in ``out``, then in ``OUT.partial``).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-from pela.errors import PelaError
-from pela.models.saving import save_into
+from pela.errors import Interrupted, PelaError
+from pela.models.saving import CONFIG_NAME, save_into
 from pela.training.accelerator import partial_state
 from pela.training.checkpoint import latest_checkpoint, remove_checkpoints
-from pela.utils.files import check_output_dir
+from pela.utils.files import check_output_dir, replace_dir, writing
 from pela.utils.sharded import gather_weights
 
+PARTIAL = ".partial"  # the suffix of the directory an --overwrite run writes in until it is complete
 
-def publish(model, out: Path, extra: dict, dtype: str | None = None) -> bool:
-    """Write the final model into the run directory and drop its checkpoints (every process calls it; the main one writes).
 
-    Returns whether this is the main process (the one that should also print the summary)."""
+def staging_dir(out: Path) -> Path:
+    """Where an ``--overwrite`` run of ``out`` writes until its model is saved."""
+    return out.with_name(out.name + PARTIAL)
 
-    weights = gather_weights(model)  # a model sharded by FSDP, gathered whole: every process takes part
-    if not partial_state().is_main_process:
-        return False
-    save_into(model, out, extra=extra, dtype=dtype, weights=weights)
-    remove_checkpoints(out / "checkpoints")
-    return True
+
+def _resumed(out: Path) -> Path:
+    """The directory of the run to resume: ``out``, or ``OUT.partial`` while it replaces ``out``."""
+    path = next((p for p in (out, staging_dir(out)) if latest_checkpoint(p / "checkpoints") is not None), None)
+    if path is None:
+        raise PelaError(f"no checkpoint to resume from in {out}")
+    return path
+
+
+def _started(out: Path, overwrite: bool) -> Path:
+    """The directory a new run writes in, made: ``out``, or ``OUT.partial`` beside an ``out`` it replaces."""
+    check_output_dir(out, overwrite)
+    replaces = out.is_dir() and any(out.iterdir())
+    path = staging_dir(out) if replaces else out
+    state = partial_state()
+    state.wait_for_everyone()
+    if state.is_main_process:
+        with writing(path):
+            if replaces and path.exists():  # an earlier --overwrite that did not finish: this run starts over
+                shutil.rmtree(path)
+            path.mkdir(parents=True, exist_ok=True)
+    state.wait_for_everyone()
+    return path
+
+
+class RunDir:
+    """Where one run writes (`path`), and where its model ends (`out`)."""
+
+    def __init__(self, out: Path, path: Path):
+        self.out, self.path = Path(out), Path(path)
+
+    @property
+    def resumable(self) -> bool:
+        """Whether a checkpoint of this run is on disk to continue from."""
+        return latest_checkpoint(self.path / "checkpoints") is not None
+
+    def publish(self, model: Any, extra: dict, dtype: str | None = None) -> bool:
+        """Write the final model, drop the checkpoints and move the run to `out` (every process calls
+        it; the main one writes). From then on `path` is `out`: extras are written beside the model.
+
+        Returns whether this is the main process (the one that should also print the summary)."""
+        weights = gather_weights(model)  # a model sharded by FSDP, gathered whole: every process takes part
+        state = partial_state()
+        if state.is_main_process:
+            save_into(model, self.path, extra=extra, dtype=dtype, weights=weights)
+            remove_checkpoints(self.path / "checkpoints")
+            if self.path != self.out:
+                with writing(self.out):
+                    replace_dir(self.path, self.out)
+        state.wait_for_everyone()
+        self.path = self.out
+        return state.is_main_process
 
 
 @contextlib.contextmanager
-def run_dir(out: Path, resume: bool, overwrite: bool) -> Iterator[None]:
-    """Create (or, with ``resume``, check) a run directory; if the run then fails before its first
-    checkpoint, remove the directory again, so a mistake leaves nothing behind and nothing is lost."""
-    import shutil
-
+def run_dir(out: Path, resume: bool, overwrite: bool) -> Iterator[RunDir]:
+    """Create (or, with ``resume``, find) the directory a run writes in; if the run then fails before
+    its first checkpoint, remove it again, so a mistake leaves nothing behind and nothing is lost."""
+    out = Path(out)
     state = partial_state()
-    if resume:
-        if not out.is_dir() or latest_checkpoint(out / "checkpoints") is None:
-            raise PelaError(f"no checkpoint to resume from in {out}")
-        yield
-        return
-    check_output_dir(out, overwrite)
-    state.wait_for_everyone()
-    if state.is_main_process:
-        if overwrite and out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-    state.wait_for_everyone()
+    run = RunDir(out, _resumed(out) if resume else _started(out, overwrite))
     try:
-        yield
-    except BaseException:
-        if state.is_main_process and latest_checkpoint(out / "checkpoints") is None and not (out / "pela.json").exists():
-            shutil.rmtree(out, ignore_errors=True)
+        yield run
+    except BaseException as e:
+        unfinished = not run.resumable and not (run.path / CONFIG_NAME).exists()
+        if state.is_main_process and unfinished and run.path.exists():
+            shutil.rmtree(run.path, ignore_errors=True)
+        if isinstance(e, KeyboardInterrupt):  # say whether there is a checkpoint to continue from
+            raise Interrupted(str(e) or "interrupted", resumable=run.resumable) from None
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -20,9 +21,29 @@ def check_output_dir(directory: str | os.PathLike, overwrite: bool = False) -> P
     if path.exists() and not path.is_dir():
         raise PelaError(f"output {path} exists and is not a directory")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
+        if (path / "checkpoints" / "latest.json").is_file():
+            raise PelaError(f"output directory {path} holds the checkpoints of an unfinished run: --resume continues it, "
+                            "--overwrite starts over (the old output stays until the new one is complete)")
         raise PelaError(f"output directory {path} already exists and is not empty (use --overwrite to replace it)")
     check_parent(path)
     return path
+
+
+def check_not_input(out: str | os.PathLike, inputs: dict[str, Any]) -> None:
+    """Refuse an output that is one of the inputs (or holds one): replacing it would destroy what the run reads.
+
+    ``inputs`` maps a description (``"--student"``) to a path or a model source; sources that are
+    not local paths (``hf:``, ``timm:``) and None are skipped.
+    """
+    target = Path(out).absolute().resolve()
+    for what, value in inputs.items():
+        if value is None or not Path(str(value)).exists():
+            continue
+        source = Path(str(value)).absolute().resolve()
+        if source == target or target in source.parents:
+            held = "is" if source == target else "holds"
+            raise PelaError(f"--out {out} {held} the input {what} {value}: writing there would destroy it; "
+                            "choose another output directory")
 
 
 def check_parent(path: Path) -> None:
@@ -57,23 +78,57 @@ def atomic_dir(directory: str | os.PathLike, overwrite: bool = False) -> Iterato
     path = check_output_dir(directory, overwrite)
     with writing(path):
         path.absolute().parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.absolute().parent))
+        remove_stale_temporaries(path.absolute().parent, path.name)
+        tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(path.name), dir=path.absolute().parent))
     try:
         yield tmp
         default_permissions(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        replace_dir(tmp, path)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise PelaError(f"could not write {path}: {e}") from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_dir(new: Path, path: Path) -> None:
+    """Move the complete directory ``new`` to ``path``; an old ``path`` is removed only once ``new`` is there."""
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+        os.replace(new, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, path)
+
+
+def temporary_prefix(name: str) -> str:
+    """Temporary names carry the writing process's id, so a later run can tell one left by a killed process."""
+    return f".{name}.tmp-{os.getpid()}-"
+
+
+def remove_stale_temporaries(folder: Path, name: str = "*") -> None:
+    """Remove what a killed process left half-written in ``folder`` (its ``.NAME.tmp-PID-*`` entries, PID dead).
+
+    A kill (SIGKILL, power loss) leaves no chance to clean up; the next write beside it does.
+    """
+    for entry in folder.glob(f".{name if name == '*' else glob.escape(name)}.tmp-*"):
+        pid = entry.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def default_permissions(root: Path) -> None:
@@ -88,7 +143,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     with writing(path):
         path.absolute().parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.absolute().parent)
+        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path.name), dir=path.absolute().parent)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

@@ -6,7 +6,8 @@ the marker file, so the test can SIGKILL the process exactly there:
 - ``rng`` (default): halfway through writing the checkpoint directory (model and optimizer written,
   RNG state and state.json not yet, nothing renamed);
 - ``pointer``: while ``latest.json`` is replaced (its temporary file exists, nothing renamed);
-- ``discard``: while the previous checkpoint is deleted (one of its files already gone).
+- ``discard``: while the previous checkpoint is deleted (one of its files already gone);
+- ``save``: while the final model is written into the run directory (under its temporary name).
 """
 
 import os
@@ -55,5 +56,16 @@ if os.environ.get("PELA_FAULT_MARKER"):
             return shutil.rmtree(path, *args, **kwargs)
 
         _ckpt.shutil = types.SimpleNamespace(**{**vars(shutil), "rmtree": _rmtree})
+    elif _at == "save":
+        import pela.models.saving as _saving
+
+        _write_model = _saving._write_model
+
+        def _paused_write_model(model, target, *args, **kwargs):
+            (target / "model.safetensors").write_bytes(b"\0" * 100)  # half-written, as a kill would leave it
+            _pause_on_nth()
+            return _write_model(model, target, *args, **kwargs)
+
+        _saving._write_model = _paused_write_model
     else:
-        raise SystemExit(f"PELA_FAULT_AT={_at!r}: expected rng, pointer or discard")
+        raise SystemExit(f"PELA_FAULT_AT={_at!r}: expected rng, pointer, discard or save")
