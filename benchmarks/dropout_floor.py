@@ -31,8 +31,8 @@ from pela import arch
 from pela.data.collate import Collator
 from pela.data.load import load_dataset
 from pela.demo import gloss_texts, minilm_dir
+from pela.evaluation.compare import eval_subset
 from pela.features import FEATURE_LOSSES, BlockCapture, feature_loss
-from pela.training.compare import eval_subset
 
 
 def features(model, names, batch, train: bool, seed: int) -> list[torch.Tensor]:

@@ -6,7 +6,7 @@ train and dev (disjoint synsets); the test glosses are the demo's test split. Th
 twice, with evaluations on dev every ``--eval-every`` steps: once keeping the last weights, once
 keeping the best by dev accuracy (`FinetuneConfig(keep_best="accuracy")`); with ``--patience N``, a
 third time, stopping after N evaluations without a better one. Evaluations do not change
-the training (tests/training/test_evaluation.py checks that bitwise), so the two runs differ only in which
+the training (tests/training/test_periodic_evaluation.py checks that bitwise), so the two runs differ only in which
 weights they return. Both are then scored on test.
 
     .venv/bin/python benchmarks/keep_best.py            # about 6 minutes on a 2-core CPU

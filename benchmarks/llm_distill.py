@@ -41,7 +41,7 @@ from pela import DistillConfig, LowRankConfig
 from pela.data.collate import Collator
 from pela.data.inputs import as_dataset
 from pela.data.packing import PackedText
-from pela.training.perplexity import perplexity
+from pela.evaluation.perplexity import perplexity
 from pela.utils.files import atomic_write_text
 
 RESULTS = Path(__file__).with_name("results") / "llm_distill.json"

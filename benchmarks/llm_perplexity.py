@@ -36,7 +36,7 @@ import pela
 from pela import LowRankConfig
 from pela.compression.targets import budget_of
 from pela.data.collate import Collator
-from pela.training.perplexity import perplexity
+from pela.evaluation.perplexity import perplexity
 from pela.utils.files import atomic_write_text
 
 RESULTS = Path(__file__).with_name("results") / "llm_perplexity.json"

@@ -26,7 +26,7 @@ import pela.linalg
 from pela import arch
 from pela.data.collate import Collator
 from pela.demo import DemoSettings, demo_data, minilm_dir
-from pela.training.compare import eval_subset
+from pela.evaluation.compare import eval_subset
 
 
 def student(work: Path, damping: float, ratio: float, seed: int, settings: DemoSettings, probe_samples: int) -> Path:

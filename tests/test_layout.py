@@ -17,6 +17,7 @@ LEVELS = [
     {"features"},
     {"data", "models"},
     {"compression"},
+    {"evaluation"},
     {"training"},
     {"bench"},
     {"demo"},

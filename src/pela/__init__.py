@@ -11,7 +11,8 @@
 
 The pipeline lives in sub-packages, lowest first: `pela.layers` (the low-rank layer), `pela.arch` (what
 pela knows about architectures, and where to teach it more), `pela.data` and `pela.models` (data and
-models in and out), `pela.compression` (stage 1), `pela.training` (stages 2 and 3), `pela.cli`.
+models in and out), `pela.compression` (stage 1), `pela.evaluation` (how good a model is), `pela.training`
+(stages 2 and 3), `pela.cli`.
 """
 
 from pela.compression.calibrate import calibrate
@@ -19,15 +20,15 @@ from pela.compression.compress import compress
 from pela.compression.config import LowRankConfig
 from pela.data.load import load_dataset
 from pela.errors import PelaError
+from pela.evaluation.classifier import evaluate
+from pela.evaluation.compare import compare
+from pela.evaluation.multiple_choice import multiple_choice
+from pela.evaluation.perplexity import perplexity
 from pela.layers.lowrank import LowRankLinear
 from pela.models.saving import save_pretrained
 from pela.models.sources import load
-from pela.training.compare import compare
 from pela.training.distill import DistillConfig, distill
-from pela.training.evaluate import evaluate
 from pela.training.finetune import FinetuneConfig, finetune
-from pela.training.multiple_choice import multiple_choice
-from pela.training.perplexity import perplexity
 from pela.training.shrink import shrink
 from pela.version import __version__
 

@@ -14,10 +14,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
+from pela.arch import is_causal_lm
 from pela.arch.inputs import example_inputs, input_kinds
 from pela.arch.properties import max_positions
 from pela.errors import PelaError
-from pela.training.perplexity import is_causal_lm
 from pela.utils.device import resolve_device
 from pela.utils.progress import progress_bar
 

@@ -33,9 +33,9 @@ from pela.compression.config import LowRankConfig
 from pela.data.collate import Collator
 from pela.data.load import load_dataset
 from pela.errors import PelaError
+from pela.evaluation.classifier import evaluate
 from pela.models.sources import load_for_training
 from pela.training.distill import DistillConfig, distill
-from pela.training.evaluate import evaluate
 from pela.training.finetune import FinetuneConfig, finetune
 from pela.training.shrink import STAGES, shrink
 from pela.utils.figures import pyplot, save_figure

@@ -291,7 +291,7 @@ def test_no_path_gives_a_model_inputs_it_does_not_take(world, tmp_path):
     """A BERT tokenizer beside a Llama makes token_type_ids: no forward pass or generate call receives them."""
     from pela.bench import benchmark, generation_benchmark
     from pela.data.collate import Collator
-    from pela.training.generation import side_by_side
+    from pela.evaluation.generation import side_by_side
 
     seen: list[set[str]] = []
 

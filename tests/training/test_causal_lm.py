@@ -86,8 +86,8 @@ def test_distill_a_language_model_packed_with_kl_and_generations(tmp_path, capsy
 
 
 def test_a_language_models_evaluations_report_its_perplexity_and_keep_best_can_pick_by_it(tmp_path):
-    from pela.training.compare import eval_subset
-    from pela.training.perplexity import perplexity
+    from pela.evaluation.compare import eval_subset
+    from pela.evaluation.perplexity import perplexity
 
     teacher, tok = tiny_llama(), word_tokenizer()
     student = tiny_llama()

@@ -6,7 +6,8 @@
 * `inputs`: example inputs, an encoder-decoder's decoder inputs, each block's attention mask.
 * `outputs`: calling a model on a batch and reading its outputs.
 * `towers`: two-tower models (CLIP, SigLIP) run, distilled and classified with the tower their data feeds.
-* `properties`: hidden width, class names and the longest input, as a model's config says them.
+* `properties`: hidden width, class names, the longest input and whether it is a language model, as a
+  model's config says them.
 * `classifier`, `heads`: a classification head for any model (its own, resized, or a pooled one).
 
 The core (`pela.compression`, `pela.training`) calls only these functions and has no
@@ -26,7 +27,7 @@ from pela.arch.inputs import (
            with_decoder_inputs,
 )
 from pela.arch.outputs import block_output, call_with_inputs, forward, main_output, output_tensors, vocabulary_head
-from pela.arch.properties import class_names, hidden_size, max_positions
+from pela.arch.properties import class_names, hidden_size, is_causal_lm, max_positions
 from pela.arch.registry import (
            DEFAULT_EXCLUDE,
            LINEAR_LIKE,
@@ -41,6 +42,6 @@ from pela.arch.towers import TOWERS, TowerView, data_tower, tower_for, two_tower
 __all__ = ["DEFAULT_EXCLUDE", "LINEAR_LIKE", "TOWERS", "SequenceClassifier", "TowerView", "accepted_inputs", "add_default_exclusion",
            "block_masks", "input_kinds", "model_inputs",
            "block_output", "built_image_size", "call_with_inputs", "class_names", "data_tower", "default_exclusion_reason",
-           "example_inputs", "find_blocks", "forward", "hidden_size", "linear_weight", "main_output", "max_positions",
+           "example_inputs", "find_blocks", "forward", "hidden_size", "is_causal_lm", "linear_weight", "main_output", "max_positions",
            "output_tensors", "register_linear_like", "structural_skip", "tower_for", "two_tower", "vocabulary_head", "with_classifier",
            "with_decoder_inputs"]

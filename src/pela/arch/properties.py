@@ -1,4 +1,5 @@
-"""What a model's config says of it: hidden width, class names, the most tokens it takes."""
+"""What a model's config says of it: hidden width, class names, the most tokens it takes, whether it is a
+language model."""
 
 from __future__ import annotations
 
@@ -49,3 +50,12 @@ def max_positions(model: nn.Module) -> int | None:
                 if positive_int(getattr(c, attr, None)):
                     return getattr(c, attr)
     return None
+
+
+def is_causal_lm(model: nn.Module) -> bool:
+    """Whether ``model`` is a Hugging Face model with a next-token head (any ``…ForCausalLM``, GPT-2's ``LMHeadModel``)."""
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return False
+    return type(model).__name__ in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()) or type(model).__name__.endswith("ForCausalLM")

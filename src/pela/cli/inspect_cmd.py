@@ -29,13 +29,13 @@ from pela.data.labels import dataset_classes
 from pela.data.load import describe
 from pela.demo import run_demo
 from pela.errors import PelaError
+from pela.evaluation.classifier import evaluate
+from pela.evaluation.compare import compare as _compare
+from pela.evaluation.multiple_choice import multiple_choice as score_choices
+from pela.evaluation.perplexity import perplexity as language_model_perplexity
 from pela.metadata import info
 from pela.models.export import export_hf
 from pela.models.sources import load_for_training
-from pela.training.compare import compare as _compare
-from pela.training.evaluate import evaluate
-from pela.training.multiple_choice import multiple_choice as score_choices
-from pela.training.perplexity import perplexity as language_model_perplexity
 
 
 @command()

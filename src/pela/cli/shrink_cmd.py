@@ -21,6 +21,7 @@ from typing import Optional
 
 import typer
 
+from pela.arch import is_causal_lm
 from pela.cli.common import (
     TEXT_FIELD_HELP,
     TRUST_HELP,
@@ -37,10 +38,9 @@ from pela.compression.config import LowRankConfig
 from pela.data.collate import Collator
 from pela.data.packing import PackedText
 from pela.errors import PelaError
+from pela.evaluation.generation import write_generations
 from pela.models.sources import load_for_training
 from pela.training.distill import DistillConfig
-from pela.training.generation import write_generations
-from pela.training.perplexity import is_causal_lm
 from pela.training.rundir import run_dir
 from pela.training.shrink import STAGES, stage_ratios, stage_recipe
 from pela.training.shrink import shrink as shrink_

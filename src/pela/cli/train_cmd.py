@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import typer
 
+from pela.arch import is_causal_lm
 from pela.cli.common import (
     ALLOW_PICKLE_HELP,
     CHECKPOINT_HELP,
@@ -32,16 +33,15 @@ from pela.data.collate import Collator
 from pela.data.labels import dataset_classes, unlabelled_reason
 from pela.data.packing import PackedText
 from pela.errors import PelaError
+from pela.evaluation.classifier import evaluate
+from pela.evaluation.generation import write_generations
 from pela.models.saving import is_pela_dir, record_metadata
 from pela.models.saving import save_dtype as _save_dtype
 from pela.models.sources import load_for_training
 from pela.training.distill import DistillConfig
 from pela.training.distill import distill as _distill
-from pela.training.evaluate import evaluate
 from pela.training.finetune import FinetuneConfig
 from pela.training.finetune import finetune as _finetune
-from pela.training.generation import write_generations
-from pela.training.perplexity import is_causal_lm
 from pela.training.rates import MATCHED, parse_factor_lr
 from pela.training.rundir import run_dir
 from pela.utils.sharded import holds_shards

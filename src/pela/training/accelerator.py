@@ -11,6 +11,7 @@ from torch import nn
 
 from pela.errors import PelaError
 from pela.training.config import TrainConfig
+from pela.utils.processes import partial_state
 
 
 def resident_mib() -> float:
@@ -23,13 +24,6 @@ def resident_mib() -> float:
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
-def partial_state() -> Any:
-    """Accelerate's process state; on a machine without a GPU, processes started by torchrun use gloo."""
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def make_accelerator(config: TrainConfig) -> Any:

@@ -13,17 +13,18 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pela import arch
+from pela.arch import is_causal_lm
 from pela.data.collate import Collator
 from pela.data.inputs import as_dataset
 from pela.data.labels import align_classes, dataset_classes
 from pela.errors import PelaError, warn
+from pela.evaluation.compare import compare, eval_subset
+from pela.evaluation.perplexity import perplexity
 from pela.features import FEATURE_LOSSES, BlockCapture, feature_loss, real_tokens
 from pela.layers.lowrank import LowRankLinear
 from pela.training.accelerator import is_sharded, make_accelerator, shard_frozen
-from pela.training.compare import compare, eval_subset
 from pela.training.config import TrainConfig, TrainResult
 from pela.training.loop import fit
-from pela.training.perplexity import is_causal_lm, perplexity
 
 DistillResult = TrainResult
 # what `pela.compare` reports on held-out data that can pick the best student (MSE is minimized, the others maximized),

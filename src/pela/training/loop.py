@@ -20,13 +20,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pela import arch
+from pela.data.loader import make_loader
 from pela.errors import Interrupted, PelaError
 from pela.training.accelerator import is_sharded, make_accelerator, rank_checksums, resident_mib
-from pela.training.batches import EpochBatches, make_loader, split_batch
+from pela.training.batches import EpochBatches, split_batch
 from pela.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pela.training.config import TrainConfig, TrainResult, run_id
-from pela.training.evaluation import Evaluations, is_eval
 from pela.training.metrics_log import MetricsLog
+from pela.training.periodic_evaluation import Evaluations, is_eval
 from pela.training.rates import param_groups
 from pela.utils.progress import progress_bar
 from pela.utils.signals import deferred_interrupt

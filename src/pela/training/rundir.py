@@ -16,9 +16,9 @@ from typing import Any, Iterator
 
 from pela.errors import Interrupted, PelaError
 from pela.models.saving import CONFIG_NAME, save_into
-from pela.training.accelerator import partial_state
 from pela.training.checkpoint import latest_checkpoint, remove_checkpoints
 from pela.utils.files import check_output_dir, replace_dir, writing
+from pela.utils.processes import partial_state
 from pela.utils.sharded import gather_weights
 
 PARTIAL = ".partial"  # the suffix of the directory an --overwrite run writes in until it is complete

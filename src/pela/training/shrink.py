@@ -25,9 +25,10 @@ from pela.compression.report import CompressionReport
 from pela.compression.targets import budget_of
 from pela.errors import PelaError
 from pela.layers.lowrank import densify
-from pela.training.accelerator import fsdp_requested, partial_state
+from pela.training.accelerator import fsdp_requested
 from pela.training.config import TrainResult
 from pela.training.distill import DistillConfig, distill
+from pela.utils.processes import partial_state
 
 STAGES = 2  # the default: one intermediate size (k's square root), then k
 

@@ -1,4 +1,4 @@
-"""pela.training.evaluate: accuracy, balanced accuracy, macro F1, each class's scores, labels read by class name."""
+"""pela.evaluation.classifier: accuracy, balanced accuracy, macro F1, each class's scores, labels read by class name."""
 
 import warnings
 

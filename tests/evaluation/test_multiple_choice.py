@@ -11,7 +11,7 @@ import pela
 from pela import PelaError
 from pela.cli.app import main
 from pela.data.choices import ChoiceExample
-from pela.training.multiple_choice import _log_likelihoods, _tokens
+from pela.evaluation.multiple_choice import _log_likelihoods, _tokens
 
 
 def test_a_choice_scores_the_log_probability_of_its_tokens_given_the_prompt():
@@ -46,7 +46,7 @@ def test_accuracy_follows_the_models_own_preferences():
 
 
 def test_length_normalized_accuracy_divides_by_each_choices_bytes(monkeypatch):
-    from pela.training import multiple_choice as module
+    from pela.evaluation import multiple_choice as module
 
     monkeypatch.setattr(module, "_log_likelihoods", lambda model, group, dev: [-2.0 if c == 0 else -4.0 for _, c, _, _ in group])
     got = pela.multiple_choice(tiny_llama(), [ChoiceExample("w1", ("w2", "w3 w4 w5 w6"), 1)], tokenizer=word_tokenizer())

@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pela.arch import is_causal_lm
 from pela.arch.properties import max_positions
 from pela.data.choices import ChoiceExample, read_choices
 from pela.data.collate import Collator
 from pela.data.packing import prefix_ids
 from pela.errors import PelaError
-from pela.training.perplexity import is_causal_lm
 from pela.utils.progress import progress_bar
 
 DELIMITER = " "  # between prompt and choice, as the harness's default target_delimiter

@@ -1,4 +1,4 @@
-"""pela.training.evaluation: evaluations during training change nothing else; the best kept, across a crash; patience."""
+"""pela.training.periodic_evaluation: evaluations during training change nothing else; the best kept, across a crash; patience."""
 
 import json
 

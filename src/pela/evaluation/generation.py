@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from pela.arch import model_inputs
-from pela.training.accelerator import partial_state
 from pela.utils.files import atomic_write_text
+from pela.utils.processes import partial_state
 
 
 @torch.no_grad()

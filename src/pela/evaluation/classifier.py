@@ -14,8 +14,8 @@ from pela import arch
 from pela.data.collate import Collator
 from pela.data.inputs import as_dataset
 from pela.data.labels import align_classes, dataset_classes, unlabelled_reason
+from pela.data.loader import make_loader
 from pela.errors import PelaError, warn
-from pela.training.batches import make_loader
 from pela.utils.progress import progress_bar
 
 

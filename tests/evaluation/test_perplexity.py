@@ -7,7 +7,7 @@ from conftest import hf_bert, tiny_llama, word_tokenizer
 
 from pela import PelaError
 from pela.data.packing import token_stream
-from pela.training.perplexity import perplexity, windows
+from pela.evaluation.perplexity import perplexity, windows
 
 TEXTS = [" ".join(f"w{(i * 7 + j * 3) % 97}" for j in range(5 + i % 9)) for i in range(30)]
 

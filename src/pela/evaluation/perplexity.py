@@ -21,22 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pela.arch.properties import max_positions
+from pela.arch.properties import is_causal_lm, max_positions
 from pela.data.collate import Collator
 from pela.data.inputs import as_dataset
 from pela.data.packing import texts_of, token_stream
 from pela.errors import PelaError
 from pela.utils.progress import progress_bar
 from pela.utils.sharded import holds_shards
-
-
-def is_causal_lm(model: nn.Module) -> bool:
-    """Whether ``model`` is a Hugging Face model with a next-token head (any ``…ForCausalLM``, GPT-2's ``LMHeadModel``)."""
-    try:
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return False
-    return type(model).__name__ in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()) or type(model).__name__.endswith("ForCausalLM")
 
 
 def windows(n_tokens: int, context: int, stride: int) -> list[tuple[int, int, int]]:

@@ -1,4 +1,4 @@
-"""pela.training.compare: how far a student is from its teacher, block by block and at the output."""
+"""pela.evaluation.compare: how far a student is from its teacher, block by block and at the output."""
 
 import copy
 
