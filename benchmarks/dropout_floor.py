@@ -1,6 +1,6 @@
 """How low can distillation's feature loss go? The floor that dropout sets, and where students stand against it.
 
-The student distils in training mode (dropout on) against the teacher in eval mode, so the loss the
+The student distills in training mode (dropout on) against the teacher in eval mode, so the loss the
 progress bar shows cannot reach zero: even the teacher itself, in training mode, is that far from its
 own eval-mode features. This measures that floor (the teacher in train mode against itself in eval
 mode) and, for each ``--student``, its loss against the teacher with the student in train mode (what

@@ -2,7 +2,7 @@
 
 The student of `llm_perplexity.py`'s ``sequential`` row (whitened, factorized block by block on 128
 calibration paragraphs) at a fraction of the linear parameters removed, then distilled as ``pela
-shrink`` distils a language model: the other five novels packed into sequences of ``--pack`` tokens,
+shrink`` distills a language model: the other five novels packed into sequences of ``--pack`` tokens,
 next-token KL divergence to the teacher (T = 1) beside the block features, pela's default learning
 rate. Every ``--eval-every`` steps `pela.distill` scores the student's perplexity on the first
 ``--eval-paragraphs`` paragraphs of the held-out *Persuasion*, in windows of ``--pack`` tokens; step 0

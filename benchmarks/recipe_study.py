@@ -122,7 +122,7 @@ def student(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSe
 
 
 def feature_loss_of(row: str, pela_loss: str) -> str:
-    """The paper's rows distil with its plain MSE; pela's with ``pela_loss``."""
+    """The paper's rows distill with its plain MSE; pela's with ``pela_loss``."""
     return "mse" if row == "paper" else pela_loss
 
 
@@ -261,7 +261,7 @@ def main() -> None:
     p.add_argument("--distill-data", choices=("labelled", "all"), default="labelled",
                    help="unlabeled text for calibration and distillation: the labelled training glosses, or every training gloss")
     p.add_argument("--feature-loss", choices=("relative", "mse"), default="relative",
-                   help="pela's rows' distillation feature loss (the paper's rows always distil with its plain MSE)")
+                   help="pela's rows' distillation feature loss (the paper's rows always distill with its plain MSE)")
     p.add_argument("--probe-samples", type=int, default=None, help="examples each sensitivity probe runs (default: pela's)")
     p.add_argument("--stages", type=int, default=STAGES, help="pela_prog's stages of size (pela.shrink)")
     p.add_argument("--targets", help="pela_prog's distillation targets: a regex of the modules whose outputs it matches "

@@ -265,14 +265,3 @@ def test_llm_distill_fits_its_deadline(tmp_path):
     assert steps > 100 and run["curve"][-1]["step"] == steps and len(run["curve"]) >= 10  # the time was used: steps of ms each
     assert ended < deadline + 10, (ended - deadline, steps)
     assert run["final_perplexity_8_paragraphs_ctx32"] > 1 and run["teacher_perplexity_8_paragraphs_ctx32"] > 1
-
-
-def test_whiten_damping(tmp_path):
-    """Each damping makes its own student (a large ridge leans towards plain SVD, so the students differ), and the
-    pela default is restored after."""
-    run_script(tmp_path, "benchmarks/whiten_damping.py", "--dampings", "0.01,10", "--samples", "16", "--probe-samples", "4",
-               "--calib-samples", "32", "--work", str(tmp_path / "work"))
-    result = json.loads((tmp_path / "whiten_damping.json").read_text())
-    assert result["default"] == 0.01 and sorted(result["texts"]) == ["Persuasion", "glosses"]
-    for losses in result["texts"].values():
-        assert losses["floor"] > 0 and losses["0.01"] > 0 and losses["10"] > 0 and losses["0.01"] != losses["10"]

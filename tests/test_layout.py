@@ -134,3 +134,32 @@ def test_the_layout_check_can_fail(tmp_path):
     found = _imports(bad)
     assert found == [("pela.training.loop", 1, True), ("pela.cli.app", 4, False)]
     assert _level("pela.cli.app") > _level("pela.training.loop") > _level("pela.arch.blocks")
+
+
+def _is_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent that is a module, not a package
+        return False
+
+
+def test_docstrings_name_only_what_exists():
+    """A backquoted ``pela.x.y`` in the source names a module, or an attribute of one, that exists."""
+    import importlib
+    import re
+
+    missing = []
+    for f in FILES:
+        for match in re.finditer(r"`(pela(?:\.[A-Za-z_]\w*)+)(?:\(\))?`", f.read_text()):
+            parts = match.group(1).split(".")
+            if parts[-1] in ("json", "py"):  # a file's name (pela.json, modeling_pela.py)
+                continue
+            found = next((i for i in range(len(parts), 0, -1) if _is_module(".".join(parts[:i]))), 0)
+            obj = importlib.import_module(".".join(parts[:found])) if found else None
+            for attr in parts[found:] if obj is not None else ():
+                obj = getattr(obj, attr, None)
+            if obj is None:
+                missing.append(f"{f.relative_to(SRC)}: {match.group(1)}")
+    assert not missing, "\n".join(missing)

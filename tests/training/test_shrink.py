@@ -23,7 +23,7 @@ def test_stages_cut_the_student_in_steps_of_size_and_share_the_steps():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # small calibration: damped statistics
         result = pela.shrink(student, teacher, data, 4.0, config, stages=2, align=1, collate_fn=stack, calib_samples=32, probe_samples=8)
-        # the same by hand: compress at k=2, distil 2 steps, merge the factors, compress at k=4, distil 3 steps
+        # the same by hand: compress at k=2, distill 2 steps, merge the factors, compress at k=4, distill 3 steps
         for k, steps in ((2.0, 2), (4.0, 3)):
             densify(by_hand)
             recipe = LowRankConfig(param_budget=budget_of(by_hand, LowRankConfig(ratio=k, align=1)), init="whiten", align=1)

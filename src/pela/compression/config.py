@@ -51,7 +51,7 @@ class LowRankConfig:
         rank: one explicit rank for every layer (capped at the layer's full rank).
         energy: keep the fewest singular values holding this fraction of ``Σσ²``, in (0, 1].
         param_budget: keep this fraction, in (0, 1), of the factorizable layers' weight parameters,
-            with ranks *allocated across layers* to minimize the total error (`pela.allocate`)
+            with ranks *allocated across layers* to minimize the total error (`pela.compression.allocate`)
             instead of one ratio for all. ``param_budget=0.5`` is about the size of ``ratio=2``.
         align: round ranks to a multiple of this (8 suits GPU tensor cores; 1 = exact ranks).
             Rounding keeps the promise: down for ``ratio``/``rank``, up for ``energy``.

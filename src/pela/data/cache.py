@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from pela.errors import PelaError, warn
+from pela.utils.files import cache_dir
 from pela.utils.progress import bytes_bar
 
 
@@ -44,13 +45,6 @@ def gunzipped_copy(path: Path, progress: bool) -> Path | None:
             raise PelaError(f"{path} is not a readable gzip file: {e}") from e
 
     return cached_copy(path, "gunzip", "", write)
-
-
-def cache_dir() -> Path:
-    """Where pela keeps what it derives from your files: $PELA_CACHE, else $XDG_CACHE_HOME/pela, else ~/.cache/pela."""
-    if os.environ.get("PELA_CACHE"):
-        return Path(os.environ["PELA_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pela"
 
 
 def cached_copy(f: Path, kind: str, suffix: str, write: Callable[[Path], None]) -> Path | None:

@@ -2,7 +2,7 @@
 
 A perplexity is one number; reading what a compressed language model writes shows what the number
 hides (repetition, lost facts, broken grammar). `pela distill` writes ``generations.md`` into its run
-directory when it distils a causal language model.
+directory when it distills a causal language model.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ into the directory it writes, as ``modeling_pela.py``; the config's ``auto_map``
 
 builds the original architecture from ``config.json``, puts two-factor layers (``y = B(A x) + b``) where
 ``config.pela["factorized"]`` says, and loads ``pela_model.safetensors`` into it (wrapped in `PelaClassifier` when ``pela finetune`` added a head). It needs torch,
-transformers and safetensors, not pela; it imports nothing else. pela's own `pela.layers.LowRankLinear`
+transformers and safetensors, not pela; it imports nothing else. pela's own `pela.LowRankLinear`
 is this file's, so the two cannot drift apart.
 """
 

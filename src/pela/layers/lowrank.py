@@ -14,7 +14,7 @@ class LowRankLinear(_LowRankLinear):
 
     The factors are ordinary `nn.Linear` modules (``.a`` and ``.b``), so autocast, `torch.compile`,
     optimizers and peft LoRA treat them like any other linear layer. The layer itself is defined in
-    `pela.hf_modeling`, the loader `pela export` ships, so exported models build the same one.
+    `pela.layers.hf_modeling`, the loader `pela export` ships, so exported models build the same one.
 
     >>> layer = LowRankLinear.from_linear(nn.Linear(64, 32), rank=8)
     >>> layer(torch.randn(2, 64)).shape

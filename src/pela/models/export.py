@@ -3,7 +3,7 @@
 `export_hf` turns a pela directory into a Hugging Face directory that
 ``AutoModel.from_pretrained(out, trust_remote_code=True)`` (or the ``AutoModelFor...`` class of its
 task) loads with transformers alone: the config gains an ``auto_map`` naming ``modeling_pela.py``
-(`pela.hf_modeling`, copied as it is) and a ``pela`` entry with the factorized layers and their
+(`pela.layers.hf_modeling`, copied as it is) and a ``pela`` entry with the factorized layers and their
 ranks; the weights are the same safetensors file, renamed ``pela_model.safetensors`` so that loading
 without the code fails loudly instead of leaving the factorized layers random.
 """

@@ -12,25 +12,19 @@ the original float weights, which a warning says once per conversion.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import torch
 
 from pela.errors import PelaError, warn
-from pela.utils.files import atomic_dir
-
-
-def cache_root() -> Path:
-    """``$PELA_CACHE`` (default ``~/.cache/pela``)."""
-    return Path(os.environ.get("PELA_CACHE") or Path.home() / ".cache" / "pela").expanduser()
+from pela.utils.files import atomic_dir, cache_dir
 
 
 def converted_dir(path: Path) -> Path:
     """The Hugging Face directory a GGUF file is dequantized into: one per file content (name, size, mtime)."""
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    return cache_root() / "gguf" / f"{path.stem}-{key}"
+    return cache_dir() / "gguf" / f"{path.stem}-{key}"
 
 
 def gguf_to_hf(path: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Stage 2 of PELA: distil the low-rank student from the frozen original (the teacher)."""
+"""Stage 2 of PELA: distill the low-rank student from the frozen original (the teacher)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ EVAL_METRICS = ("mean_mse", "mean_cosine", "output_agreement", "perplexity")
 
 @dataclass(frozen=True)
 class DistillConfig(TrainConfig):
-    """`TrainConfig` plus the loss weights; defaults follow PELA (METHOD.md §2) where it has one."""
+    """`TrainConfig` plus the loss weights; defaults follow the PELA paper (its section 3.2) where it has one."""
 
     alpha: float = 1.0  # feature distillation: every block's output, over real tokens (padding excluded)
     # each token's squared error relative to the teacher's feature ("relative"), or PELA's plain MSE ("mse"),
@@ -131,7 +131,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
         raise PelaError(f"keep_best='perplexity' needs a language model; {type(student).__name__} has no next-token head")
     accelerator = accelerator or make_accelerator(config)
     if is_sharded(accelerator) and config.gamma > 0:
-        raise PelaError("weight-perturbation regularization (gamma) reads whole weights, which FSDP shards: distil without it "
+        raise PelaError("weight-perturbation regularization (gamma) reads whole weights, which FSDP shards: distill without it "
                         "(--gamma 0) or without FSDP")
     teacher.eval().requires_grad_(False).to(accelerator.device)
     shard_frozen(teacher, accelerator)  # under FSDP2 the teacher is sharded too: it is never whole on one process

@@ -2,7 +2,7 @@
 
 The student is not cut to its final size at once. With ``stages=n``, stage ``i`` compresses it to the
 size a ratio ``k^(i/n)`` gives (whitened factors, ranks allocated across layers by measured
-sensitivity, statistics from the same data run through the student as it is then) and distils it for
+sensitivity, statistics from the same data run through the student as it is then) and distills it for
 its share of the steps; between stages its factors are merged back into dense layers (`densify`) and
 cut again, further. Each cut starts from a student that has already recovered from the last, so it
 never jumps far from the teacher. Measured on the study of record (docs/BENCHMARKS.md), two stages
@@ -68,12 +68,12 @@ def shrink(student: nn.Module, teacher: nn.Module, data: Any, ratio: float = 2.0
            stages: int = STAGES, train_data: Any = None, collate_fn: Callable | None = None, calib_samples: int = 512,
            probe_samples: int = 32, sequential: bool = False, align: int = 8, seed: int = 0, out: str | Path | None = None,
            progress: bool = False, run_info: dict[str, Any] | None = None, calibration: Calibration | None = None) -> ShrinkResult:
-    """Compress ``student`` (in place; a copy of ``teacher``) to the size ratio ``k`` gives, and distil it, in ``stages``.
+    """Compress ``student`` (in place; a copy of ``teacher``) to the size ratio ``k`` gives, and distill it, in ``stages``.
 
     Args:
-        data: unlabeled examples to calibrate on (and to distil on, unless ``train_data`` says otherwise).
+        data: unlabeled examples to calibrate on (and to distill on, unless ``train_data`` says otherwise).
         config: the distillation's settings; its steps (or epochs) are shared evenly by the stages.
-        train_data: what to distil on, when not ``data`` (a language model's packed text).
+        train_data: what to distill on, when not ``data`` (a language model's packed text).
         calib_samples, probe_samples, sequential, align: `pela.calibrate` and `LowRankConfig` settings of every stage.
         out: the last stage's run directory (`pela.distill`); earlier stages write under ``out/stages``.
         calibration: the first stage's, when it was already taken (of ``student``, with
@@ -83,7 +83,7 @@ def shrink(student: nn.Module, teacher: nn.Module, data: Any, ratio: float = 2.0
         raise PelaError(f"stages must be an integer >= 1, got {stages!r}")
     if stages > 1 and fsdp_requested() and partial_state().num_processes > 1:
         raise PelaError("under FSDP the student is sharded after its first stage, and the next cut needs it whole: "
-                        "shrink in one stage (--stages 1), or compress and distil stage by stage")
+                        "shrink in one stage (--stages 1), or compress and distill stage by stage")
     config = config or DistillConfig()
     result = ShrinkResult()
     for stage, k in enumerate(stage_ratios(ratio, stages)):

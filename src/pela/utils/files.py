@@ -14,6 +14,13 @@ from typing import Any, Iterator
 from pela.errors import PelaError
 
 
+def cache_dir() -> Path:
+    """Where pela keeps what it derives from your files: $PELA_CACHE, else $XDG_CACHE_HOME/pela, else ~/.cache/pela."""
+    if os.environ.get("PELA_CACHE"):
+        return Path(os.environ["PELA_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pela"
+
+
 # ---------------------------------------------------------------- atomic output
 def check_output_dir(directory: str | os.PathLike, overwrite: bool = False) -> Path:
     """Refuse an output directory that is a file, is non-empty (unless ``overwrite``) or unwritable."""
