@@ -37,6 +37,7 @@ from pela.evaluation.classifier import evaluate
 from pela.models.sources import load_for_training
 from pela.training.distill import DistillConfig, distill
 from pela.training.finetune import FinetuneConfig, finetune
+from pela.training.record import compression_record
 from pela.training.shrink import STAGES, shrink
 from pela.utils.figures import pyplot, save_figure
 from pela.utils.files import atomic_write_text, check_output_dir
@@ -243,8 +244,8 @@ def run_demo(out: Path, quick: bool = False, ratio: float = 2.0, overwrite: bool
     labels = [json.loads(line)["label"] for line in test_path.read_text().splitlines()]
     majority = max(labels.count(c) for c in set(labels)) / len(labels)
     summary = {"ratio": ratio, "quick": quick, "settings": settings.__dict__, "test_samples": len(test), "train_samples": len(train),
-               "majority_class_accuracy": majority, "compression": {k: v for k, v in report.to_dict().items() if k != "layers"},
-               "paper_compression": {k: v for k, v in paper.to_dict().items() if k != "layers"},
+               "majority_class_accuracy": majority, "compression": compression_record(report),
+               "paper_compression": compression_record(paper),
                "total_seconds": time.perf_counter() - began, "rows": rows}
     table = Table("model", "params (total / in Linear)", "accuracy", "Δ vs teacher", "fine-tune time",
                   title=f"pela demo: all-MiniLM-L6-v2 on WordNet categories, k={ratio:g}")

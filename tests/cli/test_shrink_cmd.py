@@ -6,7 +6,7 @@ import pytest
 
 import pela
 from pela.cli.app import main
-from pela.cli.shrink_cmd import distill_steps
+from pela.training.shrink import distill_steps
 
 
 def test_distillation_length_comes_from_the_data_and_the_time_budget():

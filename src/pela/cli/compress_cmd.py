@@ -37,6 +37,7 @@ from pela.errors import PelaError
 from pela.models.saving import save_dtype as _save_dtype
 from pela.models.saving import save_pretrained
 from pela.models.sources import load_for_training
+from pela.training.record import compression_record
 from pela.utils.device import resolve_device
 from pela.utils.figures import check_figure_path
 from pela.utils.files import check_not_input, check_output_dir
@@ -110,8 +111,7 @@ def compress(
         calibration = calibrate(model, calib_data, config, collate_fn=collate, samples=calib_samples,
                                 batch_size=calib_batch_size, progress=True)
     report = _compress(model, config, calibration=calibration, progress=True)
-    save_pretrained(model, out, overwrite=overwrite, extra={"compression": {k: v for k, v in report.to_dict().items() if k != "layers"}},
-                    dtype=save_dtype)
+    save_pretrained(model, out, overwrite=overwrite, extra={"compression": compression_record(report)}, dtype=save_dtype)
     if plot is not None:  # an extra, after the model is safe
         with optional_step(f"the plot {plot}"):
             plot_compression(report, plot)

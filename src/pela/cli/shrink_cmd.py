@@ -14,8 +14,6 @@ commands stay for those who want every flag.
 from __future__ import annotations
 
 import copy
-import math
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -33,31 +31,16 @@ from pela.cli.common import (
     optional_step,
     out_console,
 )
-from pela.compression.calibrate import calibrate
 from pela.compression.config import LowRankConfig
 from pela.data.collate import Collator
-from pela.data.packing import PackedText
 from pela.errors import PelaError
 from pela.evaluation.generation import write_generations
 from pela.models.sources import load_for_training
 from pela.training.distill import DistillConfig
+from pela.training.record import shrink_record
 from pela.training.rundir import run_dir
-from pela.training.shrink import STAGES, stage_ratios, stage_recipe
+from pela.training.shrink import STAGES, recipe_config
 from pela.training.shrink import shrink as shrink_
-
-# a distillation step runs the teacher forward, the student forward and backward: about this many
-# forward passes of the original model per example, against calibration's one
-STEP_PASSES = 3.5
-PACK_TOKENS = 1024  # a language model's packed sequences: this many tokens, or fewer where the model takes fewer
-
-
-def distill_steps(examples: int, batch_size: int, seconds_per_example: float, minutes: float | None) -> int:
-    """One epoch of ``examples`` in batches, or as many steps as ``minutes`` allow at the measured pace."""
-    epoch = max(1, examples // batch_size)
-    if minutes is None:
-        return epoch
-    step_seconds = max(seconds_per_example * batch_size * STEP_PASSES, 1e-6)
-    return max(1, min(epoch, math.floor(minutes * 60 / step_seconds)))
 
 
 @command()
@@ -98,38 +81,17 @@ def shrink(
         with err_console.status(f"loading {source}"):
             teacher = load_for_training(source, trust_remote_code=trust_remote_code)
         student = copy.deepcopy(teacher)
-        recipe = stage_recipe(student, stage_ratios(ratio, stages)[0], sequential)
         collate = Collator(student, max_length=max_length)
         collate.check(ds, f"--data {data}")
-        language_model = is_causal_lm(student)
-        if pack is not None and not language_model:
-            raise PelaError(f"--pack packs text for a language model; {type(student).__name__} has no next-token head")
-        if pack is not None and collate.positions is not None and pack > collate.positions:
-            raise PelaError(f"--pack {pack} is more than this model takes: at most {collate.positions} positions")
-        began = time.perf_counter()
-        calibration = calibrate(student, ds, recipe, collate_fn=collate, samples=calib_samples, progress=True)
-        per_token = (time.perf_counter() - began) / max(max(calibration.tokens.values()), 1)
-        train_data, tokens = ds, max(calibration.tokens.values()) / calibration.samples  # tokens per example
-        if language_model:
-            tokens = pack or min(PACK_TOKENS, collate.positions or PACK_TOKENS)
-            train_data = PackedText(ds, collate.tokenizer, tokens)
-        total = steps or max(stages, distill_steps(len(train_data), batch_size, per_token * tokens, minutes))
-        logits = {"beta": 1.0, "temperature": 1.0} if language_model else {}
-        config = DistillConfig(steps=total, batch_size=batch_size, group_by_length=True, **logits)
-        shrunk = shrink_(student, teacher, ds, ratio, config, stages=stages, train_data=train_data, collate_fn=collate,
-                         calib_samples=calib_samples, sequential=sequential, out=run.path, progress=True, calibration=calibration,
-                         run_info={"teacher": source, "data": str(Path(data).resolve()), "recipe": recipe.to_dict()})
-        report, result = shrunk.report, shrunk.distills[-1]
-        record = {"compression": {k: v for k, v in report.to_dict().items() if k != "layers"},
-                  "stages": [{"ratio": k, "params_after": r.params_after, "trained_steps": d.steps}
-                             for k, r, d in zip(stage_ratios(ratio, stages), shrunk.reports, shrunk.distills)],
-                  "distill": {**config.to_dict(), "trained_steps": sum(d.steps for d in shrunk.distills),
-                              "final": result.history[-1] if result.history else {}}}
-        main = run.publish(student, record)
-        if language_model:  # what the student writes, beside the teacher's
+        config = recipe_config(student, steps=steps, batch_size=batch_size)
+        shrunk = shrink_(student, teacher, ds, ratio, config, stages=stages, minutes=minutes, pack=pack, collate_fn=collate,
+                         calib_samples=calib_samples, sequential=sequential, out=run.path, progress=True,
+                         run_info={"teacher": source, "data": str(Path(data).resolve())})
+        main = run.publish(student, shrink_record(shrunk, ratio, student, teacher))
+        if is_causal_lm(student):  # what the student writes, beside the teacher's
             with optional_step("generations.md"):
                 write_generations(run.path / "generations.md", student, teacher, ds, collate.tokenizer)
         if main:
             steps_done, seconds = sum(d.steps for d in shrunk.distills), sum(d.seconds for d in shrunk.distills)
-            out_console.print(f"{report.summary()}\ndistilled {steps_done} steps in {stages} stage(s), {seconds:.0f}s; "
+            out_console.print(f"{shrunk.report.summary()}\ndistilled {steps_done} steps in {stages} stage(s), {seconds:.0f}s; "
                               f"student saved to {_saved(out)}")

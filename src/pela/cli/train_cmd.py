@@ -43,8 +43,8 @@ from pela.training.distill import distill as _distill
 from pela.training.finetune import FinetuneConfig
 from pela.training.finetune import finetune as _finetune
 from pela.training.rates import MATCHED, parse_factor_lr
+from pela.training.record import training_record
 from pela.training.rundir import run_dir
-from pela.utils.sharded import holds_shards
 
 
 @command()
@@ -119,7 +119,7 @@ def distill(
         info = {"student": str(Path(student).resolve()), "teacher": teacher, "data": str(Path(data).resolve())}
         result = _distill(student_model, teacher_model, ds, config, collate_fn=collate, out=run.path, resume=resume, progress=True,
                           run_info=info, eval_data=held_out, eval_samples=eval_samples)
-        main = run.publish(student_model, {"distill": _distill_record(config, result, student_model, teacher_model)}, save_dtype)
+        main = run.publish(student_model, {"distill": training_record(config, result, student_model, teacher_model)}, save_dtype)
         if is_causal_lm(student_model):  # what the student writes, beside the teacher's
             with optional_step("generations.md"):
                 prompts = held_out if held_out is not None else texts
@@ -138,20 +138,6 @@ def _check_distill_flags(student: Path, max_length: Optional[int], pack: Optiona
         raise PelaError(f"--eval-samples must be >= 1, got {eval_samples}")
     if not is_pela_dir(student):
         raise PelaError(f"--student {student} is not a directory written by pela (run pela compress first)")
-
-
-def _distill_record(config: DistillConfig, result: Any, student: Any, teacher: Any) -> dict[str, Any]:
-    """What ``pela.json`` keeps of a distillation: its settings, final losses, evaluations and processes."""
-    record = {**config.to_dict(), "final": result.history[-1] if result.history else {},
-              "processes": len(result.rank_checksums), "rank_checksums": result.rank_checksums}
-    if holds_shards(student):  # under FSDP: which models were split over the processes
-        record["sharded"] = {"student": True, "teacher": holds_shards(teacher)}
-    if result.evals:
-        record["evals"] = result.evals
-    if result.best is not None:
-        record["best"] = result.best
-    record.update(trained_steps=result.steps, stopped_early=result.stopped_early)
-    return record
 
 
 def _distilled(result: Any, keep_best: Optional[str], patience: Optional[int], out: Path) -> str:
@@ -232,21 +218,21 @@ def finetune(
         tuned, result = _finetune(net, ds, config, collate_fn=collate, out=run.path, resume=resume, progress=True,
                                   run_info={"model": model, "data": str(Path(data).resolve())},
                                   eval_data=test if (eval_every or keep_best) else None)
-        summary = _finetune_summary(result)
-        main = run.publish(tuned, {"finetune": {**config.to_dict(), **summary}}, save_dtype)
+        summary, record = _finetune_summary(result), training_record(config, result, tuned)
+        main = run.publish(tuned, {"finetune": record}, save_dtype)
         if test is not None:  # the saved model's score: an extra, after the model is safe
             with optional_step("the final evaluation on --eval-data"):
                 summary["eval"] = evaluate(tuned, test, collate_fn=Collator(tuned, max_length=max_length), workers=workers,
                                            progress=True)
                 if main:
-                    record_metadata(run.path, {"finetune": {**config.to_dict(), **summary}})
+                    record_metadata(run.path, {"finetune": {**record, "eval": summary["eval"]}})
         if main:
             _finetuned(summary, result, keep_best, patience, out, as_json)
             _half_precision_note(net, save_dtype)
 
 
 def _finetune_summary(result: Any) -> dict[str, Any]:
-    """What ``pela.json`` and ``--json`` keep of a fine-tuning run."""
+    """What ``--json`` prints of a fine-tuning run."""
     summary = {"steps": result.steps, "seconds": result.seconds, "items_per_s": result.items_per_s,
                "final": result.history[-1] if result.history else {}}
     if result.evals:
