@@ -18,6 +18,7 @@ models in and out), `pela.compression` (stage 1), `pela.evaluation` (how good a 
 from pela.compression.calibrate import calibrate
 from pela.compression.compress import compress
 from pela.compression.config import LowRankConfig
+from pela.compression.recipe import recipe
 from pela.data.load import load_dataset
 from pela.errors import PelaError
 from pela.evaluation.classifier import evaluate
@@ -32,5 +33,5 @@ from pela.training.finetune import FinetuneConfig, finetune
 from pela.training.shrink import shrink
 from pela.version import __version__
 
-__all__ = ["compress", "calibrate", "distill", "shrink", "finetune", "evaluate", "perplexity", "multiple_choice", "compare", "load", "load_dataset", "save_pretrained", "LowRankLinear",
+__all__ = ["compress", "recipe", "calibrate", "distill", "shrink", "finetune", "evaluate", "perplexity", "multiple_choice", "compare", "load", "load_dataset", "save_pretrained", "LowRankLinear",
            "PelaError", "LowRankConfig", "DistillConfig", "FinetuneConfig", "__version__"]

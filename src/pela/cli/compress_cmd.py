@@ -31,7 +31,7 @@ from pela.compression.compress import compress as _compress
 from pela.compression.config import LowRankConfig
 from pela.compression.inits import NEEDS_CALIBRATION
 from pela.compression.plot import plot_compression
-from pela.compression.targets import budget_of
+from pela.compression.recipe import recipe
 from pela.data.collate import Collator
 from pela.errors import PelaError
 from pela.models.saving import save_dtype as _save_dtype
@@ -105,7 +105,7 @@ def compress(
                            trust_remote_code=trust_remote_code)
     calibration = None
     if calib_data is not None:
-        config = _recipe(model, config, uniform_ranks)
+        config = recipe(model, calibrated=True, uniform=uniform_ranks, **config.to_dict())
         collate = Collator(model, max_length=max_length)
         collate.check(calib_data, f"--calib {calib}")
         calibration = calibrate(model, calib_data, config, collate_fn=collate, samples=calib_samples,
@@ -144,15 +144,6 @@ def _layer_table(report: Any, init: str) -> Table:
                       "" if r.rel_error is None else f"{r.rel_error:.4f}",
                       r.reason or (f"no calibration input reached it: {r.init}, not {init}" if unreached else ""))
     return table
-
-
-def _recipe(model: Any, config: LowRankConfig, uniform: bool) -> LowRankConfig:
-    """pela's recipe where there is calibration data: a per-layer ratio becomes the same number of parameters,
-    allocated across layers by measured sensitivity (held-out feature MSE 0.34x plain SVD's against 0.44x for
-    whitening at one ratio, on MiniLM; docs/BENCHMARKS.md)."""
-    if uniform or config.resolved_mode()[0] != "ratio":
-        return config
-    return LowRankConfig(**{**config.to_dict(), "ratio": None, "param_budget": budget_of(model, config)})
 
 
 @command()

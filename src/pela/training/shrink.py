@@ -24,8 +24,8 @@ from pela import arch
 from pela.compression.calibrate import Calibration, calibrate
 from pela.compression.compress import compress
 from pela.compression.config import LowRankConfig
+from pela.compression.recipe import recipe
 from pela.compression.report import CompressionReport
-from pela.compression.targets import budget_of
 from pela.data.collate import Collator
 from pela.data.packing import PackedText
 from pela.errors import PelaError
@@ -60,8 +60,7 @@ def stage_ratios(ratio: float, stages: int) -> list[float]:
 
 def stage_recipe(model: nn.Module, ratio: float, sequential: bool = False, align: int = 8) -> LowRankConfig:
     """pela's factorization at the size ``ratio`` gives: whitened, ranks allocated across layers by sensitivity."""
-    size = LowRankConfig(ratio=ratio, align=align)
-    return LowRankConfig(param_budget=budget_of(model, size), init="whiten", sequential=sequential, align=align)
+    return recipe(model, calibrated=True, ratio=ratio, sequential=sequential, align=align)
 
 
 def _stage_config(config: DistillConfig, stage: int, stages: int) -> DistillConfig:
