@@ -159,7 +159,7 @@ def test_calibration_errors(mlp):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cal = pela.calibrate(other, Vectors(torch.randn(4, 16)), collate_fn=stack)
-    with pytest.raises(PelaError, match="belong to none"):
+    with pytest.raises(PelaError, match="taken on another model: none of the 1 layers to factorize is one of its 1"):
         pela.compress(nn.Sequential(nn.Identity(), nn.Linear(16, 16)), LowRankConfig(init="whiten"), calibration=cal)
 
 
@@ -290,3 +290,18 @@ def test_a_language_models_logits_are_never_computed_unless_its_head_is_factoriz
     head_too = LowRankConfig(ratio=2, init="whiten", align=1, exclude=[])
     calibration = pela.calibrate(model, data, head_too, collate_fn=collate, samples=8)
     assert calibration.tokens["lm_head"] == 8 * 12 and "lm_head" in calibration.moments and calls
+
+
+def test_a_calibration_refuses_another_config_or_model_in_one_line(mlp):
+    """A Calibration records the config and the layers it was taken for; compressing with another way, a
+    layer it did not see or a layer of another shape is refused, naming what differs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cal = pela.calibrate(mlp, Vectors(anisotropic(64, 64)), LowRankConfig(init="whiten", exclude=(r"^2$",)), collate_fn=stack)
+    assert cal.config.exclude == (r"^2$",) and set(cal.layers) == {"0"}  # "4" is too narrow (min_features), "2" excluded
+    with pytest.raises(PelaError, match=r"not taken on layer '2' \(and 0 more\)"):
+        pela.compress(copy.deepcopy(mlp), LowRankConfig(init="whiten"), calibration=cal)
+    wider = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 64))
+    with pytest.raises(PelaError, match=r"taken on another model: 0 is \(96, 64\) there and \(128, 64\) here"):
+        pela.compress(wider, LowRankConfig(init="whiten", exclude=(r"^2$",)), calibration=cal)
+    pela.compress(copy.deepcopy(mlp), LowRankConfig(init="whiten", exclude=(r"^2$",), ratio=4), calibration=cal)  # the same way

@@ -10,7 +10,7 @@ float64 total), so no activation is ever stored. Padding tokens
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -29,13 +29,40 @@ from pela.utils.progress import progress_iter
 
 @dataclass
 class Calibration:
-    """Input statistics per layer name, as `pela.compress(..., calibration=...)` takes them."""
+    """Input statistics per layer name, as `pela.compress(..., calibration=...)` takes them, with the
+    config and the layers they were taken for (`check`)."""
 
     moments: dict[str, torch.Tensor]  # layer -> (in × in) float64 E[x xᵀ]
     tokens: dict[str, int]  # input vectors each layer saw
     samples: int  # examples run through the model
     probe: list[dict[str, Any]]  # a few of the examples' batches (on CPU), to measure layer sensitivities for rank allocation
     inputs: list[dict[str, Any]] | None = None  # every batch (on CPU), kept when the config factorizes sequentially
+    config: LowRankConfig | None = None  # what it was taken for (None: made by hand, not checked)
+    layers: dict[str, tuple[int, int]] = field(default_factory=dict)  # the layers it was taken on: name -> weight shape
+
+    def check(self, model: nn.Module, config: LowRankConfig) -> None:
+        """Refuse, in one line, to compress with a calibration taken another way or on another model:
+        the way (one-shot, sequential, block by block) decides what was gathered, and every layer
+        the config factorizes must be one it was taken on, of the same shape."""
+        if self.config is None:
+            return
+        for setting in ("sequential", "block_by_block"):
+            taken, wanted = getattr(self.config, setting), getattr(config, setting)
+            if taken != wanted:
+                raise PelaError(f"this calibration was taken with {setting}={taken} and the model is compressed with "
+                                f"{setting}={wanted}: calibrate with the config you compress with")
+        shapes = {c.name: tuple(c.weight.shape) for c in select(model, config) if c.skip_reason is None}
+        missing = [name for name in shapes if name not in self.layers]
+        if missing and len(missing) == len(shapes):
+            raise PelaError(f"this calibration was taken on another model: none of the {len(shapes)} layers to factorize "
+                            f"is one of its {len(self.layers)} (calibrated another model?)")
+        if missing:
+            raise PelaError(f"this calibration was not taken on layer {missing[0]!r} (and {len(missing) - 1} more), which "
+                            "the config factorizes: calibrate with the config you compress with")
+        other = next((name for name, shape in shapes.items() if self.layers[name] != shape), None)
+        if other is not None:
+            raise PelaError(f"this calibration was taken on another model: {other} is {self.layers[other]} there and "
+                            f"{shapes[other]} here")
 
 
 @torch.no_grad()
@@ -96,7 +123,8 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
         worst = min(short, key=lambda c: counts[c.name] / c.weight.shape[1])
         warn(f"calibration saw {counts[worst.name]} input vectors for {worst.name}, which has {worst.weight.shape[1]} inputs: "
              f"its statistics are rank-deficient and are damped; more calibration samples give better factors")
-    return Calibration(moments, counts, n, probe, inputs)
+    shapes = {c.name: tuple(c.weight.shape) for c in layers}
+    return Calibration(moments, counts, n, probe, inputs, config, shapes)
 
 
 def input_moments(model: nn.Module, layers: list[Any], batches: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -95,9 +95,6 @@ def compress(model: nn.Module, config: LowRankConfig | None = None, *, calibrati
     lean = config.block_by_block
     if calibration is not None and not (lean and calibration.inputs is not None) \
             and not any(c.name in moments for c in candidates if c.skip_reason is None):
-        if not moments and calibration.inputs is not None:
-            raise PelaError("this calibration holds no statistics: it was taken for block-by-block compression (sequential, "
-                            "with a ratio or a rank); calibrate with the config you compress with")
         raise PelaError("the calibration statistics belong to none of this model's layers (calibrated another model?)")
     rows: list[LayerReport] = []
     # 1. spectra, one layer at a time: each is cut into factors before the next is computed (block by block,
@@ -201,6 +198,8 @@ def _checked(model: nn.Module, config: LowRankConfig | None, calibration: Calibr
                         "(CLI: --calib DATA)")
     if config.device is not None:
         resolve_device(config.device)
+    if calibration is not None:
+        calibration.check(model, config)
     return config
 
 
