@@ -19,11 +19,39 @@ def test_lines_say_where_a_job_stands(monkeypatch, capsys):
     lines.advance(10, info="loss 0.9")  # t=31: 30 steps in 31 s
     lines.advance(10)  # t=45: too soon
     lines.advance(60)  # t=70: the end, always said
+    lines.close()
     assert capsys.readouterr().err.splitlines() == [
         "distilling: 0/100 (0%), 0m00s elapsed",
         "distilling: 30/100 (30%), 0.968/s, 0m31s elapsed, 1m12s left | loss 0.9",
         "distilling: 100/100 (100%), 1.79/s, 1m10s elapsed",
     ]
+
+
+def test_a_long_step_still_gets_its_lines_on_time(capsys):
+    """A step longer than the interval (a calibration batch of a large model): the log hears from the job on time,
+    and the rate on the next line is still the true one."""
+    import time
+
+    lines = progress._Lines(total=2, description="calibrating", every=0.05)
+    lines.advance(0)
+    time.sleep(0.3)
+    lines.advance(1)
+    lines.close()
+    said = capsys.readouterr().err.splitlines()
+    beats = [line for line in said if "at work on the next for" in line]
+    assert len(beats) >= 3 and all(line.startswith("calibrating: 0/2 (0%), ") for line in beats)
+    rate = float(said[-1].split(", ")[1].removesuffix("/s"))
+    assert said[-1].startswith("calibrating: 1/2 (50%)") and rate < 5  # one step in 0.3 s, not since the last heartbeat
+
+
+def test_work_without_steps_says_it_is_at_work(capsys, monkeypatch):
+    import time
+
+    monkeypatch.setenv("PELA_PROGRESS_SECONDS", "0.05")
+    with progress.activity("loading model"):
+        time.sleep(0.2)
+    said = capsys.readouterr().err.splitlines()
+    assert said[0].startswith("loading model: 0m00s elapsed") and said[-1].startswith("loading model: done in ") and len(said) >= 3
 
 
 @pytest.mark.slow

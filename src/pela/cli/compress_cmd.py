@@ -22,7 +22,6 @@ from pela.cli.common import (
     _saved,
     _shapes_text,
     command,
-    err_console,
     optional_step,
     out_console,
 )
@@ -42,6 +41,7 @@ from pela.utils.device import resolve_device
 from pela.utils.figures import check_figure_path
 from pela.utils.files import check_not_input, check_output_dir
 from pela.utils.memory import keep_freed_memory
+from pela.utils.progress import activity
 
 
 @command()
@@ -100,7 +100,7 @@ def compress(
     check_output_dir(out, overwrite)  # fail before the slow part
     _save_dtype(save_dtype)
     calib_data = _load_data(calib, text_field=text_field, progress=True) if calib is not None else None
-    with err_console.status(f"loading {source}"):
+    with activity(f"loading {source}"):
         model = load_for_training(source, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle,
                            trust_remote_code=trust_remote_code)
     calibration = None
@@ -178,7 +178,7 @@ def bench(
     sources = [model] + ([vs] if vs else [])
     models = {}
     for s in sources:
-        with err_console.status(f"loading {s}"):
+        with activity(f"loading {s}"):
             models[s if s not in models else s + " (2)"] = load_for_training(s, random_init=random_init and not Path(s).is_dir(),
                                                                     trust_remote_code=trust_remote_code)
     if generate:

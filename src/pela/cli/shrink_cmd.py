@@ -27,7 +27,6 @@ from pela.cli.common import (
     _load_data,
     _saved,
     command,
-    err_console,
     optional_step,
     out_console,
 )
@@ -41,6 +40,7 @@ from pela.training.record import shrink_record
 from pela.training.rundir import run_dir
 from pela.training.shrink import STAGES, recipe_config
 from pela.training.shrink import shrink as shrink_
+from pela.utils.progress import activity
 
 
 @command()
@@ -78,7 +78,7 @@ def shrink(
     _check_output(out, False, overwrite, {"the model": source, "--data": data})
     ds = _load_data(data, text_field=text_field, progress=True)
     with run_dir(out, False, overwrite) as run:
-        with err_console.status(f"loading {source}"):
+        with activity(f"loading {source}"):
             teacher = load_for_training(source, trust_remote_code=trust_remote_code)
         student = copy.deepcopy(teacher)
         collate = Collator(student, max_length=max_length)

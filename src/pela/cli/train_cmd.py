@@ -25,7 +25,6 @@ from pela.cli.common import (
     _opt_str,
     _saved,
     command,
-    err_console,
     optional_step,
     out_console,
 )
@@ -45,6 +44,7 @@ from pela.training.finetune import finetune as _finetune
 from pela.training.rates import MATCHED, parse_factor_lr
 from pela.training.record import training_record
 from pela.training.rundir import run_dir
+from pela.utils.progress import activity
 
 
 @command()
@@ -105,7 +105,7 @@ def distill(
     ds = _load_data(data, text_field=text_field, label_field=label_field, progress=True)
     held_out = _load_data(eval_data, split="test", text_field=text_field, progress=True) if eval_data else None
     with run_dir(out, resume, overwrite) as run:
-        with err_console.status("loading models"):
+        with activity("loading models"):
             student_model = load_for_training(str(student), trust_remote_code=trust_remote_code)  # trains in float32
             teacher_model = load_for_training(teacher, checkpoint=_opt_str(teacher_checkpoint), allow_pickle=allow_pickle,
                                        trust_remote_code=trust_remote_code)
@@ -208,7 +208,7 @@ def finetune(
         if dataset_classes(test) is None:
             raise PelaError(f"--eval-data {eval_data}: evaluation needs labelled data: {unlabelled_reason(test)}")
     with run_dir(out, resume, overwrite) as run:
-        with err_console.status(f"loading {model}"):
+        with activity(f"loading {model}"):
             net = load_for_training(model, checkpoint=_opt_str(checkpoint), random_init=random_init, allow_pickle=allow_pickle,
                              trust_remote_code=trust_remote_code)
         collate = Collator(net, max_length=max_length)

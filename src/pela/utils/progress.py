@@ -1,8 +1,10 @@
 """Progress on stderr (stdout stays clean for --json): a rich bar on a terminal, plain lines in a log.
 
 Under nohup, a batch scheduler or CI, stderr is a file: there a line says where a long job stands
-(done of total, rate, time left) when it starts, every `LINE_SECONDS` (``PELA_PROGRESS_SECONDS``)
-and when it ends, as tqdm and the Hugging Face Trainer do in logs.
+(done of total, rate, time left) when it starts, every 30 seconds (``PELA_PROGRESS_SECONDS``)
+and when it ends, as tqdm and the Hugging Face Trainer do in logs. A step that takes longer than
+that still gets its line on time (a heartbeat), and so does work without steps (`activity`):
+a log never goes silent for long while pela works.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 from typing import Any, Callable, Iterator
 
@@ -30,8 +33,10 @@ def progress_bar(enabled: bool, total: int, description: str, redraw_only_on_adv
         return
     if not stderr.is_terminal:
         lines = _Lines(total, description, _line_seconds())
-        yield lines.advance
-        lines.close()
+        try:
+            yield lines.advance
+        finally:
+            lines.close()
         return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
@@ -67,6 +72,44 @@ def bytes_bar(enabled: bool, size: int, description: str) -> Iterator[Callable[[
         yield reach
 
 
+@contextlib.contextmanager
+def activity(description: str) -> Iterator[None]:
+    """Work without steps to count (loading a model): a spinner on a terminal; in a log, a line every 30
+    seconds while it lasts, and one when it is done if it took that long (quick work says nothing)."""
+    if stderr.is_terminal:
+        with stderr.status(description):
+            yield
+        return
+    every, start = _line_seconds(), time.monotonic()
+    with _Heartbeat(every, lambda: print(f"{description}: {_duration(time.monotonic() - start)} elapsed", file=sys.stderr,
+                                          flush=True)):
+        yield
+    if time.monotonic() - start >= every:
+        print(f"{description}: done in {_duration(time.monotonic() - start)}", file=sys.stderr, flush=True)
+
+
+class _Heartbeat:
+    """Calls ``beat`` every ``every`` seconds on a daemon thread while the block runs (not at all for 0)."""
+
+    def __init__(self, every: float, beat: Callable[[], None]):
+        self.every, self.beat, self.stop = every, beat, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="pela-progress")
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.every):
+            self.beat()
+
+    def __enter__(self) -> "_Heartbeat":
+        if self.every > 0:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+
 def _line_seconds() -> float:
     try:
         return max(0.0, float(os.environ.get("PELA_PROGRESS_SECONDS", "30")))
@@ -83,31 +126,53 @@ class _Lines:
     """Progress as a plain line now and then: at the first call, every ``every`` seconds, and at the end.
 
     The rate is that since the previous line, so a run resumed at step 5,000 does not count the
-    steps it skipped as done in no time.
+    steps it skipped as done in no time. A step that outlasts ``every`` gets a line of its own on
+    time (the heartbeat), which leaves the rate alone.
     """
 
     def __init__(self, total: int, description: str, every: float):
         self.total, self.description, self.every = total, description, every
         self.done = 0
         self.start = time.monotonic()
-        self.last: tuple[float, int] | None = None  # (time, done) at the previous line
+        self.mark: tuple[float, int] | None = None  # (time, done) at the previous line, for the rate
+        self.said: float | None = None  # when the last line was printed, heartbeat included
+        self.lock = threading.Lock()  # the heartbeat prints from its own thread
+        self.heartbeat = _Heartbeat(every, self._beat).__enter__()
 
     def close(self) -> None:
         """The last line, if the last call did not say where the job ended."""
-        if self.last is None or self.last[1] != self.done:
+        self.heartbeat.__exit__()
+        if self.mark is None or self.mark[1] != self.done:
             self.advance(0, force=True)
 
+    def _beat(self) -> None:
+        """A line on time when a step takes longer than the interval: the job is still at work."""
+        with self.lock:
+            now = time.monotonic()
+            if self.said is None or self.mark is None or now - self.said < self.every:
+                return
+            print(f"{self.description}: {self._count()}, {_duration(now - self.start)} elapsed, at work on the next "
+                  f"for {_duration(now - self.mark[0])}", file=sys.stderr, flush=True)
+            self.said = now
+
+    def _count(self) -> str:
+        return f"{self.done}/{self.total}" + (f" ({100 * self.done / self.total:.0f}%)" if self.total else "")
+
     def advance(self, n: int = 1, info: str = "", force: bool = False) -> None:
+        with self.lock:
+            self._advance(n, info, force)
+
+    def _advance(self, n: int, info: str, force: bool) -> None:
         self.done += n
         now = time.monotonic()
-        if not force and self.last is not None and now - self.last[0] < self.every and self.done < self.total:
+        if not force and self.said is not None and now - self.said < self.every and self.done < self.total:
             return
-        rate = (self.done - self.last[1]) / (now - self.last[0]) if self.last is not None and now > self.last[0] else None
-        parts = [f"{self.done}/{self.total}" + (f" ({100 * self.done / self.total:.0f}%)" if self.total else "")]
+        rate = (self.done - self.mark[1]) / (now - self.mark[0]) if self.mark is not None and now > self.mark[0] else None
+        parts = [self._count()]
         if rate is not None:
             parts.append(f"{rate:.3g}/s")
         parts.append(f"{_duration(now - self.start)} elapsed")
         if rate and self.done < self.total:
             parts.append(f"{_duration((self.total - self.done) / rate)} left")
         print(f"{self.description}: {', '.join(parts)}" + (f" | {info}" if info else ""), file=sys.stderr, flush=True)
-        self.last = (now, self.done)
+        self.mark, self.said = (now, self.done), now
