@@ -27,7 +27,14 @@ from _results import report
 import pela
 from pela import LowRankConfig
 from pela.data.collate import Collator
-from pela.demo import DemoSettings, demo_data, distill_student, finetune_and_evaluate, gloss_texts, minilm_dir
+from pela.demo import (
+    DemoSettings,
+    demo_data,
+    distill_student,
+    finetune_and_evaluate,
+    gloss_texts,
+    minilm_dir,
+)
 
 
 def main() -> None:
@@ -65,7 +72,9 @@ def main() -> None:
                         "whiten+allocation+sequential": LowRankConfig(param_budget=budget, init="whiten", sequential=True,
                                                                       sensitivity=args.sensitivity)})
     if args.weighting:
-        from pela.compression import compress as factorize  # the module, whose allocate compress calls
+        from pela.compression import (
+            compress as factorize,  # the module, whose allocate compress calls
+        )
 
         measured = factorize.allocate
 

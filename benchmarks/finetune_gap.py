@@ -27,7 +27,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from recipe_study import PROBES, WORK, distill_key, shrunk_student  # the study's data and its kept students
+from recipe_study import (  # the study's data and its kept students
+    PROBES,
+    WORK,
+    distill_key,
+    shrunk_student,
+)
 
 from pela.demo import DemoSettings, demo_data, finetune_and_evaluate
 from pela.layers.lowrank import densify

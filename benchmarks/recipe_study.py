@@ -43,7 +43,15 @@ import torch
 import pela
 from pela import LowRankConfig
 from pela.data.collate import Collator
-from pela.demo import DemoSettings, demo_data, distill_config, distill_student, finetune_and_evaluate, gloss_texts, minilm_dir
+from pela.demo import (
+    DemoSettings,
+    demo_data,
+    distill_config,
+    distill_student,
+    finetune_and_evaluate,
+    gloss_texts,
+    minilm_dir,
+)
 from pela.models.sources import load_for_training
 from pela.training.rates import MATCHED, parse_factor_lr
 from pela.training.shrink import STAGES, stage_recipe

@@ -25,7 +25,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 class PelaWarning(UserWarning):
-    """Something pela decided or made up that the user should know (a skipped step, a default taken)."""
+    """What pela decided or made up that the user should know (a skipped step, a default taken)."""
 
 
 def warn(message: str) -> None:

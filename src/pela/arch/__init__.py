@@ -26,7 +26,14 @@ from pela.arch.inputs import (
            model_inputs,
            with_decoder_inputs,
 )
-from pela.arch.outputs import block_output, call_with_inputs, forward, main_output, output_tensors, vocabulary_head
+from pela.arch.outputs import (
+           block_output,
+           call_with_inputs,
+           forward,
+           main_output,
+           output_tensors,
+           vocabulary_head,
+)
 from pela.arch.properties import class_names, hidden_size, is_causal_lm, max_positions
 from pela.arch.registry import (
            DEFAULT_EXCLUDE,

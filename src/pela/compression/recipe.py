@@ -21,15 +21,20 @@ from pela.compression.config import LowRankConfig
 from pela.compression.targets import budget_of
 
 
-def recipe(model: nn.Module, *, calibrated: bool, uniform: bool = False, **settings: Any) -> LowRankConfig:
+def recipe(
+    model: nn.Module, *, calibrated: bool, uniform: bool = False, **settings: Any
+) -> LowRankConfig:
     """The `LowRankConfig` pela's recipe gives ``model``: ``settings`` are `LowRankConfig`'s fields
-    (``ratio=2`` where no size is given), ``calibrated`` says whether calibration data will be given.
+    (``ratio=2`` where no size is given); ``calibrated``: whether calibration data will be given.
 
     >>> config = recipe(model, ratio=2, calibrated=True)  # doctest: +SKIP
-    >>> pela.compress(model, config, calibration=pela.calibrate(model, data, config))  # doctest: +SKIP
+    >>> calibration = pela.calibrate(model, data, config)  # doctest: +SKIP
+    >>> pela.compress(model, config, calibration=calibration)  # doctest: +SKIP
     """
     init = settings.pop("init", None) or ("whiten" if calibrated else "svd")
     config = LowRankConfig(init=init, **settings)
     if not calibrated or uniform or config.resolved_mode()[0] != "ratio":
         return config
-    return LowRankConfig(**{**config.to_dict(), "ratio": None, "param_budget": budget_of(model, config)})
+    return LowRankConfig(
+        **{**config.to_dict(), "ratio": None, "param_budget": budget_of(model, config)}
+    )

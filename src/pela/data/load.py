@@ -11,7 +11,15 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from pela.data.cache import data_format, gzipped
-from pela.data.folders import FOLDER_SUFFIXES, TEXT_SUFFIXES, FolderDataset, IdxImages, TextLines, find_idx, split_folder
+from pela.data.folders import (
+    FOLDER_SUFFIXES,
+    TEXT_SUFFIXES,
+    FolderDataset,
+    IdxImages,
+    TextLines,
+    find_idx,
+    split_folder,
+)
 from pela.data.json_rows import read_rows
 from pela.data.labels import dataset_classes, unlabelled_reason
 from pela.data.lines import LineRows

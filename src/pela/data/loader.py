@@ -22,5 +22,11 @@ def make_loader(data: Dataset, collate_fn: Callable, workers: int = 0, **kwargs:
     if workers:
         # the tokenizer's own thread pool and forked workers deadlock; a worker is its parallelism
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return DataLoader(data, collate_fn=collate_fn, num_workers=workers, persistent_workers=workers > 0,
-                      pin_memory=workers > 0 and torch.cuda.is_available(), **kwargs)
+    return DataLoader(
+        data,
+        collate_fn=collate_fn,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=workers > 0 and torch.cuda.is_available(),
+        **kwargs,
+    )

@@ -15,7 +15,13 @@ from torch import nn
 from pela.errors import PelaError
 from pela.models.adapters import load_adapter
 from pela.models.gguf_source import gguf_to_hf
-from pela.models.hf_source import HALF, hf_from_dir, hf_snapshot, note_half_precision, sentence_transformer_dir
+from pela.models.hf_source import (
+    HALF,
+    hf_from_dir,
+    hf_snapshot,
+    note_half_precision,
+    sentence_transformer_dir,
+)
 from pela.models.pela_dir import is_pela_export, load_export, load_saved
 from pela.models.saving import is_pela_dir
 from pela.models.timm_source import is_timm_dir, load_timm, timm_from_dir

@@ -21,7 +21,7 @@ from pela.utils.files import check_output_dir, replace_dir, writing
 from pela.utils.processes import partial_state
 from pela.utils.sharded import gather_weights
 
-PARTIAL = ".partial"  # the suffix of the directory an --overwrite run writes in until it is complete
+PARTIAL = ".partial"  # the suffix of the directory an --overwrite run writes in until complete
 
 
 def staging_dir(out: Path) -> Path:
@@ -31,14 +31,15 @@ def staging_dir(out: Path) -> Path:
 
 def _resumed(out: Path) -> Path:
     """The directory of the run to resume: ``out``, or ``OUT.partial`` while it replaces ``out``."""
-    path = next((p for p in (out, staging_dir(out)) if latest_checkpoint(p / "checkpoints") is not None), None)
-    if path is None:
+    found = [p for p in (out, staging_dir(out)) if latest_checkpoint(p / "checkpoints") is not None]
+    if not found:
         raise PelaError(f"no checkpoint to resume from in {out}")
-    return path
+    return found[0]
 
 
 def _started(out: Path, overwrite: bool) -> Path:
-    """The directory a new run writes in, made: ``out``, or ``OUT.partial`` beside an ``out`` it replaces."""
+    """The directory a new run writes in, made: ``out``, or ``OUT.partial`` beside an ``out`` it
+    replaces."""
     check_output_dir(out, overwrite)
     replaces = out.is_dir() and any(out.iterdir())
     path = staging_dir(out) if replaces else out
@@ -46,7 +47,7 @@ def _started(out: Path, overwrite: bool) -> Path:
     state.wait_for_everyone()
     if state.is_main_process:
         with writing(path):
-            if replaces and path.exists():  # an earlier --overwrite that did not finish: this run starts over
+            if replaces and path.exists():  # an earlier --overwrite that did not finish: start over
                 shutil.rmtree(path)
             path.mkdir(parents=True, exist_ok=True)
     state.wait_for_everyone()
@@ -65,11 +66,11 @@ class RunDir:
         return latest_checkpoint(self.path / "checkpoints") is not None
 
     def publish(self, model: Any, extra: dict, dtype: str | None = None) -> bool:
-        """Write the final model, drop the checkpoints and move the run to `out` (every process calls
-        it; the main one writes). From then on `path` is `out`: extras are written beside the model.
+        """Write the final model, drop the checkpoints and move the run to `out` (every process
+        calls it; the main one writes). From then on `path` is `out`: extras go beside the model.
 
         Returns whether this is the main process (the one that should also print the summary)."""
-        weights = gather_weights(model)  # a model sharded by FSDP, gathered whole: every process takes part
+        weights = gather_weights(model)  # FSDP's shards gathered whole: every process takes part
         state = partial_state()
         if state.is_main_process:
             save_into(model, self.path, extra=extra, dtype=dtype, weights=weights)
@@ -84,8 +85,8 @@ class RunDir:
 
 @contextlib.contextmanager
 def run_dir(out: Path, resume: bool, overwrite: bool) -> Iterator[RunDir]:
-    """Create (or, with ``resume``, find) the directory a run writes in; if the run then fails before
-    its first checkpoint, remove it again, so a mistake leaves nothing behind and nothing is lost."""
+    """Create (or, with ``resume``, find) the directory a run writes in; if the run then fails
+    before its first checkpoint, remove it again: a mistake leaves nothing behind, loses nothing."""
     out = Path(out)
     state = partial_state()
     run = RunDir(out, _resumed(out) if resume else _started(out, overwrite))

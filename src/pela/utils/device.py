@@ -15,11 +15,18 @@ def resolve_device(name: str | torch.device) -> torch.device:
         raise PelaError(f"unknown device {str(name)!r}: use cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise PelaError(f"device {str(name)!r} requested but no CUDA GPU is available (use cpu)")
+            raise PelaError(
+                f"device {str(name)!r} requested but no CUDA GPU is available (use cpu)"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise PelaError(f"device {str(name)!r} requested but this machine has {torch.cuda.device_count()} GPU(s)")
+            raise PelaError(
+                f"device {str(name)!r} requested but this machine has "
+                f"{torch.cuda.device_count()} GPU(s)"
+            )
     elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise PelaError(f"device {str(name)!r} requested but Apple's MPS is not available (use cpu)")
+        raise PelaError(
+            f"device {str(name)!r} requested but Apple's MPS is not available (use cpu)"
+        )
     elif device.type not in ("cpu", "mps"):
         raise PelaError(f"device {str(name)!r} is not one pela runs on: use cpu, cuda or cuda:N")
     return device

@@ -1,4 +1,5 @@
-"""The processes a run is made of: Accelerate's process state, as every stage and evaluation uses it."""
+"""The processes a run is made of: Accelerate's process state, as every stage and evaluation
+uses it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 
 
 def partial_state() -> Any:
-    """Accelerate's process state; on a machine without a GPU, processes started by torchrun use gloo."""
+    """Accelerate's process state; without a GPU, processes started by torchrun use gloo."""
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
