@@ -23,6 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _results import save  # benchmarks/ is the script's directory
 from austen import write_split  # benchmarks/ is the script's directory
 from llm_perplexity import smollm2
 
@@ -74,7 +75,6 @@ def main() -> None:
         print(json.dumps(measure(args.way, args.calib_samples, args.context, args.batch_size)))
         return
     import pela
-    from pela.utils.files import atomic_write_text
 
     write_split(WORK / "data")
     model_dir = WORK / "smollm2_dense"
@@ -98,7 +98,7 @@ def main() -> None:
     results["one_block_working_set_mib"] = round(working, 1)
     results["calib_samples"], results["context"], results["batch_size"] = args.calib_samples, args.context, args.batch_size
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.results, json.dumps(results, indent=1) + "\n")
+    save(args.results, results, indent=1)
     print(json.dumps(results, indent=1))
 
 

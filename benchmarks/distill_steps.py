@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 
 import torch
+from _results import save  # benchmarks/ is the script's directory
 
 import pela
 from pela import LowRankConfig
 from pela.demo import DemoSettings, demo_data, distill_student, finetune_and_evaluate, minilm_dir
-from pela.utils.files import atomic_write_text
 
 RESULTS = Path(__file__).with_name("results") / "distill_steps.json"
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "distill_steps.png"
@@ -40,7 +40,7 @@ def _load(path: Path) -> dict:
 
 def _save(results: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(results, indent=2) + "\n")
+    save(path, results)
 
 
 def summarize(results: dict) -> dict:

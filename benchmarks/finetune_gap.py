@@ -27,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from _results import save  # benchmarks/ is the script's directory
 from recipe_study import (  # the study's data and its kept students
     PROBES,
     WORK,
@@ -37,7 +38,6 @@ from recipe_study import (  # the study's data and its kept students
 from pela.demo import DemoSettings, demo_data, finetune_and_evaluate
 from pela.layers.lowrank import densify
 from pela.training.rates import MATCHED
-from pela.utils.files import atomic_write_text
 
 RESULTS = Path(__file__).with_name("results") / "finetune_gap.json"
 
@@ -79,7 +79,7 @@ def main() -> None:
         torch.manual_seed(args.seed)
         metrics, _ = finetune_and_evaluate(model, data, replace(settings, factor_lr=factor_lr(way)), seed=args.seed)
         done[way] = {"accuracy": metrics["accuracy"], "params_linear": metrics["params_linear"]}
-        atomic_write_text(args.results, json.dumps(results, indent=1) + "\n")
+        save(args.results, results, indent=1)
         print(f"{key} {way}: accuracy {metrics['accuracy']:.4f}", flush=True)
     print(json.dumps(done, indent=1))
 

@@ -19,10 +19,10 @@ student's parameter count is exactly the one `pela compress` would give. Per GPU
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
+from _results import save  # benchmarks/ is the script's directory
 
 # Llama-2's published dimensions (config.json on the Hub); any LlamaConfig-shaped model gives its own
 MODELS = {
@@ -89,7 +89,7 @@ def main() -> None:
               f"{r['gathered']:.1f} | {r['activations']:.1f} | {r['total']:.1f} | {'yes' if r['total'] < args.gpu_gib else 'no'} | "
               f"{r['host_per_gpu']:.1f} |")
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1) + "\n")
+        save(args.json, {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from _results import save  # benchmarks/ is the script's directory
 from austen import write_split  # benchmarks/ is the script's directory
 from llm_perplexity import smollm2
 
@@ -42,7 +43,6 @@ from pela.data.collate import Collator
 from pela.data.inputs import as_dataset
 from pela.data.packing import PackedText
 from pela.evaluation.perplexity import perplexity
-from pela.utils.files import atomic_write_text
 
 RESULTS = Path(__file__).with_name("results") / "llm_distill.json"
 PROBE_STEPS = 20
@@ -165,7 +165,7 @@ def main() -> None:
         if steps is not None:
             results["runs"][key(steps)] = run
             args.results.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(args.results, json.dumps(results, indent=1) + "\n")
+            save(args.results, results, indent=1)
 
     run = {} if args.deadline else results["runs"].get(key(args.steps), {})  # a resumed run keeps what it measured
     run |= {"fraction": args.fraction, "batch_size": args.batch_size, "pack": args.pack, "lr": args.lr,

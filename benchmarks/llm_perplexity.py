@@ -30,6 +30,7 @@ import random
 import time
 from pathlib import Path
 
+from _results import save  # benchmarks/ is the script's directory
 from austen import write_split  # benchmarks/ is the script's directory
 
 import pela
@@ -37,7 +38,6 @@ from pela import LowRankConfig
 from pela.compression.targets import budget_of
 from pela.data.collate import Collator
 from pela.evaluation.perplexity import perplexity
-from pela.utils.files import atomic_write_text
 
 RESULTS = Path(__file__).with_name("results") / "llm_perplexity.json"
 
@@ -72,7 +72,7 @@ def main() -> None:
         done[name] = {**extra, "perplexity": r["perplexity"], "tokens": r["tokens"], "eval_seconds": round(time.perf_counter() - began, 1),
                       "params": sum(q.numel() for q in model.parameters())}
         args.results.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.results, json.dumps(results, indent=1) + "\n")
+        save(args.results, results, indent=1)
         print(f"{name}: perplexity {r['perplexity']:.2f} on {r['tokens']:,} tokens", flush=True)
 
     if "teacher" not in done:

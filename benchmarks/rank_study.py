@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _results import save as save_result
 from lowrank_gemm import layer_shapes
 
 import pela
@@ -141,8 +142,8 @@ def main() -> None:
                     "torch": torch.__version__, "compile_mode": args.compile_mode}
     out = Path(args.out)
 
-    def save() -> None:
-        out.write_text(json.dumps(result, indent=2) + "\n")
+    def keep() -> None:
+        save_result(out, result)
 
     fresh = lambda: pela.load(args.model, random_init=True)  # noqa: E731
     probe = fresh()
@@ -152,10 +153,10 @@ def main() -> None:
     for (n_in, n_out, _rank, tokens), count in layer_shapes(probe).items():
         shapes[(n_in, n_out, tokens)] = shapes.get((n_in, n_out, tokens), 0) + count
     result["sweep"] = sweep(shapes, args.batch_size, device, dtype, args.ratio, args.reps)
-    save()
+    keep()
     ranks = pick(result["sweep"], args.keep)
     result["picked_ranks"] = {f"{i}x{o}": r for (i, o), r in ranks.items()}
-    save()
+    keep()
 
     models = {"dense": fresh()}
     for align in (int(a) for a in args.aligns.split(",")):
@@ -172,14 +173,14 @@ def main() -> None:
     result["models_seconds"] = time.perf_counter() - start
     for r in result["models"]:
         print(f"{r['name']}: {r['params']:,} params, {r['ms_per_batch']:.2f} ms/batch, {r['speedup']:.3f}x dense", flush=True)
-    save()
+    keep()
 
     if args.profile:
         from profile_lowrank import run
         for name in ("dense", f"k{args.ratio:g}_align8"):
             if name in models:
                 result.setdefault("profile", {})[name] = run(models[name], args.batch_size, device, dtype, not args.no_compile)
-                save()
+                keep()
         print(json.dumps(result.get("profile"), indent=2))
 
 

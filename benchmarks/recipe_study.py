@@ -39,6 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from _results import save  # benchmarks/ is the script's directory
 
 import pela
 from pela import LowRankConfig
@@ -94,7 +95,7 @@ def tried(run: dict) -> bool:
 
 def _save(results: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(results, indent=1) + "\n")
+    save(path, results, indent=1)
 
 
 def parse_jobs(specs: list[str]) -> list[tuple[str, float, int]]:

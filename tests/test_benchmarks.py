@@ -265,3 +265,13 @@ def test_llm_distill_fits_its_deadline(tmp_path):
     assert steps > 100 and run["curve"][-1]["step"] == steps and len(run["curve"]) >= 10  # the time was used: steps of ms each
     assert ended < deadline + 10, (ended - deadline, steps)
     assert run["final_perplexity_8_paragraphs_ctx32"] > 1 and run["teacher_perplexity_8_paragraphs_ctx32"] > 1
+
+
+def test_progress_gaps(tmp_path, hf_bert_dir):
+    """The longest silence on stderr of `pela compress --calib --json`, and stdout is one JSON document."""
+    words_file(tmp_path / "t.txt")
+    run_script(tmp_path, "benchmarks/progress_gaps.py", "--model", str(hf_bert_dir), "--data", str(tmp_path / "t.txt"),
+               "--ratio", "1.5")
+    result = json.loads((tmp_path / "progress_gaps.json").read_text())
+    assert result["returncode"] == 0 and result["stdout_is_json"] and result["stderr_lines"] >= 2
+    assert 0 <= result["longest_silence_s"] < result["seconds"] + 1
