@@ -275,3 +275,10 @@ def test_progress_gaps(tmp_path, hf_bert_dir):
     result = json.loads((tmp_path / "progress_gaps.json").read_text())
     assert result["returncode"] == 0 and result["stdout_is_json"] and result["stderr_lines"] >= 2
     assert 0 <= result["longest_silence_s"] < result["seconds"] + 1
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "benchmarks" / "results").iterdir()))
+def test_every_result_is_quoted_by_the_docs(name):
+    """A results file docs/ and the README do not name is a figure nobody can find: name it or remove it."""
+    docs = "".join(p.read_text() for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+    assert name in docs, f"benchmarks/results/{name} is named by no doc"
