@@ -44,13 +44,13 @@ demo: install
 	$(VENV)/bin/pela demo
 
 bench: install
-	$(PY) benchmarks/factorize_speed.py
+	$(PY) -m benchmarks.factorize_speed
 	bash benchmarks/compressed_speed.sh cpu
-	$(PY) benchmarks/distill_throughput.py
-	$(PY) benchmarks/minilm_distill.py
-	$(PY) benchmarks/save_dtype.py
-	$(PY) benchmarks/keep_best.py
-	$(PY) benchmarks/architectures.py
+	$(PY) -m benchmarks.distill_throughput
+	$(PY) -m benchmarks.minilm_distill
+	$(PY) -m benchmarks.save_dtype
+	$(PY) -m benchmarks.keep_best
+	$(PY) -m benchmarks.architectures
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

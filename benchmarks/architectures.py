@@ -1,7 +1,7 @@
 """Every stage of the command line on tiny random-init builds of many Transformer architectures.
 
-    .venv/bin/python benchmarks/architectures.py                 # all of them, about 6 minutes on 2 cores
-    .venv/bin/python benchmarks/architectures.py --only bert timm_vit
+    .venv/bin/python -m benchmarks.architectures                 # all of them, about 6 minutes on 2 cores
+    .venv/bin/python -m benchmarks.architectures --only bert timm_vit
 
 For each model: save it the way users get it (a Hugging Face directory with a tokenizer or image
 processor; timm's hub format for timm models), then run, in one process, `pela compress` (k=2), `pela
@@ -34,10 +34,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 import transformers as T  # noqa: E402
-from _results import report  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import pela  # noqa: E402
+from benchmarks._results import report  # noqa: E402
 from pela.cli.app import main as cli
 from pela.demo import minilm_dir
 

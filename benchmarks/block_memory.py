@@ -10,7 +10,7 @@ to its layers), which is what block-by-block compression should add at most.
     one-shot        whitened, every layer's E[x xᵀ] gathered in one pass, every spectrum at once
     block_by_block  sequential with a ratio (`LowRankConfig.block_by_block`): one block's statistics at a time
 
-    nice .venv/bin/python benchmarks/block_memory.py [--calib-samples 64] [--context 512] [--batch-size 16] [--results FILE]
+    nice .venv/bin/python -m benchmarks.block_memory [--calib-samples 64] [--context 512] [--batch-size 16] [--results FILE]
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _results import save  # benchmarks/ is the script's directory
-from austen import write_split  # benchmarks/ is the script's directory
-from llm_perplexity import smollm2
+from benchmarks._results import save
+from benchmarks.austen import write_split
+from benchmarks.llm_perplexity import smollm2
 
 RESULTS = Path(__file__).with_name("results") / "block_memory.json"
 WORK = Path("runs/bench_llm")

@@ -1,7 +1,7 @@
 """Repeated `pela bench --vs` runs, alternating settings: allocator, and eager or compiled.
 
-    .venv/bin/python benchmarks/cpu_speed_runs.py runs/vit_b_k2 --vs timm:vit_base_patch16_224 --runs 4
-    .venv/bin/python benchmarks/cpu_speed_runs.py runs/vit_b_k2 --vs timm:vit_base_patch16_224 --runs 4 \
+    .venv/bin/python -m benchmarks.cpu_speed_runs runs/vit_b_k2 --vs timm:vit_base_patch16_224 --runs 4
+    .venv/bin/python -m benchmarks.cpu_speed_runs runs/vit_b_k2 --vs timm:vit_base_patch16_224 --runs 4 \
         --settings kept,compiled,max-autotune --name compressed_speed_cpu_compiled_runs
 
 One `pela bench` run on a shared CPU moves with the neighbours' load (1.42–1.95× over 19 runs of
@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from _results import report
+from benchmarks._results import report
 
 # name: (PELA_KEEP_FREED_MEMORY, extra `pela bench` flags)
 SETTINGS = {"kept": ("1", []), "glibc default": ("0", []), "compiled": ("1", ["--compile"]),

@@ -8,8 +8,8 @@ Stage 2 (`--downstream`, ~20 min on a 2-core CPU): take plain SVD and whiten + a
 demo's pipeline (300 distillation steps, then the demo's fine-tuning recipe), also fine-tuned without
 distillation, and report held-out MSE after distillation and test accuracy after fine-tuning.
 
-    .venv/bin/python benchmarks/data_aware.py [--downstream]
-    .venv/bin/python benchmarks/data_aware.py --weighting   # why allocation measures sensitivity
+    .venv/bin/python -m benchmarks.data_aware [--downstream]
+    .venv/bin/python -m benchmarks.data_aware --weighting   # why allocation measures sensitivity
 
 Writes benchmarks/results/data_aware.json (`--weighting`: data_aware_weighting.json, the same budget
 allocated by the layers' own relative errors alone, as `pela.compression.allocate.allocate(weights=None)` does).
@@ -22,9 +22,8 @@ import copy
 import time
 from pathlib import Path
 
-from _results import report
-
 import pela
+from benchmarks._results import report
 from pela import LowRankConfig
 from pela.data.collate import Collator
 from pela.demo import (

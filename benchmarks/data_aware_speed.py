@@ -5,7 +5,7 @@ A BERT-base-sized encoder (12 layers x 768, random init, with all-MiniLM-L6-v2's
 does it: calibration on 512 WordNet training glosses, whitened SVD, ranks allocated across layers by
 measured sensitivity. Each phase is timed, and the calibration statistics held in memory are counted.
 
-    .venv/bin/python benchmarks/data_aware_speed.py [--samples 512] [--name data_aware_speed]
+    .venv/bin/python -m benchmarks.data_aware_speed [--samples 512] [--name data_aware_speed]
 
 Writes benchmarks/results/NAME.json.
 """
@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import torch
-from _results import report
 
 import pela
+from benchmarks._results import report
 from pela import LowRankConfig
 from pela.data.collate import Collator
 from pela.demo import gloss_texts, minilm_dir

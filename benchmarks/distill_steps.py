@@ -7,7 +7,7 @@ Each finished run is kept in benchmarks/results/distill_steps.json as soon as it
 already there are skipped, so the study can be spread over several sessions or machines
 (on the GPU when there is one). The plot goes to docs/distill_steps.png.
 
-    .venv/bin/python benchmarks/distill_steps.py [--steps 0,300,1000,3000] [--seeds 3] [--max-steps 1000]
+    .venv/bin/python -m benchmarks.distill_steps [--steps 0,300,1000,3000] [--seeds 3] [--max-steps 1000]
         [--results FILE.json] [--plot FILE.png]
 
 A study on another machine (a GPU) goes to its own --results/--plot, so runs on different hardware
@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import torch
-from _results import save  # benchmarks/ is the script's directory
 
 import pela
+from benchmarks._results import save
 from pela import LowRankConfig
 from pela.demo import DemoSettings, demo_data, distill_student, finetune_and_evaluate, minilm_dir
 

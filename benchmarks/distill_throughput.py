@@ -5,7 +5,7 @@ once for the block features, and back-propagates through both. This script re-im
 faithfully and times it against `pela.distill` on the same model, data, batch and precision,
 interleaving the two so the machine's noise hits both alike.
 
-    .venv/bin/python benchmarks/distill_throughput.py [--model vit_small_patch16_224] [--batch-size 32] [--device cpu]
+    .venv/bin/python -m benchmarks.distill_throughput [--model vit_small_patch16_224] [--batch-size 32] [--device cpu]
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import time
 import timm
 import torch
 import torch.nn.functional as F
-from _results import report
 from torch.utils.data import Dataset
 
 import pela
+from benchmarks._results import report
 from pela import DistillConfig, LowRankConfig
 from pela.arch.blocks import find_blocks
 from pela.features import BlockCapture, feature_loss

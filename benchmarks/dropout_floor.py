@@ -6,7 +6,7 @@ own eval-mode features. This measures that floor (the teacher in train mode agai
 mode) and, for each ``--student``, its loss against the teacher with the student in train mode (what
 distillation reports) and in eval mode (what the student will compute once trained):
 
-    nice .venv/bin/python benchmarks/dropout_floor.py [--model SOURCE] [--data FILE | --austen] [--student DIR ...]
+    nice .venv/bin/python -m benchmarks.dropout_floor [--model SOURCE] [--data FILE | --austen] [--student DIR ...]
         [--samples 256] [--name dropout_floor]
 
 Defaults: the offline all-MiniLM-L6-v2 and WordNet's held-out glosses (``--austen``: paragraphs of Jane
@@ -22,11 +22,11 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _results import report
-from austen import HELD_OUT, novels
 from torch.utils.data import DataLoader
 
 import pela
+from benchmarks._results import report
+from benchmarks.austen import HELD_OUT, novels
 from pela import arch
 from pela.data.collate import Collator
 from pela.data.load import load_dataset

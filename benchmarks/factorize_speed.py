@@ -9,7 +9,7 @@ With ``--device cuda`` the model lives on the GPU and only `pela.compress` is ti
 no GPU path), cold (the first call, which pays cuSOLVER's set-up) and warm (a second model), and the
 result goes to factorize_speed_cuda.json.
 
-    .venv/bin/python benchmarks/factorize_speed.py [--model vit_base_patch16_224] [--ratio 2] [--device cuda]
+    .venv/bin/python -m benchmarks.factorize_speed [--model vit_base_patch16_224] [--ratio 2] [--device cuda]
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import time
 import numpy as np
 import timm
 import torch
-from _results import report
 
 import pela
+from benchmarks._results import report
 from pela import LowRankConfig
 from pela.compression.report import CompressionReport
 

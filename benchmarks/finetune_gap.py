@@ -12,7 +12,7 @@ the same starting point:
     lr_norm      each layer's factors on the learning rate that moves its product ``B·A`` as far per step as
                  Adam moves a dense weight (``factor_lr="matched"``, the default now: `pela.training.rates`)
 
-    nice .venv/bin/python benchmarks/finetune_gap.py [--ratio 2] [--seed 0] [--ways factors,dense,lr_x2,lr_x0.5,lr_norm]
+    nice .venv/bin/python -m benchmarks.finetune_gap [--ratio 2] [--seed 0] [--ways factors,dense,lr_x2,lr_x0.5,lr_norm]
 
 Every way's accuracy is kept in the results file as soon as it is measured; ways already there are
 skipped (the student is only made when a way is missing, and kept where `recipe_study.py` keeps it).
@@ -27,14 +27,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from _results import save  # benchmarks/ is the script's directory
-from recipe_study import (  # the study's data and its kept students
+
+from benchmarks._results import save
+from benchmarks.recipe_study import (  # the study's data and its kept students
     PROBES,
     WORK,
     distill_key,
     shrunk_student,
 )
-
 from pela.demo import DemoSettings, demo_data, finetune_and_evaluate
 from pela.layers.lowrank import densify
 from pela.training.rates import MATCHED

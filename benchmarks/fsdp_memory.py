@@ -13,7 +13,7 @@ student's parameter count is exactly the one `pela compress` would give. Per GPU
                   backward pass (≈ 2 B · (6·h + 4·i)), and the two models' logits for the KL term in fp32
                   with their softmaxes and gradient (≈ 4 · 4 B · vocabulary)
 
-    .venv/bin/python benchmarks/fsdp_memory.py [--gpus 8] [--gpu-gib 80] [--ratio 2] [--tokens 4096] [--json FILE]
+    .venv/bin/python -m benchmarks.fsdp_memory [--gpus 8] [--gpu-gib 80] [--ratio 2] [--tokens 4096] [--json FILE]
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import argparse
 from pathlib import Path
 
 import torch
-from _results import save  # benchmarks/ is the script's directory
+
+from benchmarks._results import save
 
 # Llama-2's published dimensions (config.json on the Hub); any LlamaConfig-shaped model gives its own
 MODELS = {

@@ -9,8 +9,8 @@ third time, stopping after N evaluations without a better one. Evaluations do no
 the training (tests/training/test_periodic_evaluation.py checks that bitwise), so the two runs differ only in which
 weights they return. Both are then scored on test.
 
-    .venv/bin/python benchmarks/keep_best.py            # about 6 minutes on a 2-core CPU
-    .venv/bin/python benchmarks/keep_best.py --train 600 --epochs 12 --eval-every 19 --patience 3 --name keep_best_small
+    .venv/bin/python -m benchmarks.keep_best            # about 6 minutes on a 2-core CPU
+    .venv/bin/python -m benchmarks.keep_best --train 600 --epochs 12 --eval-every 19 --patience 3 --name keep_best_small
 
 Writes benchmarks/results/keep_best.json.
 """
@@ -23,9 +23,8 @@ import random
 import time
 from pathlib import Path
 
-from _results import report
-
 import pela
+from benchmarks._results import report
 from pela import FinetuneConfig, LowRankConfig
 from pela.data.collate import Collator
 from pela.data.load import load_dataset

@@ -18,9 +18,9 @@ On a lent GPU (``--device cuda``, bf16 distillation) the run has a wall-clock ``
 as many steps as fit before the deadline, its evaluations and the final scoring included (no
 checkpoints: the machine is given back after it). ``benchmarks/device/llm.sh`` runs it there.
 
-    nice .venv/bin/python benchmarks/llm_distill.py --fraction 0.2 --steps 60 [--batch-size 8] [--pack 512]
+    nice .venv/bin/python -m benchmarks.llm_distill --fraction 0.2 --steps 60 [--batch-size 8] [--pack 512]
         [--eval-every 10] [--eval-paragraphs 60] [--plot docs/llm_distill.png]
-    python3 benchmarks/llm_distill.py --fraction 0.2 --device cuda --deadline $(( $(date +%s) + 240 )) --batch-size 16
+    python3 -m benchmarks.llm_distill --fraction 0.2 --device cuda --deadline $(( $(date +%s) + 240 )) --batch-size 16
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ import time
 from pathlib import Path
 
 import torch
-from _results import save  # benchmarks/ is the script's directory
-from austen import write_split  # benchmarks/ is the script's directory
-from llm_perplexity import smollm2
 
 import pela
+from benchmarks._results import save
+from benchmarks.austen import write_split
+from benchmarks.llm_perplexity import smollm2
 from pela import DistillConfig, LowRankConfig
 from pela.data.collate import Collator
 from pela.data.inputs import as_dataset

@@ -16,7 +16,7 @@ an option tried and removed (docs/BENCHMARKS.md).
 
 Each row is kept in the results file as soon as it is measured, and rows already there are skipped.
 
-    nice .venv/bin/python benchmarks/llm_perplexity.py [--fractions 0.2,0.4] [--rows svd,whiten,sequential,budget]
+    nice .venv/bin/python -m benchmarks.llm_perplexity [--fractions 0.2,0.4] [--rows svd,whiten,sequential,budget]
         [--calib-samples 128] [--eval-paragraphs 200] [--context 512]
 """
 
@@ -30,10 +30,9 @@ import random
 import time
 from pathlib import Path
 
-from _results import save  # benchmarks/ is the script's directory
-from austen import write_split  # benchmarks/ is the script's directory
-
 import pela
+from benchmarks._results import save
+from benchmarks.austen import write_split
 from pela import LowRankConfig
 from pela.compression.targets import budget_of
 from pela.data.collate import Collator

@@ -8,7 +8,7 @@ accuracy `pela.multiple_choice` reports and the harness's ``acc`` / ``acc_norm``
 dependency of pela: give the ``lm_eval`` of any environment that has it, e.g.
 
     python -m venv /tmp/lmeval && /tmp/lmeval/bin/pip install torch==2.13.0 lm_eval accelerate
-    .venv/bin/python benchmarks/lm_eval_check.py --lm-eval /tmp/lmeval/bin/lm_eval [--ratio 1.25] [--items 100]
+    .venv/bin/python -m benchmarks.lm_eval_check --lm-eval /tmp/lmeval/bin/lm_eval [--ratio 1.25] [--items 100]
 
 Writes benchmarks/results/lm_eval_check.json.
 """
@@ -24,11 +24,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from _results import report
-from austen import HELD_OUT, novels
-from llm_perplexity import smollm2
-
 import pela
+from benchmarks._results import report
+from benchmarks.austen import HELD_OUT, novels
+from benchmarks.llm_perplexity import smollm2
 from pela.models.export import export_hf
 from pela.models.gguf_source import gguf_to_hf
 

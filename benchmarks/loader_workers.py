@@ -8,7 +8,7 @@ worker count, interleaved, and a count's figure is its median round. The batches
 whoever prepares them, so on the CPU the students must come out bitwise equal (the script checks it);
 on a GPU some backward kernels accumulate with atomics, so it reports the largest difference.
 
-    .venv/bin/python benchmarks/loader_workers.py [--workers 0,4] [--steps 100] [--rounds 3]
+    .venv/bin/python -m benchmarks.loader_workers [--workers 0,4] [--steps 100] [--rounds 3]
         [--model HF_DIR] [--data TEXT_FILE] [--batch-size 32]
 
 Where the training process is the bottleneck of a fast accelerator, workers help; on a 2-core CPU
@@ -23,9 +23,9 @@ import statistics
 from pathlib import Path
 
 import torch
-from _results import report
 
 import pela
+from benchmarks._results import report
 from pela import DistillConfig, LowRankConfig
 from pela.data.collate import Collator
 from pela.data.load import load_dataset

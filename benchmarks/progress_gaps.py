@@ -6,7 +6,7 @@ Jane Austen novels) with stderr to a pipe, as a scheduler's log file would take 
 it arrives, and reports the longest silence (from the start, between lines, and to the exit) and
 whether stdout is one JSON document.
 
-    .venv/bin/python benchmarks/progress_gaps.py [--model PATH] [--data FILE] [--ratio 1.25]
+    .venv/bin/python -m benchmarks.progress_gaps [--model PATH] [--data FILE] [--ratio 1.25]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from _results import report  # benchmarks/ is the script's directory
+from benchmarks._results import report
 
 
 def smollm2() -> Path:
@@ -70,7 +70,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pela-progress-") as work:
         data = args.data
         if data is None:
-            from austen import write_split
+            from benchmarks.austen import write_split
 
             data, _ = write_split(Path(work) / "austen")
         model = args.model or smollm2()

@@ -1,7 +1,7 @@
 """Which ranks a device runs fast, and whether choosing them lifts a compressed model's speed-up.
 
-    python3 benchmarks/rank_study.py --out rank_study.json              # on a GPU: bf16, batch 256, compiled
-    .venv/bin/python benchmarks/rank_study.py --device cpu --dtype float32 --batch-size 32 --no-compile \
+    python3 -m benchmarks.rank_study --out rank_study.json              # on a GPU: bf16, batch 256, compiled
+    .venv/bin/python -m benchmarks.rank_study --device cpu --dtype float32 --batch-size 32 --no-compile \
         --reps 3 --out benchmarks/results/rank_study_cpu.json             # this CPU, as issue #2 measures it
 
 1. **Sweep.** For every distinct factorized shape of the model at ratio k (in, out, tokens per batch),
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _results import save as save_result
-from lowrank_gemm import layer_shapes
 
 import pela
+from benchmarks._results import save as save_result
+from benchmarks.lowrank_gemm import layer_shapes
 from pela.bench import DTYPES, benchmark
 from pela.utils.memory import keep_freed_memory
 
@@ -176,7 +176,7 @@ def main() -> None:
     keep()
 
     if args.profile:
-        from profile_lowrank import run
+        from benchmarks.profile_lowrank import run
         for name in ("dense", f"k{args.ratio:g}_align8"):
             if name in models:
                 result.setdefault("profile", {})[name] = run(models[name], args.batch_size, device, dtype, not args.no_compile)

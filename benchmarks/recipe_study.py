@@ -16,7 +16,7 @@ Rows:
     paper        the paper's recipe: plain SVD at ratio k, distill, fine-tune
     no_distill   plain SVD at ratio k, fine-tune
 
-    nice .venv/bin/python benchmarks/recipe_study.py teacher:1:0 pela:2:0,1,2 paper:2:0 [--epochs 3]
+    nice .venv/bin/python -m benchmarks.recipe_study teacher:1:0 pela:2:0,1,2 paper:2:0 [--epochs 3]
         [--distill-steps 300] [--distill-data labelled|all] [--distill-lr 1e-4] [--finetune-lr 3e-4] [--feature-loss relative|mse]
         [--probe-samples 32] [--stages 2] [--targets REGEX] [--factor-lr matched|M] [--results FILE] [--table]
         [--record] [--plot docs/recipe_study.png]
@@ -39,9 +39,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from _results import save  # benchmarks/ is the script's directory
 
 import pela
+from benchmarks._results import save
 from pela import LowRankConfig
 from pela.data.collate import Collator
 from pela.demo import (

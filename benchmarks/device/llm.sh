@@ -23,7 +23,7 @@ case ${1:-} in
     python3 -c "import torch, transformers, gguf, rdata, accelerate; print('torch', torch.__version__, 'transformers', transformers.__version__)"
     python3 -c "import sys; sys.path.insert(0, 'tests'); from conftest import tiny_llama, word_tokenizer
 m, t = tiny_llama(), word_tokenizer(); m.save_pretrained('/tmp/tiny_lm'); t.save_pretrained('/tmp/tiny_lm')"
-    python3 benchmarks/llm_distill.py --model /tmp/tiny_lm --work /tmp/tiny_work --results "$OUT/dry_run.json" --fraction 0.4 \
+    python3 -m benchmarks.llm_distill --model /tmp/tiny_lm --work /tmp/tiny_work --results "$OUT/dry_run.json" --fraction 0.4 \
       --deadline $(( $(date +%s) + 40 )) --batch-size 2 --pack 16 --eval-paragraphs 4 --final-paragraphs 8 --final-context 32 \
       --calib-samples 8 --device $dev > "$OUT/dry_run.log" 2>&1
     rc=$?; echo "dry run: exit $rc"; shown "$OUT/dry_run.log" $rc ;;
@@ -36,7 +36,7 @@ m, t = tiny_llama(), word_tokenizer(); m.save_pretrained('/tmp/tiny_lm'); t.save
     start=$(date +%s) limit=${LLM_LIMIT:-500}
     for i in 1 2; do
       fraction=$([ $i = 1 ] && echo 0.2 || echo 0.4)
-      python3 benchmarks/llm_distill.py --fraction $fraction --batch-size 16 --device $dev --deadline $(( start + limit * i / 2 )) \
+      python3 -m benchmarks.llm_distill --fraction $fraction --batch-size 16 --device $dev --deadline $(( start + limit * i / 2 )) \
         --results "$OUT/llm_distill_gpu.json" > "$OUT/llm_$fraction.log" 2>&1
       rc=$?; echo "fraction $fraction: exit $rc at $(( $(date +%s) - start )) s"; shown "$OUT/llm_$fraction.log" $rc
     done

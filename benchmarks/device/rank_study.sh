@@ -12,11 +12,10 @@ OUT=${OUT:-$PWD/runs/device_out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)"
-cd benchmarks
 echo "== default compile (at ${SECONDS}s)"
-timeout $((limit * 3 / 4)) python3 rank_study.py --profile --out "$OUT/rank_study_cuda.json" 2>&1 | tee "$OUT/rank_study_cuda.log" | grep -v Warning
+timeout $((limit * 3 / 4)) python3 -m benchmarks.rank_study --profile --out "$OUT/rank_study_cuda.json" 2>&1 | tee "$OUT/rank_study_cuda.log" | grep -v Warning
 left=$((limit - SECONDS))
 echo "== max-autotune, ${left}s left (at ${SECONDS}s)"
-[ "$left" -gt 60 ] && timeout "$left" python3 rank_study.py --aligns 8,64 --compile-mode max-autotune --reps 3 \
+[ "$left" -gt 60 ] && timeout "$left" python3 -m benchmarks.rank_study --aligns 8,64 --compile-mode max-autotune --reps 3 \
   --out "$OUT/rank_study_cuda_autotune.json" 2>&1 | tee "$OUT/rank_study_cuda_autotune.log" | grep -v Warning
 echo "elapsed ${SECONDS}s"

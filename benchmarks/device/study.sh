@@ -11,7 +11,7 @@ cat .xfa/model.part-a .xfb/model.part-b > "$dest"
 set +e
 results=("--results" "$OUT/distill_steps_gpu.json" "--plot" "$OUT/distill_steps_gpu.png")
 cp benchmarks/results/distill_steps_gpu.json "$OUT/" 2>/dev/null
-python3 benchmarks/distill_steps.py --descending --seeds 1 "${results[@]}" 2>&1 | grep -v -e "━" -e "Loading weights"
-timeout $(( ${STUDY_LIMIT:-480} - SECONDS )) python3 benchmarks/distill_steps.py --descending "${results[@]}" 2>&1 \
+python3 -m benchmarks.distill_steps --descending --seeds 1 "${results[@]}" 2>&1 | grep -v -e "━" -e "Loading weights"
+timeout $(( ${STUDY_LIMIT:-480} - SECONDS )) python3 -m benchmarks.distill_steps --descending "${results[@]}" 2>&1 \
   | grep -v -e "━" -e "Loading weights"
 echo "elapsed ${SECONDS}s"
