@@ -90,6 +90,10 @@ def word_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
 
 
+# 30 documents of 5 to 13 words of `word_tokenizer`'s vocabulary: text for the tiny language models
+TEXTS = [" ".join(f"w{(i * 7 + j * 3) % 97}" for j in range(5 + i % 9)) for i in range(30)]
+
+
 def tiny_llama() -> nn.Module:
     """A 2-block Llama with grouped-query attention (4 heads, 2 key-value heads) and its next-token head."""
     from transformers import LlamaConfig, LlamaForCausalLM

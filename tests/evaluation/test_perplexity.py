@@ -3,13 +3,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import hf_bert, tiny_llama, word_tokenizer
+from conftest import TEXTS, hf_bert, tiny_llama, word_tokenizer
 
 from pela import PelaError
 from pela.data.packing import token_stream
 from pela.evaluation.perplexity import perplexity, windows
-
-TEXTS = [" ".join(f"w{(i * 7 + j * 3) % 97}" for j in range(5 + i % 9)) for i in range(30)]
 
 
 @pytest.mark.parametrize("n, context, stride", [(100, 16, 16), (100, 16, 5), (17, 16, 1), (5, 16, 8), (64, 64, 64)])

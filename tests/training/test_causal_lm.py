@@ -5,32 +5,15 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_llama, word_tokenizer
-from test_perplexity import TEXTS
+from conftest import TEXTS, tiny_llama, word_tokenizer
 
 import pela
 from pela import DistillConfig, PelaError
 from pela.cli.app import main
 from pela.data.collate import Collator
 from pela.data.inputs import as_dataset
-from pela.data.packing import PackedText, token_stream
+from pela.data.packing import PackedText
 from pela.training.distill import kl_divergence
-
-
-def test_packed_text_is_the_stream_cut_into_equal_blocks():
-    tok = word_tokenizer()
-    data = as_dataset(TEXTS)
-    packed = PackedText(data, tok, 16)
-    stream = token_stream(TEXTS, tok)
-    assert len(packed) == len(stream) // 16 and all(packed[i]["input_ids"].shape == (16,) for i in range(len(packed)))
-    assert torch.equal(torch.cat([packed[i]["input_ids"] for i in range(len(packed))]), stream[: len(packed) * 16])
-    assert (stream == tok.eos_token_id).sum() == len(TEXTS)  # one end-of-text after every document
-    model = tiny_llama()
-    model.config.name_or_path = ""
-    batch = Collator(model, tokenizer=tok)([packed[0], packed[1]])
-    assert batch["input_ids"].shape == (2, 16) and batch["attention_mask"].all()  # no padding anywhere
-    with pytest.raises(PelaError, match="fewer than one packed sequence"):
-        PackedText(as_dataset(["w1 w2"]), tok, 16)
 
 
 def test_a_tokenizer_without_a_pad_token_pads_with_its_end_of_text_token(tmp_path):
