@@ -38,9 +38,10 @@ from pela.models.sources import load_for_training
 from pela.training.distill import DistillConfig, distill
 from pela.training.finetune import FinetuneConfig, finetune
 from pela.training.record import compression_record
+from pela.training.rundir import staging_dir
 from pela.training.shrink import STAGES, shrink
 from pela.utils.figures import pyplot, save_figure
-from pela.utils.files import atomic_write_text, check_output_dir
+from pela.utils.files import atomic_write_text, check_output_dir, replace_dir
 
 
 def minilm_dir() -> Path:
@@ -193,14 +194,22 @@ def distill_student(student: Any, data: DemoData, settings: DemoSettings, gamma:
 
 
 def run_demo(out: Path, quick: bool = False, ratio: float = 2.0, overwrite: bool = True, console: Console | None = None) -> dict:
-    """Run the five-row comparison (pela's recipe first, the paper's beside it) and write report.md, report.json and report.png to ``out``."""
-
+    """Run the five-row comparison (pela's recipe first, the paper's beside it) and write report.md,
+    report.json and report.png to ``out``; an earlier demo there is replaced only once this one is done."""
     console = console or Console()
-    settings = DemoSettings.quick() if quick else DemoSettings()
     LowRankConfig(ratio=ratio)  # validate before any work
-    out = check_output_dir(out, overwrite)
-    if overwrite:
-        shutil.rmtree(out, ignore_errors=True)
+    final = check_output_dir(out, overwrite)
+    work = staging_dir(final) if final.is_dir() and any(final.iterdir()) else final
+    if work != final:
+        shutil.rmtree(work, ignore_errors=True)
+    summary = _run(work, DemoSettings.quick() if quick else DemoSettings(), quick, ratio, console)
+    if work != final:
+        replace_dir(work, final)
+    console.print(f"wrote {final / 'report.md'}, report.json and report.png")
+    return summary
+
+
+def _run(out: Path, settings: DemoSettings, quick: bool, ratio: float, console: Console) -> dict:
     data = demo_data(out / "data", settings)
     classes, train, test, test_path = data.classes, data.train, data.test, data.test_path
     teacher_dir = str(minilm_dir())
@@ -261,5 +270,4 @@ def run_demo(out: Path, quick: bool = False, ratio: float = 2.0, overwrite: bool
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     atomic_write_text(out / "report.json", json.dumps(summary, indent=2))
     _plot(out / "report.png", rows, curves, ratio)
-    console.print(f"wrote {out / 'report.md'}, report.json and report.png")
     return summary
