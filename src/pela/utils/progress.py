@@ -27,6 +27,7 @@ from rich.progress import (
 )
 
 stderr = Console(stderr=True)
+DUE = 0.95  # a heartbeat line comes a little before the interval is up, so no gap in a log ever exceeds it
 
 
 @contextlib.contextmanager
@@ -88,23 +89,29 @@ def activity(description: str) -> Iterator[None]:
             yield
         return
     every, start = _line_seconds(), time.monotonic()
-    with _Heartbeat(every, lambda: print(f"{description}: {_duration(time.monotonic() - start)} elapsed", file=sys.stderr,
-                                          flush=True)):
+
+    def beat() -> float:
+        print(f"{description}: {_duration(time.monotonic() - start)} elapsed", file=sys.stderr, flush=True)
+        return every
+
+    with _Heartbeat(every, beat):
         yield
     if time.monotonic() - start >= every:
         print(f"{description}: done in {_duration(time.monotonic() - start)}", file=sys.stderr, flush=True)
 
 
 class _Heartbeat:
-    """Calls ``beat`` every ``every`` seconds on a daemon thread while the block runs (not at all for 0)."""
+    """Calls ``beat`` on a daemon thread while the block runs, first after ``every`` seconds, then after
+    as many seconds as ``beat`` returns (when its next line is due); not at all for ``every`` 0."""
 
-    def __init__(self, every: float, beat: Callable[[], None]):
+    def __init__(self, every: float, beat: Callable[[], float]):
         self.every, self.beat, self.stop = every, beat, threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True, name="pela-progress")
 
     def _run(self) -> None:
-        while not self.stop.wait(self.every):
-            self.beat()
+        delay = self.every
+        while not self.stop.wait(max(delay, 0.01)):
+            delay = self.beat()
 
     def __enter__(self) -> "_Heartbeat":
         if self.every > 0:
@@ -152,15 +159,18 @@ class _Lines:
         if self.mark is None or self.mark[1] != self.done:
             self.advance(0, force=True)
 
-    def _beat(self) -> None:
-        """A line on time when a step takes longer than the interval: the job is still at work."""
+    def _beat(self) -> float:
+        """A line on time when a step takes longer than the interval: the job is still at work. Returns
+        the seconds until the next line would be due."""
         with self.lock:
             now = time.monotonic()
-            if self.said is None or self.mark is None or now - self.said < self.every:
-                return
+            due = (self.said or self.start) + self.every * DUE
+            if now < due or self.mark is None:
+                return max(due - now, 0.0) if self.mark is not None else self.every
             print(f"{self.description}: {self._count()}, {_duration(now - self.start)} elapsed, at work on the next "
                   f"for {_duration(now - self.mark[0])}", file=sys.stderr, flush=True)
             self.said = now
+            return self.every * DUE
 
     def _count(self) -> str:
         return f"{self.done}/{self.total}" + (f" ({100 * self.done / self.total:.0f}%)" if self.total else "")
