@@ -86,8 +86,7 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
         samples: how many examples to use (all of ``data`` if it has fewer).
         probe_samples: how many of them to keep for `pela.compression.allocate.sensitivities` (``param_budget``):
             each layer is probed on these. Probing is most of the time data-aware compression takes, and its
-            cost grows with this number (32: 102 s for a base-size model on 2 CPU cores); 16 are faster, but
-            their student ended 0.95 points lower on the same seed of the study of record (docs/BENCHMARKS.md).
+            cost grows with this number; fewer are faster and allocate worse (docs/BENCHMARKS.md measures both).
 
     Raises:
         PelaError: no data, or a forward pass reaches none of the layers to factorize.

@@ -3,14 +3,14 @@
 glibc's malloc serves every block above its mmap threshold (32 MiB at most) with a fresh ``mmap`` and
 unmaps it on ``free``. A Transformer's activations are such blocks (a ViT-B batch of 32 makes dozens
 of 19–77 MB tensors per pass), so on every forward pass the kernel faults each one in again, page
-by page, and zeroes it: 14.7 million page faults and 50 s of system time in one 3.6-minute
-``pela bench`` of ViT-B on the 2-core CPU (docs/BENCHMARKS.md). PyTorch's performance tuning guide
+by page, and zeroes it, which costs a CPU run much of its time in system calls (docs/BENCHMARKS.md
+measures it). PyTorch's performance tuning guide
 recommends jemalloc or tcmalloc for this reason; one ``mallopt`` call gets the same reuse from the
 glibc every Linux machine already has, with no preload and no extra package.
 
 The price: freed memory is not returned to the OS before the process exits, so a process stays at
-its peak footprint, and that peak may grow a little from heap fragmentation (5–8% for the ViT-B
-benchmark: 1,314–1,353 MB against 1,239–1,257 MB). The ``pela`` command does this at start-up;
+its peak footprint, and that peak may grow a little from heap fragmentation (measured in
+docs/BENCHMARKS.md). The ``pela`` command does this at start-up;
 ``PELA_KEEP_FREED_MEMORY=0`` turns it off.
 """
 
