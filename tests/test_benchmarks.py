@@ -92,11 +92,37 @@ def test_cpu_speed_runs(tmp_path, small_vit):
     assert proc.returncode == 1 and "unknown setting 'jit'" in proc.stderr
 
 
-@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_")))
-def test_every_script_parses_its_arguments(script, tmp_path):
+SCRIPTS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_"))
+
+# every script run as `python -m benchmarks.NAME --help`, one after another in one process: each
+# must print its usage and exit 0 (one interpreter instead of one per script saves a minute)
+HELP_ALL = """
+import contextlib, io, json, runpy, sys
+answers = {}
+for name in sys.argv[1:]:
+    out = io.StringIO()
+    sys.argv = [name, "--help"]
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_module("benchmarks." + name, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    answers[name] = [code, out.getvalue()]
+print(json.dumps(answers))
+"""
+
+
+def test_every_script_parses_its_arguments(tmp_path):
     """The heavy ones (real MiniLM, minutes of work) at least import and answer --help."""
-    proc = run_script(tmp_path, f"benchmarks/{script}", "--help")
-    assert "usage" in proc.stdout
+    env = {**os.environ, "PELA_BENCH_RESULTS": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", HELP_ALL, *SCRIPTS], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    answers = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert sorted(answers) == SCRIPTS and len(SCRIPTS) > 20
+    for name, (code, text) in answers.items():
+        assert code == 0 and "usage" in text, (name, code, text[-500:])
 
 
 def test_loader_workers(tmp_path, hf_bert_dir):
@@ -263,12 +289,12 @@ def test_llm_distill_fits_its_deadline(tmp_path):
     run_script(tmp_path, *common, "--steps", "4", "--eval-every", "2")
     fixed = json.loads((tmp_path / "r.json").read_text())["runs"]["sequential@0.4_b2x16_lr0.0001_steps4"]
     assert [c["step"] for c in fixed["curve"]] == [2, 4] and fixed["start_perplexity"] > 1 and fixed["device"] == "cpu"
-    deadline = time.time() + 30
+    deadline = time.time() + 15
     run_script(tmp_path, *common, "--deadline", str(deadline))
     ended = time.time()
     (key, run), = [(k, r) for k, r in json.loads((tmp_path / "r.json").read_text())["runs"].items() if not k.endswith("_steps4")]
     steps = int(key.rsplit("_steps", 1)[1])
-    assert steps > 100 and run["curve"][-1]["step"] == steps and len(run["curve"]) >= 10  # the time was used: steps of ms each
+    assert steps > 50 and run["curve"][-1]["step"] == steps and len(run["curve"]) >= 10  # the time was used: steps of ms each
     assert ended < deadline + 10, (ended - deadline, steps)
     assert run["final_perplexity_8_paragraphs_ctx32"] > 1 and run["teacher_perplexity_8_paragraphs_ctx32"] > 1
 

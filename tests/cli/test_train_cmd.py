@@ -212,32 +212,6 @@ def test_fsdp_refuses_what_it_cannot_do_yet(setup, tmp_path, monkeypatch, capsys
         assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.slow
-def test_sigkill_then_resume_is_bitwise(setup, tmp_path):
-    """SIGKILL `pela distill` mid-run (after a checkpoint), resume: the same student, bitwise, as a straight run."""
-    import signal
-    import time
-
-    common = [sys.executable, "-m", "pela", "distill", "--student", str(setup / "student"), "--teacher", str(setup / "teacher"),
-              "--data", str(setup / "text.txt"), "--steps", "160", "--batch-size", "8", "--lr", "1e-3", "--save-every", "2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    assert subprocess.run([*common, "--out", str(tmp_path / "straight")], capture_output=True, env=env).returncode == 0
-    proc = subprocess.Popen([*common, "--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    latest = tmp_path / "killed" / "checkpoints" / "latest.json"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if latest.exists() and json.loads(latest.read_text() or "{}").get("step", 0) >= 6:
-            break
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "killed" / "pela.json").exists(), "the run finished before it could be killed"
-    resumed = subprocess.run([*common, "--out", str(tmp_path / "killed"), "--resume"], capture_output=True, text=True, env=env)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a, b = pela.load(tmp_path / "straight"), pela.load(tmp_path / "killed")
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-
-
 def test_finetune_and_eval_cli(setup, tmp_path, capsys):
     lines = (setup / "text.txt").read_text().splitlines()
     rows = [json.dumps({"text": line, "label": "even" if int(line.split()[0][1:]) % 2 == 0 else "odd"}) for line in lines]
