@@ -38,8 +38,8 @@ from PIL import Image  # noqa: E402
 
 import pela  # noqa: E402
 from benchmarks._results import report  # noqa: E402
+from benchmarks.harness import minilm_dir
 from pela.cli.app import main as cli
-from pela.demo import minilm_dir
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=3)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from benchmarks._results import save
 from benchmarks.austen import write_split
-from benchmarks.llm_perplexity import smollm2
+from benchmarks.harness import smollm2_gguf
 
 RESULTS = Path(__file__).with_name("results") / "block_memory.json"
 WORK = Path("runs/bench_llm")
@@ -79,7 +79,7 @@ def main() -> None:
     write_split(WORK / "data")
     model_dir = WORK / "smollm2_dense"
     if not (model_dir / "pela.json").is_file():
-        pela.save_pretrained(pela.load(smollm2()), model_dir, overwrite=True)
+        pela.save_pretrained(pela.load(smollm2_gguf()), model_dir, overwrite=True)
     model = pela.load(model_dir)
     cfg = model.config
     dense_mib = sum(q.numel() * q.element_size() for q in model.parameters()) / 2**20

@@ -24,16 +24,16 @@ from pathlib import Path
 
 import pela
 from benchmarks._results import report
-from pela import LowRankConfig
-from pela.data.collate import Collator
-from pela.demo import (
-    DemoSettings,
-    demo_data,
+from benchmarks.harness import (
+    StudySettings,
     distill_student,
     finetune_and_evaluate,
     gloss_texts,
     minilm_dir,
+    study_data,
 )
+from pela import LowRankConfig
+from pela.data.collate import Collator
 
 
 def main() -> None:
@@ -106,8 +106,8 @@ def main() -> None:
                "fresh": rows}
 
     if args.downstream:  # the demo's data, distillation and fine-tuning, for plain SVD and the best data-aware student
-        settings = DemoSettings()
-        data = demo_data(work / "demo", settings)
+        settings = StudySettings()
+        data = study_data(work / "demo", settings)
         demo_calibration = pela.calibrate(teacher, data.unlabeled, collate_fn=collate, samples=args.calib_samples, **probe)
         downstream = {}
         for name in ("svd", "whiten+allocation"):

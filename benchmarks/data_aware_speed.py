@@ -22,9 +22,9 @@ import torch
 
 import pela
 from benchmarks._results import report
+from benchmarks.harness import gloss_texts, minilm_dir
 from pela import LowRankConfig
 from pela.data.collate import Collator
-from pela.demo import gloss_texts, minilm_dir
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 

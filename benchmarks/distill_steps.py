@@ -1,6 +1,6 @@
 """How far does distillation carry? The demo's k=2 student fine-tuned after 0, 300, 1000 and 3000 steps.
 
-The demo's data, compression, distillation and fine-tuning recipe (`pela.demo`), with only the number
+The demo's data, compression, distillation and fine-tuning recipe (`benchmarks/harness.py`), with only the number
 of distillation steps changed (each count is its own run, with its own warm-up + cosine schedule);
 the end points get 3 seeds (distillation and fine-tuning seeds both change), the middle ones 1.
 Each finished run is kept in benchmarks/results/distill_steps.json as soon as it ends, and runs
@@ -27,8 +27,14 @@ import torch
 
 import pela
 from benchmarks._results import save
+from benchmarks.harness import (
+    StudySettings,
+    distill_student,
+    finetune_and_evaluate,
+    minilm_dir,
+    study_data,
+)
 from pela import LowRankConfig
-from pela.demo import DemoSettings, demo_data, distill_student, finetune_and_evaluate, minilm_dir
 
 RESULTS = Path(__file__).with_name("results") / "distill_steps.json"
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "distill_steps.png"
@@ -80,8 +86,8 @@ def main() -> None:
     p.add_argument("--plot", type=Path, default=PLOT, help="where the figure goes")
     args = p.parse_args()
     counts = sorted(int(s) for s in args.steps.split(","))
-    settings = DemoSettings()
-    data = demo_data(Path("runs/bench_distill_steps/data"), settings)
+    settings = StudySettings()
+    data = study_data(Path("runs/bench_distill_steps/data"), settings)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     results = _load(args.results)
     done = {(r["steps"], r["seed"]) for r in results["runs"]}

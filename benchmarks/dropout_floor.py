@@ -27,10 +27,10 @@ from torch.utils.data import DataLoader
 import pela
 from benchmarks._results import report
 from benchmarks.austen import HELD_OUT, novels
+from benchmarks.harness import gloss_texts, minilm_dir
 from pela import arch
 from pela.data.collate import Collator
 from pela.data.load import load_dataset
-from pela.demo import gloss_texts, minilm_dir
 from pela.evaluation.compare import eval_subset
 from pela.features import FEATURE_LOSSES, BlockCapture, feature_loss
 

@@ -29,13 +29,13 @@ from pathlib import Path
 import torch
 
 from benchmarks._results import save
+from benchmarks.harness import StudySettings, finetune_and_evaluate, study_data
 from benchmarks.recipe_study import (  # the study's data and its kept students
     PROBES,
     WORK,
     distill_key,
     shrunk_student,
 )
-from pela.demo import DemoSettings, demo_data, finetune_and_evaluate
 from pela.layers.lowrank import densify
 from pela.training.rates import MATCHED
 
@@ -68,8 +68,8 @@ def main() -> None:
     if not ways:
         print(json.dumps(done, indent=1))
         return
-    settings = replace(DemoSettings(), finetune_epochs=args.epochs)
-    data = demo_data(WORK / "data", settings)
+    settings = replace(StudySettings(), finetune_epochs=args.epochs)
+    data = study_data(WORK / "data", settings)
     student, _ = shrunk_student(args.ratio, args.seed, data.unlabeled, settings, distill_key(settings.distill_steps, "labelled", settings.distill_lr),
                                 PROBES)
     for way in ways:

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pela
 from benchmarks._results import report
+from benchmarks.harness import minilm_dir, wordnet_glosses
 from pela import FinetuneConfig, LowRankConfig
 from pela.data.collate import Collator
 from pela.data.load import load_dataset
-from pela.demo import minilm_dir, wordnet_glosses
 
 
 def main() -> None:

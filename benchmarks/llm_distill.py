@@ -37,7 +37,7 @@ import torch
 import pela
 from benchmarks._results import save
 from benchmarks.austen import write_split
-from benchmarks.llm_perplexity import smollm2
+from benchmarks.harness import smollm2_gguf
 from pela import DistillConfig, LowRankConfig
 from pela.data.collate import Collator
 from pela.data.inputs import as_dataset
@@ -152,7 +152,7 @@ def main() -> None:
     train_path, heldout_path = write_split(args.work / "data")
     train = train_path.read_text().splitlines()
     heldout = heldout_path.read_text().splitlines()
-    teacher = pela.load(args.model or str(smollm2())).to(args.device)
+    teacher = pela.load(args.model or str(smollm2_gguf())).to(args.device)
     student = compressed(teacher, args.fraction, train, args.calib_samples, args.pack, args.work)
     collate = Collator(student)
     probe = as_dataset(heldout[: args.eval_paragraphs])

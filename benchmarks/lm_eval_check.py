@@ -27,7 +27,7 @@ from pathlib import Path
 import pela
 from benchmarks._results import report
 from benchmarks.austen import HELD_OUT, novels
-from benchmarks.llm_perplexity import smollm2
+from benchmarks.harness import smollm2_gguf
 from pela.models.export import export_hf
 from pela.models.gguf_source import gguf_to_hf
 
@@ -77,14 +77,14 @@ def main() -> None:
     p.add_argument("--items", type=int, default=100)
     args = p.parse_args()
     data = write_task(next_sentence_items(args.items), WORK / "tasks")
-    teacher_dir = gguf_to_hf(smollm2())  # the GGUF file, dequantized once into a Hugging Face directory
-    student = pela.load(smollm2())
+    teacher_dir = gguf_to_hf(smollm2_gguf())  # the GGUF file, dequantized once into a Hugging Face directory
+    student = pela.load(smollm2_gguf())
     compressed = pela.compress(student, pela.LowRankConfig(ratio=args.ratio))
     pela.save_pretrained(student, WORK / "student")
     export_hf(WORK / "student", WORK / "student-hf", overwrite=True)
     result = {"task": f"{TASK}: {args.items} items from the held-out novel, 4 choices", "model": "SmolLM2-135M-Instruct (GGUF Q4_1)",
               "compression": f"plain SVD, ratio {args.ratio:g}: {compressed.params_after:,} of {compressed.params_before:,} parameters"}
-    for name, model, hf_dir in (("teacher", pela.load(smollm2()), teacher_dir), ("student", student, WORK / "student-hf")):
+    for name, model, hf_dir in (("teacher", pela.load(smollm2_gguf()), teacher_dir), ("student", student, WORK / "student-hf")):
         began = time.perf_counter()
         ours = pela.multiple_choice(model, data, batch_size=8)
         result[name] = {"pela": {"acc": ours["accuracy"], "acc_norm": ours["accuracy_norm"], "seconds": round(time.perf_counter() - began, 1)},

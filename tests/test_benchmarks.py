@@ -92,7 +92,8 @@ def test_cpu_speed_runs(tmp_path, small_vit):
     assert proc.returncode == 1 and "unknown setting 'jit'" in proc.stderr
 
 
-SCRIPTS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_"))
+SCRIPTS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py")
+                 if not p.name.startswith("_") and "__main__" in p.read_text())
 
 # every script run as `python -m benchmarks.NAME --help`, one after another in one process: each
 # must print its usage and exit 0 (one interpreter instead of one per script saves a minute)
@@ -326,3 +327,18 @@ def test_benchmarks_import_each_other_as_a_package():
             and any(name.split(".")[0] in siblings for name in ([node.module or ""] if isinstance(node, ast.ImportFrom)
                                                                   else [a.name for a in node.names]))]
     assert not bare, bare
+
+
+def test_studies_use_the_harness_not_the_demo():
+    """The demo keeps only the demo: a study reaches the task and recipe through benchmarks/harness.py,
+    and imports `pela.demo` only to run the demo itself (`run_demo`)."""
+    import ast
+
+    found = []
+    for p in (ROOT / "benchmarks").rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "pela.demo":
+                found += [f"{p.name}:{a.name}" for a in node.names if a.name != "run_demo"]
+            elif isinstance(node, ast.Import) and any(a.name == "pela.demo" for a in node.names):
+                found.append(f"{p.name}:import pela.demo")
+    assert not found, found
