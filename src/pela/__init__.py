@@ -8,11 +8,12 @@
     model, _ = pela.finetune(model, pela.load_dataset("labelled/"))  # stage 3
     pela.save_pretrained(model, "vit-b-k2")
     model = pela.load("vit-b-k2")
+    pela.export_onnx(model, "vit-b-k2-onnx")                     # model.onnx for ONNX Runtime
 
-The pipeline lives in sub-packages, lowest first: `pela.layers` (the low-rank layer), `pela.arch` (what
-pela knows about architectures, and where to teach it more), `pela.data` and `pela.models` (data and
-models in and out), `pela.compression` (stage 1), `pela.evaluation` (how good a model is), `pela.training`
-(stages 2 and 3), `pela.cli`.
+The pipeline lives in sub-packages, lowest first: `pela.layers` (the low-rank layer), `pela.arch`
+(what pela knows about architectures, and where to teach it more), `pela.data` and `pela.models`
+(data and models in and out), `pela.compression` (stage 1), `pela.evaluation` (how good a model is),
+`pela.deploy` (the runtimes models are served with), `pela.training` (stages 2 and 3), `pela.cli`.
 """
 
 from pela.compression.calibrate import calibrate
@@ -20,6 +21,7 @@ from pela.compression.compress import compress
 from pela.compression.config import LowRankConfig
 from pela.compression.recipe import recipe
 from pela.data.load import load_dataset
+from pela.deploy.onnx import export_onnx
 from pela.errors import PelaError
 from pela.evaluation.classifier import evaluate
 from pela.evaluation.compare import compare
@@ -33,5 +35,25 @@ from pela.training.finetune import FinetuneConfig, finetune
 from pela.training.shrink import shrink
 from pela.version import __version__
 
-__all__ = ["compress", "recipe", "calibrate", "distill", "shrink", "finetune", "evaluate", "perplexity", "multiple_choice", "compare", "load", "load_dataset", "save_pretrained", "LowRankLinear",
-           "PelaError", "LowRankConfig", "DistillConfig", "FinetuneConfig", "__version__"]
+__all__ = [
+    "compress",
+    "recipe",
+    "calibrate",
+    "distill",
+    "shrink",
+    "finetune",
+    "evaluate",
+    "perplexity",
+    "multiple_choice",
+    "compare",
+    "load",
+    "load_dataset",
+    "save_pretrained",
+    "export_onnx",
+    "LowRankLinear",
+    "PelaError",
+    "LowRankConfig",
+    "DistillConfig",
+    "FinetuneConfig",
+    "__version__",
+]

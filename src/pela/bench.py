@@ -1,4 +1,5 @@
-"""Throughput and memory of one model, or of several side by side (interleaved, so noise hits all alike)."""
+"""Throughput and memory of one model, or of several side by side (interleaved, so noise hits all
+alike)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ from pela.errors import PelaError
 from pela.utils.device import resolve_device
 from pela.utils.progress import progress_bar
 
-DEFAULT_SEQ_LEN = 128  # text models' sequence length unless told, cut to the model's positions where it takes fewer
+# text models' sequence length unless told, cut to the model's positions where it takes fewer
+DEFAULT_SEQ_LEN = 128
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
+# torch.compile's
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -38,15 +41,18 @@ class BenchResult:
     dtype: str
     compiled: bool
     compile_mode: str | None = None
-    round_ms: list[float] = field(default_factory=list)  # every round's ms per batch; ms_per_batch is their median
-    input_shapes: dict[str, list[int]] = field(default_factory=dict)  # what one batch was (text is cut to the model's positions)
+    # every round's ms per batch; ms_per_batch is their median
+    round_ms: list[float] = field(default_factory=list)
+    # what one batch was (text is cut to the model's positions)
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def check_length(name: str, model: nn.Module, tokens: int | None, what: str) -> None:
-    """Refuse ``tokens`` of text beyond what a text model takes (instead of quietly measuring fewer)."""
+    """Refuse ``tokens`` of text beyond what a text model takes (instead of quietly measuring
+    fewer)."""
     limit = max_positions(model)
     if tokens is not None and limit is not None and "text" in input_kinds(model) and tokens > limit:
         raise PelaError(f"a {what} of {tokens} tokens is more than {name} takes: at most {limit} positions")
@@ -60,11 +66,13 @@ def _sync(device: torch.device) -> None:
 class _TensorBytes(TorchDispatchMode):
     """The bytes of the tensor storages alive, and the most alive at once: each operator's outputs
     count from when it makes them until they are freed. A CPU has no allocator statistics to ask, as
-    CUDA has; this sees what the model holds, not a kernel's scratch space or the C allocator's cache."""
+    CUDA has; this sees what the model holds, not a kernel's scratch space or the C allocator's
+    cache."""
 
     def __init__(self, tensors: list[torch.Tensor]):
         super().__init__()
-        self.sizes: WeakIdKeyDictionary = WeakIdKeyDictionary()  # storage -> bytes, forgotten when it is freed
+        # storage -> bytes, forgotten when it is freed
+        self.sizes: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.live = self.peak = 0
         self.finalizers: list[weakref.finalize] = []
         for t in tensors:
@@ -93,7 +101,8 @@ class _TensorBytes(TorchDispatchMode):
 
 def eager_peak_bytes(model: nn.Module, args: tuple, kwargs: dict) -> int:
     """Bytes of the tensors live at once during one eager forward pass: weights, inputs and the
-    largest set of activations, which is what ``torch.cuda.max_memory_allocated`` reports on a GPU."""
+    largest set of activations, which is what ``torch.cuda.max_memory_allocated`` reports on a
+    GPU."""
     tensors = [*model.parameters(), *model.buffers(), *(t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor))]
     counter = _TensorBytes(tensors)
     with torch.inference_mode(), counter:
@@ -104,7 +113,8 @@ def eager_peak_bytes(model: nn.Module, args: tuple, kwargs: dict) -> int:
 
 
 def batch_for(model: nn.Module, batch_size: int, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[tuple, dict]:
-    """A random batch shaped for ``model`` as ``(args, kwargs)``, its floating-point tensors in ``dtype``."""
+    """A random batch shaped for ``model`` as ``(args, kwargs)``, its floating-point tensors in
+    ``dtype``."""
     inputs = example_inputs(model, batch_size, seq_len, device)
     cast = lambda t: t.to(dtype) if t.is_floating_point() else t  # noqa: E731  (token ids stay integers)
     if isinstance(inputs, tuple):
@@ -125,9 +135,9 @@ def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str
     ``compile``). ``progress`` shows a bar over the forward passes on stderr, redrawn only between
     timed rounds so that it takes no CPU while one is measured.
 
-    Each of ``rounds`` rounds runs every model for ``iters`` forward passes in turn; a model's figure
-    is its median round, so a slow spell of a noisy machine does not favour one model. Every round's
-    time is kept in ``round_ms``: their spread says how far to trust one run.
+    Each of ``rounds`` rounds runs every model for ``iters`` forward passes in turn; a model's
+    figure is its median round, so a slow spell of a noisy machine does not favour one model. Every
+    round's time is kept in ``round_ms``: their spread says how far to trust one run.
     """
     if batch_size < 1:
         raise PelaError(f"batch size must be >= 1, got {batch_size}")
@@ -147,7 +157,8 @@ def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str
     extra = 1 if dev.type == "cpu" else 0  # the pass that counts memory
     with progress_bar(progress, len(models) * (warmup + extra + rounds * iters), "benchmarking", redraw_only_on_advance=True) as advance:
         for name, model in models.items():
-            model = model.eval().to(dev, dt)  # outside inference mode, so the parameters stay ordinary tensors
+            # outside inference mode, so the parameters stay ordinary tensors
+            model = model.eval().to(dev, dt)
             args, kwargs = batch_for(model, batch_size, seq_len, dev, dt)
             fn = torch.compile(model, mode=compile_mode) if compile else model
             runners[name] = (fn, args, kwargs)
@@ -185,7 +196,8 @@ def benchmark(models: dict[str, nn.Module], *, batch_size: int = 32, device: str
 
 @dataclass
 class GenerationResult:
-    """How fast a causal language model reads a prompt (prefill) and writes after it (decode, one token at a time)."""
+    """How fast a causal language model reads a prompt (prefill) and writes after it (decode, one
+    token at a time)."""
 
     name: str
     params: int
@@ -206,8 +218,9 @@ class GenerationResult:
 @torch.no_grad()
 def generation_benchmark(models: dict[str, nn.Module], *, prompt_tokens: int = 128, new_tokens: int = 64, batch_size: int = 1,
                          device: str = "cpu", dtype: str = "float32", rounds: int = 3, progress: bool = False) -> list[GenerationResult]:
-    """Prefill and decode speed of causal language models, side by side: each round runs every model once
-    (a random prompt of ``prompt_tokens``, then ``new_tokens`` greedy steps with the key-value cache)."""
+    """Prefill and decode speed of causal language models, side by side: each round runs every model
+    once (a random prompt of ``prompt_tokens``, then ``new_tokens`` greedy steps with the key-value
+    cache)."""
     for name, model in models.items():
         if not is_causal_lm(model):
             raise PelaError(f"generation speed needs a causal language model; {name} is a {type(model).__name__}")

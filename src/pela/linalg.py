@@ -53,14 +53,17 @@ def svd_spectrum(weight: torch.Tensor, stats: Any = None) -> Spectrum:
 WHITEN_DAMPING = 1e-2  # the default ridge added to E[x xᵀ], relative to its mean eigenvalue
 
 
-def whiten_spectrum(weight: torch.Tensor, stats: torch.Tensor, damping: float = WHITEN_DAMPING) -> Spectrum:
-    """The rank-r ``BA`` that minimizes ``E‖(W − BA)x‖²`` over the calibration inputs (SVD-LLM's whitening).
+def whiten_spectrum(
+    weight: torch.Tensor, stats: torch.Tensor, damping: float = WHITEN_DAMPING
+) -> Spectrum:
+    """The rank-r ``BA`` that minimizes ``E‖(W − BA)x‖²`` over the calibration inputs (SVD-LLM's
+    whitening).
 
     With ``C = E[x xᵀ] = S Sᵀ`` the output error is ``‖(W − BA) S‖_F²``, so the best ``BA`` is the
     truncated SVD of ``W S`` mapped back through ``S⁻¹``; any ``S`` with ``S Sᵀ = C`` gives the same
     factors. ``S`` is the Cholesky factor of ``C`` plus ``damping`` × its mean eigenvalue (its
-    trace over its size), so rank-deficient statistics (too few or degenerate calibration inputs) stay
-    invertible; in float64, it never fails on a damped matrix, and where it would (non-finite
+    trace over its size), so rank-deficient statistics (too few or degenerate calibration inputs)
+    stay invertible; in float64, it never fails on a damped matrix, and where it would (non-finite
     statistics), an eigendecomposition takes over. The singular values are those of ``W S``: they
     measure output error on calibration data, which is what rank allocation should see.
     """
@@ -69,54 +72,77 @@ def whiten_spectrum(weight: torch.Tensor, stats: torch.Tensor, damping: float = 
 
     def factors(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = inner.factors(rank)
-        a = torch.linalg.solve_triangular(s, a, upper=False, left=False) if s_inv is None else a @ s_inv  # A S⁻¹
+        a = (
+            torch.linalg.solve_triangular(s, a, upper=False, left=False)
+            if s_inv is None
+            else a @ s_inv
+        )  # A S⁻¹
         return a.to(weight.dtype), b.to(weight.dtype)
 
     return Spectrum(inner.sigma, factors)
 
 
-def corrected_weight(weight: torch.Tensor, stats: torch.Tensor, cross: torch.Tensor,
-                     damping: float = WHITEN_DAMPING) -> torch.Tensor:
-    """The full-rank ``M`` that best maps a student's inputs to the teacher's outputs: ``argmin E‖W x_t − M x_s‖²``.
+def corrected_weight(
+    weight: torch.Tensor, stats: torch.Tensor, cross: torch.Tensor, damping: float = WHITEN_DAMPING
+) -> torch.Tensor:
+    """The full-rank ``M`` that best maps a student's inputs to the teacher's outputs: ``argmin E‖W
+    x_t − M x_s‖²``.
 
-    ``stats`` is ``C = E[x_s x_sᵀ]`` (the student's inputs), ``cross`` is ``P = E[x_t x_sᵀ]``. The normal
-    equations give ``M = W P C⁻¹``, written ``W + W (P − C)(C + δI)⁻¹`` with the damping of
-    `whiten_spectrum`: where the student's inputs equal the teacher's, ``P = C`` and ``M = W`` exactly.
-    The rank-r factors that then minimize the same error are ``whiten_spectrum(M, stats)``, because
+    ``stats`` is ``C = E[x_s x_sᵀ]`` (the student's inputs), ``cross`` is ``P = E[x_t x_sᵀ]``. The
+    normal equations give ``M = W P C⁻¹``, written ``W + W (P − C)(C + δI)⁻¹`` with the damping of
+    `whiten_spectrum`: where the student's inputs equal the teacher's, ``P = C`` and ``M = W``
+    exactly. The rank-r factors that then minimize the same error are ``whiten_spectrum(M, stats)``,
+    because
     ``E‖W x_t − BA x_s‖² = E‖W x_t − M x_s‖² + ‖(M − BA) S‖_F²`` with ``S Sᵀ = C``.
     """
     s, s_inv = _whitening(stats, weight.device, damping)
     w = weight.double()
-    rhs = (cross.to(w.device, torch.float64).T - stats.to(w.device, torch.float64)) @ w.T  # (P − C)ᵀ Wᵀ, C being symmetric
-    solved = torch.cholesky_solve(rhs, s) if s_inv is None else s_inv.T @ (s_inv @ rhs)  # (C + δI)⁻¹ (P − C)ᵀ Wᵀ
+    # (P − C)ᵀ Wᵀ, C being symmetric
+    rhs = (cross.to(w.device, torch.float64).T - stats.to(w.device, torch.float64)) @ w.T
+    # (C + δI)⁻¹ (P − C)ᵀ Wᵀ
+    solved = torch.cholesky_solve(rhs, s) if s_inv is None else s_inv.T @ (s_inv @ rhs)
     return (w + solved.T).to(weight.dtype)
 
 
 # id(stats) -> (it, device, damping, S, S⁻¹)
-_WHITENINGS: dict[int, tuple[weakref.ref, torch.device, float, torch.Tensor, torch.Tensor | None]] = {}
+_WHITENINGS: dict[
+    int, tuple[weakref.ref, torch.device, float, torch.Tensor, torch.Tensor | None]
+] = {}
 
 
-def _whitening(stats: torch.Tensor, device: torch.device, damping: float) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``S`` with ``S Sᵀ = C + δI``: lower triangular (and ``S⁻¹`` None: solve with it) when Cholesky succeeds,
-    else ``QΛ½`` with its inverse. Computed once for layers that share one statistics matrix (q, k, v)."""
+def _whitening(
+    stats: torch.Tensor, device: torch.device, damping: float
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``S`` with ``S Sᵀ = C + δI``: lower triangular (and ``S⁻¹`` None: solve with it) when
+    Cholesky succeeds, else ``QΛ½`` with its inverse. Computed once for layers that share one
+    statistics matrix (q, k, v)."""
     cached = _WHITENINGS.get(id(stats))
     if cached is not None and cached[0]() is stats and cached[1:3] == (device, damping):
         return cached[3], cached[4]
-    c = stats.to(device, torch.float64)  # symmetric by construction; Cholesky and eigh read one triangle
+    # symmetric by construction; Cholesky and eigh read one triangle
+    c = stats.to(device, torch.float64)
     scale = float(torch.diagonal(c).mean())  # the mean eigenvalue
-    if not scale > 1e-30 or not math.isfinite(scale):  # all-zero inputs: every BA is equally good, so plain SVD
+    # all-zero inputs: every BA is equally good, so plain SVD
+    if not scale > 1e-30 or not math.isfinite(scale):
         c, scale = torch.eye(len(c), dtype=c.dtype, device=c.device), 1.0
     damped = c.clone()
     damped.diagonal().add_(damping * scale)
     s, info = torch.linalg.cholesky_ex(damped)
     del damped
     s_inv = None
-    if int(info) != 0:  # not positive definite after all (non-finite entries): Q Λ½ of its clamped spectrum
+    # not positive definite after all (non-finite entries): Q Λ½ of its clamped spectrum
+    if int(info) != 0:
         evals, q = torch.linalg.eigh(torch.nan_to_num(c))
         root = (evals.clamp_min(0) + damping * scale).sqrt()
         s, s_inv = q * root, (q / root).T
     key = id(stats)
-    _WHITENINGS[key] = (weakref.ref(stats, lambda _: _WHITENINGS.pop(key, None)), device, damping, s, s_inv)
+    _WHITENINGS[key] = (
+        weakref.ref(stats, lambda _: _WHITENINGS.pop(key, None)),
+        device,
+        damping,
+        s,
+        s_inv,
+    )
     return s, s_inv
 
 

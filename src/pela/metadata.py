@@ -1,11 +1,13 @@
-"""What pela remembers about a model it loaded or trained, in one object: `ModelInfo`, read with `info`.
+"""What pela remembers about a model it loaded or trained, in one object: `ModelInfo`, read with
+`info`.
 
-A model from `pela.load` knows where it came from (``source``, what `pela.save_pretrained` records so
-that `pela.load` can rebuild its architecture without pickles), the directory whose tokenizer and config
-files travel with it (``files``), the names of the classes pela fine-tuned it on (``classes``), and the
-precision its weights came in when that was half (``weights_dtype``), and how it pools its tokens when it
-says (``pooling``: a sentence-transformers model's own). A classification head pela added
-around a backbone (`pela.arch.SequenceClassifier`) has its own record; the backbone keeps its source.
+A model from `pela.load` knows where it came from (``source``, what `pela.save_pretrained` records
+so that `pela.load` can rebuild its architecture without pickles), the directory whose tokenizer and
+config files travel with it (``files``), the names of the classes pela fine-tuned it on
+(``classes``), and the precision its weights came in when that was half (``weights_dtype``), and how
+it pools its tokens when it says (``pooling``: a sentence-transformers model's own). A
+classification head pela added around a backbone (`pela.arch.SequenceClassifier`) has its own
+record; the backbone keeps its source.
 """
 
 from __future__ import annotations
@@ -18,15 +20,20 @@ _ATTRIBUTE = "pela_info"
 
 @dataclass
 class ModelInfo:
-    source: dict[str, Any] | None = None  # how to rebuild the architecture: {"kind": "timm" | "hf", ...}
-    files: str | None = None  # the directory holding the model's config and tokenizer or image processor files
+    # how to rebuild the architecture: {"kind": "timm" | "hf", ...}
+    source: dict[str, Any] | None = None
+    # the directory holding the model's config and tokenizer or image processor files
+    files: str | None = None
     classes: list[str] | None = None  # the classes of the head pela fine-tuned, in output order
-    weights_dtype: str | None = None  # "float16" or "bfloat16" when the weights came in half precision
-    pooling: str | None = None  # how the model pools its tokens (a sentence-transformers model's), for a head pela adds
+    # "float16" or "bfloat16" when the weights came in half precision
+    weights_dtype: str | None = None
+    # how the model pools its tokens (a sentence-transformers model's), for a head pela adds
+    pooling: str | None = None
 
 
 def info(model: Any) -> ModelInfo:
-    """pela's record of ``model``, attached to it on first use; an empty one for anything that is no model."""
+    """pela's record of ``model``, attached to it on first use; an empty one for anything that is no
+    model."""
     found = getattr(model, _ATTRIBUTE, None)
     if isinstance(found, ModelInfo):
         return found

@@ -26,7 +26,9 @@ def find_blocks(model: nn.Module, pattern: str | None = None) -> list[str]:
         try:
             names = [n for n, _ in model.named_modules() if n and re.search(pattern, n)]
         except re.error as e:
-            raise PelaError(f"blocks pattern {pattern!r} is not a valid regular expression: {e}") from None
+            raise PelaError(
+                f"blocks pattern {pattern!r} is not a valid regular expression: {e}"
+            ) from None
         if not names:
             raise PelaError(f"blocks pattern {pattern!r} matches no module")
         return names
@@ -34,7 +36,16 @@ def find_blocks(model: nn.Module, pattern: str | None = None) -> list[str]:
     for name, m in model.named_modules():
         if isinstance(m, (nn.ModuleList, nn.Sequential)):
             kids = list(m.children())
-            if kids and len({type(k) for k in kids}) == 1 and linear_weight(kids[0]) is None and _count_linear(kids[0]) >= 2:
+            if (
+                kids
+                and len({type(k) for k in kids}) == 1
+                and linear_weight(kids[0]) is None
+                and _count_linear(kids[0]) >= 2
+            ):
                 lists.append(name)
-    inner = [c for c in lists if not any(o != c and o.startswith(c + "." if c else "") for o in lists)]
-    return [f"{c}.{k}" if c else k for c in inner for k, _ in model.get_submodule(c).named_children()]
+    inner = [
+        c for c in lists if not any(o != c and o.startswith(c + "." if c else "") for o in lists)
+    ]
+    return [
+        f"{c}.{k}" if c else k for c in inner for k, _ in model.get_submodule(c).named_children()
+    ]

@@ -1,4 +1,5 @@
-"""What a model takes: example inputs for benchmarks, an encoder-decoder's decoder inputs, each block's mask."""
+"""What a model takes: example inputs for benchmarks, an encoder-decoder's decoder inputs, each
+block's mask."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from pela.errors import PelaError
 from pela.metadata import info
 
 
-def example_inputs(model: nn.Module, batch_size: int, seq_len: int = 128, device: Any = "cpu") -> dict[str, torch.Tensor] | tuple:
+def example_inputs(
+    model: nn.Module, batch_size: int, seq_len: int = 128, device: Any = "cpu"
+) -> dict[str, torch.Tensor] | tuple:
     """Random inputs shaped for ``model``: a tuple of positional args or a dict of keyword args.
 
     Understands timm models (``pretrained_cfg["input_size"]``) and Hugging Face models (text via
@@ -29,24 +32,39 @@ def example_inputs(model: nn.Module, batch_size: int, seq_len: int = 128, device
         return (torch.randn(batch_size, channels, *size, generator=g).to(device),)
     hf = getattr(model, "config", None)
     backbone = getattr(model, "backbone", None)
-    if hf is None and isinstance(backbone, nn.Module):  # a classifier pela added (SequenceClassifier): its backbone's inputs
+    # a classifier pela added (SequenceClassifier): its backbone's inputs
+    if hf is None and isinstance(backbone, nn.Module):
         inputs = example_inputs(backbone, batch_size, seq_len, device)
         tower = getattr(model, "tower", None)
-        if tower and isinstance(inputs, dict):  # the tower it classifies with reads one kind of input
+        # the tower it classifies with reads one kind of input
+        if tower and isinstance(inputs, dict):
             kind = TOWERS[tower][0]
-            inputs = {k: v for k, v in inputs.items() if k == kind or (k == "attention_mask" and kind == "input_ids")}
+            inputs = {
+                k: v
+                for k, v in inputs.items()
+                if k == kind or (k == "attention_mask" and kind == "input_ids")
+            }
         return inputs
     if hf is None or not hasattr(hf, "to_dict"):
-        raise PelaError(f"cannot tell what inputs a {type(model).__name__} takes; pass inputs explicitly")
+        raise PelaError(
+            f"cannot tell what inputs a {type(model).__name__} takes; pass inputs explicitly"
+        )
     text_cfg = getattr(hf, "text_config", None) or hf
     vision_cfg = getattr(hf, "vision_config", None) or hf
     inputs: dict[str, torch.Tensor] = {}
     names = {getattr(model, "main_input_name", "input_ids")}
-    if getattr(hf, "text_config", None) is not None and getattr(hf, "vision_config", None) is not None:
+    if (
+        getattr(hf, "text_config", None) is not None
+        and getattr(hf, "vision_config", None) is not None
+    ):
         names = {"input_ids", "pixel_values"}
     if "input_ids" in names:
-        length = min(seq_len, positive_int(getattr(text_cfg, "max_position_embeddings", None)) or seq_len)
-        inputs["input_ids"] = torch.randint(0, text_cfg.vocab_size, (batch_size, length), generator=g).to(device)
+        length = min(
+            seq_len, positive_int(getattr(text_cfg, "max_position_embeddings", None)) or seq_len
+        )
+        inputs["input_ids"] = torch.randint(
+            0, text_cfg.vocab_size, (batch_size, length), generator=g
+        ).to(device)
         inputs["attention_mask"] = torch.ones(batch_size, length, dtype=torch.long).to(device)
     if "pixel_values" in names:
         size = getattr(vision_cfg, "image_size", 224)
@@ -54,13 +72,15 @@ def example_inputs(model: nn.Module, batch_size: int, seq_len: int = 128, device
         channels = getattr(vision_cfg, "num_channels", 3)
         inputs["pixel_values"] = torch.randn(batch_size, channels, *size, generator=g).to(device)
     if not inputs:
-        raise PelaError(f"cannot make example inputs for main input {sorted(names)} of {type(model).__name__}")
+        raise PelaError(
+            f"cannot make example inputs for main input {sorted(names)} of {type(model).__name__}"
+        )
     return with_decoder_inputs(model, inputs)
 
 
 def built_image_size(model: nn.Module) -> tuple[int, ...] | None:
-    """The image size a timm model was built for with ``img_size=...`` (its ``pretrained_cfg`` keeps the
-    pretrained one): its patch embedding's, be it called ``patch_embed`` or ``stem``, else the
+    """The image size a timm model was built for with ``img_size=...`` (its ``pretrained_cfg`` keeps
+    the pretrained one): its patch embedding's, be it called ``patch_embed`` or ``stem``, else the
     ``img_size`` recorded by `pela.load`; None if neither says."""
     for m in model.modules():
         if isinstance(getattr(m, "img_size", None), (tuple, list)):
@@ -78,11 +98,14 @@ def positive_int(value: Any) -> int | None:
 
 @functools.lru_cache(maxsize=None)
 def _takes_decoder_inputs(cls: type) -> bool:
-    """Whether ``cls.forward`` takes ``decoder_input_ids`` (asked once per class, not every batch)."""
+    """Whether ``cls.forward`` takes ``decoder_input_ids`` (asked once per class, not every
+    batch)."""
     return "decoder_input_ids" in inspect.signature(cls.forward).parameters
 
 
-def with_decoder_inputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def with_decoder_inputs(
+    model: nn.Module, inputs: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """``inputs`` plus decoder inputs for a Hugging Face encoder-decoder model that needs them.
 
     The decoder reads the encoder's text shifted right by one behind the decoder start token (what
@@ -91,27 +114,45 @@ def with_decoder_inputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> di
     """
     cfg = getattr(model, "config", None)
     ids = inputs.get("input_ids")
-    if not getattr(cfg, "is_encoder_decoder", False) or ids is None or ids.dim() != 2 or any(k.startswith("decoder_") for k in inputs):
+    if (
+        not getattr(cfg, "is_encoder_decoder", False)
+        or ids is None
+        or ids.dim() != 2
+        or any(k.startswith("decoder_") for k in inputs)
+    ):
         return inputs
     if not _takes_decoder_inputs(type(model)):
         return inputs
     generation = getattr(model, "generation_config", None)
-    candidates = (getattr(cfg, "decoder_start_token_id", None), getattr(generation, "decoder_start_token_id", None),
-                  getattr(cfg, "pad_token_id", None))
+    candidates = (
+        getattr(cfg, "decoder_start_token_id", None),
+        getattr(generation, "decoder_start_token_id", None),
+        getattr(cfg, "pad_token_id", None),
+    )
     start = next((t for t in candidates if isinstance(t, int)), 0)
-    out = {**inputs, "decoder_input_ids": torch.cat([torch.full_like(ids[:, :1], start), ids[:, :-1]], dim=1)}
+    out = {
+        **inputs,
+        "decoder_input_ids": torch.cat([torch.full_like(ids[:, :1], start), ids[:, :-1]], dim=1),
+    }
     mask = inputs.get("attention_mask")
     if mask is not None:
-        out["decoder_attention_mask"] = torch.cat([torch.ones_like(mask[:, :1]), mask[:, :-1]], dim=1)
+        out["decoder_attention_mask"] = torch.cat(
+            [torch.ones_like(mask[:, :1]), mask[:, :-1]], dim=1
+        )
     return out
 
 
-def block_masks(model: nn.Module, blocks: list[str], inputs: dict[str, torch.Tensor]) -> list[torch.Tensor | None]:
-    """The attention mask over each named block's tokens: an encoder-decoder's decoder blocks read the
-    decoder's tokens (`with_decoder_inputs`), whose mask is the encoder's shifted by one."""
+def block_masks(
+    model: nn.Module, blocks: list[str], inputs: dict[str, torch.Tensor]
+) -> list[torch.Tensor | None]:
+    """The attention mask over each named block's tokens: an encoder-decoder's decoder blocks read
+    the decoder's tokens (`with_decoder_inputs`), whose mask is the encoder's shifted by one."""
     mask = inputs.get("attention_mask")
     get_decoder = getattr(model, "get_decoder", None)
-    if not getattr(getattr(model, "config", None), "is_encoder_decoder", False) or get_decoder is None:
+    if (
+        not getattr(getattr(model, "config", None), "is_encoder_decoder", False)
+        or get_decoder is None
+    ):
         return [mask] * len(blocks)
     decoder = get_decoder()
     prefix = next((f"{name}." for name, m in model.named_modules() if m is decoder), None)
@@ -125,8 +166,8 @@ def _forward_inputs(cls: type) -> frozenset[str] | None:
     """The keyword inputs a Hugging Face model's ``forward`` names; None for any other model (pela
     passes it its one input by position, see `pela.arch.forward`).
 
-    A Hugging Face model's ``**kwargs`` carry attention settings, not inputs a tokenizer makes, so only
-    the inputs it names count (Llama's forward takes ``**kwargs`` and no ``token_type_ids``).
+    A Hugging Face model's ``**kwargs`` carry attention settings, not inputs a tokenizer makes, so
+    only the inputs it names count (Llama's forward takes ``**kwargs`` and no ``token_type_ids``).
     """
     if not _is_transformers_model(cls):
         return None
@@ -134,7 +175,11 @@ def _forward_inputs(cls: type) -> frozenset[str] | None:
         params = inspect.signature(cls.forward).parameters
     except (TypeError, ValueError):  # a forward Python cannot read the signature of
         return None
-    return frozenset(n for n, p in params.items() if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    return frozenset(
+        n
+        for n, p in params.items()
+        if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    )
 
 
 def _is_transformers_model(cls: type) -> bool:
@@ -150,7 +195,8 @@ def accepted_inputs(model: nn.Module) -> frozenset[str] | None:
     given one kind of input: that tower's), or None when it takes any."""
     model = getattr(model, "module", model)  # DistributedDataParallel wraps the real model
     backbone = getattr(model, "backbone", None)
-    if isinstance(backbone, nn.Module) and getattr(model, "config", None) is None:  # `SequenceClassifier`
+    # `SequenceClassifier`
+    if isinstance(backbone, nn.Module) and getattr(model, "config", None) is None:
         tower = getattr(model, "tower", None)
         return accepted_inputs(backbone.get_submodule(tower) if tower else backbone)
     inner = getattr(model, "tower", None)
@@ -160,19 +206,22 @@ def accepted_inputs(model: nn.Module) -> frozenset[str] | None:
 
 
 def model_inputs(model: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
-    """``inputs`` without those ``model`` does not take (a BERT tokenizer's ``token_type_ids`` beside a
-    Llama, say), so that a tokenizer of another family never breaks a forward pass or ``generate``."""
+    """``inputs`` without those ``model`` does not take (a BERT tokenizer's ``token_type_ids``
+    beside a Llama, say), so that a tokenizer of another family never breaks a forward pass or
+    ``generate``."""
     accepted = accepted_inputs(model)
     return dict(inputs) if accepted is None else {k: v for k, v in inputs.items() if k in accepted}
 
 
 def input_kinds(model: nn.Module) -> frozenset[str]:
-    """What ``model`` reads: ``{"image"}``, ``{"text"}``, both (a two-tower model), or nothing known."""
+    """What ``model`` reads: ``{"image"}``, ``{"text"}``, both (a two-tower model), or nothing
+    known."""
     cfg = getattr(model, "pretrained_cfg", None)
     if isinstance(cfg, dict) and "input_size" in cfg:  # a timm model
         return frozenset({"image"})
     backbone = getattr(model, "backbone", None)
-    if isinstance(backbone, nn.Module) and getattr(model, "config", None) is None:  # `SequenceClassifier`
+    # `SequenceClassifier`
+    if isinstance(backbone, nn.Module) and getattr(model, "config", None) is None:
         tower = getattr(model, "tower", None)
         if tower in TOWERS:
             return frozenset({"text" if TOWERS[tower][0] == "input_ids" else "image"})
@@ -180,7 +229,10 @@ def input_kinds(model: nn.Module) -> frozenset[str]:
     hf = getattr(model, "config", None)
     if hf is None:
         return frozenset()
-    if getattr(hf, "text_config", None) is not None and getattr(hf, "vision_config", None) is not None:
+    if (
+        getattr(hf, "text_config", None) is not None
+        and getattr(hf, "vision_config", None) is not None
+    ):
         return frozenset({"text", "image"})
     kind = {"input_ids": "text", "pixel_values": "image"}.get(getattr(model, "main_input_name", ""))
     return frozenset({kind}) if kind else frozenset()

@@ -14,7 +14,8 @@ from pela.errors import PelaError
 
 
 def forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
-    """Call ``model`` on a batch dict: keyword arguments for Hugging Face models, the tensor for others.
+    """Call ``model`` on a batch dict: keyword arguments for Hugging Face models, the tensor for
+    others.
 
     A two-tower model given inputs of one kind runs the tower that reads them (see `TowerView` for
     training one under DistributedDataParallel).
@@ -29,7 +30,8 @@ def forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
                 module = inner.get_submodule(tower)
                 return module(**model_inputs(module, inputs))
             return call_with_inputs(model, inner, with_decoder_inputs(inner, inputs))
-        # a wrapper of a transformers model (a head pela added, `SequenceClassifier`) is called by name too:
+        # a wrapper of a transformers model (a head pela added, `SequenceClassifier`) is called by
+        # name too:
         # a lone tensor passed by position may land on another parameter
         if isinstance(getattr(inner, "backbone", None), transformers.PreTrainedModel):
             return model(**inputs)
@@ -40,24 +42,32 @@ def forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
     return model(**inputs)
 
 
-def call_with_inputs(model: nn.Module, inner: nn.Module, inputs: dict[str, Any], **extra: Any) -> Any:
-    """``model(**inputs, **extra)``, less the inputs ``inner`` does not take (`model_inputs`); a model that
-    needs inputs the data does not give (BLIP's image-text matching on images alone, say) says which,
-    instead of Python's bare complaint about its ``forward``."""
+def call_with_inputs(
+    model: nn.Module, inner: nn.Module, inputs: dict[str, Any], **extra: Any
+) -> Any:
+    """``model(**inputs, **extra)``, less the inputs ``inner`` does not take (`model_inputs`); a
+    model that needs inputs the data does not give (BLIP's image-text matching on images alone, say)
+    says which, instead of Python's bare complaint about its ``forward``."""
     inputs = model_inputs(inner, inputs)
     try:
         return model(**inputs, **extra)
     except TypeError as e:
-        missing = re.match(rf"{type(inner).__name__}\.forward\(\) missing \d+ required (?:positional |keyword-only )?"
-                           r"arguments?: (.+)$", str(e))
+        missing = re.match(
+            rf"{type(inner).__name__}\.forward\(\) missing \d+ required (?:positional |keyword-only )?"
+            r"arguments?: (.+)$",
+            str(e),
+        )
         if missing is None:
             raise
-        raise PelaError(f"{type(inner).__name__} needs {missing.group(1)} too, and the data gives only {', '.join(inputs)}: "
-                        "it reads inputs of several kinds together") from None
+        raise PelaError(
+            f"{type(inner).__name__} needs {missing.group(1)} too, and the data gives only {', '.join(inputs)}: "
+            "it reads inputs of several kinds together"
+        ) from None
 
 
 def main_output(output: Any) -> torch.Tensor:
-    """The tensor that stands for a model's prediction: logits if there are any, else hidden states."""
+    """The tensor that stands for a model's prediction: logits if there are any, else hidden
+    states."""
     if torch.is_tensor(output):
         return output
     for attr in ("logits", "logits_per_image", "last_hidden_state"):
@@ -77,11 +87,14 @@ def block_output(output: Any) -> torch.Tensor:
         return output[0]
     if hasattr(output, "values"):
         return next(v for v in output.values() if torch.is_tensor(v))
-    raise PelaError(f"cannot read hidden states from a block output of type {type(output).__name__}")
+    raise PelaError(
+        f"cannot read hidden states from a block output of type {type(output).__name__}"
+    )
 
 
 def output_tensors(output: Any) -> list[torch.Tensor]:
-    """Every tensor in a model output (a tensor, a tuple/list, or a dict-like ModelOutput), nested."""
+    """Every tensor in a model output (a tensor, a tuple/list, or a dict-like ModelOutput),
+    nested."""
     if torch.is_tensor(output):
         return [output]
     if isinstance(output, (tuple, list)):
@@ -94,9 +107,9 @@ def output_tensors(output: Any) -> list[torch.Tensor]:
 def vocabulary_head(model: nn.Module) -> nn.Module | None:
     """A language model's output layer (Hugging Face's ``get_output_embeddings()``), else None.
 
-    It runs last, after every block, and its logits (tokens × vocabulary) are the largest tensor of a
-    pass: 1.2 GB for 16 × 401 tokens of a 49k-word vocabulary. Passes that only need what the blocks
-    and their layers see (calibration, recording block calls) stop before it.
+    It runs last, after every block, and its logits (tokens × vocabulary) are the largest tensor of
+    a pass: 1.2 GB for 16 × 401 tokens of a 49k-word vocabulary. Passes that only need what the
+    blocks and their layers see (calibration, recording block calls) stop before it.
     """
     get = getattr(model, "get_output_embeddings", None)
     try:

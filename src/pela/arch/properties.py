@@ -1,5 +1,5 @@
-"""What a model's config says of it: hidden width, class names, the most tokens it takes, whether it is a
-language model."""
+"""What a model's config says of it: hidden width, class names, the most tokens it takes, whether it
+is a language model."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def hidden_size(model: nn.Module) -> int | None:
 
 def class_names(model: nn.Module) -> list[str] | None:
     """The names of a classifier's outputs, where the model says them: a pela fine-tune's classes, a
-    Hugging Face config's ``id2label`` (not the placeholder LABEL_0, ...), timm's ``label_names``."""
+    Hugging Face config's ``id2label`` (not the placeholder LABEL_0, ...), timm's
+    ``label_names``."""
     names = info(model).classes
     if names:
         return [str(c) for c in names]
@@ -35,14 +36,20 @@ def class_names(model: nn.Module) -> list[str] | None:
         if labels != [f"LABEL_{i}" for i in range(len(labels))]:
             return labels
     names = (getattr(model, "pretrained_cfg", None) or {}).get("label_names")
-    # a timm head reset to another size (a fine-tuned checkpoint) no longer has its weights' class names
-    if isinstance(names, (list, tuple)) and names and len(names) == getattr(model, "num_classes", len(names)):
+    # a timm head reset to another size (a fine-tuned checkpoint) no longer has its weights' class
+    # names
+    if (
+        isinstance(names, (list, tuple))
+        and names
+        and len(names) == getattr(model, "num_classes", len(names))
+    ):
         return [str(c) for c in names]
     return None
 
 
 def max_positions(model: nn.Module) -> int | None:
-    """The most tokens a text model accepts (its position table), if its config says; wrappers are looked through."""
+    """The most tokens a text model accepts (its position table), if its config says; wrappers are
+    looked through."""
     for m in (model, getattr(model, "backbone", None), getattr(model, "module", None)):
         cfg = getattr(m, "config", None)
         for c in (cfg, getattr(cfg, "text_config", None)):
@@ -53,9 +60,12 @@ def max_positions(model: nn.Module) -> int | None:
 
 
 def is_causal_lm(model: nn.Module) -> bool:
-    """Whether ``model`` is a Hugging Face model with a next-token head (any ``…ForCausalLM``, GPT-2's ``LMHeadModel``)."""
+    """Whether ``model`` is a Hugging Face model with a next-token head (any ``…ForCausalLM``,
+    GPT-2's ``LMHeadModel``)."""
     try:
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     except ImportError:  # pragma: no cover - transformers is a dependency
         return False
-    return type(model).__name__ in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()) or type(model).__name__.endswith("ForCausalLM")
+    return type(model).__name__ in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()) or type(
+        model
+    ).__name__.endswith("ForCausalLM")

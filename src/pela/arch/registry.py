@@ -38,7 +38,9 @@ LINEAR_LIKE: dict[type, Callable[[nn.Module], tuple[torch.Tensor, torch.Tensor |
 }
 
 
-def register_linear_like(cls: type, get_weight: Callable[[nn.Module], tuple[torch.Tensor, torch.Tensor | None]]) -> None:
+def register_linear_like(
+    cls: type, get_weight: Callable[[nn.Module], tuple[torch.Tensor, torch.Tensor | None]]
+) -> None:
     """Teach pela a module type that acts as a linear layer on the last dimension."""
     LINEAR_LIKE[cls] = get_weight
 
@@ -52,7 +54,8 @@ except ImportError:  # transformers is optional for pure-PyTorch models
 
 
 def linear_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-    """``(W, bias)`` with W as out × in if ``module`` is linear-like (exact type match), else None."""
+    """``(W, bias)`` with W as out × in if ``module`` is linear-like (exact type match), else
+    None."""
     get = LINEAR_LIKE.get(type(module))
     if get is None:  # subclasses of nn.Linear (e.g. NonDynamicallyQuantizableLinear) count too
         get = next((g for t, g in LINEAR_LIKE.items() if isinstance(module, t)), None)

@@ -18,6 +18,7 @@ import typer
 
 # isort: off
 from pela.cli import compress_cmd, shrink_cmd, train_cmd, inspect_cmd  # noqa: F401 - each registers its commands, in the order help lists them
+
 # isort: on
 from pela.cli.common import Stopped, app
 from pela.errors import PelaError, PelaWarning
@@ -42,11 +43,13 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:  # n
 
 
 _python_format_warning = warnings.formatwarning
-_PELA_DIR = str(Path(__file__).parent.parent) + os.sep  # as Python names the files it imports from here
+# as Python names the files it imports from here
+_PELA_DIR = str(Path(__file__).parent.parent) + os.sep
 
 
 def resume_command(args: list[str]) -> str:
-    """The command line that continues the run ``args`` started: the same, with --resume for --overwrite."""
+    """The command line that continues the run ``args`` started: the same, with --resume for
+    --overwrite."""
     kept = [a for a in args if a not in ("--overwrite", "--resume")]
     return shlex.join(["pela", *kept, "--resume"])
 
@@ -64,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     args = (sys.argv[1:] if argv is None else argv) or ["--help"]
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # pela reports what matters itself
     warnings.formatwarning = _format_warning
-    keep_freed_memory()  # CPU activations reused, not page-faulted in again each pass (see pela.utils.memory)
+    # CPU activations reused, not page-faulted in again each pass (see pela.utils.memory)
+    keep_freed_memory()
     try:
         from transformers.utils import logging as hf_logging
 
@@ -93,14 +97,18 @@ def main(argv: list[str] | None = None) -> int:
         if e.errno not in ENVIRONMENT_ERRORS:
             raise
         where = f" writing {e.filename}" if e.filename else ""
-        print(f"error: {os.strerror(e.errno).lower()}{where}; nothing was left half-written", file=sys.stderr)
+        print(
+            f"error: {os.strerror(e.errno).lower()}{where}; nothing was left half-written",
+            file=sys.stderr,
+        )
         return 2
     if code == INTERRUPTED:  # typer's own answer to a KeyboardInterrupt it caught
         print("error: interrupted", file=sys.stderr)
         return INTERRUPTED
     if isinstance(code, int) and code:
         return code
-    leave_process_group()  # after a clean run only: a failed rank exits at once, torchrun stops the others
+    # after a clean run only: a failed rank exits at once, torchrun stops the others
+    leave_process_group()
     return 0
 
 

@@ -18,8 +18,12 @@ from pela.models.weights import stored_float_dtype
 from pela.utils.files import check_not_input, check_output_dir
 from pela.version import __version__
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Smaller, faster Transformers by low-rank approximation and distillation (PELA).")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Smaller, faster Transformers by low-rank approximation and distillation (PELA).",
+)
 
 
 out_console = Console()
@@ -27,7 +31,8 @@ err_console = Console(stderr=True)
 
 
 class Stopped(BaseException):
-    """Ctrl-C, carried past typer (which turns a KeyboardInterrupt into a bare exit code) to `main`."""
+    """Ctrl-C, carried past typer (which turns a KeyboardInterrupt into a bare exit code) to
+    `main`."""
 
     def __init__(self, interruption: KeyboardInterrupt):
         super().__init__(str(interruption))
@@ -54,14 +59,20 @@ def command(*args: Any, **kwargs: Any) -> Callable[[Callable], Callable]:
 
 @contextlib.contextmanager
 def optional_step(what: str) -> Iterator[None]:
-    """Run a step the main job does not need (a plot, a sample, an evaluation after the model is saved):
-    if it fails, say so in one ``warning:`` line and go on; the command still succeeds."""
+    """Run a step the main job does not need (a plot, a sample, an evaluation after the model is
+    saved): if it fails, say so in one ``warning:`` line and go on; the command still succeeds."""
     try:
         yield
     except Exception as e:  # noqa: BLE001 - whatever broke, the saved model is what matters
-        said = str(e).strip() if isinstance(e, PelaError) else f"{type(e).__name__}: {str(e).strip()}".rstrip(": ")
+        said = (
+            str(e).strip()
+            if isinstance(e, PelaError)
+            else f"{type(e).__name__}: {str(e).strip()}".rstrip(": ")
+        )
         text = " ".join(said.splitlines()[0].split())
-        err_console.print(f"warning: skipped {what}: {text}", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(
+            f"warning: skipped {what}: {text}", markup=False, highlight=False, soft_wrap=True
+        )
 
 
 def _print_version(value: bool) -> None:
@@ -74,33 +85,49 @@ def _print_version(value: bool) -> None:
             except PackageNotFoundError:
                 return "not installed"
 
-        deps = ", ".join(f"{name} {installed(name)}" for name in ("torch", "transformers", "timm", "accelerate", "peft"))
+        deps = ", ".join(
+            f"{name} {installed(name)}"
+            for name in ("torch", "transformers", "timm", "accelerate", "peft")
+        )
         print(f"pela {__version__} ({deps})")
         raise typer.Exit()
 
 
 @app.callback()
-def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                          help="print the versions of pela and its main dependencies, and exit")) -> None:
+def _options(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="print the versions of pela and its main dependencies, and exit",
+    ),
+) -> None:
     pass
 
 
-TEXT_FIELD_HELP = ("column (CSV/TSV, Parquet) or key (JSON/JSONL) holding the text; two, comma-separated, for sentence pairs "
-                   "(e.g. sentence1,sentence2); a CSV/TSV without a header row names its columns 0, 1, ... "
-                   "(default: text, or the records' only column of text)")
+TEXT_FIELD_HELP = (
+    "column (CSV/TSV, Parquet) or key (JSON/JSONL) holding the text; two, comma-separated, for sentence pairs "
+    "(e.g. sentence1,sentence2); a CSV/TSV without a header row names its columns 0, 1, ... "
+    "(default: text, or the records' only column of text)"
+)
 
 
-LABEL_FIELD_HELP = ("column (CSV/TSV, Parquet) or key (JSON/JSONL) holding the class "
-                    "(default: label (or labels, gold_label, class, category, sentiment), or a Hugging Face dataset's only ClassLabel column, "
-                    "or a headerless CSV/TSV's only column of whole numbers)")
+LABEL_FIELD_HELP = (
+    "column (CSV/TSV, Parquet) or key (JSON/JSONL) holding the class "
+    "(default: label (or labels, gold_label, class, category, sentiment), or a Hugging Face dataset's only ClassLabel column, "
+    "or a headerless CSV/TSV's only column of whole numbers)"
+)
 
 
 ALLOW_PICKLE_HELP = "also read legacy .pt/.pth/.bin weights, with torch.load(weights_only=True)"
 CHECKPOINT_HELP = "safetensors weights for a timm: architecture (a fine-tuned checkpoint brings its own number of classes)"
 TEACHER_CHECKPOINT_HELP = "the teacher's weights, for a timm: teacher (as compress --checkpoint)"
 TRUST_HELP = "run the model code a Hugging Face model brings along (*.py named in its config's auto_map); read it first"
-SAVE_DTYPE_HELP = ("write the weights in float32, bfloat16 or float16 (half the file, to ship; pela loads half-precision "
-                   "weights back in float32 to train); default: as they are")
+SAVE_DTYPE_HELP = (
+    "write the weights in float32, bfloat16 or float16 (half the file, to ship; pela loads half-precision "
+    "weights back in float32 to train); default: as they are"
+)
 
 
 WORKERS_HELP = "DataLoader processes that tokenize or decode batches while the model runs (0 = in the main process); helps most on a GPU"
@@ -113,9 +140,17 @@ def _load_data(path: Path, *, text_field: Optional[str], **kwargs: Any) -> Any:
     ds = load_dataset(path, text_field=text_field, **kwargs)
     fields = getattr(ds, "text_fields", ())
     if text_field is None and fields and fields != ("text",):
-        err_console.print(f"{Path(path).name}: the text is its {fields[0]!r} column (--text-field names another)")
-    if kwargs.get("label_field") is None and getattr(ds, "classes", None) and getattr(ds, "label_field", "label") != "label":
-        err_console.print(f"{Path(path).name}: the class is its {ds.label_field!r} column (--label-field names another)")
+        err_console.print(
+            f"{Path(path).name}: the text is its {fields[0]!r} column (--text-field names another)"
+        )
+    if (
+        kwargs.get("label_field") is None
+        and getattr(ds, "classes", None)
+        and getattr(ds, "label_field", "label") != "label"
+    ):
+        err_console.print(
+            f"{Path(path).name}: the class is its {ds.label_field!r} column (--label-field names another)"
+        )
     return ds
 
 
@@ -128,14 +163,17 @@ def _shapes_text(shapes: dict[str, list[int]]) -> str:
     return ", ".join(f"{name} {'×'.join(map(str, shape))}" for name, shape in shapes.items())
 
 
-def _check_eval_flags(eval_data: Path | None, eval_every: int | None, keep_best: str | None) -> None:
+def _check_eval_flags(
+    eval_data: Path | None, eval_every: int | None, keep_best: str | None
+) -> None:
     """Evaluations during training (distill, finetune) need data to evaluate on."""
     if (eval_every or keep_best) and eval_data is None:
         raise PelaError(f"{'--eval-every' if eval_every else '--keep-best'} needs --eval-data")
 
 
 def _check_output(out: Path, resume: bool, overwrite: bool, inputs: dict[str, Any]) -> None:
-    """Before anything slow: ``--out`` is none of the inputs, and (unless resuming) may be written."""
+    """Before anything slow: ``--out`` is none of the inputs, and (unless resuming) may be
+    written."""
     check_not_input(out, inputs)
     if not resume:
         check_output_dir(out, overwrite)
@@ -145,8 +183,10 @@ def _half_precision_note(model: Any, save_dtype: str | None) -> None:
     """Say how to keep the size of weights that came in half precision and were saved in float32."""
     dtype = info(model).weights_dtype
     if dtype and save_dtype is None:
-        err_console.print(f"note: the weights came in {dtype} and were saved in float32, twice the bytes; "
-                          f"--save-dtype {dtype} keeps their size")
+        err_console.print(
+            f"note: the weights came in {dtype} and were saved in float32, twice the bytes; "
+            f"--save-dtype {dtype} keeps their size"
+        )
 
 
 def _saved(out: Path) -> str:

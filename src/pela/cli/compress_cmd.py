@@ -124,7 +124,8 @@ def compress(
 
 
 def _check_calibration_flags(calib: Optional[Path], sequential: bool, uniform_ranks: bool, sensitivity: Optional[str]) -> None:
-    """The settings of calibrated compression, refused without calibration data (they would do nothing)."""
+    """The settings of calibrated compression, refused without calibration data (they would do
+    nothing)."""
     if sequential and calib is None:
         raise PelaError("--sequential fits each layer on calibration inputs: add --calib DATA")
     for flag, given in (("--uniform-ranks", uniform_ranks), ("--sensitivity", sensitivity is not None)):
@@ -139,7 +140,8 @@ def _layer_table(report: Any, init: str) -> Table:
     table = Table(Column("layer", overflow="fold"), "in", "out", "rank", "init", "rel. error", "note", title="pela compress",
                   caption="rel. error: of the weights (svd), of the outputs on the calibration data (whiten)")
     for r in report.layers:
-        unreached = r.init is not None and r.init != init  # e.g. CLIP's text tower, calibrated on images alone
+        # e.g. CLIP's text tower, calibrated on images alone
+        unreached = r.init is not None and r.init != init
         table.add_row(r.name, str(r.in_features), str(r.out_features), "dense" if r.rank is None else str(r.rank), r.init or "",
                       "" if r.rel_error is None else f"{r.rel_error:.4f}",
                       r.reason or (f"no calibration input reached it: {r.init}, not {init}" if unreached else ""))
@@ -167,7 +169,8 @@ def bench(
                                   "tokens/s (prompts of --seq-len tokens, --new-tokens greedy steps, batch --batch-size)"),
     new_tokens: int = typer.Option(64, "--new-tokens", help="with --generate: tokens written after each prompt"),
 ) -> None:
-    """Throughput (items/s) and peak memory of a model, or of two side by side; --generate: prefill and decode speed."""
+    """Throughput (items/s) and peak memory of a model, or of two side by side; --generate: prefill
+    and decode speed."""
     resolve_device(device)
 
     for flag, value in (("--batch-size", batch_size), ("--seq-len", seq_len), ("--iters", iters), ("--rounds", rounds)):
@@ -189,9 +192,11 @@ def bench(
     memory_ratio = results[0].peak_memory_bytes / results[1].peak_memory_bytes if vs else None
     if as_json:
         print(json.dumps({"results": [r.to_dict() for r in results], "ratio": ratio, "memory_ratio": memory_ratio,
-                          "keep_freed_memory": keep_freed_memory()}, indent=2))  # idempotent; says whether it applies
+                          # idempotent; says whether it applies
+                          "keep_freed_memory": keep_freed_memory()}, indent=2))
         return
-    inputs = "; ".join(dict.fromkeys(_shapes_text(r.input_shapes) for r in results))  # once when both models take the same
+    # once when both models take the same
+    inputs = "; ".join(dict.fromkeys(_shapes_text(r.input_shapes) for r in results))
     caption = f"inputs: {inputs}" + ("" if results[0].device != "cpu" else "\n" + (
         "freed memory kept for reuse (PELA_KEEP_FREED_MEMORY=0: glibc's default)" if keep_freed_memory() else "the C library's default allocator")
         + "\npeak memory: the tensors live at once in one eager pass (weights, inputs, activations)")

@@ -28,6 +28,7 @@ from pela.data.collate import Collator
 from pela.data.labels import dataset_classes
 from pela.data.load import describe
 from pela.demo import run_demo
+from pela.deploy.onnx import export_onnx
 from pela.errors import PelaError
 from pela.evaluation.classifier import evaluate
 from pela.evaluation.compare import compare as _compare
@@ -36,6 +37,8 @@ from pela.evaluation.perplexity import perplexity as language_model_perplexity
 from pela.metadata import info
 from pela.models.export import export_hf
 from pela.models.sources import load_for_training
+from pela.utils.files import check_not_input, check_output_dir
+from pela.utils.progress import activity
 
 
 @command()
@@ -53,7 +56,8 @@ def compare(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the comparison as JSON on stdout"),
 ) -> None:
-    """Per-block feature MSE / cosine similarity and output agreement of a student and its teacher."""
+    """Per-block feature MSE / cosine similarity and output agreement of a student and its
+    teacher."""
 
     if samples < 1 or batch_size < 1:
         raise PelaError("--samples and --batch-size must be >= 1")
@@ -95,9 +99,9 @@ def eval_(
     choices_field: Optional[str] = typer.Option(None, "--choices-field", help="with --choices: the field holding the choices "
                                                 "(default: choices, endings or options)"),
 ) -> None:
-    """Accuracy (top-1, top-5, balanced), macro F1, loss, parameters and throughput of a classifier; --json adds each class's.
-    With --perplexity: a language model's token-level perplexity, by sliding windows. With --choices: its
-    zero-shot multiple-choice accuracy."""
+    """Accuracy (top-1, top-5, balanced), macro F1, loss, parameters and throughput of a classifier;
+    --json adds each class's. With --perplexity: a language model's token-level perplexity, by
+    sliding windows. With --choices: its zero-shot multiple-choice accuracy."""
 
     if not perplexity and (context is not None or stride is not None):
         raise PelaError("--context and --stride are options of --perplexity")
@@ -118,7 +122,8 @@ def eval_(
     net = load_for_training(model, checkpoint=_opt_str(checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     ds = _load_data(data, split=split, text_field=text_field, label_field=label_field, progress=True)
     trained, given = info(net).classes, dataset_classes(ds)
-    if trained and given and not set(trained) & set(given):  # a model pela fine-tuned names its classes: sharing none is a mistake
+    # a model pela fine-tuned names its classes: sharing none is a mistake
+    if trained and given and not set(trained) & set(given):
         raise PelaError(f"none of the data's classes ({', '.join(map(repr, given[:3]))}{', ...' if len(given) > 3 else ''}) is one of the "
                         f"{len(trained)} classes the model was trained on ({', '.join(map(repr, trained[:3]))}{', ...' if len(trained) > 3 else ''})")
     metrics = evaluate(net, ds, collate_fn=Collator(net, max_length=max_length), batch_size=batch_size, workers=workers,
@@ -131,7 +136,8 @@ def eval_(
         if k != "per_class":
             table.add_row(k, "n/a" if v is None else (f"{v:,}" if isinstance(v, int) else f"{v:.4f}"))
     out_console.print(table)
-    if len(metrics["per_class"]) > 1:  # where a compressed model loses accuracy is rarely spread evenly
+    # where a compressed model loses accuracy is rarely spread evenly
+    if len(metrics["per_class"]) > 1:
         worst = sorted(metrics["per_class"].items(), key=lambda kv: (kv[1]["recall"], -kv[1]["support"]))[:5]
         out_console.print("lowest recall: " + ", ".join(f"{escape(name)} {c['recall']:.2f} ({c['support']:,} examples)" for name, c in worst)
                           + " (--json lists every class)")
@@ -162,17 +168,39 @@ def _multiple_choice(model: str, data: Path, batch_size: int, fields: dict, chec
                       f"examples ({result['choices']:,} choices) in {result['seconds']:.0f}s")
 
 
+EXPORT_FORMATS = ("hf", "onnx")
+
+
 @command()
 def export(
-    model: Path = typer.Argument(..., help="a pela directory of a transformers model (from compress, distill or finetune)"),
-    out: Path = typer.Option(..., "--out", help="the Hugging Face directory to write"),
+    model: str = typer.Argument(..., help="hf: a pela directory of a transformers model (from compress, "
+                                "distill or finetune); onnx: any model pela loads (a pela directory, the original)"),
+    out: Path = typer.Option(..., "--out", help="the directory to write"),
+    format: str = typer.Option("hf", "--format", help="hf: a Hugging Face directory that loads without pela "
+                               "(trust_remote_code=True); onnx: model.onnx for ONNX Runtime, checked against the model"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
 ) -> None:
-    """Write a compressed transformers model as a Hugging Face directory that loads without pela (trust_remote_code=True)."""
-
-    export_hf(model, out, overwrite=overwrite)
+    """Ship a model: a Hugging Face directory that loads without pela, or an ONNX graph for ONNX
+    Runtime."""
+    if format not in EXPORT_FORMATS:
+        raise PelaError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
+    if format == "onnx":
+        return _export_onnx(model, out, overwrite)
+    export_hf(Path(model), out, overwrite=overwrite)
     cls = next(iter(json.loads((out / "config.json").read_text())["auto_map"]))
     out_console.print(f"exported to {out}; load it with transformers alone: {cls}.from_pretrained({str(out)!r}, trust_remote_code=True)")
+
+
+def _export_onnx(model: str, out: Path, overwrite: bool) -> None:
+    if Path(model).is_dir():
+        check_not_input(out, {"model": Path(model)})
+    check_output_dir(out, overwrite)  # before loading: a taken --out is the user's to settle first
+    with activity(f"loading {model}"):
+        loaded = load_for_training(model)
+    with activity("exporting to ONNX and checking it with ONNX Runtime"):
+        record = export_onnx(loaded, out, overwrite=overwrite, files_from=model if Path(model).is_dir() else None)
+    out_console.print(f"exported to {record.path} (inputs {', '.join(record.inputs)}; outputs {', '.join(record.outputs)}); "
+                      f"ONNX Runtime matches the model to {record.max_abs_difference:.1e}")
 
 
 @command(name="data")
@@ -183,7 +211,8 @@ def data_(
     label_field: Optional[str] = typer.Option(None, "--label-field", help=LABEL_FIELD_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the description as JSON on stdout"),
 ) -> None:
-    """What pela reads from a dataset: its examples, the columns it uses, its classes, the first example."""
+    """What pela reads from a dataset: its examples, the columns it uses, its classes, the first
+    example."""
 
     info = describe(_load_data(path, split=split, text_field=text_field, label_field=label_field, progress=True))
     if as_json:
@@ -210,6 +239,7 @@ def demo(
     ratio: float = typer.Option(2.0, help="compression ratio k"),
     overwrite: bool = typer.Option(True, "--overwrite/--no-overwrite", help="replace an earlier demo run in OUT"),
 ) -> None:
-    """The whole PELA pipeline, offline, on all-MiniLM-L6-v2 and WordNet: compress, distill, fine-tune, compare."""
+    """The whole PELA pipeline, offline, on all-MiniLM-L6-v2 and WordNet: compress, distill,
+    fine-tune, compare."""
 
     run_demo(out, quick=quick, ratio=ratio, overwrite=overwrite, console=out_console)

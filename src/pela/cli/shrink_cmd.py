@@ -4,11 +4,11 @@ Calibration on the same unlabeled data the student is then distilled on; whitene
 allocated across layers at the size a ratio gives; distillation for one epoch of that data, or fewer
 steps when a time budget says so (the step time estimated from the calibration pass, which ran the
 same model on the same data), text batched by length; by default in two stages of size
-(`pela.shrink`): to the size k's square root gives, half the steps, then to k's, the other half. A language model (a next-token head) is
-distilled as language models are trained: its text packed into sequences of ``min(1024, its
-positions)`` tokens (`pela.data.packing`), next-token KL divergence to the teacher beside the block
-features, and greedy continuations of student and teacher written to ``generations.md``. The separate
-commands stay for those who want every flag.
+(`pela.shrink`): to the size k's square root gives, half the steps, then to k's, the other half. A
+language model (a next-token head) is distilled as language models are trained: its text packed into
+sequences of ``min(1024, its positions)`` tokens (`pela.data.packing`), next-token KL divergence to
+the teacher beside the block features, and greedy continuations of student and teacher written to
+``generations.md``. The separate commands stay for those who want every flag.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def shrink(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
 ) -> None:
-    """Compress with pela's recipe and distill, in one command: a student ready to fine-tune or ship."""
+    """Compress with pela's recipe and distill, in one command: a student ready to fine-tune or
+    ship."""
     if minutes is not None and not minutes > 0:
         raise PelaError(f"--minutes must be > 0, got {minutes}")
     if steps is not None and minutes is not None:

@@ -1,4 +1,5 @@
-"""Global rank allocation: one parameter budget for the whole model, spent where it removes the most error.
+"""Global rank allocation: one parameter budget for the whole model, spent where it removes the most
+error.
 
 A uniform ratio gives every layer the same share of its size, but layers differ: some spectra fall
 off fast (a small rank loses little), others are flat, and an error in some layers hurts the model's
@@ -29,7 +30,8 @@ from pela.features import feature_loss
 
 
 def max_rank(out_features: int, in_features: int, align: int) -> int:
-    """The largest rank (a multiple of ``align`` where possible) that still makes the layer smaller."""
+    """The largest rank (a multiple of ``align`` where possible) that still makes the layer
+    smaller."""
     m, n = in_features, out_features
     r = (m * n - 1) // (m + n)  # r·(m+n) < m·n
     return r // align * align if r >= align else r
@@ -37,7 +39,8 @@ def max_rank(out_features: int, in_features: int, align: int) -> int:
 
 def allocate(shapes: Sequence[tuple[int, int]], spectra: Sequence[torch.Tensor], budget: int, align: int = 8,
              weights: Sequence[float] | None = None) -> list[int]:
-    """Ranks, one per layer, whose factor parameters ``Σ r·(m+n)`` fit in ``budget`` at least total error.
+    """Ranks, one per layer, whose factor parameters ``Σ r·(m+n)`` fit in ``budget`` at least total
+    error.
 
     Args:
         shapes: ``(out_features, in_features)`` of each layer.
@@ -90,13 +93,16 @@ def _push(heap: list, i: int, rank: int, info: tuple, align: int) -> None:
 @torch.no_grad()
 def sensitivities(model: nn.Module, layers: Sequence[tuple[str, nn.Module, Callable[[], torch.Tensor], float]],
                   probe: Sequence[dict[str, Any]], progress: Callable[..., None] = lambda **_: None) -> list[float | None]:
-    """Block-feature MSE per unit of output error, for each layer: ``MSE(truncated layer) / its σ² tail``.
+    """Block-feature MSE per unit of output error, for each layer: ``MSE(truncated layer) / its σ²
+    tail``.
 
-    ``layers`` holds ``(name, module, delta, tail)``: ``delta()`` gives ``BA − W`` at a reference rank and
-    ``tail`` the ``σ²`` it discards. Each layer in turn gets ``x (BA − W)ᵀ`` added to its output by a
-    forward hook while the ``probe`` batches run, and the mean block-feature MSE to the unmodified
+    ``layers`` holds ``(name, module, delta, tail)``: ``delta()`` gives ``BA − W`` at a reference
+    rank and
+    ``tail`` the ``σ²`` it discards. Each layer in turn gets ``x (BA − W)ᵀ`` added to its output by
+    a forward hook while the ``probe`` batches run, and the mean block-feature MSE to the unmodified
     model (real tokens only) is measured. Layers outside every block (their error never reaches the
-    block features), and layers the probe never runs (one tower of CLIP, probed with images alone), get
+    block features), and layers the probe never runs (one tower of CLIP, probed with images alone),
+    get
     ``None``; with no blocks, the model's main output is compared instead.
     """
 
@@ -108,11 +114,13 @@ def sensitivities(model: nn.Module, layers: Sequence[tuple[str, nn.Module, Calla
     model.eval()
     config = getattr(model, "config", None)
     cached = getattr(config, "use_cache", None)
-    if cached:  # no key-value cache: it would hold state between a pass and the replay of its blocks
+    # no key-value cache: it would hold state between a pass and the replay of its blocks
+    if cached:
         config.use_cache = False
 
     def run(batch: dict[str, Any]) -> tuple[list[torch.Tensor], list[Call], list[bool]]:
-        """The features of one full pass: block outputs (the main output where there are no blocks), and its calls."""
+        """The features of one full pass: block outputs (the main output where there are no blocks),
+        and its calls."""
         result: list[Any] = []
         calls, linked = recorder.record(lambda: result.append(arch.forward(model, batch)))
         return (recorder.features(calls) if blocks else [arch.main_output(result[0])]), calls, linked
@@ -137,7 +145,9 @@ def sensitivities(model: nn.Module, layers: Sequence[tuple[str, nn.Module, Calla
                 got = [_perturbed(run, recorder, batch, ref, block) for batch, ref in zip(batches, reference)]
             finally:
                 handle.remove()
-            if not calls:  # the probe never reached it (CLIP's text tower, calibrated on images): no evidence either way
+            # the probe never reached it (CLIP's text tower, calibrated on images): no evidence
+            # either way
+            if not calls:
                 result.append(None)
                 continue
             mse = sum(float(feature_loss(g, r[0], b.get("attention_mask"))) for g, r, b in zip(got, reference, batches)) / len(batches)
@@ -151,8 +161,9 @@ def sensitivities(model: nn.Module, layers: Sequence[tuple[str, nn.Module, Calla
 
 
 def _perturbed(run: Callable, recorder: BlockCalls, batch: dict[str, Any], reference: tuple, block: str | None) -> list[torch.Tensor]:
-    """The features with the perturbation hooked in: the blocks from ``block`` on replayed on the recorded
-    inputs (`pela.compression.replay`), or, where the blocks do not form one chain, a full pass."""
+    """The features with the perturbation hooked in: the blocks from ``block`` on replayed on the
+    recorded inputs (`pela.compression.replay`), or, where the blocks do not form one chain, a full
+    pass."""
     if block is None:  # no blocks: the model's output is the feature
         return run(batch)[0]
     _, calls, linked = reference

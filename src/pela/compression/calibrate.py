@@ -5,7 +5,8 @@ real inputs, ``E‖(W − BA)x‖² = tr((W − BA) C (W − BA)ᵀ)`` with ``C 
 few hundred examples gives ``C`` for every layer `pela.compress` would factorize: forward pre-hooks
 add ``XᵀX`` of each batch to a running sum (float32 over a few thousand inputs, then folded into a
 float64 total), so no activation is ever stored. Padding tokens
-(where the batch has an ``attention_mask``) are left out, since they are not inputs the model serves.
+(where the batch has an ``attention_mask``) are left out, since they are not inputs the model
+serves.
 """
 
 from __future__ import annotations
@@ -29,21 +30,24 @@ from pela.utils.progress import progress_iter
 
 @dataclass
 class Calibration:
-    """Input statistics per layer name, as `pela.compress(..., calibration=...)` takes them, with the
-    config and the layers they were taken for (`check`)."""
+    """Input statistics per layer name, as `pela.compress(..., calibration=...)` takes them, with
+    the config and the layers they were taken for (`check`)."""
 
     moments: dict[str, torch.Tensor]  # layer -> (in × in) float64 E[x xᵀ]
     tokens: dict[str, int]  # input vectors each layer saw
     samples: int  # examples run through the model
-    probe: list[dict[str, Any]]  # a few of the examples' batches (on CPU), to measure layer sensitivities for rank allocation
-    inputs: list[dict[str, Any]] | None = None  # every batch (on CPU), kept when the config factorizes sequentially
+    # a few of the examples' batches (on CPU), to measure layer sensitivities for rank allocation
+    probe: list[dict[str, Any]]
+    # every batch (on CPU), kept when the config factorizes sequentially
+    inputs: list[dict[str, Any]] | None = None
     config: LowRankConfig | None = None  # what it was taken for (None: made by hand, not checked)
-    layers: dict[str, tuple[int, int]] = field(default_factory=dict)  # the layers it was taken on: name -> weight shape
+    # the layers it was taken on: name -> weight shape
+    layers: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def check(self, model: nn.Module, config: LowRankConfig) -> None:
-        """Refuse, in one line, to compress with a calibration taken another way or on another model:
-        the way (one-shot, sequential, block by block) decides what was gathered, and every layer
-        the config factorizes must be one it was taken on, of the same shape."""
+        """Refuse, in one line, to compress with a calibration taken another way or on another
+        model: the way (one-shot, sequential, block by block) decides what was gathered, and every
+        layer the config factorizes must be one it was taken on, of the same shape."""
         if self.config is None:
             return
         for setting in ("sequential", "block_by_block"):
@@ -68,10 +72,11 @@ class Calibration:
 @torch.no_grad()
 def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = None, *, collate_fn: Callable | None = None,
               samples: int = 512, batch_size: int = 16, probe_samples: int = 32, seed: int = 0, progress: bool = False) -> Calibration:
-    """Run ``samples`` seeded examples of ``data`` through ``model`` and collect each eligible layer's ``E[x xᵀ]``.
+    """Run ``samples`` seeded examples of ``data`` through ``model`` and collect each eligible
+    layer's ``E[x xᵀ]``.
 
-    Where the dataset knows its examples' lengths (text), they run in batches of similar lengths, and so
-    do the probe's, so that little of each pass is spent on padding.
+    Where the dataset knows its examples' lengths (text), they run in batches of similar lengths,
+    and so do the probe's, so that little of each pass is spent on padding.
 
     Args:
         model: the original (uncompressed) model.
@@ -107,14 +112,17 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
     n = min(samples, len(data))
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
     collate_fn = collate_fn or Collator(model)
-    lengths = getattr(data, "lengths", None)  # text: batches of similar lengths spend less of every pass on padding
+    # text: batches of similar lengths spend less of every pass on padding
+    lengths = getattr(data, "lengths", None)
     by_length = (lambda ids: ids) if lengths is None else (lambda ids: sorted(ids, key=lambda i: lengths[i]))
     loader = DataLoader(Subset(data, by_length(idx)), batch_size=batch_size, collate_fn=collate_fn)
     probe_loader = DataLoader(Subset(data, by_length(idx[:probe_samples])), batch_size=batch_size, collate_fn=collate_fn)
-    probe = [{k: v for k, v in b.items() if k != "labels"} for b in probe_loader]  # every layer's probe runs these
+    # every layer's probe runs these
+    probe = [{k: v for k, v in b.items() if k != "labels"} for b in probe_loader]
     config = config or LowRankConfig()
     inputs: list[dict[str, Any]] | None = [] if config.sequential else None
-    # block by block, the batches are all compression needs (it takes each block's statistics when it gets
+    # block by block, the batches are all compression needs (it takes each block's statistics when
+    # it gets
     # there): the pass only counts each layer's inputs
     moments, counts = _run_moments(model, layers, loader, inputs, progress, count_only=config.block_by_block)
     short = [c for c in layers if 0 < counts.get(c.name, 0) < c.weight.shape[1]]
@@ -127,18 +135,20 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
 
 
 def input_moments(model: nn.Module, layers: list[Any], batches: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """``E[x xᵀ]`` of the inputs ``layers`` (`pela.compression.targets.Candidate`) get when ``model`` runs ``batches``."""
+    """``E[x xᵀ]`` of the inputs ``layers`` (`pela.compression.targets.Candidate`) get when
+    ``model`` runs ``batches``."""
     return _run_moments(model, layers, batches, None, False)[0] if layers else {}
 
 
 def _run_moments(model: nn.Module, layers: list[Any], batches: Any, keep: list[dict[str, Any]] | None,
                  progress: bool, count_only: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-    """Each layer's ``E[x xᵀ]`` (none with ``count_only``) and input count over ``batches`` (each batch also
-    appended to ``keep``, when given)."""
+    """Each layer's ``E[x xᵀ]`` (none with ``count_only``) and input count over ``batches`` (each
+    batch also appended to ``keep``, when given)."""
     stats = _Moments(count_only)
     handles = [c.module.register_forward_pre_hook(stats.hook(c.name)) for c in layers]
     head = arch.vocabulary_head(model)
-    if head is not None and not any(c.module is head for c in layers):  # its logits are the pass's largest tensor
+    # its logits are the pass's largest tensor
+    if head is not None and not any(c.module is head for c in layers):
         handles.append(head.register_forward_pre_hook(_stop))
     was_training = model.training
     model.eval()
@@ -172,28 +182,34 @@ def _stop(module: nn.Module, args: Any) -> None:
 
 
 class _Moments:
-    """Running ``XᵀX`` of each layer's inputs (float64), one per distinct input: layers that read the very
-    same tensor (q, k and v) share one sum, so memory grows with the inputs, not the layers."""
+    """Running ``XᵀX`` of each layer's inputs (float64), one per distinct input: layers that read
+    the very same tensor (q, k and v) share one sum, so memory grows with the inputs, not the
+    layers."""
 
     FOLD_TOKENS = 4096  # input vectors summed in float32 before the sum joins the float64 total
 
     def __init__(self, count_only: bool = False) -> None:
         self.count_only = count_only
         self.sums: dict[str, torch.Tensor] = {}  # owner layer -> running XᵀX (float64)
-        self.partial: dict[str, torch.Tensor] = {}  # owner layer -> XᵀX of the batches since the last fold (float32)
+        # owner layer -> XᵀX of the batches since the last fold (float32)
+        self.partial: dict[str, torch.Tensor] = {}
         self.pending: dict[str, int] = {}  # input vectors in the partial sum
         self.counts: dict[str, int] = {}
         self.owner: dict[str, str] = {}  # layer -> the layer whose statistics it shares
-        # the latest input added and its layer: a layer reading that very tensor next (k and v after q) shares its sum;
-        # only the latest is kept alive, so a pass never holds more than one layer's input on top of the model's own
+        # the latest input added and its layer: a layer reading that very tensor next (k and v after
+        # q) shares its sum;
+        # only the latest is kept alive, so a pass never holds more than one layer's input on top of
+        # the model's own
         self.last: tuple[str, torch.Tensor] | None = None
-        self.mask: torch.Tensor | None = None  # the batch's attention mask: padding is no input the model serves
+        # the batch's attention mask: padding is no input the model serves
+        self.mask: torch.Tensor | None = None
         self.calls: list[str] = []  # this batch's hooked calls, in order
         self.first: list[str] | None = None  # the first batch's
 
     def new_batch(self, mask: torch.Tensor | None) -> None:
         if self.calls and self.first is None:
-            self.first = self.calls  # the first pass's calls, in order: later passes stop after the same last one
+            # the first pass's calls, in order: later passes stop after the same last one
+            self.first = self.calls
         self.mask, self.last, self.calls = mask, None, []
 
     def hook(self, name: str) -> Callable:
@@ -202,13 +218,15 @@ class _Moments:
             self._add(name, args)
             first = self.first
             if first is not None and name == first[-1] and len(self.calls) == len(first) and set(self.calls) >= set(first):
-                raise _Reached  # every layer's input of this batch is in: the rest of the model (a language model's
+                # every layer's input of this batch is in: the rest of the model (a language model's
+                raise _Reached
                 # logits, the largest tensor of the pass) need not be computed
 
         return pre_hook
 
     def _add(self, name: str, args: Any) -> None:
-        """Add the input in ``args`` to ``name``'s statistics (or to the layer's it shares them with)."""
+        """Add the input in ``args`` to ``name``'s statistics (or to the layer's it shares them
+        with)."""
         x = args[0] if args else None
         if not torch.is_tensor(x):
             return
@@ -232,13 +250,15 @@ class _Moments:
             self._fold(name)
 
     def _fold(self, name: str) -> None:
-        """Add the float32 partial sum to the float64 total (converting every batch's sum took as long as computing it)."""
+        """Add the float32 partial sum to the float64 total (converting every batch's sum took as
+        long as computing it)."""
         partial = self.partial.pop(name).double()
         self.sums[name] = partial if name not in self.sums else self.sums[name].add_(partial)
         self.pending[name] = 0
 
     def result(self) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-        """``E[x xᵀ]`` and input vectors seen per layer; layers sharing an input share the same matrix object."""
+        """``E[x xᵀ]`` and input vectors seen per layer; layers sharing an input share the same
+        matrix object."""
         for name in list(self.partial):
             self._fold(name)
         moments = {k: v / self.counts[k] for k, v in self.sums.items()}

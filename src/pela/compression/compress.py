@@ -32,11 +32,13 @@ from pela.utils.progress import progress_bar
 
 
 def _allocate_budget(model: nn.Module, layers: list[_Layer], config: LowRankConfig, calibration: Calibration, progress: bool) -> dict[str, int]:
-    """Ranks for ``param_budget``: probe each layer's sensitivity at the uniform rank of the same size, then allocate."""
+    """Ranks for ``param_budget``: probe each layer's sensitivity at the uniform rank of the same
+    size, then allocate."""
     fraction, align = config.param_budget, config.align
     device = next(model.parameters()).device
 
-    def uniform_rank(n_out: int, n_in: int) -> int:  # what one ratio for all layers would give, kept in [one step, break-even)
+    # what one ratio for all layers would give, kept in [one step, break-even)
+    def uniform_rank(n_out: int, n_in: int) -> int:
         cap = max_rank(n_out, n_in, align)
         return max(min(align, cap), min(align_rank(math.floor(fraction * n_out * n_in / (n_out + n_in)), align, up=False), cap))
 
@@ -53,7 +55,8 @@ def _allocate_budget(model: nn.Module, layers: list[_Layer], config: LowRankConf
     with progress_bar(progress, len(probes), "probing sensitivity") as advance:
         measure = linearized_sensitivities if config.sensitivity == "gradient" else sensitivities
         weights = measure(model, probes, calibration.probe, advance)
-    ranks = {x.candidate.name: r for x, r in zip(layers, reference)}  # layers the probes cannot see keep these
+    # layers the probes cannot see keep these
+    ranks = {x.candidate.name: r for x, r in zip(layers, reference)}
     free = [i for i, w in enumerate(weights) if w is not None]
     budget = int(fraction * sum(o * i for o, i in shapes)) - sum(reference[i] * sum(shapes[i]) for i, w in enumerate(weights) if w is None)
     chosen = allocate([shapes[i] for i in free], [layers[i].spectrum.sigma for i in free], budget, align, [weights[i] for i in free])
@@ -97,7 +100,8 @@ def compress(model: nn.Module, config: LowRankConfig | None = None, *, calibrati
             and not any(c.name in moments for c in candidates if c.skip_reason is None):
         raise PelaError("the calibration statistics belong to none of this model's layers (calibrated another model?)")
     rows: list[LayerReport] = []
-    # 1. spectra, one layer at a time: each is cut into factors before the next is computed (block by block,
+    # 1. spectra, one layer at a time: each is cut into factors before the next is computed (block
+    # by block,
     # only when a layer the sequential refit does not reach needs one)
     layers: Iterable[_Layer] = _spectra(candidates, config, moments, rows, progress, lazy=lean)
     # 2. ranks: one rule per layer, or one budget for the model, which needs every spectrum first
@@ -105,13 +109,15 @@ def compress(model: nn.Module, config: LowRankConfig | None = None, *, calibrati
     if config.resolved_mode()[0] == "param_budget":
         layers = list(layers)
         ranks = _allocate_budget(model, layers, config, calibration, progress)
-    # 3. factors cut at those ranks, swapped in all at once at the end (sequentially: block by block, refit on the way)
+    # 3. factors cut at those ranks, swapped in all at once at the end (sequentially: block by
+    # block, refit on the way)
     refit: set[str] = set()
     if config.sequential:
         layers = list(layers)
         refit = _sequential(model, layers, ranks, config, calibration, progress)
         unseen = [x.candidate for x in layers if x.candidate.name not in refit and x.candidate.name not in moments]
-        if lean and unseen and config.init in NEEDS_CALIBRATION:  # the layers the refit did not reach, on the inputs they get now
+        # the layers the refit did not reach, on the inputs they get now
+        if lean and unseen and config.init in NEEDS_CALIBRATION:
             moments.update(input_moments(model, unseen, calibration.inputs))
     swaps: list[tuple[nn.Module, str, LowRankLinear]] = []
     sigmas: dict[str, list[float]] = {}
@@ -133,11 +139,12 @@ def compress(model: nn.Module, config: LowRankConfig | None = None, *, calibrati
 
 def _sequential(model: nn.Module, layers: list[_Layer], ranks: dict[str, int], config: LowRankConfig,
                 calibration: Calibration, progress: bool) -> set[str]:
-    """Refit and swap in, block by block, the layers `pela.compression.sequential` can reach; the names of those
-    done (the others are factorized one-shot by the caller). On any failure the model is put back as it was,
-    except block by block (``config.block_by_block``): there each dense layer is let go as soon as its factors
-    are in, so that memory holds one block's dense layers beside the factors, not the whole dense model too,
-    and a failure leaves the blocks before it factorized."""
+    """Refit and swap in, block by block, the layers `pela.compression.sequential` can reach; the
+    names of those done (the others are factorized one-shot by the caller). On any failure the model
+    is put back as it was, except block by block (``config.block_by_block``): there each dense layer
+    is let go as soon as its factors are in, so that memory holds one block's dense layers beside
+    the factors, not the whole dense model too, and a failure leaves the blocks before it
+    factorized."""
     if calibration.inputs is None:
         raise PelaError("sequential factorization runs the calibration examples again, block by block: calibrate with the "
                         "same config (pela.calibrate(model, data, config) keeps them when config.sequential is true)")
@@ -145,7 +152,8 @@ def _sequential(model: nn.Module, layers: list[_Layer], ranks: dict[str, int], c
     for layer in layers:
         c = layer.candidate
         rank = ranks.get(c.name)
-        if rank is None:  # ratio and rank rules need no spectrum: block by block, none is computed here
+        # ratio and rank rules need no spectrum: block by block, none is computed here
+        if rank is None:
             sigma = layer.spectrum.sigma if config.resolved_mode()[0] == "energy" else torch.empty(0)
             rank, reason = choose_rank(*c.weight.shape, sigma, config)
             if reason is not None:
@@ -155,8 +163,10 @@ def _sequential(model: nn.Module, layers: list[_Layer], ranks: dict[str, int], c
             originals.append((c.parent, attr, c.module))
 
         def swap(spectrum: Spectrum, rank: int, layer: _Layer = layer, attr: str = attr) -> None:
-            layer.sigma, layer.cached = spectrum.sigma, None  # the one-shot spectrum, if any, is not needed any more
-            layer.weighted, layer.row.init = True, "whiten"  # refit: whitened on the inputs the student gives it
+            # the one-shot spectrum, if any, is not needed any more
+            layer.sigma, layer.cached = spectrum.sigma, None
+            # refit: whitened on the inputs the student gives it
+            layer.weighted, layer.row.init = True, "whiten"
             setattr(layer.candidate.parent, attr, _lowrank(layer, spectrum, rank))
             if config.block_by_block:
                 _let_go(layer)
@@ -171,9 +181,11 @@ def _sequential(model: nn.Module, layers: list[_Layer], ranks: dict[str, int], c
 
 
 def _let_go(layer: _Layer) -> None:
-    """Drop every reference this compression holds to a swapped-out layer's dense weight (its report row stays)."""
+    """Drop every reference this compression holds to a swapped-out layer's dense weight (its report
+    row stays)."""
     c = layer.candidate
-    c.weight = torch.empty(c.weight.shape, dtype=c.weight.dtype, device="meta")  # its shape and dtype, no data
+    # its shape and dtype, no data
+    c.weight = torch.empty(c.weight.shape, dtype=c.weight.dtype, device="meta")
     c.module = c.bias = None
     layer.work = c.weight
     layer.make = _let_go_already
@@ -184,7 +196,8 @@ def _let_go_already() -> tuple[Spectrum, bool]:
 
 
 def _checked(model: nn.Module, config: LowRankConfig | None, calibration: Calibration | None) -> LowRankConfig:
-    """The config to use, once the model, the config and the calibration are known to fit together."""
+    """The config to use, once the model, the config and the calibration are known to fit
+    together."""
     if not isinstance(model, nn.Module):
         raise PelaError(f"compress expects a torch.nn.Module, got {type(model).__name__}")
     config = config or LowRankConfig()
@@ -210,10 +223,13 @@ class _Layer:
     candidate: Candidate
     row: LayerReport  # its line in the report, filled in as it goes
     work: torch.Tensor  # its weight, in the precision the math runs in
-    make: Callable[[], tuple[Spectrum, bool]]  # its one-shot spectrum, and whether it measures output error on calibration data
+    # its one-shot spectrum, and whether it measures output error on calibration data
+    make: Callable[[], tuple[Spectrum, bool]]
     cached: Spectrum | None = None
-    weighted: bool = False  # the spectrum measures output error on calibration data (not weight error)
-    sigma: torch.Tensor | None = None  # the singular values of the spectrum its factors were cut from, once refit
+    # the spectrum measures output error on calibration data (not weight error)
+    weighted: bool = False
+    # the singular values of the spectrum its factors were cut from, once refit
+    sigma: torch.Tensor | None = None
 
     @property
     def spectrum(self) -> Spectrum:
@@ -224,9 +240,10 @@ class _Layer:
 
 def _spectra(candidates: list[Candidate], config: LowRankConfig, moments: dict[str, torch.Tensor], rows: list[LayerReport],
              progress: bool, lazy: bool = False) -> Iterator[_Layer]:
-    """Each eligible layer's spectrum, by the config's init (plain SVD where no calibration input reached it);
-    every candidate gets its row in ``rows``, the dense ones with their reason. ``lazy``: each spectrum is
-    computed when first asked for (``moments`` may gain the layer's statistics until then)."""
+    """Each eligible layer's spectrum, by the config's init (plain SVD where no calibration input
+    reached it); every candidate gets its row in ``rows``, the dense ones with their reason.
+    ``lazy``: each spectrum is computed when first asked for (``moments`` may gain the layer's
+    statistics until then)."""
 
     def maker(work: torch.Tensor, name: str, row: LayerReport) -> Callable[[], tuple[Spectrum, bool]]:
         def make() -> tuple[Spectrum, bool]:
@@ -257,7 +274,8 @@ def _spectra(candidates: list[Candidate], config: LowRankConfig, moments: dict[s
 
 
 def _factorized(layer: _Layer, rank: int | None, config: LowRankConfig) -> LowRankLinear | None:
-    """The layer's replacement at ``rank`` (else at the config's rule), or None if it stays dense (its row says why)."""
+    """The layer's replacement at ``rank`` (else at the config's rule), or None if it stays dense
+    (its row says why)."""
     c, row, spectrum = layer.candidate, layer.row, layer.spectrum
     out_f, in_f = c.weight.shape
     reason = None

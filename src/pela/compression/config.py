@@ -25,14 +25,18 @@ def _check_regexes(field_name: str, patterns: Any) -> tuple[str, ...]:
     try:
         patterns = tuple(patterns)
     except TypeError:
-        raise PelaError(f"{field_name} must be a list of regular expressions, got {patterns!r}") from None
+        raise PelaError(
+            f"{field_name} must be a list of regular expressions, got {patterns!r}"
+        ) from None
     for p in patterns:
         if not isinstance(p, str):
             raise PelaError(f"{field_name} must hold strings, got {p!r}")
         try:
             re.compile(p)
         except re.error as e:
-            raise PelaError(f"{field_name} pattern {p!r} is not a valid regular expression: {e}") from None
+            raise PelaError(
+                f"{field_name} pattern {p!r} is not a valid regular expression: {e}"
+            ) from None
     return patterns
 
 
@@ -44,7 +48,8 @@ def _is_number(x: Any) -> bool:
 class LowRankConfig:
     """How `pela.compress` factorizes a model.
 
-    Give at most one of ``ratio``, ``rank``, ``energy`` and ``param_budget``; with none, ``ratio=2``.
+    Give at most one of ``ratio``, ``rank``, ``energy`` and ``param_budget``; with none,
+    ``ratio=2``.
 
     Args:
         ratio: compression ratio k of each layer; rank ``r = floor(m·n / (k·(m+n)))`` (PELA).
@@ -92,10 +97,14 @@ class LowRankConfig:
     def __post_init__(self) -> None:
         given = [n for n in RANK_RULES if getattr(self, n) is not None]
         if len(given) > 1:
-            raise PelaError(f"give only one of ratio, rank, energy and param_budget; got {', '.join(given)}")
+            raise PelaError(
+                f"give only one of ratio, rank, energy and param_budget; got {', '.join(given)}"
+            )
         if self.ratio is not None:
             if not _is_number(self.ratio) or not math.isfinite(self.ratio) or self.ratio <= 1:
-                raise PelaError(f"ratio must be a finite number > 1 (k=2 halves each layer), got {self.ratio!r}")
+                raise PelaError(
+                    f"ratio must be a finite number > 1 (k=2 halves each layer), got {self.ratio!r}"
+                )
         if self.rank is not None:
             if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank < 1:
                 raise PelaError(f"rank must be an integer >= 1, got {self.rank!r}")
@@ -104,7 +113,9 @@ class LowRankConfig:
                 raise PelaError(f"energy must be a fraction in (0, 1], got {self.energy!r}")
         if self.param_budget is not None:
             if not _is_number(self.param_budget) or not (0 < self.param_budget < 1):
-                raise PelaError(f"param_budget must be a fraction in (0, 1) of the factorizable parameters, got {self.param_budget!r}")
+                raise PelaError(
+                    f"param_budget must be a fraction in (0, 1) of the factorizable parameters, got {self.param_budget!r}"
+                )
         if not isinstance(self.align, int) or isinstance(self.align, bool) or self.align < 1:
             raise PelaError(f"align must be an integer >= 1, got {self.align!r}")
         if not isinstance(self.min_features, int) or self.min_features < 0:
@@ -112,12 +123,16 @@ class LowRankConfig:
         if self.init not in INITS:
             raise PelaError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.sensitivity not in SENSITIVITIES:
-            raise PelaError(f"sensitivity must be one of {', '.join(SENSITIVITIES)}, got {self.sensitivity!r}")
+            raise PelaError(
+                f"sensitivity must be one of {', '.join(SENSITIVITIES)}, got {self.sensitivity!r}"
+            )
         if not isinstance(self.sequential, bool):
             raise PelaError(f"sequential must be true or false, got {self.sequential!r}")
         if self.sequential and self.init not in NEEDS_CALIBRATION:
-            raise PelaError(f"sequential factorization fits layers on calibration inputs: it needs a calibrated init "
-                            f"({', '.join(sorted(NEEDS_CALIBRATION))}), not init={self.init!r}")
+            raise PelaError(
+                f"sequential factorization fits layers on calibration inputs: it needs a calibrated init "
+                f"({', '.join(sorted(NEEDS_CALIBRATION))}), not init={self.init!r}"
+            )
         object.__setattr__(self, "include", _check_regexes("include", self.include))
         if self.exclude is not None:
             object.__setattr__(self, "exclude", _check_regexes("exclude", self.exclude))
@@ -131,11 +146,12 @@ class LowRankConfig:
 
     @property
     def block_by_block(self) -> bool:
-        """Whether calibration and compression run block by block, holding one block's statistics at a time:
-        sequential factorization with a rank rule that needs no spectrum of the whole model (a ratio or a
-        rank; a parameter budget is spent across every layer's spectrum, an energy fraction reads the one-shot one).
-        Each dense layer is let go as soon as its factors are in, so a failure midway leaves the blocks before it
-        factorized (the other ways put the model back as it was)."""
+        """Whether calibration and compression run block by block, holding one block's statistics at
+        a time: sequential factorization with a rank rule that needs no spectrum of the whole model
+        (a ratio or a rank; a parameter budget is spent across every layer's spectrum, an energy
+        fraction reads the one-shot one). Each dense layer is let go as soon as its factors are in,
+        so a failure midway leaves the blocks before it factorized (the other ways put the model
+        back as it was)."""
         return self.sequential and self.resolved_mode()[0] in ("ratio", "rank")
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,6 +165,5 @@ class LowRankConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-
             warn(f"ignoring unknown LowRankConfig keys {unknown} (written by a newer pela?)")
         return cls(**{k: v for k, v in d.items() if k in known})

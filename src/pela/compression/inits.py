@@ -1,8 +1,9 @@
 """The registry of initializations `LowRankConfig(init=...)` may name.
 
-``svd`` (the weights' truncated SVD) and ``whiten`` (outputs on calibration inputs) are built in; a new
-one is one function ``fn(weight, stats) -> Spectrum`` registered with `register_init`. `LowRankConfig`
-checks names against this registry, which it imports, so what is valid never depends on import order.
+``svd`` (the weights' truncated SVD) and ``whiten`` (outputs on calibration inputs) are built in; a
+new one is one function ``fn(weight, stats) -> Spectrum`` registered with `register_init`.
+`LowRankConfig` checks names against this registry, which it imports, so what is valid never depends
+on import order.
 """
 
 from __future__ import annotations

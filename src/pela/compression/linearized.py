@@ -23,11 +23,17 @@ from pela import arch
 from pela.features import BlockCapture, real_tokens
 
 
-def linearized_sensitivities(model: nn.Module, layers: Sequence[tuple[str, nn.Module, Callable[[], torch.Tensor], float]],
-                             probe: Sequence[dict[str, Any]], progress: Callable[..., None] = lambda **_: None,
-                             draws: int = 4, seed: int = 0) -> list[float | None]:
-    """Same contract as `pela.compression.allocate.sensitivities`: block-feature MSE per unit of ``σ²`` tail
-    for each ``(name, module, delta, tail)``, ``None`` for layers outside every block or never reached."""
+def linearized_sensitivities(
+    model: nn.Module,
+    layers: Sequence[tuple[str, nn.Module, Callable[[], torch.Tensor], float]],
+    probe: Sequence[dict[str, Any]],
+    progress: Callable[..., None] = lambda **_: None,
+    draws: int = 4,
+    seed: int = 0,
+) -> list[float | None]:
+    """Same contract as `pela.compression.allocate.sensitivities`: block-feature MSE per unit of
+    ``σ²`` tail for each ``(name, module, delta, tail)``, ``None`` for layers outside every block or
+    never reached."""
     blocks = arch.find_blocks(model)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     in_block = [not blocks or any(name.startswith(b + ".") for b in blocks) for name, *_ in layers]
@@ -58,8 +64,14 @@ def linearized_sensitivities(model: nn.Module, layers: Sequence[tuple[str, nn.Mo
     return result
 
 
-def _one_draw(model: nn.Module, layers: Sequence[tuple], deltas: list[torch.Tensor | None], batch: dict[str, Any],
-              capture: BlockCapture | None, generator: torch.Generator) -> dict[int, float]:
+def _one_draw(
+    model: nn.Module,
+    layers: Sequence[tuple],
+    deltas: list[torch.Tensor | None],
+    batch: dict[str, Any],
+    capture: BlockCapture | None,
+    generator: torch.Generator,
+) -> dict[int, float]:
     """``Σ_examples ⟨g_l, δ_l⟩²`` for each layer the batch reaches, for one draw of ``r``."""
     slots: dict[int, torch.Tensor] = {}
     inputs: dict[int, torch.Tensor] = {}
@@ -71,9 +83,14 @@ def _one_draw(model: nn.Module, layers: Sequence[tuple], deltas: list[torch.Tens
             slots[i] = torch.zeros_like(out, requires_grad=True)  # ∂s/∂(this) is ∂s/∂y_l
             inputs[i] = args[0].detach()
             return out + slots[i]
+
         return forward_hook
 
-    handles = [module.register_forward_hook(hook(i)) for i, (_, module, _, _) in enumerate(layers) if deltas[i] is not None]
+    handles = [
+        module.register_forward_hook(hook(i))
+        for i, (_, module, _, _) in enumerate(layers)
+        if deltas[i] is not None
+    ]
     try:
         with torch.enable_grad():
             output = arch.forward(model, batch)
@@ -86,7 +103,11 @@ def _one_draw(model: nn.Module, layers: Sequence[tuple], deltas: list[torch.Tens
                 s = s + (r * real).sum() / math.sqrt(len(features) * real.numel())
             examples = features[0].shape[0]
             order = sorted(slots)
-            grads = torch.autograd.grad(s, [slots[i] for i in order], allow_unused=True) if order else []
+            grads = (
+                torch.autograd.grad(s, [slots[i] for i in order], allow_unused=True)
+                if order
+                else []
+            )
     finally:
         for h in handles:
             h.remove()
@@ -97,7 +118,8 @@ def _one_draw(model: nn.Module, layers: Sequence[tuple], deltas: list[torch.Tens
                 continue
             d = deltas[i]
             delta = inputs[i].to(d.dtype) @ d.T  # the layer's output error at the reference rank
-            rows = delta.shape[0] if delta.shape[0] == examples else 1  # Swin's windows are not examples: one sum
+            # Swin's windows are not examples: one sum
+            rows = delta.shape[0] if delta.shape[0] == examples else 1
             per_example = (g.to(d.dtype) * delta).reshape(rows, -1).sum(1)
             terms[i] = float((per_example.double() ** 2).sum())
     return terms

@@ -15,12 +15,14 @@ def align_rank(r: int, align: int, up: bool) -> int:
     return -(-r // align) * align if up else r // align * align
 
 
-def choose_rank(out_features: int, in_features: int, sigma: torch.Tensor, config: LowRankConfig) -> tuple[int, str | None]:
+def choose_rank(
+    out_features: int, in_features: int, sigma: torch.Tensor, config: LowRankConfig
+) -> tuple[int, str | None]:
     """The rank for one layer and, if it must stay dense, why.
 
     ratio k: ``floor(m·n / (k·(m+n)))`` rounded *down* to ``align``; rank: capped at full rank and
-    rounded down; energy: the fewest singular values whose ``Σσ²`` reaches the fraction, rounded *up*.
-    A rank that would not make the layer smaller (``r·(m+n) ≥ m·n``) leaves it dense.
+    rounded down; energy: the fewest singular values whose ``Σσ²`` reaches the fraction, rounded
+    *up*. A rank that would not make the layer smaller (``r·(m+n) ≥ m·n``) leaves it dense.
     """
     m, n = in_features, out_features
     full = min(m, n)
@@ -45,7 +47,9 @@ def choose_rank(out_features: int, in_features: int, sigma: torch.Tensor, config
     return r, None
 
 
-def relative_error(w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, sigma: torch.Tensor, rank: int) -> float:
+def relative_error(
+    w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, sigma: torch.Tensor, rank: int
+) -> float:
     """``||W − BA||_F / ||W||_F``: from the discarded singular values when that is exact enough
     (working-precision factors, error above 1%), else by forming ``BA`` (one extra matmul)."""
     energy = sigma.double() ** 2
@@ -55,11 +59,14 @@ def relative_error(w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, sigma: tor
     tail = float(energy[rank:].sum()) / total
     if a.dtype == w.dtype and tail > 1e-4:
         return tail**0.5
-    return float(torch.linalg.matrix_norm(w - b.to(w.dtype) @ a.to(w.dtype)) / torch.linalg.matrix_norm(w))
+    return float(
+        torch.linalg.matrix_norm(w - b.to(w.dtype) @ a.to(w.dtype)) / torch.linalg.matrix_norm(w)
+    )
 
 
 def tail_error(sigma: torch.Tensor, rank: int) -> float:
-    """Relative error in the init's own metric (for whiten: outputs on calibration inputs), from the discarded σ."""
+    """Relative error in the init's own metric (for whiten: outputs on calibration inputs), from the
+    discarded σ."""
     energy = sigma.double() ** 2
     total = float(energy.sum())
     return (float(energy[rank:].sum()) / total) ** 0.5 if total > 0 else 0.0

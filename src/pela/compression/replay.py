@@ -1,13 +1,14 @@
-"""Running a model again from one block on: what a sensitivity probe needs, without the blocks before it.
+"""Running a model again from one block on: what a sensitivity probe needs, without the blocks
+before it.
 
 A sensitivity probe perturbs one layer and measures how every block's output moves. The blocks
 before that layer's block, the embeddings and the head are not affected, so running the whole model
 again for every layer wastes most of the work (a 12-block model probed layer by layer ran each block
 about twice as often as needed, and its output layer every time). `BlockCalls` records each block
-call of a reference pass: its inputs, keyword arguments and output. `replay` then runs only the calls
-from the perturbed block on, each fed the previous call's new output, where the recorded pass shows
-that each block reads the previous one's output; where it does not (a downsampling between stages, a
-decoder reading the encoder), it says so and the caller runs the whole model instead.
+call of a reference pass: its inputs, keyword arguments and output. `replay` then runs only the
+calls from the perturbed block on, each fed the previous call's new output, where the recorded pass
+shows that each block reads the previous one's output; where it does not (a downsampling between
+stages, a decoder reading the encoder), it says so and the caller runs the whole model instead.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class BlockCalls:
         for name in names:
             module = modules[name]
             self.handles.append(module.register_forward_hook(self._hook(name), with_kwargs=True))
-        head = arch.vocabulary_head(model) if names else None  # runs after every block: a pass stops before its logits
+        # runs after every block: a pass stops before its logits
+        head = arch.vocabulary_head(model) if names else None
         if head is not None:
             self.handles.append(head.register_forward_pre_hook(self._stop))
 
@@ -68,17 +70,24 @@ class BlockCalls:
                 call = Call(name, module, args, dict(kwargs), arch.block_output(output))
                 previous = self.calls[-1] if self.calls else None
                 self.linked.append(previous is not None and _reads(call, previous.output))
-                if previous is not None and not self.keep_outputs:  # its output was all the next call needed of it
-                    self.calls[-1] = Call(previous.name, previous.module, previous.args, previous.kwargs, None)
+                # its output was all the next call needed of it
+                if previous is not None and not self.keep_outputs:
+                    self.calls[-1] = Call(
+                        previous.name, previous.module, previous.args, previous.kwargs, None
+                    )
                 self.calls.append(call)
                 if self.stop_after is not None and len(self.calls) >= self.stop_after:
-                    raise _Recorded  # the rest of the pass (a language model's logits) is not needed
+                    # the rest of the pass (a language model's logits) is not needed
+                    raise _Recorded
 
         return hook
 
-    def record(self, run: Callable[[], Any], stop_after: int | None = None, keep_outputs: bool = True) -> tuple[list[Call], list[bool]]:
-        """The calls of one pass of ``run``, and for each whether it read the previous call's output. ``stop_after``:
-        the pass stops after that many calls; without ``keep_outputs`` only the last call keeps its output."""
+    def record(
+        self, run: Callable[[], Any], stop_after: int | None = None, keep_outputs: bool = True
+    ) -> tuple[list[Call], list[bool]]:
+        """The calls of one pass of ``run``, and for each whether it read the previous call's
+        output. ``stop_after``: the pass stops after that many calls; without ``keep_outputs`` only
+        the last call keeps its output."""
         self.calls, self.linked, self.recording = [], [], True
         self.stop_after, self.keep_outputs = stop_after, keep_outputs
         try:
@@ -89,8 +98,11 @@ class BlockCalls:
             self.recording = False
         return self.calls, self.linked
 
-    def features(self, calls: list[Call], outputs: dict[int, torch.Tensor] | None = None) -> list[torch.Tensor]:
-        """The block outputs in `pela.features.BlockCapture`'s order (by block, then call), replayed ones in place."""
+    def features(
+        self, calls: list[Call], outputs: dict[int, torch.Tensor] | None = None
+    ) -> list[torch.Tensor]:
+        """The block outputs in `pela.features.BlockCapture`'s order (by block, then call), replayed
+        ones in place."""
         outputs = outputs or {}
         order = [i for name in self.names for i, c in enumerate(calls) if c.name == name]
         return [outputs.get(i, calls[i].output) for i in order]
@@ -102,11 +114,14 @@ class BlockCalls:
 
 def _reads(call: Call, previous: torch.Tensor) -> bool:
     x = hidden_of(call)
-    return x is not None and (x is previous or (x.shape == previous.shape and torch.equal(x, previous)))
+    return x is not None and (
+        x is previous or (x.shape == previous.shape and torch.equal(x, previous))
+    )
 
 
 def _plain(value: Any) -> bool:
-    """A value a call can be given twice: a tensor, a number, a string, or a tuple of them (not a cache that grows)."""
+    """A value a call can be given twice: a tensor, a number, a string, or a tuple of them (not a
+    cache that grows)."""
     if isinstance(value, (tuple, list)):
         return all(_plain(v) for v in value)
     return value is None or torch.is_tensor(value) or isinstance(value, (bool, int, float, str))
@@ -120,17 +135,18 @@ def run_call(module: nn.Module, call: Call, hidden: torch.Tensor) -> torch.Tenso
 
 
 def replay_ready(calls: list[Call], linked: list[bool], start: int) -> bool:
-    """Whether calls ``start`` onward can run again on new hidden states: each reads its predecessor's output,
-    the first reads hidden states, and nothing they are given may hold state (a key-value cache)."""
-    if hidden_of(calls[start]) is None or not all(linked[start + 1:]):
+    """Whether calls ``start`` onward can run again on new hidden states: each reads its
+    predecessor's output, the first reads hidden states, and nothing they are given may hold state
+    (a key-value cache)."""
+    if hidden_of(calls[start]) is None or not all(linked[start + 1 :]):
         return False
     return all(_plain(v) for c in calls[start:] for v in (*c.args[1:], *c.kwargs.values()))
 
 
 def replay(calls: list[Call], linked: list[bool], start: int) -> dict[int, torch.Tensor] | None:
-    """The outputs of calls ``start`` onward, run again on the recorded inputs of call ``start`` (hooks on
-    their layers active); None when a later call does not read its predecessor's output, or a call was
-    given something that may hold state (a key-value cache)."""
+    """The outputs of calls ``start`` onward, run again on the recorded inputs of call ``start``
+    (hooks on their layers active); None when a later call does not read its predecessor's output,
+    or a call was given something that may hold state (a key-value cache)."""
     if not replay_ready(calls, linked, start):
         return None
     hidden = hidden_of(calls[start])

@@ -15,10 +15,12 @@ class LayerReport:
     rank: int | None  # None: left dense
     params_before: int
     params_after: int
-    rel_error: float | None  # ||W - BA||_F / ||W||_F (svd); ||(W - BA)S||_F / ||WS||_F, outputs on calibration data (whiten)
+    # ||W - BA||_F / ||W||_F (svd); ||(W - BA)S||_F / ||WS||_F, outputs on calibration data (whiten)
+    rel_error: float | None
     status: str  # "factorized" or "dense"
     reason: str | None = None  # why it stayed dense
-    init: str | None = None  # the initialization used (whiten falls back to svd for a layer calibration never reached)
+    # the initialization used (whiten falls back to svd for a layer calibration never reached)
+    init: str | None = None
 
 
 @dataclass
@@ -28,7 +30,8 @@ class CompressionReport:
     params_after: int
     seconds: float
     config: dict[str, Any] = field(default_factory=dict)
-    spectra: dict[str, list[float]] = field(default_factory=dict, repr=False)  # σ per factorized layer, for plots; not in to_dict
+    # σ per factorized layer, for plots; not in to_dict
+    spectra: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
     @property
     def factorized(self) -> list[LayerReport]:
@@ -61,9 +64,14 @@ class CompressionReport:
         )
 
     def __str__(self) -> str:
-        lines = ["| layer | in | out | rank | params before | params after | rel. error | note |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+        lines = [
+            "| layer | in | out | rank | params before | params after | rel. error | note |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
         for r in self.layers:
             err = "" if r.rel_error is None else f"{r.rel_error:.4f}"
             rank = "dense" if r.rank is None else str(r.rank)
-            lines.append(f"| {r.name} | {r.in_features} | {r.out_features} | {rank} | {r.params_before:,} | {r.params_after:,} | {err} | {r.reason or ''} |")
+            lines.append(
+                f"| {r.name} | {r.in_features} | {r.out_features} | {rank} | {r.params_before:,} | {r.params_after:,} | {err} | {r.reason or ''} |"
+            )
         return "\n".join(lines + ["", self.summary()])

@@ -54,7 +54,9 @@ def select(model: nn.Module, config: LowRankConfig) -> list[Candidate]:
     include/exclude pattern matches no linear layer (quoting the pattern and the layer names).
     """
     if any(isinstance(m, LowRankLinear) for m in model.modules()):
-        raise PelaError("model is already compressed (it contains LowRankLinear layers); compress the original instead")
+        raise PelaError(
+            "model is already compressed (it contains LowRankLinear layers); compress the original instead"
+        )
     layers = linear_layers(model)
     if not layers:
         raise PelaError(f"{type(model).__name__} has no nn.Linear layers to factorize")
@@ -62,7 +64,9 @@ def select(model: nn.Module, config: LowRankConfig) -> list[Candidate]:
     for field_name, patterns in (("include", config.include), ("exclude", config.exclude or ())):
         for p in patterns:
             if not any(re.search(p, n) for n in names):
-                raise PelaError(f"{field_name} pattern {p!r} matches no linear layer; available: {_names_preview(names)}")
+                raise PelaError(
+                    f"{field_name} pattern {p!r} matches no linear layer; available: {_names_preview(names)}"
+                )
 
     for c in layers:
         out_f, in_f = c.weight.shape
@@ -72,7 +76,11 @@ def select(model: nn.Module, config: LowRankConfig) -> list[Candidate]:
             c.skip_reason = "not matched by include"
         elif user_excluded is not None:
             c.skip_reason = f"excluded by {user_excluded!r}"
-        elif config.exclude is None and not included and (reason := arch.default_exclusion_reason(c.name)):
+        elif (
+            config.exclude is None
+            and not included
+            and (reason := arch.default_exclusion_reason(c.name))
+        ):
             c.skip_reason = f"default exclusion: {reason}"
         elif (reason := arch.structural_skip(c.name, c.module, c.parent)) is not None:
             c.skip_reason = reason
@@ -82,18 +90,24 @@ def select(model: nn.Module, config: LowRankConfig) -> list[Candidate]:
 
 
 def budget_of(model: nn.Module, config: LowRankConfig) -> float:
-    """The ``param_budget`` that keeps the parameters ``config``'s per-layer ratio would: the fraction of the
-    weights of the layers it factorizes that their factors take. Allocation spends the same budget where
-    measured sensitivity says it matters, so the model comes out the same size."""
+    """The ``param_budget`` that keeps the parameters ``config``'s per-layer ratio would: the
+    fraction of the weights of the layers it factorizes that their factors take. Allocation spends
+    the same budget where measured sensitivity says it matters, so the model comes out the same
+    size."""
     if config.resolved_mode()[0] not in ("ratio", "rank"):
-        raise PelaError(f"a parameter budget matches a ratio or a rank, not {config.resolved_mode()[0]}")
+        raise PelaError(
+            f"a parameter budget matches a ratio or a rank, not {config.resolved_mode()[0]}"
+        )
     kept = total = 0
     for c in select(model, config):
         if c.skip_reason is None:
             n_out, n_in = c.weight.shape
-            rank, reason = choose_rank(n_out, n_in, torch.ones(1), config)  # ratio and rank need no spectrum
+            # ratio and rank need no spectrum
+            rank, reason = choose_rank(n_out, n_in, torch.ones(1), config)
             if reason is None:
                 kept, total = kept + rank * (n_in + n_out), total + n_in * n_out
     if not total:
-        raise PelaError(f"{config.resolved_mode()[0]}={config.resolved_mode()[1]} factorizes no layer of this model")
+        raise PelaError(
+            f"{config.resolved_mode()[0]}={config.resolved_mode()[1]} factorizes no layer of this model"
+        )
     return kept / total

@@ -1,1 +1,2 @@
-"""Datasets for distillation and fine-tuning, and the collator that turns examples into model inputs."""
+"""Datasets for distillation and fine-tuning, and the collator that turns examples into model
+inputs."""

@@ -20,7 +20,8 @@ def gzipped(path: Path) -> bool:
 
 
 def data_format(path: Path) -> str:
-    """The suffix that says how to read ``path``, looking through a final ``.gz`` (train.jsonl.gz: .jsonl)."""
+    """The suffix that says how to read ``path``, looking through a final ``.gz`` (train.jsonl.gz:
+    .jsonl)."""
     return Path(path.stem if gzipped(path) else path.name).suffix.lower()
 
 
@@ -37,7 +38,12 @@ def gunzipped_copy(path: Path, progress: bool) -> Path | None:
     def write(out: Path) -> None:
         bar = bytes_bar(progress, path.stat().st_size, f"decompressing {path.name} (MiB read)")
         try:
-            with bar as reach, open(path, "rb") as raw, gzip.open(raw) as src, open(out, "wb") as dst:
+            with (
+                bar as reach,
+                open(path, "rb") as raw,
+                gzip.open(raw) as src,
+                open(out, "wb") as dst,
+            ):
                 while chunk := src.read(1 << 20):
                     dst.write(chunk)
                     reach(raw.tell())
@@ -48,9 +54,9 @@ def gunzipped_copy(path: Path, progress: bool) -> Path | None:
 
 
 def cached_copy(f: Path, kind: str, suffix: str, write: Callable[[Path], None]) -> Path | None:
-    """What ``write`` makes of ``f``, kept in pela's cache (`cache_dir`) and written once, atomically,
-    per version of ``f`` (its size and time); None, with a warning, where the cache cannot be
-    written, so that ``f`` is read into memory instead.
+    """What ``write`` makes of ``f``, kept in pela's cache (`cache_dir`) and written once,
+    atomically, per version of ``f`` (its size and time); None, with a warning, where the cache
+    cannot be written, so that ``f`` is read into memory instead.
 
     A new version's copy replaces the old version's, so the cache holds one copy per file. A process
     still reading the old copy keeps its open descriptor or mapping, which outlive the file's name.
@@ -66,14 +72,17 @@ def cached_copy(f: Path, kind: str, suffix: str, write: Callable[[Path], None]) 
         out.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         os.replace(tmp, out)
-        older = re.compile(re.escape(stem) + "-[0-9a-f]{16}" + re.escape(suffix))  # not another writer's .tmp file
+        # not another writer's .tmp file
+        older = re.compile(re.escape(stem) + "-[0-9a-f]{16}" + re.escape(suffix))
         for old in out.parent.iterdir():
             if old != out and older.fullmatch(old.name):
                 with contextlib.suppress(OSError):
                     old.unlink()
         return out
     except OSError as e:
-        warn(f"reading {f} into memory: could not write its copy to {out.parent} ({e}); set PELA_CACHE to a writable folder")
+        warn(
+            f"reading {f} into memory: could not write its copy to {out.parent} ({e}); set PELA_CACHE to a writable folder"
+        )
         return None
     finally:
         with contextlib.suppress(OSError):

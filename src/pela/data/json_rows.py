@@ -22,9 +22,10 @@ class JsonListRows(LineRows):
     list, as many exports wrap it), left on disk as byte ranges and parsed when read.
 
     Indexing parses each element once and drops it, so no more than one is held at a time. It reads
-    the bytes as Latin-1, one character per byte, so the decoder's positions are byte offsets; JSON's
-    structure is ASCII, so the element boundaries are found correctly, and each element is decoded as
-    UTF-8 when it is read. Any other layout raises `_NotAList`, and `read_rows` parses the file whole.
+    the bytes as Latin-1, one character per byte, so the decoder's positions are byte offsets;
+    JSON's structure is ASCII, so the element boundaries are found correctly, and each element is
+    decoded as UTF-8 when it is read. Any other layout raises `_NotAList`, and `read_rows` parses
+    the file whole.
     """
 
     def __init__(self, path: Path, progress: bool = False):
@@ -47,29 +48,37 @@ class JsonListRows(LineRows):
             pos = _skip_space(text, pos + 1)
         if text[pos:pos + 1] != "[":
             raise _NotAList
-        with bytes_bar(progress and len(text) >= lines.PROGRESS_BYTES, len(text), f"indexing {path.name} (MiB)") as reach:
+        with bytes_bar(
+            progress and len(text) >= lines.PROGRESS_BYTES, len(text), f"indexing {path.name} (MiB)"
+        ) as reach:
             pos = _skip_space(text, pos + 1)
-            while text[pos:pos + 1] != "]" or self.starts:
+            while text[pos : pos + 1] != "]" or self.starts:
                 try:
                     _, end = decode(text, pos)
                 except json.JSONDecodeError as e:
-                    raise PelaError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from None
+                    raise PelaError(
+                        f"{path} is not valid JSON: {e.msg} (line {e.lineno})"
+                    ) from None
                 self.starts.append(pos)
                 self.ends.append(end)
                 reach(end)
                 pos = _skip_space(text, end)
-                if text[pos:pos + 1] == "]":
+                if text[pos : pos + 1] == "]":
                     break
-                if text[pos:pos + 1] != ",":
-                    raise PelaError(f"{path} is not valid JSON: expected ',' or ']' (line {self._line_of(pos)})")
+                if text[pos : pos + 1] != ",":
+                    raise PelaError(
+                        f"{path} is not valid JSON: expected ',' or ']' (line {self._line_of(pos)})"
+                    )
                 pos = _skip_space(text, pos + 1)
         pos = _skip_space(text, pos + 1)
         if wrapped:  # more keys, or not an object: the whole parse says what it is
-            if text[pos:pos + 1] != "}":
+            if text[pos : pos + 1] != "}":
                 raise _NotAList
             pos = _skip_space(text, pos + 1)
         if pos != len(text):
-            raise PelaError(f"{path} is not valid JSON: extra data after the list (line {self._line_of(pos)})")
+            raise PelaError(
+                f"{path} is not valid JSON: extra data after the list (line {self._line_of(pos)})"
+            )
 
 
 class _NotAList(Exception):
@@ -80,13 +89,14 @@ _SPACE = re.compile(r"[ \t\n\r]*")
 
 
 def _skip_space(text: str, pos: int) -> int:
-    return _SPACE.match(text, pos).end()  # type: ignore[union-attr]  (the pattern matches the empty string)
+    # type: ignore[union-attr] (the pattern matches the empty string)
+    return _SPACE.match(text, pos).end()
 
 
 def _json_lines(path: Path) -> bool:
     """Whether a ``.json`` file holds JSON lines (as C4's *.json.gz do): a whole object on its first
     line, and more after it."""
-    with (gzip.open(path, "rb") if gzipped(path) else open(path, "rb")) as f:
+    with gzip.open(path, "rb") if gzipped(path) else open(path, "rb") as f:
         first = f.readline(1 << 24).removeprefix(BOM)
         rest = any(line.strip() for line in iter(lambda: f.readline(1 << 16), b""))
     try:
@@ -107,7 +117,11 @@ def read_rows(path: Path, progress: bool = False) -> Sequence[Any]:
             return LineRows(path, fmt, progress)
         with contextlib.suppress(_NotAList):
             return JsonListRows(path, progress)
-        text = gunzip(path).decode("utf-8-sig") if gzipped(path) else path.read_text(encoding="utf-8-sig")
+        text = (
+            gunzip(path).decode("utf-8-sig")
+            if gzipped(path)
+            else path.read_text(encoding="utf-8-sig")
+        )
     except UnicodeDecodeError:
         raise PelaError(f"{path} is not UTF-8 text") from None
     except (gzip.BadGzipFile, EOFError) as e:

@@ -41,9 +41,12 @@ class _Relabelled(Dataset):
         return item
 
 
-def align_classes(data: Dataset, names: list[str] | None, *, subset: bool = False, extend: bool = False) -> Dataset:
-    """``data`` labelled in the order of ``names`` (the classes a model names, `pela.arch.class_names`)
-    when it has exactly those classes, or with ``subset`` some of them; otherwise ``data`` as it is.
+def align_classes(
+    data: Dataset, names: list[str] | None, *, subset: bool = False, extend: bool = False
+) -> Dataset:
+    """``data`` labelled in the order of ``names`` (the classes a model names,
+    `pela.arch.class_names`) when it has exactly those classes, or with ``subset`` some of them;
+    otherwise ``data`` as it is.
 
     With ``extend`` too, classes ``names`` lacks (a rare class a small training set missed) are kept
     after them, numbered ``len(names)``, ``len(names) + 1``, ...: outputs no model has, so that an
@@ -58,7 +61,8 @@ def align_classes(data: Dataset, names: list[str] | None, *, subset: bool = Fals
         return data
     unknown = [c for c in classes if c not in set(names)]
     if not (set(classes) == set(names) or (subset and not unknown)):
-        if not (subset and extend and len(unknown) < len(classes)):  # sharing no class: the data's labels are indices
+        # sharing no class: the data's labels are indices
+        if not (subset and extend and len(unknown) < len(classes)):
             return data
     order = list(names) + unknown
     position = {c: i for i, c in enumerate(order)}

@@ -1,4 +1,5 @@
-"""`load_dataset`: any supported data path to a dataset of raw examples; `describe` says what was read."""
+"""`load_dataset`: any supported data path to a dataset of raw examples; `describe` says what was
+read."""
 
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ from pela.errors import PelaError
 
 def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: str | None = None, label_field: str | None = None,
                  classes: list[str] | None = None, progress: bool = False) -> Dataset:
-    """Open a dataset by path; raises `PelaError` if it is missing, unreadable or empty. ``progress``
-    shows bars on stderr while a large file is indexed and its records checked.
+    """Open a dataset by path; raises `PelaError` if it is missing, unreadable or empty.
+    ``progress`` shows bars on stderr while a large file is indexed and its records checked.
 
     * ``*.txt`` (or no suffix): one text per line (unlabelled); in fortune's format (records
       separated by lines holding only ``%``), one per record.
@@ -61,7 +62,8 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
     if not os.access(p, os.R_OK):
         raise PelaError(f"dataset {p} is not readable (permission denied)")
     tables = table_files(p)
-    if tables:  # a Parquet or Arrow file, or a Hugging Face dataset's (data/train-00000-of-00001.parquet, ...)
+    # a Parquet or Arrow file, or a Hugging Face dataset's (data/train-00000-of-00001.parquet, ...)
+    if tables:
         files = table_split(p, tables, split) if p.is_dir() else tables
         rows, names = read_tables(files, progress)
         if label_field is None:
@@ -79,7 +81,8 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
         elif meta:
             ds = read_records(meta, text_field, label_field, classes, progress=progress)
         elif not _holds_examples(folder) and (shards := record_files(folder)):
-            # shards of records (C4's c4-train.00000-of-01024.json.gz, ...), a split picked by name as for Parquet
+            # shards of records (C4's c4-train.00000-of-01024.json.gz, ...), a split picked by name
+            # as for Parquet
             files = table_split(folder, shards, split)
             rows = ChainRows([read_rows(f, progress) for f in files])
             ds = read_records(files[0], text_field, label_field, classes, rows=rows, progress=progress)
@@ -96,7 +99,8 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
 
 
 def _holds_examples(folder: Path) -> bool:
-    """Whether ``folder`` holds the images or .txt files of a folder dataset (it stops at the first)."""
+    """Whether ``folder`` holds the images or .txt files of a folder dataset (it stops at the
+    first)."""
     return any(f.suffix.lower() in FOLDER_SUFFIXES for f in folder.rglob("*"))
 
 
@@ -107,8 +111,8 @@ def _nonempty(ds: Dataset, p: Path) -> Dataset:
 
 
 def describe(ds: Dataset) -> dict[str, Any]:
-    """What pela reads from ``ds``: its kind, its number of examples, the fields it uses, its classes
-    with their number of examples, and its first example (text cut at 300 characters)."""
+    """What pela reads from ``ds``: its kind, its number of examples, the fields it uses, its
+    classes with their number of examples, and its first example (text cut at 300 characters)."""
 
     info: dict[str, Any] = {"kind": type(ds).__name__, "examples": len(ds)}
     counts: dict[str, int] = {}

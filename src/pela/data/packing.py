@@ -1,4 +1,5 @@
-"""Text as a language model is trained on it: documents tokenized, joined, and cut into equal blocks.
+"""Text as a language model is trained on it: documents tokenized, joined, and cut into equal
+blocks.
 
 As Hugging Face's language-modelling examples do (``group_texts``): each document's tokens are
 followed by the tokenizer's end-of-text token (the beginning-of-text token opens the stream where
@@ -19,7 +20,8 @@ CHUNK = 1024  # documents per tokenizer call: a fast tokenizer encodes a list in
 
 
 def prefix_ids(tokenizer: Any) -> list[int]:
-    """What the tokenizer puts before any text: ``[bos]`` for Llama-style tokenizers, nothing for GPT-2's."""
+    """What the tokenizer puts before any text: ``[bos]`` for Llama-style tokenizers, nothing for
+    GPT-2's."""
     return tokenizer("", add_special_tokens=True)["input_ids"]
 
 
@@ -43,7 +45,8 @@ def texts_of(data: Any, what: str) -> list[str]:
 
 
 class PackedText(Dataset):
-    """Blocks of ``length`` token ids cut from the documents of ``data`` (records with a ``text`` field)."""
+    """Blocks of ``length`` token ids cut from the documents of ``data`` (records with a ``text``
+    field)."""
 
     def __init__(self, data: Any, tokenizer: Any, length: int):
         if length < 2:
@@ -51,8 +54,11 @@ class PackedText(Dataset):
         stream = token_stream(texts_of(data, "packing"), tokenizer)
         blocks = len(stream) // length
         if blocks == 0:
-            raise PelaError(f"the text holds {len(stream)} tokens, fewer than one packed sequence of {length}")
-        self.ids = stream[: blocks * length].view(blocks, length).to(torch.int32)  # half the memory; every vocabulary fits
+            raise PelaError(
+                f"the text holds {len(stream)} tokens, fewer than one packed sequence of {length}"
+            )
+        # half the memory; every vocabulary fits
+        self.ids = stream[: blocks * length].view(blocks, length).to(torch.int32)
         self.length = length
 
     def __len__(self) -> int:

@@ -1,4 +1,5 @@
-"""Records: rows of CSV, TSV, JSON, JSONL, Parquet and Arrow files, as a dataset of text, text pairs or images.
+"""Records: rows of CSV, TSV, JSON, JSONL, Parquet and Arrow files, as a dataset of text, text pairs
+or images.
 
 A record holds its text in named fields (two for sentence pairs), or an image (a file path, or in
 Parquet and Arrow the encoded image), and optionally a label. Classes are sorted names (integers by
@@ -26,9 +27,9 @@ from pela.utils.progress import progress_bar
 
 
 class Records(Dataset):
-    """Rows of a JSONL, JSON, CSV, TSV, Parquet or Arrow file: text (one field, or two for sentence pairs), or
-    an image (a path relative to the file, or the encoded bytes) with or without a caption, and
-    an optional label. Build it with `read_records`, which checks every row once."""
+    """Rows of a JSONL, JSON, CSV, TSV, Parquet or Arrow file: text (one field, or two for sentence
+    pairs), or an image (a path relative to the file, or the encoded bytes) with or without a
+    caption, and an optional label. Build it with `read_records`, which checks every row once."""
 
     def __init__(self, rows: Sequence[dict[str, Any]], text_fields: tuple[str, ...], label_field: str, labels: list[str] | None,
                  image_field: str | None = None, root: Path | None = None, label_names: list[str] | None = None,
@@ -36,9 +37,12 @@ class Records(Dataset):
         self.rows, self.text_fields, self.label_field = rows, text_fields, label_field
         self.image_field, self.root = image_field, root or Path(".")
         self.classes = labels
-        self.label_names = label_names  # the dataset's own names for integer labels (Hugging Face's ClassLabel)
-        self.unlabelled: str | None = None  # why there are no labels, for an error where labels are needed
-        self._index = None if labels is None else {c: i for i, c in enumerate(labels)}  # not list.index per item
+        # the dataset's own names for integer labels (Hugging Face's ClassLabel)
+        self.label_names = label_names
+        # why there are no labels, for an error where labels are needed
+        self.unlabelled: str | None = None
+        # not list.index per item
+        self._index = None if labels is None else {c: i for i, c in enumerate(labels)}
         self._lengths = lengths
         self.counts: dict[str, int] = {}  # examples per class, as read_records counted them
 
@@ -58,7 +62,8 @@ class Records(Dataset):
             image = value(row[self.image_field])
             if isinstance(image, dict):  # Parquet, Arrow: the encoded image, else its path
                 item["image"] = open_image(self.root / str(image.get("path") or f"record {i}"), image.get("bytes"))
-            elif isinstance(image, (bytes, bytearray)):  # a column of encoded images, as webdataset's jpg
+            # a column of encoded images, as webdataset's jpg
+            elif isinstance(image, (bytes, bytearray)):
                 item["image"] = open_image(self.root / f"record {i}", bytes(image))
             else:
                 item["image"] = open_image(self.root / image)
@@ -83,7 +88,8 @@ def label_of(x: Any, names: list[str] | None = None) -> str | None:
 
 
 def _sorted_labels(labels: set[str]) -> list[str]:
-    """Class names in order; integers by value, so class 10 comes after class 9, not after class 1."""
+    """Class names in order; integers by value, so class 10 comes after class 9, not after class
+    1."""
     numeric = all(re.fullmatch(r"-?\d+", x) for x in labels)
     return sorted(labels, key=int) if numeric else sorted(labels)
 
@@ -93,7 +99,8 @@ RECORD_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
 
 def record_files(folder: Path) -> list[Path]:
     """The record files of a folder of shards (C4's c4-train.00000-of-01024.json.gz, say), at most
-    three levels down, gzipped or not, all of one format; an image folder's metadata file is not one."""
+    three levels down, gzipped or not, all of one format; an image folder's metadata file is not
+    one."""
     files = sorted(f for depth in ("", "*/", "*/*/") for f in folder.glob(f"{depth}*")
                    if data_format(f) in RECORD_SUFFIXES and not f.name.startswith("metadata.") and f.is_file())
     formats = sorted({data_format(f) for f in files})
@@ -102,14 +109,16 @@ def record_files(folder: Path) -> list[Path]:
     return files
 
 
-LABEL_FIELDS = ("label", "labels", "gold_label", "class", "category", "sentiment")  # the class column's usual names (gold_label: SNLI, MNLI)
+# the class column's usual names (gold_label: SNLI, MNLI)
+LABEL_FIELDS = ("label", "labels", "gold_label", "class", "category", "sentiment")
 
 
 def default_label_field(first: dict[str, Any], class_labels: Sequence[str] = (), headerless: bool = False) -> str:
     """The column that holds the class when none is named: ``label`` or another usual name for it
-    (`LABEL_FIELDS`, not holding a list: IMDB's CSV has ``review`` and ``sentiment``), else a Hugging Face
-    dataset's only ClassLabel column (clinc_oos's ``intent``), else, in a CSV or TSV file without a
-    header row, its only column of whole numbers (AG News' class); ``label`` where there is none."""
+    (`LABEL_FIELDS`, not holding a list: IMDB's CSV has ``review`` and ``sentiment``), else a
+    Hugging Face dataset's only ClassLabel column (clinc_oos's ``intent``), else, in a CSV or TSV
+    file without a header row, its only column of whole numbers (AG News' class); ``label`` where
+    there is none."""
     named = [k for k in LABEL_FIELDS if k in first and not isinstance(value(first[k]), (list, tuple, dict))]  # not multi-label
     if named:
         return named[0]
@@ -150,7 +159,8 @@ def read_records(path: Path, text_field: str | None, label_field: str | None, cl
         label_field = default_label_field(first, headerless=headerless)
     image_field, text_fields = _fields(first, text_field, label_field)
     required = (image_field,) if image_field else text_fields
-    lengths = array("q") if text_fields and image_field is None else None  # for batches grouped by length
+    # for batches grouped by length
+    lengths = array("q") if text_fields and image_field is None else None
     seen: collections.Counter[str] = collections.Counter()
     labelled: bool | None = None
     bar = progress_bar(progress and len(rows) >= PROGRESS_RECORDS, len(rows), f"checking {path.name}")
@@ -184,7 +194,8 @@ def read_records(path: Path, text_field: str | None, label_field: str | None, cl
             lengths.append(sum(len(str(row[f])) for f in text_fields))
     labels = (list(label_names) if label_names else _sorted_labels(seen)) if labelled else None
     fractional = next((x for x in labels or () if re.fullmatch(r"-?\d*\.\d+(e-?\d+)?", x) and float(x) != int(float(x))), None)
-    if fractional is not None:  # STS-B's similarity scores, say: each distinct value would become a class
+    # STS-B's similarity scores, say: each distinct value would become a class
+    if fractional is not None:
         raise PelaError(f"{path}: label {fractional!r} is a fractional number; pela fine-tunes classifiers, "
                         f"not regression (use --label-field to pick a column of classes)")
     if labels is not None and classes is not None:
@@ -195,7 +206,8 @@ def read_records(path: Path, text_field: str | None, label_field: str | None, cl
     records = Records(rows, text_fields, label_field, labels, image_field=image_field, root=path.parent,
                       label_names=label_names, lengths=lengths)
     records.counts = {c: seen[c] for c in labels or ()}
-    if labels is None:  # said where labels are needed (fine-tuning, evaluation), not here: distillation needs none
+    # said where labels are needed (fine-tuning, evaluation), not here: distillation needs none
+    if labels is None:
         records.unlabelled = (f"{path.name}'s {label_field!r} field holds no labels (a test split without answers, say)"
                               if label_field in first else
                               f"{path.name} has no {label_field!r} field (its fields: {_field_list(first)}); "
@@ -204,10 +216,13 @@ def read_records(path: Path, text_field: str | None, label_field: str | None, cl
 
 
 def _fields(first: dict[str, Any], text_field: str | None, label_field: str) -> tuple[str | None, tuple[str, ...]]:
-    """The field holding an image, if any, and the one or two holding text (none for images without a caption)."""
-    # a field is an image path only if it names an image file: a "path" column of a text corpus is not
+    """The field holding an image, if any, and the one or two holding text (none for images without
+    a caption)."""
+    # a field is an image path only if it names an image file: a "path" column of a text corpus is
+    # not
     image_field = next((f for f in IMAGE_FIELDS if is_image(value(first.get(f)))), None)
-    if image_field is None:  # encoded images under another name (webdataset's jpg, say): the only such field
+    # encoded images under another name (webdataset's jpg, say): the only such field
+    if image_field is None:
         encoded = [k for k, v in first.items() if isinstance(k, str) and encoded_image(value(v))]
         image_field = encoded[0] if len(encoded) == 1 else None
     if text_field is None:  # "text", or the one field of text there is (SST-2's "sentence", say)

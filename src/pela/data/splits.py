@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
-# folder names that mean a split, not a class: ImageNet-style data is root/train/<class>/..., root/val/<class>/...
-HELD_OUT = ("validation", "val", "valid", "dev", "eval")  # what datasets call the split to evaluate on
-SPLIT_FOLDERS = {"train": ("train", "training"), "test": HELD_OUT[:4] + ("test", "eval"), **{name: HELD_OUT for name in HELD_OUT}}
+# folder names that mean a split, not a class: ImageNet-style data is root/train/<class>/...,
+# root/val/<class>/...
+# what datasets call the split to evaluate on
+HELD_OUT = ("validation", "val", "valid", "dev", "eval")
+SPLIT_FOLDERS = {
+    "train": ("train", "training"),
+    "test": HELD_OUT[:4] + ("test", "eval"),
+    **{name: HELD_OUT for name in HELD_OUT},
+}

@@ -22,8 +22,9 @@ from pela.utils.progress import progress_bar
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, *, collate_fn: Callable | None = None, batch_size: int = 64,
              device: str | None = None, workers: int = 0, progress: bool = False) -> dict[str, Any]:
-    """Top-1 (and top-5 with more than 5 classes) accuracy, balanced accuracy (the mean of the classes'
-    recalls) and macro F1 over the classes the data has, mean cross-entropy, parameters, items/s, and
+    """Top-1 (and top-5 with more than 5 classes) accuracy, balanced accuracy (the mean of the
+    classes' recalls) and macro F1 over the classes the data has, mean cross-entropy, parameters,
+    items/s, and
     ``per_class``: each class's support, recall, precision and F1.
 
     ``workers`` DataLoader processes prepare the batches (0 = in this process). ``progress`` shows a
@@ -58,7 +59,8 @@ def evaluate(model: nn.Module, data: Dataset, *, collate_fn: Callable | None = N
             if n == 0 and outputs is None and data_classes is not None and len(data_classes) != logits.shape[1]:
                 warn(f"the data has {len(data_classes)} classes and the model {logits.shape[1]} outputs: labels are read as output "
                      "indices, which is right only if the data numbers the model's classes (else fine-tune it first)")
-            known = labels < logits.shape[1]  # a class the model lacks has no output: its examples are errors
+            # a class the model lacks has no output: its examples are errors
+            known = labels < logits.shape[1]
             loss += float(F.cross_entropy(logits[known], labels[known], reduction="sum"))
             scored += int(known.sum())
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
@@ -90,7 +92,8 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def _per_class(confusion: torch.Tensor, names: list[str] | None) -> dict[str, dict[str, Any]]:
-    """Support, recall, precision and F1 of each class the data has (a class it lacks has no recall)."""
+    """Support, recall, precision and F1 of each class the data has (a class it lacks has no
+    recall)."""
     if names is None or len(names) != len(confusion):
         names = [str(i) for i in range(len(confusion))]
     stats = {}

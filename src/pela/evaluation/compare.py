@@ -1,4 +1,5 @@
-"""How far a student is from its teacher: per-block feature MSE and cosine similarity, and output agreement."""
+"""How far a student is from its teacher: per-block feature MSE and cosine similarity, and output
+agreement."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from pela.utils.progress import progress_bar
 
 
 def eval_subset(data: Dataset, samples: int, seed: int = 0) -> Subset:
-    """The seeded random ``samples`` examples of ``data`` (all of them if fewer) that an evaluation scores, in data order."""
+    """The seeded random ``samples`` examples of ``data`` (all of them if fewer) that an evaluation
+    scores, in data order."""
     n = min(samples, len(data))
     return Subset(data, torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist())
 
@@ -27,7 +29,8 @@ def eval_subset(data: Dataset, samples: int, seed: int = 0) -> Subset:
 def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn: Callable | None = None,
             samples: int = 256, batch_size: int = 32, blocks: str | None = None, seed: int = 0,
             progress: bool = False) -> dict[str, Any]:
-    """Feature MSE and cosine similarity for each block on a seeded sample of ``data``, plus output agreement.
+    """Feature MSE and cosine similarity for each block on a seeded sample of ``data``, plus output
+    agreement.
 
     Padding tokens (outside the batch's ``attention_mask``) do not count. ``progress`` shows a bar
     over the batches on stderr.
@@ -50,13 +53,15 @@ def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn
         raise PelaError(f"the student has no block {missing[0]!r} of the teacher: compare a student with the teacher it was compressed from")
     loader = DataLoader(eval_subset(data, samples, seed), batch_size=batch_size, collate_fn=collate_fn or Collator(student))
     caps = BlockCapture(student, names), BlockCapture(teacher, names)
-    mse: list[torch.Tensor] = []  # one per captured feature: a block, or each call of a block shared across depth
+    # one per captured feature: a block, or each call of a block shared across depth
+    mse: list[torch.Tensor] = []
     cos: list[torch.Tensor] = []
     agree, count = 0.0, 0
     student.eval(), teacher.eval()
     try:
         with progress_bar(progress, len(loader), "comparing") as advance:
-            device = next(student.parameters()).device  # the models' (during distillation, maybe a GPU)
+            # the models' (during distillation, maybe a GPU)
+            device = next(student.parameters()).device
             for batch in loader:
                 batch.pop("labels", None)
                 batch = {k: v.to(device) for k, v in batch.items()}

@@ -1,8 +1,8 @@
 """Greedy continuations of the same prompts by the student and its teacher, side by side.
 
 A perplexity is one number; reading what a compressed language model writes shows what the number
-hides (repetition, lost facts, broken grammar). `pela distill` writes ``generations.md`` into its run
-directory when it distills a causal language model.
+hides (repetition, lost facts, broken grammar). `pela distill` writes ``generations.md`` into its
+run directory when it distills a causal language model.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pela.utils.processes import partial_state
 @torch.no_grad()
 def side_by_side(student: nn.Module, teacher: nn.Module, prompts: list[str], tokenizer: Any,
                  max_new_tokens: int = 32) -> list[dict[str, str]]:
-    """``{"prompt", "teacher", "student"}`` for each prompt: each model's greedy continuation (new text only)."""
+    """``{"prompt", "teacher", "student"}`` for each prompt: each model's greedy continuation (new
+    text only)."""
     rows = []
     for prompt in prompts:
         ids = tokenizer(prompt, return_tensors="pt")
@@ -30,12 +31,21 @@ def side_by_side(student: nn.Module, teacher: nn.Module, prompts: list[str], tok
             was_training = model.training
             model.eval()
             try:
-                inputs = {k: v.to(device) for k, v in model_inputs(model, ids).items()}  # generate refuses extra inputs
-                out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+                # generate refuses extra inputs
+                inputs = {k: v.to(device) for k, v in model_inputs(model, ids).items()}
+                out = model.generate(
+                    **inputs,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id
+                    if tokenizer.pad_token_id is not None
+                    else tokenizer.eos_token_id,
+                )
             finally:
                 model.train(was_training)
-            row[name] = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+            row[name] = tokenizer.decode(
+                out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True
+            )
         rows.append(row)
     return rows
 
@@ -43,12 +53,19 @@ def side_by_side(student: nn.Module, teacher: nn.Module, prompts: list[str], tok
 def as_markdown(rows: list[dict[str, str]]) -> str:
     lines = ["# Greedy continuations: teacher and student", ""]
     for i, row in enumerate(rows, 1):
-        lines += [f"## {i}. {row['prompt']}", "", f"- **teacher**: {row['teacher']}", f"- **student**: {row['student']}", ""]
+        lines += [
+            f"## {i}. {row['prompt']}",
+            "",
+            f"- **teacher**: {row['teacher']}",
+            f"- **student**: {row['student']}",
+            "",
+        ]
     return "\n".join(lines)
 
 
 def prompts_from(data: Any, count: int = 3, words: int = 12) -> list[str]:
-    """The openings (first ``words`` words) of the first ``count`` documents of ``data`` that have that many."""
+    """The openings (first ``words`` words) of the first ``count`` documents of ``data`` that have
+    that many."""
     out = []
     for i in range(len(data)):
         text = data[i].get("text") if isinstance(data[i], dict) else None
@@ -59,10 +76,14 @@ def prompts_from(data: Any, count: int = 3, words: int = 12) -> list[str]:
     return out
 
 
-def write_generations(path: Any, student: nn.Module, teacher: nn.Module, data: Any, tokenizer: Any) -> None:
-    """``generations.md`` at ``path``: both models' greedy continuations of the openings of ``data``.
+def write_generations(
+    path: Any, student: nn.Module, teacher: nn.Module, data: Any, tokenizer: Any
+) -> None:
+    """``generations.md`` at ``path``: both models' greedy continuations of the openings of
+    ``data``.
 
-    Every process calls it (models sharded by FSDP generate only on all processes at once); the main one writes."""
+    Every process calls it (models sharded by FSDP generate only on all processes at once); the main
+    one writes."""
     text = as_markdown(side_by_side(student, teacher, prompts_from(data), tokenizer))
     if partial_state().is_main_process:
         atomic_write_text(path, text)

@@ -1,12 +1,15 @@
-"""`multiple_choice`: zero-shot multiple-choice accuracy of a causal language model, by log-likelihood.
+"""`multiple_choice`: zero-shot multiple-choice accuracy of a causal language model, by
+log-likelihood.
 
 As the LM Evaluation Harness scores such tasks (HellaSwag, ARC, PIQA, ...): each choice is the
 continuation of its prompt after one space; its score is the sum of the log-probabilities of its
-tokens given the prompt and the tokens of the choice before them. ``accuracy`` picks the highest sum;
-``accuracy_norm`` divides each sum by the choice's length in bytes first (the harness's ``acc_norm``,
-fairer to long choices). The continuation's tokens are those of ``prompt + " " + choice`` after the
-prompt's own, so a tokenizer that merges across the boundary is handled as the harness handles it.
-Under ``accelerate launch`` the examples are split across processes and the counts reduced.
+tokens given the prompt and the tokens of the choice before them. ``accuracy`` picks the highest
+sum;
+``accuracy_norm`` divides each sum by the choice's length in bytes first (the harness's
+``acc_norm``, fairer to long choices). The continuation's tokens are those of ``prompt + " " +
+choice`` after the prompt's own, so a tokenizer that merges across the boundary is handled as the
+harness handles it. Under ``accelerate launch`` the examples are split across processes and the
+counts reduced.
 """
 
 from __future__ import annotations
@@ -89,11 +92,14 @@ def multiple_choice(model: nn.Module, data: Any, *, batch_size: int = 8, tokeniz
 
 
 def _tokens(tokenizer: Any, prefix: list[int], prompt: str, choice: str, limit: int | None) -> tuple[list[int], int]:
-    """The ids of ``prefix``, prompt and choice (cut from the left to the model's positions) and how many of the last are the choice's."""
+    """The ids of ``prefix``, prompt and choice (cut from the left to the model's positions) and how
+    many of the last are the choice's."""
     whole = prefix + tokenizer(prompt + DELIMITER + choice, add_special_tokens=False)["input_ids"]
     context = prefix + tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    shared = len(context) if whole[: len(context)] == context else len(context) - 1  # a merge across the boundary
-    ending = max(len(whole) - max(shared, 1), 1)  # the first token has nothing before it: it is never scored
+    # a merge across the boundary
+    shared = len(context) if whole[: len(context)] == context else len(context) - 1
+    # the first token has nothing before it: it is never scored
+    ending = max(len(whole) - max(shared, 1), 1)
     if limit is not None and len(whole) > limit:
         if ending >= limit:
             raise PelaError(f"a choice of {ending} tokens does not fit the model's {limit} positions with any of its prompt")
@@ -102,7 +108,8 @@ def _tokens(tokenizer: Any, prefix: list[int], prompt: str, choice: str, limit: 
 
 
 def _log_likelihoods(model: nn.Module, group: list[tuple[int, int, list[int], int]], dev: torch.device) -> list[float]:
-    """Sum of the log-probabilities of each sequence's last ``ending`` tokens, each given those before it."""
+    """Sum of the log-probabilities of each sequence's last ``ending`` tokens, each given those
+    before it."""
     length = max(len(ids) for _, _, ids, _ in group)
     ids = torch.zeros(len(group), length, dtype=torch.long)
     mask = torch.zeros(len(group), length, dtype=torch.long)
@@ -112,7 +119,8 @@ def _log_likelihoods(model: nn.Module, group: list[tuple[int, int, list[int], in
     out = []
     for row, (_, _, seq, ending) in enumerate(group):
         n = len(seq)
-        logp = F.log_softmax(logits[row, n - ending - 1: n - 1], dim=-1)  # position t predicts token t + 1
+        # position t predicts token t + 1
+        logp = F.log_softmax(logits[row, n - ending - 1: n - 1], dim=-1)
         target = ids[row, n - ending: n].to(dev)
         out.append(float(logp.gather(-1, target[:, None]).sum()))
     return out

@@ -1,4 +1,5 @@
-"""`LowRankLinear`: a drop-in replacement for `nn.Linear` holding two factors, ``y = B(A x) + b``."""
+"""`LowRankLinear`: a drop-in replacement for `nn.Linear` holding two factors, ``y = B(A x) +
+b``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ class LowRankLinear(_LowRankLinear):
 
     The factors are ordinary `nn.Linear` modules (``.a`` and ``.b``), so autocast, `torch.compile`,
     optimizers and peft LoRA treat them like any other linear layer. The layer itself is defined in
-    `pela.layers.hf_modeling`, the loader `pela export` ships, so exported models build the same one.
+    `pela.layers.hf_modeling`, the loader `pela export` ships, so exported models build the same
+    one.
 
     >>> layer = LowRankLinear.from_linear(nn.Linear(64, 32), rank=8)
     >>> layer(torch.randn(2, 64)).shape
@@ -22,10 +24,14 @@ class LowRankLinear(_LowRankLinear):
     """
 
     @classmethod
-    def from_factors(cls, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> "LowRankLinear":
+    def from_factors(
+        cls, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None
+    ) -> "LowRankLinear":
         """Build from ``A`` (rank × in), ``B`` (out × rank) and an optional bias, copying them."""
         # built on the meta device so no time is spent on a random init that is overwritten at once
-        layer = cls(a.shape[1], b.shape[0], a.shape[0], bias=bias is not None, device="meta", dtype=a.dtype)
+        layer = cls(
+            a.shape[1], b.shape[0], a.shape[0], bias=bias is not None, device="meta", dtype=a.dtype
+        )
         layer.a.weight = nn.Parameter(a.detach().clone(memory_format=torch.contiguous_format))
         layer.b.weight = nn.Parameter(b.detach().clone(memory_format=torch.contiguous_format))
         if bias is not None:
@@ -42,13 +48,21 @@ class LowRankLinear(_LowRankLinear):
 
 @torch.no_grad()
 def densify(model: nn.Module) -> int:
-    """Turn every `LowRankLinear` of ``model`` back into an `nn.Linear` holding ``W = B·A`` (in place), so that a
-    compressed model can be compressed again, further; returns how many layers were merged."""
+    """Turn every `LowRankLinear` of ``model`` back into an `nn.Linear` holding ``W = B·A`` (in
+    place), so that a compressed model can be compressed again, further; returns how many layers
+    were merged."""
     merged = 0
     for name, layer in list(model.named_modules()):
-        if isinstance(layer, LowRankLinear) and name:  # (a bare LowRankLinear has no parent to be replaced in)
+        # (a bare LowRankLinear has no parent to be replaced in)
+        if isinstance(layer, LowRankLinear) and name:
             a, b = layer.a.weight, layer.b.weight
-            dense = nn.Linear(layer.in_features, layer.out_features, bias=layer.b.bias is not None, device="meta", dtype=a.dtype)
+            dense = nn.Linear(
+                layer.in_features,
+                layer.out_features,
+                bias=layer.b.bias is not None,
+                device="meta",
+                dtype=a.dtype,
+            )
             dense.weight = nn.Parameter(b @ a)
             if layer.b.bias is not None:
                 dense.bias = nn.Parameter(layer.b.bias.detach().clone())

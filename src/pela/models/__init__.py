@@ -1,1 +1,2 @@
-"""Models in and out: sources (timm, Hugging Face, directories), saving, loading, adapters, export."""
+"""Models in and out: sources (timm, Hugging Face, directories), saving, loading, adapters,
+export."""

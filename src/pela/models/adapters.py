@@ -24,11 +24,23 @@ from pela.models.timm_source import is_timm_dir
 from pela.models.weights import load_pickled_tensors, read_weights
 
 # peft's task types, and the transformers auto class of the model each is trained on
-TASK_CLASSES = {"SEQ_CLS": "AutoModelForSequenceClassification", "TOKEN_CLS": "AutoModelForTokenClassification",
-                "CAUSAL_LM": "AutoModelForCausalLM", "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM",
-                "QUESTION_ANS": "AutoModelForQuestionAnswering", "FEATURE_EXTRACTION": "AutoModel"}
-HEADED_TASKS = ("SEQ_CLS", "TOKEN_CLS")  # tasks whose head is trained whole, at the fine-tune's number of labels
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model", "tokenizer.model")
+TASK_CLASSES = {
+    "SEQ_CLS": "AutoModelForSequenceClassification",
+    "TOKEN_CLS": "AutoModelForTokenClassification",
+    "CAUSAL_LM": "AutoModelForCausalLM",
+    "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM",
+    "QUESTION_ANS": "AutoModelForQuestionAnswering",
+    "FEATURE_EXTRACTION": "AutoModel",
+}
+# tasks whose head is trained whole, at the fine-tune's number of labels
+HEADED_TASKS = ("SEQ_CLS", "TOKEN_CLS")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "spiece.model",
+    "tokenizer.model",
+)
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -50,16 +62,26 @@ def _adapter_state(path: Path, allow_pickle: bool) -> dict[str, Any]:
     pickled = path / "adapter_model.bin"
     if pickled.is_file() and allow_pickle:
         return load_pickled_tensors(pickled)
-    extra = " (found adapter_model.bin: pickle files are loaded only with --allow-pickle)" if pickled.is_file() else ""
+    extra = (
+        " (found adapter_model.bin: pickle files are loaded only with --allow-pickle)"
+        if pickled.is_file()
+        else ""
+    )
     raise PelaError(f"{path} has no adapter_model.safetensors{extra}")
 
 
 def _head_size(state: dict[str, Any], config: dict[str, Any]) -> int | None:
-    """The number of labels of a classifier fine-tune: the outputs of its head's last layer, saved whole
-    beside the LoRA factors (``modules_to_save``); the smallest output count of the head's weights."""
+    """The number of labels of a classifier fine-tune: the outputs of its head's last layer, saved
+    whole beside the LoRA factors (``modules_to_save``); the smallest output count of the head's
+    weights."""
     names = config.get("modules_to_save") or ()
-    sizes = [int(t.shape[0]) for key, t in state.items()
-             if t.ndim == 2 and "lora_" not in key and any(f".{n}." in f".{key}" for n in names if isinstance(n, str))]
+    sizes = [
+        int(t.shape[0])
+        for key, t in state.items()
+        if t.ndim == 2
+        and "lora_" not in key
+        and any(f".{n}." in f".{key}" for n in names if isinstance(n, str))
+    ]
     return min(sizes) if sizes else None
 
 
@@ -72,18 +94,30 @@ def _base_path(path: Path, base: str) -> Path | None:
     return None
 
 
-def load_adapter(path: Path, load_base: Callable[..., nn.Module], *, random_init: bool = False, allow_pickle: bool = False,
-                 trust_remote_code: bool = False) -> nn.Module:
-    """The base model named in ``path``/adapter_config.json with the adapter in ``path`` merged in, in eval mode.
+def load_adapter(
+    path: Path,
+    load_base: Callable[..., nn.Module],
+    *,
+    random_init: bool = False,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> nn.Module:
+    """The base model named in ``path``/adapter_config.json with the adapter in ``path`` merged in,
+    in eval mode.
 
-    ``load_base`` (`pela.models.sources.load_for_training`) loads a base that is a pela or timm directory.
+    ``load_base`` (`pela.models.sources.load_for_training`) loads a base that is a pela or timm
+    directory.
     """
 
     if random_init:
-        raise PelaError(f"{path} is a LoRA adapter, a fine-tune of trained weights: --random-init does not apply to it")
+        raise PelaError(
+            f"{path} is a LoRA adapter, a fine-tune of trained weights: --random-init does not apply to it"
+        )
     config = _read_config(path)
     if config.get("peft_type") not in (None, "LORA"):
-        raise PelaError(f"{path} holds a {config.get('peft_type')} adapter; pela merges LoRA adapters only")
+        raise PelaError(
+            f"{path} holds a {config.get('peft_type')} adapter; pela merges LoRA adapters only"
+        )
     base = config.get("base_model_name_or_path")
     if not isinstance(base, str) or not base:
         raise PelaError(f"{path}/adapter_config.json names no base model (base_model_name_or_path)")
@@ -93,28 +127,46 @@ def load_adapter(path: Path, load_base: Callable[..., nn.Module], *, random_init
     where = _base_path(path, base)
     if where is None:
         if base.startswith((".", "/", "~")):
-            raise PelaError(f"the base model of {path}, {base}, is not a directory (relative to here or to {path.parent})")
+            raise PelaError(
+                f"the base model of {path}, {base}, is not a directory (relative to here or to {path.parent})"
+            )
         try:  # a hub id, as peft records a base loaded from the hub
             where = hf_snapshot(base, False, allow_pickle, trust_remote_code)
         except PelaError as e:
-            raise PelaError(f"the base model of {path}, {base}, is no local directory (relative to here or to "
-                            f"{path.parent}), and {e}") from None
+            raise PelaError(
+                f"the base model of {path}, {base}, is no local directory (relative to here or to "
+                f"{path.parent}), and {e}"
+            ) from None
     if is_pela_dir(where) or is_timm_dir(where):
-        model = load_base(str(where), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        model = load_base(
+            str(where), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code
+        )
     else:
-        model = hf_from_dir(where, False, allow_pickle, trust_remote_code, task_class=TASK_CLASSES.get(task), num_labels=labels)
+        model = hf_from_dir(
+            where,
+            False,
+            allow_pickle,
+            trust_remote_code,
+            task_class=TASK_CLASSES.get(task),
+            num_labels=labels,
+        )
     source, files = info(model).source, info(model).files
     try:
         from peft import PeftModel
 
-        with warnings.catch_warnings():  # peft's use of deprecated transformers names is not the user's concern
+        # peft's use of deprecated transformers names is not the user's concern
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     except Exception as e:  # noqa: BLE001 - peft raises many kinds for an adapter that does not fit its base
-        raise PelaError(f"could not merge the adapter in {path} into {base}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        raise PelaError(
+            f"could not merge the adapter in {path} into {base}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from e
     info(merged).source = source
     # a tokenizer saved with the fine-tune (one that added tokens, say) wins over the base's, except
     # where the base brings code of its own, which lives beside the base
-    own = any((path / f).is_file() for f in TOKENIZER_FILES) and not (source or {}).get("remote_code")
+    own = any((path / f).is_file() for f in TOKENIZER_FILES) and not (source or {}).get(
+        "remote_code"
+    )
     info(merged).files = str(path) if own else files
     return merged.eval()

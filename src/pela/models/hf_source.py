@@ -24,7 +24,8 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
 def _hf_class(config: Any) -> type:
-    """The transformers class named in ``config.architectures`` (allow-listed to PreTrainedModel), else AutoModel."""
+    """The transformers class named in ``config.architectures`` (allow-listed to PreTrainedModel),
+    else AutoModel."""
     import transformers
 
     for name in getattr(config, "architectures", None) or []:
@@ -35,9 +36,9 @@ def _hf_class(config: Any) -> type:
 
 
 def _remote_auto_class(config: Any) -> str | None:
-    """For a model whose code comes with it (``auto_map`` in its config, a type transformers lacks): the
-    auto class (``AutoModel``, ``AutoModelForSequenceClassification``, ...) that maps to the class its
-    config names, else ``AutoModel``; None for a model transformers builds itself."""
+    """For a model whose code comes with it (``auto_map`` in its config, a type transformers lacks):
+    the auto class (``AutoModel``, ``AutoModelForSequenceClassification``, ...) that maps to the
+    class its config names, else ``AutoModel``; None for a model transformers builds itself."""
     import transformers
 
     auto_map = getattr(config, "auto_map", None)
@@ -58,7 +59,8 @@ def untrusted_code_error(path: Path) -> PelaError:
 
 
 def weight_files(path: Path, allow_pickle: bool) -> tuple[list[Path], list[Path]]:
-    """A model directory's safetensors files and pickled weight files; an error if it has no weights pela may read."""
+    """A model directory's safetensors files and pickled weight files; an error if it has no weights
+    pela may read."""
     safe = sorted(path.glob("*.safetensors"))
     pickles = sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if not safe and not (pickles and allow_pickle):
@@ -69,8 +71,9 @@ def weight_files(path: Path, allow_pickle: bool) -> tuple[list[Path], list[Path]
 
 def hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False, trust_remote_code: bool = False,
                  task_class: str | None = None, num_labels: int | None = None) -> nn.Module:
-    """``task_class`` (an auto class such as ``AutoModelForSequenceClassification``) and ``num_labels``
-    override what the config names: a LoRA adapter's task and head say which model it was trained on."""
+    """``task_class`` (an auto class such as ``AutoModelForSequenceClassification``) and
+    ``num_labels`` override what the config names: a LoRA adapter's task and head say which model it
+    was trained on."""
     import transformers
 
     try:  # trust_remote_code=False said outright: transformers would otherwise ask on the terminal
@@ -98,15 +101,19 @@ def hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False, trust
         for shard in shards:
             check_safetensors(shard)
         for pickled in pickles if not shards else []:
-            load_pickled_tensors(pickled)  # refuse anything but tensors before transformers reads it
-        if not auto and not resized:  # the class the weights describe (the base model, when the head's are absent)
+            # refuse anything but tensors before transformers reads it
+            load_pickled_tensors(pickled)
+        # the class the weights describe (the base model, when the head's are absent)
+        if not auto and not resized:
             cls = class_for_weights(cls, config, stored_names(shards))
         try:
-            # transformers reads .bin files with torch.load(weights_only=True) too. Weights shared in
+            # transformers reads .bin files with torch.load(weights_only=True) too. Weights shared
+            # in
             # float16/bfloat16 are loaded in float32: SVD and training need it; --dtype runs in half
             resize = {"config": config, "ignore_mismatched_sizes": True} if resized else {}
             verbosity = transformers.logging.get_verbosity()
-            if resized:  # its report of the head it reinitializes would alarm: the adapter's head replaces it
+            # its report of the head it reinitializes would alarm: the adapter's head replaces it
+            if resized:
                 transformers.logging.set_verbosity_error()
             try:
                 model, loading_info = cls.from_pretrained(str(path), use_safetensors=bool(shards), dtype=torch.float32,
@@ -119,7 +126,8 @@ def hf_from_dir(path: Path, random_init: bool, allow_pickle: bool = False, trust
             warn_missing(path, model, loading_info)
         note_half_precision(model, stored_float_dtype(shards[0]) if shards else None)
     info(model).source = {"kind": "hf", "class": type(model).__name__}
-    if remote:  # rebuilt by pela.load from the code copied beside the weights, again only when trusted
+    # rebuilt by pela.load from the code copied beside the weights, again only when trusted
+    if remote:
         info(model).source.update(remote_code=True, auto_class=remote)
     info(model).files = str(path)
     info(model).pooling = sentence_transformers_pooling(path)
@@ -130,8 +138,8 @@ HALF = (torch.float16, torch.bfloat16)
 
 
 def note_half_precision(model: nn.Module, stored: torch.dtype | None) -> None:
-    """Remember that the weights came in half precision (``weights_dtype`` of `pela.metadata.info`), so that a command
-    saving the float32 model can say how to keep their size."""
+    """Remember that the weights came in half precision (``weights_dtype`` of `pela.metadata.info`),
+    so that a command saving the float32 model can say how to keep their size."""
     if stored in HALF:
         info(model).weights_dtype = str(stored).removeprefix("torch.")
 
@@ -146,7 +154,8 @@ def _st_modules(path: Path) -> list[dict[str, Any]]:
 
 
 def _st_module_dir(root: Path, kind: str) -> Path | None:
-    """The folder of the sentence-transformers module of ``kind`` (``Transformer``, ``Pooling``) under ``root``."""
+    """The folder of the sentence-transformers module of ``kind`` (``Transformer``, ``Pooling``)
+    under ``root``."""
     for module in _st_modules(root):
         if str(module.get("type", "")).endswith(f".{kind}"):
             inner = (root / str(module.get("path", ""))).resolve()
@@ -156,18 +165,22 @@ def _st_module_dir(root: Path, kind: str) -> Path | None:
 
 
 def sentence_transformer_dir(path: Path) -> Path | None:
-    """The Hugging Face model directory of a sentence-transformers model (modules.json names it), if any."""
+    """The Hugging Face model directory of a sentence-transformers model (modules.json names it), if
+    any."""
     inner = _st_module_dir(path, "Transformer")
     return inner if inner is not None and (inner / "config.json").is_file() else None
 
 
-ST_POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean"}  # the poolings a pela head can take
+# the poolings a pela head can take
+ST_POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean"}
 
 
 def sentence_transformers_pooling(path: Path) -> str | None:
-    """How the sentence-transformers model whose Transformer is in ``path`` (the directory itself, or its
-    ``0_Transformer/``) pools its tokens, by its ``1_Pooling/config.json``, as the default pooling of a head
-    pela adds; None when ``path`` is no such model, or it pools otherwise (max, last token)."""
+    """How the sentence-transformers model whose Transformer is in ``path`` (the directory itself,
+    or its
+    ``0_Transformer/``) pools its tokens, by its ``1_Pooling/config.json``, as the default pooling
+    of a head pela adds; None when ``path`` is no such model, or it pools otherwise (max, last
+    token)."""
     roots = [path] + ([path.parent] if _st_module_dir(path.parent, "Transformer") == path.resolve() else [])
     folder = next((p for p in (_st_module_dir(root, "Pooling") for root in roots) if p is not None), None)
     try:

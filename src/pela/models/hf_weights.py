@@ -2,10 +2,10 @@
 
 Checkpoints often keep the config of the model they started from: a sentence-transformers encoder
 saved from ``BertModel`` whose config still names ``BertForMaskedLM``. Built as the config says, the
-model would get a randomly initialized language-model head that nothing uses, and lose the pooler the
-file holds. pela builds what the weights describe: the base model when the file holds none of the
-head's own tensors (a head tied to the embeddings has none, and is kept), and says in one line when
-any tensor of the model it builds is not in the file.
+model would get a randomly initialized language-model head that nothing uses, and lose the pooler
+the file holds. pela builds what the weights describe: the base model when the file holds none of
+the head's own tensors (a head tied to the embeddings has none, and is kept), and says in one line
+when any tensor of the model it builds is not in the file.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def stored_names(shards: list[Path]) -> set[str]:
 
 
 def class_for_weights(cls: type, config: Any, stored: set[str]) -> type:
-    """``cls``, or the class of its base model when ``stored`` holds none of the tensors of ``cls``'s own head."""
+    """``cls``, or the class of its base model when ``stored`` holds none of the tensors of
+    ``cls``'s own head."""
     try:
         with torch.device("meta"):
             named = cls._from_config(config)
@@ -40,7 +41,8 @@ def class_for_weights(cls: type, config: Any, stored: set[str]) -> type:
     if base is named or not stored:
         return cls
     prefix = f"{named.base_model_prefix}."
-    # parameters tied to the base model's (an LM head sharing the embeddings) are listed once, under the base's name
+    # parameters tied to the base model's (an LM head sharing the embeddings) are listed once, under
+    # the base's name
     head = [name for name, _ in named.named_parameters() if not name.startswith(prefix)]
     if not head or any(name in stored for name in head):
         return cls
@@ -48,9 +50,12 @@ def class_for_weights(cls: type, config: Any, stored: set[str]) -> type:
 
 
 def warn_missing(path: Path, model: Any, loading_info: dict[str, Any]) -> None:
-    """One line when the model has tensors the checkpoint lacks: transformers initialized them at random."""
+    """One line when the model has tensors the checkpoint lacks: transformers initialized them at
+    random."""
     missing = sorted(loading_info.get("missing_keys") or [])
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        warn(f"{path} has no weights for {len(missing)} tensor{'s' if len(missing) != 1 else ''} of "
-             f"{type(model).__name__} ({shown}): they are initialized at random")
+        warn(
+            f"{path} has no weights for {len(missing)} tensor{'s' if len(missing) != 1 else ''} of "
+            f"{type(model).__name__} ({shown}): they are initialized at random"
+        )

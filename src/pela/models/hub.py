@@ -1,5 +1,6 @@
 """The Hugging Face hub, reached only when it answers: offline, pela says so in a moment instead of
-letting the hub's client retry for half a minute, and models already in the local cache still load."""
+letting the hub's client retry for half a minute, and models already in the local cache still
+load."""
 
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ CONNECT_SECONDS = 3.0  # how long to wait for the hub to accept a connection
 
 @functools.lru_cache(maxsize=None)
 def reachable(endpoint: str) -> bool:
-    """Whether ``endpoint``'s host accepts a TCP connection within `CONNECT_SECONDS` (asked once per process)."""
+    """Whether ``endpoint``'s host accepts a TCP connection within `CONNECT_SECONDS` (asked once per
+    process)."""
     url = urlparse(endpoint)
     try:
-        socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)), CONNECT_SECONDS).close()
+        socket.create_connection(
+            (url.hostname or "", url.port or (443 if url.scheme == "https" else 80)),
+            CONNECT_SECONDS,
+        ).close()
         return True
     except OSError:
         return False
@@ -26,11 +31,13 @@ def reachable(endpoint: str) -> bool:
 
 @contextlib.contextmanager
 def offline_unless_reachable() -> Iterator[bool]:
-    """Within the block, the hub's client works from its local cache alone when the hub cannot be reached
-    (as with ``HF_HUB_OFFLINE=1``); yields whether it is offline."""
+    """Within the block, the hub's client works from its local cache alone when the hub cannot be
+    reached (as with ``HF_HUB_OFFLINE=1``); yields whether it is offline."""
     from huggingface_hub import constants
 
-    offline = bool(constants.HF_HUB_OFFLINE) or not reachable(os.environ.get("HF_ENDPOINT", constants.ENDPOINT))
+    offline = bool(constants.HF_HUB_OFFLINE) or not reachable(
+        os.environ.get("HF_ENDPOINT", constants.ENDPOINT)
+    )
     before = constants.HF_HUB_OFFLINE
     constants.HF_HUB_OFFLINE = offline
     try:

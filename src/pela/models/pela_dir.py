@@ -1,5 +1,5 @@
-"""`load_saved`: a model saved by `save_pretrained`, rebuilt exactly (its dtype kept, outputs bitwise);
-`load_export`: the same for a directory `pela export` wrote, read with pela's own code."""
+"""`load_saved`: a model saved by `save_pretrained`, rebuilt exactly (its dtype kept, outputs
+bitwise); `load_export`: the same for a directory `pela export` wrote, read with pela's own code."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from pela.models.weights import load_weights, stored_float_dtype
 from pela.utils.files import read_json
 
 
-def load_saved(directory: str | os.PathLike, model: nn.Module | None = None, *, trust_remote_code: bool = False) -> nn.Module:
+def load_saved(
+    directory: str | os.PathLike, model: nn.Module | None = None, *, trust_remote_code: bool = False
+) -> nn.Module:
     """Rebuild a model saved by `save_pretrained` (in eval mode); outputs are bitwise those saved.
 
     Args:
@@ -37,12 +39,15 @@ def load_saved(directory: str | os.PathLike, model: nn.Module | None = None, *, 
     if meta.get("format") != "pela" or not isinstance(meta.get("factorized"), dict):
         raise PelaError(f"{path / CONFIG_NAME} is not a pela model description")
     if meta.get("version", 0) > FORMAT_VERSION:
-        raise PelaError(f"{path} was written by a newer pela (format {meta['version']}); upgrade pela")
+        raise PelaError(
+            f"{path} was written by a newer pela (format {meta['version']}); upgrade pela"
+        )
     return _rebuilt(path, meta, path / WEIGHTS_NAME, model, trust_remote_code)
 
 
 def is_pela_export(directory: str | os.PathLike) -> bool:
-    """Whether ``directory`` was written by `pela export` (a Hugging Face directory with pela's factors)."""
+    """Whether ``directory`` was written by `pela export` (a Hugging Face directory with pela's
+    factors)."""
     path = Path(directory)
     if not (path / EXPORT_WEIGHTS).is_file() or not (path / "config.json").is_file():
         return False
@@ -50,15 +55,24 @@ def is_pela_export(directory: str | os.PathLike) -> bool:
         spec = read_json(path / "config.json").get("pela")
     except PelaError:
         return False
-    return isinstance(spec, dict) and isinstance(spec.get("factorized"), dict) and isinstance(spec.get("architecture"), str)
+    return (
+        isinstance(spec, dict)
+        and isinstance(spec.get("factorized"), dict)
+        and isinstance(spec.get("architecture"), str)
+    )
 
 
 def load_export(directory: str | os.PathLike) -> nn.Module:
-    """A directory `pela export` wrote, rebuilt with pela's own classes (its ``modeling_pela.py`` is not run)."""
+    """A directory `pela export` wrote, rebuilt with pela's own classes (its ``modeling_pela.py`` is
+    not run)."""
     path = Path(directory)
     config = read_json(path / "config.json")
     spec = config["pela"]
-    meta = {"source": {"kind": "hf", "class": spec["architecture"]}, "factorized": spec["factorized"], "head": None}
+    meta = {
+        "source": {"kind": "hf", "class": spec["architecture"]},
+        "factorized": spec["factorized"],
+        "head": None,
+    }
     if isinstance(spec.get("head"), dict):
         meta["head"] = {k: spec["head"][k] for k in ("hidden", "num_classes", "pooling")}
         labels = config.get("id2label") or {}
@@ -66,11 +80,15 @@ def load_export(directory: str | os.PathLike) -> nn.Module:
     return _rebuilt(path, meta, path / EXPORT_WEIGHTS, None, False)
 
 
-def _rebuilt(path: Path, meta: dict, weights: Path, model: nn.Module | None, trust_remote_code: bool) -> nn.Module:
+def _rebuilt(
+    path: Path, meta: dict, weights: Path, model: nn.Module | None, trust_remote_code: bool
+) -> nn.Module:
     """The model ``meta`` (a ``pela.json``) describes, with the weights of ``weights``."""
     if model is None:
         if not meta.get("source"):
-            raise PelaError(f"{path} does not record its architecture; pass the dense model: pela.load(dir, model=...)")
+            raise PelaError(
+                f"{path} does not record its architecture; pass the dense model: pela.load(dir, model=...)"
+            )
         model = build_architecture(meta["source"], path, trust_remote_code)
         info(model).source = meta["source"]
         if meta.get("head"):

@@ -15,7 +15,8 @@ from pela.models.timm_source import load_timm, timm_source
 
 
 def source_of(model: nn.Module) -> dict[str, Any] | None:
-    """How to rebuild ``model``'s architecture: recorded by `pela.load`, else inferred, else None."""
+    """How to rebuild ``model``'s architecture: recorded by `pela.load`, else inferred, else
+    None."""
     recorded = info(model).source
     if recorded:
         return recorded
@@ -29,7 +30,9 @@ def source_of(model: nn.Module) -> dict[str, Any] | None:
     return timm_source(model)
 
 
-def build_architecture(source: dict[str, Any], directory: Path, trust_remote_code: bool = False) -> nn.Module:
+def build_architecture(
+    source: dict[str, Any], directory: Path, trust_remote_code: bool = False
+) -> nn.Module:
     """A freshly initialized dense model of the recorded source (weights are loaded afterwards)."""
     kind = source.get("kind")
     if kind == "timm":
@@ -53,7 +56,9 @@ def build_architecture(source: dict[str, Any], directory: Path, trust_remote_cod
         config = transformers.AutoConfig.from_pretrained(str(directory), trust_remote_code=True)
         model = auto.from_config(config, trust_remote_code=True, dtype=torch.float32)
         if type(model).__name__ != source.get("class"):
-            raise PelaError(f"{directory} builds a {type(model).__name__}, not the {source.get('class')} it records")
+            raise PelaError(
+                f"{directory} builds a {type(model).__name__}, not the {source.get('class')} it records"
+            )
         return model
     if kind == "hf":
         import transformers
@@ -61,6 +66,9 @@ def build_architecture(source: dict[str, Any], directory: Path, trust_remote_cod
         config = transformers.AutoConfig.from_pretrained(str(directory), trust_remote_code=False)
         cls = getattr(transformers, source.get("class", ""), None)
         if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
-            raise PelaError(f"unknown transformers model class {source.get('class')!r} in {directory}")
-        return cls._from_config(config, dtype=torch.float32)  # `load` gives it the saved weights' dtype
+            raise PelaError(
+                f"unknown transformers model class {source.get('class')!r} in {directory}"
+            )
+        # `load` gives it the saved weights' dtype
+        return cls._from_config(config, dtype=torch.float32)
     raise PelaError(f"unknown model source kind {kind!r} in {directory}")

@@ -40,10 +40,23 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "pela.json"
 WEIGHTS_NAME = "model.safetensors"
 # files of a Hugging Face model directory that are not weights but belong with the model
-COMPANION_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",
-                   "special_tokens_map.json", "added_tokens.json", "spiece.model", "sentencepiece.bpe.model",
-                   "tokenizer.model", "preprocessor_config.json", "processor_config.json",
-                   "image_processor_config.json", "generation_config.json", "chat_template.jinja")
+COMPANION_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "image_processor_config.json",
+    "generation_config.json",
+    "chat_template.jinja",
+)
 
 
 def _rebuilds(model: nn.Module, source: dict[str, Any]) -> bool:
@@ -70,10 +83,17 @@ SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": 
 
 
 def save_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """``dtype`` (a name or a torch dtype) checked as a dtype to write weights in; None keeps the model's."""
+    """``dtype`` (a name or a torch dtype) checked as a dtype to write weights in; None keeps the
+    model's."""
     if dtype is None:
         return None
-    found = SAVE_DTYPES.get(dtype) if isinstance(dtype, str) else dtype if dtype in SAVE_DTYPES.values() else None
+    found = (
+        SAVE_DTYPES.get(dtype)
+        if isinstance(dtype, str)
+        else dtype
+        if dtype in SAVE_DTYPES.values()
+        else None
+    )
     if found is None:
         raise PelaError(f"weights can be saved in {', '.join(SAVE_DTYPES)}, not {dtype!r}")
     return found
@@ -81,7 +101,8 @@ def save_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 
 @contextlib.contextmanager
 def _floats_as(model: nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
-    """Hold the model's floating-point tensors in ``dtype`` while it is written, then give back the originals.
+    """Hold the model's floating-point tensors in ``dtype`` while it is written, then give back the
+    originals.
 
     Swapping ``.data`` keeps each tensor (and weights tied between layers) the same object, and the
     originals are restored untouched: a float32 model saved in bfloat16 goes on training in float32.
@@ -101,32 +122,60 @@ def _floats_as(model: nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
 
 # ---------------------------------------------------------------- public API
 class _Weights:
-    """Gathered weights where `safetensors.torch.save_model` expects a module (it reads only ``state_dict()``)."""
+    """Gathered weights where `safetensors.torch.save_model` expects a module (it reads only
+    ``state_dict()``)."""
 
     def __init__(self, weights: dict[str, torch.Tensor], dtype: torch.dtype | None):
         cast = {}  # tied weights stay one tensor after the cast
-        self.weights = {k: cast.setdefault(id(v), v.to(dtype) if dtype is not None and v.is_floating_point() else v)
-                        for k, v in weights.items()}
+        self.weights = {
+            k: cast.setdefault(
+                id(v), v.to(dtype) if dtype is not None and v.is_floating_point() else v
+            )
+            for k, v in weights.items()
+        }
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.weights)
 
 
-def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None, dtype: torch.dtype | None = None,
-                 weights: dict[str, torch.Tensor] | None = None) -> None:
+def _write_model(
+    model: nn.Module,
+    target: Path,
+    extra: dict[str, Any] | None,
+    dtype: torch.dtype | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
+) -> None:
     from safetensors.torch import save_model
 
     backbone = model.backbone if isinstance(model, SequenceClassifier) else model
     source = source_of(backbone)
     if source and source.get("kind") == "timm" and not _rebuilds(backbone, source):
-        warn(f"timm:{source.get('name')} as recorded does not rebuild this model's shapes (it was built with arguments "
-             "pela did not see); the weights are saved, and pela.load needs the dense model: pela.load(dir, model=...). "
-             "Models made by pela.load('timm:NAME', **kwargs) record their arguments.")
+        warn(
+            f"timm:{source.get('name')} as recorded does not rebuild this model's shapes (it was built with arguments "
+            "pela did not see); the weights are saved, and pela.load needs the dense model: pela.load(dir, model=...). "
+            "Models made by pela.load('timm:NAME', **kwargs) record their arguments."
+        )
         source = None
-    head = ({"hidden": model.hidden, "num_classes": model.num_classes, "pooling": model.pooling,
-             "hidden_states": model.hidden_states, "tower": model.tower} if isinstance(model, SequenceClassifier) else None)
-    meta = {"format": "pela", "version": FORMAT_VERSION, "source": source, "head": head,
-            "classes": info(model).classes, "factorized": factorized_layers(model), **(extra or {})}
+    head = (
+        {
+            "hidden": model.hidden,
+            "num_classes": model.num_classes,
+            "pooling": model.pooling,
+            "hidden_states": model.hidden_states,
+            "tower": model.tower,
+        }
+        if isinstance(model, SequenceClassifier)
+        else None
+    )
+    meta = {
+        "format": "pela",
+        "version": FORMAT_VERSION,
+        "source": source,
+        "head": head,
+        "classes": info(model).classes,
+        "factorized": factorized_layers(model),
+        **(extra or {}),
+    }
     if weights is not None:  # a model sharded by FSDP, gathered (`gather_weights`)
         save_model(_Weights(weights, dtype), str(target / WEIGHTS_NAME))
     else:
@@ -138,20 +187,28 @@ def _write_model(model: nn.Module, target: Path, extra: dict[str, Any] | None, d
         for name in COMPANION_FILES if files_from else ():
             if (Path(files_from) / name).is_file():
                 shutil.copy(Path(files_from) / name, target / name)
-        if source.get("remote_code") and files_from:  # the architecture's own code, for pela.load to build it
+        # the architecture's own code, for pela.load to build it
+        if source.get("remote_code") and files_from:
             for code in Path(files_from).glob("*.py"):
                 shutil.copy(code, target / code.name)
     (target / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
 
 
-def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, overwrite: bool = False, extra: dict[str, Any] | None = None,
-                    dtype: str | torch.dtype | None = None) -> Path:
+def save_pretrained(
+    model: nn.Module,
+    directory: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    extra: dict[str, Any] | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> Path:
     """Write ``model`` to ``directory`` (atomically): safetensors weights plus JSON metadata.
 
     The architecture is rebuilt on `load` from the source recorded by `pela.load` (a timm
     name or a Hugging Face config); for any other model pass the fresh architecture to `load`.
-    ``dtype`` (``"bfloat16"``, ``"float16"``, ``"float32"``) writes the floating-point weights in that
-    dtype, halving the file for shipping, and leaves ``model`` as it was; None writes them as they are.
+    ``dtype`` (``"bfloat16"``, ``"float16"``, ``"float32"``) writes the floating-point weights in
+    that dtype, halving the file for shipping, and leaves ``model`` as it was; None writes them as
+    they are.
 
     >>> import torch.nn as nn, pela, tempfile
     >>> d = pela.save_pretrained(nn.Linear(4, 4), tempfile.mkdtemp() + "/m")
@@ -167,8 +224,13 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, overwrite
     return Path(directory)
 
 
-def save_into(model: nn.Module, directory: str | os.PathLike, extra: dict[str, Any] | None = None,
-              dtype: str | torch.dtype | None = None, weights: dict[str, torch.Tensor] | None = None) -> Path:
+def save_into(
+    model: nn.Module,
+    directory: str | os.PathLike,
+    extra: dict[str, Any] | None = None,
+    dtype: str | torch.dtype | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Write the model files into an existing run directory (beside its logs), each file atomically.
 
     ``pela.json`` is moved in last: until it is there, the directory is not a loadable model.
@@ -190,8 +252,8 @@ def save_into(model: nn.Module, directory: str | os.PathLike, extra: dict[str, A
 
 
 def record_metadata(directory: str | os.PathLike, extra: dict[str, Any]) -> None:
-    """Add (or replace) top-level entries of a saved model's ``pela.json``, atomically: what was learnt of
-    the model after it was saved (a final evaluation)."""
+    """Add (or replace) top-level entries of a saved model's ``pela.json``, atomically: what was
+    learnt of the model after it was saved (a final evaluation)."""
     path = Path(directory) / CONFIG_NAME
     atomic_write_text(path, json.dumps({**read_json(path), **extra}, indent=2))
 

@@ -26,12 +26,22 @@ from pela.models.pela_dir import is_pela_export, load_export, load_saved
 from pela.models.saving import is_pela_dir
 from pela.models.timm_source import is_timm_dir, load_timm, timm_from_dir
 
-SOURCE_HELP = ("use timm:NAME, hf:ORG/NAME, a local directory (saved by pela, by Hugging Face save_pretrained, by timm, or a peft LoRA "
-               "adapter) or a .gguf file")
+SOURCE_HELP = (
+    "use timm:NAME, hf:ORG/NAME, a local directory (saved by pela, by Hugging Face save_pretrained, by timm, or a peft LoRA "
+    "adapter) or a .gguf file"
+)
 
 
-def load(source: str | os.PathLike, model: nn.Module | None = None, *, checkpoint: str | None = None, random_init: bool = False,
-         allow_pickle: bool = False, trust_remote_code: bool = False, **kwargs: Any) -> nn.Module:
+def load(
+    source: str | os.PathLike,
+    model: nn.Module | None = None,
+    *,
+    checkpoint: str | None = None,
+    random_init: bool = False,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
     """Load a model the way users name it, in eval mode.
 
     Args:
@@ -67,16 +77,33 @@ def load(source: str | os.PathLike, model: nn.Module | None = None, *, checkpoin
         if not path.is_dir() and not (path.is_file() and path.suffix == ".gguf"):
             raise PelaError(f"{source} is neither a directory nor a .gguf file")
         source = str(source)
-    if model is not None or (isinstance(source, str) and source and is_pela_dir(Path(source).expanduser())):
+    if model is not None or (
+        isinstance(source, str) and source and is_pela_dir(Path(source).expanduser())
+    ):
         if checkpoint or random_init:
-            raise PelaError(f"{source} is a model saved by pela: --checkpoint and --random-init do not apply to it")
+            raise PelaError(
+                f"{source} is a model saved by pela: --checkpoint and --random-init do not apply to it"
+            )
         return load_saved(Path(source).expanduser(), model, trust_remote_code=trust_remote_code)
-    return load_for_training(source, checkpoint=checkpoint, random_init=random_init, allow_pickle=allow_pickle,
-                             trust_remote_code=trust_remote_code, **kwargs)
+    return load_for_training(
+        source,
+        checkpoint=checkpoint,
+        random_init=random_init,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        **kwargs,
+    )
 
 
-def load_for_training(source: str, *, checkpoint: str | None = None, random_init: bool = False, allow_pickle: bool = False,
-                      trust_remote_code: bool = False, **kwargs: Any) -> nn.Module:
+def load_for_training(
+    source: str,
+    *,
+    checkpoint: str | None = None,
+    random_init: bool = False,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
     """`load`, except that a pela directory saved in half precision comes back in float32, to train
     (what every ``pela`` command loads); ``info(model).weights_dtype`` remembers the half dtype, so
     that a command saving the model can say how to keep its size."""
@@ -87,35 +114,61 @@ def load_for_training(source: str, *, checkpoint: str | None = None, random_init
     if source.startswith("timm:"):
         return load_timm(source[5:], checkpoint, random_init, kwargs, allow_pickle)
     if checkpoint:
-        raise PelaError("a checkpoint file applies to timm: sources only (a directory or hf: model brings its own weights)")
+        raise PelaError(
+            "a checkpoint file applies to timm: sources only (a directory or hf: model brings its own weights)"
+        )
     if source.startswith("hf:"):
         path = hf_snapshot(source[3:], random_init, allow_pickle, trust_remote_code)
-        if is_timm_dir(path):  # a timm repository on the hub (timm/NAME): timm builds it, not transformers' wrapper
+        # a timm repository on the hub (timm/NAME): timm builds it, not transformers' wrapper
+        if is_timm_dir(path):
             return timm_from_dir(path, random_init, kwargs, allow_pickle)
         return hf_from_dir(path, random_init, allow_pickle, trust_remote_code)
     path = Path(source).expanduser()
     if path.is_dir():
-        if is_pela_dir(path) or is_pela_export(path):  # pela's own export is read with pela's own code
-            model = load_saved(path, trust_remote_code=trust_remote_code) if is_pela_dir(path) else load_export(path)
+        # pela's own export is read with pela's own code
+        if is_pela_dir(path) or is_pela_export(path):
+            model = (
+                load_saved(path, trust_remote_code=trust_remote_code)
+                if is_pela_dir(path)
+                else load_export(path)
+            )
             half = next((p.dtype for p in model.parameters() if p.dtype in HALF), None)
             note_half_precision(model, half)
-            return model.float() if half else model  # saved in half precision to ship: as for hub weights, train in float32
+            # saved in half precision to ship: as for hub weights, train in float32
+            return model.float() if half else model
         if is_timm_dir(path):
             return timm_from_dir(path, random_init, kwargs, allow_pickle)
         if (path / "config.json").is_file():
             return hf_from_dir(path, random_init, allow_pickle, trust_remote_code)
-        if (path / "adapter_config.json").is_file():  # a LoRA (peft) fine-tune: its base with the adapter merged in
-            return load_adapter(path, load_for_training, random_init=random_init, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        # a LoRA (peft) fine-tune: its base with the adapter merged in
+        if (path / "adapter_config.json").is_file():
+            return load_adapter(
+                path,
+                load_for_training,
+                random_init=random_init,
+                allow_pickle=allow_pickle,
+                trust_remote_code=trust_remote_code,
+            )
         inner = sentence_transformer_dir(path)
-        if inner is not None:  # an older sentence-transformers layout: the Transformer in 0_Transformer/
+        # an older sentence-transformers layout: the Transformer in 0_Transformer/
+        if inner is not None:
             return hf_from_dir(inner, random_init, allow_pickle, trust_remote_code)
-        raise PelaError(f"{path} holds neither a pela model (pela.json), a Hugging Face or timm model (config.json) "
-                        "nor a LoRA adapter (adapter_config.json)")
-    if path.is_file() and path.suffix == ".gguf":  # llama.cpp's format: dequantized once into a cached Hugging Face directory
+        raise PelaError(
+            f"{path} holds neither a pela model (pela.json), a Hugging Face or timm model (config.json) "
+            "nor a LoRA adapter (adapter_config.json)"
+        )
+    # llama.cpp's format: dequantized once into a cached Hugging Face directory
+    if path.is_file() and path.suffix == ".gguf":
         if random_init:
-            raise PelaError("--random-init does not apply to a GGUF file: its architecture comes with its weights")
+            raise PelaError(
+                "--random-init does not apply to a GGUF file: its architecture comes with its weights"
+            )
         return hf_from_dir(gguf_to_hf(path), False, allow_pickle, trust_remote_code)
     if path.exists():
         raise PelaError(f"{source} is a file, not a model directory; {SOURCE_HELP}")
-    hint = f" (for the Hugging Face hub, write hf:{source})" if source.count("/") == 1 and not source.startswith((".", "/")) else ""
+    hint = (
+        f" (for the Hugging Face hub, write hf:{source})"
+        if source.count("/") == 1 and not source.startswith((".", "/"))
+        else ""
+    )
     raise PelaError(f"unknown model source {source!r}{hint}; {SOURCE_HELP}")

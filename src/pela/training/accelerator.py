@@ -16,7 +16,8 @@ from pela.utils.processes import partial_state
 
 
 def resident_mib() -> float:
-    """This process's resident memory now (Linux ``/proc``; elsewhere its peak), logged to catch leaks in long runs."""
+    """This process's resident memory now (Linux ``/proc``; elsewhere its peak), logged to catch
+    leaks in long runs."""
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -33,18 +34,27 @@ def make_accelerator(config: TrainConfig) -> Any:
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
     state = partial_state()  # on CPU-only machines, join torchrun's processes with gloo
-    mp = config.mixed_precision if config.mixed_precision != "auto" else ("bf16" if torch.cuda.is_available() else "no")
+    mp = (
+        config.mixed_precision
+        if config.mixed_precision != "auto"
+        else ("bf16" if torch.cuda.is_available() else "no")
+    )
     # parts of a model can sit out a step (BERT's pooler, a head no loss reads)
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    accelerator = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp],
-                              dataloader_config=DataLoaderConfiguration(split_batches=True))
+    accelerator = Accelerator(
+        mixed_precision=mp,
+        cpu=not torch.cuda.is_available(),
+        kwargs_handlers=[ddp],
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+    )
     if not torch.cuda.is_available() and fsdp_requested() and state.num_processes > 1:
         _fsdp_on_cpu(accelerator)
     return accelerator
 
 
 def leave_process_group() -> None:
-    """Leave the process group torchrun or ``accelerate launch`` joined, if any, before Python exits.
+    """Leave the process group torchrun or ``accelerate launch`` joined, if any, before Python
+    exits.
 
     Without it gloo's worker threads are torn down with the interpreter and a process can abort
     (SIGABRT, "terminate called without an active exception") after its work is done. The barrier
@@ -59,7 +69,8 @@ def leave_process_group() -> None:
 
 
 def fsdp_requested() -> bool:
-    """Whether the launch asked for FSDP (``accelerate launch --use_fsdp`` sets ``ACCELERATE_USE_FSDP``)."""
+    """Whether the launch asked for FSDP (``accelerate launch --use_fsdp`` sets
+    ``ACCELERATE_USE_FSDP``)."""
     return os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
 
 
@@ -71,9 +82,12 @@ def _fsdp_on_cpu(accelerator: Any) -> None:
     """
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
-    plugin = FullyShardedDataParallelPlugin()  # the launch's settings (FSDP_* environment variables)
+    # the launch's settings (FSDP_* environment variables)
+    plugin = FullyShardedDataParallelPlugin()
     if plugin.fsdp_version != 2:
-        raise PelaError("FSDP on the CPU needs FSDP2: launch with --fsdp_version 2 (fsdp_version: 2 in the accelerate config)")
+        raise PelaError(
+            "FSDP on the CPU needs FSDP2: launch with --fsdp_version 2 (fsdp_version: 2 in the accelerate config)"
+        )
     accelerator.state.distributed_type, accelerator.state.fsdp_plugin = DistributedType.FSDP, plugin
 
 
@@ -85,10 +99,12 @@ def is_sharded(accelerator: Any) -> bool:
 
 
 def shard_frozen(model: nn.Module, accelerator: Any) -> nn.Module:
-    """Under FSDP2, shard (in place) a model that only runs forward, as Accelerate shards the trained one.
+    """Under FSDP2, shard (in place) a model that only runs forward, as Accelerate shards the
+    trained one.
 
     Accelerate's ``prepare`` takes one model with its optimizer under FSDP2; a frozen teacher has no
-    optimizer, so it goes through the same preparation alone. Under FSDP1 it stays whole on each process.
+    optimizer, so it goes through the same preparation alone. Under FSDP1 it stays whole on each
+    process.
     """
     if is_sharded(accelerator) and accelerator.state.fsdp_plugin.fsdp_version == 2:
         from accelerate.utils.fsdp_utils import fsdp2_prepare_model
@@ -100,11 +116,18 @@ def shard_frozen(model: nn.Module, accelerator: Any) -> nn.Module:
 def rank_checksums(model: nn.Module, accelerator: Any) -> list[float]:
     """One float64 checksum of the student's weights per process, to prove every rank agrees.
 
-    A weight sharded by FSDP (a DTensor) counts whole: its shards' sums are added up over the processes."""
+    A weight sharded by FSDP (a DTensor) counts whole: its shards' sums are added up over the
+    processes."""
+
     def total(p: torch.Tensor) -> torch.Tensor:
         s = p.detach().double().sum()
         return s.full_tensor() if hasattr(s, "full_tensor") else s
 
     with torch.no_grad():
-        local = torch.stack([total(p) for p in model.parameters()]).sum().reshape(1).to(accelerator.device)
+        local = (
+            torch.stack([total(p) for p in model.parameters()])
+            .sum()
+            .reshape(1)
+            .to(accelerator.device)
+        )
     return [float(x) for x in accelerator.gather(local).cpu()]

@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 
 from pela.errors import PelaError
 
-LOWER_IS_BETTER = ("loss", "mse", "perplexity")  # how a metric's name ends when keep_best should minimize it, not maximize
+# how a metric's name ends when keep_best should minimize it, not maximize
+LOWER_IS_BETTER = ("loss", "mse", "perplexity")
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,17 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto = bf16 on a GPU, none on the CPU
     save_every: int | None = None
     log_every: int = 10
-    group_by_length: bool = False  # batch texts of similar length together (less padding), if the data knows lengths
-    workers: int = 0  # DataLoader processes that prepare batches while the model trains (0 = in the main process)
+    # batch texts of similar length together (less padding), if the data knows lengths
+    group_by_length: bool = False
+    # DataLoader processes that prepare batches while the model trains (0 = in the main process)
+    workers: int = 0
     eval_every: int | None = None  # evaluate every N steps and at the end (needs an evaluator)
-    keep_best: str | None = None  # end with the weights of the best evaluation by this metric (see LOWER_IS_BETTER)
-    patience: int | None = None  # with keep_best: stop after this many evaluations without a better one
-    EVAL_METRICS: ClassVar[tuple[str, ...]] = ()  # what a stage's evaluation reports, so keep_best may name (empty: anything)
+    # end with the weights of the best evaluation by this metric (see LOWER_IS_BETTER)
+    keep_best: str | None = None
+    # with keep_best: stop after this many evaluations without a better one
+    patience: int | None = None
+    # what a stage's evaluation reports, so keep_best may name (empty: anything)
+    EVAL_METRICS: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:
@@ -77,16 +83,21 @@ class TrainResult:
     seconds: float
     items_per_s: float
     history: list[dict[str, float]] = field(default_factory=list)  # the logged metrics
-    evals: list[dict[str, float]] = field(default_factory=list)  # {"step": s, metric: value} of each evaluation
-    best: dict[str, float] | None = None  # with keep_best: the evaluation whose weights the model ends with
-    stopped_early: bool = False  # patience ran out before the planned steps (``steps`` is where it stopped)
+    # {"step": s, metric: value} of each evaluation
+    evals: list[dict[str, float]] = field(default_factory=list)
+    # with keep_best: the evaluation whose weights the model ends with
+    best: dict[str, float] | None = None
+    # patience ran out before the planned steps (``steps`` is where it stopped)
+    stopped_early: bool = False
     rank_checksums: list[float] = field(default_factory=list)  # one per process: all equal
 
 
 def run_id(config: TrainConfig, extra: dict[str, Any]) -> str:
     """What makes two runs the same run (a checkpoint may only resume its own run)."""
-    # how often to save or log, and how many processes prepare batches, do not change what is computed;
-    # settings left at None are left out, so that a run's id does not change when a new setting is added
+    # how often to save or log, and how many processes prepare batches, do not change what is
+    # computed;
+    # settings left at None are left out, so that a run's id does not change when a new setting is
+    # added
     keep = {k: v for k, v in config.to_dict().items()
             if k not in ("save_every", "log_every", "workers") and not (k in ("eval_every", "keep_best", "patience") and v is None)}
     return hashlib.sha256(json.dumps({"config": keep, **extra}, sort_keys=True, default=str).encode()).hexdigest()[:16]

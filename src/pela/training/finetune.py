@@ -24,7 +24,8 @@ from pela.training.config import TrainConfig, TrainResult
 from pela.training.loop import fit
 from pela.training.rates import MATCHED, factor_rates
 
-# what `evaluate` reports that can pick the best model during fine-tuning (loss is minimized, the others maximized)
+# what `evaluate` reports that can pick the best model during fine-tuning (loss is minimized, the
+# others maximized)
 EVAL_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "top5", "loss")
 
 
@@ -34,12 +35,16 @@ class FinetuneConfig(TrainConfig):
 
     weight_decay: float = 0.01
     warmup: float = 0.06
-    pooling: str | None = None  # for an added head: "mean" (masked mean of the tokens) or "cls"; None: the model's own, else mean
+    # for an added head: "mean" (masked mean of the tokens) or "cls"; None: the model's own, else
+    # mean
+    pooling: str | None = None
     lora: int | None = None  # train only rank-R LoRA adapters (peft) and the head
     lora_alpha: float = 16.0
     label_smoothing: float = 0.0
-    # factored layers' learning rate: "matched" (each layer's steps on B·A as large as on a dense weight,
-    # pela.training.rates) or a multiple of lr for all of them (1: the rate of every other parameter)
+    # factored layers' learning rate: "matched" (each layer's steps on B·A as large as on a dense
+    # weight,
+    # pela.training.rates) or a multiple of lr for all of them (1: the rate of every other
+    # parameter)
     factor_lr: float | str = MATCHED
     EVAL_METRICS: ClassVar[tuple[str, ...]] = EVAL_METRICS
 
@@ -75,7 +80,8 @@ def _add_lora(model: nn.Module, rank: int, alpha: float) -> nn.Module:
     if not targets:
         raise PelaError("found no linear layers to put LoRA adapters on")
     peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets))
-    # the new head trains whole; not through peft's modules_to_save, which matches names by suffix, so a
+    # the new head trains whole; not through peft's modules_to_save, which matches names by suffix,
+    # so a
     # head called "head" would also claim a language model's "lm_head"
     for h in heads:
         peft_model.base_model.model.get_submodule(h).requires_grad_(True)
@@ -91,15 +97,17 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
     The returned model has its head (and, with ``config.lora``, the LoRA adapters merged back into
     the weights, so it has exactly the parameters of the input model plus the head).
 
-    With ``eval_data``, the model is evaluated (`evaluate`) at the end and every ``config.eval_every``
-    steps, and the scores are in ``result.evals``; with ``config.keep_best`` (one of `EVAL_METRICS`) the
-    returned model has the weights of its best evaluation, which ``result.best`` names.
+    With ``eval_data``, the model is evaluated (`evaluate`) at the end and every
+    ``config.eval_every`` steps, and the scores are in ``result.evals``; with ``config.keep_best``
+    (one of `EVAL_METRICS`) the returned model has the weights of its best evaluation, which
+    ``result.best`` names.
     """
     data = as_dataset(data)  # a datasets.Dataset, a list of texts or of (text, label) pairs
     eval_data = as_dataset(eval_data) if eval_data is not None else None
 
     config = config or FinetuneConfig()
-    data = align_classes(data, arch.class_names(model))  # a head kept for the same classes keeps its rows' meaning
+    # a head kept for the same classes keeps its rows' meaning
+    data = align_classes(data, arch.class_names(model))
     classes = dataset_classes(data)
     if num_classes is None:
         if classes is None:
@@ -108,13 +116,16 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
     if num_classes < 2:
         raise PelaError(f"fine-tuning needs at least 2 classes, the data has {num_classes}")
     collate_fn = collate_fn or Collator(model)
-    tower = arch.data_tower(model, data, collate_fn)  # CLIP on labelled images: a classifier on its vision tower
-    with torch.random.fork_rng(devices=[]):  # a new head's initial weights follow config.seed, not the caller's RNG state
+    # CLIP on labelled images: a classifier on its vision tower
+    tower = arch.data_tower(model, data, collate_fn)
+    # a new head's initial weights follow config.seed, not the caller's RNG state
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         # a sentence-transformers model pools its own way: its head does too unless told otherwise
         model = arch.with_classifier(model, num_classes, config.pooling or info(model).pooling or "mean", tower=tower)
     names = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
-    info(model).classes = names  # so that evaluations during training read the data's labels by name
+    # so that evaluations during training read the data's labels by name
+    info(model).classes = names
     trained = _add_lora(model, config.lora, config.lora_alpha) if config.lora else model
     evaluator = None
     if eval_data is not None:
@@ -124,7 +135,8 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
                             + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""))
 
         def evaluator(_: nn.Module) -> dict[str, float]:
-            # the model itself: LoRA adapters sit in it, and peft's wrapper hides its forward's signature
+            # the model itself: LoRA adapters sit in it, and peft's wrapper hides its forward's
+            # signature
             scores = evaluate(model, eval_data, collate_fn=collate_fn, batch_size=eval_batch_size, device=str(model_device(trained)),
                               workers=config.workers)
             return {k: scores[k] for k in EVAL_METRICS if scores.get(k) is not None}
@@ -144,8 +156,10 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
         model = trained.merge_and_unload()
     info(model).classes = names
     cfg = getattr(model, "config", None)
-    indices = info(model).classes == [str(i) for i in range(num_classes)]  # labels 0, 1, ...: names the config has stay
-    if getattr(cfg, "num_labels", None) == num_classes and not indices:  # a Hugging Face head: its config names the classes too
+    # labels 0, 1, ...: names the config has stay
+    indices = info(model).classes == [str(i) for i in range(num_classes)]
+    # a Hugging Face head: its config names the classes too
+    if getattr(cfg, "num_labels", None) == num_classes and not indices:
         cfg.id2label = dict(enumerate(info(model).classes))
         cfg.label2id = {c: i for i, c in cfg.id2label.items()}
     return model.eval(), result

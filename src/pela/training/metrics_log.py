@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 class MetricsLog:
-    """metrics.jsonl (and TensorBoard when installed); on resume, rows past the checkpoint are dropped."""
+    """metrics.jsonl (and TensorBoard when installed); on resume, rows past the checkpoint are
+    dropped."""
 
     def __init__(self, path: Path | None, start: int):
         self.file = self.tb = None
@@ -17,7 +18,11 @@ class MetricsLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
         if path.exists():
-            kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= start]
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= start
+            ]
         path.write_text("".join(line + "\n" for line in kept))
         self.kept = [json.loads(line) for line in kept]
         self.file = open(path, "a")

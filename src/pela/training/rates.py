@@ -1,4 +1,5 @@
-"""Learning rates for factored layers: a step on the factors that moves ``B·A`` as far as a dense step.
+"""Learning rates for factored layers: a step on the factors that moves ``B·A`` as far as a dense
+step.
 
 Adam moves every weight it trains by about the learning rate per step. A dense weight ``W`` moves by
 that much; a factored one moves through its factors, ``ΔW ≈ ΔB·A + B·ΔA``, so an element of ``B·A``
@@ -24,7 +25,8 @@ MATCHED = "matched"
 
 
 def parse_factor_lr(value: str) -> float | str:
-    """``factor_lr`` as a command line gives it: ``matched`` or a number (`FinetuneConfig` checks its range)."""
+    """``factor_lr`` as a command line gives it: ``matched`` or a number (`FinetuneConfig` checks
+    its range)."""
     if value == MATCHED:
         return value
     try:
@@ -34,13 +36,16 @@ def parse_factor_lr(value: str) -> float | str:
 
 
 def step_matched(layer: LowRankLinear) -> float:
-    """The multiplier of the learning rate at which Adam's steps on ``layer``'s factors move ``B·A`` as far as a dense weight."""
+    """The multiplier of the learning rate at which Adam's steps on ``layer``'s factors move ``B·A``
+    as far as a dense weight."""
     a, b = layer.a.weight.detach().float(), layer.b.weight.detach().float()
     size = a.pow(2).sum() / a.shape[1] + b.pow(2).sum() / b.shape[0]
     return float(size.rsqrt()) if size > 0 else 1.0
 
 
-def factor_rates(model: nn.Module, factor_lr: float | str) -> list[tuple[list[nn.Parameter], float]]:
+def factor_rates(
+    model: nn.Module, factor_lr: float | str
+) -> list[tuple[list[nn.Parameter], float]]:
     """Each factored layer's trained factors with their learning-rate multiplier, layer by layer.
 
     ``factor_lr``: ``"matched"`` (`step_matched`, per layer) or one multiplier for every layer; the
@@ -49,18 +54,29 @@ def factor_rates(model: nn.Module, factor_lr: float | str) -> list[tuple[list[nn
     rates, seen = [], set()
     for layer in model.modules():
         if isinstance(layer, LowRankLinear):
-            trained = [p for p in (layer.a.weight, layer.b.weight) if p.requires_grad and id(p) not in seen]
-            seen.update(map(id, trained))  # a factor shared by two layers takes the first one's rate: AdamW takes it once
+            trained = [
+                p for p in (layer.a.weight, layer.b.weight) if p.requires_grad and id(p) not in seen
+            ]
+            # a factor shared by two layers takes the first one's rate: AdamW takes it once
+            seen.update(map(id, trained))
             if trained:
-                rates.append((trained, step_matched(layer) if factor_lr == MATCHED else float(factor_lr)))
+                rates.append(
+                    (trained, step_matched(layer) if factor_lr == MATCHED else float(factor_lr))
+                )
     return rates
 
 
-def param_groups(params: list[nn.Parameter], lr: float, rates: list[tuple[list[nn.Parameter], float]] | None) -> list[dict[str, Any]]:
-    """AdamW's parameter groups: ``params`` without a rate at ``lr``, then one group per layer of ``rates``.
+def param_groups(
+    params: list[nn.Parameter], lr: float, rates: list[tuple[list[nn.Parameter], float]] | None
+) -> list[dict[str, Any]]:
+    """AdamW's parameter groups: ``params`` without a rate at ``lr``, then one group per layer of
+    ``rates``.
 
-    One group per layer, whatever the values: a run resumed from a checkpoint has the same groups."""
+    One group per layer, whatever the values: a run resumed from a checkpoint has the same
+    groups."""
     rates = [(ps, scale) for ps, scale in rates or [] if ps]
     rated = {id(p) for ps, _ in rates for p in ps}
     rest = [p for p in params if id(p) not in rated]
-    return ([{"params": rest, "lr": lr}] if rest else []) + [{"params": ps, "lr": lr * scale} for ps, scale in rates]
+    return ([{"params": rest, "lr": lr}] if rest else []) + [
+        {"params": ps, "lr": lr * scale} for ps, scale in rates
+    ]

@@ -1,12 +1,13 @@
-"""pela's recipe for stages 1 and 2 in one call: calibrated compression and distillation, in steps of size.
+"""pela's recipe for stages 1 and 2 in one call: calibrated compression and distillation, in steps
+of size.
 
-The student is not cut to its final size at once. With ``stages=n``, stage ``i`` compresses it to the
-size a ratio ``k^(i/n)`` gives (whitened factors, ranks allocated across layers by measured
-sensitivity, statistics from the same data run through the student as it is then) and distills it for
-its share of the steps; between stages its factors are merged back into dense layers (`densify`) and
-cut again, further. Each cut starts from a student that has already recovered from the last, so it
-never jumps far from the teacher. Measured on the study of record (docs/BENCHMARKS.md), two stages
-against one, same steps in all.
+The student is not cut to its final size at once. With ``stages=n``, stage ``i`` compresses it to
+the size a ratio ``k^(i/n)`` gives (whitened factors, ranks allocated across layers by measured
+sensitivity, statistics from the same data run through the student as it is then) and distills it
+for its share of the steps; between stages its factors are merged back into dense layers (`densify`)
+and cut again, further. Each cut starts from a student that has already recovered from the last, so
+it never jumps far from the teacher. Measured on the study of record (docs/BENCHMARKS.md), two
+stages against one, same steps in all.
 """
 
 from __future__ import annotations
@@ -39,14 +40,17 @@ STAGES = 2  # the default: one intermediate size (k's square root), then k
 # a distillation step runs the teacher forward, the student forward and backward: about this many
 # forward passes of the original model per example, against calibration's one
 STEP_PASSES = 3.5
-PACK_TOKENS = 1024  # a language model's packed sequences: this many tokens, or fewer where the model takes fewer
+# a language model's packed sequences: this many tokens, or fewer where the model takes fewer
+PACK_TOKENS = 1024
 
 
 @dataclass
 class ShrinkResult:
-    reports: list[CompressionReport] = field(default_factory=list)  # one per stage; the last one is the student's size
+    # one per stage; the last one is the student's size
+    reports: list[CompressionReport] = field(default_factory=list)
     distills: list[TrainResult] = field(default_factory=list)  # one per stage
-    config: DistillConfig | None = None  # the distillation's settings, its steps in all (shared by the stages)
+    # the distillation's settings, its steps in all (shared by the stages)
+    config: DistillConfig | None = None
 
     @property
     def report(self) -> CompressionReport:
@@ -58,23 +62,32 @@ def stage_ratios(ratio: float, stages: int) -> list[float]:
     return [ratio ** ((i + 1) / stages) for i in range(stages)]
 
 
-def stage_recipe(model: nn.Module, ratio: float, sequential: bool = False, align: int = 8) -> LowRankConfig:
-    """pela's factorization at the size ``ratio`` gives: whitened, ranks allocated across layers by sensitivity."""
+def stage_recipe(
+    model: nn.Module, ratio: float, sequential: bool = False, align: int = 8
+) -> LowRankConfig:
+    """pela's factorization at the size ``ratio`` gives: whitened, ranks allocated across layers by
+    sensitivity."""
     return recipe(model, calibrated=True, ratio=ratio, sequential=sequential, align=align)
 
 
 def _stage_config(config: DistillConfig, stage: int, stages: int) -> DistillConfig:
-    """``config`` with this stage's share of the steps (or of the epochs; default: one epoch in all)."""
+    """``config`` with this stage's share of the steps (or of the epochs; default: one epoch in
+    all)."""
     if config.steps is not None:
         steps = config.steps * (stage + 1) // stages - config.steps * stage // stages
         if steps < 1:
-            raise PelaError(f"{config.steps} distillation steps cannot be shared by {stages} stages")
+            raise PelaError(
+                f"{config.steps} distillation steps cannot be shared by {stages} stages"
+            )
         return dataclasses.replace(config, steps=steps)
     return dataclasses.replace(config, epochs=(config.epochs or 1.0) / stages)
 
 
-def distill_steps(examples: int, batch_size: int, seconds_per_example: float, minutes: float | None) -> int:
-    """One epoch of ``examples`` in batches, or as many steps as ``minutes`` allow at the measured pace."""
+def distill_steps(
+    examples: int, batch_size: int, seconds_per_example: float, minutes: float | None
+) -> int:
+    """One epoch of ``examples`` in batches, or as many steps as ``minutes`` allow at the measured
+    pace."""
     epoch = max(1, examples // batch_size)
     if minutes is None:
         return epoch
@@ -96,19 +109,42 @@ def packed(model: nn.Module, data: Any, collate_fn: Any, pack: int | None) -> An
     positions = arch.max_positions(model)
     if not arch.is_causal_lm(model):
         if pack is not None:
-            raise PelaError(f"--pack packs text for a language model; {type(model).__name__} has no next-token head")
+            raise PelaError(
+                f"--pack packs text for a language model; {type(model).__name__} has no next-token head"
+            )
         return data
     if pack is not None and positions is not None and pack > positions:
-        raise PelaError(f"--pack {pack} is more than this model takes: at most {positions} positions")
-    return PackedText(data, collate_fn.tokenizer, pack or min(PACK_TOKENS, positions or PACK_TOKENS))
+        raise PelaError(
+            f"--pack {pack} is more than this model takes: at most {positions} positions"
+        )
+    return PackedText(
+        data, collate_fn.tokenizer, pack or min(PACK_TOKENS, positions or PACK_TOKENS)
+    )
 
 
-def shrink(student: nn.Module, teacher: nn.Module, data: Any, ratio: float = 2.0, config: DistillConfig | None = None, *,
-           stages: int = STAGES, minutes: float | None = None, pack: int | None = None, train_data: Any = None,
-           collate_fn: Callable | None = None, calib_samples: int = 512, probe_samples: int = 32, sequential: bool = False,
-           align: int = 8, seed: int = 0, out: str | Path | None = None, progress: bool = False,
-           run_info: dict[str, Any] | None = None) -> ShrinkResult:
-    """Compress ``student`` (in place; a copy of ``teacher``) to the size ratio ``k`` gives, and distill it, in ``stages``.
+def shrink(
+    student: nn.Module,
+    teacher: nn.Module,
+    data: Any,
+    ratio: float = 2.0,
+    config: DistillConfig | None = None,
+    *,
+    stages: int = STAGES,
+    minutes: float | None = None,
+    pack: int | None = None,
+    train_data: Any = None,
+    collate_fn: Callable | None = None,
+    calib_samples: int = 512,
+    probe_samples: int = 32,
+    sequential: bool = False,
+    align: int = 8,
+    seed: int = 0,
+    out: str | Path | None = None,
+    progress: bool = False,
+    run_info: dict[str, Any] | None = None,
+) -> ShrinkResult:
+    """Compress ``student`` (in place; a copy of ``teacher``) to the size ratio ``k`` gives, and
+    distill it, in ``stages``.
 
     Args:
         data: unlabeled examples to calibrate on (and to distill on, unless ``train_data`` says otherwise).
@@ -130,17 +166,41 @@ def shrink(student: nn.Module, teacher: nn.Module, data: Any, ratio: float = 2.0
             densify(student)
         recipe = stage_recipe(student, k, sequential, align)
         began = time.perf_counter()
-        calibration = calibrate(student, data, recipe, collate_fn=collate_fn, samples=calib_samples,
-                                probe_samples=probe_samples, seed=seed, progress=progress)
-        if config.steps is None and config.epochs is None:  # the first calibration's pace says how many steps fit
+        calibration = calibrate(
+            student,
+            data,
+            recipe,
+            collate_fn=collate_fn,
+            samples=calib_samples,
+            probe_samples=probe_samples,
+            seed=seed,
+            progress=progress,
+        )
+        # the first calibration's pace says how many steps fit
+        if config.steps is None and config.epochs is None:
             per_example = _seconds_per_example(time.perf_counter() - began, calibration, train)
             steps = max(stages, distill_steps(len(train), config.batch_size, per_example, minutes))
             config = result.config = dataclasses.replace(config, steps=steps)
         result.reports.append(compress(student, recipe, calibration=calibration, progress=progress))
-        where = None if out is None else Path(out) if stage == stages - 1 else Path(out) / "stages" / str(stage + 1)
-        result.distills.append(distill(student, teacher, train, _stage_config(config, stage, stages), collate_fn=collate_fn,
-                                       out=where, progress=progress,
-                                       run_info={**(run_info or {}), "stage": stage + 1, "stages": stages}))
+        where = (
+            None
+            if out is None
+            else Path(out)
+            if stage == stages - 1
+            else Path(out) / "stages" / str(stage + 1)
+        )
+        result.distills.append(
+            distill(
+                student,
+                teacher,
+                train,
+                _stage_config(config, stage, stages),
+                collate_fn=collate_fn,
+                out=where,
+                progress=progress,
+                run_info={**(run_info or {}), "stage": stage + 1, "stages": stages},
+            )
+        )
     return result
 
 
@@ -149,11 +209,19 @@ def _check(stages: int, minutes: float | None, config: DistillConfig | None) -> 
         raise PelaError(f"stages must be an integer >= 1, got {stages!r}")
     if minutes is not None and not (isinstance(minutes, (int, float)) and minutes > 0):
         raise PelaError(f"minutes must be > 0, got {minutes!r}")
-    if minutes is not None and config is not None and (config.steps is not None or config.epochs is not None):
-        raise PelaError("give the distillation's steps (or epochs) or a time budget in minutes, not both")
+    if (
+        minutes is not None
+        and config is not None
+        and (config.steps is not None or config.epochs is not None)
+    ):
+        raise PelaError(
+            "give the distillation's steps (or epochs) or a time budget in minutes, not both"
+        )
     if stages > 1 and fsdp_requested() and partial_state().num_processes > 1:
-        raise PelaError("under FSDP the student is sharded after its first stage, and the next cut needs it whole: "
-                        "shrink in one stage (--stages 1), or compress and distill stage by stage")
+        raise PelaError(
+            "under FSDP the student is sharded after its first stage, and the next cut needs it whole: "
+            "shrink in one stage (--stages 1), or compress and distill stage by stage"
+        )
 
 
 def _seconds_per_example(seconds: float, calibration: Calibration, train: Any) -> float:

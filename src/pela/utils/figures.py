@@ -14,7 +14,8 @@ FORMATS = (".png", ".pdf", ".svg")
 
 
 def check_figure_path(path: str | os.PathLike) -> Path:
-    """Refuse a plot path matplotlib cannot write or whose folder cannot be made, before any slow work."""
+    """Refuse a plot path matplotlib cannot write or whose folder cannot be made, before any slow
+    work."""
 
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
@@ -37,7 +38,9 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
 
     path = Path(path)
     path.absolute().parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.absolute().parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.absolute().parent
+    )
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=dpi)

@@ -15,7 +15,8 @@ from pela.errors import PelaError
 
 
 def cache_dir() -> Path:
-    """Where pela keeps what it derives from your files: $PELA_CACHE, else $XDG_CACHE_HOME/pela, else ~/.cache/pela."""
+    """Where pela keeps what it derives from your files: $PELA_CACHE, else $XDG_CACHE_HOME/pela,
+    else ~/.cache/pela."""
     if os.environ.get("PELA_CACHE"):
         return Path(os.environ["PELA_CACHE"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pela"
@@ -23,21 +24,27 @@ def cache_dir() -> Path:
 
 # ---------------------------------------------------------------- atomic output
 def check_output_dir(directory: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Refuse an output directory that is a file, is non-empty (unless ``overwrite``) or unwritable."""
+    """Refuse an output directory that is a file, is non-empty (unless ``overwrite``) or
+    unwritable."""
     path = Path(directory)
     if path.exists() and not path.is_dir():
         raise PelaError(f"output {path} exists and is not a directory")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         if (path / "checkpoints" / "latest.json").is_file():
-            raise PelaError(f"output directory {path} holds the checkpoints of an unfinished run: --resume continues it, "
-                            "--overwrite starts over (the old output stays until the new one is complete)")
-        raise PelaError(f"output directory {path} already exists and is not empty (use --overwrite to replace it)")
+            raise PelaError(
+                f"output directory {path} holds the checkpoints of an unfinished run: --resume continues it, "
+                "--overwrite starts over (the old output stays until the new one is complete)"
+            )
+        raise PelaError(
+            f"output directory {path} already exists and is not empty (use --overwrite to replace it)"
+        )
     check_parent(path)
     return path
 
 
 def check_not_input(out: str | os.PathLike, inputs: dict[str, Any]) -> None:
-    """Refuse an output that is one of the inputs (or holds one): replacing it would destroy what the run reads.
+    """Refuse an output that is one of the inputs (or holds one): replacing it would destroy what
+    the run reads.
 
     ``inputs`` maps a description (``"--student"``) to a path or a model source; sources that are
     not local paths (``hf:``, ``timm:``) and None are skipped.
@@ -49,8 +56,10 @@ def check_not_input(out: str | os.PathLike, inputs: dict[str, Any]) -> None:
         source = Path(str(value)).absolute().resolve()
         if source == target or target in source.parents:
             held = "is" if source == target else "holds"
-            raise PelaError(f"--out {out} {held} the input {what} {value}: writing there would destroy it; "
-                            "choose another output directory")
+            raise PelaError(
+                f"--out {out} {held} the input {what} {value}: writing there would destroy it; "
+                "choose another output directory"
+            )
 
 
 def check_parent(path: Path) -> None:
@@ -71,8 +80,8 @@ def check_parent(path: Path) -> None:
 
 @contextlib.contextmanager
 def writing(path: str | os.PathLike) -> Iterator[None]:
-    """A write that the system refuses (a full disk, a quota, a read-only file system) is the user's to mend:
-    a `PelaError` naming what was being written, with the system's error as its cause."""
+    """A write that the system refuses (a full disk, a quota, a read-only file system) is the user's
+    to mend: a `PelaError` naming what was being written, with the system's error as its cause."""
     try:
         yield
     except OSError as e:
@@ -100,7 +109,8 @@ def atomic_dir(directory: str | os.PathLike, overwrite: bool = False) -> Iterato
 
 
 def replace_dir(new: Path, path: Path) -> None:
-    """Move the complete directory ``new`` to ``path``; an old ``path`` is removed only once ``new`` is there."""
+    """Move the complete directory ``new`` to ``path``; an old ``path`` is removed only once ``new``
+    is there."""
     if path.exists():
         old = path.with_name(f".{path.name}.old-{os.getpid()}")
         os.replace(path, old)
@@ -111,19 +121,23 @@ def replace_dir(new: Path, path: Path) -> None:
 
 
 def temporary_prefix(name: str) -> str:
-    """Temporary names carry the writing process's id, so a later run can tell one left by a killed process."""
+    """Temporary names carry the writing process's id, so a later run can tell one left by a killed
+    process."""
     return f".{name}.tmp-{os.getpid()}-"
 
 
 def remove_stale_temporaries(folder: Path, name: str = "*") -> None:
-    """Remove what a killed process left half-written in ``folder`` (its ``.NAME.tmp-PID-*`` entries, PID dead).
+    """Remove what a killed process left half-written in ``folder`` (its ``.NAME.tmp-PID-*``
+    entries, PID dead).
 
     A kill (SIGKILL, power loss) leaves no chance to clean up; the next write beside it does.
     """
     for entry in folder.glob(f".{name if name == '*' else glob.escape(name)}.tmp-*"):
         pid = entry.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(
+                missing_ok=True
+            )
 
 
 def _alive(pid: int) -> bool:
@@ -139,7 +153,8 @@ def _alive(pid: int) -> bool:
 
 
 def default_permissions(root: Path) -> None:
-    """mkdtemp/mkstemp create private (0700/0600) entries; give them the modes a plain mkdir/open would."""
+    """mkdtemp/mkstemp create private (0700/0600) entries; give them the modes a plain mkdir/open
+    would."""
     umask = os.umask(0)
     os.umask(umask)
     for p in [root, *root.rglob("*")]:

@@ -1,0 +1,1 @@
+"""Deployment: a pela model in the runtimes people serve with (ONNX Runtime)."""

@@ -1,0 +1,170 @@
+"""A model as an ONNX graph that ONNX Runtime runs, checked against the model before it is kept.
+
+`export_onnx` hands the model to torch.onnx's exporter (``torch.export`` underneath); a factorized
+layer stays two products (``B(A x)``), so the graph keeps the student's smaller arithmetic. The
+batch and sequence dimensions stay dynamic. Before the file is kept, ONNX Runtime runs it on
+random inputs of a second shape and its outputs must match the model's within ``atol``; the
+figures go to ``pela_onnx.json`` beside ``model.onnx``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pela.arch import is_causal_lm
+from pela.arch.inputs import example_inputs
+from pela.arch.properties import max_positions
+from pela.errors import PelaError
+from pela.models.saving import COMPANION_FILES
+from pela.utils.files import atomic_dir
+
+ONNX_NAME = "model.onnx"
+RECORD_NAME = "pela_onnx.json"
+IMAGE_INPUT = "pixel_values"  # the name a model taking one positional image tensor gets
+
+
+@dataclass
+class OnnxExport:
+    """What was written, and how closely ONNX Runtime reproduces the model."""
+
+    path: Path
+    inputs: list[str]
+    outputs: list[str]
+    max_abs_difference: float  # ONNX Runtime against PyTorch, on inputs of a shape not exported
+    checked_shape: list[int]
+    opset: int | None
+
+
+class _Outputs(nn.Module):
+    """The model called with keyword inputs, its tensor outputs as a tuple (ONNX has no objects)."""
+
+    def __init__(self, model: nn.Module, inputs: list[str], positional: bool):
+        super().__init__()
+        self.model, self.inputs, self.positional = model, inputs, positional
+        self.names: list[str] = []
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.positional:
+            out = self.model(*tensors)
+        else:
+            out = self.model(**dict(zip(self.inputs, tensors)))
+        if isinstance(out, torch.Tensor):
+            self.names = ["output"]
+            return (out,)
+        items = [(k, v) for k, v in out.items() if isinstance(v, torch.Tensor)]
+        self.names = [k for k, _ in items]
+        return tuple(v for _, v in items)
+
+
+def export_onnx(model: nn.Module, out: str | os.PathLike, *, overwrite: bool = False,
+                atol: float = 1e-4, files_from: str | os.PathLike | None = None) -> OnnxExport:
+    """Write ``model`` to ``out/model.onnx``, checked with ONNX Runtime; returns the record.
+
+    The model is exported as it will run: in float32 and evaluation mode (it is left so).
+
+    Encoders, vision models and classifiers export; a causal language model is refused (its decode
+    loop with a key-value cache is not one graph). ``files_from``: a directory whose tokenizer and
+    processor files are copied beside the graph.
+    """
+    if is_causal_lm(model):
+        raise PelaError("ONNX export covers encoders, vision models and classifiers; a language "
+                        "model's generation loop is not one graph")
+    ort = _onnxruntime()
+    model = model.float().eval()
+    inputs, positional = named_inputs(model, batch_size=2, seq_len=16)
+    wrapped = _Outputs(model, list(inputs), positional).eval()
+    with atomic_dir(out, overwrite) as tmp:
+        program = _export(wrapped, inputs)
+        program.save(str(tmp / ONNX_NAME))
+        shape, diff = _check(ort, tmp / ONNX_NAME, wrapped, model)
+        if diff > atol:
+            raise PelaError(f"ONNX Runtime's outputs differ from the model's by {diff:.3g} "
+                            f"(more than {atol:g}); nothing was written")
+        record = OnnxExport(Path(out) / ONNX_NAME, list(inputs), wrapped.names, diff, shape,
+                            _opset(program))
+        (tmp / RECORD_NAME).write_text(json.dumps(asdict(record), indent=2, default=str))
+        _copy_files(files_from, tmp)
+    return record
+
+
+def _onnxruntime() -> Any:
+    try:
+        import onnxruntime
+        import onnxscript  # noqa: F401 - torch.onnx's exporter translates with it
+    except ImportError as e:
+        raise PelaError(f"ONNX export needs {e.name}: pip install 'pela[deploy]'") from e
+    return onnxruntime
+
+
+def named_inputs(model: nn.Module, batch_size: int,
+                 seq_len: int) -> tuple[dict[str, torch.Tensor], bool]:
+    """Random inputs by the names the ONNX graph gives them, and whether the model takes them
+    positionally (one image tensor); text is cut to the model's positions."""
+    limit = max_positions(model)
+    inputs = example_inputs(model, batch_size, min(seq_len, limit) if limit else seq_len)
+    if isinstance(inputs, tuple):
+        if len(inputs) != 1:
+            name = type(model).__name__
+            raise PelaError(f"cannot name the {len(inputs)} positional inputs of {name}")
+        return {IMAGE_INPUT: inputs[0]}, True
+    return dict(inputs), False
+
+
+def _export(wrapped: _Outputs, inputs: dict[str, torch.Tensor]) -> Any:
+    from torch.export import Dim
+
+    # every dimension but the features may vary: batch, sequence, image size as the model allows
+    dynamic = [{d: Dim.AUTO for d in range(min(v.dim(), 2))} for v in inputs.values()]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations, not the user's
+        wrapped(*inputs.values())  # names the outputs
+        try:
+            return torch.onnx.export(wrapped, tuple(inputs.values()), dynamo=True, verbose=False,
+                                     dynamic_shapes=(tuple(dynamic),),
+                                     input_names=list(inputs), output_names=wrapped.names)
+        except Exception as e:  # noqa: BLE001 - the exporter's failures are many; say which
+            root = e
+            while root.__cause__ is not None:  # the exporter wraps what torch.export said
+                root = root.__cause__
+            line = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
+            raise PelaError(f"torch.onnx could not export {type(wrapped.model).__name__}: "
+                            f"{line}") from e
+
+
+def _check(ort: Any, path: Path, wrapped: _Outputs, model: nn.Module) -> tuple[list[int], float]:
+    """ONNX Runtime against PyTorch on inputs of another batch size and length than exported."""
+    inputs, _ = named_inputs(model, batch_size=3, seq_len=11)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # the exporter drops the inputs the graph never reads
+    taken = {i.name for i in session.get_inputs()}
+    feed = {k: v.numpy() for k, v in inputs.items() if k in taken}
+    with torch.no_grad():
+        expected = wrapped(*inputs.values())
+    got = session.run(None, feed)
+    if len(got) != len(expected):
+        raise PelaError(f"ONNX Runtime returned {len(got)} outputs, the model {len(expected)}")
+    diff = max(float(abs(torch.from_numpy(g) - e).max()) for g, e in zip(got, expected))
+    return list(next(iter(inputs.values())).shape), diff
+
+
+def _opset(program: Any) -> int | None:
+    model = getattr(program, "model_proto", None)
+    found = [o.version for o in getattr(model, "opset_import", []) if o.domain in ("", "ai.onnx")]
+    return found[0] if found else None
+
+
+def _copy_files(files_from: str | os.PathLike | None, target: Path) -> None:
+    if files_from is None or not Path(files_from).is_dir():
+        return
+    for name in COMPANION_FILES:
+        if (Path(files_from) / name).is_file():
+            shutil.copy(Path(files_from) / name, target / name)
