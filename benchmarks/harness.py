@@ -28,7 +28,9 @@ Curve = list[tuple[int, float]]
 
 @dataclass(frozen=True)
 class StudySettings:
-    """The demo's default settings (`pela.demo.DemoSettings`), which the studies of record use."""
+    """The settings the studies of record ran with: the demo's defaults when they were recorded
+    (`pela.demo.DemoSettings`). A copy on purpose: a change to the demo leaves the recorded studies
+    reproducible with their own commands."""
 
     train: int = 5000
     test: int = 2000
