@@ -20,7 +20,8 @@ from pela.models.sources import load_for_training
 from pela.training.distill import DistillConfig, distill
 from pela.training.finetune import FinetuneConfig, finetune
 
-__all__ = ["StudySettings", "study_data", "gloss_texts", "finetune_and_evaluate", "distill_config",
+__all__ = ["StudySettings", "study_data", "gloss_texts", "finetune_model", "finetune_and_evaluate",
+           "distill_config",
            "distill_student", "minilm_dir", "smollm2_gguf", "wordnet_glosses", "GlossTask"]
 
 Curve = list[tuple[int, float]]
@@ -59,15 +60,20 @@ def gloss_texts(work: Path) -> tuple[Any, Any]:
     return load_dataset(work / "train.txt"), load_dataset(work / "heldout.txt")
 
 
-def finetune_and_evaluate(model: Any, data: GlossTask, settings: StudySettings,
-                          seed: int = 0) -> tuple[dict[str, Any], Curve]:
-    """The demo's fine-tuning recipe, then test metrics: ``(metrics + finetune_seconds, curve)``."""
+def finetune_model(model: Any, data: GlossTask, settings: StudySettings,
+                   seed: int = 0) -> tuple[Any, Any]:
+    """The demo's fine-tuning recipe: ``(tuned model, pela.finetune's result)``."""
     config = FinetuneConfig(epochs=settings.finetune_epochs, batch_size=settings.batch_size,
                             lr=settings.finetune_lr, group_by_length=True, log_every=10,
                             seed=seed, factor_lr=settings.factor_lr)
-    tuned, res = finetune(model, data.train, config, num_classes=len(data.classes),
-                          collate_fn=Collator(model, max_length=settings.max_length),
-                          progress=True)
+    return finetune(model, data.train, config, num_classes=len(data.classes),
+                    collate_fn=Collator(model, max_length=settings.max_length), progress=True)
+
+
+def finetune_and_evaluate(model: Any, data: GlossTask, settings: StudySettings,
+                          seed: int = 0) -> tuple[dict[str, Any], Curve]:
+    """The demo's fine-tuning recipe, then test metrics: ``(metrics + finetune_seconds, curve)``."""
+    tuned, res = finetune_model(model, data, settings, seed)
     metrics = evaluate(tuned, data.test, collate_fn=Collator(tuned, max_length=settings.max_length))
     return {**metrics, "finetune_seconds": res.seconds}, _curve(res)
 

@@ -1,12 +1,13 @@
-"""PyTorch and ONNX Runtime side by side: an original and its k=2 student, exported by pela.
+"""PyTorch and ONNX Runtime, float32 and int8, side by side: an original and its k=2 student.
 
     .venv/bin/python -m benchmarks.onnx_speed        # all-MiniLM-L6-v2, and ViT-B/16 (random init)
 
 Each model is loaded, a copy compressed (`pela.compress`, plain SVD at ``--ratio``: the speed of any
 student at that size) and both exported (`pela.export_onnx`, which checks ONNX Runtime's outputs
-against PyTorch's). The four runs (original and student, PyTorch and ONNX Runtime) are timed in
-interleaved rounds on the same batch; each run's median round counts, and every ratio is of runs
-measured side by side. Results: benchmarks/results/onnx_speed.json.
+against PyTorch's), in float32 and with int8 weights and activations (``int8=True``). The six runs
+(original and student; PyTorch, ONNX Runtime, ONNX Runtime int8) are timed in interleaved rounds on
+the same batch; each run's median round counts, and every ratio is of runs measured side by side.
+Results: benchmarks/results/onnx_speed.json.
 """
 
 from __future__ import annotations
@@ -37,16 +38,27 @@ def _session(path: Path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _runners(model, session, inputs: dict, positional: bool) -> dict:
+def _ort_run(session, inputs: dict):
     taken = {i.name for i in session.get_inputs()}
     feed = {k: v.numpy() for k, v in inputs.items() if k in taken}
+    return lambda: session.run(None, feed)
+
+
+def _torch_run(model, inputs: dict, positional: bool):
     args = tuple(inputs.values())
 
-    def torch_run():
+    def run():
         with torch.inference_mode():
             return model(*args) if positional else model(**inputs)
 
-    return {"pytorch": torch_run, "onnxruntime": lambda: session.run(None, feed)}
+    return run
+
+
+RUNTIMES = ("pytorch", "onnxruntime", "onnxruntime int8")
+
+
+def _mb(path: Path) -> float:
+    return round(sum(f.stat().st_size for f in path.parent.glob("model.onnx*")) / 1e6, 2)
 
 
 def measure(source: str, ratio: float, batch_size: int, seq_len: int, rounds: int, iters: int,
@@ -55,12 +67,16 @@ def measure(source: str, ratio: float, batch_size: int, seq_len: int, rounds: in
     student = copy.deepcopy(original)
     pela.compress(student, pela.LowRankConfig(ratio=ratio))
     models = {"original": original, "student": student}
-    exports = {name: pela.export_onnx(m, work / name, overwrite=True) for name, m in models.items()}
+    exports, int8 = {}, {}
+    for name, m in models.items():
+        exports[name] = pela.export_onnx(m, work / name, overwrite=True)
+        int8[name] = pela.export_onnx(m, work / f"{name}-int8", overwrite=True, int8=True)
     inputs, positional = named_inputs(original, batch_size, seq_len)
     runs = {}
     for name, model in models.items():
-        for runtime, fn in _runners(model, _session(exports[name].path), inputs, positional).items():
-            runs[f"{name} / {runtime}"] = fn
+        runs[f"{name} / pytorch"] = _torch_run(model, inputs, positional)
+        runs[f"{name} / onnxruntime"] = _ort_run(_session(exports[name].path), inputs)
+        runs[f"{name} / onnxruntime int8"] = _ort_run(_session(int8[name].path), inputs)
     for fn in runs.values():
         fn()  # warm-up
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -75,12 +91,15 @@ def measure(source: str, ratio: float, batch_size: int, seq_len: int, rounds: in
         "inputs": {k: list(v.shape) for k, v in inputs.items()},
         "params": {n: sum(p.numel() for p in m.parameters()) for n, m in models.items()},
         "onnx_max_abs_difference": {n: e.max_abs_difference for n, e in exports.items()},
+        "int8_relative_error": {n: round(e.int8_relative_error, 5) for n, e in int8.items()},
+        "file_mb": {**{n: _mb(e.path) for n, e in exports.items()},
+                    **{f"{n} int8": _mb(e.path) for n, e in int8.items()}},
         "items_per_s": {k: round(v, 2) for k, v in per_s.items()},
         "student_over_original": {
             rt: round(per_s[f"student / {rt}"] / per_s[f"original / {rt}"], 3)
-            for rt in ("pytorch", "onnxruntime")},
-        "onnxruntime_over_pytorch": {
-            n: round(per_s[f"{n} / onnxruntime"] / per_s[f"{n} / pytorch"], 3) for n in models},
+            for rt in RUNTIMES},
+        "over_original_pytorch": {
+            k: round(v / per_s["original / pytorch"], 3) for k, v in per_s.items()},
         "rounds_ms": {k: [round(1000 * t, 1) for t in v] for k, v in times.items()},
     }
 

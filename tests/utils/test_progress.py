@@ -44,6 +44,21 @@ def test_a_long_step_still_gets_its_lines_on_time(capsys):
     assert said[-1].startswith("calibrating: 1/2 (50%)") and rate < 5  # one step in 0.3 s, not since the last heartbeat
 
 
+def test_steps_that_advance_get_progress_lines_not_at_work_lines(capsys):
+    """Fast steps between two lines: the line on time says how far the job is, never "at work on
+    the next" (the heartbeat is for a step that outlasts the interval)."""
+    import time
+
+    lines = progress._Lines(total=1000, description="fine-tuning", every=0.05)
+    lines.advance(0)
+    for _ in range(200):
+        time.sleep(0.001)
+        lines.advance(1)
+    lines.close()
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) >= 3 and not [line for line in said if "at work" in line], said
+
+
 def test_work_without_steps_says_it_is_at_work(capsys, monkeypatch):
     import time
 

@@ -178,29 +178,37 @@ def export(
     out: Path = typer.Option(..., "--out", help="the directory to write"),
     format: str = typer.Option("hf", "--format", help="hf: a Hugging Face directory that loads without pela "
                                "(trust_remote_code=True); onnx: model.onnx for ONNX Runtime, checked against the model"),
+    int8: bool = typer.Option(False, "--int8", help="with --format onnx: int8 weights and dynamic int8 "
+                              "activations (ONNX Runtime's quantizer)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
 ) -> None:
     """Ship a model: a Hugging Face directory that loads without pela, or an ONNX graph for ONNX
     Runtime."""
     if format not in EXPORT_FORMATS:
         raise PelaError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
+    if int8 and format != "onnx":
+        raise PelaError("--int8 quantizes the ONNX graph: add --format onnx")
     if format == "onnx":
-        return _export_onnx(model, out, overwrite)
+        return _export_onnx(model, out, overwrite, int8)
     export_hf(Path(model), out, overwrite=overwrite)
     cls = next(iter(json.loads((out / "config.json").read_text())["auto_map"]))
     out_console.print(f"exported to {out}; load it with transformers alone: {cls}.from_pretrained({str(out)!r}, trust_remote_code=True)")
 
 
-def _export_onnx(model: str, out: Path, overwrite: bool) -> None:
+def _export_onnx(model: str, out: Path, overwrite: bool, int8: bool) -> None:
     if Path(model).is_dir():
         check_not_input(out, {"model": Path(model)})
     check_output_dir(out, overwrite)  # before loading: a taken --out is the user's to settle first
     with activity(f"loading {model}"):
         loaded = load_for_training(model)
     with activity("exporting to ONNX and checking it with ONNX Runtime"):
-        record = export_onnx(loaded, out, overwrite=overwrite, files_from=model if Path(model).is_dir() else None)
+        record = export_onnx(loaded, out, overwrite=overwrite, int8=int8,
+                             files_from=model if Path(model).is_dir() else None)
     out_console.print(f"exported to {record.path} (inputs {', '.join(record.inputs)}; outputs {', '.join(record.outputs)}); "
                       f"ONNX Runtime matches the model to {record.max_abs_difference:.1e}")
+    if record.int8:
+        out_console.print(f"int8: outputs within {record.int8_max_abs_difference:.1e} of the float32 model's "
+                          f"({100 * record.int8_relative_error:.2f}% of their norm)")
 
 
 @command(name="data")

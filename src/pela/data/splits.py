@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-# folder names that mean a split, not a class: ImageNet-style data is root/train/<class>/...,
-# root/val/<class>/...
 # what datasets call the split to evaluate on
 HELD_OUT = ("validation", "val", "valid", "dev", "eval")
+# folder names that mean a split, not a class: ImageNet-style data is root/train/<class>/...,
+# root/val/<class>/...; each split read finds the folders of the names it accepts
 SPLIT_FOLDERS = {
     "train": ("train", "training"),
     "test": HELD_OUT[:4] + ("test", "eval"),

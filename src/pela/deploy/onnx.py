@@ -23,6 +23,7 @@ from torch import nn
 from pela.arch import is_causal_lm
 from pela.arch.inputs import example_inputs
 from pela.arch.properties import max_positions
+from pela.deploy.quantize import quantize_int8
 from pela.errors import PelaError
 from pela.models.saving import COMPANION_FILES
 from pela.utils.files import atomic_dir
@@ -42,6 +43,11 @@ class OnnxExport:
     max_abs_difference: float  # ONNX Runtime against PyTorch, on inputs of a shape not exported
     checked_shape: list[int]
     opset: int | None
+    int8: bool = False  # int8 weights and dynamic int8 activations (`pela.deploy.quantize`)
+    # the int8 graph against PyTorch's float32 outputs: the largest difference, and relative to
+    # the outputs' norm
+    int8_max_abs_difference: float | None = None
+    int8_relative_error: float | None = None
 
 
 class _Outputs(nn.Module):
@@ -66,14 +72,17 @@ class _Outputs(nn.Module):
 
 
 def export_onnx(model: nn.Module, out: str | os.PathLike, *, overwrite: bool = False,
-                atol: float = 1e-4, files_from: str | os.PathLike | None = None) -> OnnxExport:
+                atol: float = 1e-4, int8: bool = False,
+                files_from: str | os.PathLike | None = None) -> OnnxExport:
     """Write ``model`` to ``out/model.onnx``, checked with ONNX Runtime; returns the record.
 
     The model is exported as it will run: in float32 and evaluation mode (it is left so).
 
     Encoders, vision models and classifiers export; a causal language model is refused (its decode
-    loop with a key-value cache is not one graph). ``files_from``: a directory whose tokenizer and
-    processor files are copied beside the graph.
+    loop with a key-value cache is not one graph). The float32 graph must match the model within
+    ``atol``; with ``int8``, it is then quantized (`pela.deploy.quantize`) and the int8 graph's
+    distance to the model is recorded. ``files_from``: a directory whose tokenizer and processor
+    files are copied beside the graph.
     """
     if is_causal_lm(model):
         raise PelaError("ONNX export covers encoders, vision models and classifiers; a language "
@@ -85,15 +94,28 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, overwrite: bool = F
     with atomic_dir(out, overwrite) as tmp:
         program = _export(wrapped, inputs)
         program.save(str(tmp / ONNX_NAME))
-        shape, diff = _check(ort, tmp / ONNX_NAME, wrapped, model)
+        shape, diff, _ = _check(ort, tmp / ONNX_NAME, wrapped, model)
         if diff > atol:
             raise PelaError(f"ONNX Runtime's outputs differ from the model's by {diff:.3g} "
                             f"(more than {atol:g}); nothing was written")
         record = OnnxExport(Path(out) / ONNX_NAME, list(inputs), wrapped.names, diff, shape,
                             _opset(program))
+        if int8:
+            _to_int8(ort, tmp / ONNX_NAME, wrapped, model, record)
         (tmp / RECORD_NAME).write_text(json.dumps(asdict(record), indent=2, default=str))
         _copy_files(files_from, tmp)
     return record
+
+
+def _to_int8(ort: Any, path: Path, wrapped: _Outputs, model: nn.Module,
+             record: OnnxExport) -> None:
+    """Replace the float32 graph at ``path`` by its int8 form; its distance goes to ``record``."""
+    quantized = path.with_name("int8-" + path.name)
+    quantize_int8(path, quantized)
+    os.replace(quantized, path)
+    _, record.int8_max_abs_difference, record.int8_relative_error = _check(ort, path, wrapped,
+                                                                            model)
+    record.int8 = True
 
 
 def _onnxruntime() -> Any:
@@ -140,8 +162,10 @@ def _export(wrapped: _Outputs, inputs: dict[str, torch.Tensor]) -> Any:
                             f"{line}") from e
 
 
-def _check(ort: Any, path: Path, wrapped: _Outputs, model: nn.Module) -> tuple[list[int], float]:
-    """ONNX Runtime against PyTorch on inputs of another batch size and length than exported."""
+def _check(ort: Any, path: Path, wrapped: _Outputs,
+           model: nn.Module) -> tuple[list[int], float, float]:
+    """ONNX Runtime against PyTorch on inputs of another batch size and length than exported:
+    the inputs' shape, the largest difference, and the largest relative to an output's norm."""
     inputs, _ = named_inputs(model, batch_size=3, seq_len=11)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     # the exporter drops the inputs the graph never reads
@@ -152,8 +176,10 @@ def _check(ort: Any, path: Path, wrapped: _Outputs, model: nn.Module) -> tuple[l
     got = session.run(None, feed)
     if len(got) != len(expected):
         raise PelaError(f"ONNX Runtime returned {len(got)} outputs, the model {len(expected)}")
-    diff = max(float(abs(torch.from_numpy(g) - e).max()) for g, e in zip(got, expected))
-    return list(next(iter(inputs.values())).shape), diff
+    gaps = [torch.from_numpy(g) - e for g, e in zip(got, expected)]
+    diff = max(float(gap.abs().max()) for gap in gaps)
+    relative = max(float(gap.norm() / e.norm().clamp_min(1e-12)) for gap, e in zip(gaps, expected))
+    return list(next(iter(inputs.values())).shape), diff, relative
 
 
 def _opset(program: Any) -> int | None:

@@ -199,6 +199,9 @@ class _Lines:
             due = (self.said or self.start) + self.every * DUE
             if now < due or self.mark is None:
                 return max(due - now, 0.0) if self.mark is not None else self.every
+            if self.done != self.mark[1]:  # steps since the last line: say how far, not "at work"
+                self._advance(0, "", force=True)
+                return self.every * DUE
             print(
                 f"{self.description}: {self._count()}, {_duration(now - self.start)} elapsed, at work on the next "
                 f"for {_duration(now - self.mark[0])}",
