@@ -281,3 +281,12 @@ class FourImages(Dataset):
 
     def __getitem__(self, i):
         return {"pixel_values": torch.full((3, 32, 32), float(i % 4)), "labels": torch.tensor(i % 4)}
+
+
+def run_cli(capsys, *args):
+    """``pela ARGS`` run in this process: ``(exit code, stdout, stderr)``."""
+    from pela.cli.app import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from conftest import run_cli
 
 import pela
 from pela.cli.app import main
@@ -33,27 +34,23 @@ def setup(tmp_path_factory):
     return root
 
 
-def run(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_distill_and_compare(setup, tmp_path, capsys):
-    code, out, _ = run(capsys, "compare", setup / "student", setup / "teacher", "--data", setup / "text.txt", "--json")
+    code, out, _ = run_cli(capsys, "compare", setup / "student", setup / "teacher", "--data", setup / "text.txt", "--json")
     before = json.loads(out)["mean_mse"]
-    code, out, err = run(capsys, "distill", "--student", setup / "student", "--teacher", setup / "teacher", "--data", setup / "text.txt",
+    code, out, err = run_cli(capsys, "distill", "--student", setup / "student", "--teacher", setup / "teacher", "--data", setup / "text.txt",
                          "--out", tmp_path / "o", "--steps", 30, "--batch-size", 16, "--lr", 3e-4, "--log-every", 5)
     assert code == 0, err
     rows = [json.loads(line) for line in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 30 and "feature" in rows[-1]
     meta = json.loads((tmp_path / "o" / "pela.json").read_text())
     assert meta["distill"]["steps"] == 30 and not (tmp_path / "o" / "checkpoints").exists()
-    code, out, _ = run(capsys, "compare", tmp_path / "o", setup / "teacher", "--data", setup / "text.txt", "--json")
+    code, out, _ = run_cli(capsys, "compare", tmp_path / "o", setup / "teacher", "--data", setup / "text.txt", "--json")
     after = json.loads(out)
     assert after["mean_mse"] < 0.5 * before
     assert len(after["blocks"]) == 2 and {"mse", "cosine"} <= set(after["blocks"][0])
-    code, out, err = run(capsys, "compare", tmp_path / "o", setup / "teacher", "--data", setup / "text.txt", "--batch-size", 16)
+    code, out, err = run_cli(capsys, "compare", tmp_path / "o", setup / "teacher", "--data", setup / "text.txt", "--batch-size", 16)
     assert code == 0 and "comparing" in err and "feature MSE" in out  # the table, after a bar on stderr
 
 
@@ -61,7 +58,7 @@ def test_distill_scores_held_out_data(setup, tmp_path, capsys):
     lines = (setup / "text.txt").read_text().splitlines()
     (tmp_path / "train.txt").write_text("\n".join(lines[:48]) + "\n")
     (tmp_path / "heldout.txt").write_text("\n".join(lines[48:]) + "\n")
-    code, out, err = run(capsys, "distill", "--student", setup / "student", "--teacher", setup / "teacher", "--data", tmp_path / "train.txt",
+    code, out, err = run_cli(capsys, "distill", "--student", setup / "student", "--teacher", setup / "teacher", "--data", tmp_path / "train.txt",
                          "--eval-data", tmp_path / "heldout.txt", "--eval-every", 4, "--keep-best", "mean_cosine",
                          "--out", tmp_path / "o", "--steps", 12, "--batch-size", 8, "--lr", 1e-3)
     assert code == 0, err
@@ -70,7 +67,7 @@ def test_distill_scores_held_out_data(setup, tmp_path, capsys):
     cosines = [e["mean_cosine"] for e in meta["evals"]]
     assert meta["best"] == {"step": meta["evals"][cosines.index(max(cosines))]["step"], "mean_cosine": max(cosines)}
     assert f"held-out mean_cosine {max(cosines):.4g}" in " ".join(out.split()), out
-    code, out, err = run(capsys, "compare", tmp_path / "o", setup / "teacher", "--data", tmp_path / "heldout.txt", "--json")
+    code, out, err = run_cli(capsys, "compare", tmp_path / "o", setup / "teacher", "--data", tmp_path / "heldout.txt", "--json")
     assert code == 0 and json.loads(out)["mean_cosine"] == pytest.approx(max(cosines), rel=1e-5), err
     logged = [json.loads(line) for line in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged if "eval_mean_mse" in r] == [4, 8, 12]
@@ -92,7 +89,7 @@ def test_distill_scores_held_out_data(setup, tmp_path, capsys):
 ])
 def test_distill_user_errors(setup, tmp_path, capsys, args, fragment):
     args = [setup / "text.txt" if a == "EVAL" else a for a in args]
-    code, _, err = run(capsys, "distill", "--student", setup / "student", "--teacher", setup / "teacher", "--data", setup / "text.txt",
+    code, _, err = run_cli(capsys, "distill", "--student", setup / "student", "--teacher", setup / "teacher", "--data", setup / "text.txt",
                        "--out", tmp_path / "o", *args)
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and fragment in err, err
     assert not (tmp_path / "o").exists()
@@ -107,7 +104,7 @@ def test_distill_input_errors(setup, tmp_path, capsys):
         (["--student", setup / "student", "--teacher", setup / "student", "--data", setup / "text.txt"], "teacher is itself compressed"),
     ]
     for args, fragment in cases:
-        code, _, err = run(capsys, "distill", *args, "--out", tmp_path / "o", "--steps", 1, "--batch-size", 8)
+        code, _, err = run_cli(capsys, "distill", *args, "--out", tmp_path / "o", "--steps", 1, "--batch-size", 8)
         assert code == 2 and fragment in err and err.count("\n") == 1, (args, err)
         shutil.rmtree(tmp_path / "o", ignore_errors=True)
 
@@ -115,7 +112,7 @@ def test_distill_input_errors(setup, tmp_path, capsys):
 def test_half_precision_student_trains_in_float32(setup, tmp_path, capsys):
     """A student compressed with --save-dtype bfloat16 (half the file) distills in float32, and the
     distilled student is written in the dtype asked for."""
-    code, out, err = run(capsys, "compress", setup / "teacher", "--out", tmp_path / "s16", "--ratio", 4, "--align", 1, "--save-dtype", "bfloat16")
+    code, out, err = run_cli(capsys, "compress", setup / "teacher", "--out", tmp_path / "s16", "--ratio", 4, "--align", 1, "--save-dtype", "bfloat16")
     assert code == 0 and "MB in bfloat16)" in " ".join(out.split()), err  # rich wraps long lines
     assert "note:" not in err  # the float32 teacher's size is kept as it is
     size = lambda d: (d / "model.safetensors").stat().st_size  # noqa: E731
@@ -123,10 +120,10 @@ def test_half_precision_student_trains_in_float32(setup, tmp_path, capsys):
     assert {p.dtype for p in pela.load(tmp_path / "s16").parameters()} == {torch.bfloat16}
     common = ["distill", "--student", tmp_path / "s16", "--teacher", setup / "teacher", "--data", setup / "text.txt",
               "--steps", 3, "--batch-size", 8, "--lr", 1e-3]
-    code, _, err = run(capsys, *common, "--out", tmp_path / "d32")
+    code, _, err = run_cli(capsys, *common, "--out", tmp_path / "d32")
     assert code == 0 and "note: the weights came in bfloat16 and were saved in float32" in " ".join(err.split()), err
     assert {p.dtype for p in pela.load(tmp_path / "d32").parameters()} == {torch.float32}  # trained in float32
-    code, out, err = run(capsys, *common, "--out", tmp_path / "d16", "--save-dtype", "float16")
+    code, out, err = run_cli(capsys, *common, "--out", tmp_path / "d16", "--save-dtype", "float16")
     assert code == 0 and "MB in float16)" in " ".join(out.split()) and "note:" not in err, err
     d32, d16 = pela.load(tmp_path / "d32"), pela.load(tmp_path / "d16")
     assert all(torch.equal(a.half(), b) for a, b in zip(d32.state_dict().values(), d16.state_dict().values()) if a.is_floating_point())
@@ -137,7 +134,7 @@ def test_loader_workers_give_the_same_student(setup, tmp_path, capsys):
     common = ["distill", "--student", setup / "student", "--teacher", setup / "teacher", "--data", setup / "text.txt",
               "--steps", 6, "--batch-size", 8, "--lr", 1e-3]
     for workers in (0, 2):
-        code, _, err = run(capsys, *common, "--out", tmp_path / f"w{workers}", "--workers", workers)
+        code, _, err = run_cli(capsys, *common, "--out", tmp_path / f"w{workers}", "--workers", workers)
         assert code == 0, err
     a, b, start = pela.load(tmp_path / "w0"), pela.load(tmp_path / "w2"), pela.load(setup / "student")
     assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), start.state_dict().values()))
@@ -207,7 +204,7 @@ def test_fsdp_refuses_what_it_cannot_do_yet(setup, tmp_path, monkeypatch, capsys
     common = ["distill", "--student", setup / "student", "--teacher", setup / "teacher", "--data", setup / "text.txt", "--steps", 2,
               "--batch-size", 8]
     for flags, says in ((["--save-every", 1], "does not write checkpoints"), (["--gamma", 1], "reads whole weights")):
-        code, _, err = run(capsys, *common, "--out", tmp_path / "o", *flags)
+        code, _, err = run_cli(capsys, *common, "--out", tmp_path / "o", *flags)
         assert code == 2 and err.startswith("error: ") and says in err, err
         assert not (tmp_path / "o").exists()
 
@@ -216,36 +213,36 @@ def test_finetune_and_eval_cli(setup, tmp_path, capsys):
     lines = (setup / "text.txt").read_text().splitlines()
     rows = [json.dumps({"text": line, "label": "even" if int(line.split()[0][1:]) % 2 == 0 else "odd"}) for line in lines]
     (tmp_path / "train.jsonl").write_text("\n".join(rows) + "\n")
-    code, out, err = run(capsys, "finetune", setup / "student", "--data", tmp_path / "train.jsonl", "--eval-data", tmp_path / "train.jsonl",
+    code, out, err = run_cli(capsys, "finetune", setup / "student", "--data", tmp_path / "train.jsonl", "--eval-data", tmp_path / "train.jsonl",
                          "--out", tmp_path / "ft", "--epochs", 2, "--batch-size", 16, "--lr", 1e-3, "--json")
     assert code == 0, err
     summary = json.loads(out)
     assert summary["eval"]["samples"] == 64 and 0 <= summary["eval"]["accuracy"] <= 1
     for workers in (0, 1):  # batches prepared in a worker process give the same result
-        code, out, err = run(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--json", "--workers", workers)
+        code, out, err = run_cli(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--json", "--workers", workers)
         assert code == 0, err
         assert json.loads(out)["accuracy"] == summary["eval"]["accuracy"]
-    code, out, err = run(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--batch-size", 16)
+    code, out, err = run_cli(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--batch-size", 16)
     assert code == 0 and "evaluating" in err and "4/4" in err and "accuracy" in out  # 64 examples, a bar over 4 batches
     per_class = summary["eval"]["per_class"]
     assert set(per_class) == {"even", "odd"} and per_class["even"]["support"] + per_class["odd"]["support"] == 64
     worst = min(per_class, key=lambda c: (per_class[c]["recall"], -per_class[c]["support"]))  # the table names it first
     assert "macro_f1" in out and re.search(rf"lowest recall: {worst} {per_class[worst]['recall']:.2f} \({per_class[worst]['support']} examples\)", out)
-    code, _, err = run(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--workers", -2)
+    code, _, err = run_cli(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--workers", -2)
     assert code == 2 and err.startswith("error: --workers must be >= 0"), err
     # a test set with a class the training data lacked: every example scored, those as errors, and said in one line
     extra = [json.dumps({"text": line, "label": "prime"}) for line in lines[:3]]
     (tmp_path / "test.jsonl").write_text("\n".join(rows + extra) + "\n")
     with pytest.warns(UserWarning, match=r"the data has 1 class the model was not trained on: 'prime' \(3 examples\); their 3 examples count as errors"):
-        code, out, err = run(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "test.jsonl", "--json")
+        code, out, err = run_cli(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "test.jsonl", "--json")
     metrics = json.loads(out)
     assert code == 0 and metrics["samples"] == 67 and metrics["per_class"]["prime"] == {"support": 3, "recall": 0.0, "precision": 0.0, "f1": 0.0}
-    code, _, err = run(capsys, "finetune", setup / "student", "--data", setup / "text.txt", "--out", tmp_path / "x", "--steps", 1)
+    code, _, err = run_cli(capsys, "finetune", setup / "student", "--data", setup / "text.txt", "--out", tmp_path / "x", "--steps", 1)
     assert code == 2 and "labelled data" in err
     for bad in ("fast", "0"):
-        code, _, err = run(capsys, "finetune", setup / "student", "--data", tmp_path / "train.jsonl", "--out", tmp_path / "x", "--factor-lr", bad)
+        code, _, err = run_cli(capsys, "finetune", setup / "student", "--data", tmp_path / "train.jsonl", "--out", tmp_path / "x", "--factor-lr", bad)
         assert code == 2 and err.startswith("error: ") and "factor" in err and not (tmp_path / "x").exists(), err
-    code, _, err = run(capsys, "eval", setup / "teacher", "--data", tmp_path / "train.jsonl")
+    code, _, err = run_cli(capsys, "eval", setup / "teacher", "--data", tmp_path / "train.jsonl")
     assert code == 2 and "fine-tune it first" in err
 
 
@@ -255,7 +252,7 @@ def test_finetune_keeps_its_best_evaluation(setup, tmp_path, capsys):
     (tmp_path / "train.jsonl").write_text("\n".join(rows[:48]) + "\n")
     (tmp_path / "dev.jsonl").write_text("\n".join(rows[48:]) + "\n")
     common = ["finetune", setup / "student", "--data", tmp_path / "train.jsonl", "--batch-size", 8, "--lr", 3e-3]
-    code, out, err = run(capsys, *common, "--eval-data", tmp_path / "dev.jsonl", "--out", tmp_path / "ft", "--epochs", 2,
+    code, out, err = run_cli(capsys, *common, "--eval-data", tmp_path / "dev.jsonl", "--out", tmp_path / "ft", "--epochs", 2,
                          "--eval-every", 3, "--keep-best", "loss", "--json")
     assert code == 0, err
     summary = json.loads(out)
@@ -266,9 +263,9 @@ def test_finetune_keeps_its_best_evaluation(setup, tmp_path, capsys):
     logged = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged if "eval_loss" in r] == [3, 6, 9, 12]
     assert not (tmp_path / "ft" / "checkpoints").exists()
-    code, out, err = run(capsys, *common, "--eval-data", tmp_path / "dev.jsonl", "--out", tmp_path / "ft2", "--steps", 4, "--keep-best", "accuracy")
+    code, out, err = run_cli(capsys, *common, "--eval-data", tmp_path / "dev.jsonl", "--out", tmp_path / "ft2", "--steps", 4, "--keep-best", "accuracy")
     assert code == 0 and "kept step 4's weights, the best evaluation by accuracy" in " ".join(out.split()), err  # at the end (an epoch is 6 steps)
-    code, out, err = run(capsys, *common, "--eval-data", tmp_path / "dev.jsonl", "--out", tmp_path / "ft3", "--steps", 30, "--eval-every", 2,
+    code, out, err = run_cli(capsys, *common, "--eval-data", tmp_path / "dev.jsonl", "--out", tmp_path / "ft3", "--steps", 30, "--eval-every", 2,
                          "--keep-best", "loss", "--patience", 2, "--json")
     summary = json.loads(out)
     assert code == 0 and summary["stopped_early"] and summary["steps"] == summary["best"]["step"] + 4 < 30, err
@@ -277,7 +274,7 @@ def test_finetune_keeps_its_best_evaluation(setup, tmp_path, capsys):
                            (["--eval-data", tmp_path / "dev.jsonl", "--patience", 2], "patience needs keep_best"), (["--eval-every", 2], "--eval-every needs --eval-data"),
                            (["--eval-data", tmp_path / "dev.jsonl", "--keep-best", "f1"], "keep_best must be one of accuracy, balanced_accuracy"),
                            (["--eval-data", tmp_path / "dev.jsonl", "--eval-every", 0], "eval_every must be an integer >= 1")]:
-        code, _, err = run(capsys, *common, "--out", tmp_path / "bad", *args)
+        code, _, err = run_cli(capsys, *common, "--out", tmp_path / "bad", *args)
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and fragment in err, err
         assert not (tmp_path / "bad").exists()
 
@@ -287,7 +284,7 @@ def test_timm_checkpoint_through_every_stage(tmp_path, capsys):
     distilled and compared against it with --teacher-checkpoint, evaluated with --checkpoint."""
     import numpy as np
     import timm
-    from conftest import TIMM_VIT
+    from conftest import TIMM_VIT, run_cli
     from PIL import Image
     from safetensors.torch import save_file
 
@@ -303,21 +300,21 @@ def test_timm_checkpoint_through_every_stage(tmp_path, capsys):
             Image.fromarray(g.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "images" / cls / f"{i}.png")
     teacher, ckpt, images = f"timm:local-dir:{tmp_path / 'arch'}", tmp_path / "tuned.safetensors", tmp_path / "images"
 
-    code, _, err = run(capsys, "compress", teacher, "--checkpoint", ckpt, "--out", tmp_path / "s", "--align", 1)
+    code, _, err = run_cli(capsys, "compress", teacher, "--checkpoint", ckpt, "--out", tmp_path / "s", "--align", 1)
     assert code == 0, err
-    code, out, err = run(capsys, "compare", tmp_path / "s", teacher, "--teacher-checkpoint", ckpt, "--data", images, "--json")
+    code, out, err = run_cli(capsys, "compare", tmp_path / "s", teacher, "--teacher-checkpoint", ckpt, "--data", images, "--json")
     assert code == 0, err
     before = json.loads(out)["mean_mse"]
-    code, _, err = run(capsys, "distill", "--student", tmp_path / "s", "--teacher", teacher, "--teacher-checkpoint", ckpt,
+    code, _, err = run_cli(capsys, "distill", "--student", tmp_path / "s", "--teacher", teacher, "--teacher-checkpoint", ckpt,
                        "--data", images, "--out", tmp_path / "d", "--steps", 8, "--batch-size", 6, "--lr", 1e-3)
     assert code == 0, err
     assert "without the task loss" not in err  # the data's 3 classes are the head's 3
     assert pela.load(tmp_path / "d")(torch.randn(1, 3, 32, 32)).shape == (1, 3)
-    code, out, err = run(capsys, "compare", tmp_path / "s", teacher, "--data", images, "--json")  # the directory's own weights
+    code, out, err = run_cli(capsys, "compare", tmp_path / "s", teacher, "--data", images, "--json")  # the directory's own weights
     assert code == 0 and json.loads(out)["mean_mse"] > 100 * before, err
-    code, out, err = run(capsys, "eval", teacher, "--checkpoint", ckpt, "--data", images, "--json")
+    code, out, err = run_cli(capsys, "eval", teacher, "--checkpoint", ckpt, "--data", images, "--json")
     assert code == 0 and json.loads(out)["samples"] == 12 and "warning" not in err, err
-    code, _, err = run(capsys, "eval", tmp_path / "d", "--checkpoint", ckpt, "--data", images)
+    code, _, err = run_cli(capsys, "eval", tmp_path / "d", "--checkpoint", ckpt, "--data", images)
     assert code == 2 and err.startswith("error: a checkpoint file applies to timm: sources only"), err
 
 
@@ -326,28 +323,28 @@ def test_model_with_its_own_code_through_every_stage(setup, tmp_path, capsys):
     from conftest import remote_code_model_dir
 
     teacher = remote_code_model_dir(tmp_path / "custom")
-    code, _, err = run(capsys, "compress", teacher, "--out", tmp_path / "s")
+    code, _, err = run_cli(capsys, "compress", teacher, "--out", tmp_path / "s")
     assert code == 2 and err.startswith("error: ") and "--trust-remote-code" in err and not (tmp_path / "s").exists(), err
     trust = "--trust-remote-code"
-    code, _, err = run(capsys, "compress", teacher, "--out", tmp_path / "s", "--align", 1, trust)
+    code, _, err = run_cli(capsys, "compress", teacher, "--out", tmp_path / "s", "--align", 1, trust)
     assert code == 0, err
-    code, _, err = run(capsys, "distill", "--student", tmp_path / "s", "--teacher", teacher, "--data", setup / "text.txt",
+    code, _, err = run_cli(capsys, "distill", "--student", tmp_path / "s", "--teacher", teacher, "--data", setup / "text.txt",
                        "--out", tmp_path / "d", "--steps", 2, "--batch-size", 8)
     assert code == 2 and "--trust-remote-code" in err and not (tmp_path / "d").exists(), err
-    code, _, err = run(capsys, "distill", "--student", tmp_path / "s", "--teacher", teacher, "--data", setup / "text.txt",
+    code, _, err = run_cli(capsys, "distill", "--student", tmp_path / "s", "--teacher", teacher, "--data", setup / "text.txt",
                        "--out", tmp_path / "d", "--steps", 2, "--batch-size", 8, trust)
     assert code == 0, err
-    code, out, err = run(capsys, "compare", tmp_path / "d", teacher, "--data", setup / "text.txt", "--json", trust)
+    code, out, err = run_cli(capsys, "compare", tmp_path / "d", teacher, "--data", setup / "text.txt", "--json", trust)
     assert code == 0, err
     assert len(json.loads(out)["blocks"]) == 2, out
     lines = (setup / "text.txt").read_text().splitlines()
     (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": i % 2}) + "\n" for i, t in enumerate(lines)))
-    code, _, err = run(capsys, "finetune", tmp_path / "d", "--data", tmp_path / "train.jsonl", "--out", tmp_path / "f", "--steps", 2,
+    code, _, err = run_cli(capsys, "finetune", tmp_path / "d", "--data", tmp_path / "train.jsonl", "--out", tmp_path / "f", "--steps", 2,
                        "--batch-size", 8, trust)
     assert code == 0, err
-    code, out, err = run(capsys, "eval", tmp_path / "f", "--data", tmp_path / "train.jsonl", "--json", trust)
+    code, out, err = run_cli(capsys, "eval", tmp_path / "f", "--data", tmp_path / "train.jsonl", "--json", trust)
     assert code == 0 and json.loads(out)["samples"] == 64, err
-    code, out, err = run(capsys, "bench", tmp_path / "f", "--batch-size", 2, "--iters", 1, "--rounds", 1, "--seq-len", 8, "--json", trust)
+    code, out, err = run_cli(capsys, "bench", tmp_path / "f", "--batch-size", 2, "--iters", 1, "--rounds", 1, "--seq-len", 8, "--json", trust)
     assert code == 0, err
     assert (tmp_path / "f" / "modeling_tinynet.py").is_file()
 
@@ -384,17 +381,17 @@ def test_lora_adapter_through_every_stage(setup, tmp_path, capsys, monkeypatch):
     with torch.inference_mode():
         assert torch.equal(model(input_ids=x).logits, merged(input_ids=x).logits)  # peft's own merge, bitwise
     assert model.config.num_labels == 3 and type(model).__name__ == "BertForSequenceClassification"
-    code, _, err = run(capsys, "compress", tmp_path / "lora", "--out", tmp_path / "s", "--ratio", 4)
+    code, _, err = run_cli(capsys, "compress", tmp_path / "lora", "--out", tmp_path / "s", "--ratio", 4)
     assert code == 0, err
-    code, _, err = run(capsys, "distill", "--student", tmp_path / "s", "--teacher", tmp_path / "lora", "--data", setup / "text.txt",
+    code, _, err = run_cli(capsys, "distill", "--student", tmp_path / "s", "--teacher", tmp_path / "lora", "--data", setup / "text.txt",
                        "--out", tmp_path / "d", "--steps", 2, "--batch-size", 8)
     assert code == 0, err
     lines = (setup / "text.txt").read_text().splitlines()
     (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": t, "label": i % 3}) + "\n" for i, t in enumerate(lines)))
-    code, _, err = run(capsys, "finetune", tmp_path / "d", "--data", tmp_path / "train.jsonl", "--out", tmp_path / "f", "--steps", 2,
+    code, _, err = run_cli(capsys, "finetune", tmp_path / "d", "--data", tmp_path / "train.jsonl", "--out", tmp_path / "f", "--steps", 2,
                        "--batch-size", 8)
     assert code == 0, err
-    code, out, err = run(capsys, "eval", tmp_path / "f", "--data", tmp_path / "train.jsonl", "--json")
+    code, out, err = run_cli(capsys, "eval", tmp_path / "f", "--data", tmp_path / "train.jsonl", "--json")
     assert code == 0 and json.loads(out)["samples"] == 64, err
     # the base found beside the adapter when the working directory is elsewhere
     monkeypatch.chdir(setup)
