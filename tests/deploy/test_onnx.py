@@ -13,6 +13,8 @@ from pela.cli.app import main
 from pela.deploy.onnx import ONNX_NAME, RECORD_NAME, export_onnx
 from pela.errors import PelaError
 
+pytestmark = pytest.mark.slow  # torch.export and ONNX Runtime sessions: seconds each
+
 
 def _matmuls(path) -> int:
     return sum(n.op_type in ("MatMul", "Gemm") for n in onnx.load(str(path)).graph.node)

@@ -3,6 +3,7 @@
 import json
 
 import onnx
+import pytest
 import torch
 from conftest import hf_bert
 
@@ -10,6 +11,8 @@ import pela
 from pela.cli.app import main
 from pela.deploy.onnx import ONNX_NAME, RECORD_NAME, export_onnx
 from pela.deploy.quantize import quantize_int8
+
+pytestmark = pytest.mark.slow  # torch.export and ONNX Runtime sessions: seconds each
 
 
 def test_an_int8_student_is_smaller_and_stays_close_to_the_float32_model(tmp_path):
