@@ -44,7 +44,8 @@ def test_a_vision_student_exports_with_a_dynamic_batch(tmp_path):
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, num_classes=5)
     pela.compress(vit, pela.LowRankConfig(ratio=2))
     record = export_onnx(vit, tmp_path / "vit")
-    assert record.inputs == ["pixel_values"] and record.checked_shape == [3, 3, 32, 32]
+    assert record.inputs == ["pixel_values"] and record.outputs == ["logits"]
+    assert record.checked_shape == [3, 3, 32, 32]
     assert record.max_abs_difference <= 1e-4
 
 

@@ -63,8 +63,8 @@ class _Outputs(nn.Module):
             out = self.model(*tensors)
         else:
             out = self.model(**dict(zip(self.inputs, tensors)))
-        if isinstance(out, torch.Tensor):
-            self.names = ["output"]
+        if isinstance(out, torch.Tensor):  # a classifier's scores (timm's, pela's head) or features
+            self.names = ["logits" if getattr(self.model, "num_classes", 0) else "output"]
             return (out,)
         items = [(k, v) for k, v in out.items() if isinstance(v, torch.Tensor)]
         self.names = [k for k, _ in items]
