@@ -21,6 +21,7 @@ import pela
 from benchmarks._results import report
 from benchmarks.harness import StudySettings, finetune_model, minilm_dir, study_data
 from pela.data.collate import Collator
+from pela.deploy.onnx import onnx_feed
 from pela.models.sources import load_for_training
 
 WORK = Path("runs/bench_int8_accuracy")
@@ -31,13 +32,11 @@ def ort_accuracy(path: Path, model, data, max_length: int, batch_size: int = 64)
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    taken = {i.name for i in session.get_inputs()}
     collate = Collator(model, max_length=max_length)
     right = 0
     for start in range(0, len(data), batch_size):
         batch = collate([data[i] for i in range(start, min(start + batch_size, len(data)))])
-        feed = {k: v.numpy() for k, v in batch.items() if k in taken}
-        logits = session.run(None, feed)[0]
+        logits = session.run(None, onnx_feed(session, batch))[0]
         right += int((torch.from_numpy(logits).argmax(-1) == batch["labels"]).sum())
     return right / len(data)
 

@@ -24,7 +24,7 @@ import torch
 import pela
 from benchmarks._results import report
 from benchmarks.harness import minilm_dir
-from pela.deploy.onnx import named_inputs
+from pela.deploy.onnx import named_inputs, onnx_feed
 from pela.models.sources import load_for_training
 
 DEFAULT_MODELS = ("minilm", "timm:vit_base_patch16_224")
@@ -39,8 +39,7 @@ def _session(path: Path):
 
 
 def _ort_run(session, inputs: dict):
-    taken = {i.name for i in session.get_inputs()}
-    feed = {k: v.numpy() for k, v in inputs.items() if k in taken}
+    feed = onnx_feed(session, inputs)
     return lambda: session.run(None, feed)
 
 

@@ -202,8 +202,7 @@ def _export_onnx(model: str, out: Path, overwrite: bool, int8: bool) -> None:
     with activity(f"loading {model}"):
         loaded = load_for_training(model)
     with activity("exporting to ONNX and checking it with ONNX Runtime"):
-        record = export_onnx(loaded, out, overwrite=overwrite, int8=int8,
-                             files_from=model if Path(model).is_dir() else None)
+        record = export_onnx(loaded, out, overwrite=overwrite, int8=int8)
     out_console.print(f"exported to {record.path} (inputs {', '.join(record.inputs)}; outputs {', '.join(record.outputs)}); "
                       f"ONNX Runtime matches the model to {record.max_abs_difference:.1e}")
     if record.int8:

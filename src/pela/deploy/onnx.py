@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +24,8 @@ from pela.arch.inputs import example_inputs
 from pela.arch.properties import max_positions
 from pela.deploy.quantize import quantize_int8
 from pela.errors import PelaError
-from pela.models.saving import COMPANION_FILES
+from pela.metadata import info
+from pela.models.saving import copy_companion_files
 from pela.utils.files import atomic_dir
 
 ONNX_NAME = "model.onnx"
@@ -72,8 +72,7 @@ class _Outputs(nn.Module):
 
 
 def export_onnx(model: nn.Module, out: str | os.PathLike, *, overwrite: bool = False,
-                atol: float = 1e-4, int8: bool = False,
-                files_from: str | os.PathLike | None = None) -> OnnxExport:
+                atol: float = 1e-4, int8: bool = False) -> OnnxExport:
     """Write ``model`` to ``out/model.onnx``, checked with ONNX Runtime; returns the record.
 
     The model is exported as it will run: in float32 and evaluation mode (it is left so).
@@ -81,8 +80,8 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, overwrite: bool = F
     Encoders, vision models and classifiers export; a causal language model is refused (its decode
     loop with a key-value cache is not one graph). The float32 graph must match the model within
     ``atol``; with ``int8``, it is then quantized (`pela.deploy.quantize`) and the int8 graph's
-    distance to the model is recorded. ``files_from``: a directory whose tokenizer and processor
-    files are copied beside the graph.
+    distance to the model is recorded. The tokenizer and processor files the model was loaded
+    with are copied beside the graph.
     """
     if is_causal_lm(model):
         raise PelaError("ONNX export covers encoders, vision models and classifiers; a language "
@@ -91,31 +90,35 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, overwrite: bool = F
     model = model.float().eval()
     inputs, positional = named_inputs(model, batch_size=2, seq_len=16)
     wrapped = _Outputs(model, list(inputs), positional).eval()
+    # the check's inputs: another batch size and length than exported
+    check, _ = named_inputs(model, batch_size=3, seq_len=11)
+    with torch.no_grad():
+        expected = wrapped(*check.values())  # also names the outputs, as the graph will
     with atomic_dir(out, overwrite) as tmp:
         program = _export(wrapped, inputs)
         program.save(str(tmp / ONNX_NAME))
-        shape, diff, _ = _check(ort, tmp / ONNX_NAME, wrapped, model)
+        diff, _ = _distance(ort, tmp / ONNX_NAME, check, expected)
         if diff > atol:
             raise PelaError(f"ONNX Runtime's outputs differ from the model's by {diff:.3g} "
                             f"(more than {atol:g}); nothing was written")
+        shape = list(next(iter(check.values())).shape)
         record = OnnxExport(Path(out) / ONNX_NAME, list(inputs), wrapped.names, diff, shape,
                             _opset(program))
         if int8:
-            _to_int8(ort, tmp / ONNX_NAME, wrapped, model, record)
+            _to_int8(tmp / ONNX_NAME)
+            record.int8 = True
+            record.int8_max_abs_difference, record.int8_relative_error = _distance(
+                ort, tmp / ONNX_NAME, check, expected)
         (tmp / RECORD_NAME).write_text(json.dumps(asdict(record), indent=2, default=str))
-        _copy_files(files_from, tmp)
+        copy_companion_files(info(model).files, tmp)
     return record
 
 
-def _to_int8(ort: Any, path: Path, wrapped: _Outputs, model: nn.Module,
-             record: OnnxExport) -> None:
-    """Replace the float32 graph at ``path`` by its int8 form; its distance goes to ``record``."""
+def _to_int8(path: Path) -> None:
+    """Replace the float32 graph at ``path`` by its int8 form."""
     quantized = path.with_name("int8-" + path.name)
     quantize_int8(path, quantized)
     os.replace(quantized, path)
-    _, record.int8_max_abs_difference, record.int8_relative_error = _check(ort, path, wrapped,
-                                                                            model)
-    record.int8 = True
 
 
 def _onnxruntime() -> Any:
@@ -142,13 +145,13 @@ def named_inputs(model: nn.Module, batch_size: int,
 
 
 def _export(wrapped: _Outputs, inputs: dict[str, torch.Tensor]) -> Any:
+    """The ONNX program of ``wrapped``, whose outputs a first call has named."""
     from torch.export import Dim
 
     # every dimension but the features may vary: batch, sequence, image size as the model allows
     dynamic = [{d: Dim.AUTO for d in range(min(v.dim(), 2))} for v in inputs.values()]
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations, not the user's
-        wrapped(*inputs.values())  # names the outputs
         try:
             return torch.onnx.export(wrapped, tuple(inputs.values()), dynamo=True, verbose=False,
                                      dynamic_shapes=(tuple(dynamic),),
@@ -162,35 +165,28 @@ def _export(wrapped: _Outputs, inputs: dict[str, torch.Tensor]) -> Any:
                             f"{line}") from e
 
 
-def _check(ort: Any, path: Path, wrapped: _Outputs,
-           model: nn.Module) -> tuple[list[int], float, float]:
-    """ONNX Runtime against PyTorch on inputs of another batch size and length than exported:
-    the inputs' shape, the largest difference, and the largest relative to an output's norm."""
-    inputs, _ = named_inputs(model, batch_size=3, seq_len=11)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    # the exporter drops the inputs the graph never reads
+def onnx_feed(session: Any, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """``inputs`` as an ONNX Runtime session takes them: arrays, only those its graph reads (the
+    exporter drops an input the graph never uses)."""
     taken = {i.name for i in session.get_inputs()}
-    feed = {k: v.numpy() for k, v in inputs.items() if k in taken}
-    with torch.no_grad():
-        expected = wrapped(*inputs.values())
-    got = session.run(None, feed)
+    return {k: v.numpy() for k, v in inputs.items() if k in taken}
+
+
+def _distance(ort: Any, path: Path, inputs: dict[str, torch.Tensor],
+              expected: tuple[torch.Tensor, ...]) -> tuple[float, float]:
+    """ONNX Runtime's outputs on ``inputs`` against PyTorch's ``expected``: the largest difference,
+    and the largest relative to an output's norm."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, onnx_feed(session, inputs))
     if len(got) != len(expected):
         raise PelaError(f"ONNX Runtime returned {len(got)} outputs, the model {len(expected)}")
     gaps = [torch.from_numpy(g) - e for g, e in zip(got, expected)]
     diff = max(float(gap.abs().max()) for gap in gaps)
     relative = max(float(gap.norm() / e.norm().clamp_min(1e-12)) for gap, e in zip(gaps, expected))
-    return list(next(iter(inputs.values())).shape), diff, relative
+    return diff, relative
 
 
 def _opset(program: Any) -> int | None:
     model = getattr(program, "model_proto", None)
     found = [o.version for o in getattr(model, "opset_import", []) if o.domain in ("", "ai.onnx")]
     return found[0] if found else None
-
-
-def _copy_files(files_from: str | os.PathLike | None, target: Path) -> None:
-    if files_from is None or not Path(files_from).is_dir():
-        return
-    for name in COMPANION_FILES:
-        if (Path(files_from) / name).is_file():
-            shutil.copy(Path(files_from) / name, target / name)

@@ -18,7 +18,7 @@ from typing import Any
 
 from pela.errors import PelaError
 from pela.layers import hf_modeling
-from pela.models.saving import COMPANION_FILES, CONFIG_NAME, WEIGHTS_NAME, is_pela_dir
+from pela.models.saving import CONFIG_NAME, WEIGHTS_NAME, copy_companion_files, is_pela_dir
 from pela.models.weights import check_safetensors
 from pela.utils.files import atomic_dir, check_not_input, read_json
 
@@ -87,9 +87,7 @@ def export_hf(
         config["label2id"] = {str(c): i for i, c in enumerate(classes)}
     config["auto_map"] = auto_map
     with atomic_dir(out, overwrite) as tmp:
-        for name in COMPANION_FILES:
-            if (src / name).is_file():
-                shutil.copy(src / name, tmp / name)
+        copy_companion_files(src, tmp)
         shutil.copy(src / WEIGHTS_NAME, tmp / "pela_model.safetensors")
         shutil.copy(Path(hf_modeling.__file__), tmp / CODE_NAME)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -59,6 +59,16 @@ COMPANION_FILES = (
 )
 
 
+
+def copy_companion_files(files_from: str | os.PathLike | None, target: Path) -> None:
+    """Copy the tokenizer, processor and generation files of the directory ``files_from`` (a
+    model's `pela.metadata.info` ``files``) into ``target``; nothing when there is none."""
+    if not files_from or not Path(files_from).is_dir():
+        return
+    for name in COMPANION_FILES:
+        if (Path(files_from) / name).is_file():
+            shutil.copy(Path(files_from) / name, target / name)
+
 def _rebuilds(model: nn.Module, source: dict[str, Any]) -> bool:
     """Whether ``source`` rebuilds exactly ``model``'s parameter and buffer shapes.
 
@@ -184,9 +194,7 @@ def _write_model(
     if source and source.get("kind") == "hf":
         backbone.config.to_json_file(str(target / "config.json"))
         files_from = info(backbone).files
-        for name in COMPANION_FILES if files_from else ():
-            if (Path(files_from) / name).is_file():
-                shutil.copy(Path(files_from) / name, target / name)
+        copy_companion_files(files_from, target)
         # the architecture's own code, for pela.load to build it
         if source.get("remote_code") and files_from:
             for code in Path(files_from).glob("*.py"):
