@@ -156,3 +156,43 @@ def test_generation_speed_of_a_language_model_and_its_student(tmp_path, capsys):
                  "--rounds", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert len(report["results"]) == 2 and report["ratios"]["decode_tokens_per_s"] > 0
+
+
+def test_every_model_is_laid_out_for_the_device_before_it_is_timed(monkeypatch, tmp_path):
+    from pela.deploy import memory_layout
+
+    monkeypatch.setenv("PELA_CACHE", str(tmp_path))
+
+    monkeypatch.setattr(memory_layout, "_measure", lambda weights, rows: (2.0, 1.0))  # columns win
+    dense = timm_vit()
+    (r,) = benchmark({"dense": dense}, batch_size=2, iters=1, rounds=1, warmup=1)
+    linears = {id(m.weight) for m in dense.modules() if isinstance(m, torch.nn.Linear)}
+    assert r.column_weights == len(linears) > 0
+    (r,) = benchmark({"dense": timm_vit()}, batch_size=2, iters=1, rounds=1, warmup=1, tune=False)
+    assert r.column_weights is None
+
+
+@pytest.mark.slow  # torch.compile of a language model: about half a minute
+def test_compiled_generation_decodes_with_a_static_cache_and_the_same_tokens():
+    import copy
+
+    from conftest import tiny_llama
+
+    from pela.bench import _prefill_and_decode, _Steps, generation_benchmark
+
+    model = tiny_llama()
+    prompt = torch.randint(0, 100, (2, 8))
+    tokens = {}
+    for compile in (False, True):
+        steps = _Steps(copy.deepcopy(model), compile, None, 8 + 5)
+        seen = []
+        original = steps.decode
+        steps.decode = lambda token, past: seen.append(token) or original(token, past)
+        for _ in range(2):  # twice: the static cache is emptied between prompts
+            seen.clear()
+            _prefill_and_decode(steps, prompt, 5, torch.device("cpu"))
+        tokens[compile] = torch.cat(seen, 1)
+    assert torch.equal(tokens[False], tokens[True])
+    (r,) = generation_benchmark({"lm": model}, prompt_tokens=8, new_tokens=3, rounds=1,
+                                compile_mode="default")
+    assert r.compiled and r.decode_tokens_per_s > 0 and r.column_weights is not None

@@ -9,6 +9,7 @@
     pela.save_pretrained(model, "vit-b-k2")
     model = pela.load("vit-b-k2")
     pela.export_onnx(model, "vit-b-k2-onnx")                     # model.onnx for ONNX Runtime
+    pela.tune_layout(model, rows=1)   # weights in the order this device reads fastest, 1 row a step
 
 The pipeline lives in sub-packages, lowest first: `pela.layers` (the low-rank layer), `pela.arch`
 (what pela knows about architectures, and where to teach it more), `pela.data` and `pela.models`
@@ -21,6 +22,7 @@ from pela.compression.compress import compress
 from pela.compression.config import LowRankConfig
 from pela.compression.recipe import recipe
 from pela.data.load import load_dataset
+from pela.deploy.memory_layout import tune_layout
 from pela.deploy.onnx import export_onnx
 from pela.errors import PelaError
 from pela.evaluation.classifier import evaluate
@@ -50,6 +52,7 @@ __all__ = [
     "load_dataset",
     "save_pretrained",
     "export_onnx",
+    "tune_layout",
     "LowRankLinear",
     "PelaError",
     "LowRankConfig",

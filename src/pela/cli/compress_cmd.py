@@ -148,6 +148,10 @@ def _layer_table(report: Any, init: str) -> Table:
     return table
 
 
+# every model measured is laid out the same way, so the ratio is the models', not the layout's
+LAYOUT_CAPTION = "weights of every model stored in the order this device multiplies fastest (pela.tune_layout)"
+
+
 @command()
 def bench(
     model: str = typer.Argument(..., help="model to measure (timm:NAME, hf:ID, or a directory)"),
@@ -185,7 +189,8 @@ def bench(
             models[s if s not in models else s + " (2)"] = load_for_training(s, random_init=random_init and not Path(s).is_dir(),
                                                                     trust_remote_code=trust_remote_code)
     if generate:
-        return _bench_generation(models, seq_len or DEFAULT_SEQ_LEN, new_tokens, batch_size, device, dtype, rounds, as_json)
+        return _bench_generation(models, seq_len or DEFAULT_SEQ_LEN, new_tokens, batch_size, device, dtype, rounds, as_json,
+                                 compile, compile_mode)
     results = benchmark(models, batch_size=batch_size, device=device, dtype=dtype, compile=compile, seq_len=seq_len, iters=iters, rounds=rounds,
                         compile_mode=compile_mode, progress=True)
     ratio = results[0].items_per_s / results[1].items_per_s if vs else None
@@ -199,7 +204,7 @@ def bench(
     inputs = "; ".join(dict.fromkeys(_shapes_text(r.input_shapes) for r in results))
     caption = f"inputs: {inputs}" + ("" if results[0].device != "cpu" else "\n" + (
         "freed memory kept for reuse (PELA_KEEP_FREED_MEMORY=0: glibc's default)" if keep_freed_memory() else "the C library's default allocator")
-        + "\npeak memory: the tensors live at once in one eager pass (weights, inputs, activations)")
+        + "\npeak memory: the tensors live at once in one eager pass (weights, inputs, activations)") + "\n" + LAYOUT_CAPTION
     # two directories often share a long prefix: fold a long name onto more lines rather than cut it
     table = Table(Column("model", overflow="fold"), "params", "items/s", "ms/batch", "rounds (ms/batch)", "peak memory", caption=caption,
                   title=f"pela bench ({results[0].device}, {dtype}, batch {batch_size}{', compiled' if results[0].compiled else ''}{f' ({compile_mode})' if compile_mode else ''})")
@@ -214,16 +219,17 @@ def bench(
 
 
 def _bench_generation(models: dict, prompt_tokens: int, new_tokens: int, batch_size: int, device: str, dtype: str, rounds: int,
-                      as_json: bool) -> None:
+                      as_json: bool, compile: bool, compile_mode: str | None) -> None:
     results = generation_benchmark(models, prompt_tokens=prompt_tokens, new_tokens=new_tokens, batch_size=batch_size, device=device,
-                                   dtype=dtype, rounds=rounds, progress=True)
+                                   dtype=dtype, rounds=rounds, progress=True, compile=compile, compile_mode=compile_mode)
     ratios = {k: getattr(results[0], k) / getattr(results[1], k) for k in ("prefill_tokens_per_s", "decode_tokens_per_s")} if len(results) > 1 else None
     if as_json:
         print(json.dumps({"results": [r.to_dict() for r in results], "ratios": ratios}, indent=2))
         return
     table = Table(Column("model", overflow="fold"), "params", "prefill tokens/s", "decode tokens/s", "ms / new token",
                   title=f"pela bench --generate ({results[0].device}, {dtype}, batch {batch_size}, {prompt_tokens}-token prompts, "
-                        f"{new_tokens} new tokens, median of {rounds} rounds)")
+                        f"{new_tokens} new tokens, median of {rounds} rounds{', compiled' if results[0].compiled else ''})",
+                  caption=LAYOUT_CAPTION)
     for r in results:
         table.add_row(r.name, f"{r.params:,}", f"{r.prefill_tokens_per_s:,.0f}", f"{r.decode_tokens_per_s:,.1f}", f"{r.decode_ms_per_token:.1f}")
     out_console.print(table)

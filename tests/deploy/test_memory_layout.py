@@ -1,0 +1,94 @@
+"""Weights stored in the order the device reads fastest: same outputs, measured once, kept shared."""
+
+import json
+
+import pytest
+import torch
+from conftest import hf_bert, tiny_llama
+from torch import nn
+
+import pela
+from pela.deploy import memory_layout
+from pela.deploy.memory_layout import linear_rows, order_of, tune_layout
+
+
+def _fake_timings(monkeypatch, row_ms: float, column_ms: float) -> list:
+    calls = []
+
+    def measure(weights, rows):
+        calls.append((tuple(weights[0].shape), rows))
+        return row_ms, column_ms
+
+    monkeypatch.setattr(memory_layout, "_measure", measure)
+    return calls
+
+
+def test_the_faster_order_is_kept_and_the_outputs_do_not_change(monkeypatch, tmp_path):
+    monkeypatch.setenv("PELA_CACHE", str(tmp_path))
+    model = tiny_llama()
+    pela.compress(model, pela.LowRankConfig(ratio=2, align=1))
+    ids = torch.randint(0, 100, (2, 9))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    params = {name: id(p) for name, p in model.named_parameters()}
+    _fake_timings(monkeypatch, row_ms=2.0, column_ms=1.0)
+    choices = tune_layout(model)
+    linears = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    assert all(c.order == "column" for c in choices) and all(order_of(w) == "column" for w in linears)
+    assert sum(c.count for c in choices) == len({id(w) for w in linears})
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, before, rtol=1e-5, atol=1e-5)
+    # the same Parameter objects: a tied embedding and head stay one tensor
+    assert params == {name: id(p) for name, p in model.named_parameters()}
+    _fake_timings(monkeypatch, row_ms=1.0, column_ms=2.0)
+    tune_layout(model, cache=False)  # measured again: back to rows
+    assert all(order_of(w) == "row" and w.is_contiguous() for w in linears)
+
+
+def test_a_gain_within_the_margin_keeps_pytorchs_order(monkeypatch):
+    _fake_timings(monkeypatch, row_ms=1.0, column_ms=0.97)
+    model = nn.Sequential(nn.Linear(8, 16))
+    assert [c.order for c in tune_layout(model, cache=False)] == ["row"]
+    assert model[0].weight.is_contiguous()
+
+
+def test_timings_are_measured_once_per_shape_and_rows_and_kept_in_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("PELA_CACHE", str(tmp_path))
+    calls = _fake_timings(monkeypatch, row_ms=2.0, column_ms=1.0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Linear(8, 16), nn.Linear(16, 8))
+    tune_layout(model)
+    assert sorted(calls) == [((8, 16), 1), ((16, 8), 1)]  # two shapes: two measurements
+    tune_layout(model)
+    assert len(calls) == 2  # from the cache
+    tune_layout(model, rows=4)
+    assert len(calls) == 4  # other rows, other timings
+    (tmp_path / "layout" / "timings.json").write_text("{not json")
+    tune_layout(model)  # an unreadable cache is measured again, not an error
+    assert len(calls) == 6
+    assert len(json.loads((tmp_path / "layout" / "timings.json").read_text())) == 2
+
+
+def test_a_real_measurement_times_both_orders_and_leaves_the_weights_as_they_were():
+    weights = [nn.Parameter(torch.randn(64, 8)) for _ in range(3)]
+    values = [w.detach().clone() for w in weights]
+    row_ms, column_ms = memory_layout._measure(weights, rows=1)
+    assert row_ms > 0 and column_ms > 0
+    assert all(w.is_contiguous() and torch.equal(w, v) for w, v in zip(weights, values))
+
+
+def test_a_tuned_model_saves_and_loads_as_any_other(tmp_path, monkeypatch):
+    model = hf_bert()
+    _fake_timings(monkeypatch, row_ms=2.0, column_ms=1.0)
+    tune_layout(model, cache=False)
+    pela.save_pretrained(model, tmp_path / "m")
+    loaded = pela.load(str(tmp_path / "m"))
+    for (name, p), q in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_linear_rows_counts_the_rows_the_first_linear_layer_multiplies():
+    model = hf_bert()
+    ids = torch.randint(0, 50, (3, 7))
+    assert linear_rows(model, (), {"input_ids": ids}) == 21
+    with pytest.raises(ValueError, match="rows must be >= 1"):
+        tune_layout(model, rows=0)
