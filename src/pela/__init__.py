@@ -9,6 +9,7 @@
     pela.save_pretrained(model, "vit-b-k2")
     model = pela.load("vit-b-k2")
     pela.export_onnx(model, "vit-b-k2-onnx")                     # model.onnx for ONNX Runtime
+    pela.pack(model)                  # layers reading one input (q, k, v) share one product of A
     pela.tune_layout(model, rows=1)   # weights in the order this device reads fastest, 1 row a step
 
 The pipeline lives in sub-packages, lowest first: `pela.layers` (the low-rank layer), `pela.arch`
@@ -24,6 +25,7 @@ from pela.compression.recipe import recipe
 from pela.data.load import load_dataset
 from pela.deploy.memory_layout import tune_layout
 from pela.deploy.onnx import export_onnx
+from pela.deploy.packing import pack
 from pela.errors import PelaError
 from pela.evaluation.classifier import evaluate
 from pela.evaluation.compare import compare
@@ -53,6 +55,7 @@ __all__ = [
     "save_pretrained",
     "export_onnx",
     "tune_layout",
+    "pack",
     "LowRankLinear",
     "PelaError",
     "LowRankConfig",

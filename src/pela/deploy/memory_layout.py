@@ -92,6 +92,8 @@ def _weights_by_shape(model: nn.Module) -> dict[tuple, list[nn.Parameter]]:
             continue
         if w.dim() != 2 or not w.is_floating_point() or w.is_meta or id(w) in seen:
             continue
+        if w.untyped_storage().nbytes() != w.numel() * w.element_size():
+            continue  # rows of a larger matrix (`pela.pack`): they stay where they are
         seen.add(id(w))  # a weight shared by two layers is stored once
         groups.setdefault((tuple(w.shape), w.dtype, w.device), []).append(w)
     return groups

@@ -33,7 +33,8 @@ HUB_KWARGS = (
 
 class LowRankLinear(nn.Module):
     """``nn.Linear`` factorized as ``W ≈ B·A``: ``.a`` (rank × in, no bias) then ``.b`` (out × rank,
-    the bias)."""
+    the bias). Layers that read the same input can share one product of their ``A`` factors
+    (`SharedInput`)."""
 
     def __init__(
         self,
@@ -48,9 +49,28 @@ class LowRankLinear(nn.Module):
         self.in_features, self.out_features, self.rank = in_features, out_features, rank
         self.a = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
         self.b = nn.Linear(rank, out_features, bias=bias, device=device, dtype=dtype)
+        self.shared: SharedInput | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shared is not None and self._may_share():
+            h = self.shared.product(x, self)
+            if h is not None:
+                return self.b(h)
         return self.b(self.a(x))
+
+    def _may_share(self) -> bool:
+        # only where the shared product is exactly what .a would compute: no gradient to reach
+        # .a's weight through it, no hook to see .a's call, no adapter (peft) in .a's place
+        a = self.a
+        if torch.is_grad_enabled() and a.weight.requires_grad:
+            return False
+        return type(a) is nn.Linear and not (a._forward_hooks or a._forward_pre_hooks)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "LowRankLinear":
+        super()._apply(fn, recurse)
+        if self.shared is not None:  # .to(), .half(), .cuda() gave .a new storage
+            self.shared.follow()
+        return self
 
     @property
     def weight(self) -> torch.Tensor:
@@ -64,6 +84,94 @@ class LowRankLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, bias={self.b.bias is not None}"
+
+
+class SharedInput:
+    """The ``A`` factors of layers that read the same input (q, k and v; gate and up), stacked
+    into one matrix and multiplied once: one product instead of several small ones, the same
+    numbers.
+
+    Each layer's ``.a.weight`` becomes a view into the stack, so training, loading weights and
+    edits in place reach it. The first layer of the group called on an input multiplies the
+    stack and keeps the result; the others take their rows of it while the input is the same
+    tensor, unchanged (its version counter), and the last lets it go.
+    """
+
+    def __init__(self, layers: list[LowRankLinear]):
+        self.layers = layers
+        self.offsets = [0]
+        for layer in layers:
+            self.offsets.append(self.offsets[-1] + layer.rank)
+        self._forget()
+        self.stack()
+
+    @torch.no_grad()
+    def stack(self) -> None:
+        """Concatenate the layers' ``A`` into one tensor and make each a view of it."""
+        self.weight = torch.cat([layer.a.weight.detach() for layer in self.layers])
+        for layer, start, end in zip(self.layers, self.offsets, self.offsets[1:]):
+            layer.a.weight.data = self.weight[start:end]
+            layer.shared = self
+
+    def intact(self) -> bool:
+        """Whether every layer's ``A`` is still its rows of the stack."""
+        w = self.weight
+        row = w.stride(0) * w.element_size()
+        return all(
+            layer.a.weight.dtype == w.dtype
+            and layer.a.weight.device == w.device
+            and layer.a.weight.data_ptr() == w.data_ptr() + start * row
+            for layer, start in zip(self.layers, self.offsets)
+        )
+
+    def follow(self) -> None:
+        """Stack again once every layer has moved to the same new device or dtype."""
+        a = [layer.a.weight for layer in self.layers]
+        moved = all(w.dtype == a[0].dtype and w.device == a[0].device for w in a)
+        if moved and not self.intact():
+            self._forget()
+            self.stack()
+
+    def product(self, x: torch.Tensor, layer: LowRankLinear) -> torch.Tensor | None:
+        """``layer``'s ``A x``, from the group's one product; None when the stack is broken."""
+        i = self.layers.index(layer)
+        if x is not self._input or x._version != self._version or not self._left:
+            weight = self._weight()
+            if weight is None:
+                return None
+            self._input, self._version = x, x._version
+            self._output = nn.functional.linear(x, weight)
+            self._left = len(self.layers)
+        out = self._output[..., self.offsets[i] : self.offsets[i + 1]]
+        self._left -= 1
+        if not self._left:
+            self._forget()
+        return out
+
+    def _weight(self) -> torch.Tensor | None:
+        if getattr(torch.compiler, "is_exporting", lambda: False)():
+            # traced tensors have no addresses to compare; the graph stacks the parameters
+            # themselves (a runtime folds the constant concatenation once)
+            return torch.cat([layer.a.weight for layer in self.layers])
+        if torch.compiler.is_compiling():
+            return self.weight  # the compiler guards on the objects it traced
+        return self.weight if self.intact() else None
+
+    def _forget(self) -> None:
+        self._input = self._output = self._version = None
+        self._left = 0
+
+    def names(self, model: nn.Module) -> list[str]:
+        where = {id(m): n for n, m in model.named_modules()}
+        return [where[id(layer)] for layer in self.layers]
+
+
+def share_inputs(model: nn.Module, groups: list[list[str]]) -> int:
+    """Stack the ``A`` factors of each group of `LowRankLinear` layers (by name) that read the same
+    input; returns how many groups were stacked."""
+    for names in groups:
+        SharedInput([model.get_submodule(n) for n in names])
+    return len(groups)
 
 
 def pool(h: torch.Tensor, mask: torch.Tensor | None, hidden: int, pooling: str) -> torch.Tensor:
@@ -162,6 +270,7 @@ class PelaLowRankModel:
         if dtype is not None:
             model.to(dtype)
         load_model(model, weights, strict=True)
+        share_inputs(model, spec.get("shared_inputs", []))  # after: safetensors loads no views
         device = kwargs.get("device_map")
         if isinstance(device, (str, torch.device)) and str(device) != "auto":
             model.to(device)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from pela.layers.hf_modeling import LowRankLinear as _LowRankLinear
+from pela.layers.hf_modeling import SharedInput
 from pela.linalg import svd_factors
 
 
@@ -46,12 +47,44 @@ class LowRankLinear(_LowRankLinear):
         return cls.from_factors(a, b, None if linear.bias is None else linear.bias.detach())
 
 
+def shared_input_groups(model: nn.Module) -> list[list[str]]:
+    """The names of each group of layers whose ``A`` factors are stacked (`SharedInput`)."""
+    groups: dict[int, SharedInput] = {}
+    for m in model.modules():
+        if isinstance(m, LowRankLinear) and m.shared is not None:
+            groups.setdefault(id(m.shared), m.shared)
+    return [g.names(model) for g in groups.values()]
+
+
+def unshare_inputs(model: nn.Module) -> int:
+    """Give every stacked ``A`` factor its own storage again; returns how many groups there were."""
+    groups = {id(m.shared): m.shared for m in model.modules()
+              if isinstance(m, LowRankLinear) and m.shared is not None}
+    with torch.no_grad():
+        for group in groups.values():
+            for layer in group.layers:
+                layer.a.weight.data = layer.a.weight.data.clone()
+                layer.shared = None
+    return len(groups)
+
+
+def owned_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` with each stacked ``A`` factor copied to a tensor of its own:
+    safetensors writes only tensors that cover their storage. Tied weights stay one tensor."""
+    state = model.state_dict()
+    for name, t in state.items():
+        if t.untyped_storage().nbytes() != t.numel() * t.element_size():
+            state[name] = t.clone()
+    return state
+
+
 @torch.no_grad()
 def densify(model: nn.Module) -> int:
     """Turn every `LowRankLinear` of ``model`` back into an `nn.Linear` holding ``W = B·A`` (in
     place), so that a compressed model can be compressed again, further; returns how many layers
     were merged."""
     merged = 0
+    unshare_inputs(model)
     for name, layer in list(model.named_modules()):
         # (a bare LowRankLinear has no parent to be replaced in)
         if isinstance(layer, LowRankLinear) and name:

@@ -74,6 +74,8 @@ def export_hf(
         )
     auto_map = _auto_classes(config, str(source.get("class")))
     config["pela"] = {"architecture": source["class"], "factorized": meta["factorized"]}
+    if meta.get("shared_inputs"):
+        config["pela"]["shared_inputs"] = meta["shared_inputs"]
     if head:  # a classifier around the architecture: the auto class of its task builds it
         task = (
             "AutoModelForSequenceClassification"

@@ -11,6 +11,8 @@ from torch import nn
 from pela.arch.classifier import SequenceClassifier
 from pela.errors import PelaError
 from pela.layers.hf_modeling import WEIGHTS as EXPORT_WEIGHTS
+from pela.layers.hf_modeling import share_inputs
+from pela.layers.lowrank import LowRankLinear
 from pela.metadata import info
 from pela.models.rebuild import build_architecture
 from pela.models.saving import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
@@ -98,6 +100,7 @@ def _rebuilt(
     if stored is not None:  # a model saved in bfloat16 comes back in bfloat16, bit for bit
         model.to(stored)
     load_weights(model, weights)
+    _share_inputs(model, meta.get("shared_inputs") or [], path)
     if meta.get("source"):
         info(getattr(model, "backbone", model)).source = meta["source"]
     if meta.get("classes"):
@@ -106,3 +109,13 @@ def _rebuilt(
         info(model).files = str(path)
         info(getattr(model, "backbone", model)).files = str(path)
     return model.eval()
+
+
+def _share_inputs(model: nn.Module, groups: list, path: Path) -> None:
+    """Stack again the ``A`` factors `pela.pack` stacked before the model was saved."""
+    layers = {n for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
+    for group in groups:
+        if not isinstance(group, list) or not set(group) <= layers or len(group) < 2:
+            raise PelaError(f"{path / CONFIG_NAME}: shared_inputs names {group!r}, not a group of "
+                            "factorized layers of this model")
+    share_inputs(model, groups)

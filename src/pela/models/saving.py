@@ -22,6 +22,7 @@ from torch import nn
 
 from pela.arch.classifier import SequenceClassifier
 from pela.errors import PelaError, warn
+from pela.layers.lowrank import owned_state_dict, shared_input_groups
 from pela.metadata import info
 from pela.models.rebuild import build_architecture, source_of
 from pela.models.structure import apply_structure, factorized_layers
@@ -148,6 +149,26 @@ class _Weights:
         return dict(self.weights)
 
 
+def write_weights(
+    model: nn.Module,
+    file: Path,
+    dtype: torch.dtype | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """``model``'s weights (or ``weights``, gathered from shards) as one safetensors file: tied
+    weights once, floats in ``dtype`` if given, the stacked ``A`` factors of a packed model
+    (`pela.pack`) as tensors of their own."""
+    from safetensors.torch import save_model
+
+    if weights is None and shared_input_groups(model):
+        weights = owned_state_dict(model)
+    if weights is not None:
+        save_model(_Weights(weights, dtype), str(file))
+    else:
+        with _floats_as(model, dtype):
+            save_model(model, str(file))
+
+
 def _write_model(
     model: nn.Module,
     target: Path,
@@ -155,7 +176,6 @@ def _write_model(
     dtype: torch.dtype | None = None,
     weights: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    from safetensors.torch import save_model
 
     backbone = model.backbone if isinstance(model, SequenceClassifier) else model
     source = source_of(backbone)
@@ -186,11 +206,9 @@ def _write_model(
         "factorized": factorized_layers(model),
         **(extra or {}),
     }
-    if weights is not None:  # a model sharded by FSDP, gathered (`gather_weights`)
-        save_model(_Weights(weights, dtype), str(target / WEIGHTS_NAME))
-    else:
-        with _floats_as(model, dtype):
-            save_model(model, str(target / WEIGHTS_NAME))
+    if shared_input_groups(model):
+        meta["shared_inputs"] = shared_input_groups(model)
+    write_weights(model, target / WEIGHTS_NAME, dtype, weights)
     if source and source.get("kind") == "hf":
         backbone.config.to_json_file(str(target / "config.json"))
         files_from = info(backbone).files

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file, save_model
+from safetensors.torch import load_file, save_file
 
 from pela.errors import PelaError
+from pela.models.saving import write_weights
 from pela.models.weights import load_weights
 from pela.utils.files import atomic_dir, atomic_write_text, read_json
 
@@ -98,7 +99,7 @@ def save_checkpoint(
     root.mkdir(parents=True, exist_ok=True)
     target = root / f"checkpoint-{step}"
     with atomic_dir(target, overwrite=True) as tmp:
-        save_model(model, str(tmp / "model.safetensors"))
+        write_weights(model, tmp / "model.safetensors")
         opt_tensors, opt_meta = _optimizer_to_files(optimizer)
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         rng_tensors, rng_meta = _rng_state()
