@@ -19,9 +19,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # transformers copies a model's own code (trust_remote_code) into a module cache: keep it out of the home directory
 os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="pela-tests-hf-modules-"))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-# what pela caches (layout timings, converted GGUF files) stays out of the home directory too
+# what pela caches (product timings, converted GGUF files) stays out of the home directory too
 os.environ.setdefault("PELA_CACHE", tempfile.mkdtemp(prefix="pela-tests-cache-"))
 torch.set_num_threads(min(2, torch.get_num_threads()))
+# the tiny models here have layers whose factors a CPU multiplies no faster than the dense weight
+# (the call, not the arithmetic, is the cost): the speed check would keep them all dense. Its own
+# tests (tests/compression/test_speed.py) turn it on.
+os.environ["PELA_SPEED_CHECK"] = "0"
 
 TIMM_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5)
 TIMM_SWIN = dict(embed_dim=16, depths=(1, 1), num_heads=(1, 2), window_size=4, img_size=32, num_classes=5)

@@ -1,25 +1,24 @@
 """Weights stored in the order the device reads fastest: same outputs, measured once, kept shared."""
 
-import json
-
 import pytest
 import torch
 from conftest import hf_bert, tiny_llama
 from torch import nn
 
 import pela
+from pela.arch.inputs import linear_rows
 from pela.deploy import memory_layout
-from pela.deploy.memory_layout import linear_rows, order_of, tune_layout
+from pela.deploy.memory_layout import order_of, tune_layout
 
 
 def _fake_timings(monkeypatch, row_ms: float, column_ms: float) -> list:
     calls = []
 
-    def measure(weights, rows):
-        calls.append((tuple(weights[0].shape), rows))
+    def product_ms(shape, rows, dtype, device, cache=True):
+        calls.append((shape, rows))
         return row_ms, column_ms
 
-    monkeypatch.setattr(memory_layout, "_measure", measure)
+    monkeypatch.setattr(memory_layout, "product_ms", product_ms)
     return calls
 
 
@@ -52,28 +51,12 @@ def test_a_gain_within_the_margin_keeps_pytorchs_order(monkeypatch):
     assert model[0].weight.is_contiguous()
 
 
-def test_timings_are_measured_once_per_shape_and_rows_and_kept_in_the_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("PELA_CACHE", str(tmp_path))
+def test_each_shape_is_timed_once_at_the_rows_asked_for(monkeypatch):
     calls = _fake_timings(monkeypatch, row_ms=2.0, column_ms=1.0)
     model = nn.Sequential(nn.Linear(8, 16), nn.Linear(8, 16), nn.Linear(16, 8))
-    tune_layout(model)
-    assert sorted(calls) == [((8, 16), 1), ((16, 8), 1)]  # two shapes: two measurements
-    tune_layout(model)
-    assert len(calls) == 2  # from the cache
-    tune_layout(model, rows=4)
-    assert len(calls) == 4  # other rows, other timings
-    (tmp_path / "layout" / "timings.json").write_text("{not json")
-    tune_layout(model)  # an unreadable cache is measured again, not an error
-    assert len(calls) == 6
-    assert len(json.loads((tmp_path / "layout" / "timings.json").read_text())) == 2
-
-
-def test_a_real_measurement_times_both_orders_and_leaves_the_weights_as_they_were():
-    weights = [nn.Parameter(torch.randn(64, 8)) for _ in range(3)]
-    values = [w.detach().clone() for w in weights]
-    row_ms, column_ms = memory_layout._measure(weights, rows=1)
-    assert row_ms > 0 and column_ms > 0
-    assert all(w.is_contiguous() and torch.equal(w, v) for w, v in zip(weights, values))
+    choices = tune_layout(model, rows=4)
+    assert sorted(calls) == [((8, 16), 4), ((16, 8), 4)]  # two shapes: two timings
+    assert sorted((c.shape, c.count) for c in choices) == [((8, 16), 1), ((16, 8), 2)]
 
 
 def test_a_tuned_model_saves_and_loads_as_any_other(tmp_path, monkeypatch):

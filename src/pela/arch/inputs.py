@@ -14,6 +14,11 @@ from pela.arch.towers import TOWERS
 from pela.errors import PelaError
 from pela.metadata import info
 
+# what a benchmark feeds a model unless told: 32 examples, text of 128 tokens (or the model's
+# positions, if fewer)
+DEFAULT_BATCH = 32
+DEFAULT_SEQ_LEN = 128
+
 
 def example_inputs(
     model: nn.Module, batch_size: int, seq_len: int = 128, device: Any = "cpu"
@@ -236,3 +241,31 @@ def input_kinds(model: nn.Module) -> frozenset[str]:
         return frozenset({"text", "image"})
     kind = {"input_ids": "text", "pixel_values": "image"}.get(getattr(model, "main_input_name", ""))
     return frozenset({kind}) if kind else frozenset()
+
+
+class _Seen(Exception):
+    pass
+
+
+@torch.no_grad()
+def linear_rows(model: nn.Module, args: tuple, kwargs: dict) -> int:
+    """How many rows the first linear layer of ``model`` multiplies on these inputs (batch ×
+    tokens for a Transformer); the forward pass stops there."""
+    rows = []
+
+    def hook(module: nn.Module, inputs: tuple) -> None:
+        rows.append(inputs[0].numel() // inputs[0].shape[-1])
+        raise _Seen
+
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    handles = [m.register_forward_pre_hook(hook) for m in linears]
+    try:
+        model(*args, **kwargs)
+    except _Seen:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    if not rows:
+        raise PelaError(f"{type(model).__name__} ran no linear layer on these inputs")
+    return rows[0]

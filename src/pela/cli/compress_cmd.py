@@ -9,7 +9,8 @@ from typing import Any, List, Optional
 import typer
 from rich.table import Column, Table
 
-from pela.bench import COMPILE_MODES, DEFAULT_SEQ_LEN, benchmark, generation_benchmark
+from pela.arch.inputs import DEFAULT_SEQ_LEN
+from pela.bench import COMPILE_MODES, benchmark, generation_benchmark
 from pela.cli.common import (
     ALLOW_PICKLE_HELP,
     CHECKPOINT_HELP,
@@ -137,14 +138,22 @@ def _check_calibration_flags(calib: Optional[Path], sequential: bool, uniform_ra
 
 
 def _layer_table(report: Any, init: str) -> Table:
-    table = Table(Column("layer", overflow="fold"), "in", "out", "rank", "init", "rel. error", "note", title="pela compress",
-                  caption="rel. error: of the weights (svd), of the outputs on the calibration data (whiten)")
+    rows = next((r.serve_rows for r in report.layers if r.serve_rows), None)
+    caption = "rel. error: of the weights (svd), of the outputs on the calibration data (whiten)"
+    if rows:
+        caption += (f"\ntime: the factors' product against the dense one, {rows} rows at a time on "
+                    "this device (measured, cached in $PELA_CACHE/products)")
+    table = Table(Column("layer", overflow="fold"), "in", "out", "rank", "init", "rel. error",
+                  "time", "note", title="pela compress", caption=caption)
     for r in report.layers:
         # e.g. CLIP's text tower, calibrated on images alone
         unreached = r.init is not None and r.init != init
-        table.add_row(r.name, str(r.in_features), str(r.out_features), "dense" if r.rank is None else str(r.rank), r.init or "",
-                      "" if r.rel_error is None else f"{r.rel_error:.4f}",
-                      r.reason or (f"no calibration input reached it: {r.init}, not {init}" if unreached else ""))
+        note = r.reason or (f"no calibration input reached it: {r.init}, not {init}" if unreached else "")
+        time = "" if r.ms_dense is None else f"{r.ms_factored / r.ms_dense:.2f}×"
+        rank = "dense" if r.rank is None else str(r.rank)
+        error = "" if r.rel_error is None else f"{r.rel_error:.4f}"
+        table.add_row(r.name, str(r.in_features), str(r.out_features), rank, r.init or "", error, time,
+                      note)
     return table
 
 
@@ -172,6 +181,8 @@ def bench(
     generate: bool = typer.Option(False, "--generate", help="a language model's generation speed instead: prefill and decode "
                                   "tokens/s (prompts of --seq-len tokens, --new-tokens greedy steps, batch --batch-size)"),
     new_tokens: int = typer.Option(64, "--new-tokens", help="with --generate: tokens written after each prompt"),
+    onnx: bool = typer.Option(False, "--onnx", help="also time each model in ONNX Runtime, float32 and int8 weights "
+                              "(CPU; exported and checked first, as pela export --format onnx does)"),
 ) -> None:
     """Throughput (items/s) and peak memory of a model, or of two side by side; --generate: prefill
     and decode speed."""
@@ -182,6 +193,8 @@ def bench(
             raise PelaError(f"{flag} must be >= 1, got {value}")
     if compile_mode is not None and compile_mode not in COMPILE_MODES:
         raise PelaError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
+    if generate and onnx:
+        raise PelaError("--onnx times encoders and vision models; a language model's generation runs in PyTorch")
     sources = [model] + ([vs] if vs else [])
     models = {}
     for s in sources:
@@ -192,11 +205,13 @@ def bench(
         return _bench_generation(models, seq_len or DEFAULT_SEQ_LEN, new_tokens, batch_size, device, dtype, rounds, as_json,
                                  compile, compile_mode)
     results = benchmark(models, batch_size=batch_size, device=device, dtype=dtype, compile=compile, seq_len=seq_len, iters=iters, rounds=rounds,
-                        compile_mode=compile_mode, progress=True)
-    ratio = results[0].items_per_s / results[1].items_per_s if vs else None
-    memory_ratio = results[0].peak_memory_bytes / results[1].peak_memory_bytes if vs else None
+                        compile_mode=compile_mode, progress=True, onnx=onnx)
+    ratios = _ratios(results) if vs else {}
+    ratio = ratios.get("pytorch", {}).get("throughput")
+    memory_ratio = ratios.get("pytorch", {}).get("memory")
     if as_json:
         print(json.dumps({"results": [r.to_dict() for r in results], "ratio": ratio, "memory_ratio": memory_ratio,
+                          "ratios": ratios,
                           # idempotent; says whether it applies
                           "keep_freed_memory": keep_freed_memory()}, indent=2))
         return
@@ -206,16 +221,36 @@ def bench(
         "freed memory kept for reuse (PELA_KEEP_FREED_MEMORY=0: glibc's default)" if keep_freed_memory() else "the C library's default allocator")
         + "\npeak memory: the tensors live at once in one eager pass (weights, inputs, activations)") + "\n" + LAYOUT_CAPTION
     # two directories often share a long prefix: fold a long name onto more lines rather than cut it
-    table = Table(Column("model", overflow="fold"), "params", "items/s", "ms/batch", "rounds (ms/batch)", "peak memory", caption=caption,
+    table = Table(Column("model", overflow="fold"), "runtime", "params", "items/s", "ms/batch", "rounds (ms/batch)", "peak memory",
+                  "weights", caption=caption,
                   title=f"pela bench ({results[0].device}, {dtype}, batch {batch_size}{', compiled' if results[0].compiled else ''}{f' ({compile_mode})' if compile_mode else ''})")
     for r in results:
-        mem = f"{r.peak_memory_bytes / 2**20:,.0f} MiB"
+        mem = "" if r.peak_memory_bytes is None else f"{r.peak_memory_bytes / 2**20:,.0f} MiB"
         spread = f"{min(r.round_ms):,.1f}–{max(r.round_ms):,.1f}" if len(r.round_ms) > 1 else "one round"
-        table.add_row(r.name, f"{r.params:,}", f"{r.items_per_s:,.1f}", f"{r.ms_per_batch:.1f}", spread, mem)
+        table.add_row(r.name, r.runtime, f"{r.params:,}", f"{r.items_per_s:,.1f}", f"{r.ms_per_batch:.1f}", spread, mem,
+                      f"{r.file_bytes / 1e6:,.1f} MB")
     out_console.print(table)
-    if ratio is not None:
-        out_console.print(f"throughput ratio {results[0].name} / {results[1].name}: [bold]{ratio:.2f}×[/bold]; "
-                          f"peak memory ratio {memory_ratio:.2f}×")
+    names = list(dict.fromkeys(r.name for r in results))
+    for runtime, ratio in ratios.items():
+        memory = f"; peak memory ratio {ratio['memory']:.2f}×" if ratio.get("memory") else ""
+        out_console.print(f"{runtime}: throughput ratio {names[0]} / {names[1]}: [bold]{ratio['throughput']:.2f}×[/bold]; "
+                          f"weights {ratio['weights']:.2f}×{memory}")
+    if onnx:
+        best = max(results[:len(results) // 2], key=lambda r: r.items_per_s)
+        base = next(r for r in results if r.name == names[1] and r.runtime == "pytorch")
+        out_console.print(f"{names[0]} in {best.runtime} against {names[1]} in pytorch: [bold]{best.items_per_s / base.items_per_s:.2f}×[/bold]")
+
+
+def _ratios(results: list) -> dict:
+    """Per runtime, the first model's throughput, weights and peak memory over the second's."""
+    names = list(dict.fromkeys(r.name for r in results))
+    by = {(r.name, r.runtime): r for r in results}
+    out = {}
+    for runtime in dict.fromkeys(r.runtime for r in results):
+        a, b = by[names[0], runtime], by[names[1], runtime]
+        out[runtime] = {"throughput": a.items_per_s / b.items_per_s, "weights": a.file_bytes / b.file_bytes,
+                        "memory": a.peak_memory_bytes / b.peak_memory_bytes if a.peak_memory_bytes and b.peak_memory_bytes else None}
+    return out
 
 
 def _bench_generation(models: dict, prompt_tokens: int, new_tokens: int, batch_size: int, device: str, dtype: str, rounds: int,

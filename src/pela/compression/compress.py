@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
+from pela.compression import speed
 from pela.compression.allocate import allocate, max_rank, sensitivities
 from pela.compression.calibrate import Calibration, input_moments
 from pela.compression.config import LowRankConfig
@@ -119,7 +120,7 @@ def compress(model: nn.Module, config: LowRankConfig | None = None, *, calibrati
         # the layers the refit did not reach, on the inputs they get now
         if lean and unseen and config.init in NEEDS_CALIBRATION:
             moments.update(input_moments(model, unseen, calibration.inputs))
-    swaps: list[tuple[nn.Module, str, LowRankLinear]] = []
+    swaps: dict[str, tuple[nn.Module, str, LowRankLinear]] = {}
     sigmas: dict[str, list[float]] = {}
     for layer in layers:
         if layer.candidate.name in refit:
@@ -128,13 +129,31 @@ def compress(model: nn.Module, config: LowRankConfig | None = None, *, calibrati
         sigmas[layer.candidate.name] = layer.spectrum.sigma.float().tolist()
         new = _factorized(layer, ranks.get(layer.candidate.name), config)
         if new is not None:
-            swaps.append((layer.candidate.parent, layer.candidate.name.rsplit(".", 1)[-1], new))
+            c = layer.candidate
+            swaps[c.name] = (c.parent, c.name.rsplit(".", 1)[-1], new)
+    if config.speed_check and config.resolved_mode()[0] != "rank":
+        _keep_faster(model, rows, swaps, refit, config, progress)
     if not swaps and not refit:
         reasons = sorted({r.reason for r in rows if r.reason})
         raise PelaError(f"no layer was factorized ({len(rows)} linear layers; reasons: {'; '.join(reasons)[:300]})")
-    for parent, attr, new in swaps:
+    for parent, attr, new in swaps.values():
         setattr(parent, attr, new)
     return CompressionReport(rows, params_before, count_params(model), time.perf_counter() - start, config.to_dict(), sigmas)
+
+
+def _keep_faster(model: nn.Module, rows: list[LayerReport], swaps: dict[str, tuple], refit: set[str],
+                 config: LowRankConfig, progress: bool) -> None:
+    """Time every factorized layer against its dense weight where the model will serve, and drop
+    the swaps of those whose factors are no faster (`pela.compression.speed`). Layers refit
+    block by block are in already: their times are reported, not acted on."""
+    weights = {name: swap[2].a.weight for name, swap in swaps.items()}
+    weights.update({name: model.get_submodule(name).a.weight for name in refit})
+    serve_rows = config.serve_rows or speed.serving_rows(model)
+    speed.time_layers(rows, weights, serve_rows, progress)
+    for row in rows:
+        if row.name in swaps and speed.slower(row):
+            speed.keep_dense(row)
+            del swaps[row.name]
 
 
 def _sequential(model: nn.Module, layers: list[_Layer], ranks: dict[str, int], config: LowRankConfig,

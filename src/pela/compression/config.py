@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,10 @@ def _check_regexes(field_name: str, patterns: Any) -> tuple[str, ...]:
                 f"{field_name} pattern {p!r} is not a valid regular expression: {e}"
             ) from None
     return patterns
+
+
+def _speed_check_default() -> bool:
+    return os.environ.get("PELA_SPEED_CHECK", "1") != "0"
 
 
 def _is_number(x: Any) -> bool:
@@ -76,6 +81,12 @@ class LowRankConfig:
             linearizes the block features and reads every layer's cost from a few backward passes
             (`pela.compression.linearized`), far faster for deep models.
         device: where to run the factorization math (default: each layer's own device).
+        speed_check: leave dense every layer whose two factors this device multiplies no faster
+            than its dense weight (`pela.compression.speed`: both timed once, cached); not with an
+            explicit ``rank``. On by default; ``PELA_SPEED_CHECK=0`` turns the default off.
+        serve_rows: the rows a product multiplies where the model will run, for the speed check:
+            1 decodes a token; batch × tokens reads a batch. Default: 1 for a causal language
+            model, else the tokens of a batch of 32 examples.
 
     >>> LowRankConfig(ratio=3, align=1).resolved_mode()
     ('ratio', 3)
@@ -93,6 +104,8 @@ class LowRankConfig:
     sequential: bool = False
     sensitivity: str = "replay"
     device: str | None = None
+    speed_check: bool = dataclasses.field(default_factory=lambda: _speed_check_default())
+    serve_rows: int | None = None
 
     def __post_init__(self) -> None:
         given = [n for n in RANK_RULES if getattr(self, n) is not None]
@@ -133,6 +146,11 @@ class LowRankConfig:
                 f"sequential factorization fits layers on calibration inputs: it needs a calibrated init "
                 f"({', '.join(sorted(NEEDS_CALIBRATION))}), not init={self.init!r}"
             )
+        if not isinstance(self.speed_check, bool):
+            raise PelaError(f"speed_check must be true or false, got {self.speed_check!r}")
+        rows = self.serve_rows
+        if rows is not None and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 1):
+            raise PelaError(f"serve_rows must be an integer >= 1, got {rows!r}")
         object.__setattr__(self, "include", _check_regexes("include", self.include))
         if self.exclude is not None:
             object.__setattr__(self, "exclude", _check_regexes("exclude", self.exclude))

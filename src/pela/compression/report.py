@@ -21,6 +21,11 @@ class LayerReport:
     reason: str | None = None  # why it stayed dense
     # the initialization used (whiten falls back to svd for a layer calibration never reached)
     init: str | None = None
+    # one product's milliseconds at serve_rows rows on this device, dense and as two factors
+    # (`pela.compression.speed`); None where not timed
+    ms_dense: float | None = None
+    ms_factored: float | None = None
+    serve_rows: int | None = None
 
 
 @dataclass

@@ -1,3 +1,5 @@
+"""Throughput side by side: PyTorch (laid out for the device) and ONNX Runtime."""
+
 import pytest
 import torch
 from conftest import ARCHITECTURES, hf_bert, timm_vit
@@ -5,7 +7,7 @@ from conftest import ARCHITECTURES, hf_bert, timm_vit
 import pela
 from pela import LowRankConfig, PelaError
 from pela.arch.inputs import example_inputs
-from pela.bench import benchmark, eager_peak_bytes
+from pela.bench import benchmark
 
 
 def test_side_by_side():
@@ -20,35 +22,6 @@ def test_side_by_side():
         assert r.peak_memory_bytes > 4 * (r.params + 2 * 3 * 32 * 32)
     for r in results:  # every round is kept, and the figure is their median
         assert len(r.round_ms) == 2 and r.ms_per_batch == pytest.approx(sum(r.round_ms) / 2)
-
-
-def test_cpu_peak_memory_counts_weights_inputs_and_activations():
-    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 2))
-    x = torch.randn(16, 64)
-    weights = 4 * sum(p.numel() for p in model.parameters())
-    # the peak is while ReLU runs: the input, the first layer's output and ReLU's output are all alive
-    assert eager_peak_bytes(model, (x,), {}) == weights + x.nbytes + 2 * 16 * 128 * 4
-    model[1].inplace = True  # ReLU writes over its input: now the peak is in the last layer, its output alive too
-    assert eager_peak_bytes(model, (x,), {}) == weights + x.nbytes + 16 * 128 * 4 + 16 * 2 * 4
-
-
-def test_cpu_peak_memory_of_a_model_that_hands_a_parameter_to_a_module():
-    """CaiT's class token, a sinusoidal position table: a parameter given to a submodule as it is.
-    PyTorch's MemTracker fails on these (it hooks every input that requires grad)."""
-
-    class Prefixed(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.token, self.mix = torch.nn.Parameter(torch.zeros(1, 8)), torch.nn.Linear(8, 8)
-
-        def forward(self, x):
-            return torch.cat([self.mix(self.token), self.mix(x)])
-
-    model, x = Prefixed(), torch.randn(3, 8)
-    weights = 4 * sum(p.numel() for p in model.parameters())
-    # at the end: the token's row and the input's three rows out of the layer, and the four rows joined
-    assert eager_peak_bytes(model, (x,), {}) == weights + x.nbytes + (1 + 3 + 4) * 8 * 4
-    assert all(p.requires_grad for p in model.parameters())
 
 
 @pytest.mark.slow
@@ -70,13 +43,6 @@ def test_progress_bar_on_stderr(capsys):
     benchmark({"bert": hf_bert()}, batch_size=2, seq_len=8, iters=2, rounds=2, warmup=1, progress=True)
     out, err = capsys.readouterr()
     assert out == "" and "benchmarking" in err and "6/6" in err  # 1 warm-up + 1 counting memory + 2 rounds × 2 passes
-
-
-def test_text_cut_to_the_models_positions_unless_a_length_is_asked():
-    (r,) = benchmark({"bert": hf_bert()}, batch_size=2, iters=1, rounds=1, warmup=1)
-    assert r.input_shapes["input_ids"] == [2, 64]  # 128 by default, cut to max_position_embeddings; the table says so
-    with pytest.raises(PelaError, match="a sequence length of 1000 tokens is more than bert takes: at most 64 positions"):
-        benchmark({"bert": hf_bert()}, batch_size=2, seq_len=1000, iters=1, rounds=1, warmup=1)  # not measured at 64 quietly
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
@@ -131,39 +97,12 @@ def test_example_inputs_of_fine_tuned_classifiers():
     assert all(r.items_per_s > 0 for r in results)
 
 
-def test_generation_speed_of_a_language_model_and_its_student(tmp_path, capsys):
-    import copy
-    import json
-
-    from conftest import tiny_llama, word_tokenizer
-
-    from pela.bench import generation_benchmark
-    from pela.cli.app import main
-
-    model = tiny_llama()
-    student = copy.deepcopy(model)
-    pela.compress(student, pela.LowRankConfig(ratio=2, align=1))
-    results = generation_benchmark({"student": student, "teacher": model}, prompt_tokens=16, new_tokens=4, rounds=2)
-    assert [r.name for r in results] == ["student", "teacher"] and results[0].params < results[1].params
-    assert all(r.prefill_tokens_per_s > 0 and r.decode_tokens_per_s > 0 and r.decode_ms_per_token > 0 for r in results)
-    with pytest.raises(pela.PelaError, match="needs a causal language model"):
-        generation_benchmark({"bert": hf_bert()})
-    model.save_pretrained(tmp_path / "lm")
-    word_tokenizer().save_pretrained(tmp_path / "lm")
-    assert main(["compress", str(tmp_path / "lm"), "--out", str(tmp_path / "small"), "--ratio", "2", "--align", "1"]) == 0
-    capsys.readouterr()
-    assert main(["bench", str(tmp_path / "small"), "--vs", str(tmp_path / "lm"), "--generate", "--seq-len", "8", "--new-tokens", "3",
-                 "--rounds", "1", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert len(report["results"]) == 2 and report["ratios"]["decode_tokens_per_s"] > 0
-
-
 def test_every_model_is_laid_out_for_the_device_before_it_is_timed(monkeypatch, tmp_path):
     from pela.deploy import memory_layout
 
     monkeypatch.setenv("PELA_CACHE", str(tmp_path))
 
-    monkeypatch.setattr(memory_layout, "_measure", lambda weights, rows: (2.0, 1.0))  # columns win
+    monkeypatch.setattr(memory_layout, "product_ms", lambda *a, **k: (2.0, 1.0))  # columns win
     dense = timm_vit()
     (r,) = benchmark({"dense": dense}, batch_size=2, iters=1, rounds=1, warmup=1)
     linears = {id(m.weight) for m in dense.modules() if isinstance(m, torch.nn.Linear)}
@@ -172,27 +111,20 @@ def test_every_model_is_laid_out_for_the_device_before_it_is_timed(monkeypatch, 
     assert r.column_weights is None
 
 
-@pytest.mark.slow  # torch.compile of a language model: about half a minute
-def test_compiled_generation_decodes_with_a_static_cache_and_the_same_tokens():
-    import copy
-
-    from conftest import tiny_llama
-
-    from pela.bench import _prefill_and_decode, _Steps, generation_benchmark
-
-    model = tiny_llama()
-    prompt = torch.randint(0, 100, (2, 8))
-    tokens = {}
-    for compile in (False, True):
-        steps = _Steps(copy.deepcopy(model), compile, None, 8 + 5)
-        seen = []
-        original = steps.decode
-        steps.decode = lambda token, past: seen.append(token) or original(token, past)
-        for _ in range(2):  # twice: the static cache is emptied between prompts
-            seen.clear()
-            _prefill_and_decode(steps, prompt, 5, torch.device("cpu"))
-        tokens[compile] = torch.cat(seen, 1)
-    assert torch.equal(tokens[False], tokens[True])
-    (r,) = generation_benchmark({"lm": model}, prompt_tokens=8, new_tokens=3, rounds=1,
-                                compile_mode="default")
-    assert r.compiled and r.decode_tokens_per_s > 0 and r.column_weights is not None
+@pytest.mark.slow  # two ONNX exports a model and their sessions
+def test_onnx_runtime_is_timed_beside_pytorch_on_the_same_batch():
+    student = hf_bert()
+    pela.compress(student, LowRankConfig(ratio=2, align=1))
+    results = benchmark({"student": student, "original": hf_bert()}, batch_size=2, seq_len=8,
+                        iters=1, rounds=2, warmup=1, onnx=True)
+    assert [(r.name, r.runtime) for r in results] == [
+        (name, runtime) for name in ("student", "original")
+        for runtime in ("pytorch", "onnxruntime", "onnxruntime int8")]
+    assert all(r.items_per_s > 0 and len(r.round_ms) == 2 and r.file_bytes > 0 for r in results)
+    by = {(r.name, r.runtime): r for r in results}
+    assert by["student", "onnxruntime int8"].file_bytes < by["student", "onnxruntime"].file_bytes
+    assert by["student", "onnxruntime"].file_bytes < by["original", "onnxruntime"].file_bytes
+    assert by["student", "onnxruntime"].peak_memory_bytes is None
+    assert by["student", "pytorch"].input_shapes == by["student", "onnxruntime"].input_shapes
+    with pytest.raises(PelaError, match="ONNX Runtime is measured on the CPU in float32"):
+        benchmark({"m": hf_bert()}, dtype="bfloat16", onnx=True)

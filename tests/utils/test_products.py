@@ -1,0 +1,52 @@
+"""Product timings: both storage orders measured, once per device, rows and shape, then cached."""
+
+import json
+
+import torch
+
+from pela.utils import products
+from pela.utils.products import cache_file, product_ms
+
+
+def test_a_measurement_times_both_orders_and_is_kept_in_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("PELA_CACHE", str(tmp_path))
+    row_ms, column_ms = product_ms((64, 8), 1, torch.float32, torch.device("cpu"))
+    assert row_ms > 0 and column_ms > 0
+    calls = []
+    monkeypatch.setattr(products, "_measure", lambda *a: calls.append(a) or (1.0, 2.0))
+    assert product_ms((64, 8), 1, torch.float32, "cpu") == (row_ms, column_ms)  # from the cache
+    assert calls == []
+    assert product_ms((64, 8), 4, torch.float32, "cpu") == (1.0, 2.0)  # other rows: measured
+    assert product_ms((8, 64), 1, torch.float32, "cpu") == (1.0, 2.0)  # other shape: measured
+    assert len(calls) == 2 and len(json.loads(cache_file().read_text())) == 3
+
+
+def test_an_unreadable_cache_is_measured_again_not_an_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("PELA_CACHE", str(tmp_path))
+    cache_file().parent.mkdir(parents=True)
+    cache_file().write_text("{not json")
+    monkeypatch.setattr(products, "_measure", lambda *a: (1.0, 2.0))
+    assert product_ms((4, 4), 1, torch.float32, "cpu") == (1.0, 2.0)
+    monkeypatch.setenv("PELA_CACHE", str(tmp_path / "file"))
+    (tmp_path / "file").write_text("")  # a cache that cannot be written costs time, not the run
+    assert product_ms((4, 4), 1, torch.float32, "cpu") == (1.0, 2.0)
+
+
+def test_many_rows_time_one_weight_and_one_row_streams_from_memory(monkeypatch):
+    counts = []
+    real = products._pass_ms
+    monkeypatch.setattr(products, "_pass_ms", lambda run, device: counts.append(len(run())) or real(run, device))
+    products._measure((256, 256), 1, torch.float32, torch.device("cpu"))
+    products._measure((256, 256), 512, torch.float32, torch.device("cpu"))
+    assert counts == [256, 256, 1, 1]  # 64 MiB of 256 KiB weights, in each order; then one
+
+
+def test_a_layer_and_its_factors_are_timed_in_turns_and_cached(monkeypatch, tmp_path):
+    from pela.utils.products import factored_ms
+
+    monkeypatch.setenv("PELA_CACHE", str(tmp_path))
+    dense, factored = factored_ms((128, 128), 8, 1, torch.float32, "cpu")
+    assert dense > 0 and factored > 0
+    monkeypatch.setattr(products, "_measure_factored", lambda *a: (9.0, 9.0))
+    assert factored_ms((128, 128), 8, 1, torch.float32, "cpu") == (dense, factored)
+    assert factored_ms((128, 128), 16, 1, torch.float32, "cpu") == (9.0, 9.0)  # another rank
