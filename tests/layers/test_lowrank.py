@@ -50,3 +50,16 @@ def test_densify_merges_the_factors_back_into_dense_layers():
     assert all(type(m) is nn.Linear for m in (net[0], net[2])) and net[2].bias is None
     torch.testing.assert_close(net(x), before, rtol=1e-5, atol=1e-6)
     assert torch.linalg.matrix_rank(net[0].weight.detach()) == 8  # still the compressed layer, only no longer factored
+
+
+def test_the_factors_run_as_plain_products_unless_something_watches_or_replaces_them():
+    layer = LowRankLinear.from_linear(nn.Linear(16, 8), rank=4)
+    x = torch.randn(3, 16)
+    expected = layer.b.weight @ (layer.a.weight @ x.T) + layer.b.bias[:, None]
+    torch.testing.assert_close(layer(x), expected.T)
+    seen = []
+    layer.b.register_forward_hook(lambda m, i, o: seen.append("hook"))
+    layer(x)
+    layer.a.forward = lambda t: seen.append("forward") or torch.zeros(t.shape[0], 4)  # as accelerate does
+    assert torch.equal(layer(x), layer.b.bias.expand(3, 8))
+    assert seen == ["hook", "forward", "hook"]

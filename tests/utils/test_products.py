@@ -36,9 +36,11 @@ def test_many_rows_time_one_weight_and_one_row_streams_from_memory(monkeypatch):
     counts = []
     real = products._pass_ms
     monkeypatch.setattr(products, "_pass_ms", lambda run, device: counts.append(len(run())) or real(run, device))
-    products._measure((256, 256), 1, torch.float32, torch.device("cpu"))
-    products._measure((256, 256), 512, torch.float32, torch.device("cpu"))
-    assert counts == [256, 256, 1, 1]  # 64 MiB of 256 KiB weights, in each order; then one
+    products._measure((512, 512), 1, torch.float32, torch.device("cpu"))
+    products._measure((512, 512), 512, torch.float32, torch.device("cpu"))
+    products._measure((16, 16), 1, torch.float32, torch.device("cpu"))
+    # 64 MiB of 1 MiB weights, in each order; one at many rows; no more than MAX_WEIGHTS tiny ones
+    assert counts == [64, 64, 1, 1, 512, 512]
 
 
 def test_a_layer_and_its_factors_are_timed_in_turns_and_cached(monkeypatch, tmp_path):

@@ -30,6 +30,8 @@ from pela.utils.files import atomic_write_text, cache_dir
 STREAM_BYTES = 64 * 2**20
 # many rows are bound by arithmetic: one weight tells
 MEMORY_BOUND_ROWS = 64
+# small weights are bound by each call's fixed cost, not by memory: this many tell
+MAX_WEIGHTS = 512
 # a pass is repeated until it takes this long, then the median of three counts
 MIN_PASS_S = 0.02
 
@@ -90,7 +92,9 @@ def _measure_factored(
 def _count(nbytes: int, rows: int) -> int:
     """How many weights of ``nbytes`` one pass reads: enough to stream from memory at a few rows,
     one at many."""
-    return 1 if rows > MEMORY_BOUND_ROWS else max(1, math.ceil(STREAM_BYTES / nbytes))
+    if rows > MEMORY_BOUND_ROWS:
+        return 1
+    return min(MAX_WEIGHTS, max(1, math.ceil(STREAM_BYTES / nbytes)))
 
 
 def _measure(
