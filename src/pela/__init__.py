@@ -25,7 +25,7 @@ from pela.compression.recipe import recipe
 from pela.data.load import load_dataset
 from pela.deploy.memory_layout import tune_layout
 from pela.deploy.onnx import export_onnx
-from pela.deploy.packing import pack
+from pela.deploy.packed import pack
 from pela.errors import PelaError
 from pela.evaluation.classifier import evaluate
 from pela.evaluation.compare import compare

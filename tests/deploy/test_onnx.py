@@ -73,7 +73,7 @@ def test_the_cli_exports_a_pela_directory_with_its_tokenizer(tmp_path, hf_bert_d
 
 
 def test_a_packed_student_exports_its_shared_products_as_one(tmp_path):
-    from pela.deploy.packing import pack
+    from pela.deploy.packed import pack
 
     student = hf_bert()
     pela.compress(student, pela.LowRankConfig(ratio=2, align=1))

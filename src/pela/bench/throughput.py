@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from pela.arch.inputs import DEFAULT_BATCH, DEFAULT_SEQ_LEN, example_inputs, linear_rows
-from pela.bench.memory import eager_peak_bytes
+from pela.bench.peak_memory import eager_peak_bytes
 from pela.bench.settings import COMPILE_MODES, DTYPES, check_length, lay_out, sync
 from pela.deploy.onnx import named_inputs
 from pela.deploy.onnx_runs import onnx_runs

@@ -17,7 +17,7 @@ from pathlib import Path
 import typer
 
 # isort: off
-from pela.cli import compress_cmd, shrink_cmd, train_cmd, inspect_cmd  # noqa: F401 - each registers its commands, in the order help lists them
+from pela.cli import compress_cmd, bench_cmd, shrink_cmd, train_cmd, inspect_cmd  # noqa: F401 - each registers its commands, in the order help lists them
 
 # isort: on
 from pela.cli.common import Stopped, app

@@ -40,7 +40,7 @@ def test_compiled_generation_decodes_with_a_static_cache_and_the_same_tokens():
 
     from conftest import tiny_llama
 
-    from pela.bench.generation import _prefill_and_decode, _Steps, generation_benchmark
+    from pela.bench.generation_speed import _prefill_and_decode, _Steps, generation_benchmark
 
     model = tiny_llama()
     prompt = torch.randint(0, 100, (2, 8))

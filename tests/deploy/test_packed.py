@@ -8,7 +8,7 @@ import torch
 from conftest import hf_bert, tiny_llama
 
 import pela
-from pela.deploy.packing import find_shared_inputs, pack
+from pela.deploy.packed import find_shared_inputs, pack
 from pela.layers.lowrank import densify, owned_state_dict, shared_input_groups
 
 
