@@ -1,6 +1,6 @@
 """``pela bench``: one table of speed, memory and size; ONNX Runtime beside PyTorch with --onnx."""
 
-import json
+import re
 
 import pytest
 from conftest import run_cli
@@ -18,15 +18,13 @@ def test_onnx_adds_runtimes_sizes_and_the_students_best_against_the_original(tmp
     code, _, err = run_cli(capsys, "compress", hf_bert_dir, "--out", tmp_path / "k2", "--ratio", 2,
                            "--align", 1)
     assert code == 0, err
-    args = ["bench", tmp_path / "k2", "--vs", hf_bert_dir, "--batch-size", 2, "--seq-len", 8,
-            "--iters", 1, "--rounds", 1, "--onnx"]
-    code, out, err = run_cli(capsys, *args)
+    code, out, err = run_cli(capsys, "bench", tmp_path / "k2", "--vs", hf_bert_dir, "--batch-size", 2,
+                             "--seq-len", 8, "--iters", 1, "--rounds", 1, "--onnx")
     assert code == 0, err
+    assert out.count(" MB") == 6  # each model's weights in each runtime
+    flat = " ".join(out.split())  # the console wraps long lines
     for runtime in ("pytorch", "onnxruntime", "onnxruntime int8"):
-        assert f"{runtime}: throughput ratio" in out
-    assert "against" in out and "in pytorch:" in out and out.count(" MB") == 6
-    code, out, err = run_cli(capsys, *args, "--json")
-    report = json.loads(out)
-    assert set(report["ratios"]) == {"pytorch", "onnxruntime", "onnxruntime int8"}
-    assert report["ratio"] == report["ratios"]["pytorch"]["throughput"]
-    assert report["ratios"]["onnxruntime"]["weights"] < 1  # the student's graph is smaller
+        assert f"{runtime}: throughput ratio" in flat
+    assert re.search(r"k2 in onnxruntime( int8)? against .*bert in pytorch: \d+\.\d\d×", flat)
+    weights = re.search(r"onnxruntime: throughput ratio .*?weights (\d+\.\d+)×", flat)
+    assert weights and float(weights.group(1)) <= 1  # the student's graph is no larger (tiny: rounds to 1)

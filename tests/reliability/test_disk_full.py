@@ -57,7 +57,7 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, capsys, 
     text = tmp_path / "t.txt"
     text.write_text("".join(f"w{i} w{i + 3} w{i + 5}\n" for i in range(40)))
     assert main(["compress", str(hf_bert_dir), "--out", str(tmp_path / "s"), "--ratio", "4", "--align", "1"]) == 0
-    real, calls = ckpt.save_model, [0]
+    real, calls = ckpt.write_weights, [0]
 
     def fail_third(*args, **kwargs):
         calls[0] += 1
@@ -65,13 +65,13 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, capsys, 
             return full_disk(real)(*args, **kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ckpt, "save_model", fail_third)
+    monkeypatch.setattr(ckpt, "write_weights", fail_third)
     args = ["distill", "--student", str(tmp_path / "s"), "--teacher", str(hf_bert_dir), "--data", str(text), "--out", str(tmp_path / "run"),
             "--steps", "6", "--batch-size", "8", "--save-every", "1"]
     assert main(args) == 2
     assert "No space left on device" in capsys.readouterr().err
     assert ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints").name == "checkpoint-2"  # the last good one, still there
-    monkeypatch.setattr(ckpt, "save_model", real)  # space freed: resume finishes the run
+    monkeypatch.setattr(ckpt, "write_weights", real)  # space freed: resume finishes the run
     assert main([*args, "--resume"]) == 0
     student = pela.load(tmp_path / "run")
     assert json.loads((tmp_path / "run" / "pela.json").read_text())["distill"]["trained_steps"] == 6

@@ -1,7 +1,6 @@
 """pela.utils.signals: Ctrl-C taken between steps."""
 
-import os
-import signal
+import signal  # signal.raise_signal: to this thread (os.kill may land on a runtime's worker thread)
 
 import pytest
 
@@ -11,15 +10,15 @@ from pela.utils.signals import deferred_interrupt
 def test_the_first_ctrl_c_is_noted_the_second_interrupts():
     with deferred_interrupt() as requested:
         assert not requested()
-        os.kill(os.getpid(), signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
         assert requested()  # noted, the block goes on
         with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
 def test_off_leaves_ctrl_c_alone():
     with deferred_interrupt(enabled=False) as requested:
         with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
         assert not requested()
