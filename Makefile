@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml Makefile tools/install_torchvision_shim.py tools/torchv
 	touch $(STAMP)
 
 test: install lint
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=15
 
 # the quick loop while developing: everything but the end-to-end runs marked slow
 test-fast: install

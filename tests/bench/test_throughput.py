@@ -126,5 +126,10 @@ def test_onnx_runtime_is_timed_beside_pytorch_on_the_same_batch():
     assert by["student", "onnxruntime"].file_bytes < by["original", "onnxruntime"].file_bytes
     assert by["student", "onnxruntime"].peak_memory_bytes is None
     assert by["student", "pytorch"].input_shapes == by["student", "onnxruntime"].input_shapes
+    from pela.cli.bench_cmd import _ratios
+
+    ratios = _ratios(results)  # what pela bench --onnx prints, per runtime
+    assert set(ratios) == {"pytorch", "onnxruntime", "onnxruntime int8"}
+    assert ratios["onnxruntime"]["weights"] < 1 and ratios["onnxruntime"]["memory"] is None
     with pytest.raises(PelaError, match="ONNX Runtime is measured on the CPU in float32"):
         benchmark({"m": hf_bert()}, dtype="bfloat16", onnx=True)

@@ -18,6 +18,7 @@ def test_onnx_adds_runtimes_sizes_and_the_students_best_against_the_original(tmp
     code, _, err = run_cli(capsys, "compress", hf_bert_dir, "--out", tmp_path / "k2", "--ratio", 2,
                            "--align", 1)
     assert code == 0, err
+    # (the results themselves: tests/bench/test_throughput.py; here, what the table says)
     code, out, err = run_cli(capsys, "bench", tmp_path / "k2", "--vs", hf_bert_dir, "--batch-size", 2,
                              "--seq-len", 8, "--iters", 1, "--rounds", 1, "--onnx")
     assert code == 0, err

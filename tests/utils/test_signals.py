@@ -7,6 +7,16 @@ import pytest
 from pela.utils.signals import deferred_interrupt
 
 
+@pytest.fixture(autouse=True)
+def python_ctrl_c():
+    """Python's own Ctrl-C handler, as in a terminal: a process started in the background by a
+    shell without job control (a CI script's `make test &`) inherits Ctrl-C ignored, and Python
+    then installs no handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_the_first_ctrl_c_is_noted_the_second_interrupts():
     with deferred_interrupt() as requested:
         assert not requested()
