@@ -25,17 +25,10 @@ import pela
 from benchmarks._results import report
 from benchmarks.harness import minilm_dir
 from pela.deploy.onnx import named_inputs, onnx_feed
+from pela.deploy.onnx_runs import cpu_session
 from pela.models.sources import load_for_training
 
 DEFAULT_MODELS = ("minilm", "timm:vit_base_patch16_224")
-
-
-def _session(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()  # the same cores as PyTorch
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _ort_run(session, inputs: dict):
@@ -74,8 +67,8 @@ def measure(source: str, ratio: float, batch_size: int, seq_len: int, rounds: in
     runs = {}
     for name, model in models.items():
         runs[f"{name} / pytorch"] = _torch_run(model, inputs, positional)
-        runs[f"{name} / onnxruntime"] = _ort_run(_session(exports[name].path), inputs)
-        runs[f"{name} / onnxruntime int8"] = _ort_run(_session(int8[name].path), inputs)
+        runs[f"{name} / onnxruntime"] = _ort_run(cpu_session(exports[name].path), inputs)
+        runs[f"{name} / onnxruntime int8"] = _ort_run(cpu_session(int8[name].path), inputs)
     for fn in runs.values():
         fn()  # warm-up
     times: dict[str, list[float]] = {k: [] for k in runs}

@@ -5,9 +5,10 @@ Factorizing trades one product for two thinner ones. With fewer parameters the t
 less time, but not always: one token at a time, a small layer's second call costs more than the
 bytes it saves; on a GPU, a rank its kernels tile badly can lose to the dense shape. So before the
 factors are swapped in, each layer's dense product and its two factors' are timed at the rows the
-model will serve (`pela.utils.products.product_ms`, measured once per device and cached; each in
-its faster storage order, as `pela.tune_layout` will lay it out), and a layer whose factors are not
-faster stays dense, its report row saying so. Every factorized layer's row carries both times.
+model will serve (`pela.utils.products.factored_ms`: in turns, once per device, cached; each
+matrix in its faster storage order, as `pela.tune_layout` will lay it out), and a layer whose
+factors are not faster stays dense, its report row saying so. Every factorized layer's row
+carries both times.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pela.layers.lowrank import part_of_a_stack
 from pela.utils.products import product_ms
 
 # the other order is kept only when it is clearly faster, not within a timing's noise
@@ -72,7 +73,7 @@ def _weights_by_shape(model: nn.Module) -> dict[tuple, list[nn.Parameter]]:
             continue
         if w.dim() != 2 or not w.is_floating_point() or w.is_meta or id(w) in seen:
             continue
-        if w.untyped_storage().nbytes() != w.numel() * w.element_size():
+        if part_of_a_stack(w):
             continue  # rows of a larger matrix (`pela.pack`): they stay where they are
         seen.add(id(w))  # a weight shared by two layers is stored once
         groups.setdefault((tuple(w.shape), w.dtype, w.device), []).append(w)

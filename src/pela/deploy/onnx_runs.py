@@ -35,13 +35,14 @@ def onnx_runs(
         int8 = runtime.endswith("int8")
         out = Path(work) / runtime.replace(" ", "-")
         record = export_onnx(model, out, overwrite=True, int8=int8)
-        session = _session(record.path)
+        session = cpu_session(record.path)
         feed = onnx_feed(session, inputs)
         runs.append(OnnxRun(runtime, lambda s=session, f=feed: s.run(None, f), _bytes(record.path)))
     return runs
 
 
-def _session(path: Path) -> Any:
+def cpu_session(path: Path) -> Any:
+    """An ONNX Runtime session of ``path`` on the CPU, with the threads PyTorch uses."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

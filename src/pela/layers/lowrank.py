@@ -68,12 +68,17 @@ def unshare_inputs(model: nn.Module) -> int:
     return len(groups)
 
 
+def part_of_a_stack(t: torch.Tensor) -> bool:
+    """Whether ``t`` is rows of a larger tensor (a stacked ``A`` factor), not all of its storage."""
+    return t.untyped_storage().nbytes() != t.numel() * t.element_size()
+
+
 def owned_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """``model.state_dict()`` with each stacked ``A`` factor copied to a tensor of its own:
     safetensors writes only tensors that cover their storage. Tied weights stay one tensor."""
     state = model.state_dict()
     for name, t in state.items():
-        if t.untyped_storage().nbytes() != t.numel() * t.element_size():
+        if part_of_a_stack(t):
             state[name] = t.clone()
     return state
 

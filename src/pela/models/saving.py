@@ -206,8 +206,9 @@ def _write_model(
         "factorized": factorized_layers(model),
         **(extra or {}),
     }
-    if shared_input_groups(model):
-        meta["shared_inputs"] = shared_input_groups(model)
+    shared = shared_input_groups(model)
+    if shared:
+        meta["shared_inputs"] = shared
     write_weights(model, target / WEIGHTS_NAME, dtype, weights)
     if source and source.get("kind") == "hf":
         backbone.config.to_json_file(str(target / "config.json"))

@@ -41,13 +41,9 @@ def product_ms(
 ) -> tuple[float, float]:
     """Milliseconds of one product of ``rows`` rows by a ``shape`` (out × in) weight, stored by
     row and by column."""
-    key = _key(shape, rows, dtype, torch.device(device))
-    known = _read_cache() if cache else {}
-    if key not in known:
-        known[key] = _measure(shape, rows, dtype, torch.device(device))
-        if cache:
-            _write_cache(known)
-    return known[key]
+    device = torch.device(device)
+    key = _key(shape, rows, dtype, device)
+    return _cached(key, lambda: _measure(shape, rows, dtype, device), cache)
 
 
 def factored_ms(
@@ -57,10 +53,16 @@ def factored_ms(
     """Milliseconds of one product of ``rows`` rows by a ``shape`` (out × in) weight, and by its two
     factors (rank × in, then out × rank), each stored in its faster order. The three are timed in
     turns, round after round, so that a busy spell of the machine weighs on both sides alike."""
-    key = _key(shape, rows, dtype, torch.device(device)) + f" rank {rank}"
+    device = torch.device(device)
+    key = _key(shape, rows, dtype, device) + f" rank {rank}"
+    return _cached(key, lambda: _measure_factored(shape, rank, rows, dtype, device), cache)
+
+
+def _cached(key: str, measure, cache: bool) -> tuple[float, float]:
+    """The timing under ``key`` in pela's cache, measured (and kept) if it is not there."""
     known = _read_cache() if cache else {}
     if key not in known:
-        known[key] = _measure_factored(shape, rank, rows, dtype, torch.device(device))
+        known[key] = measure()
         if cache:
             _write_cache(known)
     return known[key]
