@@ -48,8 +48,6 @@ bench: install
 	bash benchmarks/compressed_speed.sh cpu
 	$(PY) -m benchmarks.distill_throughput
 	$(PY) -m benchmarks.minilm_distill
-	$(PY) -m benchmarks.save_dtype
-	$(PY) -m benchmarks.keep_best
 	$(PY) -m benchmarks.architectures
 
 clean:

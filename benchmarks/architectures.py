@@ -235,18 +235,18 @@ def check(name: str, build: Callable[[], torch.nn.Module], kind: str, work: Path
     unlabelled = {"text": data["text"], "image": data["images"], "pair": data["pairs"]}[kind]
     labelled = data["labelled_text"] if kind == "text" else data["splits"]  # train/ for --data, val/ for --eval-data
     steps = {
-        "compress": ["compress", dense, "--out", d / "k2", "--ratio", 2, "--align", 1],
-        "compress_calib": ["compress", dense, "--out", d / "budget", "--calib", unlabelled, "--calib-samples", 16,
-                           "--param-budget", 0.5, "--align", 1],
-        "bench": ["bench", d / "k2", "--vs", dense, "--batch-size", 2, "--iters", 1, "--rounds", 1, "--seq-len", 16,
+        "compress": ["compress", dense, "--out", d / "k2", "--ratio", 2, "--config", "align=1"],
+        "compress_calib": ["compress", dense, "--out", d / "budget", "--calib", unlabelled, "--config", "calib_samples=16",
+                           "--param-budget", 0.5, "--config", "align=1"],
+        "bench": ["bench", d / "k2", "--vs", dense, "--batch-size", 2, "--config", "iters=1", "--config", "rounds=1", "--seq-len", 16,
                   "--json"],
         "distill": ["distill", "--student", d / "k2", "--teacher", dense, "--data", unlabelled, "--out", d / "distilled",
-                    "--steps", 2, "--batch-size", 4, "--eval-data", unlabelled, "--eval-samples", 8, "--keep-best", "mean_mse"],
+                    "--steps", 2, "--batch-size", 4, "--eval-data", unlabelled, "--config", "eval_samples=8", "--keep-best", "mean_mse"],
         "compare": ["compare", d / "distilled", dense, "--data", unlabelled],
         "finetune": ["finetune", d / "distilled", "--data", labelled, "--eval-data", labelled, "--out", d / "tuned",
-                     "--epochs", 1, "--batch-size", 4, "--eval-every", 2, "--keep-best", "loss"],
+                     "--epochs", 1, "--batch-size", 4, "--config", "eval_every=2", "--keep-best", "loss"],
         "eval": ["eval", d / "tuned", "--data", labelled],
-        "bench_tuned": ["bench", d / "tuned", "--batch-size", 2, "--iters", 1, "--rounds", 1, "--seq-len", 16, "--json"],
+        "bench_tuned": ["bench", d / "tuned", "--batch-size", 2, "--config", "iters=1", "--config", "rounds=1", "--seq-len", 16, "--json"],
         "lora": ["finetune", d / "distilled", "--data", labelled, "--out", d / "lora", "--epochs", 1, "--batch-size", 4, "--lora", 4,
                  "--eval-data", labelled, "--keep-best", "accuracy"],
     }

@@ -14,21 +14,22 @@ align=${2:-8}
 pela=${PELA:-.venv/bin/pela}
 suffix=$([ "$align" = 8 ] && echo "" || echo "_align$align")
 mode=${COMPILE_MODE:-}
-compile_flag=$([ -n "$mode" ] && echo "--compile-mode $mode" || echo "--compile")
+compile_flag=$([ -n "$mode" ] && echo "--config compile_mode=$mode" || echo "--compile")
 result_suffix=$suffix$([ -n "$mode" ] && echo "_$mode" || echo "")
 mkdir -p benchmarks/results runs
-$pela compress timm:vit_base_patch16_224 --random-init --ratio 2 --align "$align" --out "runs/vit_b_k2$suffix" --overwrite --json \
+$pela compress timm:vit_base_patch16_224 --config random_init=true --ratio 2 --config "align=$align" --out "runs/vit_b_k2$suffix" --overwrite --json \
   > "benchmarks/results/.vit_b_k2${suffix}_compress.json.tmp"
 mv "benchmarks/results/.vit_b_k2${suffix}_compress.json.tmp" "benchmarks/results/vit_b_k2${suffix}_compress.json"  # whole or not at all
 if [ "$device" = cpu ]; then
-  $pela bench "runs/vit_b_k2$suffix" --vs timm:vit_base_patch16_224 --random-init --batch-size 32 --iters 3 --rounds 3 --json \
+  $pela bench "runs/vit_b_k2$suffix" --vs timm:vit_base_patch16_224 --config random_init=true --batch-size 32 \
+    --config iters=3 --config rounds=3 --json \
     | tee "benchmarks/results/.compressed_speed_cpu$suffix.json.tmp"
   mv "benchmarks/results/.compressed_speed_cpu$suffix.json.tmp" "benchmarks/results/compressed_speed_cpu$suffix.json"
   # one run on a shared CPU moves by 5-10%: the figure of record is the median of RUNS fresh runs
   ${PYTHON:-.venv/bin/python} -m benchmarks.cpu_speed_runs "runs/vit_b_k2$suffix" --vs timm:vit_base_patch16_224 --runs "${RUNS:-4}" \
     --name "compressed_speed_cpu_runs$suffix"
 else
-  $pela bench "runs/vit_b_k2$suffix" --vs timm:vit_base_patch16_224 --random-init --device cuda --dtype bfloat16 \
-    --batch-size 256 $compile_flag --iters 20 --rounds 5 --json | tee "benchmarks/results/.cuda$result_suffix.tmp"
+  $pela bench "runs/vit_b_k2$suffix" --vs timm:vit_base_patch16_224 --config random_init=true --device cuda \
+    --dtype bfloat16 --batch-size 256 $compile_flag --config iters=20 --config rounds=5 --json | tee "benchmarks/results/.cuda$result_suffix.tmp"
   mv "benchmarks/results/.cuda$result_suffix.tmp" "benchmarks/results/compressed_speed_cuda$result_suffix.json"
 fi

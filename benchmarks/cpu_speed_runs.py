@@ -28,13 +28,14 @@ from benchmarks._results import report
 
 # name: (PELA_KEEP_FREED_MEMORY, extra `pela bench` flags)
 SETTINGS = {"kept": ("1", []), "glibc default": ("0", []), "compiled": ("1", ["--compile"]),
-            "max-autotune": ("1", ["--compile-mode", "max-autotune"])}
+            "max-autotune": ("1", ["--config", "compile_mode=max-autotune"])}
 
 
 def bench(model: str, vs: str, setting: tuple[str, list[str]], args: argparse.Namespace) -> dict:
     keep, flags = setting
-    cmd = [sys.executable, "-m", "pela", "bench", model, "--vs", vs, "--random-init", "--batch-size", str(args.batch_size),
-           "--iters", str(args.iters), "--rounds", str(args.rounds), "--json", *flags]
+    cmd = [sys.executable, "-m", "pela", "bench", model, "--vs", vs, "--config", "random_init=true",
+           "--batch-size", str(args.batch_size), "--config", f"iters={args.iters}", "--config", f"rounds={args.rounds}",
+           "--json", *flags]
     start = time.perf_counter()
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, "PELA_KEEP_FREED_MEMORY": keep})
     if done.returncode != 0:

@@ -32,13 +32,13 @@ for task in $tasks; do
                benchmarks/results/vit_b_k2_align64_compress.json "$OUT/" ;;
     autotune) COMPILE_MODE=max-autotune bash benchmarks/compressed_speed.sh cuda 8 > /dev/null \
                 && cp benchmarks/results/compressed_speed_cuda_max-autotune.json "$OUT/" ;;
-    gemm) [ -d runs/vit_b_k2 ] || $PELA compress timm:vit_base_patch16_224 --random-init --ratio 2 --out runs/vit_b_k2 --json > /dev/null
+    gemm) [ -d runs/vit_b_k2 ] || $PELA compress timm:vit_base_patch16_224 --config random_init=true --ratio 2 --out runs/vit_b_k2 --json > /dev/null
           python3 -m benchmarks.lowrank_gemm runs/vit_b_k2 --batch-size 256 --device cuda --dtype bfloat16 > "$OUT/lowrank_gemm.log" \
             && cp benchmarks/results/lowrank_gemm_cuda.json "$OUT/" && tail -4 "$OUT/lowrank_gemm.log" ;;
-    profile) [ -d runs/vit_b_k2 ] || $PELA compress timm:vit_base_patch16_224 --random-init --ratio 2 --out runs/vit_b_k2 --json > /dev/null
+    profile) [ -d runs/vit_b_k2 ] || $PELA compress timm:vit_base_patch16_224 --config random_init=true --ratio 2 --out runs/vit_b_k2 --json > /dev/null
              python3 -m benchmarks.profile_lowrank runs/vit_b_k2 --vs timm:vit_base_patch16_224 --device cuda --dtype bfloat16 \
                --batch-size 256 --compile > "$OUT/profile_lowrank_cuda.json" && cat "$OUT/profile_lowrank_cuda.json" ;;
-    autoprofile) [ -d runs/vit_b_k2 ] || $PELA compress timm:vit_base_patch16_224 --random-init --ratio 2 --out runs/vit_b_k2 --json > /dev/null
+    autoprofile) [ -d runs/vit_b_k2 ] || $PELA compress timm:vit_base_patch16_224 --config random_init=true --ratio 2 --out runs/vit_b_k2 --json > /dev/null
              python3 -m benchmarks.profile_lowrank runs/vit_b_k2 --vs timm:vit_base_patch16_224 --device cuda --dtype bfloat16 \
                --batch-size 256 --compile-mode max-autotune > "$OUT/profile_lowrank_cuda_autotune.json" 2> /dev/null \
                && cat "$OUT/profile_lowrank_cuda_autotune.json" ;;

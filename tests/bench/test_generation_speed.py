@@ -26,10 +26,10 @@ def test_generation_speed_of_a_language_model_and_its_student(tmp_path, capsys):
         generation_benchmark({"bert": hf_bert()})
     model.save_pretrained(tmp_path / "lm")
     word_tokenizer().save_pretrained(tmp_path / "lm")
-    assert main(["compress", str(tmp_path / "lm"), "--out", str(tmp_path / "small"), "--ratio", "2", "--align", "1"]) == 0
+    assert main(["compress", str(tmp_path / "lm"), "--out", str(tmp_path / "small"), "--ratio", "2", "--config", "align=1"]) == 0
     capsys.readouterr()
-    assert main(["bench", str(tmp_path / "small"), "--vs", str(tmp_path / "lm"), "--generate", "--seq-len", "8", "--new-tokens", "3",
-                 "--rounds", "1", "--json"]) == 0
+    assert main(["bench", str(tmp_path / "small"), "--vs", str(tmp_path / "lm"), "--generate", "--seq-len", "8", "--config", "new_tokens=3",
+                 "--config", "rounds=1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert len(report["results"]) == 2 and report["ratios"]["decode_tokens_per_s"] > 0
 

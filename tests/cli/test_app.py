@@ -14,7 +14,7 @@ from pela.cli.app import main
 
 @pytest.mark.slow
 def test_real_process_exit_code_and_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pela", "compress", "timm:vit_tiny_patch16_224", "--random-init",
+    proc = subprocess.run([sys.executable, "-m", "pela", "compress", "timm:vit_tiny_patch16_224", "--config", "random_init=true",
                            "--ratio", "0.5", "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: ratio must be") and "Traceback" not in proc.stderr

@@ -16,11 +16,11 @@ def test_onnx_is_for_encoders_and_vision_models_not_generation(capsys, hf_bert_d
 def test_onnx_adds_runtimes_sizes_and_the_students_best_against_the_original(tmp_path, capsys,
                                                                                hf_bert_dir):
     code, _, err = run_cli(capsys, "compress", hf_bert_dir, "--out", tmp_path / "k2", "--ratio", 2,
-                           "--align", 1)
+                           "--config", "align=1")
     assert code == 0, err
     # (the results themselves: tests/bench/test_throughput.py; here, what the table says)
     code, out, err = run_cli(capsys, "bench", tmp_path / "k2", "--vs", hf_bert_dir, "--batch-size", 2,
-                             "--seq-len", 8, "--iters", 1, "--rounds", 1, "--onnx")
+                             "--seq-len", 8, "--config", "iters=1", "--config", "rounds=1", "--onnx")
     assert code == 0, err
     assert out.count(" MB") == 6  # each model's weights in each runtime
     flat = " ".join(out.split())  # the console wraps long lines

@@ -22,7 +22,7 @@ def vit_dir(tmp_path):
 
 
 def test_compress_json(vit_dir, tmp_path, capsys):
-    code, out, err = run_cli(capsys, "compress", vit_dir, "--out", tmp_path / "k2", "--ratio", 2, "--align", 1, "--json")
+    code, out, err = run_cli(capsys, "compress", vit_dir, "--out", tmp_path / "k2", "--ratio", 2, "--config", "align=1", "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["params_after"] < report["params_before"] and report["seconds"] >= 0
@@ -35,11 +35,11 @@ def test_compress_json(vit_dir, tmp_path, capsys):
 def test_compress_table_and_bench(vit_dir, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "compress", vit_dir, "--out", tmp_path / "k2", "--rank", 8)
     assert code == 0 and "factorized" in out
-    code, out, _ = run_cli(capsys, "bench", tmp_path / "k2", "--vs", vit_dir, "--batch-size", 1, "--iters", 1, "--rounds", 1)
+    code, out, _ = run_cli(capsys, "bench", tmp_path / "k2", "--vs", vit_dir, "--batch-size", 1, "--config", "iters=1", "--config", "rounds=1")
     table = out[:out.index("throughput ratio")]
     assert code == 0 and "…" not in table  # long directory names are folded, never cut to a shared prefix
     assert table.count("MiB") == 2 and re.search(r"peak\s+memory\s+ratio\s+0\.\d\d×", out)  # peak memory on a CPU too
-    code, out, err = run_cli(capsys, "bench", tmp_path / "k2", "--vs", vit_dir, "--batch-size", 2, "--iters", 1, "--rounds", 1, "--json")
+    code, out, err = run_cli(capsys, "bench", tmp_path / "k2", "--vs", vit_dir, "--batch-size", 2, "--config", "iters=1", "--config", "rounds=1", "--json")
     assert code == 0, err
     result = json.loads(out)
     assert result["ratio"] == pytest.approx(result["results"][0]["items_per_s"] / result["results"][1]["items_per_s"])
@@ -57,7 +57,7 @@ def test_compress_table_and_bench(vit_dir, tmp_path, capsys):
     (["--ratio", "nan"], "ratio must be"),
     (["--ratio", "two"], "Invalid value for '--ratio'"),
     (["--rank", "0"], "rank must be an integer >= 1"),
-    (["--energy", "1.5"], "energy must be"),
+    (["--config", "energy=1.5"], "energy must be"),
     (["--exclude", "no_such_layer"], "exclude pattern 'no_such_layer' matches no linear layer"),
     (["--include", "("], "not a valid regular expression"),
     (["--ratio", "2", "--rank", "4"], "only one of"),
@@ -78,11 +78,11 @@ def test_bad_sources_and_checkpoints(tmp_path, capsys):
         (["compress", "timm:vit_tiny_patch16_224", "--checkpoint", tmp_path / "trunc.safetensors", "--out", tmp_path / "o"], "not a valid safetensors"),
         (["compress", "timm:vit_tiny_patch16_224", "--checkpoint", tmp_path / "missing.safetensors", "--out", tmp_path / "o"], "does not exist"),
         (["bench", "nowhere"], "unknown model source"),
-        (["bench", "timm:vit_tiny_patch16_224", "--random-init", "--batch-size", "0"], "--batch-size must be >= 1"),
-        (["bench", "timm:vit_tiny_patch16_224", "--random-init", "--rounds", "0"], "--rounds must be >= 1, got 0"),
-        (["bench", "timm:vit_tiny_patch16_224", "--random-init", "--seq-len", "0"], "--seq-len must be >= 1, got 0"),
-        (["bench", "timm:vit_tiny_patch16_224", "--random-init", "--iters", "-1"], "--iters must be >= 1, got -1"),
-        (["bench", "timm:vit_tiny_patch16_224", "--random-init", "--compile-mode", "fastest"], "--compile-mode must be one of"),
+        (["bench", "timm:vit_tiny_patch16_224", "--config", "random_init=true", "--batch-size", "0"], "--batch-size must be >= 1"),
+        (["bench", "timm:vit_tiny_patch16_224", "--config", "random_init=true", "--config", "rounds=0"], "rounds must be >= 1, got 0"),
+        (["bench", "timm:vit_tiny_patch16_224", "--config", "random_init=true", "--seq-len", "0"], "--seq-len must be >= 1, got 0"),
+        (["bench", "timm:vit_tiny_patch16_224", "--config", "random_init=true", "--config", "iters=-1"], "iters must be >= 1, got -1"),
+        (["bench", "timm:vit_tiny_patch16_224", "--config", "random_init=true", "--config", "compile_mode=fastest"], "compile_mode must be one of"),
     ]
     for args, fragment in cases:
         code, _, err = run_cli(capsys, *args)
@@ -112,9 +112,9 @@ def test_the_calibration_batch_size_changes_memory_not_the_student(hf_bert_dir, 
     monkeypatch.setattr(compress_cmd, "calibrate", calibrate)
     calib = tmp_path / "calib.txt"
     calib.write_text("".join(f"w{i} w{i + 1} w{(i * 7) % 95}\n" for i in range(40)))
-    for name, flags in (("a", []), ("b", ["--calib-batch-size", 3])):
-        code, _, err = run_cli(capsys, "compress", hf_bert_dir, "--out", tmp_path / name, "--calib", calib, "--ratio", 2, "--sequential",
-                           "--align", 1, *flags)
+    for name, flags in (("a", []), ("b", ["--config", "calib_batch_size=3"])):
+        code, _, err = run_cli(capsys, "compress", hf_bert_dir, "--out", tmp_path / name, "--calib", calib, "--ratio", 2, "--config", "sequential=true",
+                           "--config", "align=1", *flags)
         assert code == 0, err
     assert sizes == [16, 3]
     a, b = pela.load(tmp_path / "a"), pela.load(tmp_path / "b")
@@ -125,8 +125,8 @@ def test_the_calibration_batch_size_changes_memory_not_the_student(hf_bert_dir, 
 def test_compress_whiten_with_budget_and_plot(hf_bert_dir, tmp_path, capsys):
     calib = tmp_path / "calib.txt"
     calib.write_text("".join(f"w{i} w{i + 1} w{i + 2} w{(i * 7) % 95}\n" for i in range(60)))
-    code, out, err = run_cli(capsys, "compress", hf_bert_dir, "--out", tmp_path / "b", "--calib", calib, "--calib-samples", 40,
-                         "--param-budget", 0.5, "--align", 1, "--plot", tmp_path / "plots" / "ranks.png", "--json")
+    code, out, err = run_cli(capsys, "compress", hf_bert_dir, "--out", tmp_path / "b", "--calib", calib, "--config", "calib_samples=40",
+                         "--param-budget", 0.5, "--config", "align=1", "--plot", tmp_path / "plots" / "ranks.png", "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["config"]["init"] == "whiten" and report["config"]["param_budget"] == 0.5
@@ -145,18 +145,18 @@ def test_calibration_data_gets_pelas_recipe_at_the_ratios_size(hf_bert_dir, tmp_
 
     calib = tmp_path / "calib.txt"
     calib.write_text("".join(f"w{i} w{i + 1} w{i + 2} w{(i * 7) % 95}\n" for i in range(60)))
-    code, out, err = run_cli(capsys, "compress", hf_bert_dir, "--out", tmp_path / "b", "--calib", calib, "--ratio", 3, "--align", 1, "--json")
+    code, out, err = run_cli(capsys, "compress", hf_bert_dir, "--out", tmp_path / "b", "--calib", calib, "--ratio", 3, "--config", "align=1", "--json")
     assert code == 0, err
     report = json.loads(out)
     budget = budget_of(pela.load(str(hf_bert_dir)), pela.LowRankConfig(ratio=3, align=1))
     assert report["config"]["init"] == "whiten" and report["config"]["ratio"] is None and report["config"]["param_budget"] == budget
-    code, out, err = run_cli(capsys, "compress", hf_bert_dir, "--out", tmp_path / "u", "--calib", calib, "--ratio", 3, "--align", 1,
-                         "--uniform-ranks", "--json")
+    code, out, err = run_cli(capsys, "compress", hf_bert_dir, "--out", tmp_path / "u", "--calib", calib, "--ratio", 3, "--config", "align=1",
+                         "--config", "uniform_ranks=true", "--json")
     uniform = json.loads(out)
     assert code == 0 and uniform["config"]["ratio"] == 3 and uniform["config"]["param_budget"] is None
     assert abs(report["params_after"] - uniform["params_after"]) < 0.02 * uniform["params_after"]  # the same size
-    code, out, err = run_cli(capsys, "compress", hf_bert_dir, "--out", tmp_path / "s", "--calib", calib, "--ratio", 3, "--align", 1,
-                         "--sequential", "--json")
+    code, out, err = run_cli(capsys, "compress", hf_bert_dir, "--out", tmp_path / "s", "--calib", calib, "--ratio", 3, "--config", "align=1",
+                         "--config", "sequential=true", "--json")
     sequential = json.loads(out)
     assert code == 0 and sequential["config"]["sequential"] is True and sequential["params_after"] == report["params_after"]
     assert [r["rank"] for r in sequential["layers"]] == [r["rank"] for r in report["layers"]]  # the same ranks, other factors
@@ -164,14 +164,14 @@ def test_calibration_data_gets_pelas_recipe_at_the_ratios_size(hf_bert_dir, tmp_
 
 @pytest.mark.parametrize("args, fragment", [
     (["--param-budget", "0.5"], "--param-budget needs calibration data: add --calib"),
-    (["--init", "whiten"], "--init whiten needs calibration data"),
-    (["--init", "qr"], "init must be one of svd, whiten"),
+    (["--config", "init=whiten"], "init=whiten needs calibration data"),
+    (["--config", "init=qr"], "init must be one of svd, whiten"),
     (["--param-budget", "1.2", "--calib", "CALIB"], "param_budget must be a fraction in (0, 1)"),
-    (["--ratio", "2", "--init", "svd", "--calib", "CALIB"], "--calib is used by --init whiten and --param-budget"),
-    (["--calib", "CALIB", "--calib-samples", "0"], "--calib-samples must be >= 1"),
-    (["--calib", "CALIB", "--calib-batch-size", "0"], "--calib-batch-size must be >= 1"),
+    (["--ratio", "2", "--config", "init=svd", "--calib", "CALIB"], "--calib is used by init=whiten and --param-budget"),
+    (["--calib", "CALIB", "--config", "calib_samples=0"], "calib_samples must be >= 1"),
+    (["--calib", "CALIB", "--config", "calib_batch_size=0"], "calib_batch_size must be >= 1"),
     (["--calib", "MISSING"], "does not exist"),
-    (["--sequential"], "--sequential fits each layer on calibration inputs: add --calib"),
+    (["--config", "sequential=true"], "sequential fits each layer on calibration inputs: add --calib"),
     (["--ratio", "2", "--plot", "ranks.txt"], "must end in .png"),
 ])
 def test_calibration_user_errors(hf_bert_dir, tmp_path, capsys, args, fragment):

@@ -19,7 +19,7 @@ def test_distillation_length_comes_from_the_data_and_the_time_budget():
 def test_one_command_compresses_with_pelas_recipe_and_distills(hf_bert_dir, tmp_path, capsys):
     (tmp_path / "t.txt").write_text("".join(f"w{i} w{i % 9} w{(5 * i) % 13}\n" for i in range(48)))
     code = main(["shrink", str(hf_bert_dir), "--data", str(tmp_path / "t.txt"), "--out", str(tmp_path / "s"), "--ratio", "2",
-                 "--batch-size", "8", "--calib-samples", "24"])
+                 "--batch-size", "8", "--config", "calib_samples=24"])
     out, err = capsys.readouterr()
     assert code == 0, err
     meta = json.loads((tmp_path / "s" / "pela.json").read_text())
@@ -32,8 +32,8 @@ def test_one_command_compresses_with_pelas_recipe_and_distills(hf_bert_dir, tmp_
     student = pela.load(tmp_path / "s")
     assert any(isinstance(m, pela.LowRankLinear) for m in student.modules()) and "student saved to" in out
     assert main(["shrink", str(hf_bert_dir), "--data", str(tmp_path / "t.txt"), "--out", str(tmp_path / "x"), "--minutes", "0"]) == 2
-    assert main(["shrink", str(hf_bert_dir), "--data", str(tmp_path / "t.txt"), "--out", str(tmp_path / "x"), "--stages", "0"]) == 2
-    assert "error: --stages must be at least 1, got 0" in capsys.readouterr().err
+    assert main(["shrink", str(hf_bert_dir), "--data", str(tmp_path / "t.txt"), "--out", str(tmp_path / "x"), "--config", "stages=0"]) == 2
+    assert "error: stages must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_a_language_model_is_distilled_packed_with_next_token_kl(tmp_path, capsys):

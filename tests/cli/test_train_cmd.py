@@ -30,7 +30,7 @@ def setup(tmp_path_factory):
     g = torch.Generator().manual_seed(0)
     lines = [" ".join(WORDS[int(i)] for i in torch.randint(0, 95, (6,), generator=g)) for _ in range(64)]  # equal lengths
     (root / "text.txt").write_text("\n".join(lines) + "\n")
-    assert main(["compress", str(root / "teacher"), "--out", str(root / "student"), "--ratio", "4", "--align", "1"]) == 0
+    assert main(["compress", str(root / "teacher"), "--out", str(root / "student"), "--ratio", "4", "--config", "align=1"]) == 0
     return root
 
 
@@ -40,7 +40,7 @@ def test_distill_and_compare(setup, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "compare", setup / "student", setup / "teacher", "--data", setup / "text.txt", "--json")
     before = json.loads(out)["mean_mse"]
     code, out, err = run_cli(capsys, "distill", "--student", setup / "student", "--teacher", setup / "teacher", "--data", setup / "text.txt",
-                         "--out", tmp_path / "o", "--steps", 30, "--batch-size", 16, "--lr", 3e-4, "--log-every", 5)
+                         "--out", tmp_path / "o", "--steps", 30, "--batch-size", 16, "--lr", 3e-4, "--config", "log_every=5")
     assert code == 0, err
     rows = [json.loads(line) for line in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 30 and "feature" in rows[-1]
@@ -59,7 +59,7 @@ def test_distill_scores_held_out_data(setup, tmp_path, capsys):
     (tmp_path / "train.txt").write_text("\n".join(lines[:48]) + "\n")
     (tmp_path / "heldout.txt").write_text("\n".join(lines[48:]) + "\n")
     code, out, err = run_cli(capsys, "distill", "--student", setup / "student", "--teacher", setup / "teacher", "--data", tmp_path / "train.txt",
-                         "--eval-data", tmp_path / "heldout.txt", "--eval-every", 4, "--keep-best", "mean_cosine",
+                         "--eval-data", tmp_path / "heldout.txt", "--config", "eval_every=4", "--keep-best", "mean_cosine",
                          "--out", tmp_path / "o", "--steps", 12, "--batch-size", 8, "--lr", 1e-3)
     assert code == 0, err
     meta = json.loads((tmp_path / "o" / "pela.json").read_text())["distill"]
@@ -77,15 +77,15 @@ def test_distill_scores_held_out_data(setup, tmp_path, capsys):
     (["--steps", "0"], "steps must be an integer >= 1"),
     (["--batch-size", "0"], "batch_size must be"),
     (["--lr", "nan"], "lr must be"),
-    (["--alpha", "0", "--task-weight", "0"], "nothing to train"),
-    (["--max-length", "0"], "--max-length must be >= 1"),
-    (["--workers", "-1"], "workers must be an integer >= 0"),
+    (["--config", "alpha=0", "--config", "task_weight=0"], "nothing to train"),
+    (["--config", "max_length=0"], "max_length must be >= 1"),
+    (["--config", "workers=-1"], "workers must be an integer >= 0"),
     (["--resume"], "no checkpoint to resume from"),
-    (["--save-dtype", "int8"], "weights can be saved in float32, bfloat16, float16"),
+    (["--config", "save_dtype=int8"], "weights can be saved in float32, bfloat16, float16"),
     (["--keep-best", "mean_mse"], "--keep-best needs --eval-data"),
-    (["--eval-every", "5"], "--eval-every needs --eval-data"),
+    (["--config", "eval_every=5"], "eval_every needs --eval-data"),
     (["--eval-data", "EVAL", "--keep-best", "accuracy"], "keep_best must be one of mean_mse, mean_cosine, output_agreement"),
-    (["--eval-data", "EVAL", "--eval-samples", "0"], "--eval-samples must be >= 1"),
+    (["--eval-data", "EVAL", "--config", "eval_samples=0"], "eval_samples must be >= 1"),
 ])
 def test_distill_user_errors(setup, tmp_path, capsys, args, fragment):
     args = [setup / "text.txt" if a == "EVAL" else a for a in args]
@@ -112,7 +112,7 @@ def test_distill_input_errors(setup, tmp_path, capsys):
 def test_half_precision_student_trains_in_float32(setup, tmp_path, capsys):
     """A student compressed with --save-dtype bfloat16 (half the file) distills in float32, and the
     distilled student is written in the dtype asked for."""
-    code, out, err = run_cli(capsys, "compress", setup / "teacher", "--out", tmp_path / "s16", "--ratio", 4, "--align", 1, "--save-dtype", "bfloat16")
+    code, out, err = run_cli(capsys, "compress", setup / "teacher", "--out", tmp_path / "s16", "--ratio", 4, "--config", "align=1", "--config", "save_dtype=bfloat16")
     assert code == 0 and "MB in bfloat16)" in " ".join(out.split()), err  # rich wraps long lines
     assert "note:" not in err  # the float32 teacher's size is kept as it is
     size = lambda d: (d / "model.safetensors").stat().st_size  # noqa: E731
@@ -123,7 +123,7 @@ def test_half_precision_student_trains_in_float32(setup, tmp_path, capsys):
     code, _, err = run_cli(capsys, *common, "--out", tmp_path / "d32")
     assert code == 0 and "note: the weights came in bfloat16 and were saved in float32" in " ".join(err.split()), err
     assert {p.dtype for p in pela.load(tmp_path / "d32").parameters()} == {torch.float32}  # trained in float32
-    code, out, err = run_cli(capsys, *common, "--out", tmp_path / "d16", "--save-dtype", "float16")
+    code, out, err = run_cli(capsys, *common, "--out", tmp_path / "d16", "--config", "save_dtype=float16")
     assert code == 0 and "MB in float16)" in " ".join(out.split()) and "note:" not in err, err
     d32, d16 = pela.load(tmp_path / "d32"), pela.load(tmp_path / "d16")
     assert all(torch.equal(a.half(), b) for a, b in zip(d32.state_dict().values(), d16.state_dict().values()) if a.is_floating_point())
@@ -134,7 +134,7 @@ def test_loader_workers_give_the_same_student(setup, tmp_path, capsys):
     common = ["distill", "--student", setup / "student", "--teacher", setup / "teacher", "--data", setup / "text.txt",
               "--steps", 6, "--batch-size", 8, "--lr", 1e-3]
     for workers in (0, 2):
-        code, _, err = run_cli(capsys, *common, "--out", tmp_path / f"w{workers}", "--workers", workers)
+        code, _, err = run_cli(capsys, *common, "--out", tmp_path / f"w{workers}", "--config", f"workers={workers}")
         assert code == 0, err
     a, b, start = pela.load(tmp_path / "w0"), pela.load(tmp_path / "w2"), pela.load(setup / "student")
     assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), start.state_dict().values()))
@@ -203,7 +203,7 @@ def test_fsdp_refuses_what_it_cannot_do_yet(setup, tmp_path, monkeypatch, capsys
     monkeypatch.setattr("pela.training.distill.shard_frozen", lambda model, _: model)
     common = ["distill", "--student", setup / "student", "--teacher", setup / "teacher", "--data", setup / "text.txt", "--steps", 2,
               "--batch-size", 8]
-    for flags, says in ((["--save-every", 1], "does not write checkpoints"), (["--gamma", 1], "reads whole weights")):
+    for flags, says in ((["--config", "save_every=1"], "does not write checkpoints"), (["--config", "gamma=1"], "reads whole weights")):
         code, _, err = run_cli(capsys, *common, "--out", tmp_path / "o", *flags)
         assert code == 2 and err.startswith("error: ") and says in err, err
         assert not (tmp_path / "o").exists()
@@ -219,7 +219,7 @@ def test_finetune_and_eval_cli(setup, tmp_path, capsys):
     summary = json.loads(out)
     assert summary["eval"]["samples"] == 64 and 0 <= summary["eval"]["accuracy"] <= 1
     for workers in (0, 1):  # batches prepared in a worker process give the same result
-        code, out, err = run_cli(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--json", "--workers", workers)
+        code, out, err = run_cli(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--json", "--config", f"workers={workers}")
         assert code == 0, err
         assert json.loads(out)["accuracy"] == summary["eval"]["accuracy"]
     code, out, err = run_cli(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--batch-size", 16)
@@ -228,8 +228,8 @@ def test_finetune_and_eval_cli(setup, tmp_path, capsys):
     assert set(per_class) == {"even", "odd"} and per_class["even"]["support"] + per_class["odd"]["support"] == 64
     worst = min(per_class, key=lambda c: (per_class[c]["recall"], -per_class[c]["support"]))  # the table names it first
     assert "macro_f1" in out and re.search(rf"lowest recall: {worst} {per_class[worst]['recall']:.2f} \({per_class[worst]['support']} examples\)", out)
-    code, _, err = run_cli(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--workers", -2)
-    assert code == 2 and err.startswith("error: --workers must be >= 0"), err
+    code, _, err = run_cli(capsys, "eval", tmp_path / "ft", "--data", tmp_path / "train.jsonl", "--config", "workers=-2")
+    assert code == 2 and err.startswith("error: workers must be >= 0"), err
     # a test set with a class the training data lacked: every example scored, those as errors, and said in one line
     extra = [json.dumps({"text": line, "label": "prime"}) for line in lines[:3]]
     (tmp_path / "test.jsonl").write_text("\n".join(rows + extra) + "\n")
@@ -240,7 +240,7 @@ def test_finetune_and_eval_cli(setup, tmp_path, capsys):
     code, _, err = run_cli(capsys, "finetune", setup / "student", "--data", setup / "text.txt", "--out", tmp_path / "x", "--steps", 1)
     assert code == 2 and "labelled data" in err
     for bad in ("fast", "0"):
-        code, _, err = run_cli(capsys, "finetune", setup / "student", "--data", tmp_path / "train.jsonl", "--out", tmp_path / "x", "--factor-lr", bad)
+        code, _, err = run_cli(capsys, "finetune", setup / "student", "--data", tmp_path / "train.jsonl", "--out", tmp_path / "x", "--config", f"factor_lr={bad}")
         assert code == 2 and err.startswith("error: ") and "factor" in err and not (tmp_path / "x").exists(), err
     code, _, err = run_cli(capsys, "eval", setup / "teacher", "--data", tmp_path / "train.jsonl")
     assert code == 2 and "fine-tune it first" in err
@@ -253,7 +253,7 @@ def test_finetune_keeps_its_best_evaluation(setup, tmp_path, capsys):
     (tmp_path / "dev.jsonl").write_text("\n".join(rows[48:]) + "\n")
     common = ["finetune", setup / "student", "--data", tmp_path / "train.jsonl", "--batch-size", 8, "--lr", 3e-3]
     code, out, err = run_cli(capsys, *common, "--eval-data", tmp_path / "dev.jsonl", "--out", tmp_path / "ft", "--epochs", 2,
-                         "--eval-every", 3, "--keep-best", "loss", "--json")
+                         "--config", "eval_every=3", "--keep-best", "loss", "--json")
     assert code == 0, err
     summary = json.loads(out)
     assert [e["step"] for e in summary["evals"]] == [3, 6, 9, 12]
@@ -265,15 +265,15 @@ def test_finetune_keeps_its_best_evaluation(setup, tmp_path, capsys):
     assert not (tmp_path / "ft" / "checkpoints").exists()
     code, out, err = run_cli(capsys, *common, "--eval-data", tmp_path / "dev.jsonl", "--out", tmp_path / "ft2", "--steps", 4, "--keep-best", "accuracy")
     assert code == 0 and "kept step 4's weights, the best evaluation by accuracy" in " ".join(out.split()), err  # at the end (an epoch is 6 steps)
-    code, out, err = run_cli(capsys, *common, "--eval-data", tmp_path / "dev.jsonl", "--out", tmp_path / "ft3", "--steps", 30, "--eval-every", 2,
-                         "--keep-best", "loss", "--patience", 2, "--json")
+    code, out, err = run_cli(capsys, *common, "--eval-data", tmp_path / "dev.jsonl", "--out", tmp_path / "ft3", "--steps", 30, "--config", "eval_every=2",
+                         "--keep-best", "loss", "--config", "patience=2", "--json")
     summary = json.loads(out)
     assert code == 0 and summary["stopped_early"] and summary["steps"] == summary["best"]["step"] + 4 < 30, err
     assert summary["eval"]["loss"] == pytest.approx(summary["best"]["loss"], rel=1e-6)
     for args, fragment in [(["--keep-best", "loss"], "--keep-best needs --eval-data"),
-                           (["--eval-data", tmp_path / "dev.jsonl", "--patience", 2], "patience needs keep_best"), (["--eval-every", 2], "--eval-every needs --eval-data"),
+                           (["--eval-data", tmp_path / "dev.jsonl", "--config", "patience=2"], "patience needs keep_best"), (["--config", "eval_every=2"], "eval_every needs --eval-data"),
                            (["--eval-data", tmp_path / "dev.jsonl", "--keep-best", "f1"], "keep_best must be one of accuracy, balanced_accuracy"),
-                           (["--eval-data", tmp_path / "dev.jsonl", "--eval-every", 0], "eval_every must be an integer >= 1")]:
+                           (["--eval-data", tmp_path / "dev.jsonl", "--config", "eval_every=0"], "eval_every must be an integer >= 1")]:
         code, _, err = run_cli(capsys, *common, "--out", tmp_path / "bad", *args)
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and fragment in err, err
         assert not (tmp_path / "bad").exists()
@@ -300,21 +300,21 @@ def test_timm_checkpoint_through_every_stage(tmp_path, capsys):
             Image.fromarray(g.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "images" / cls / f"{i}.png")
     teacher, ckpt, images = f"timm:local-dir:{tmp_path / 'arch'}", tmp_path / "tuned.safetensors", tmp_path / "images"
 
-    code, _, err = run_cli(capsys, "compress", teacher, "--checkpoint", ckpt, "--out", tmp_path / "s", "--align", 1)
+    code, _, err = run_cli(capsys, "compress", teacher, "--checkpoint", ckpt, "--out", tmp_path / "s", "--config", "align=1")
     assert code == 0, err
-    code, out, err = run_cli(capsys, "compare", tmp_path / "s", teacher, "--teacher-checkpoint", ckpt, "--data", images, "--json")
+    code, out, err = run_cli(capsys, "compare", tmp_path / "s", teacher, "--config", f"teacher_checkpoint={ckpt}", "--data", images, "--json")
     assert code == 0, err
     before = json.loads(out)["mean_mse"]
-    code, _, err = run_cli(capsys, "distill", "--student", tmp_path / "s", "--teacher", teacher, "--teacher-checkpoint", ckpt,
+    code, _, err = run_cli(capsys, "distill", "--student", tmp_path / "s", "--teacher", teacher, "--config", f"teacher_checkpoint={ckpt}",
                        "--data", images, "--out", tmp_path / "d", "--steps", 8, "--batch-size", 6, "--lr", 1e-3)
     assert code == 0, err
     assert "without the task loss" not in err  # the data's 3 classes are the head's 3
     assert pela.load(tmp_path / "d")(torch.randn(1, 3, 32, 32)).shape == (1, 3)
     code, out, err = run_cli(capsys, "compare", tmp_path / "s", teacher, "--data", images, "--json")  # the directory's own weights
     assert code == 0 and json.loads(out)["mean_mse"] > 100 * before, err
-    code, out, err = run_cli(capsys, "eval", teacher, "--checkpoint", ckpt, "--data", images, "--json")
+    code, out, err = run_cli(capsys, "eval", teacher, "--config", f"checkpoint={ckpt}", "--data", images, "--json")
     assert code == 0 and json.loads(out)["samples"] == 12 and "warning" not in err, err
-    code, _, err = run_cli(capsys, "eval", tmp_path / "d", "--checkpoint", ckpt, "--data", images)
+    code, _, err = run_cli(capsys, "eval", tmp_path / "d", "--config", f"checkpoint={ckpt}", "--data", images)
     assert code == 2 and err.startswith("error: a checkpoint file applies to timm: sources only"), err
 
 
@@ -326,7 +326,7 @@ def test_model_with_its_own_code_through_every_stage(setup, tmp_path, capsys):
     code, _, err = run_cli(capsys, "compress", teacher, "--out", tmp_path / "s")
     assert code == 2 and err.startswith("error: ") and "--trust-remote-code" in err and not (tmp_path / "s").exists(), err
     trust = "--trust-remote-code"
-    code, _, err = run_cli(capsys, "compress", teacher, "--out", tmp_path / "s", "--align", 1, trust)
+    code, _, err = run_cli(capsys, "compress", teacher, "--out", tmp_path / "s", "--config", "align=1", trust)
     assert code == 0, err
     code, _, err = run_cli(capsys, "distill", "--student", tmp_path / "s", "--teacher", teacher, "--data", setup / "text.txt",
                        "--out", tmp_path / "d", "--steps", 2, "--batch-size", 8)
@@ -344,7 +344,7 @@ def test_model_with_its_own_code_through_every_stage(setup, tmp_path, capsys):
     assert code == 0, err
     code, out, err = run_cli(capsys, "eval", tmp_path / "f", "--data", tmp_path / "train.jsonl", "--json", trust)
     assert code == 0 and json.loads(out)["samples"] == 64, err
-    code, out, err = run_cli(capsys, "bench", tmp_path / "f", "--batch-size", 2, "--iters", 1, "--rounds", 1, "--seq-len", 8, "--json", trust)
+    code, out, err = run_cli(capsys, "bench", tmp_path / "f", "--batch-size", 2, "--config", "iters=1", "--config", "rounds=1", "--seq-len", 8, "--json", trust)
     assert code == 0, err
     assert (tmp_path / "f" / "modeling_tinynet.py").is_file()
 

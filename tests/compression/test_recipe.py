@@ -24,7 +24,7 @@ def test_with_data_the_ratio_becomes_the_same_parameters_allocated():
 
 def test_the_command_line_and_the_api_agree(hf_bert_dir, tmp_path):
     (tmp_path / "t.txt").write_text("".join(f"w{i} w{i + 1} w{i + 2}\n" for i in range(40)))
-    assert main(["compress", str(hf_bert_dir), "--calib", str(tmp_path / "t.txt"), "--ratio", "3", "--align", "1", "--out",
+    assert main(["compress", str(hf_bert_dir), "--calib", str(tmp_path / "t.txt"), "--ratio", "3", "--config", "align=1", "--out",
                  str(tmp_path / "c")]) == 0
     recorded = json.loads((tmp_path / "c" / "pela.json").read_text())["compression"]["config"]
     expected = pela.recipe(pela.load(str(hf_bert_dir)), ratio=3, align=1, calibrated=True).to_dict()

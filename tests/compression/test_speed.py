@@ -81,5 +81,5 @@ def test_the_cli_shows_each_layers_time_against_dense(monkeypatch, tmp_path, cap
     _timings(monkeypatch)
     monkeypatch.setenv("PELA_SPEED_CHECK", "1")
     code, out, _ = run_cli(capsys, "compress", str(hf_bert_dir), "--out", str(tmp_path / "s"),
-                           "--ratio", "2", "--align", "1")
+                           "--ratio", "2", "--config", "align=1")
     assert code == 0 and "×" in out and "rows at a time" in out

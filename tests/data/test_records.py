@@ -347,7 +347,7 @@ def test_the_text_is_the_only_column_of_text_unless_named(tmp_path):
     assert load_dataset(tmp_path / "ids.csv")[0] == {"text": "nice", "label": 1}
     (tmp_path / "pairs.jsonl").write_text(json.dumps({"question": "why?", "sentence": "because.", "label": "yes"}) + "\n")
     with pytest.raises(PelaError, match=r"no 'text' field \(its fields: question, sentence, label\); name the text with "
-                                        r"--text-field \(two, comma-separated, for sentence pairs\)"):
+                                        r"text_field=NAME \(two, comma-separated, for sentence pairs\)"):
         load_dataset(tmp_path / "pairs.jsonl")
     assert load_dataset(tmp_path / "pairs.jsonl", text_field="question,sentence")[0]["text_pair"] == "because."
     (tmp_path / "both.jsonl").write_text(json.dumps({"title": "t", "text": "body", "label": "x"}) + "\n")
@@ -386,7 +386,7 @@ def test_csv_and_tsv_files_without_a_header_row(tmp_path):
     numbers. pandas' header of positional names (",0,1") is still a header."""
     (tmp_path / "ag.csv").write_text('"3","Wall St. Bears","Short-sellers, again."\n"4","Carlyle","Private firm"\n"3","Oil","Up"\n')
     with pytest.raises(PelaError, match=r"ag.csv has no header row, so its columns are named by position "
-                                        r"\(0: '3', 1: 'Wall St. Bears', 2: 'Short-sellers, again.'\); name the text with --text-field"):
+                                        r"\(0: '3', 1: 'Wall St. Bears', 2: 'Short-sellers, again.'\); name the text with text_field"):
         load_dataset(tmp_path / "ag.csv")
     ds = load_dataset(tmp_path / "ag.csv", text_field="1,2")
     assert len(ds) == 3 and ds.label_field == "0" and ds.classes == ["3", "4"]

@@ -75,6 +75,6 @@ def test_eval_choices_on_the_command_line(tmp_path, capsys):
     want = pela.multiple_choice(pela.load(tmp_path / "lm"), tmp_path / "mc.jsonl")
     assert got["examples"] == 10 and got["accuracy"] == want["accuracy"] and got["accuracy_norm"] == want["accuracy_norm"]
     assert main(["eval", str(tmp_path / "lm"), "--data", str(tmp_path / "mc.jsonl"), "--choices", "--perplexity"]) == 2
-    assert main(["eval", str(tmp_path / "lm"), "--data", str(tmp_path / "mc.jsonl"), "--choices-field", "x"]) == 2
-    assert main(["eval", str(tmp_path / "lm"), "--data", str(tmp_path / "mc.jsonl"), "--choices", "--choices-field", "x"]) == 2
+    assert main(["eval", str(tmp_path / "lm"), "--data", str(tmp_path / "mc.jsonl"), "--config", "choices_field=x"]) == 2
+    assert main(["eval", str(tmp_path / "lm"), "--data", str(tmp_path / "mc.jsonl"), "--choices", "--config", "choices_field=x"]) == 2
     assert "no field 'x'" in capsys.readouterr().err

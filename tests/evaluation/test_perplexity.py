@@ -80,14 +80,14 @@ def test_eval_perplexity_cli_on_a_saved_model_and_its_compressed_student(tmp_pat
     model.save_pretrained(tmp_path / "lm")
     tok.save_pretrained(tmp_path / "lm")
     (tmp_path / "corpus.txt").write_text("\n".join(TEXTS) + "\n")
-    args = ["eval", str(tmp_path / "lm"), "--data", str(tmp_path / "corpus.txt"), "--perplexity", "--context", "16", "--json"]
+    args = ["eval", str(tmp_path / "lm"), "--data", str(tmp_path / "corpus.txt"), "--perplexity", "--config", "context=16", "--json"]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
     direct = perplexity(pela.load(tmp_path / "lm"), TEXTS, context=16, tokenizer=tok)
     assert result["perplexity"] == pytest.approx(direct["perplexity"], rel=1e-5) and result["tokens"] == direct["tokens"]
-    assert main(["compress", str(tmp_path / "lm"), "--out", str(tmp_path / "small"), "--ratio", "4", "--align", "1"]) == 0
+    assert main(["compress", str(tmp_path / "lm"), "--out", str(tmp_path / "small"), "--ratio", "4", "--config", "align=1"]) == 0
     capsys.readouterr()
-    assert main(["eval", str(tmp_path / "small"), "--data", str(tmp_path / "corpus.txt"), "--perplexity", "--context", "16"]) == 0
+    assert main(["eval", str(tmp_path / "small"), "--data", str(tmp_path / "corpus.txt"), "--perplexity", "--config", "context=16"]) == 0
     assert "perplexity " in capsys.readouterr().out
-    assert main(["eval", str(tmp_path / "lm"), "--data", str(tmp_path / "corpus.txt"), "--stride", "4"]) == 2
-    assert capsys.readouterr().err.startswith("error: --context and --stride are options of --perplexity")
+    assert main(["eval", str(tmp_path / "lm"), "--data", str(tmp_path / "corpus.txt"), "--config", "stride=4"]) == 2
+    assert capsys.readouterr().err.startswith("error: context and stride are settings of --perplexity")

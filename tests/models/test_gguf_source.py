@@ -16,7 +16,7 @@ def test_a_file_that_is_not_gguf_is_refused_in_one_line(tmp_path, monkeypatch):
     with pytest.raises(PelaError, match="transformers cannot read .*model.gguf"):
         pela.load(bad)
     assert not converted_dir(bad).exists()  # nothing half-written is left in the cache
-    with pytest.raises(PelaError, match="random-init does not apply to a GGUF file"):
+    with pytest.raises(PelaError, match="random_init does not apply to a GGUF file"):
         pela.load(str(bad), random_init=True)
 
 

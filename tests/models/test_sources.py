@@ -101,7 +101,7 @@ def test_hf_directory(hf_bert_dir):
 
 def test_hf_directory_with_only_pickles_is_refused(hf_bert_dir):
     (hf_bert_dir / "model.safetensors").rename(hf_bert_dir / "pytorch_model.bin")
-    with pytest.raises(PelaError, match="pickle files are loaded only with --allow-pickle"):
+    with pytest.raises(PelaError, match="pickle files are loaded only with allow_pickle=true"):
         pela.load(str(hf_bert_dir))
     untrained = pela.load(str(hf_bert_dir), random_init=True)  # the architecture alone needs no weights
     assert type(untrained).__name__ == "BertModel" and untrained.config.hidden_size == 32
@@ -151,7 +151,7 @@ def test_timm_directory_is_built_by_timm_and_keeps_its_preprocessing(tmp_path):
 
 def test_timm_directory_with_only_pickles_needs_allow_pickle(tmp_path):
     ref, path = _timm_dir(tmp_path, safe=False)
-    with pytest.raises(PelaError, match="pickle files are loaded only with --allow-pickle"):
+    with pytest.raises(PelaError, match="pickle files are loaded only with allow_pickle=true"):
         pela.load(str(path))
     model = pela.load(str(path), allow_pickle=True)
     assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))

@@ -35,8 +35,8 @@ def w(tmp_path_factory):
     for name, hidden in (("teacher", 32), ("other", 48)):
         bert(hidden).save_pretrained(root / name)
         (root / name / "vocab.txt").write_text(VOCAB)
-    assert main(["compress", str(root / "teacher"), "--out", str(root / "student"), "--ratio", "4", "--align", "1"]) == 0
-    assert main(["compress", str(root / "other"), "--out", str(root / "other_student"), "--ratio", "4", "--align", "1"]) == 0
+    assert main(["compress", str(root / "teacher"), "--out", str(root / "student"), "--ratio", "4", "--config", "align=1"]) == 0
+    assert main(["compress", str(root / "other"), "--out", str(root / "other_student"), "--ratio", "4", "--config", "align=1"]) == 0
     weights = (root / "teacher" / "model.safetensors").read_bytes()
     (root / "truncated.safetensors").write_bytes(weights[: len(weights) // 2])
     (root / "corrupt.safetensors").write_bytes(b"\x13\x00\x00\x00\x00\x00\x00\x00{not json at all}" + bytes(64))
@@ -105,12 +105,12 @@ CASES = [
     ("corrupt checkpoint", "compress timm:vit_tiny_patch16_224 --checkpoint {root}/corrupt.safetensors", "not a valid safetensors file"),
     ("truncated checkpoint", "compress timm:vit_tiny_patch16_224 --checkpoint {root}/truncated.safetensors", "not a valid safetensors file"),
     ("pickled checkpoint", "compress timm:vit_tiny_patch16_224 --checkpoint {root}/pickled.safetensors", "pickle"),
-    ("pickle without --allow-pickle", "compress timm:vit_tiny_patch16_224 --checkpoint {root}/pickled.pt", "--allow-pickle"),
+    ("pickle without allow_pickle", "compress timm:vit_tiny_patch16_224 --checkpoint {root}/pickled.pt", "allow_pickle=true"),
     ("checkpoint of another architecture", "compress timm:vit_tiny_patch16_224 --checkpoint {teacher}/model.safetensors", "does not fit"),
     ("corrupt pela.json", "compress {broken_meta}", "pela.json"),
     ("LoRA adapter without its base", "compress {root}/lora --out {root}/o", "the base model of"),
-    ("teacher checkpoint for a directory", D + " --teacher-checkpoint {root}/corrupt.safetensors", "applies to timm: sources only"),
-    ("missing teacher checkpoint", D.replace("{teacher}", "timm:vit_tiny_patch16_224") + " --teacher-checkpoint {root}/missing.safetensors",
+    ("teacher checkpoint for a directory", D + " --config teacher_checkpoint={root}/corrupt.safetensors", "applies to timm: sources only"),
+    ("missing teacher checkpoint", D.replace("{teacher}", "timm:vit_tiny_patch16_224") + " --config teacher_checkpoint={root}/missing.safetensors",
      "does not exist"),
     # compression settings
     ("ratio 1", C + " --ratio 1", "ratio must be a finite number > 1"),
@@ -119,8 +119,8 @@ CASES = [
     ("ratio a string", C + " --ratio two", "Invalid value for '--ratio'"),
     ("rank 0", C + " --rank 0", "rank must be an integer >= 1"),
     ("rank above full rank", C + " --rank 100000", "would not make it smaller"),
-    ("energy 0", C + " --energy 0", "energy must be a fraction in (0, 1]"),
-    ("energy above 1", C + " --energy 1.5", "energy must be a fraction in (0, 1]"),
+    ("energy 0", C + " --config energy=0", "energy must be a fraction in (0, 1]"),
+    ("energy above 1", C + " --config energy=1.5", "energy must be a fraction in (0, 1]"),
     ("invalid regex", C + " --exclude (", "not a valid regular expression"),
     ("regex matching nothing", C + " --include no_such_layer", "include pattern 'no_such_layer' matches no linear layer"),
     ("param budget 0", C + " --param-budget 0 --calib {text}", "param_budget must be a fraction"),
@@ -146,9 +146,9 @@ CASES = [
     ("corrupt Arrow file", D.replace("{text}", "{root}/broken.arrow"), "not a readable Arrow file"),
     ("truncated gzip file", D.replace("{text}", "{root}/cut.txt.gz"), "not a readable gzip file"),
     ("CSV quote that never closes", D.replace("{text}", "{root}/open_quote.csv"), "open_quote.csv:3 opens a quoted field that never closes"),
-    ("three text fields", F + " --data {root}/labeled.jsonl --text-field text,label,text", "one field, or two"),
+    ("three text fields", F + " --data {root}/labeled.jsonl --config text_field=text,label,text", "one field, or two"),
     ("headerless CSV with two text columns", F + " --data {root}/headerless.csv", "has no header row, so its columns are named by position"),
-    ("max length beyond the model", D + " --max-length 1000", "at most 64 positions"),
+    ("max length beyond the model", D + " --config max_length=1000", "at most 64 positions"),
     # training settings
     ("batch size 0", D.replace("--batch-size 8", "--batch-size 0"), "batch_size must be"),
     ("steps 0", D.replace("--steps 2", "--steps 0"), "steps must be an integer >= 1"),
@@ -159,10 +159,10 @@ CASES = [
     ("output is a file", D + " --out {root}/a_file", "a_file"),
     ("output under a file", D + " --out {root}/a_file/sub", "a_file"),
     ("output folders under a file", C + " --out {root}/a_file/runs/m", "a_file is not a directory"),
-    ("unknown weights dtype", F + " --data {root}/labeled.jsonl --save-dtype int8", "weights can be saved in float32, bfloat16, float16"),
+    ("unknown weights dtype", F + " --data {root}/labeled.jsonl --config save_dtype=int8", "weights can be saved in float32, bfloat16, float16"),
     ("resume without checkpoint", D + " --resume", "no checkpoint to resume from"),
     ("keep the best without evaluation data", F + " --data {root}/labeled.jsonl --keep-best accuracy", "--keep-best needs --eval-data"),
-    ("patience without a metric to watch", F + " --data {root}/labeled.jsonl --eval-data {root}/labeled.jsonl --patience 2",
+    ("patience without a metric to watch", F + " --data {root}/labeled.jsonl --eval-data {root}/labeled.jsonl --config patience=2",
      "patience needs keep_best"),
     # export
     ("export a timm model", "export {vit}", "is a timm model; export writes Hugging Face directories"),

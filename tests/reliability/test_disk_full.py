@@ -56,7 +56,7 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, capsys, 
 
     text = tmp_path / "t.txt"
     text.write_text("".join(f"w{i} w{i + 3} w{i + 5}\n" for i in range(40)))
-    assert main(["compress", str(hf_bert_dir), "--out", str(tmp_path / "s"), "--ratio", "4", "--align", "1"]) == 0
+    assert main(["compress", str(hf_bert_dir), "--out", str(tmp_path / "s"), "--ratio", "4", "--config", "align=1"]) == 0
     real, calls = ckpt.write_weights, [0]
 
     def fail_third(*args, **kwargs):
@@ -67,7 +67,7 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, capsys, 
 
     monkeypatch.setattr(ckpt, "write_weights", fail_third)
     args = ["distill", "--student", str(tmp_path / "s"), "--teacher", str(hf_bert_dir), "--data", str(text), "--out", str(tmp_path / "run"),
-            "--steps", "6", "--batch-size", "8", "--save-every", "1"]
+            "--steps", "6", "--batch-size", "8", "--config", "save_every=1"]
     assert main(args) == 2
     assert "No space left on device" in capsys.readouterr().err
     assert ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints").name == "checkpoint-2"  # the last good one, still there

@@ -39,9 +39,9 @@ def _setup(root: Path) -> list[str]:
     lines = [" ".join(WORDS[int(i)] for i in torch.randint(0, 95, (int(n),), generator=g))
              for n in torch.randint(3, 12, (64,), generator=g)]
     (root / "text.txt").write_text("\n".join(lines) + "\n")
-    assert main(["compress", str(root / "teacher"), "--out", str(root / "student"), "--ratio", "4", "--align", "1"]) == 0
+    assert main(["compress", str(root / "teacher"), "--out", str(root / "student"), "--ratio", "4", "--config", "align=1"]) == 0
     return [sys.executable, "-m", "pela", "distill", "--student", str(root / "student"), "--teacher", str(root / "teacher"),
-            "--data", str(root / "text.txt"), "--steps", str(STEPS), "--batch-size", "8", "--lr", "1e-3", "--save-every", "1"]
+            "--data", str(root / "text.txt"), "--steps", str(STEPS), "--batch-size", "8", "--lr", "1e-3", "--config", "save_every=1"]
 
 
 def _assert_checkpoints_load(run: Path) -> int:
@@ -134,7 +134,7 @@ def test_sigkill_of_one_rank_then_resume_is_bitwise(tmp_path):
     command = _setup(tmp_path)[3:]  # pela's own arguments
     steps = 24
     command[command.index("--steps") + 1] = str(steps)
-    command[command.index("--save-every") + 1] = "3"
+    command[command.index("save_every=1")] = "save_every=3"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29523", "-m", "pela"]
     straight = subprocess.run([*launch, *command, "--out", str(tmp_path / "straight")], capture_output=True, text=True, env=env)

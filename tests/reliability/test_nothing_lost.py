@@ -66,7 +66,7 @@ def make_world(root: Path) -> Path:
     (root / "empty_prompt.jsonl").write_text(json.dumps({**choice, "prompt": ""}) + "\n")
     (root / "empty_choice.jsonl").write_text(json.dumps({**choice, "choices": ["w3", " "]}) + "\n")
     for model, ratio in (("teacher", "4"), ("llama", "1.25")):
-        assert main(["compress", str(root / model), "--out", str(root / f"{model}_student"), "--ratio", ratio, "--align", "1"]) == 0
+        assert main(["compress", str(root / model), "--out", str(root / f"{model}_student"), "--ratio", ratio, "--config", "align=1"]) == 0
     assert main(["export", str(root / "llama_student"), "--out", str(root / "llama_export")]) == 0
     shutil.copytree(root / "teacher_student", root / "truncated")
     weights = root / "truncated" / "model.safetensors"
@@ -99,7 +99,7 @@ CASES = [
      "unknown model source", "{good}", True),
     ("finetune --overwrite, source misspelled", "finetune {root}/typo --data {labeled} --out {good} --overwrite", 2,
      "unknown model source", "{good}", True),
-    ("distill --overwrite, --max-length 100000", DISTILL + " --max-length 100000 --out {good} --overwrite", 2,
+    ("distill --overwrite, max_length=100000", DISTILL + " --config max_length=100000 --out {good} --overwrite", 2,
      "at most 64 positions", "{good}", True),
     ("shrink --overwrite, source misspelled", "shrink {root}/typo --data {text} --out {good} --overwrite", 2,
      "unknown model source", "{good}", True),
@@ -118,25 +118,25 @@ CASES = [
     ("text data given to a ViT", "finetune {vit} --data {labeled} --steps 1 --batch-size 2 --out {out}", 2,
      "this is an image model (ViTForImageClassification)", None, True),
     ("an output holding checkpoints", DISTILL + " --out {unfinished}", 2, "--resume continues it", None, True),
-    ("--clip -1", DISTILL + " --clip -1 --out {out}", 2, "clip must be a number > 0", None, True),
-    ("--alpha 0 on unlabelled data", DISTILL + " --alpha 0 --out {out}", 2, "nothing to learn", None, True),
-    ("eval --perplexity --context 0", "eval {llama} --perplexity --data {text} --context 0", 2, "context must be between 2", None,
+    ("clip=-1", DISTILL + " --config clip=-1 --out {out}", 2, "clip must be a number > 0", None, True),
+    ("alpha=0 on unlabelled data", DISTILL + " --config alpha=0 --out {out}", 2, "nothing to learn", None, True),
+    ("eval --perplexity context=0", "eval {llama} --perplexity --data {text} --config context=0", 2, "context must be between 2", None,
      True),
-    ("eval --perplexity --stride 0", "eval {llama} --perplexity --data {text} --stride 0", 2, "stride must be between 1", None,
+    ("eval --perplexity stride=0", "eval {llama} --perplexity --data {text} --config stride=0", 2, "stride must be between 1", None,
      True),
     ("bench --seq-len 10000", "bench {teacher} --seq-len 10000", 2, "at most 64 positions", None, True),
-    ("--uniform-ranks without --calib", "compress {teacher} --uniform-ranks --out {out}", 2, "add --calib DATA", None, True),
-    ("--sensitivity gradient without --calib", "compress {teacher} --sensitivity gradient --out {out}", 2, "add --calib DATA",
+    ("uniform_ranks without --calib", "compress {teacher} --config uniform_ranks=true --out {out}", 2, "add --calib DATA", None, True),
+    ("sensitivity=gradient without --calib", "compress {teacher} --config sensitivity=gradient --out {out}", 2, "add --calib DATA",
      None, True),
     ("export of a truncated weights file", "export {truncated} --out {out}", 2, "not a valid safetensors file", None, True),
-    ("--device cuda without a GPU", "compress {teacher} --device cuda --out {out}", 2, "no CUDA GPU is available", None, True),
-    ("an unknown --device", "compress {teacher} --device tpu --out {out}", 2, "unknown device 'tpu'", None, True),
+    ("device=cuda without a GPU", "compress {teacher} --config device=cuda --out {out}", 2, "no CUDA GPU is available", None, True),
+    ("an unknown device", "compress {teacher} --config device=tpu --out {out}", 2, "unknown device 'tpu'", None, True),
     ("eval --choices, an empty prompt", "eval {llama} --choices --data {root}/empty_prompt.jsonl", 2, "the prompt ('prompt') is empty",
      None, True),
     ("eval --choices, an empty choice", "eval {llama} --choices --data {root}/empty_choice.jsonl", 2, "choice 2 ('choices') is empty",
      None, True),
     ("eval of pela's own export", "eval {export} --perplexity --data {text}", 0, None, None, False),
-    ("bench of pela's own export", "bench {export} --vs {llama_student} --seq-len 16 --iters 1 --rounds 1", 0, None, None, False),
+    ("bench of pela's own export", "bench {export} --vs {llama_student} --seq-len 16 --config iters=1 --config rounds=1", 0, None, None, False),
 ]
 
 
@@ -243,7 +243,7 @@ def _full_disk_in_training(root: Path, tmp: Path, patch) -> tuple[list[str], Pat
         return real(self, row)
 
     patch.setattr(MetricsLog, "write", fill_up)
-    argv = DISTILL.format(**names(root, tmp)).split() + ["--steps", "6", "--save-every", "1", "--log-every", "1"]
+    argv = DISTILL.format(**names(root, tmp)).split() + ["--steps", "6", "--config", "save_every=1", "--config", "log_every=1"]
     return argv + ["--out", str(tmp / "out")], None
 
 
@@ -257,7 +257,7 @@ SCENARIOS = [
     ("finetune, the final evaluation fails", _failing_extra("pela.cli.train_cmd", "evaluate", [
         *FINETUNE.split(), "--eval-data", "{labeled}", "--out", "{out}"]), 0, "warning: skipped the final evaluation"),
     ("shrink, generations.md fails", _failing_extra("pela.cli.shrink_cmd", "write_generations", [
-        "shrink", "{llama}", "--data", "{text}", "--ratio", "1.25", "--steps", "2", "--batch-size", "4", "--calib-samples", "16",
+        "shrink", "{llama}", "--data", "{text}", "--ratio", "1.25", "--steps", "2", "--batch-size", "4", "--config", "calib_samples=16",
         "--out", "{out}"]), 0, "warning: skipped generations.md"),
     ("disk full while distilling", _full_disk_in_training, 2, "error: no space left on device writing"),
 ]
@@ -324,7 +324,7 @@ def test_no_path_gives_a_model_inputs_it_does_not_take(world, tmp_path):
 # ---------------------------------------------------------------- progress, warnings, interruptions
 def test_json_output_keeps_progress_on_stderr(world, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PELA_PROGRESS_SECONDS", "0")
-    argv = ["compress", str(world / "llama"), "--calib", str(world / "text.txt"), "--ratio", "1.25", "--align", "1",
+    argv = ["compress", str(world / "llama"), "--calib", str(world / "text.txt"), "--ratio", "1.25", "--config", "align=1",
             "--out", str(tmp_path / "c"), "--json"]
     assert main(argv) == 0
     out, err = capsys.readouterr()
@@ -335,7 +335,7 @@ def test_json_output_keeps_progress_on_stderr(world, tmp_path, capsys, monkeypat
 
 def test_progress_never_passes_its_total(world, capsys, monkeypatch):
     monkeypatch.setenv("PELA_PROGRESS_SECONDS", "0")
-    assert main(["bench", str(world / "llama_student"), "--generate", "--seq-len", "8", "--new-tokens", "2", "--rounds", "3"]) == 0
+    assert main(["bench", str(world / "llama_student"), "--generate", "--seq-len", "8", "--config", "new_tokens=2", "--config", "rounds=3"]) == 0
     counts = [line.split(": ", 1)[1].split(" ")[0] for line in capsys.readouterr().err.splitlines() if line.startswith("generating:")]
     assert counts and all(int(done) <= int(total) for done, total in (c.split("/") for c in counts)), counts
     assert counts[-1] == "4/4"  # 3 rounds and the warm-up, for one model
@@ -345,8 +345,8 @@ def test_pelas_warnings_are_one_line_wherever_they_come_from(world, tmp_path, ca
     """A warning raised under torch's no_grad decorator once showed torch's file and source line."""
     import warnings
 
-    argv = ["compress", str(world / "teacher"), "--calib", str(world / "text.txt"), "--calib-samples", "1", "--out",
-            str(tmp_path / "c"), "--ratio", "4", "--align", "1"]
+    argv = ["compress", str(world / "teacher"), "--calib", str(world / "text.txt"), "--config", "calib_samples=1", "--out",
+            str(tmp_path / "c"), "--ratio", "4", "--config", "align=1"]
     def show(message, category, filename, lineno, file=None, line=None):  # as Python shows them, not recorded by pytest
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 

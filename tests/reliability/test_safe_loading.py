@@ -47,7 +47,7 @@ def test_malicious_checkpoint_never_runs(tmp_path, capsys, as_torch, name, allow
     marker = tmp_path / "PWNED"
     evil = plant(tmp_path / name, marker, as_torch)
     code, err = run(capsys, "compress", "timm:vit_tiny_patch16_224", "--checkpoint", evil, "--out", tmp_path / "o",
-                    *(["--allow-pickle"] if allow else []))
+                    *(["--config", "allow_pickle=true"] if allow else []))
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: ")
     assert ("weights_only" in err) if allow else ("pickle" in err)
     assert not marker.exists() and not (tmp_path / "o").exists()
@@ -57,16 +57,16 @@ def test_malicious_hf_weights_never_run(tmp_path, capsys, hf_bert_dir):
     marker = tmp_path / "PWNED"
     (hf_bert_dir / "model.safetensors").unlink()
     plant(hf_bert_dir / "pytorch_model.bin", marker)
-    for extra in ([], ["--allow-pickle"]):
+    for extra in ([], ["--config", "allow_pickle=true"]):
         code, err = run(capsys, "compress", hf_bert_dir, "--out", tmp_path / "o", *extra)
         assert code == 2 and not marker.exists(), err
-    assert "loaded only with --allow-pickle" in run(capsys, "compress", hf_bert_dir, "--out", tmp_path / "o")[1]
+    assert "loaded only with allow_pickle=true" in run(capsys, "compress", hf_bert_dir, "--out", tmp_path / "o")[1]
 
 
 def test_allow_pickle_reads_a_legitimate_state_dict(tmp_path):
     model = pela.load("timm:vit_tiny_patch16_224", random_init=True, **TIMM_VIT)
     torch.save({"state_dict": model.state_dict()}, tmp_path / "legacy.pth")  # a training script's usual wrapper
-    with pytest.raises(PelaError, match="--allow-pickle"):
+    with pytest.raises(PelaError, match="allow_pickle=true"):
         pela.load("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "legacy.pth"), **TIMM_VIT)
     again = pela.load("timm:vit_tiny_patch16_224", checkpoint=str(tmp_path / "legacy.pth"), allow_pickle=True, **TIMM_VIT)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
@@ -97,7 +97,7 @@ def test_malicious_timm_directory_weights_never_run(tmp_path, capsys):
     marker = tmp_path / "PWNED"
     timm.models.save_for_hf(timm.create_model("vit_tiny_patch16_224", pretrained=False, **TIMM_VIT), str(tmp_path / "t"))
     plant(tmp_path / "t" / "pytorch_model.bin", marker)
-    for extra in ([], ["--allow-pickle"]):
+    for extra in ([], ["--config", "allow_pickle=true"]):
         code, err = run(capsys, "compress", tmp_path / "t", "--out", tmp_path / "o", *extra)
         assert code == 2 and err.strip().startswith("error: ") and not marker.exists(), err
-    assert "loaded only with --allow-pickle" in run(capsys, "compress", tmp_path / "t", "--out", tmp_path / "o")[1]
+    assert "loaded only with allow_pickle=true" in run(capsys, "compress", tmp_path / "t", "--out", tmp_path / "o")[1]

@@ -49,10 +49,10 @@ def test_distill_a_language_model_packed_with_kl_and_generations(tmp_path, capsy
     model.save_pretrained(tmp_path / "lm")
     tok.save_pretrained(tmp_path / "lm")
     (tmp_path / "corpus.txt").write_text("\n".join(TEXTS) + "\n")
-    assert main(["compress", str(tmp_path / "lm"), "--out", str(tmp_path / "small"), "--ratio", "2", "--align", "1"]) == 0
+    assert main(["compress", str(tmp_path / "lm"), "--out", str(tmp_path / "small"), "--ratio", "2", "--config", "align=1"]) == 0
     code = main(["distill", "--student", str(tmp_path / "small"), "--teacher", str(tmp_path / "lm"), "--data", str(tmp_path / "corpus.txt"),
-                 "--out", str(tmp_path / "d"), "--pack", "16", "--beta", "1", "--temperature", "2", "--steps", "3", "--batch-size", "4",
-                 "--log-every", "1"])
+                 "--out", str(tmp_path / "d"), "--pack", "16", "--config", "beta=1", "--config", "temperature=2", "--steps", "3", "--batch-size", "4",
+                 "--config", "log_every=1"])
     assert code == 0, capsys.readouterr().err
     rows = [json.loads(line) for line in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in rows if "logit" in r]
@@ -61,10 +61,10 @@ def test_distill_a_language_model_packed_with_kl_and_generations(tmp_path, capsy
     assert text.count("**teacher**") == 3 and text.count("**student**") == 3 and TEXTS[0].split()[0] in text
     capsys.readouterr()
     assert main(["distill", "--student", str(tmp_path / "small"), "--teacher", str(tmp_path / "lm"), "--data", str(tmp_path / "corpus.txt"),
-                 "--out", str(tmp_path / "e"), "--temperature", "2"]) == 2
+                 "--out", str(tmp_path / "e"), "--config", "temperature=2"]) == 2
     assert "error: a temperature applies to logit distillation" in capsys.readouterr().err
     assert main(["distill", "--student", str(tmp_path / "small"), "--teacher", str(tmp_path / "lm"), "--data", str(tmp_path / "corpus.txt"),
-                 "--out", str(tmp_path / "e"), "--feature-loss", "cosine"]) == 2
+                 "--out", str(tmp_path / "e"), "--config", "feature_loss=cosine"]) == 2
     assert "error: feature_loss must be one of relative, mse, got 'cosine'" in capsys.readouterr().err
 
 
@@ -112,10 +112,10 @@ def test_a_language_model_distilled_on_two_processes_ddp_and_fsdp_scores_as_on_o
     model.save_pretrained(tmp_path / "lm")
     tok.save_pretrained(tmp_path / "lm")
     (tmp_path / "corpus.txt").write_text("\n".join(TEXTS) + "\n")
-    assert main(["compress", str(tmp_path / "lm"), "--out", str(tmp_path / "small"), "--ratio", "2", "--align", "1"]) == 0
+    assert main(["compress", str(tmp_path / "lm"), "--out", str(tmp_path / "small"), "--ratio", "2", "--config", "align=1"]) == 0
     cmd = ["-m", "pela", "distill", "--student", str(tmp_path / "small"), "--teacher", str(tmp_path / "lm"), "--data",
-           str(tmp_path / "corpus.txt"), "--eval-data", str(tmp_path / "corpus.txt"), "--pack", "16", "--beta", "1",
-           "--temperature", "2", "--steps", "4", "--batch-size", "4", "--eval-every", "2"]
+           str(tmp_path / "corpus.txt"), "--eval-data", str(tmp_path / "corpus.txt"), "--pack", "16", "--config", "beta=1",
+           "--config", "temperature=2", "--steps", "4", "--batch-size", "4", "--config", "eval_every=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29523"]
     runs = {"one": ([sys.executable, *cmd], env), "ddp": ([*launch, *cmd], env),

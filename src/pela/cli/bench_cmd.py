@@ -12,6 +12,7 @@ from rich.table import Column, Table
 from pela.arch.inputs import DEFAULT_BATCH, DEFAULT_SEQ_LEN
 from pela.bench import COMPILE_MODES, benchmark, generation_benchmark
 from pela.cli.common import TRUST_HELP, _shapes_text, command, out_console
+from pela.cli.config_file import setting
 from pela.errors import PelaError
 from pela.models.sources import load_for_training
 from pela.utils.device import resolve_device
@@ -24,7 +25,7 @@ LAYOUT_CAPTION = ("weights of every model stored in the order this device multip
 SEQ_LEN_HELP = ("sequence length for text models (default: 128, or the model's positions if fewer; "
                 "with --generate, the prompt's)")
 GENERATE_HELP = ("a language model's generation speed instead: prefill and decode tokens/s "
-                 "(prompts of --seq-len tokens, --new-tokens greedy steps, batch --batch-size)")
+                 "(prompts of --seq-len tokens, new_tokens greedy steps, batch --batch-size)")
 ONNX_HELP = ("also time each model in ONNX Runtime, float32 and int8 weights (CPU; exported and "
              "checked first, as pela export --format onnx does)")
 MODE_HELP = ("torch.compile mode (default, reduce-overhead, max-autotune, "
@@ -41,17 +42,15 @@ def bench(
     device: str = typer.Option("cpu", help="cpu or cuda"),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile both models first"),
-    compile_mode: Optional[str] = typer.Option(None, "--compile-mode", help=MODE_HELP),
-    iters: int = typer.Option(5, help="forward passes per round"),
-    rounds: int = typer.Option(3, help="interleaved rounds; each model's median round counts"),
-    random_init: bool = typer.Option(
-        False, "--random-init", help="build timm:/hf: sources without pretrained weights"),
+    generate: bool = typer.Option(False, "--generate", help=GENERATE_HELP),
+    onnx: bool = typer.Option(False, "--onnx", help=ONNX_HELP),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="print results as JSON on stdout"),
-    generate: bool = typer.Option(False, "--generate", help=GENERATE_HELP),
-    new_tokens: int = typer.Option(
-        64, "--new-tokens", help="with --generate: tokens written after each prompt"),
-    onnx: bool = typer.Option(False, "--onnx", help=ONNX_HELP),
+    compile_mode: Optional[str] = setting(None, MODE_HELP),
+    new_tokens: int = setting(64, "with --generate: tokens written after each prompt"),
+    iters: int = setting(5, "forward passes per round"),
+    rounds: int = setting(3, "interleaved rounds; each model's median round counts"),
+    random_init: bool = setting(False, "build timm:/hf: sources without pretrained weights"),
 ) -> None:
     """Throughput (items/s), peak memory and size of a model, or of two side by side; --onnx: in
     ONNX Runtime too; --generate: prefill and decode speed."""
@@ -84,14 +83,14 @@ def bench(
 def _check_flags(device: str, batch_size: int, seq_len: int | None, iters: int, rounds: int,
                  compile_mode: str | None, generate: bool, onnx: bool) -> None:
     resolve_device(device)
-    counts = (("--batch-size", batch_size), ("--seq-len", seq_len), ("--iters", iters),
-              ("--rounds", rounds))
+    counts = (("--batch-size", batch_size), ("--seq-len", seq_len), ("iters", iters),
+              ("rounds", rounds))
     for flag, value in counts:
         if value is not None and value < 1:
             raise PelaError(f"{flag} must be >= 1, got {value}")
     if compile_mode is not None and compile_mode not in COMPILE_MODES:
         modes = ", ".join(COMPILE_MODES)
-        raise PelaError(f"--compile-mode must be one of {modes}, got {compile_mode!r}")
+        raise PelaError(f"compile_mode must be one of {modes}, got {compile_mode!r}")
     if generate and onnx:
         raise PelaError("--onnx times encoders and vision models; a language model's generation "
                         "runs in PyTorch")

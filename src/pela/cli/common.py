@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import typer
 from rich.console import Console
 
+from pela.cli.config_file import (
+    CONFIG_HELP,
+    Setting,
+    check_names,
+    coerce,
+    read_config,
+    settings_help,
+)
 from pela.data.load import load_dataset
 from pela.errors import PelaError
 from pela.metadata import info
@@ -40,21 +49,59 @@ class Stopped(BaseException):
 
 
 def command(*args: Any, **kwargs: Any) -> Callable[[Callable], Callable]:
-    """``app.command``, for every pela command: what Ctrl-C stopped reaches `main` to be said."""
-    register = app.command(*args, **kwargs)
+    """``app.command``, for every pela command: what Ctrl-C stopped reaches `main` to be said, and
+    a command with settings (`pela.cli.config_file.setting`) takes ``--config`` for them."""
 
     def decorator(fn: Callable) -> Callable:
+        name = kwargs.get("name") or fn.__name__.replace("_", "-")
+        signature = inspect.signature(fn, eval_str=True)
+        params = dict(signature.parameters)
+        settings = {k: p.default for k, p in params.items() if isinstance(p.default, Setting)}
+        flags = [p for p in params.values() if not isinstance(p.default, Setting)]
+        if settings:
+            flags += [CONFIG_PARAMETER, CONTEXT_PARAMETER]
+            kwargs.setdefault("epilog", settings_help(settings, name))
+
         @functools.wraps(fn)
-        def run(*a: Any, **k: Any) -> Any:
+        def run(**given: Any) -> Any:
+            if settings:
+                context, sources = given.pop("context"), given.pop("config") or []
+                given = _configured(name, given, settings, params, sources, context)
             try:
-                return fn(*a, **k)
+                return fn(**given)
             except KeyboardInterrupt as e:
                 raise Stopped(e) from None
 
-        register(run)
+        run.__signature__ = signature.replace(parameters=flags)
+        app.command(*args, **kwargs)(run)
         return fn
 
     return decorator
+
+
+CONFIG_PARAMETER = inspect.Parameter(
+    "config", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Optional[List[str]],
+    default=typer.Option(None, "--config", help=CONFIG_HELP, metavar="FILE|KEY=VALUE"),
+)
+# typer passes the command's context: which flags the command line gave
+CONTEXT_PARAMETER = inspect.Parameter(
+    "context", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context, default=None
+)
+
+
+def _configured(command: str, given: dict[str, Any], settings: dict[str, Setting],
+                params: dict[str, inspect.Parameter], sources: list[str],
+                context: typer.Context) -> dict[str, Any]:
+    """The command's arguments: flags given on the command line, then ``--config``, then the
+    defaults."""
+    values = read_config(sources, command)
+    check_names(values, list(params), command)
+    arguments = {k: s.default for k, s in settings.items()} | given
+    for key, value in values.items():
+        if key in given and context.get_parameter_source(key).name != "DEFAULT":
+            continue  # the flag on the command line wins
+        arguments[key] = coerce(key, value, params[key].annotation)
+    return arguments
 
 
 @contextlib.contextmanager
@@ -141,7 +188,7 @@ def _load_data(path: Path, *, text_field: Optional[str], **kwargs: Any) -> Any:
     fields = getattr(ds, "text_fields", ())
     if text_field is None and fields and fields != ("text",):
         err_console.print(
-            f"{Path(path).name}: the text is its {fields[0]!r} column (--text-field names another)"
+            f"{Path(path).name}: the text is its {fields[0]!r} column (text_field=NAME names another)"
         )
     if (
         kwargs.get("label_field") is None
@@ -149,7 +196,7 @@ def _load_data(path: Path, *, text_field: Optional[str], **kwargs: Any) -> Any:
         and getattr(ds, "label_field", "label") != "label"
     ):
         err_console.print(
-            f"{Path(path).name}: the class is its {ds.label_field!r} column (--label-field names another)"
+            f"{Path(path).name}: the class is its {ds.label_field!r} column (label_field=NAME names another)"
         )
     return ds
 
@@ -168,7 +215,7 @@ def _check_eval_flags(
 ) -> None:
     """Evaluations during training (distill, finetune) need data to evaluate on."""
     if (eval_every or keep_best) and eval_data is None:
-        raise PelaError(f"{'--eval-every' if eval_every else '--keep-best'} needs --eval-data")
+        raise PelaError(f"{'eval_every' if eval_every else '--keep-best'} needs --eval-data")
 
 
 def _check_output(out: Path, resume: bool, overwrite: bool, inputs: dict[str, Any]) -> None:
@@ -185,7 +232,7 @@ def _half_precision_note(model: Any, save_dtype: str | None) -> None:
     if dtype and save_dtype is None:
         err_console.print(
             f"note: the weights came in {dtype} and were saved in float32, twice the bytes; "
-            f"--save-dtype {dtype} keeps their size"
+            f"--config save_dtype={dtype} keeps their size"
         )
 
 

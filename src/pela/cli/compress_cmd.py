@@ -23,6 +23,7 @@ from pela.cli.common import (
     optional_step,
     out_console,
 )
+from pela.cli.config_file import setting
 from pela.compression.calibrate import calibrate
 from pela.compression.compress import compress as _compress
 from pela.compression.config import LowRankConfig
@@ -47,33 +48,33 @@ def compress(
     out: Path = typer.Option(..., "--out", help="directory to write the compressed model to"),
     ratio: Optional[float] = typer.Option(None, help="compression ratio k of each layer (default 2)"),
     rank: Optional[int] = typer.Option(None, help="one rank for every layer"),
-    energy: Optional[float] = typer.Option(None, help="keep this fraction of each layer's singular-value energy"),
-    align: int = typer.Option(8, help="round ranks to a multiple of this (1 = exact paper ranks, which a GPU can run several times slower)"),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="calibration examples (same formats as pela distill --data)"),
+    param_budget: Optional[float] = typer.Option(None, "--param-budget", help="keep this fraction of the factorizable parameters, "
+                                                 "ranks allocated across layers by measured sensitivity (needs --calib)"),
     exclude: Optional[List[str]] = typer.Option(None, help="regex of layers to keep dense (replaces the defaults)"),
     include: Optional[List[str]] = typer.Option(None, help="regex of layers to factorize (only these)"),
     checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
-    random_init: bool = typer.Option(False, "--random-init", help="no pretrained weights (smoke tests, benchmarks)"),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
-    param_budget: Optional[float] = typer.Option(None, "--param-budget", help="keep this fraction of the factorizable parameters, "
-                                                 "ranks allocated across layers by measured sensitivity (needs --calib)"),
-    init: Optional[str] = typer.Option(None, help="svd (weights) or whiten (outputs on --calib data); default whiten with --calib, else svd"),
-    calib: Optional[Path] = typer.Option(None, "--calib", help="calibration examples (same formats as pela distill --data)"),
-    calib_samples: int = typer.Option(512, "--calib-samples", help="calibration examples to use"),
-    calib_batch_size: int = typer.Option(16, "--calib-batch-size", help="calibration examples per pass (fewer: less memory)"),
-    uniform_ranks: bool = typer.Option(False, "--uniform-ranks", help="with --calib, keep one ratio for every layer instead of "
-                                       "allocating the same number of parameters across layers by measured sensitivity"),
-    sequential: bool = typer.Option(False, "--sequential", help="with --calib, factorize block by block, each layer fit to the "
-                                    "original's outputs from the inputs the compressed layers before it give (slower, closer)"),
-    sensitivity: Optional[str] = typer.Option(None, help="how allocation measures what each layer's error costs: replay (exact, "
-                                              "a re-run per layer; the default) or gradient (first order, a few backward passes for all layers)"),
-    text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate calibration text to this many tokens"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="draw per-layer ranks and spectra to this .png/.pdf/.svg"),
-    device: Optional[str] = typer.Option(None, help="where to run the factorization math (cpu, cuda)"),
-    save_dtype: Optional[str] = typer.Option(None, "--save-dtype", help=SAVE_DTYPE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
+    random_init: bool = setting(False, "no pretrained weights (smoke tests, benchmarks)"),
+    energy: Optional[float] = setting(None, "keep this fraction of each layer's singular-value energy"),
+    align: int = setting(8, "round ranks to a multiple of this (1 = exact paper ranks, which a GPU can run several times slower)"),
+    init: Optional[str] = setting(None, "svd (weights) or whiten (outputs on --calib data); default whiten with --calib, else svd"),
+    calib_samples: int = setting(512, "calibration examples to use"),
+    calib_batch_size: int = setting(16, "calibration examples per pass (fewer: less memory)"),
+    uniform_ranks: bool = setting(False, "with --calib, keep one ratio for every layer instead of allocating the same number "
+                                  "of parameters across layers by measured sensitivity"),
+    sequential: bool = setting(False, "with --calib, factorize block by block, each layer fit to the original's outputs from "
+                               "the inputs the compressed layers before it give (slower, closer)"),
+    sensitivity: Optional[str] = setting(None, "how allocation measures what each layer's error costs: replay (exact, a re-run "
+                                         "per layer; the default) or gradient (first order, a few backward passes for all layers)"),
+    text_field: Optional[str] = setting(None, TEXT_FIELD_HELP),
+    max_length: Optional[int] = setting(None, "truncate calibration text to this many tokens"),
+    device: Optional[str] = setting(None, "where to run the factorization math (cpu, cuda)"),
+    allow_pickle: bool = setting(False, ALLOW_PICKLE_HELP),
+    save_dtype: Optional[str] = setting(None, SAVE_DTYPE_HELP),
 ) -> None:
     """Factorize a model's linear layers (PELA stage 1) and save it."""
 
@@ -85,10 +86,10 @@ def compress(
                            sequential=sequential, sensitivity=sensitivity or "replay")
     needs_calib = config.init in NEEDS_CALIBRATION or config.param_budget is not None
     if needs_calib and calib is None:
-        raise PelaError(f"{'--param-budget' if config.param_budget is not None else '--init ' + config.init} needs calibration data: add --calib DATA")
+        raise PelaError(f"{'--param-budget' if config.param_budget is not None else 'init=' + config.init} needs calibration data: add --calib DATA")
     if calib is not None and not needs_calib:
-        raise PelaError("--calib is used by --init whiten and --param-budget; with --init svd and a per-layer rule it would be ignored")
-    for flag, value in (("--calib-samples", calib_samples), ("--calib-batch-size", calib_batch_size), ("--max-length", max_length)):
+        raise PelaError("--calib is used by init=whiten and --param-budget; with init=svd and a per-layer rule it would be ignored")
+    for flag, value in (("calib_samples", calib_samples), ("calib_batch_size", calib_batch_size), ("max_length", max_length)):
         if value is not None and value < 1:
             raise PelaError(f"{flag} must be >= 1, got {value}")
     if plot is not None:
@@ -124,13 +125,13 @@ def _check_calibration_flags(calib: Optional[Path], sequential: bool, uniform_ra
     """The settings of calibrated compression, refused without calibration data (they would do
     nothing)."""
     if sequential and calib is None:
-        raise PelaError("--sequential fits each layer on calibration inputs: add --calib DATA")
-    for flag, given in (("--uniform-ranks", uniform_ranks), ("--sensitivity", sensitivity is not None)):
+        raise PelaError("sequential fits each layer on calibration inputs: add --calib DATA")
+    for flag, given in (("uniform_ranks", uniform_ranks), ("sensitivity", sensitivity is not None)):
         if given and calib is None:
             raise PelaError(f"{flag} is a setting of allocation across layers, which measures them on calibration data: "
                             "add --calib DATA")
     if uniform_ranks and sensitivity is not None:
-        raise PelaError("--sensitivity measures layers to allocate ranks across them, which --uniform-ranks turns off")
+        raise PelaError("sensitivity measures layers to allocate ranks across them, which uniform_ranks turns off")
 
 
 def _layer_table(report: Any, init: str) -> Table:

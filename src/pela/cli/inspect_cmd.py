@@ -23,6 +23,7 @@ from pela.cli.common import (
     command,
     out_console,
 )
+from pela.cli.config_file import setting
 from pela.data.choices import read_choices
 from pela.data.collate import Collator
 from pela.data.labels import dataset_classes
@@ -48,13 +49,13 @@ def compare(
     data: Path = typer.Option(..., "--data", help="data to compare on (same formats as distill)"),
     samples: int = typer.Option(256, help="examples to use (a seeded random subset)"),
     batch_size: int = typer.Option(32, "--batch-size"),
-    blocks: Optional[str] = typer.Option(None, help="regex naming the blocks to compare"),
-    max_length: Optional[int] = typer.Option(None, "--max-length"),
-    text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
-    teacher_checkpoint: Optional[Path] = typer.Option(None, "--teacher-checkpoint", help=TEACHER_CHECKPOINT_HELP),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the comparison as JSON on stdout"),
+    blocks: Optional[str] = setting(None, "regex naming the blocks to compare"),
+    max_length: Optional[int] = setting(None, "truncate text to this many tokens"),
+    text_field: Optional[str] = setting(None, TEXT_FIELD_HELP),
+    teacher_checkpoint: Optional[Path] = setting(None, TEACHER_CHECKPOINT_HELP),
+    allow_pickle: bool = setting(False, ALLOW_PICKLE_HELP),
 ) -> None:
     """Per-block feature MSE / cosine similarity and output agreement of a student and its
     teacher."""
@@ -82,33 +83,32 @@ def eval_(
     model: str = typer.Argument(..., help="a fine-tuned model directory, or any model source with a head"),
     data: Path = typer.Option(..., "--data", help="labelled data"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="examples per pass (default: 64; 1 window with --perplexity)"),
-    max_length: Optional[int] = typer.Option(None, "--max-length"),
     split: str = typer.Option("test", help="split to read from Fashion-MNIST idx files, a folder of split folders or a Parquet or Arrow dataset (train; validation, val, valid, dev or eval, which read whichever of those there is; or test, which reads the same or else test)"),
-    text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
-    label_field: Optional[str] = typer.Option(None, "--label-field", help=LABEL_FIELD_HELP),
-    workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
-    checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
-    as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON on stdout"),
     perplexity: bool = typer.Option(False, "--perplexity", help="a causal language model's perplexity on the text of --data instead"),
-    context: Optional[int] = typer.Option(None, help="with --perplexity: tokens per window (default: the model's maximum)"),
-    stride: Optional[int] = typer.Option(None, help="with --perplexity: tokens between window starts (default: --context, no overlap)"),
     choices: bool = typer.Option(False, "--choices", help="a causal language model's zero-shot accuracy on multiple-choice --data instead "
                                  "(prompt, choices, answer; scored by log-likelihood as the LM Evaluation Harness does)"),
-    choices_field: Optional[str] = typer.Option(None, "--choices-field", help="with --choices: the field holding the choices "
-                                                "(default: choices, endings or options)"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON on stdout"),
+    max_length: Optional[int] = setting(None, "truncate text to this many tokens"),
+    text_field: Optional[str] = setting(None, TEXT_FIELD_HELP),
+    label_field: Optional[str] = setting(None, LABEL_FIELD_HELP),
+    workers: int = setting(0, WORKERS_HELP),
+    checkpoint: Optional[Path] = setting(None, CHECKPOINT_HELP),
+    allow_pickle: bool = setting(False, ALLOW_PICKLE_HELP),
+    context: Optional[int] = setting(None, "with --perplexity: tokens per window (default: the model's maximum)"),
+    stride: Optional[int] = setting(None, "with --perplexity: tokens between window starts (default: context, no overlap)"),
+    choices_field: Optional[str] = setting(None, "with --choices: the field holding the choices (default: choices, endings or options)"),
 ) -> None:
     """Accuracy (top-1, top-5, balanced), macro F1, loss, parameters and throughput of a classifier;
     --json adds each class's. With --perplexity: a language model's token-level perplexity, by
     sliding windows. With --choices: its zero-shot multiple-choice accuracy."""
 
     if not perplexity and (context is not None or stride is not None):
-        raise PelaError("--context and --stride are options of --perplexity")
+        raise PelaError("context and stride are settings of --perplexity")
     if perplexity and choices:
         raise PelaError("give --perplexity or --choices, not both")
     if choices_field is not None and not choices:
-        raise PelaError("--choices-field is an option of --choices")
+        raise PelaError("choices_field is a setting of --choices")
     if perplexity:
         return _perplexity(model, data, context, stride, batch_size or 1, text_field, checkpoint, allow_pickle, trust_remote_code, as_json)
     if choices:
@@ -118,7 +118,7 @@ def eval_(
     if batch_size < 1:
         raise PelaError(f"--batch-size must be >= 1, got {batch_size}")
     if workers < 0:
-        raise PelaError(f"--workers must be >= 0, got {workers}")
+        raise PelaError(f"workers must be >= 0, got {workers}")
     net = load_for_training(model, checkpoint=_opt_str(checkpoint), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     ds = _load_data(data, split=split, text_field=text_field, label_field=label_field, progress=True)
     trained, given = info(net).classes, dataset_classes(ds)

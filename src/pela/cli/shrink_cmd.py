@@ -30,6 +30,7 @@ from pela.cli.common import (
     optional_step,
     out_console,
 )
+from pela.cli.config_file import setting
 from pela.compression.config import LowRankConfig
 from pela.data.collate import Collator
 from pela.errors import PelaError
@@ -52,17 +53,17 @@ def shrink(
     steps: Optional[int] = typer.Option(None, help="distillation steps (default: one epoch of --data, within --minutes)"),
     minutes: Optional[float] = typer.Option(None, help="time budget for the distillation (its steps estimated from calibration's pace)"),
     batch_size: int = typer.Option(32, "--batch-size"),
-    calib_samples: int = typer.Option(512, "--calib-samples", help="examples of --data to calibrate on"),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
     pack: Optional[int] = typer.Option(None, "--pack", help="a language model's packed sequences: N tokens "
                                        "(default: 1024, or the model's positions if fewer)"),
-    stages: int = typer.Option(STAGES, "--stages", help="cut the student to its size in this many steps, k^(1/n), k^(2/n), ... k, "
-                               "each distilled for its share of the steps (1: at once)"),
-    sequential: bool = typer.Option(False, "--sequential", help="factorize block by block, each layer fit to the original's outputs "
-                                    "from the inputs the compressed layers before it give (slower, closer to the original)"),
-    text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
+    calib_samples: int = setting(512, "examples of --data to calibrate on"),
+    max_length: Optional[int] = setting(None, "truncate text to this many tokens"),
+    stages: int = setting(STAGES, "cut the student to its size in this many steps, k^(1/n), k^(2/n), ... k, "
+                          "each distilled for its share of the steps (1: at once)"),
+    sequential: bool = setting(False, "factorize block by block, each layer fit to the original's outputs "
+                               "from the inputs the compressed layers before it give (slower, closer to the original)"),
+    text_field: Optional[str] = setting(None, TEXT_FIELD_HELP),
 ) -> None:
     """Compress with pela's recipe and distill, in one command: a student ready to fine-tune or
     ship."""
@@ -73,7 +74,7 @@ def shrink(
     if pack is not None and pack < 2:
         raise PelaError(f"--pack must be at least 2 tokens, got {pack}")
     if stages < 1:
-        raise PelaError(f"--stages must be at least 1, got {stages}")
+        raise PelaError(f"stages must be at least 1, got {stages}")
     LowRankConfig(ratio=ratio)
     DistillConfig(steps=steps, batch_size=batch_size)  # every setting checked before the slow part
     _check_output(out, False, overwrite, {"the model": source, "--data": data})

@@ -28,6 +28,7 @@ from pela.cli.common import (
     optional_step,
     out_console,
 )
+from pela.cli.config_file import setting
 from pela.data.collate import Collator
 from pela.data.labels import dataset_classes, unlabelled_reason
 from pela.data.packing import PackedText
@@ -53,43 +54,42 @@ def distill(
     teacher: str = typer.Option(..., "--teacher", help="the original model (timm:NAME, hf:ID, or a directory)"),
     data: Path = typer.Option(..., "--data", help="text (.txt, fortune files, .jsonl/.json/.csv/.tsv, each also .gz; .parquet/.arrow), a folder of them (shards), of images or of .txt files, or Fashion-MNIST idx files"),
     out: Path = typer.Option(..., "--out", help="directory for checkpoints, metrics and the final student"),
-    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="held-out data on which pela compare scores the student at the end (and during training, with --eval-every or --keep-best); a language model's perplexity on it too"),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="score the student on --eval-data every N steps and at the end (eval_* rows in metrics.jsonl)"),
-    eval_samples: int = typer.Option(256, "--eval-samples", help="examples of --eval-data to score on (a seeded random subset)"),
-    keep_best: Optional[str] = typer.Option(None, "--keep-best", help="save the student of the best evaluation by this metric, not the last: mean_mse, mean_cosine, output_agreement, or for a language model perplexity (evaluates every epoch unless --eval-every says)"),
-    patience: Optional[int] = typer.Option(None, "--patience", help="with --keep-best: stop after N evaluations without a better one"),
     steps: Optional[int] = typer.Option(None, help="optimizer steps (default: one epoch)"),
     epochs: Optional[float] = typer.Option(None, help="epochs over the data, instead of --steps"),
     batch_size: int = typer.Option(32, "--batch-size", help="global batch per optimizer step"),
     lr: float = typer.Option(1e-4, help="peak learning rate (AdamW, warm-up + cosine)"),
-    seed: int = typer.Option(0),
-    save_every: Optional[int] = typer.Option(None, "--save-every", help="checkpoint every N steps"),
-    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUT"),
-    alpha: float = typer.Option(1.0, help="weight of feature distillation (every block, every real token)"),
-    feature_loss: str = typer.Option("relative", "--feature-loss", help="relative: each token's squared error over the teacher's squared feature; mse: PELA's plain MSE (ruled by a pre-LN model's deep blocks and massive activations)"),
-    beta: float = typer.Option(0.0, help="weight of logit distillation (MSE of the outputs; KL divergence with --temperature)"),
-    temperature: Optional[float] = typer.Option(None, help="logit distillation as KL divergence of softmax(logits / T), per real token "
-                                                "(a language model: next-token distributions); needs --beta"),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="held-out data on which pela compare scores the student at the end (and during training, with eval_every or --keep-best); a language model's perplexity on it too"),
+    keep_best: Optional[str] = typer.Option(None, "--keep-best", help="save the student of the best evaluation by this metric, not the last: mean_mse, mean_cosine, output_agreement, or for a language model perplexity (evaluates every epoch unless eval_every says)"),
     pack: Optional[int] = typer.Option(None, "--pack", help="pack the text into sequences of N tokens, documents joined by the "
                                        "tokenizer's end-of-text token (how language models are trained: no padding)"),
-    task_weight: float = typer.Option(1.0, "--task-weight", help="weight of the task loss (labelled data with as many classes as the head, and not another set of names than the model's)"),
-    gamma: float = typer.Option(0.0, help="weight of weight-perturbation regularization"),
-    epsilon: float = typer.Option(1e-3, help="target of max|BA - W| for the regularization"),
-    grad_accum: int = typer.Option(1, "--grad-accum", help="micro-batches per step"),
-    clip: float = typer.Option(1.0, help="gradient-norm clip (0 = off)"),
-    mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16"),
-    blocks: Optional[str] = typer.Option(None, help="regex naming the blocks to match (default: found automatically)"),
-    text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
-    label_field: Optional[str] = typer.Option(None, "--label-field", help=LABEL_FIELD_HELP + " (for the task loss)"),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
-    log_every: int = typer.Option(10, "--log-every"),
-    group_by_length: bool = typer.Option(False, "--group-by-length", help="batch texts of similar length (less padding)"),
-    workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
-    teacher_checkpoint: Optional[Path] = typer.Option(None, "--teacher-checkpoint", help=TEACHER_CHECKPOINT_HELP),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
-    save_dtype: Optional[str] = typer.Option(None, "--save-dtype", help=SAVE_DTYPE_HELP),
+    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUT"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    eval_every: Optional[int] = setting(None, "score the student on --eval-data every N steps and at the end (eval_* rows in metrics.jsonl)"),
+    eval_samples: int = setting(256, "examples of --eval-data to score on (a seeded random subset)"),
+    patience: Optional[int] = setting(None, "with --keep-best: stop after N evaluations without a better one"),
+    alpha: float = setting(1.0, "weight of feature distillation (every block, every real token)"),
+    feature_loss: str = setting("relative", "relative: each token's squared error over the teacher's squared feature; mse: PELA's plain MSE (ruled by a pre-LN model's deep blocks and massive activations)"),
+    beta: float = setting(0.0, "weight of logit distillation (MSE of the outputs; KL divergence with a temperature)"),
+    temperature: Optional[float] = setting(None, "logit distillation as KL divergence of softmax(logits / T), per real token (a language model: next-token distributions); needs beta"),
+    task_weight: float = setting(1.0, "weight of the task loss (labelled data with as many classes as the head, and not another set of names than the model's)"),
+    gamma: float = setting(0.0, "weight of weight-perturbation regularization"),
+    epsilon: float = setting(1e-3, "target of max|BA - W| for the regularization"),
+    seed: int = setting(0, "seed of the data order and of everything random"),
+    save_every: Optional[int] = setting(None, "checkpoint every N steps"),
+    grad_accum: int = setting(1, "micro-batches per step"),
+    clip: float = setting(1.0, "gradient-norm clip (0 = off)"),
+    mixed_precision: str = setting("auto", "auto (bf16 on GPU), no, bf16, fp16"),
+    blocks: Optional[str] = setting(None, "regex naming the blocks to match (default: found automatically)"),
+    text_field: Optional[str] = setting(None, TEXT_FIELD_HELP),
+    label_field: Optional[str] = setting(None, LABEL_FIELD_HELP + " (for the task loss)"),
+    max_length: Optional[int] = setting(None, "truncate text to this many tokens"),
+    log_every: int = setting(10, "log the loss every N steps"),
+    group_by_length: bool = setting(False, "batch texts of similar length (less padding)"),
+    workers: int = setting(0, WORKERS_HELP),
+    teacher_checkpoint: Optional[Path] = setting(None, TEACHER_CHECKPOINT_HELP),
+    allow_pickle: bool = setting(False, ALLOW_PICKLE_HELP),
+    save_dtype: Optional[str] = setting(None, SAVE_DTYPE_HELP),
 ) -> None:
     """Intermediate pre-training (PELA stage 2): distill the student from the frozen teacher."""
     config = DistillConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, alpha=alpha, beta=beta, task=task_weight,
@@ -101,7 +101,7 @@ def distill(
     _check_eval_flags(eval_data, eval_every, keep_best)
     _save_dtype(save_dtype)
     _check_output(out, resume, overwrite, {"--student": student, "--teacher": teacher, "--data": data, "--eval-data": eval_data,
-                                           "--teacher-checkpoint": teacher_checkpoint})
+                                           "teacher_checkpoint": teacher_checkpoint})
     ds = _load_data(data, text_field=text_field, label_field=label_field, progress=True)
     held_out = _load_data(eval_data, split="test", text_field=text_field, progress=True) if eval_data else None
     with run_dir(out, resume, overwrite) as run:
@@ -131,11 +131,11 @@ def distill(
 
 def _check_distill_flags(student: Path, max_length: Optional[int], pack: Optional[int], eval_samples: int) -> None:
     if max_length is not None and max_length < 1:
-        raise PelaError(f"--max-length must be >= 1, got {max_length}")
+        raise PelaError(f"max_length must be >= 1, got {max_length}")
     if pack is not None and pack < 2:
         raise PelaError(f"--pack must be at least 2 tokens, got {pack}")
     if eval_samples < 1:
-        raise PelaError(f"--eval-samples must be >= 1, got {eval_samples}")
+        raise PelaError(f"eval_samples must be >= 1, got {eval_samples}")
     if not is_pela_dir(student):
         raise PelaError(f"--student {student} is not a directory written by pela (run pela compress first)")
 
@@ -158,36 +158,36 @@ def finetune(
     model: str = typer.Argument(..., help="a pela student, or any model source (to compare under one recipe)"),
     data: Path = typer.Option(..., "--data", help="labelled data: a folder of class sub-folders (images or .txt files), Fashion-MNIST idx, or records (CSV/TSV/JSONL/JSON/Parquet/Arrow) with a label"),
     out: Path = typer.Option(..., "--out", help="directory for checkpoints, metrics and the fine-tuned model"),
-    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="labelled data to evaluate on at the end (and during training, with --eval-every or --keep-best)"),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="evaluate on --eval-data every N steps too (logged as eval_* in metrics.jsonl)"),
-    keep_best: Optional[str] = typer.Option(None, "--keep-best", help="save the weights of the best evaluation by this metric, not the last: accuracy, balanced_accuracy, macro_f1, top5 or loss (evaluates every epoch unless --eval-every says)"),
-    patience: Optional[int] = typer.Option(None, "--patience", help="with --keep-best: stop after N evaluations without a better one"),
     steps: Optional[int] = typer.Option(None, help="optimizer steps (default: one epoch)"),
     epochs: Optional[float] = typer.Option(None, help="epochs over the data, instead of --steps"),
     batch_size: int = typer.Option(32, "--batch-size", help="global batch per optimizer step"),
     lr: float = typer.Option(1e-4, help="peak learning rate (AdamW, warm-up + cosine)"),
-    weight_decay: float = typer.Option(0.01, "--weight-decay"),
-    seed: int = typer.Option(0),
-    pooling: Optional[str] = typer.Option(None, help="for an added head: mean (masked mean of tokens) or cls (default: a sentence-transformers model's own, else mean)"),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="labelled data to evaluate on at the end (and during training, with eval_every or --keep-best)"),
+    keep_best: Optional[str] = typer.Option(None, "--keep-best", help="save the weights of the best evaluation by this metric, not the last: accuracy, balanced_accuracy, macro_f1, top5 or loss (evaluates every epoch unless eval_every says)"),
     lora: Optional[int] = typer.Option(None, help="train only rank-R LoRA adapters (peft) and the head"),
-    factor_lr: str = typer.Option(MATCHED, "--factor-lr", help="factored layers' learning rate: matched (each layer's steps on B·A as large as a dense weight's) or a multiple of --lr (1: the same)"),
-    grad_accum: int = typer.Option(1, "--grad-accum"),
-    mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16"),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="truncate text to this many tokens"),
-    text_field: Optional[str] = typer.Option(None, "--text-field", help=TEXT_FIELD_HELP),
-    label_field: Optional[str] = typer.Option(None, "--label-field", help=LABEL_FIELD_HELP),
-    save_every: Optional[int] = typer.Option(None, "--save-every", help="checkpoint every N steps"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in OUT"),
-    random_init: bool = typer.Option(False, "--random-init", help="no pretrained weights (the control)"),
-    checkpoint: Optional[Path] = typer.Option(None, help=CHECKPOINT_HELP),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=ALLOW_PICKLE_HELP),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
-    log_every: int = typer.Option(10, "--log-every"),
-    group_by_length: bool = typer.Option(False, "--group-by-length", help="batch texts of similar length (less padding)"),
-    workers: int = typer.Option(0, "--workers", help=WORKERS_HELP),
-    save_dtype: Optional[str] = typer.Option(None, "--save-dtype", help=SAVE_DTYPE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
+    eval_every: Optional[int] = setting(None, "evaluate on --eval-data every N steps too (logged as eval_* in metrics.jsonl)"),
+    patience: Optional[int] = setting(None, "with --keep-best: stop after N evaluations without a better one"),
+    weight_decay: float = setting(0.01, "AdamW's weight decay"),
+    seed: int = setting(0, "seed of the data order, the new head and everything random"),
+    pooling: Optional[str] = setting(None, "for an added head: mean (masked mean of tokens) or cls (default: a sentence-transformers model's own, else mean)"),
+    factor_lr: str = setting(MATCHED, "factored layers' learning rate: matched (each layer's steps on B·A as large as a dense weight's) or a multiple of --lr (1: the same)"),
+    grad_accum: int = setting(1, "micro-batches per step"),
+    mixed_precision: str = setting("auto", "auto (bf16 on GPU), no, bf16, fp16"),
+    max_length: Optional[int] = setting(None, "truncate text to this many tokens"),
+    text_field: Optional[str] = setting(None, TEXT_FIELD_HELP),
+    label_field: Optional[str] = setting(None, LABEL_FIELD_HELP),
+    save_every: Optional[int] = setting(None, "checkpoint every N steps"),
+    random_init: bool = setting(False, "no pretrained weights (the control)"),
+    checkpoint: Optional[Path] = setting(None, CHECKPOINT_HELP),
+    allow_pickle: bool = setting(False, ALLOW_PICKLE_HELP),
+    log_every: int = setting(10, "log the loss every N steps"),
+    group_by_length: bool = setting(False, "batch texts of similar length (less padding)"),
+    workers: int = setting(0, WORKERS_HELP),
+    save_dtype: Optional[str] = setting(None, SAVE_DTYPE_HELP),
 ) -> None:
     """Fine-tune a model for classification (PELA stage 3); a head is added or resized to the data's classes."""
 
@@ -197,9 +197,9 @@ def finetune(
                             eval_every=eval_every, keep_best=keep_best, patience=patience, factor_lr=parse_factor_lr(factor_lr))
     _check_eval_flags(eval_data, eval_every, keep_best)
     if max_length is not None and max_length < 1:
-        raise PelaError(f"--max-length must be >= 1, got {max_length}")
+        raise PelaError(f"max_length must be >= 1, got {max_length}")
     _save_dtype(save_dtype)
-    _check_output(out, resume, overwrite, {"model": model, "--data": data, "--eval-data": eval_data, "--checkpoint": checkpoint})
+    _check_output(out, resume, overwrite, {"model": model, "--data": data, "--eval-data": eval_data, "checkpoint": checkpoint})
     ds = _load_data(data, text_field=text_field, label_field=label_field, progress=True)
     test = None
     if eval_data:

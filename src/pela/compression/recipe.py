@@ -6,7 +6,7 @@
   another init is named), and a per-layer ratio (or rank) turned into the same number of parameters,
   allocated across layers where measured sensitivity says they matter (``param_budget``,
   `pela.compression.targets.budget_of`): the model comes out the same size, closer to the original.
-  ``uniform=True`` keeps one ratio for every layer (``--uniform-ranks``).
+  ``uniform=True`` keeps one ratio for every layer (``pela compress --config uniform_ranks=true``).
 
 `pela.compress` itself does exactly what its config says; this is how pela chooses that config.
 """

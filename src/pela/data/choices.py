@@ -50,9 +50,9 @@ def read_choices(
         raise PelaError(
             f"multiple-choice examples are records (prompt, choices, answer); the first is {type(first).__name__}"
         )
-    prompt = _field(first, prompt_field, PROMPT_FIELDS, "prompt", "--text-field")
-    choices = _field(first, choices_field, CHOICE_FIELDS, "choices", "--choices-field")
-    answer = _field(first, answer_field, ANSWER_FIELDS, "answer", "--label-field")
+    prompt = _field(first, prompt_field, PROMPT_FIELDS, "prompt", "text_field")
+    choices = _field(first, choices_field, CHOICE_FIELDS, "choices", "choices_field")
+    answer = _field(first, answer_field, ANSWER_FIELDS, "answer", "label_field")
     return [_example(row, i, prompt, choices, answer) for i, row in enumerate(rows)]
 
 

@@ -71,7 +71,7 @@ class Collator:
         self.positions = max_positions(model)
         if max_length is not None and self.positions is not None and max_length > self.positions:
             raise PelaError(
-                f"--max-length {max_length} is more than this model takes: at most {self.positions} positions"
+                f"max_length {max_length} is more than this model takes: at most {self.positions} positions"
             )
         self.max_length = max_length
         self._tokenizer, self._transform = _with_pad(tokenizer), image_transform

@@ -171,16 +171,16 @@ def read_records(path: Path, text_field: str | None, label_field: str | None, cl
             if field not in row:
                 if headerless and not image_field:
                     raise PelaError(f"{path} has no header row, so its columns are named by position ({_field_list(first, values=True)}); "
-                                    "name the text with --text-field N (two, comma-separated, for sentence pairs)")
+                                    "name the text with text_field=N (two, comma-separated, for sentence pairs)")
                 raise PelaError(f"{path}: record {n} has no {field!r} field (its fields: {_field_list(row)})"
-                                + ("" if image_field else "; name the text with --text-field (two, comma-separated, for sentence pairs)"))
+                                + ("" if image_field else "; name the text with text_field=NAME (two, comma-separated, for sentence pairs)"))
         for field in text_fields if image_field else ():
             if field not in row:
                 raise PelaError(f"{path}: record {n} has no {field!r} field while others do")
         x = row.get(label_field)
         if isinstance(x, (list, dict)):
             raise PelaError(f"{path}: record {n} has a list of labels; pela fine-tunes single-label classifiers "
-                            "(use --label-field to pick a column with one class per record)")
+                            "(use label_field=NAME to pick a column with one class per record)")
         if label_names and isinstance(x, int) and not isinstance(x, bool) and not -1 <= x < len(label_names):
             raise PelaError(f"{path}: record {n} has label {x}, but the dataset names {len(label_names)} classes")
         label = label_of(x, label_names)
@@ -197,7 +197,7 @@ def read_records(path: Path, text_field: str | None, label_field: str | None, cl
     # STS-B's similarity scores, say: each distinct value would become a class
     if fractional is not None:
         raise PelaError(f"{path}: label {fractional!r} is a fractional number; pela fine-tunes classifiers, "
-                        f"not regression (use --label-field to pick a column of classes)")
+                        f"not regression (use label_field=NAME to pick a column of classes)")
     if labels is not None and classes is not None:
         unknown = sorted(set(labels) - set(classes))
         if unknown:
@@ -211,7 +211,7 @@ def read_records(path: Path, text_field: str | None, label_field: str | None, cl
         records.unlabelled = (f"{path.name}'s {label_field!r} field holds no labels (a test split without answers, say)"
                               if label_field in first else
                               f"{path.name} has no {label_field!r} field (its fields: {_field_list(first)}); "
-                              "name the class column with --label-field")
+                              "name the class column with label_field=NAME")
     return records
 
 
@@ -230,7 +230,7 @@ def _fields(first: dict[str, Any], text_field: str | None, label_field: str) -> 
         text_field = strings[0] if image_field is None and "text" not in first and len(strings) == 1 else "text"
     text_fields = tuple(f.strip() for f in text_field.split(",") if f.strip())
     if not 1 <= len(text_fields) <= 2:
-        raise PelaError(f"--text-field names one field, or two separated by a comma for sentence pairs; got {text_field!r}")
+        raise PelaError(f"text_field names one field, or two separated by a comma for sentence pairs; got {text_field!r}")
     if image_field is not None and not all(f in first for f in text_fields):
         return image_field, ()  # images with labels, no caption
     return image_field, text_fields

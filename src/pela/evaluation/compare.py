@@ -46,7 +46,7 @@ def compare(student: nn.Module, teacher: nn.Module, data: Dataset, *, collate_fn
         raise PelaError("no examples to compare on: the data is empty")
     names = arch.find_blocks(teacher, blocks)
     if not names:
-        raise PelaError(f"found no Transformer blocks in the teacher ({type(teacher).__name__}) to compare; name them with blocks= (--blocks REGEX)")
+        raise PelaError(f"found no Transformer blocks in the teacher ({type(teacher).__name__}) to compare; name them with blocks=REGEX")
     modules = dict(student.named_modules())
     missing = [n for n in names if n not in modules]
     if missing:

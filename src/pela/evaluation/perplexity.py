@@ -80,7 +80,7 @@ def perplexity(
     context = limit if context is None else context
     if context is None:
         raise PelaError(
-            "this model does not say how many positions it takes: give the context length (--context)"
+            "this model does not say how many positions it takes: give the context length (context=N)"
         )
     if context < 2 or (limit is not None and context > limit):
         raise PelaError(

@@ -63,7 +63,7 @@ def _adapter_state(path: Path, allow_pickle: bool) -> dict[str, Any]:
     if pickled.is_file() and allow_pickle:
         return load_pickled_tensors(pickled)
     extra = (
-        " (found adapter_model.bin: pickle files are loaded only with --allow-pickle)"
+        " (found adapter_model.bin: pickle files are loaded only with allow_pickle=true)"
         if pickled.is_file()
         else ""
     )
@@ -111,7 +111,7 @@ def load_adapter(
 
     if random_init:
         raise PelaError(
-            f"{path} is a LoRA adapter, a fine-tune of trained weights: --random-init does not apply to it"
+            f"{path} is a LoRA adapter, a fine-tune of trained weights: random_init does not apply to it"
         )
     config = _read_config(path)
     if config.get("peft_type") not in (None, "LORA"):

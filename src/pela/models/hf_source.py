@@ -64,8 +64,8 @@ def weight_files(path: Path, allow_pickle: bool) -> tuple[list[Path], list[Path]
     safe = sorted(path.glob("*.safetensors"))
     pickles = sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if not safe and not (pickles and allow_pickle):
-        extra = f" (found {', '.join(p.name for p in pickles)}: pickle files are loaded only with --allow-pickle)" if pickles else ""
-        raise PelaError(f"{path} has no .safetensors weights{extra}; use --random-init for an untrained model")
+        extra = f" (found {', '.join(p.name for p in pickles)}: pickle files are loaded only with allow_pickle=true)" if pickles else ""
+        raise PelaError(f"{path} has no .safetensors weights{extra}; use random_init=true for an untrained model")
     return safe, pickles
 
 

@@ -82,7 +82,7 @@ def load(
     ):
         if checkpoint or random_init:
             raise PelaError(
-                f"{source} is a model saved by pela: --checkpoint and --random-init do not apply to it"
+                f"{source} is a model saved by pela: a checkpoint and random_init do not apply to it"
             )
         return load_saved(Path(source).expanduser(), model, trust_remote_code=trust_remote_code)
     return load_for_training(
@@ -110,7 +110,7 @@ def load_for_training(
     if not isinstance(source, str) or not source:
         raise PelaError(f"model source must be a non-empty string; {SOURCE_HELP}")
     if checkpoint and random_init:
-        raise PelaError("give either --checkpoint or --random-init, not both")
+        raise PelaError("give either a checkpoint or random_init, not both")
     if source.startswith("timm:"):
         return load_timm(source[5:], checkpoint, random_init, kwargs, allow_pickle)
     if checkpoint:
@@ -161,7 +161,7 @@ def load_for_training(
     if path.is_file() and path.suffix == ".gguf":
         if random_init:
             raise PelaError(
-                "--random-init does not apply to a GGUF file: its architecture comes with its weights"
+                "random_init does not apply to a GGUF file: its architecture comes with its weights"
             )
         return hf_from_dir(gguf_to_hf(path), False, allow_pickle, trust_remote_code)
     if path.exists():

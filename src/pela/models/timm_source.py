@@ -193,7 +193,7 @@ def load_timm(
         except Exception as e:  # noqa: BLE001 - offline, or weights timm cannot fetch
             raise PelaError(
                 f"could not fetch pretrained weights for timm:{name} ({type(e).__name__}; offline?): "
-                "pass --checkpoint FILE.safetensors, or --random-init for an untrained model"
+                "pass --checkpoint FILE.safetensors, or random_init=true for an untrained model"
             ) from e
     info(model).source = {"kind": "timm", "name": name, "kwargs": kwargs}
     return model.eval()

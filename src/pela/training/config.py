@@ -56,7 +56,7 @@ class TrainConfig:
                   ("lr", self.lr, lambda v: math.isfinite(v) and v > 0, "a number > 0"),
                   ("weight_decay", self.weight_decay, lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
                   ("warmup", self.warmup, lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
-                  ("clip", self.clip, lambda v: v is None or (math.isfinite(v) and v > 0), "a number > 0 (to turn clipping off: None, or --clip 0)"),
+                  ("clip", self.clip, lambda v: v is None or (math.isfinite(v) and v > 0), "a number > 0 (to turn clipping off: None, or clip=0)"),
                   ("grad_accum", self.grad_accum, lambda v: isinstance(v, int) and 1 <= v <= self.batch_size, "an integer in [1, batch_size]"),
                   ("save_every", self.save_every, lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer >= 1"),
                   ("log_every", self.log_every, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),

@@ -60,7 +60,7 @@ class DistillConfig(TrainConfig):
         if self.feature_loss not in FEATURE_LOSSES:
             raise PelaError(f"feature_loss must be one of {', '.join(FEATURE_LOSSES)}, got {self.feature_loss!r}")
         if self.temperature is not None and self.beta == 0:
-            raise PelaError("a temperature applies to logit distillation: give it a weight too (beta > 0, --beta)")
+            raise PelaError("a temperature applies to logit distillation: give it a weight too (beta > 0)")
         if self.alpha == self.beta == self.task == self.gamma == 0:
             raise PelaError("all loss weights are 0: nothing to train")
 
@@ -122,17 +122,17 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     data = align_classes(data, arch.class_names(student), subset=True)  # labels as the head numbers its classes
     if config.alpha == config.beta == config.gamma == 0 and dataset_classes(data) is None:
         raise PelaError("nothing to learn: with alpha, beta and gamma 0 only the task loss is left, and the data has no labels; "
-                        "give feature or logit distillation a weight (--alpha, --beta)")
+                        "give feature or logit distillation a weight (alpha, beta)")
     blocks = arch.find_blocks(student, config.blocks)
     if config.alpha > 0 and not blocks:
-        raise PelaError(f"found no Transformer blocks in {type(student).__name__}; name them with --blocks REGEX (DistillConfig(blocks=...)), or distill logits only (--alpha 0 --beta 1)")
+        raise PelaError(f"found no Transformer blocks in {type(student).__name__}; name them with blocks=REGEX, or distill logits only (alpha=0 beta=1)")
     language_model = is_causal_lm(student)
     if config.keep_best == "perplexity" and not language_model:
         raise PelaError(f"keep_best='perplexity' needs a language model; {type(student).__name__} has no next-token head")
     accelerator = accelerator or make_accelerator(config)
     if is_sharded(accelerator) and config.gamma > 0:
         raise PelaError("weight-perturbation regularization (gamma) reads whole weights, which FSDP shards: distill without it "
-                        "(--gamma 0) or without FSDP")
+                        "(gamma=0) or without FSDP")
     teacher.eval().requires_grad_(False).to(accelerator.device)
     shard_frozen(teacher, accelerator)  # under FSDP2 the teacher is sharded too: it is never whole on one process
     student.to(accelerator.device)

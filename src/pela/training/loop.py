@@ -59,7 +59,7 @@ def fit(model: nn.Module, data: Dataset, collate_fn: Callable, config: TrainConf
     _check_processes(config, accelerator)
     if is_sharded(accelerator) and (config.save_every or resume or config.keep_best):
         raise PelaError("under FSDP pela does not write checkpoints or keep the best evaluation yet: run without "
-                        "--save-every, --resume and --keep-best, or without FSDP")
+                        "save_every, --resume and --keep-best, or without FSDP")
     set_seed(config.seed)
     if (config.eval_every or config.keep_best) and evaluator is None:
         raise PelaError(f"{'eval_every' if config.eval_every else 'keep_best'} needs data to evaluate on")
