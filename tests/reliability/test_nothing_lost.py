@@ -365,7 +365,7 @@ def interrupt(root: Path, tmp: Path) -> dict:
     import subprocess
     import time
 
-    args = [*DISTILL.format(**names(root, tmp)).split()[:-4], "--steps", "1000", "--batch-size", "8", "--out", str(tmp / "run")]
+    args = [*DISTILL.format(**names(root, tmp)).split()[:-4], "--steps", "200", "--batch-size", "8", "--out", str(tmp / "run")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "pela", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline, log = time.time() + 120, tmp / "run" / "metrics.jsonl"

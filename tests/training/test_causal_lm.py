@@ -126,6 +126,7 @@ def test_a_language_model_distilled_on_two_processes_ddp_and_fsdp_scores_as_on_o
         assert done.returncode == 0, done.stderr[-3000:]
     meta = {name: json.loads((tmp_path / name / "pela.json").read_text())["distill"] for name in runs}
     assert meta["fsdp"]["sharded"] == {"student": True, "teacher": True} and "sharded" not in meta["ddp"]
+    assert meta["ddp"]["processes"] == 2 and meta["ddp"]["rank_checksums"][0] == meta["ddp"]["rank_checksums"][1]
     ppl = {name: [e["perplexity"] for e in m["evals"]] for name, m in meta.items()}
     assert len(ppl["one"]) == 2 and ppl["one"][0] > 1
     one = pela.load(tmp_path / "one")
