@@ -148,11 +148,10 @@ def test_lowrank_gemm(tmp_path, small_vit):
 def test_architectures(tmp_path):
     """The architecture check runs every CLI step on the models it is given (export for transformers models
     only), and counts a model as passed only then."""
-    run_script(tmp_path, "benchmarks/architectures.py", "--only", "gpt2_lm", "timm_vit")
+    run_script(tmp_path, "benchmarks/architectures.py", "--only", "gpt2_lm")
     result = json.loads((tmp_path / "architectures.json").read_text())
-    assert result["checked"] == 2 and result["passed"] == 2, result["models"]
+    assert result["checked"] == 1 and result["passed"] == 1, result["models"]
     steps = ["compress", "compress_calib", "bench", "distill", "compare", "finetune", "eval", "bench_tuned", "lora"]
-    assert result["models"]["timm_vit"]["passed"] == steps
     assert result["models"]["gpt2_lm"]["passed"] == steps + ["export"]
     for r in result["models"].values():
         assert 0 < r["params_k2"] < r["params_dense"]

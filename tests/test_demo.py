@@ -1,16 +1,21 @@
-"""`pela demo --quick`: the whole pipeline on the real offline MiniLM and WordNet, on a small slice."""
+"""`pela demo`: the whole pipeline on the real offline MiniLM and WordNet, on a slice smaller
+than --quick's (the command itself runs in `make demo`)."""
 
 import json
 
 import pytest
 from PIL import Image
+from rich.console import Console
 
 from pela.cli.app import main
+from pela.demo import DemoSettings, run_demo
+
+TINY = DemoSettings(train=96, test=64, distill_steps=4, batch_size=16, calib_samples=32)
 
 
 @pytest.mark.slow
-def test_quick_demo_writes_the_report(tmp_path, capsys):
-    assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
+def test_a_small_demo_writes_the_report(tmp_path):
+    run_demo(tmp_path / "demo", settings=TINY, console=Console(quiet=True))
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert report["ratio"] == 2.0
     names = [r["name"] for r in report["rows"]]
@@ -29,3 +34,8 @@ def test_quick_demo_writes_the_report(tmp_path, capsys):
     assert md.startswith("| model |") and md.count("\n| ") == 5  # header, then 5 rows
     with Image.open(tmp_path / "demo" / "report.png") as im:
         assert im.size[0] > 500
+
+
+def test_the_command_refuses_a_bad_ratio_before_any_work(tmp_path, capsys):
+    assert main(["demo", "--quick", "--ratio", "0.5", "--out", str(tmp_path / "demo")]) == 2
+    assert "ratio" in capsys.readouterr().err and not (tmp_path / "demo").exists()

@@ -80,17 +80,17 @@ Curve = list[tuple[int, float]]
 
 
 def run_demo(out: Path, quick: bool = False, ratio: float = 2.0, overwrite: bool = True,
-             console: Console | None = None) -> dict:
+             console: Console | None = None, settings: DemoSettings | None = None) -> dict:
     """Run the five-row comparison (pela's recipe first, the paper's beside it) and write
     report.md, report.json and report.png to ``out``; an earlier demo there is replaced only once
-    this one is done."""
+    this one is done. ``settings`` sizes it (default: `DemoSettings`, or its ``quick()``)."""
     console = console or Console()
     LowRankConfig(ratio=ratio)  # validate before any work
     final = check_output_dir(out, overwrite)
     work = staging_dir(final) if final.is_dir() and any(final.iterdir()) else final
     if work != final:
         shutil.rmtree(work, ignore_errors=True)
-    settings = DemoSettings.quick() if quick else DemoSettings()
+    settings = settings or (DemoSettings.quick() if quick else DemoSettings())
     began = time.perf_counter()
     demo = _Demo(work, settings, console)
     compressions = demo.run_rows(ratio)

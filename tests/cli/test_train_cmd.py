@@ -152,27 +152,22 @@ FSDP_ENV = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_
 
 @pytest.mark.slow
 def test_fsdp_two_processes_match_one(setup, tmp_path):
-    """FSDP2 over 2 CPU processes (gloo): student and teacher sharded, distillation and fine-tuning end with the
-    models 1 process gives, and the saved models are whole."""
+    """FSDP2 over 2 CPU processes (gloo): fine-tuning ends with the model 1 process gives, saved whole.
+    (Distillation under FSDP, student and teacher sharded: tests/training/test_causal_lm.py.)"""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519", "-m", "pela"]
     lines = (setup / "text.txt").read_text().splitlines()
     rows = [json.dumps({"text": line, "label": "even" if int(line.split()[0][1:]) % 2 == 0 else "odd"}) for line in lines]
     (tmp_path / "train.jsonl").write_text("\n".join(rows) + "\n")
-    distill = ["distill", "--student", str(setup / "student"), "--teacher", str(setup / "teacher"), "--data", str(setup / "text.txt"),
-               "--steps", "6", "--batch-size", "8", "--lr", "1e-3"]
-    for name, cmd in (("d", distill), ("f", ["finetune", str(setup / "student"), "--data", str(tmp_path / "train.jsonl"),
-                                             "--steps", "6", "--batch-size", "8", "--lr", "1e-3"])):
-        one = subprocess.run([sys.executable, "-m", "pela", *cmd, "--out", str(tmp_path / f"{name}1")], capture_output=True, text=True, env=env)
-        assert one.returncode == 0, one.stderr[-2000:]
-        two = subprocess.run([*launch, *cmd, "--out", str(tmp_path / f"{name}2")], capture_output=True, text=True, env={**env, **FSDP_ENV})
-        assert two.returncode == 0, two.stderr[-3000:]
-    meta = json.loads((tmp_path / "d2" / "pela.json").read_text())["distill"]
-    assert meta["processes"] == 2 and meta["sharded"] == {"student": True, "teacher": True}
-    start = pela.load(setup / "student")
-    one, two = pela.load(tmp_path / "d1"), pela.load(tmp_path / "d2")
-    moved = _max_gap(one, start)
-    assert moved > 1e-3 and _max_gap(one, two) < 1e-5 * max(1.0, moved * 100)
+    cmd = ["finetune", str(setup / "student"), "--data", str(tmp_path / "train.jsonl"), "--steps", "6", "--batch-size", "8",
+           "--lr", "1e-3"]
+    one = subprocess.run([sys.executable, "-m", "pela", *cmd, "--out", str(tmp_path / "f1")], capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([*launch, *cmd, "--out", str(tmp_path / "f2")], capture_output=True, text=True, env={**env, **FSDP_ENV})
+    assert two.returncode == 0, two.stderr[-3000:]
+    meta = json.loads((tmp_path / "f2" / "pela.json").read_text())["finetune"]
+    assert meta["processes"] == 2 and meta["sharded"] == {"model": True}
+    assert meta["trained_steps"] == 6 and meta["final"]["loss"] > 0
     one, two = pela.load(tmp_path / "f1"), pela.load(tmp_path / "f2")
     assert one.num_classes == two.num_classes == 2 and _max_gap(one, two) < 1e-5
 

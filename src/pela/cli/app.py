@@ -1,8 +1,8 @@
 """The ``pela`` command: a thin layer over the Python API.
 
 User mistakes (`PelaError`, bad usage, a full disk) print one ``error: …`` line on stderr and exit
-with code 2; Ctrl-C prints ``error: interrupted …`` (with the command that continues the run, where
-a checkpoint was saved) and exits with 130; anything else is a bug and keeps its traceback.
+with code 2; Ctrl-C prints ``error: interrupted …`` (with the command that continues the run,
+where a checkpoint was saved) and exits with 130; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 import typer
 
 # isort: off
-from pela.cli import compress_cmd, bench_cmd, shrink_cmd, train_cmd, inspect_cmd  # noqa: F401 - each registers its commands, in the order help lists them
+# each module registers its commands, in the order --help lists them
+from pela.cli import compress_cmd, bench_cmd, shrink_cmd, train_cmd, inspect_cmd  # noqa: F401
 
 # isort: on
 from pela.cli.common import Stopped, app
@@ -35,7 +36,8 @@ def _one_line(e: BaseException) -> str:
     return " ".join(text.split("\n")[0].split())
 
 
-def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 - warnings' signature
+# warnings.formatwarning's signature
+def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
     """pela's own warnings as one ``warning: …`` line; anyone else's as Python shows them."""
     if issubclass(category, PelaWarning) or str(filename).startswith(_PELA_DIR):
         return f"warning: {message}\n"

@@ -154,30 +154,39 @@ def _options(
 
 
 TEXT_FIELD_HELP = (
-    "column (CSV/TSV, Parquet) or key (JSON/JSONL) holding the text; two, comma-separated, for sentence pairs "
-    "(e.g. sentence1,sentence2); a CSV/TSV without a header row names its columns 0, 1, ... "
-    "(default: text, or the records' only column of text)"
+    "column (CSV/TSV, Parquet) or key (JSON/JSONL) holding the text; two, comma-separated, for "
+    "sentence pairs (e.g. sentence1,sentence2); a CSV/TSV without a header row names its columns "
+    "0, 1, ... (default: text, or the records' only column of text)"
 )
 
 
 LABEL_FIELD_HELP = (
-    "column (CSV/TSV, Parquet) or key (JSON/JSONL) holding the class "
-    "(default: label (or labels, gold_label, class, category, sentiment), or a Hugging Face dataset's only ClassLabel column, "
+    "column (CSV/TSV, Parquet) or key (JSON/JSONL) holding the class (default: label (or labels, "
+    "gold_label, class, category, sentiment), or a Hugging Face dataset's only ClassLabel column, "
     "or a headerless CSV/TSV's only column of whole numbers)"
 )
 
 
 ALLOW_PICKLE_HELP = "also read legacy .pt/.pth/.bin weights, with torch.load(weights_only=True)"
-CHECKPOINT_HELP = "safetensors weights for a timm: architecture (a fine-tuned checkpoint brings its own number of classes)"
+CHECKPOINT_HELP = (
+    "safetensors weights for a timm: architecture (a fine-tuned checkpoint brings its own number "
+    "of classes)"
+)
 TEACHER_CHECKPOINT_HELP = "the teacher's weights, for a timm: teacher (as compress --checkpoint)"
-TRUST_HELP = "run the model code a Hugging Face model brings along (*.py named in its config's auto_map); read it first"
+TRUST_HELP = (
+    "run the model code a Hugging Face model brings along (*.py named in its config's auto_map); "
+    "read it first"
+)
 SAVE_DTYPE_HELP = (
-    "write the weights in float32, bfloat16 or float16 (half the file, to ship; pela loads half-precision "
-    "weights back in float32 to train); default: as they are"
+    "write the weights in float32, bfloat16 or float16 (half the file, to ship; pela loads "
+    "half-precision weights back in float32 to train); default: as they are"
 )
 
 
-WORKERS_HELP = "DataLoader processes that tokenize or decode batches while the model runs (0 = in the main process); helps most on a GPU"
+WORKERS_HELP = (
+    "DataLoader processes that tokenize or decode batches while the model runs (0 = in the main "
+    "process); helps most on a GPU"
+)
 
 
 def _load_data(path: Path, *, text_field: Optional[str], **kwargs: Any) -> Any:
@@ -185,20 +194,21 @@ def _load_data(path: Path, *, text_field: Optional[str], **kwargs: Any) -> Any:
     others than text and label."""
 
     ds = load_dataset(path, text_field=text_field, **kwargs)
-    fields = getattr(ds, "text_fields", ())
+    fields, name = getattr(ds, "text_fields", ()), Path(path).name
     if text_field is None and fields and fields != ("text",):
-        err_console.print(
-            f"{Path(path).name}: the text is its {fields[0]!r} column (text_field=NAME names another)"
-        )
+        _chose(name, "text", fields[0], "text_field")
     if (
         kwargs.get("label_field") is None
         and getattr(ds, "classes", None)
         and getattr(ds, "label_field", "label") != "label"
     ):
-        err_console.print(
-            f"{Path(path).name}: the class is its {ds.label_field!r} column (label_field=NAME names another)"
-        )
+        _chose(name, "class", ds.label_field, "label_field")
     return ds
+
+
+def _chose(file: str, what: str, column: str, setting: str) -> None:
+    """Say which column pela took for the text or the class, and how to name another."""
+    err_console.print(f"{file}: the {what} is its {column!r} column ({setting}=NAME names another)")
 
 
 def _opt_str(path: Optional[Path]) -> Optional[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -43,38 +43,47 @@ from pela.training.shrink import STAGES, recipe_config
 from pela.training.shrink import shrink as shrink_
 from pela.utils.progress import activity
 
+STAGES_HELP = (
+    "cut the student to its size in this many steps, k^(1/n), k^(2/n), ... k, each distilled for "
+    "its share of the steps (1: at once)"
+)
+SEQUENTIAL_HELP = (
+    "factorize block by block, each layer fit to the original's outputs from the inputs the "
+    "compressed layers before it give (slower, closer to the original)"
+)
+
 
 @command()
 def shrink(
-    source: str = typer.Argument(..., help="the model to shrink (timm:NAME, hf:ORG/NAME, or a directory)"),
-    data: Path = typer.Option(..., "--data", help="unlabeled examples of what the model will serve (any format --data takes)"),
-    out: Path = typer.Option(..., "--out", help="directory for the student, its checkpoints and metrics"),
-    ratio: float = typer.Option(2.0, help="the size: the parameters a compression ratio k of every layer would keep"),
-    steps: Optional[int] = typer.Option(None, help="distillation steps (default: one epoch of --data, within --minutes)"),
-    minutes: Optional[float] = typer.Option(None, help="time budget for the distillation (its steps estimated from calibration's pace)"),
+    source: str = typer.Argument(
+        ..., help="the model to shrink (timm:NAME, hf:ORG/NAME, or a directory)"),
+    data: Path = typer.Option(
+        ..., "--data", help="unlabeled examples of what the model will serve (any format --data "
+        "takes)"),
+    out: Path = typer.Option(
+        ..., "--out", help="directory for the student, its checkpoints and metrics"),
+    ratio: float = typer.Option(
+        2.0, help="the size: the parameters a compression ratio k of every layer would keep"),
+    steps: Optional[int] = typer.Option(
+        None, help="distillation steps (default: one epoch of --data, within --minutes)"),
+    minutes: Optional[float] = typer.Option(
+        None, help="time budget for the distillation (its steps estimated from calibration's "
+        "pace)"),
     batch_size: int = typer.Option(32, "--batch-size"),
-    pack: Optional[int] = typer.Option(None, "--pack", help="a language model's packed sequences: N tokens "
-                                       "(default: 1024, or the model's positions if fewer)"),
+    pack: Optional[int] = typer.Option(
+        None, "--pack", help="a language model's packed sequences: N tokens "
+        "(default: 1024, or the model's positions if fewer)"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
     calib_samples: int = setting(512, "examples of --data to calibrate on"),
     max_length: Optional[int] = setting(None, "truncate text to this many tokens"),
-    stages: int = setting(STAGES, "cut the student to its size in this many steps, k^(1/n), k^(2/n), ... k, "
-                          "each distilled for its share of the steps (1: at once)"),
-    sequential: bool = setting(False, "factorize block by block, each layer fit to the original's outputs "
-                               "from the inputs the compressed layers before it give (slower, closer to the original)"),
+    stages: int = setting(STAGES, STAGES_HELP),
+    sequential: bool = setting(False, SEQUENTIAL_HELP),
     text_field: Optional[str] = setting(None, TEXT_FIELD_HELP),
 ) -> None:
     """Compress with pela's recipe and distill, in one command: a student ready to fine-tune or
     ship."""
-    if minutes is not None and not minutes > 0:
-        raise PelaError(f"--minutes must be > 0, got {minutes}")
-    if steps is not None and minutes is not None:
-        raise PelaError("give --steps or --minutes, not both")
-    if pack is not None and pack < 2:
-        raise PelaError(f"--pack must be at least 2 tokens, got {pack}")
-    if stages < 1:
-        raise PelaError(f"stages must be at least 1, got {stages}")
+    _check_shrink_flags(steps, minutes, pack, stages)
     LowRankConfig(ratio=ratio)
     DistillConfig(steps=steps, batch_size=batch_size)  # every setting checked before the slow part
     _check_output(out, False, overwrite, {"the model": source, "--data": data})
@@ -86,14 +95,35 @@ def shrink(
         collate = Collator(student, max_length=max_length)
         collate.check(ds, f"--data {data}")
         config = recipe_config(student, steps=steps, batch_size=batch_size)
-        shrunk = shrink_(student, teacher, ds, ratio, config, stages=stages, minutes=minutes, pack=pack, collate_fn=collate,
-                         calib_samples=calib_samples, sequential=sequential, out=run.path, progress=True,
-                         run_info={"teacher": source, "data": str(Path(data).resolve())})
+        shrunk = shrink_(
+            student, teacher, ds, ratio, config, stages=stages, minutes=minutes, pack=pack,
+            collate_fn=collate, calib_samples=calib_samples, sequential=sequential, out=run.path,
+            progress=True, run_info={"teacher": source, "data": str(Path(data).resolve())},
+        )
         main = run.publish(student, shrink_record(shrunk, ratio, student, teacher))
         if is_causal_lm(student):  # what the student writes, beside the teacher's
             with optional_step("generations.md"):
-                write_generations(run.path / "generations.md", student, teacher, ds, collate.tokenizer)
+                generations = run.path / "generations.md"
+                write_generations(generations, student, teacher, ds, collate.tokenizer)
         if main:
-            steps_done, seconds = sum(d.steps for d in shrunk.distills), sum(d.seconds for d in shrunk.distills)
-            out_console.print(f"{shrunk.report.summary()}\ndistilled {steps_done} steps in {stages} stage(s), {seconds:.0f}s; "
-                              f"student saved to {_saved(out)}")
+            out_console.print(_shrunk(shrunk, stages, out))
+
+
+def _check_shrink_flags(steps: Optional[int], minutes: Optional[float], pack: Optional[int],
+                        stages: int) -> None:
+    if minutes is not None and not minutes > 0:
+        raise PelaError(f"--minutes must be > 0, got {minutes}")
+    if steps is not None and minutes is not None:
+        raise PelaError("give --steps or --minutes, not both")
+    if pack is not None and pack < 2:
+        raise PelaError(f"--pack must be at least 2 tokens, got {pack}")
+    if stages < 1:
+        raise PelaError(f"stages must be at least 1, got {stages}")
+
+
+def _shrunk(shrunk: Any, stages: int, out: Path) -> str:
+    """The closing lines of ``pela shrink``."""
+    steps = sum(d.steps for d in shrunk.distills)
+    seconds = sum(d.seconds for d in shrunk.distills)
+    return (f"{shrunk.report.summary()}\ndistilled {steps} steps in {stages} stage(s), "
+            f"{seconds:.0f}s; student saved to {_saved(out)}")
