@@ -7,7 +7,7 @@ from conftest import hf_bert
 from pela.deploy.onnx import named_inputs
 from pela.deploy.onnx_runs import RUNTIMES, onnx_runs
 
-pytestmark = pytest.mark.slow  # two exports and their sessions
+pytestmark = pytest.mark.slow  # an export, its int8 form and their sessions
 
 
 def test_both_runtimes_run_the_batch_pytorch_runs(tmp_path):

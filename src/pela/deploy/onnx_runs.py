@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from pela.deploy.onnx import export_onnx, named_inputs, onnx_feed
+from pela.deploy.quantize import quantize_int8
 
 RUNTIMES = ("onnxruntime", "onnxruntime int8")
 
@@ -26,18 +27,19 @@ class OnnxRun:
 def onnx_runs(
     model: nn.Module, batch_size: int, seq_len: int, work: str | os.PathLike
 ) -> list[OnnxRun]:
-    """``model`` exported under ``work`` in float32 and with int8 weights (`pela.export_onnx`, each
-    checked against PyTorch), and a session of each on the CPU, fed the batch `pela.bench` times
-    in PyTorch (same shape, same values)."""
+    """``model`` exported once under ``work`` (`pela.export_onnx`: the float32 graph, checked
+    against PyTorch) and that graph quantized to int8 (`pela.deploy.quantize`), with a session of
+    each on the CPU, fed the batch `pela.bench` times in PyTorch (same shape, same values)."""
     inputs, _ = named_inputs(model, batch_size, seq_len)
+    fp32 = export_onnx(model, Path(work) / "onnxruntime", overwrite=True).path
+    int8 = Path(work) / "onnxruntime-int8" / fp32.name
+    int8.parent.mkdir(parents=True, exist_ok=True)
+    quantize_int8(fp32, int8)
     runs = []
-    for runtime in RUNTIMES:
-        int8 = runtime.endswith("int8")
-        out = Path(work) / runtime.replace(" ", "-")
-        record = export_onnx(model, out, overwrite=True, int8=int8)
-        session = cpu_session(record.path)
+    for runtime, path in zip(RUNTIMES, (fp32, int8)):
+        session = cpu_session(path)
         feed = onnx_feed(session, inputs)
-        runs.append(OnnxRun(runtime, lambda s=session, f=feed: s.run(None, f), _bytes(record.path)))
+        runs.append(OnnxRun(runtime, lambda s=session, f=feed: s.run(None, f), _bytes(path)))
     return runs
 
 
