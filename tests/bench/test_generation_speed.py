@@ -7,6 +7,7 @@ from conftest import hf_bert
 import pela
 
 
+@pytest.mark.slow
 def test_generation_speed_of_a_language_model_and_its_student(tmp_path, capsys):
     import copy
     import json

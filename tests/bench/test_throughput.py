@@ -10,6 +10,7 @@ from pela.arch.inputs import example_inputs
 from pela.bench import benchmark
 
 
+@pytest.mark.slow
 def test_side_by_side():
     dense, small = timm_vit(), timm_vit()
     pela.compress(small, LowRankConfig(align=1))
@@ -84,6 +85,7 @@ def test_example_inputs_follow_the_model():
         example_inputs(torch.nn.Linear(2, 2), 1)
 
 
+@pytest.mark.slow
 def test_example_inputs_of_fine_tuned_classifiers():
     """A model with a head pela added (`pela finetune`) takes its backbone's inputs; one that classifies
     with a tower of CLIP takes that tower's alone."""

@@ -2,9 +2,11 @@
 
 import json
 
+import pytest
 from conftest import run_cli
 
 
+@pytest.mark.slow
 def test_every_command_reads_named_columns(hf_bert_dir, tmp_path, capsys):
     """A TSV whose columns are not called text/label (GLUE's sentence, say) works in every command that
     reads data, once --text-field/--label-field name them; without them, the error says which option."""

@@ -11,6 +11,8 @@ from conftest import TIMM_VIT, run_cli
 
 import pela
 
+pytestmark = pytest.mark.slow  # whole commands on real (tiny) models
+
 
 @pytest.fixture
 def vit_dir(tmp_path):

@@ -14,6 +14,8 @@ from conftest import run_cli
 import pela
 from pela.cli.app import main
 
+pytestmark = pytest.mark.slow  # whole commands on real (tiny) models
+
 WORDS = [f"w{i}" for i in range(95)]
 
 

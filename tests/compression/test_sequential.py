@@ -12,6 +12,8 @@ from pela import LowRankConfig, LowRankLinear, PelaError, arch
 from pela.features import BlockCapture, feature_loss
 from pela.linalg import corrected_weight, whiten_spectrum
 
+pytestmark = pytest.mark.slow  # block-by-block refits of whole models
+
 
 def test_corrected_weight_is_the_least_squares_map_from_student_to_teacher_inputs():
     g = torch.Generator().manual_seed(0)

@@ -71,6 +71,7 @@ def test_a_language_model_is_served_a_token_at_a_time_an_encoder_a_batch():
     assert serving_rows(model) == 32 * length
 
 
+@pytest.mark.slow
 def test_real_timings_of_a_layer_dense_and_factored(monkeypatch, tmp_path):
     monkeypatch.setenv("PELA_CACHE", str(tmp_path))
     dense, factored = layer_ms(256, 256, 16, 8, torch.empty(256, 256))

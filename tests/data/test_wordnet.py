@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from pela.data.wordnet import gloss_task, wordnet_glosses
 
 
@@ -13,6 +15,7 @@ def test_wordnet_split_is_fixed():
     assert all(isinstance(t, str) and t for t, _, _ in glosses[:100])
 
 
+@pytest.mark.slow
 def test_a_task_is_the_same_sample_each_time_and_its_test_split_is_held_out(tmp_path):
     a, b = gloss_task(tmp_path / "a", 40, 20), gloss_task(tmp_path / "b", 40, 20)
     assert (tmp_path / "a" / "train.jsonl").read_text() == (tmp_path / "b" / "train.jsonl").read_text()

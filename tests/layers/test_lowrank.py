@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -23,6 +24,7 @@ def test_drop_in_shapes_dtype_and_autocast():
     assert "rank=8" in repr(layer32)
 
 
+@pytest.mark.slow
 def test_torch_compile():
     torch.manual_seed(0)
     layer = LowRankLinear(16, 16, 4)

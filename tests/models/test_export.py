@@ -15,6 +15,8 @@ from pela.cli.app import main
 from pela.layers.lowrank import LowRankLinear
 from pela.models.export import export_hf
 
+pytestmark = pytest.mark.slow  # exports loaded back through transformers
+
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(95)]
 
 

@@ -14,6 +14,8 @@ import torch
 import pela
 from pela.cli.app import main
 
+pytestmark = pytest.mark.slow  # a whole command per bad input
+
 WORDS = [f"w{i}" for i in range(95)]
 VOCAB = "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS)
 

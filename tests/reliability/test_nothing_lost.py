@@ -23,6 +23,8 @@ import torch
 import pela
 from pela.cli.app import main
 
+pytestmark = pytest.mark.slow  # real commands end to end, one per mistake
+
 WORDS = [f"w{i}" for i in range(95)]
 VOCAB = "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS)
 
