@@ -3,7 +3,8 @@
     import pela
     model = pela.load("timm:vit_base_patch16_224")
     report = pela.compress(model, pela.LowRankConfig(ratio=2))   # stage 1, in place
-    pela.distill(model, pela.load("timm:vit_base_patch16_224"), pela.load_dataset("images/"))  # stage 2
+    pela.distill(model, pela.load("timm:vit_base_patch16_224"), pela.load_dataset("images/"))  #
+    stage 2
     # or stages 1 and 2 as pela's recipe runs them: pela.shrink(model, teacher, data, ratio=2)
     model, _ = pela.finetune(model, pela.load_dataset("labelled/"))  # stage 3
     pela.save_pretrained(model, "vit-b-k2")

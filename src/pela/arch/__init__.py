@@ -2,7 +2,8 @@
 
 * `registry`: which modules are linear layers (`register_linear_like`; GPT-2's `Conv1D` is one),
 which
-  stay dense by default (`DEFAULT_EXCLUDE`, `add_default_exclusion`), and which must never be swapped.
+  stay dense by default (`DEFAULT_EXCLUDE`, `add_default_exclusion`), and which must never be
+  swapped.
 * `blocks`: the Transformer blocks whose outputs feature distillation matches (`find_blocks`).
 * `inputs`: example inputs, an encoder-decoder's decoder inputs, each block's attention mask.
 * `outputs`: calling a model on a batch and reading its outputs.

@@ -53,14 +53,16 @@ def call_with_inputs(
         return model(**inputs, **extra)
     except TypeError as e:
         missing = re.match(
-            rf"{type(inner).__name__}\.forward\(\) missing \d+ required (?:positional |keyword-only )?"
+            rf"{type(inner).__name__}\.forward\(\) missing \d+ required (?:positional "
+            r"|keyword-only )?"
             r"arguments?: (.+)$",
             str(e),
         )
         if missing is None:
             raise
         raise PelaError(
-            f"{type(inner).__name__} needs {missing.group(1)} too, and the data gives only {', '.join(inputs)}: "
+            f"{type(inner).__name__} needs {missing.group(1)} too, and the data gives only "
+            f"{', '.join(inputs)}: "
             "it reads inputs of several kinds together"
         ) from None
 

@@ -19,7 +19,8 @@ from torch import nn
 # pattern (re.search on the module's qualified name) -> reason shown in the report
 DEFAULT_EXCLUDE: dict[str, str] = {
     r"norm": "normalization layer",
-    r"(^|[._])(head|heads|lm_head|classifier|cls|fc_norm|pre_logits)($|[._])": "classification head",
+    r"(^|[._])(head|heads|lm_head|classifier|cls|fc_norm|pre_logits)($|[._])":
+        "classification head",
     r"patch_embed|patch_embedding|embeddings\.patch": "patch embedding",
     r"downsample|patch_merging": "downsampling (Swin patch merging)",
     r"(^|\.)(visual_projection|text_projection|vision_proj|text_proj)$": "projection head",

@@ -17,8 +17,9 @@ allocates *worse* than a uniform ratio; with measured sensitivities it beats it 
 
 from __future__ import annotations
 
+import contextlib
 import heapq
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -37,8 +38,13 @@ def max_rank(out_features: int, in_features: int, align: int) -> int:
     return r // align * align if r >= align else r
 
 
-def allocate(shapes: Sequence[tuple[int, int]], spectra: Sequence[torch.Tensor], budget: int, align: int = 8,
-             weights: Sequence[float] | None = None) -> list[int]:
+def allocate(
+    shapes: Sequence[tuple[int, int]],
+    spectra: Sequence[torch.Tensor],
+    budget: int,
+    align: int = 8,
+    weights: Sequence[float] | None = None,
+) -> list[int]:
     """Ranks, one per layer, whose factor parameters ``Σ r·(m+n)`` fit in ``budget`` at least total
     error.
 
@@ -70,7 +76,10 @@ def allocate(shapes: Sequence[tuple[int, int]], spectra: Sequence[torch.Tensor],
         spent += start * (n_in + n_out)
         _push(heap, i, start, steps[i], align)
     if spent > budget:
-        raise PelaError(f"the parameter budget ({budget:,}) is below the smallest possible model ({spent:,}: rank {align} in every layer)")
+        raise PelaError(
+            f"the parameter budget ({budget:,}) is below the smallest possible model "
+            f"({spent:,}: rank {align} in every layer)"
+        )
     while heap:
         _, i, step = heapq.heappop(heap)
         cost = step * steps[i][3]
@@ -86,81 +95,101 @@ def _push(heap: list, i: int, rank: int, info: tuple, align: int) -> None:
     energy, cap, weight, width = info
     step = min(align, cap - rank)
     if step > 0:
-        gain = weight * float(energy[rank:rank + step].sum())
+        gain = weight * float(energy[rank : rank + step].sum())
         heapq.heappush(heap, (-gain / (step * width), i, step))
 
 
 @torch.no_grad()
-def sensitivities(model: nn.Module, layers: Sequence[tuple[str, nn.Module, Callable[[], torch.Tensor], float]],
-                  probe: Sequence[dict[str, Any]], progress: Callable[..., None] = lambda **_: None) -> list[float | None]:
-    """Block-feature MSE per unit of output error, for each layer: ``MSE(truncated layer) / its σ²
-    tail``.
+def sensitivities(
+    model: nn.Module,
+    layers: Sequence[tuple[str, nn.Module, Callable[[], torch.Tensor], float]],
+    probe: Sequence[dict[str, Any]],
+    progress: Callable[..., None] = lambda **_: None,
+) -> list[float | None]:
+    """Block-feature MSE per unit of output error, for each layer: ``MSE(truncated layer) / its
+    σ² tail``.
 
     ``layers`` holds ``(name, module, delta, tail)``: ``delta()`` gives ``BA − W`` at a reference
-    rank and
-    ``tail`` the ``σ²`` it discards. Each layer in turn gets ``x (BA − W)ᵀ`` added to its output by
-    a forward hook while the ``probe`` batches run, and the mean block-feature MSE to the unmodified
-    model (real tokens only) is measured. Layers outside every block (their error never reaches the
-    block features), and layers the probe never runs (one tower of CLIP, probed with images alone),
-    get
-    ``None``; with no blocks, the model's main output is compared instead.
+    rank and ``tail`` the ``σ²`` it discards. Each layer in turn gets ``x (BA − W)ᵀ`` added to its
+    output by a forward hook while the ``probe`` batches run, and the mean block-feature MSE to the
+    unmodified model (real tokens only) is measured. Layers outside every block (their error never
+    reaches the block features), and layers the probe never runs (one tower of CLIP, probed with
+    images alone), get ``None``; with no blocks, the model's main output is compared instead.
     """
-
     blocks = arch.find_blocks(model)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()} for b in probe]
     recorder = BlockCalls(model, blocks)
-    was_training = model.training
-    model.eval()
-    config = getattr(model, "config", None)
-    cached = getattr(config, "use_cache", None)
-    # no key-value cache: it would hold state between a pass and the replay of its blocks
-    if cached:
-        config.use_cache = False
 
     def run(batch: dict[str, Any]) -> tuple[list[torch.Tensor], list[Call], list[bool]]:
-        """The features of one full pass: block outputs (the main output where there are no blocks),
-        and its calls."""
+        """The features of one full pass: block outputs (the main output where there are no
+        blocks), and its calls."""
         result: list[Any] = []
         calls, linked = recorder.record(lambda: result.append(arch.forward(model, batch)))
-        return (recorder.features(calls) if blocks else [arch.main_output(result[0])]), calls, linked
+        features = recorder.features(calls) if blocks else [arch.main_output(result[0])]
+        return features, calls, linked
 
+    was_training = model.training
+    model.eval()
     try:
-        reference = [run(b) for b in batches]
-        result: list[float | None] = []
-        for name, module, delta, tail in layers:
-            progress(info=name)
-            block = next((b for b in blocks if name.startswith(b + ".")), None)
-            if blocks and block is None:
-                result.append(None)
-                continue
-            d, calls = delta(), []
-
-            def perturb(mod: nn.Module, args: Any, out: torch.Tensor, d: torch.Tensor = d) -> torch.Tensor:
-                calls.append(1)
-                return out + args[0].to(d.dtype) @ d.T
-
-            handle = module.register_forward_hook(perturb)
-            try:
-                got = [_perturbed(run, recorder, batch, ref, block) for batch, ref in zip(batches, reference)]
-            finally:
-                handle.remove()
-            # the probe never reached it (CLIP's text tower, calibrated on images): no evidence
-            # either way
-            if not calls:
-                result.append(None)
-                continue
-            mse = sum(float(feature_loss(g, r[0], b.get("attention_mask"))) for g, r, b in zip(got, reference, batches)) / len(batches)
-            result.append(mse / tail if tail > 0 else 0.0)
-        return result
+        with _no_cache(model):
+            reference = [run(b) for b in batches]
+            result: list[float | None] = []
+            for name, module, delta, tail in layers:
+                progress(info=name)
+                block = next((b for b in blocks if name.startswith(b + ".")), None)
+                if blocks and block is None:
+                    result.append(None)
+                    continue
+                mse = _probed(module, delta(), batches, reference,
+                              lambda batch, ref, b=block: _perturbed(run, recorder, batch, ref, b))
+                result.append(None if mse is None else (mse / tail if tail > 0 else 0.0))
+            return result
     finally:
         recorder.remove()
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def _no_cache(model: nn.Module) -> Iterator[None]:
+    """No key-value cache while probing: it would hold state between a pass and the replay of its
+    blocks."""
+    config = getattr(model, "config", None)
+    cached = getattr(config, "use_cache", None)
+    if cached:
+        config.use_cache = False
+    try:
+        yield
+    finally:
         if cached:
             config.use_cache = cached
 
 
-def _perturbed(run: Callable, recorder: BlockCalls, batch: dict[str, Any], reference: tuple, block: str | None) -> list[torch.Tensor]:
+def _probed(module: nn.Module, d: torch.Tensor, batches: list[dict[str, Any]], reference: list,
+            replay: Callable[[dict[str, Any], tuple], list[torch.Tensor]]) -> float | None:
+    """The mean feature MSE the probe batches show with ``x dᵀ`` added to ``module``'s output;
+    ``None`` where the probe never reached it (CLIP's text tower, calibrated on images)."""
+    calls = []
+
+    def perturb(mod: nn.Module, args: Any, out: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return out + args[0].to(d.dtype) @ d.T
+
+    handle = module.register_forward_hook(perturb)
+    try:
+        got = [replay(batch, ref) for batch, ref in zip(batches, reference)]
+    finally:
+        handle.remove()
+    if not calls:
+        return None
+    losses = [float(feature_loss(g, r[0], b.get("attention_mask")))
+              for g, r, b in zip(got, reference, batches)]
+    return sum(losses) / len(batches)
+
+
+def _perturbed(
+    run: Callable, recorder: BlockCalls, batch: dict[str, Any], reference: tuple, block: str | None
+) -> list[torch.Tensor]:
     """The features with the perturbation hooked in: the blocks from ``block`` on replayed on the
     recorded inputs (`pela.compression.replay`), or, where the blocks do not form one chain, a full
     pass."""

@@ -61,7 +61,8 @@ class LowRankConfig:
         rank: one explicit rank for every layer (capped at the layer's full rank).
         energy: keep the fewest singular values holding this fraction of ``Σσ²``, in (0, 1].
         param_budget: keep this fraction, in (0, 1), of the factorizable layers' weight parameters,
-            with ranks *allocated across layers* to minimize the total error (`pela.compression.allocate`)
+            with ranks *allocated across layers* to minimize the total error
+            (`pela.compression.allocate`)
             instead of one ratio for all. ``param_budget=0.5`` is about the size of ``ratio=2``.
         align: round ranks to a multiple of this (8 suits GPU tensor cores; 1 = exact ranks).
             Rounding keeps the promise: down for ``ratio``/``rank``, up for ``energy``.
@@ -70,16 +71,17 @@ class LowRankConfig:
         exclude: regexes of layers to leave dense. ``None`` applies the architecture defaults
             (`pela.arch.DEFAULT_EXCLUDE`); a list replaces them.
         min_features: layers with fewer outputs (or inputs) than this stay dense.
-        init: how factors are initialized; ``"svd"`` is truncated SVD split as ``B = UΣ½, A = Σ½Vᵀ``;
-            ``"whiten"`` minimizes the error of each layer's outputs on calibration inputs instead
-            of its weights, and needs ``pela.compress(..., calibration=pela.calibrate(...))``.
-        sequential: with ``init="whiten"``, factorize block by block in depth order, each layer fit to
-            reproduce the original's outputs from the inputs the already compressed layers give it
-            (`pela.compression.sequential`); ranks are chosen first, as without it.
-        sensitivity: how ``param_budget`` measures what each layer's error costs the model: ``"replay"``
-            perturbs one layer at a time and re-runs the blocks after it (exact); ``"gradient"``
-            linearizes the block features and reads every layer's cost from a few backward passes
-            (`pela.compression.linearized`), far faster for deep models.
+        init: how factors are initialized; ``"svd"`` is truncated SVD split as ``B = UΣ½, A =
+            Σ½Vᵀ``; ``"whiten"`` minimizes the error of each layer's outputs on calibration inputs
+            instead of its weights, and needs ``pela.compress(...,
+            calibration=pela.calibrate(...))``.
+        sequential: with ``init="whiten"``, factorize block by block in depth order, each layer fit
+            to reproduce the original's outputs from the inputs the already compressed layers give
+            it (`pela.compression.sequential`); ranks are chosen first, as without it.
+        sensitivity: how ``param_budget`` measures what each layer's error costs the model:
+            ``"replay"`` perturbs one layer at a time and re-runs the blocks after it (exact);
+            ``"gradient"`` linearizes the block features and reads every layer's cost from a few
+            backward passes (`pela.compression.linearized`), far faster for deep models.
         device: where to run the factorization math (default: each layer's own device).
         speed_check: leave dense every layer whose two factors this device multiplies no faster
             than its dense weight (`pela.compression.speed`: both timed once, cached); not with an
@@ -127,7 +129,8 @@ class LowRankConfig:
         if self.param_budget is not None:
             if not _is_number(self.param_budget) or not (0 < self.param_budget < 1):
                 raise PelaError(
-                    f"param_budget must be a fraction in (0, 1) of the factorizable parameters, got {self.param_budget!r}"
+                    f"param_budget must be a fraction in (0, 1) of the factorizable parameters, "
+                    f"got {self.param_budget!r}"
                 )
         if not isinstance(self.align, int) or isinstance(self.align, bool) or self.align < 1:
             raise PelaError(f"align must be an integer >= 1, got {self.align!r}")
@@ -143,7 +146,8 @@ class LowRankConfig:
             raise PelaError(f"sequential must be true or false, got {self.sequential!r}")
         if self.sequential and self.init not in NEEDS_CALIBRATION:
             raise PelaError(
-                f"sequential factorization fits layers on calibration inputs: it needs a calibrated init "
+                f"sequential factorization fits layers on calibration inputs: it needs a "
+                "calibrated init "
                 f"({', '.join(sorted(NEEDS_CALIBRATION))}), not init={self.init!r}"
             )
         if not isinstance(self.speed_check, bool):

@@ -31,7 +31,8 @@ def plot_compression(report: CompressionReport, path: str | os.PathLike) -> None
         xlabel="factorized layer (model order)",
         ylabel="rank",
         title=f"ranks ({report.config.get('init', 'svd')}; "
-        f"{report.linear_params_after / max(report.linear_params_before, 1):.0%} of linear parameters)",
+        f"{report.linear_params_after / max(report.linear_params_before, 1):.0%} of linear "
+        "parameters)",
     )
     left.legend(fontsize=8)
     cmap = plt.get_cmap("viridis")

@@ -64,8 +64,10 @@ class CompressionReport:
     def summary(self) -> str:
         n = len(self.factorized)
         return (
-            f"factorized {n} of {len(self.layers)} linear layers: parameters {self.params_before:,} -> "
-            f"{self.params_after:,} ({self.params_after / max(self.params_before, 1):.1%}) in {self.seconds:.2f}s"
+            f"factorized {n} of {len(self.layers)} linear layers: parameters "
+            f"{self.params_before:,} -> "
+            f"{self.params_after:,} ({self.params_after / max(self.params_before, 1):.1%}) in "
+            f"{self.seconds:.2f}s"
         )
 
     def __str__(self) -> str:
@@ -77,6 +79,7 @@ class CompressionReport:
             err = "" if r.rel_error is None else f"{r.rel_error:.4f}"
             rank = "dense" if r.rank is None else str(r.rank)
             lines.append(
-                f"| {r.name} | {r.in_features} | {r.out_features} | {rank} | {r.params_before:,} | {r.params_after:,} | {err} | {r.reason or ''} |"
+                f"| {r.name} | {r.in_features} | {r.out_features} | {rank} | {r.params_before:,} | "
+                f"{r.params_after:,} | {err} | {r.reason or ''} |"
             )
         return "\n".join(lines + ["", self.summary()])

@@ -137,7 +137,8 @@ def _teacher_pass(
                 x = seen.get(stage[0])
                 if x is None:
                     raise RuntimeError(
-                        f"sequential factorization: {stage[0]} ran on one calibration batch and not on another"
+                        f"sequential factorization: {stage[0]} ran on one calibration batch and "
+                        "not on another"
                     )
                 result.inputs.setdefault(stage[0], []).append(real_tokens(x, mask).float())
     finally:
@@ -164,7 +165,8 @@ def _inputs(block: nn.Module, call: Call, hidden: torch.Tensor, layer: nn.Module
         handle.remove()
     if not seen:
         raise RuntimeError(
-            "sequential factorization: a layer seen in one pass of its block was not reached in another"
+            "sequential factorization: a layer seen in one pass of its block was not reached in "
+            "another"
         )
     return seen[0]
 
@@ -234,7 +236,8 @@ def refit(
         chains = _chains(model, batches, blocks)
         if chains is None:
             warn(
-                "sequential factorization needs blocks that run one after another, each once, on the previous one's "
+                "sequential factorization needs blocks that run one after another, each once, on "
+                "the previous one's "
                 "output; this model's do not, so its layers are factorized one-shot"
             )
             return set()

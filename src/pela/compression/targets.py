@@ -55,7 +55,8 @@ def select(model: nn.Module, config: LowRankConfig) -> list[Candidate]:
     """
     if any(isinstance(m, LowRankLinear) for m in model.modules()):
         raise PelaError(
-            "model is already compressed (it contains LowRankLinear layers); compress the original instead"
+            "model is already compressed (it contains LowRankLinear layers); compress the original "
+            "instead"
         )
     layers = linear_layers(model)
     if not layers:
@@ -65,7 +66,8 @@ def select(model: nn.Module, config: LowRankConfig) -> list[Candidate]:
         for p in patterns:
             if not any(re.search(p, n) for n in names):
                 raise PelaError(
-                    f"{field_name} pattern {p!r} matches no linear layer; available: {_names_preview(names)}"
+                    f"{field_name} pattern {p!r} matches no linear layer; available: "
+                    f"{_names_preview(names)}"
                 )
 
     for c in layers:
@@ -108,6 +110,7 @@ def budget_of(model: nn.Module, config: LowRankConfig) -> float:
                 kept, total = kept + rank * (n_in + n_out), total + n_in * n_out
     if not total:
         raise PelaError(
-            f"{config.resolved_mode()[0]}={config.resolved_mode()[1]} factorizes no layer of this model"
+            f"{config.resolved_mode()[0]}={config.resolved_mode()[1]} factorizes no layer of this "
+            "model"
         )
     return kept / total

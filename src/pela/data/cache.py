@@ -81,7 +81,8 @@ def cached_copy(f: Path, kind: str, suffix: str, write: Callable[[Path], None]) 
         return out
     except OSError as e:
         warn(
-            f"reading {f} into memory: could not write its copy to {out.parent} ({e}); set PELA_CACHE to a writable folder"
+            f"reading {f} into memory: could not write its copy to {out.parent} ({e}); set "
+            "PELA_CACHE to a writable folder"
         )
         return None
     finally:

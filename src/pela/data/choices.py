@@ -48,7 +48,8 @@ def read_choices(
     first = rows[0]
     if not isinstance(first, dict):
         raise PelaError(
-            f"multiple-choice examples are records (prompt, choices, answer); the first is {type(first).__name__}"
+            f"multiple-choice examples are records (prompt, choices, answer); the first is "
+            f"{type(first).__name__}"
         )
     prompt = _field(first, prompt_field, PROMPT_FIELDS, "prompt", "text_field")
     choices = _field(first, choices_field, CHOICE_FIELDS, "choices", "choices_field")
@@ -77,7 +78,8 @@ def _rows(source: Any, split: str) -> Sequence[Any]:
     if p.is_file() and data_format(p) in (".jsonl", ".json", ".csv", ".tsv"):
         return read_rows(p)
     raise PelaError(
-        f"cannot read multiple-choice examples from {p}: give records (.jsonl, .json, .csv, .tsv, .parquet, .arrow, "
+        f"cannot read multiple-choice examples from {p}: give records (.jsonl, .json, .csv, .tsv, "
+        ".parquet, .arrow, "
         "or a folder of Parquet/Arrow files)"
     )
 
@@ -94,7 +96,8 @@ def _field(
     found = next((f for f in candidates if f in row), None)
     if found is None:
         raise PelaError(
-            f"cannot tell which field holds the {what}: none of {', '.join(candidates)} in the records "
+            f"cannot tell which field holds the {what}: none of {', '.join(candidates)} in the "
+            "records "
             f"(their fields: {', '.join(map(repr, row))}); name it with {flag}"
         )
     return found
@@ -118,13 +121,15 @@ def _example(
         or not all(isinstance(c, str) for c in raw)
     ):
         raise PelaError(
-            f"{where}: the choices ({choices_field!r}) must be a list of at least 2 texts, got {raw!r:.80}"
+            f"{where}: the choices ({choices_field!r}) must be a list of at least 2 texts, got "
+            f"{raw!r:.80}"
         )
     # a choice is scored from the prompt before it: without either, there is nothing to score or
     # nothing to score from
     if not prompt.strip():
         raise PelaError(
-            f"{where}: the prompt ({prompt_field!r}) is empty: a choice is scored as its continuation"
+            f"{where}: the prompt ({prompt_field!r}) is empty: a choice is scored as its "
+            "continuation"
         )
     empty = next((j for j, c in enumerate(raw) if not c.strip()), None)
     if empty is not None:
@@ -157,7 +162,8 @@ def _answer_index(
             index = string.ascii_uppercase.index(text.upper())
     if index is None or not 0 <= index < len(choices):
         raise PelaError(
-            f"{where}: the answer ({field!r} = {answer!r:.40}) names none of its {len(choices)} choices "
+            f"{where}: the answer ({field!r} = {answer!r:.40}) names none of its {len(choices)} "
+            "choices "
             "(give an index from 0, a letter, a choice label or the right choice's text)"
         )
     return index

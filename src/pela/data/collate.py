@@ -71,7 +71,8 @@ class Collator:
         self.positions = max_positions(model)
         if max_length is not None and self.positions is not None and max_length > self.positions:
             raise PelaError(
-                f"max_length {max_length} is more than this model takes: at most {self.positions} positions"
+                f"max_length {max_length} is more than this model takes: at most {self.positions} "
+                "positions"
             )
         self.max_length = max_length
         self._tokenizer, self._transform = _with_pad(tokenizer), image_transform
@@ -108,8 +109,10 @@ class Collator:
             # every word would be [UNK]
             if len(tokenizer) <= len(tokenizer.all_special_tokens):
                 raise PelaError(
-                    f"text data needs the model's tokenizer, and {self.files} has none (its tokenizer would know only "
-                    f"{len(tokenizer)} special tokens); save the one its weights were trained with beside them "
+                    f"text data needs the model's tokenizer, and {self.files} has none (its "
+                    "tokenizer would know only "
+                    f"{len(tokenizer)} special tokens); save the one its weights were trained with "
+                    "beside them "
                     "(AutoTokenizer.from_pretrained(ORIGINAL).save_pretrained(DIR))"
                 )
             self._tokenizer = _with_pad(tokenizer)
@@ -136,8 +139,10 @@ class Collator:
                         else "the model has no files saved alongside it"
                     )
                     raise PelaError(
-                        f"image data needs the model's image processor, and {where}; save the one its weights were "
-                        "trained with beside them (AutoImageProcessor.from_pretrained(ORIGINAL).save_pretrained(DIR))"
+                        f"image data needs the model's image processor, and {where}; save the one "
+                        "its weights were "
+                        "trained with beside them "
+                        "(AutoImageProcessor.from_pretrained(ORIGINAL).save_pretrained(DIR))"
                     ) from None
                 self._transform = _HFImageTransform(processor)
         return self._transform

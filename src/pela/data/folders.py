@@ -34,7 +34,8 @@ class TextLines(ByteRanges, Dataset):
         # pickle's protocol header
         if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
             raise PelaError(
-                f"{path} is a Python pickle (CIFAR's batches are): pela never unpickles data, which can run code; "
+                f"{path} is a Python pickle (CIFAR's batches are): pela never unpickles data, "
+                "which can run code; "
                 "use the dataset as Parquet or an image folder"
             )
         if b"\0" in head[:8192]:
@@ -96,7 +97,8 @@ class FolderDataset(Dataset):
             unknown = [d.name for d in subdirs if d.name not in self.classes]
             if unknown:
                 raise PelaError(
-                    f"{root}: class folder {unknown[0]!r} is not one of the {len(self.classes)} classes the model was trained on"
+                    f"{root}: class folder {unknown[0]!r} is not one of the {len(self.classes)} "
+                    "classes the model was trained on"
                 )
             index = {c: i for i, c in enumerate(self.classes)}
             # by name only: a stat per file would add seconds on an ImageNet-sized tree
@@ -178,7 +180,8 @@ class IdxImages(Dataset):
         )
         if self.classes is not None and int(self.labels.max()) >= len(self.classes):
             raise PelaError(
-                f"{labels} has label {int(self.labels.max())}, but the model knows {len(self.classes)} classes"
+                f"{labels} has label {int(self.labels.max())}, but the model knows "
+                f"{len(self.classes)} classes"
             )
 
     def __len__(self) -> int:

@@ -28,7 +28,8 @@ def as_dataset(data: Any, *, text_field: str | None = None, label_field: str | N
         )
     if kind == "datasets.IterableDataset":
         raise PelaError(
-            "a streaming datasets.IterableDataset has no length to sample from; take examples first: "
+            "a streaming datasets.IterableDataset has no length to sample from; take examples "
+            "first: "
             "datasets.Dataset.from_list(list(data.take(N)))"
         )
     if kind == "datasets.Dataset":
@@ -71,7 +72,8 @@ def _from_list(items: list[Any], text_field: str | None, label_field: str | None
     else:
         first = items[0]
         raise PelaError(
-            f"a list of examples holds texts or (text, label) pairs; item 1 is {type(first).__name__} {first!r:.60}"
+            f"a list of examples holds texts or (text, label) pairs; item 1 is "
+            f"{type(first).__name__} {first!r:.60}"
         )
     return read_records(
         Path("<list of examples>"), text_field or "text", label_field or "label", rows=rows

@@ -190,7 +190,8 @@ class LineRows(ByteRanges, Sequence):
             except csv.Error as e:
                 if "end of data" in str(e):
                     raise PelaError(
-                        f"{self.path}:{self._line_of(self.starts[-1])} opens a quoted field that never closes"
+                        f"{self.path}:{self._line_of(self.starts[-1])} opens a quoted field that "
+                        "never closes"
                     ) from None
 
     def _line_of(self, offset: int) -> int:

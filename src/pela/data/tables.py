@@ -150,7 +150,8 @@ def read_tables(
     names."""
     if importlib.util.find_spec("pyarrow") is None:
         raise PelaError(
-            "reading Parquet or Arrow needs pyarrow: pip install 'pela[data]' (or pip install pyarrow)"
+            "reading Parquet or Arrow needs pyarrow: pip install 'pela[data]' (or pip install "
+            "pyarrow)"
         )
     tables = []
     names: dict[str, list[str]] = {}
@@ -160,7 +161,8 @@ def read_tables(
             table = _read_table(f, progress)
         except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for a broken file
             raise PelaError(
-                f"{f} is not a readable {kind} file: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                f"{f} is not a readable {kind} file: "
+                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
             ) from e
         tables.append(table)
         names = names or _class_label_names(table.schema.metadata) or _dataset_info_names(f.parent)
@@ -245,6 +247,7 @@ def table_split(root: Path, files: list[Path], split: str) -> list[Path]:
         if chosen:
             return chosen
     raise PelaError(
-        f"{root} holds the splits {', '.join(sorted({s for s in tagged.values() if s}))} but no {split} split "
+        f"{root} holds the splits {', '.join(sorted({s for s in tagged.values() if s}))} but no "
+        f"{split} split "
         f"({' or '.join(SPLIT_FOLDERS.get(split, (split,)))})"
     )

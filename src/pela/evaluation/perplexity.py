@@ -65,22 +65,26 @@ def perplexity(
     Args:
         context: tokens per window; default the model's maximum positions.
         stride: tokens between window starts, at most ``context``; default ``context`` (no overlap).
-        batch_size: windows per forward pass (the logits of one window take ``context × vocabulary`` floats).
+        batch_size: windows per forward pass (the logits of one window take ``context × vocabulary``
+            floats).
         tokenizer: default the one saved with the model.
 
     Returns:
-        ``perplexity``, ``nll`` (mean negative log-likelihood per token, nats), ``tokens`` (predicted),
+        ``perplexity``, ``nll`` (mean negative log-likelihood per token, nats), ``tokens``
+        (predicted),
         ``windows``, ``context``, ``stride``, ``seconds`` and ``tokens_per_s``.
     """
     if not is_causal_lm(model):
         raise PelaError(
-            f"perplexity needs a causal language model (a …ForCausalLM with its next-token head), got {type(model).__name__}"
+            f"perplexity needs a causal language model (a …ForCausalLM with its next-token head), "
+            f"got {type(model).__name__}"
         )
     limit = max_positions(model)
     context = limit if context is None else context
     if context is None:
         raise PelaError(
-            "this model does not say how many positions it takes: give the context length (context=N)"
+            "this model does not say how many positions it takes: give the context length "
+            "(context=N)"
         )
     if context < 2 or (limit is not None and context > limit):
         raise PelaError(

@@ -85,7 +85,8 @@ class LowRankLinear(nn.Module):
         return self.b.bias
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, bias={self.b.bias is not None}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"rank={self.rank}, bias={self.b.bias is not None}")
 
 
 def _plain(linear: nn.Module) -> bool:

@@ -111,7 +111,8 @@ def load_adapter(
 
     if random_init:
         raise PelaError(
-            f"{path} is a LoRA adapter, a fine-tune of trained weights: random_init does not apply to it"
+            f"{path} is a LoRA adapter, a fine-tune of trained weights: random_init does not apply "
+            "to it"
         )
     config = _read_config(path)
     if config.get("peft_type") not in (None, "LORA"):
@@ -128,7 +129,8 @@ def load_adapter(
     if where is None:
         if base.startswith((".", "/", "~")):
             raise PelaError(
-                f"the base model of {path}, {base}, is not a directory (relative to here or to {path.parent})"
+                f"the base model of {path}, {base}, is not a directory (relative to here or to "
+                f"{path.parent})"
             )
         try:  # a hub id, as peft records a base loaded from the hub
             where = hf_snapshot(base, False, allow_pickle, trust_remote_code)
@@ -158,9 +160,11 @@ def load_adapter(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
-    except Exception as e:  # noqa: BLE001 - peft raises many kinds for an adapter that does not fit its base
+    # peft raises many kinds of error for an adapter that does not fit its base
+    except Exception as e:  # noqa: BLE001
         raise PelaError(
-            f"could not merge the adapter in {path} into {base}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            f"could not merge the adapter in {path} into {base}: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
         ) from e
     info(merged).source = source
     # a tokenizer saved with the fine-tune (one that added tokens, say) wins over the base's, except

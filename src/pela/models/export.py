@@ -47,12 +47,14 @@ def export_hf(
     if source.get("kind") != "hf":
         kind = "timm" if source.get("kind") == "timm" else "no recorded architecture"
         raise PelaError(
-            f"{src} is a {kind} model; export writes Hugging Face directories, for transformers models only "
+            f"{src} is a {kind} model; export writes Hugging Face directories, for transformers "
+            "models only "
             "(pela.load reads this one)"
         )
     if source.get("remote_code"):
         raise PelaError(
-            f"{src} is an architecture that brings its own code; export cannot add pela's beside it (pela.load reads it)"
+            f"{src} is an architecture that brings its own code; export cannot add pela's beside "
+            "it (pela.load reads it)"
         )
     # an export that transformers then fails to load is no export
     check_safetensors(src / WEIGHTS_NAME)

@@ -59,6 +59,7 @@ def gguf_to_hf(path: Path) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     warn(
-        f"{path.name} was dequantized to float32 into {target}; its weights keep the file's quantization error"
+        f"{path.name} was dequantized to float32 into {target}; its weights keep the file's "
+        "quantization error"
     )
     return target

@@ -89,7 +89,8 @@ def _rebuilt(
     if model is None:
         if not meta.get("source"):
             raise PelaError(
-                f"{path} does not record its architecture; pass the dense model: pela.load(dir, model=...)"
+                f"{path} does not record its architecture; pass the dense model: pela.load(dir, "
+                "model=...)"
             )
         model = build_architecture(meta["source"], path, trust_remote_code)
         info(model).source = meta["source"]

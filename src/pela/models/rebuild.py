@@ -57,7 +57,8 @@ def build_architecture(
         model = auto.from_config(config, trust_remote_code=True, dtype=torch.float32)
         if type(model).__name__ != source.get("class"):
             raise PelaError(
-                f"{directory} builds a {type(model).__name__}, not the {source.get('class')} it records"
+                f"{directory} builds a {type(model).__name__}, not the {source.get('class')} it "
+                "records"
             )
         return model
     if kind == "hf":

@@ -181,8 +181,10 @@ def _write_model(
     source = source_of(backbone)
     if source and source.get("kind") == "timm" and not _rebuilds(backbone, source):
         warn(
-            f"timm:{source.get('name')} as recorded does not rebuild this model's shapes (it was built with arguments "
-            "pela did not see); the weights are saved, and pela.load needs the dense model: pela.load(dir, model=...). "
+            f"timm:{source.get('name')} as recorded does not rebuild this model's shapes (it was "
+            "built with arguments "
+            "pela did not see); the weights are saved, and pela.load needs the dense model: "
+            "pela.load(dir, model=...). "
             "Models made by pela.load('timm:NAME', **kwargs) record their arguments."
         )
         source = None

@@ -27,7 +27,8 @@ from pela.models.saving import is_pela_dir
 from pela.models.timm_source import is_timm_dir, load_timm, timm_from_dir
 
 SOURCE_HELP = (
-    "use timm:NAME, hf:ORG/NAME, a local directory (saved by pela, by Hugging Face save_pretrained, by timm, or a peft LoRA "
+    "use timm:NAME, hf:ORG/NAME, a local directory (saved by pela, by Hugging Face "
+    "save_pretrained, by timm, or a peft LoRA "
     "adapter) or a .gguf file"
 )
 
@@ -45,21 +46,22 @@ def load(
     """Load a model the way users name it, in eval mode.
 
     Args:
-        source: a directory written by `pela.save_pretrained` (rebuilt exactly as saved: its layers at
-            their ranks, in the dtype it was saved in, outputs bitwise); ``timm:NAME`` (pretrained
-            weights from the hub unless ``checkpoint``/``random_init``; also ``timm:hf-hub:ORG/NAME``);
-            ``hf:ORG/NAME`` (downloaded, or from the local cache when offline); or a local directory
-            written by Hugging Face ``save_pretrained``, by timm (``save_for_hf``; a hub snapshot of a
-            timm model), or by peft (a LoRA adapter: its base model is loaded and the adapter merged in); or a
-            ``.gguf`` file (llama.cpp's format), dequantized once into a cached Hugging Face directory
-            (`pela.models.gguf_source`).
+        source: a directory written by `pela.save_pretrained` (rebuilt exactly as saved: its layers
+            at their ranks, in the dtype it was saved in, outputs bitwise); ``timm:NAME``
+            (pretrained weights from the hub unless ``checkpoint``/``random_init``; also
+            ``timm:hf-hub:ORG/NAME``); ``hf:ORG/NAME`` (downloaded, or from the local cache when
+            offline); or a local directory written by Hugging Face ``save_pretrained``, by timm
+            (``save_for_hf``; a hub snapshot of a timm model), or by peft (a LoRA adapter: its base
+            model is loaded and the adapter merged in); or a ``.gguf`` file (llama.cpp's format),
+            dequantized once into a cached Hugging Face directory (`pela.models.gguf_source`).
         model: for a pela directory that does not record its architecture (a model that did not come
             from `pela.load`): the freshly built dense model to rebuild it into.
         checkpoint: a safetensors file with weights for a ``timm:`` architecture.
         random_init: build the architecture without pretrained weights (smoke tests, benchmarks).
-        allow_pickle: also read legacy torch.save weights (``--checkpoint x.pt``, a Hugging Face directory
-            with only ``pytorch_model.bin``), with ``torch.load(weights_only=True)``, which refuses
-            anything but tensors. Off by default: pela never unpickles a file it did not write.
+        allow_pickle: also read legacy torch.save weights (``--checkpoint x.pt``, a Hugging Face
+            directory with only ``pytorch_model.bin``), with ``torch.load(weights_only=True)``,
+            which refuses anything but tensors. Off by default: pela never unpickles a file it did
+            not write.
         trust_remote_code: run the model code a Hugging Face model brings along (``auto_map`` in its
             config, ``*.py`` beside it) for an architecture transformers lacks. Off by default: that
             code runs with your permissions, so read it first.
@@ -82,7 +84,8 @@ def load(
     ):
         if checkpoint or random_init:
             raise PelaError(
-                f"{source} is a model saved by pela: a checkpoint and random_init do not apply to it"
+                f"{source} is a model saved by pela: a checkpoint and random_init do not apply to "
+                "it"
             )
         return load_saved(Path(source).expanduser(), model, trust_remote_code=trust_remote_code)
     return load_for_training(
@@ -115,7 +118,8 @@ def load_for_training(
         return load_timm(source[5:], checkpoint, random_init, kwargs, allow_pickle)
     if checkpoint:
         raise PelaError(
-            "a checkpoint file applies to timm: sources only (a directory or hf: model brings its own weights)"
+            "a checkpoint file applies to timm: sources only (a directory or hf: model brings its "
+            "own weights)"
         )
     if source.startswith("hf:"):
         path = hf_snapshot(source[3:], random_init, allow_pickle, trust_remote_code)
@@ -154,7 +158,8 @@ def load_for_training(
         if inner is not None:
             return hf_from_dir(inner, random_init, allow_pickle, trust_remote_code)
         raise PelaError(
-            f"{path} holds neither a pela model (pela.json), a Hugging Face or timm model (config.json) "
+            f"{path} holds neither a pela model (pela.json), a Hugging Face or timm model "
+            "(config.json) "
             "nor a LoRA adapter (adapter_config.json)"
         )
     # llama.cpp's format: dequantized once into a cached Hugging Face directory

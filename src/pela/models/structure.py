@@ -40,12 +40,14 @@ def apply_structure(model: nn.Module, layers: dict[str, dict[str, Any]]) -> None
         wb = None if old is None else linear_weight(old)
         if wb is None:
             raise PelaError(
-                f"saved model factorizes layer {name!r}, which this architecture does not have as a linear layer"
+                f"saved model factorizes layer {name!r}, which this architecture does not have as "
+                "a linear layer"
             )
         out_f, in_f = wb[0].shape
         if (in_f, out_f) != (spec["in_features"], spec["out_features"]):
             raise PelaError(
-                f"layer {name!r} is {in_f}->{out_f} here but {spec['in_features']}->{spec['out_features']} in the saved model"
+                f"layer {name!r} is {in_f}->{out_f} here but "
+                f"{spec['in_features']}->{spec['out_features']} in the saved model"
             )
         new = LowRankLinear(
             in_f,

@@ -104,7 +104,8 @@ def timm_from_dir(
         model = timm.create_model(f"local-dir:{path}", pretrained=False, **kwargs)
     except Exception as e:  # noqa: BLE001 - timm raises many kinds for a config it cannot build
         raise PelaError(
-            f"{path}/config.json is not a usable timm config: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            f"{path}/config.json is not a usable timm config: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
         ) from e
     if not random_init:
         safe, pickles = weight_files(path, allow_pickle)
@@ -192,7 +193,8 @@ def load_timm(
                 model = timm.create_model(name, pretrained=True, **kwargs)
         except Exception as e:  # noqa: BLE001 - offline, or weights timm cannot fetch
             raise PelaError(
-                f"could not fetch pretrained weights for timm:{name} ({type(e).__name__}; offline?): "
+                f"could not fetch pretrained weights for timm:{name} ({type(e).__name__}; "
+                "offline?): "
                 "pass --checkpoint FILE.safetensors, or random_init=true for an untrained model"
             ) from e
     info(model).source = {"kind": "timm", "name": name, "kwargs": kwargs}

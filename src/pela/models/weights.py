@@ -42,8 +42,10 @@ def check_safetensors(path: str | os.PathLike) -> Path:
         head = f.read(8)
     if is_pickle(path):
         raise PelaError(
-            f"{path} is a pickle/zip archive (torch.save format), not safetensors; pela never unpickles files it did not "
-            "write (to read its tensors anyway with torch.load(weights_only=True), pass allow_pickle=true)"
+            f"{path} is a pickle/zip archive (torch.save format), not safetensors; pela never "
+            "unpickles files it did not "
+            "write (to read its tensors anyway with torch.load(weights_only=True), pass "
+            "allow_pickle=true)"
         )
     if len(head) < 8:
         raise PelaError(f"{path} is not a safetensors file (only {size} bytes)")
@@ -73,7 +75,8 @@ def load_pickled_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     # UnpicklingError for forbidden globals, RuntimeError for broken archives
     except Exception as e:
         raise PelaError(
-            f"{path} cannot be read safely with torch.load(weights_only=True): {str(e).splitlines()[0][:200]}"
+            f"{path} cannot be read safely with torch.load(weights_only=True): "
+            f"{str(e).splitlines()[0][:200]}"
         ) from e
     for key in ("state_dict", "model", "model_state_dict"):  # common wrappers of training scripts
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -138,7 +141,8 @@ def load_weights(
     ]
     if wrong:
         raise PelaError(
-            f"{path} does not fit this architecture: shape mismatch for {len(wrong)} tensors, e.g. {wrong[0]}"
+            f"{path} does not fit this architecture: shape mismatch for {len(wrong)} tensors, e.g. "
+            f"{wrong[0]}"
         )
     result = model.load_state_dict(state, strict=False)
     # tied weights are stored once by safetensors; a key missing only because it is tied is fine

@@ -86,7 +86,8 @@ def _fsdp_on_cpu(accelerator: Any) -> None:
     plugin = FullyShardedDataParallelPlugin()
     if plugin.fsdp_version != 2:
         raise PelaError(
-            "FSDP on the CPU needs FSDP2: launch with --fsdp_version 2 (fsdp_version: 2 in the accelerate config)"
+            "FSDP on the CPU needs FSDP2: launch with --fsdp_version 2 (fsdp_version: 2 in the "
+            "accelerate config)"
         )
     accelerator.state.distributed_type, accelerator.state.fsdp_plugin = DistributedType.FSDP, plugin
 

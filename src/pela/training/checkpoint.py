@@ -171,7 +171,8 @@ def load_checkpoint(
     state = read_json(path / "state.json")
     if state.get("run_id") != run_id:
         raise PelaError(
-            f"checkpoint {path} belongs to another run (different model, data or settings); start afresh with --overwrite"
+            f"checkpoint {path} belongs to another run (different model, data or settings); start "
+            "afresh with --overwrite"
         )
     load_weights(model, path / "model.safetensors")
     _optimizer_from_files(

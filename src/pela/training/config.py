@@ -7,7 +7,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from pela.errors import PelaError
 
@@ -50,31 +50,54 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:
             raise PelaError("give --steps or --epochs, not both")
-        checks = [("steps", self.steps, lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer >= 1"),
-                  ("epochs", self.epochs, lambda v: v is None or (math.isfinite(v) and v > 0), "a number > 0"),
-                  ("batch_size", self.batch_size, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-                  ("lr", self.lr, lambda v: math.isfinite(v) and v > 0, "a number > 0"),
-                  ("weight_decay", self.weight_decay, lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
-                  ("warmup", self.warmup, lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
-                  ("clip", self.clip, lambda v: v is None or (math.isfinite(v) and v > 0), "a number > 0 (to turn clipping off: None, or clip=0)"),
-                  ("grad_accum", self.grad_accum, lambda v: isinstance(v, int) and 1 <= v <= self.batch_size, "an integer in [1, batch_size]"),
-                  ("save_every", self.save_every, lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer >= 1"),
-                  ("log_every", self.log_every, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-                  ("workers", self.workers, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-                  ("eval_every", self.eval_every, lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer >= 1"),
-                  ("keep_best", self.keep_best, lambda v: v is None or (isinstance(v, str) and v != ""), "a metric name"),
-                  ("patience", self.patience, lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer >= 1"),
-                  ("mixed_precision", self.mixed_precision, lambda v: v in ("auto", "no", "bf16", "fp16"), "auto, no, bf16 or fp16")]
-        for name, value, ok, allowed in checks:
-            if not ok(value):
+        for name, (ok, allowed) in RULES.items():
+            value = getattr(self, name)
+            if not ok(value, self):
                 raise PelaError(f"{name} must be {allowed}, got {value!r}")
-        if self.keep_best is not None and self.EVAL_METRICS and self.keep_best not in self.EVAL_METRICS:
-            raise PelaError(f"keep_best must be one of {', '.join(self.EVAL_METRICS)}, got {self.keep_best!r}")
+        metrics = self.EVAL_METRICS
+        if self.keep_best is not None and metrics and self.keep_best not in metrics:
+            raise PelaError(f"keep_best must be one of {', '.join(metrics)}, got "
+                            f"{self.keep_best!r}")
         if self.patience is not None and self.keep_best is None:
             raise PelaError("patience needs keep_best: the metric that must keep improving")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _count(v: Any, _: Any = None) -> bool:
+    return isinstance(v, int) and v >= 1
+
+
+def _optional_count(v: Any, _: Any = None) -> bool:
+    return v is None or _count(v)
+
+
+def _positive(v: Any, _: Any = None) -> bool:
+    return math.isfinite(v) and v > 0
+
+
+COUNT = "an integer >= 1"
+# each setting of `TrainConfig`: whether a value (of this config) is allowed, and what is
+RULES: dict[str, tuple[Callable[[Any, Any], bool], str]] = {
+    "steps": (_optional_count, COUNT),
+    "epochs": (lambda v, _: v is None or _positive(v), "a number > 0"),
+    "batch_size": (_count, COUNT),
+    "lr": (_positive, "a number > 0"),
+    "weight_decay": (lambda v, _: math.isfinite(v) and v >= 0, "a number >= 0"),
+    "warmup": (lambda v, _: 0 <= v < 1, "a fraction in [0, 1)"),
+    "clip": (lambda v, _: v is None or _positive(v),
+             "a number > 0 (to turn clipping off: None, or clip=0)"),
+    "grad_accum": (lambda v, c: isinstance(v, int) and 1 <= v <= c.batch_size,
+                   "an integer in [1, batch_size]"),
+    "save_every": (_optional_count, COUNT),
+    "log_every": (_count, COUNT),
+    "workers": (lambda v, _: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    "eval_every": (_optional_count, COUNT),
+    "keep_best": (lambda v, _: v is None or (isinstance(v, str) and v != ""), "a metric name"),
+    "patience": (_optional_count, COUNT),
+    "mixed_precision": (lambda v, _: v in ("auto", "no", "bf16", "fp16"), "auto, no, bf16 or fp16"),
+}
 
 
 @dataclass
@@ -95,9 +118,10 @@ class TrainResult:
 def run_id(config: TrainConfig, extra: dict[str, Any]) -> str:
     """What makes two runs the same run (a checkpoint may only resume its own run)."""
     # how often to save or log, and how many processes prepare batches, do not change what is
-    # computed;
-    # settings left at None are left out, so that a run's id does not change when a new setting is
-    # added
-    keep = {k: v for k, v in config.to_dict().items()
-            if k not in ("save_every", "log_every", "workers") and not (k in ("eval_every", "keep_best", "patience") and v is None)}
-    return hashlib.sha256(json.dumps({"config": keep, **extra}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    # computed; settings left at None are left out, so that a run's id does not change when a new
+    # setting is added
+    unset = {k for k in ("eval_every", "keep_best", "patience") if getattr(config, k) is None}
+    ignored = {"save_every", "log_every", "workers"} | unset
+    keep = {k: v for k, v in config.to_dict().items() if k not in ignored}
+    text = json.dumps({"config": keep, **extra}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -56,7 +56,8 @@ class _Best:
     def better(self, metrics: dict[str, float]) -> bool:
         if self.metric not in metrics:
             raise PelaError(
-                f"cannot keep the best model by {self.metric!r}: the evaluation reports {', '.join(metrics) or 'nothing'}"
+                f"cannot keep the best model by {self.metric!r}: the evaluation reports "
+                f"{', '.join(metrics) or 'nothing'}"
             )
         value = metrics[self.metric]
         if self.value is None:
@@ -174,11 +175,13 @@ class Evaluations:
         # logged
         try:
             metrics = _evaluate(self.evaluator, plain, accelerator)
-        except Exception as e:  # noqa: BLE001 - an evaluation is an extra, unless it picks the model
+        # an evaluation is an extra, unless it picks the model
+        except Exception as e:  # noqa: BLE001
             if self.best is not None:
                 raise
             warn(
-                f"evaluations skipped from step {done} on, training goes on: {type(e).__name__}: {e}"
+                f"evaluations skipped from step {done} on, training goes on: {type(e).__name__}: "
+                f"{e}"
             )
             self.evaluator = None
             return False

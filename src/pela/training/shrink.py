@@ -110,7 +110,8 @@ def packed(model: nn.Module, data: Any, collate_fn: Any, pack: int | None) -> An
     if not arch.is_causal_lm(model):
         if pack is not None:
             raise PelaError(
-                f"--pack packs text for a language model; {type(model).__name__} has no next-token head"
+                f"--pack packs text for a language model; {type(model).__name__} has no next-token "
+                "head"
             )
         return data
     if pack is not None and positions is not None and pack > positions:
@@ -147,14 +148,18 @@ def shrink(
     distill it, in ``stages``.
 
     Args:
-        data: unlabeled examples to calibrate on (and to distill on, unless ``train_data`` says otherwise).
-        config: the distillation's settings (default `recipe_config`); its steps (or epochs) are shared
-            evenly by the stages. Without either: one epoch of what it distills on, or as many steps as
-            ``minutes`` allow at the pace the first calibration measured.
-        pack: a language model distills on ``data``'s text packed into sequences of this many tokens (`packed`).
+        data: unlabeled examples to calibrate on (and to distill on, unless ``train_data`` says
+            otherwise).
+        config: the distillation's settings (default `recipe_config`); its steps (or epochs) are
+            shared evenly by the stages. Without either: one epoch of what it distills on, or as
+            many steps as ``minutes`` allow at the pace the first calibration measured.
+        pack: a language model distills on ``data``'s text packed into sequences of this many tokens
+            (`packed`).
         train_data: what to distill on, when not ``data`` (or its packed text).
-        calib_samples, probe_samples, sequential, align: `pela.calibrate` and `LowRankConfig` settings of every stage.
-        out: the last stage's run directory (`pela.distill`); earlier stages write under ``out/stages``.
+        calib_samples, probe_samples, sequential, align: `pela.calibrate` and `LowRankConfig`
+            settings of every stage.
+        out: the last stage's run directory (`pela.distill`); earlier stages write under
+            ``out/stages``.
     """
     _check(stages, minutes, config)
     collate_fn = collate_fn or Collator(student)
@@ -166,29 +171,15 @@ def shrink(
             densify(student)
         recipe = stage_recipe(student, k, sequential, align)
         began = time.perf_counter()
-        calibration = calibrate(
-            student,
-            data,
-            recipe,
-            collate_fn=collate_fn,
-            samples=calib_samples,
-            probe_samples=probe_samples,
-            seed=seed,
-            progress=progress,
-        )
+        calibration = calibrate(student, data, recipe, collate_fn=collate_fn, samples=calib_samples,
+                                probe_samples=probe_samples, seed=seed, progress=progress)
         # the first calibration's pace says how many steps fit
         if config.steps is None and config.epochs is None:
             per_example = _seconds_per_example(time.perf_counter() - began, calibration, train)
             steps = max(stages, distill_steps(len(train), config.batch_size, per_example, minutes))
             config = result.config = dataclasses.replace(config, steps=steps)
         result.reports.append(compress(student, recipe, calibration=calibration, progress=progress))
-        where = (
-            None
-            if out is None
-            else Path(out)
-            if stage == stages - 1
-            else Path(out) / "stages" / str(stage + 1)
-        )
+        where = _stage_dir(out, stage, stages)
         result.distills.append(
             distill(
                 student,
@@ -202,6 +193,13 @@ def shrink(
             )
         )
     return result
+
+
+def _stage_dir(out: str | Path | None, stage: int, stages: int) -> Path | None:
+    """Where stage ``stage`` (from 0) distills: ``out`` for the last, ``out/stages/N`` before."""
+    if out is None:
+        return None
+    return Path(out) if stage == stages - 1 else Path(out) / "stages" / str(stage + 1)
 
 
 def _check(stages: int, minutes: float | None, config: DistillConfig | None) -> None:
@@ -219,7 +217,8 @@ def _check(stages: int, minutes: float | None, config: DistillConfig | None) -> 
         )
     if stages > 1 and fsdp_requested() and partial_state().num_processes > 1:
         raise PelaError(
-            "under FSDP the student is sharded after its first stage, and the next cut needs it whole: "
+            "under FSDP the student is sharded after its first stage, and the next cut needs it "
+            "whole: "
             "shrink in one stage (stages=1), or compress and distill stage by stage"
         )
 

@@ -32,11 +32,13 @@ def check_output_dir(directory: str | os.PathLike, overwrite: bool = False) -> P
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         if (path / "checkpoints" / "latest.json").is_file():
             raise PelaError(
-                f"output directory {path} holds the checkpoints of an unfinished run: --resume continues it, "
+                f"output directory {path} holds the checkpoints of an unfinished run: --resume "
+                "continues it, "
                 "--overwrite starts over (the old output stays until the new one is complete)"
             )
         raise PelaError(
-            f"output directory {path} already exists and is not empty (use --overwrite to replace it)"
+            f"output directory {path} already exists and is not empty (use --overwrite to replace "
+            "it)"
         )
     check_parent(path)
     return path

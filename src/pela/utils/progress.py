@@ -203,7 +203,8 @@ class _Lines:
                 self._advance(0, "", force=True)
                 return self.every * DUE
             print(
-                f"{self.description}: {self._count()}, {_duration(now - self.start)} elapsed, at work on the next "
+                f"{self.description}: {self._count()}, {_duration(now - self.start)} elapsed, at "
+                "work on the next "
                 f"for {_duration(now - self.mark[0])}",
                 file=sys.stderr,
                 flush=True,
