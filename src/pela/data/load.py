@@ -29,8 +29,9 @@ from pela.data.tables import ChainRows, TableRows, read_tables, table_files, tab
 from pela.errors import PelaError
 
 
-def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: str | None = None, label_field: str | None = None,
-                 classes: list[str] | None = None, progress: bool = False) -> Dataset:
+def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: str | None = None,
+                 label_field: str | None = None, classes: list[str] | None = None,
+                 progress: bool = False) -> Dataset:
     """Open a dataset by path; raises `PelaError` if it is missing, unreadable or empty.
     ``progress`` shows bars on stderr while a large file is indexed and its records checked.
 
@@ -61,41 +62,58 @@ def load_dataset(path: str | os.PathLike, *, split: str = "train", text_field: s
         raise PelaError(f"dataset {p} does not exist")
     if not os.access(p, os.R_OK):
         raise PelaError(f"dataset {p} is not readable (permission denied)")
+    fields = {"text_field": text_field, "label_field": label_field, "classes": classes,
+              "progress": progress}
     tables = table_files(p)
     # a Parquet or Arrow file, or a Hugging Face dataset's (data/train-00000-of-00001.parquet, ...)
     if tables:
-        files = table_split(p, tables, split) if p.is_dir() else tables
-        rows, names = read_tables(files, progress)
-        if label_field is None:
-            label_field = default_label_field(rows[0] if len(rows) else {}, list(names))
-        ds: Dataset = read_records(files[0], text_field, label_field, classes, rows=rows, label_names=names.get(label_field),
-                                   progress=progress)
-        return _nonempty(ds, p)
-    if p.is_dir():
-        idx = find_idx(p, split)
-        folder = split_folder(p, split) or p
-        # Hugging Face's imagefolder: a metadata file names each image's label or caption
-        meta = next((folder / f"metadata{ext}" for ext in (".jsonl", ".csv") if (folder / f"metadata{ext}").is_file()), None)
-        if idx:
-            ds = IdxImages(*idx, classes=classes)
-        elif meta:
-            ds = read_records(meta, text_field, label_field, classes, progress=progress)
-        elif not _holds_examples(folder) and (shards := record_files(folder)):
-            # shards of records (C4's c4-train.00000-of-01024.json.gz, ...), a split picked by name
-            # as for Parquet
-            files = table_split(folder, shards, split)
-            rows = ChainRows([read_rows(f, progress) for f in files])
-            ds = read_records(files[0], text_field, label_field, classes, rows=rows, progress=progress)
-        else:
-            ds = FolderDataset(folder, classes)
+        ds = _tables(p, tables, split, **fields)
+    elif p.is_dir():
+        ds = _folder(p, split, **fields)
     elif data_format(p) in (".jsonl", ".json", ".csv", ".tsv"):
         ds = read_records(p, text_field, label_field, classes, progress=progress)
     elif data_format(p) in TEXT_SUFFIXES:
         ds = TextLines(p, progress)
     else:
-        raise PelaError(f"cannot read dataset {p}: {data_format(p)!r} is not a known format (text: {', '.join(s or 'no suffix' for s in TEXT_SUFFIXES)}; "
-                        "records: .jsonl, .json, .csv, .tsv, .parquet, .arrow; images: a folder; Fashion-MNIST: a folder of idx files)")
+        texts = ", ".join(s or "no suffix" for s in TEXT_SUFFIXES)
+        raise PelaError(f"cannot read dataset {p}: {data_format(p)!r} is not a known format "
+                        f"(text: {texts}; records: .jsonl, .json, .csv, .tsv, .parquet, .arrow; "
+                        "images: a folder; Fashion-MNIST: a folder of idx files)")
     return _nonempty(ds, p)
+
+
+def _tables(p: Path, tables: list[Path], split: str, text_field: str | None,
+            label_field: str | None, classes: list[str] | None, progress: bool) -> Dataset:
+    """Records of Parquet or Arrow files (a directory's: those of ``split``)."""
+    files = table_split(p, tables, split) if p.is_dir() else tables
+    rows, names = read_tables(files, progress)
+    if label_field is None:
+        label_field = default_label_field(rows[0] if len(rows) else {}, list(names))
+    return read_records(files[0], text_field, label_field, classes, rows=rows,
+                        label_names=names.get(label_field), progress=progress)
+
+
+def _folder(p: Path, split: str, text_field: str | None, label_field: str | None,
+            classes: list[str] | None, progress: bool) -> Dataset:
+    """A directory: idx files, an image folder with its metadata, shards of records, or a folder
+    of images or .txt files (its ``split`` sub-folder where it has splits)."""
+    idx = find_idx(p, split)
+    folder = split_folder(p, split) or p
+    # Hugging Face's imagefolder: a metadata file names each image's label or caption
+    metas = (folder / f"metadata{ext}" for ext in (".jsonl", ".csv"))
+    meta = next((f for f in metas if f.is_file()), None)
+    if idx:
+        return IdxImages(*idx, classes=classes)
+    if meta:
+        return read_records(meta, text_field, label_field, classes, progress=progress)
+    if not _holds_examples(folder) and (shards := record_files(folder)):
+        # shards of records (C4's c4-train.00000-of-01024.json.gz, ...), a split picked by name
+        # as for Parquet
+        files = table_split(folder, shards, split)
+        rows = ChainRows([read_rows(f, progress) for f in files])
+        return read_records(files[0], text_field, label_field, classes, rows=rows,
+                            progress=progress)
+    return FolderDataset(folder, classes)
 
 
 def _holds_examples(folder: Path) -> bool:
@@ -113,26 +131,11 @@ def _nonempty(ds: Dataset, p: Path) -> Dataset:
 def describe(ds: Dataset) -> dict[str, Any]:
     """What pela reads from ``ds``: its kind, its number of examples, the fields it uses, its
     classes with their number of examples, and its first example (text cut at 300 characters)."""
-
-    info: dict[str, Any] = {"kind": type(ds).__name__, "examples": len(ds)}
-    counts: dict[str, int] = {}
-    if isinstance(ds, TextLines):
-        info["kind"] = ("fortune records" if ds.separated else "text, an example per line") + (" (gzip)" if gzipped(ds.path) else "")
-    elif isinstance(ds, Records):
-        files = ds.rows.parts if isinstance(ds.rows, ChainRows) else [ds.rows]
-        rows = files[0] if files else ds.rows
-        info["kind"] = ({".jsonl": "JSON lines", ".json": "JSON list", ".csv": "CSV", ".tsv": "TSV"}[rows.fmt] if isinstance(rows, LineRows)
-                        else "Parquet or Arrow table" if isinstance(rows, TableRows) else "JSON list")
-        info["kind"] += f", {len(files)} files" if len(files) > 1 else ""
-        info["kind"] += ", no header row (columns named by position)" if getattr(rows, "headerless", False) else ""
-        info["fields"] = {"text": list(ds.text_fields), "image": ds.image_field, "label": ds.label_field if ds.classes else None}
-        counts = ds.counts
-    elif isinstance(ds, FolderDataset):
-        info["kind"] = "folder of text files" if ds.text else "image folder"
-        counts = collections.Counter(ds.classes[label] for _, label in ds.items) if ds.classes else {}
-    elif isinstance(ds, IdxImages):
-        info["kind"] = "idx images (MNIST, Fashion-MNIST)"
-        counts = dict(zip(ds.classes, np.bincount(ds.labels, minlength=len(ds.classes)).tolist())) if ds.classes else {}
+    info: dict[str, Any] = {"kind": _kind(ds), "examples": len(ds)}
+    if isinstance(ds, Records):
+        label = ds.label_field if ds.classes else None
+        info["fields"] = {"text": list(ds.text_fields), "image": ds.image_field, "label": label}
+    counts = _counts(ds)
     classes = dataset_classes(ds)
     info["classes"] = {c: counts.get(c, 0) for c in classes} if classes else None
     if not classes:
@@ -140,6 +143,49 @@ def describe(ds: Dataset) -> dict[str, Any]:
     first = ds[0]
     if classes and "label" in first:
         first["label"] = classes[first["label"]]  # its name, not its index
-    info["first"] = {k: (v[:300] + ("…" if len(v) > 300 else "") if isinstance(v, str)
-                         else f"{v.width}×{v.height} {v.mode} image" if hasattr(v, "mode") else v) for k, v in first.items()}
+    info["first"] = {k: _shown(v) for k, v in first.items()}
     return info
+
+
+def _kind(ds: Dataset) -> str:
+    if isinstance(ds, TextLines):
+        kind = "fortune records" if ds.separated else "text, an example per line"
+        return kind + (" (gzip)" if gzipped(ds.path) else "")
+    if isinstance(ds, Records):
+        files = ds.rows.parts if isinstance(ds.rows, ChainRows) else [ds.rows]
+        rows = files[0] if files else ds.rows
+        kind = ("Parquet or Arrow table" if isinstance(rows, TableRows) else
+                RECORD_KINDS[rows.fmt] if isinstance(rows, LineRows) else "JSON list")
+        kind += f", {len(files)} files" if len(files) > 1 else ""
+        if getattr(rows, "headerless", False):
+            kind += ", no header row (columns named by position)"
+        return kind
+    if isinstance(ds, FolderDataset):
+        return "folder of text files" if ds.text else "image folder"
+    if isinstance(ds, IdxImages):
+        return "idx images (MNIST, Fashion-MNIST)"
+    return type(ds).__name__
+
+
+RECORD_KINDS = {".jsonl": "JSON lines", ".json": "JSON list", ".csv": "CSV", ".tsv": "TSV"}
+
+
+def _counts(ds: Dataset) -> dict[str, int]:
+    """Examples per class name, where the dataset knows them without reading every example."""
+    if isinstance(ds, Records):
+        return ds.counts
+    if isinstance(ds, FolderDataset) and ds.classes:
+        return collections.Counter(ds.classes[label] for _, label in ds.items)
+    if isinstance(ds, IdxImages) and ds.classes:
+        per_class = np.bincount(ds.labels, minlength=len(ds.classes)).tolist()
+        return dict(zip(ds.classes, per_class))
+    return {}
+
+
+def _shown(value: Any) -> Any:
+    """A field of the first example as ``pela data`` prints it."""
+    if isinstance(value, str):
+        return value[:300] + ("…" if len(value) > 300 else "")
+    if hasattr(value, "mode"):  # an image
+        return f"{value.width}×{value.height} {value.mode} image"
+    return value
