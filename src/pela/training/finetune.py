@@ -54,9 +54,10 @@ class FinetuneConfig(TrainConfig):
             raise PelaError(f"pooling must be mean or cls, got {self.pooling!r}")
         if self.lora is not None and (not isinstance(self.lora, int) or self.lora < 1):
             raise PelaError(f"lora must be an integer rank >= 1, got {self.lora!r}")
-        if self.factor_lr != MATCHED and not (isinstance(self.factor_lr, (int, float)) and not isinstance(self.factor_lr, bool)
-                                              and math.isfinite(self.factor_lr) and self.factor_lr > 0):
-            raise PelaError(f"factor_lr must be {MATCHED!r} or a number > 0, got {self.factor_lr!r}")
+        rate = self.factor_lr
+        number = isinstance(rate, (int, float)) and not isinstance(rate, bool)
+        if rate != MATCHED and not (number and math.isfinite(rate) and rate > 0):
+            raise PelaError(f"factor_lr must be {MATCHED!r} or a number > 0, got {rate!r}")
         if not (0 <= self.label_smoothing < 1):
             raise PelaError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
 
@@ -75,23 +76,26 @@ def _add_lora(model: nn.Module, rank: int, alpha: float) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
     heads = _head_names(model)
-    targets = [n for n, m in model.named_modules()
-               if isinstance(m, nn.Linear) and not any(n == h or n.startswith(h + ".") for h in heads)]
+    def in_head(name: str) -> bool:
+        return any(name == h or name.startswith(h + ".") for h in heads)
+
+    targets = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not in_head(n)]
     if not targets:
         raise PelaError("found no linear layers to put LoRA adapters on")
     peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets))
-    # the new head trains whole; not through peft's modules_to_save, which matches names by suffix,
-    # so a
-    # head called "head" would also claim a language model's "lm_head"
+    # the new head trains whole; not through peft's modules_to_save, which matches names by
+    # suffix, so a head called "head" would also claim a language model's "lm_head"
     for h in heads:
         peft_model.base_model.model.get_submodule(h).requires_grad_(True)
     return peft_model
 
 
-def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = None, *, num_classes: int | None = None,
-             collate_fn: Callable | None = None, out: str | Path | None = None, resume: bool = False, progress: bool = False,
+def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = None, *,
+             num_classes: int | None = None, collate_fn: Callable | None = None,
+             out: str | Path | None = None, resume: bool = False, progress: bool = False,
              run_info: dict[str, Any] | None = None, accelerator: Any = None,
-             eval_data: Dataset | None = None, eval_batch_size: int = 64) -> tuple[nn.Module, TrainResult]:
+             eval_data: Dataset | None = None,
+             eval_batch_size: int = 64) -> tuple[nn.Module, TrainResult]:
     """Fine-tune ``model`` for classification on labelled ``data``; returns ``(model, result)``.
 
     The returned model has its head (and, with ``config.lora``, the LoRA adapters merged back into
@@ -104,10 +108,39 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
     """
     data = as_dataset(data)  # a datasets.Dataset, a list of texts or of (text, label) pairs
     eval_data = as_dataset(eval_data) if eval_data is not None else None
-
     config = config or FinetuneConfig()
     # a head kept for the same classes keeps its rows' meaning
     data = align_classes(data, arch.class_names(model))
+    names, num_classes = _class_names(data, num_classes)
+    collate_fn = collate_fn or Collator(model)
+    model = _with_head(model, num_classes, config, data, collate_fn)
+    # so that evaluations during training read the data's labels by name
+    info(model).classes = names
+    trained = _add_lora(model, config.lora, config.lora_alpha) if config.lora else model
+    evaluator = None
+    if eval_data is not None:
+        _check_eval_classes(eval_data, names)
+
+        def evaluator(_: nn.Module) -> dict[str, float]:
+            # the model itself: LoRA adapters sit in it, and peft's wrapper hides its forward's
+            # signature
+            scores = evaluate(model, eval_data, collate_fn=collate_fn, batch_size=eval_batch_size,
+                              device=str(model_device(trained)), workers=config.workers)
+            return {k: scores[k] for k in EVAL_METRICS if scores.get(k) is not None}
+
+    result = fit(trained, data, collate_fn, config, _task_loss(config.label_smoothing),
+                 {"task": 1.0}, out=Path(out) if out else None, resume=resume, progress=progress,
+                 run_info=run_info, accelerator=accelerator, description="fine-tuning",
+                 evaluator=evaluator, rates=factor_rates(trained, config.factor_lr))
+    if config.lora:
+        model = trained.merge_and_unload()
+    _name_classes(model, names, num_classes)
+    return model.eval(), result
+
+
+def _class_names(data: Dataset, num_classes: int | None) -> tuple[list[str], int]:
+    """The data's class names (``0``, ``1``, ... where it has none but ``num_classes`` says), and
+    how many outputs the head has."""
     classes = dataset_classes(data)
     if num_classes is None:
         if classes is None:
@@ -115,51 +148,51 @@ def finetune(model: nn.Module, data: Dataset, config: FinetuneConfig | None = No
         num_classes = len(classes)
     if num_classes < 2:
         raise PelaError(f"fine-tuning needs at least 2 classes, the data has {num_classes}")
-    collate_fn = collate_fn or Collator(model)
+    names = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
+    return names, num_classes
+
+
+def _with_head(model: nn.Module, num_classes: int, config: FinetuneConfig, data: Dataset,
+               collate_fn: Callable) -> nn.Module:
+    """``model`` with a classification head of ``num_classes`` (its own, resized, or a new one
+    whose initial weights follow ``config.seed``, not the caller's RNG state)."""
     # CLIP on labelled images: a classifier on its vision tower
     tower = arch.data_tower(model, data, collate_fn)
-    # a new head's initial weights follow config.seed, not the caller's RNG state
+    # a sentence-transformers model pools its own way: its head does too unless told otherwise
+    pooling = config.pooling or info(model).pooling or "mean"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        # a sentence-transformers model pools its own way: its head does too unless told otherwise
-        model = arch.with_classifier(model, num_classes, config.pooling or info(model).pooling or "mean", tower=tower)
-    names = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
-    # so that evaluations during training read the data's labels by name
-    info(model).classes = names
-    trained = _add_lora(model, config.lora, config.lora_alpha) if config.lora else model
-    evaluator = None
-    if eval_data is not None:
-        unknown = sorted(set(dataset_classes(eval_data) or ()) - set(names))
-        if unknown:
-            raise PelaError(f"the evaluation data has classes the training data lacks: {', '.join(map(repr, unknown[:3]))}"
-                            + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""))
+        return arch.with_classifier(model, num_classes, pooling, tower=tower)
 
-        def evaluator(_: nn.Module) -> dict[str, float]:
-            # the model itself: LoRA adapters sit in it, and peft's wrapper hides its forward's
-            # signature
-            scores = evaluate(model, eval_data, collate_fn=collate_fn, batch_size=eval_batch_size, device=str(model_device(trained)),
-                              workers=config.workers)
-            return {k: scores[k] for k in EVAL_METRICS if scores.get(k) is not None}
 
-    def step_loss(m: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[Any, dict[str, torch.Tensor]]:
+def _check_eval_classes(eval_data: Dataset, names: list[str]) -> None:
+    unknown = sorted(set(dataset_classes(eval_data) or ()) - set(names))
+    if unknown:
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        raise PelaError("the evaluation data has classes the training data lacks: "
+                        f"{', '.join(map(repr, unknown[:3]))}{more}")
+
+
+def _task_loss(label_smoothing: float) -> Callable:
+    """One batch's cross-entropy of the model's logits against its labels."""
+
+    def step_loss(m: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[Any, dict[str, Any]]:
         labels = batch.pop("labels", None)
         if labels is None:
             raise PelaError("fine-tuning needs labelled data; this batch has no labels")
         outputs = arch.forward(m, batch)
-        logits = arch.main_output(outputs)
-        return outputs, {"task": F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)}
+        logits = arch.main_output(outputs).float()
+        return outputs, {"task": F.cross_entropy(logits, labels, label_smoothing=label_smoothing)}
 
-    result = fit(trained, data, collate_fn, config, step_loss, {"task": 1.0}, out=Path(out) if out else None, resume=resume,
-                 progress=progress, run_info=run_info, accelerator=accelerator, description="fine-tuning", evaluator=evaluator,
-                 rates=factor_rates(trained, config.factor_lr))
-    if config.lora:
-        model = trained.merge_and_unload()
+    return step_loss
+
+
+def _name_classes(model: nn.Module, names: list[str], num_classes: int) -> None:
+    """The classes' names, in what pela records and (a Hugging Face head) in the config."""
     info(model).classes = names
     cfg = getattr(model, "config", None)
     # labels 0, 1, ...: names the config has stay
-    indices = info(model).classes == [str(i) for i in range(num_classes)]
-    # a Hugging Face head: its config names the classes too
+    indices = names == [str(i) for i in range(num_classes)]
     if getattr(cfg, "num_labels", None) == num_classes and not indices:
-        cfg.id2label = dict(enumerate(info(model).classes))
+        cfg.id2label = dict(enumerate(names))
         cfg.label2id = {c: i for i, c in cfg.id2label.items()}
-    return model.eval(), result
