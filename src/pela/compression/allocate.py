@@ -17,15 +17,14 @@ allocates *worse* than a uniform ratio; with measured sensitivities it beats it 
 
 from __future__ import annotations
 
-import contextlib
 import heapq
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from pela import arch
-from pela.compression.replay import BlockCalls, Call, replay
+from pela.compression.replay import BlockCalls, Call, replay, without_cache
 from pela.errors import PelaError
 from pela.features import feature_loss
 
@@ -132,7 +131,7 @@ def sensitivities(
     was_training = model.training
     model.eval()
     try:
-        with _no_cache(model):
+        with without_cache(model):
             reference = [run(b) for b in batches]
             result: list[float | None] = []
             for name, module, delta, tail in layers:
@@ -148,21 +147,6 @@ def sensitivities(
     finally:
         recorder.remove()
         model.train(was_training)
-
-
-@contextlib.contextmanager
-def _no_cache(model: nn.Module) -> Iterator[None]:
-    """No key-value cache while probing: it would hold state between a pass and the replay of its
-    blocks."""
-    config = getattr(model, "config", None)
-    cached = getattr(config, "use_cache", None)
-    if cached:
-        config.use_cache = False
-    try:
-        yield
-    finally:
-        if cached:
-            config.use_cache = cached
 
 
 def _probed(module: nn.Module, d: torch.Tensor, batches: list[dict[str, Any]], reference: list,

@@ -13,8 +13,9 @@ stages, a decoder reading the encoder), it says so and the caller runs the whole
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -155,3 +156,18 @@ def replay(calls: list[Call], linked: list[bool], start: int) -> dict[int, torch
         call = calls[i]
         hidden = outputs[i] = run_call(call.module, call, hidden)
     return outputs
+
+
+@contextlib.contextmanager
+def without_cache(model: nn.Module) -> Iterator[None]:
+    """No key-value cache while blocks are replayed: it would hold state between a pass and the
+    replay of its blocks."""
+    config = getattr(model, "config", None)
+    cached = getattr(config, "use_cache", None)
+    if cached:
+        config.use_cache = False
+    try:
+        yield
+    finally:
+        if cached:
+            config.use_cache = cached

@@ -26,7 +26,14 @@ import torch
 from torch import nn
 
 from pela import arch
-from pela.compression.replay import BlockCalls, Call, hidden_of, replay_ready, run_call
+from pela.compression.replay import (
+    BlockCalls,
+    Call,
+    hidden_of,
+    replay_ready,
+    run_call,
+    without_cache,
+)
 from pela.errors import warn
 from pela.features import real_tokens
 from pela.linalg import Spectrum, corrected_weight, whiten_spectrum
@@ -228,24 +235,19 @@ def refit(
     ]
     was_training = model.training
     model.eval()
-    config = getattr(model, "config", None)
-    cached = getattr(config, "use_cache", None)
-    if cached:
-        config.use_cache = False
     try:
-        chains = _chains(model, batches, blocks)
-        if chains is None:
-            warn(
-                "sequential factorization needs blocks that run one after another, each once, on "
-                "the previous one's "
-                "output; this model's do not, so its layers are factorized one-shot"
-            )
-            return set()
-        return _refit_chain(model, fits, chains, batches, progress, feed == "teacher")
+        with without_cache(model):
+            chains = _chains(model, batches, blocks)
+            if chains is None:
+                warn(
+                    "sequential factorization needs blocks that run one after another, each once, "
+                    "on the previous one's output; this model's do not, so its layers are "
+                    "factorized one-shot"
+                )
+                return set()
+            return _refit_chain(model, fits, chains, batches, progress, feed == "teacher")
     finally:
         model.train(was_training)
-        if cached:
-            config.use_cache = cached
 
 
 def _refit_chain(
