@@ -254,11 +254,11 @@ SCENARIOS = [
     ("compress --plot, the plot fails", _failing_extra("pela.cli.compress_cmd", "plot_compression", [
         "compress", "{teacher}", "--ratio", "4", "--plot", "{out}.png", "--out", "{out}"]), 0,
      "warning: skipped the plot"),
-    ("distill, generations.md fails", _failing_extra("pela.cli.train_cmd", "write_generations",
+    ("distill, generations.md fails", _failing_extra("pela.cli.common", "write_generations",
                                                      [*D_LLAMA.split(), "--out", "{out}"]), 0, "warning: skipped generations.md"),
     ("finetune, the final evaluation fails", _failing_extra("pela.cli.train_cmd", "evaluate", [
         *FINETUNE.split(), "--eval-data", "{labeled}", "--out", "{out}"]), 0, "warning: skipped the final evaluation"),
-    ("shrink, generations.md fails", _failing_extra("pela.cli.shrink_cmd", "write_generations", [
+    ("shrink, generations.md fails", _failing_extra("pela.cli.common", "write_generations", [
         "shrink", "{llama}", "--data", "{text}", "--ratio", "1.25", "--steps", "2", "--batch-size", "4", "--config", "calib_samples=16",
         "--out", "{out}"]), 0, "warning: skipped generations.md"),
     ("disk full while distilling", _full_disk_in_training, 2, "error: no space left on device writing"),

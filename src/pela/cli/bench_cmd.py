@@ -11,7 +11,7 @@ from rich.table import Column, Table
 
 from pela.arch.inputs import DEFAULT_BATCH, DEFAULT_SEQ_LEN
 from pela.bench import COMPILE_MODES, benchmark, generation_benchmark
-from pela.cli.common import TRUST_HELP, _shapes_text, command, out_console
+from pela.cli.common import TRUST_HELP, _check_counts, _shapes_text, command, out_console
 from pela.cli.config_file import setting
 from pela.errors import PelaError
 from pela.models.sources import load_for_training
@@ -83,11 +83,8 @@ def bench(
 def _check_flags(device: str, batch_size: int, seq_len: int | None, iters: int, rounds: int,
                  compile_mode: str | None, generate: bool, onnx: bool) -> None:
     resolve_device(device)
-    counts = (("--batch-size", batch_size), ("--seq-len", seq_len), ("iters", iters),
-              ("rounds", rounds))
-    for flag, value in counts:
-        if value is not None and value < 1:
-            raise PelaError(f"{flag} must be >= 1, got {value}")
+    _check_counts({"--batch-size": batch_size, "--seq-len": seq_len, "iters": iters,
+                   "rounds": rounds})
     if compile_mode is not None and compile_mode not in COMPILE_MODES:
         modes = ", ".join(COMPILE_MODES)
         raise PelaError(f"compile_mode must be one of {modes}, got {compile_mode!r}")

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator, List, Optional
 import typer
 from rich.console import Console
 
+from pela.arch import is_causal_lm
 from pela.cli.config_file import (
     CONFIG_HELP,
     Setting,
@@ -19,8 +20,10 @@ from pela.cli.config_file import (
     read_config,
     settings_help,
 )
+from pela.data.collate import Collator
 from pela.data.load import load_dataset
 from pela.errors import PelaError
+from pela.evaluation.generation import write_generations
 from pela.metadata import info
 from pela.models.saving import WEIGHTS_NAME
 from pela.models.weights import stored_float_dtype
@@ -209,6 +212,35 @@ def _load_data(path: Path, *, text_field: Optional[str], **kwargs: Any) -> Any:
 def _chose(file: str, what: str, column: str, setting: str) -> None:
     """Say which column pela took for the text or the class, and how to name another."""
     err_console.print(f"{file}: the {what} is its {column!r} column ({setting}=NAME names another)")
+
+
+def _check_counts(values: dict[str, Optional[int]]) -> None:
+    """Each of ``values`` (named as the user sets it) that was given must be at least 1."""
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise PelaError(f"{name} must be >= 1, got {value}")
+
+
+def _check_pack(pack: Optional[int]) -> None:
+    if pack is not None and pack < 2:
+        raise PelaError(f"--pack must be at least 2 tokens, got {pack}")
+
+
+def _collator(model: Any, max_length: Optional[int], data: dict[str, Any]) -> Collator:
+    """The model's collator, once it has checked that it can read each of ``data`` (``None``:
+    not given), named as the user named it."""
+    collate = Collator(model, max_length=max_length)
+    for name, ds in data.items():
+        if ds is not None:
+            collate.check(ds, name)
+    return collate
+
+
+def _generations(run: Path, student: Any, teacher: Any, prompts: Any, collate: Collator) -> None:
+    """A language model's greedy continuations beside the teacher's, once the student is safe."""
+    if is_causal_lm(student):
+        with optional_step("generations.md"):
+            write_generations(run / "generations.md", student, teacher, prompts, collate.tokenizer)
 
 
 def _opt_str(path: Optional[Path]) -> Optional[str]:

@@ -15,6 +15,8 @@ from pela.cli.common import (
     SAVE_DTYPE_HELP,
     TEXT_FIELD_HELP,
     TRUST_HELP,
+    _check_counts,
+    _collator,
     _half_precision_note,
     _load_data,
     _opt_str,
@@ -30,7 +32,6 @@ from pela.compression.config import LowRankConfig
 from pela.compression.inits import NEEDS_CALIBRATION
 from pela.compression.plot import plot_compression
 from pela.compression.recipe import recipe
-from pela.data.collate import Collator
 from pela.errors import PelaError
 from pela.models.saving import save_dtype as _save_dtype
 from pela.models.saving import save_pretrained
@@ -105,11 +106,8 @@ def compress(
     _check_calibration_flags(calib, sequential, uniform_ranks, sensitivity)
     config = _config(ratio, rank, energy, param_budget, align, include, exclude, device, init,
                      sequential, sensitivity, calib)
-    counts = {"calib_samples": calib_samples, "calib_batch_size": calib_batch_size,
-              "max_length": max_length}
-    for name, value in counts.items():
-        if value is not None and value < 1:
-            raise PelaError(f"{name} must be >= 1, got {value}")
+    _check_counts({"calib_samples": calib_samples, "calib_batch_size": calib_batch_size,
+                   "max_length": max_length})
     if plot is not None:
         check_figure_path(plot)
     check_not_input(out, {"the model": source, "--calib": calib, "--checkpoint": checkpoint})
@@ -122,8 +120,7 @@ def compress(
     calibration = None
     if calib_data is not None:
         config = recipe(model, calibrated=True, uniform=uniform_ranks, **config.to_dict())
-        collate = Collator(model, max_length=max_length)
-        collate.check(calib_data, f"--calib {calib}")
+        collate = _collator(model, max_length, {f"--calib {calib}": calib_data})
         calibration = calibrate(model, calib_data, config, collate_fn=collate,
                                 samples=calib_samples, batch_size=calib_batch_size, progress=True)
     report = _compress(model, config, calibration=calibration, progress=True)

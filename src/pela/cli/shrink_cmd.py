@@ -19,22 +19,21 @@ from typing import Any, Optional
 
 import typer
 
-from pela.arch import is_causal_lm
 from pela.cli.common import (
     TEXT_FIELD_HELP,
     TRUST_HELP,
     _check_output,
+    _check_pack,
+    _collator,
+    _generations,
     _load_data,
     _saved,
     command,
-    optional_step,
     out_console,
 )
 from pela.cli.config_file import setting
 from pela.compression.config import LowRankConfig
-from pela.data.collate import Collator
 from pela.errors import PelaError
-from pela.evaluation.generation import write_generations
 from pela.models.sources import load_for_training
 from pela.training.distill import DistillConfig
 from pela.training.record import shrink_record
@@ -92,8 +91,7 @@ def shrink(
         with activity(f"loading {source}"):
             teacher = load_for_training(source, trust_remote_code=trust_remote_code)
         student = copy.deepcopy(teacher)
-        collate = Collator(student, max_length=max_length)
-        collate.check(ds, f"--data {data}")
+        collate = _collator(student, max_length, {f"--data {data}": ds})
         config = recipe_config(student, steps=steps, batch_size=batch_size)
         shrunk = shrink_(
             student, teacher, ds, ratio, config, stages=stages, minutes=minutes, pack=pack,
@@ -101,10 +99,7 @@ def shrink(
             progress=True, run_info={"teacher": source, "data": str(Path(data).resolve())},
         )
         main = run.publish(student, shrink_record(shrunk, ratio, student, teacher))
-        if is_causal_lm(student):  # what the student writes, beside the teacher's
-            with optional_step("generations.md"):
-                generations = run.path / "generations.md"
-                write_generations(generations, student, teacher, ds, collate.tokenizer)
+        _generations(run.path, student, teacher, ds, collate)
         if main:
             out_console.print(_shrunk(shrunk, stages, out))
 
@@ -115,8 +110,7 @@ def _check_shrink_flags(steps: Optional[int], minutes: Optional[float], pack: Op
         raise PelaError(f"--minutes must be > 0, got {minutes}")
     if steps is not None and minutes is not None:
         raise PelaError("give --steps or --minutes, not both")
-    if pack is not None and pack < 2:
-        raise PelaError(f"--pack must be at least 2 tokens, got {pack}")
+    _check_pack(pack)
     if stages < 1:
         raise PelaError(f"stages must be at least 1, got {stages}")
 

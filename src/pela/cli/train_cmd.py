@@ -8,7 +8,6 @@ from typing import Any, Optional
 
 import typer
 
-from pela.arch import is_causal_lm
 from pela.cli.common import (
     ALLOW_PICKLE_HELP,
     CHECKPOINT_HELP,
@@ -18,8 +17,12 @@ from pela.cli.common import (
     TEXT_FIELD_HELP,
     TRUST_HELP,
     WORKERS_HELP,
+    _check_counts,
     _check_eval_flags,
     _check_output,
+    _check_pack,
+    _collator,
+    _generations,
     _half_precision_note,
     _load_data,
     _opt_str,
@@ -34,7 +37,6 @@ from pela.data.labels import dataset_classes, unlabelled_reason
 from pela.data.packing import PackedText
 from pela.errors import PelaError
 from pela.evaluation.classifier import evaluate
-from pela.evaluation.generation import write_generations
 from pela.models.saving import is_pela_dir, record_metadata
 from pela.models.saving import save_dtype as _save_dtype
 from pela.models.sources import load_for_training
@@ -176,31 +178,11 @@ def _load_pair(student: Path, teacher: str, teacher_checkpoint: Optional[Path],
     return student_model, teacher_model
 
 
-def _generations(run: Path, student: Any, teacher: Any, prompts: Any, collate: Collator) -> None:
-    """A language model's greedy continuations beside the teacher's, once the student is safe."""
-    if is_causal_lm(student):
-        with optional_step("generations.md"):
-            write_generations(run / "generations.md", student, teacher, prompts, collate.tokenizer)
-
-
-def _collator(model: Any, max_length: Optional[int], data: dict[str, Any]) -> Collator:
-    """The model's collator, once it has checked that it can read each of ``data`` (``None``:
-    not given), named as the user named it."""
-    collate = Collator(model, max_length=max_length)
-    for name, ds in data.items():
-        if ds is not None:
-            collate.check(ds, name)
-    return collate
-
-
 def _check_distill_flags(student: Path, max_length: Optional[int], pack: Optional[int],
                          eval_samples: int) -> None:
-    if max_length is not None and max_length < 1:
-        raise PelaError(f"max_length must be >= 1, got {max_length}")
-    if pack is not None and pack < 2:
-        raise PelaError(f"--pack must be at least 2 tokens, got {pack}")
-    if eval_samples < 1:
-        raise PelaError(f"eval_samples must be >= 1, got {eval_samples}")
+    _check_counts({"max_length": max_length})
+    _check_pack(pack)
+    _check_counts({"eval_samples": eval_samples})
     if not is_pela_dir(student):
         raise PelaError(f"--student {student} is not a directory written by pela (run pela "
                         "compress first)")
@@ -297,8 +279,7 @@ def finetune(
         keep_best=keep_best, patience=patience, factor_lr=parse_factor_lr(factor_lr),
     )
     _check_eval_flags(eval_data, eval_every, keep_best)
-    if max_length is not None and max_length < 1:
-        raise PelaError(f"max_length must be >= 1, got {max_length}")
+    _check_counts({"max_length": max_length})
     _save_dtype(save_dtype)
     inputs = {"model": model, "--data": data, "--eval-data": eval_data, "checkpoint": checkpoint}
     _check_output(out, resume, overwrite, inputs)
