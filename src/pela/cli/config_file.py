@@ -15,7 +15,7 @@ import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Callable, Union, get_args, get_origin
 
 from pela.errors import PelaError
 
@@ -71,26 +71,27 @@ def _read_one(source: str, command: str) -> dict[str, Any]:
 
 def _parse_file(path: Path) -> dict[str, Any]:
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".toml":
-            document = tomllib.loads(path.read_text(encoding="utf-8"))
-        elif suffix in (".yaml", ".yml"):
-            import yaml
+    if suffix == ".toml":
+        document = _read(path, "TOML", tomllib.loads, tomllib.TOMLDecodeError)
+    elif suffix in (".yaml", ".yml"):
+        import yaml
 
-            document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        else:
-            suffix = suffix or "no suffix"
-            raise PelaError(f"--config {path}: a .toml, .yaml or .yml file, got {suffix}")
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise PelaError(f"--config {path} is not valid TOML: {e}") from None
-    except Exception as e:  # yaml's errors, without importing yaml where no YAML is read
-        if isinstance(e, PelaError) or type(e).__module__.split(".")[0] != "yaml":
-            raise
-        raise PelaError(f"--config {path} is not valid YAML: {' '.join(str(e).split())}") from None
+        document = _read(path, "YAML", yaml.safe_load, yaml.YAMLError)
+    else:
+        got = suffix or "no suffix"
+        raise PelaError(f"--config {path}: a .toml, .yaml or .yml file, got {got}")
     if not isinstance(document, dict):
-        got = type(document).__name__
-        raise PelaError(f"--config {path}: expected tables of options, got {got}")
+        raise PelaError(f"--config {path}: expected tables of options, got "
+                        f"{type(document).__name__}")
     return document
+
+
+def _read(path: Path, kind: str, parse: Callable[[str], Any], error: type[Exception]) -> Any:
+    try:
+        return parse(path.read_text(encoding="utf-8"))
+    except (error, UnicodeDecodeError) as e:
+        said = " ".join(str(e).split())
+        raise PelaError(f"--config {path} is not valid {kind}: {said}") from None
 
 
 def _name(key: str) -> str:
