@@ -62,8 +62,7 @@ def call_with_inputs(
             raise
         raise PelaError(
             f"{type(inner).__name__} needs {missing.group(1)} too, and the data gives only "
-            f"{', '.join(inputs)}: "
-            "it reads inputs of several kinds together"
+            f"{', '.join(inputs)}: it reads inputs of several kinds together"
         ) from None
 
 

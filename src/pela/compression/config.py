@@ -146,9 +146,8 @@ class LowRankConfig:
             raise PelaError(f"sequential must be true or false, got {self.sequential!r}")
         if self.sequential and self.init not in NEEDS_CALIBRATION:
             raise PelaError(
-                f"sequential factorization fits layers on calibration inputs: it needs a "
-                "calibrated init "
-                f"({', '.join(sorted(NEEDS_CALIBRATION))}), not init={self.init!r}"
+                "sequential factorization fits layers on calibration inputs: it needs a "
+                f"calibrated init ({', '.join(sorted(NEEDS_CALIBRATION))}), not init={self.init!r}"
             )
         if not isinstance(self.speed_check, bool):
             raise PelaError(f"speed_check must be true or false, got {self.speed_check!r}")

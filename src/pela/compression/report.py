@@ -65,9 +65,8 @@ class CompressionReport:
         n = len(self.factorized)
         return (
             f"factorized {n} of {len(self.layers)} linear layers: parameters "
-            f"{self.params_before:,} -> "
-            f"{self.params_after:,} ({self.params_after / max(self.params_before, 1):.1%}) in "
-            f"{self.seconds:.2f}s"
+            f"{self.params_before:,} -> {self.params_after:,} "
+            f"({self.params_after / max(self.params_before, 1):.1%}) in {self.seconds:.2f}s"
         )
 
     def __str__(self) -> str:

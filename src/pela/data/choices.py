@@ -79,8 +79,7 @@ def _rows(source: Any, split: str) -> Sequence[Any]:
         return read_rows(p)
     raise PelaError(
         f"cannot read multiple-choice examples from {p}: give records (.jsonl, .json, .csv, .tsv, "
-        ".parquet, .arrow, "
-        "or a folder of Parquet/Arrow files)"
+        ".parquet, .arrow, or a folder of Parquet/Arrow files)"
     )
 
 
@@ -97,8 +96,7 @@ def _field(
     if found is None:
         raise PelaError(
             f"cannot tell which field holds the {what}: none of {', '.join(candidates)} in the "
-            "records "
-            f"(their fields: {', '.join(map(repr, row))}); name it with {flag}"
+            f"records (their fields: {', '.join(map(repr, row))}); name it with {flag}"
         )
     return found
 
@@ -163,7 +161,6 @@ def _answer_index(
     if index is None or not 0 <= index < len(choices):
         raise PelaError(
             f"{where}: the answer ({field!r} = {answer!r:.40}) names none of its {len(choices)} "
-            "choices "
-            "(give an index from 0, a letter, a choice label or the right choice's text)"
+            "choices (give an index from 0, a letter, a choice label or the right choice's text)"
         )
     return index

@@ -110,9 +110,8 @@ class Collator:
             if len(tokenizer) <= len(tokenizer.all_special_tokens):
                 raise PelaError(
                     f"text data needs the model's tokenizer, and {self.files} has none (its "
-                    "tokenizer would know only "
-                    f"{len(tokenizer)} special tokens); save the one its weights were trained with "
-                    "beside them "
+                    f"tokenizer would know only {len(tokenizer)} special tokens); save the one its "
+                    "weights were trained with beside them "
                     "(AutoTokenizer.from_pretrained(ORIGINAL).save_pretrained(DIR))"
                 )
             self._tokenizer = _with_pad(tokenizer)
@@ -140,8 +139,7 @@ class Collator:
                     )
                     raise PelaError(
                         f"image data needs the model's image processor, and {where}; save the one "
-                        "its weights were "
-                        "trained with beside them "
+                        "its weights were trained with beside them "
                         "(AutoImageProcessor.from_pretrained(ORIGINAL).save_pretrained(DIR))"
                     ) from None
                 self._transform = _HFImageTransform(processor)

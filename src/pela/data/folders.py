@@ -35,8 +35,7 @@ class TextLines(ByteRanges, Dataset):
         if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
             raise PelaError(
                 f"{path} is a Python pickle (CIFAR's batches are): pela never unpickles data, "
-                "which can run code; "
-                "use the dataset as Parquet or an image folder"
+                "which can run code; use the dataset as Parquet or an image folder"
             )
         if b"\0" in head[:8192]:
             raise PelaError(

@@ -29,8 +29,7 @@ def as_dataset(data: Any, *, text_field: str | None = None, label_field: str | N
     if kind == "datasets.IterableDataset":
         raise PelaError(
             "a streaming datasets.IterableDataset has no length to sample from; take examples "
-            "first: "
-            "datasets.Dataset.from_list(list(data.take(N)))"
+            "first: datasets.Dataset.from_list(list(data.take(N)))"
         )
     if kind == "datasets.Dataset":
         return _from_hf(data, text_field, label_field)

@@ -248,6 +248,5 @@ def table_split(root: Path, files: list[Path], split: str) -> list[Path]:
             return chosen
     raise PelaError(
         f"{root} holds the splits {', '.join(sorted({s for s in tagged.values() if s}))} but no "
-        f"{split} split "
-        f"({' or '.join(SPLIT_FOLDERS.get(split, (split,)))})"
+        f"{split} split ({' or '.join(SPLIT_FOLDERS.get(split, (split,)))})"
     )

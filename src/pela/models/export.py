@@ -48,8 +48,7 @@ def export_hf(
         kind = "timm" if source.get("kind") == "timm" else "no recorded architecture"
         raise PelaError(
             f"{src} is a {kind} model; export writes Hugging Face directories, for transformers "
-            "models only "
-            "(pela.load reads this one)"
+            "models only (pela.load reads this one)"
         )
     if source.get("remote_code"):
         raise PelaError(

@@ -182,10 +182,9 @@ def _write_model(
     if source and source.get("kind") == "timm" and not _rebuilds(backbone, source):
         warn(
             f"timm:{source.get('name')} as recorded does not rebuild this model's shapes (it was "
-            "built with arguments "
-            "pela did not see); the weights are saved, and pela.load needs the dense model: "
-            "pela.load(dir, model=...). "
-            "Models made by pela.load('timm:NAME', **kwargs) record their arguments."
+            "built with arguments pela did not see); the weights are saved, and pela.load needs "
+            "the dense model: pela.load(dir, model=...). Models made by pela.load('timm:NAME', "
+            "**kwargs) record their arguments."
         )
         source = None
     head = (

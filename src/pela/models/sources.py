@@ -28,8 +28,7 @@ from pela.models.timm_source import is_timm_dir, load_timm, timm_from_dir
 
 SOURCE_HELP = (
     "use timm:NAME, hf:ORG/NAME, a local directory (saved by pela, by Hugging Face "
-    "save_pretrained, by timm, or a peft LoRA "
-    "adapter) or a .gguf file"
+    "save_pretrained, by timm, or a peft LoRA adapter) or a .gguf file"
 )
 
 
@@ -159,8 +158,7 @@ def load_for_training(
             return hf_from_dir(inner, random_init, allow_pickle, trust_remote_code)
         raise PelaError(
             f"{path} holds neither a pela model (pela.json), a Hugging Face or timm model "
-            "(config.json) "
-            "nor a LoRA adapter (adapter_config.json)"
+            "(config.json) nor a LoRA adapter (adapter_config.json)"
         )
     # llama.cpp's format: dequantized once into a cached Hugging Face directory
     if path.is_file() and path.suffix == ".gguf":

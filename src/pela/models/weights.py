@@ -43,9 +43,8 @@ def check_safetensors(path: str | os.PathLike) -> Path:
     if is_pickle(path):
         raise PelaError(
             f"{path} is a pickle/zip archive (torch.save format), not safetensors; pela never "
-            "unpickles files it did not "
-            "write (to read its tensors anyway with torch.load(weights_only=True), pass "
-            "allow_pickle=true)"
+            "unpickles files it did not write (to read its tensors anyway with "
+            "torch.load(weights_only=True), pass allow_pickle=true)"
         )
     if len(head) < 8:
         raise PelaError(f"{path} is not a safetensors file (only {size} bytes)")

@@ -218,8 +218,7 @@ def _check(stages: int, minutes: float | None, config: DistillConfig | None) -> 
     if stages > 1 and fsdp_requested() and partial_state().num_processes > 1:
         raise PelaError(
             "under FSDP the student is sharded after its first stage, and the next cut needs it "
-            "whole: "
-            "shrink in one stage (stages=1), or compress and distill stage by stage"
+            "whole: shrink in one stage (stages=1), or compress and distill stage by stage"
         )
 
 

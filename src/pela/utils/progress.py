@@ -204,8 +204,7 @@ class _Lines:
                 return self.every * DUE
             print(
                 f"{self.description}: {self._count()}, {_duration(now - self.start)} elapsed, at "
-                "work on the next "
-                f"for {_duration(now - self.mark[0])}",
+                f"work on the next for {_duration(now - self.mark[0])}",
                 file=sys.stderr,
                 flush=True,
             )
