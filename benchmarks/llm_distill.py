@@ -86,7 +86,7 @@ def loss_scales(student, teacher, batch: dict) -> dict:
     """On one packed batch: the feature loss as plain MSE and relative to the teacher's features, beside the KL."""
     from pela import arch
     from pela.features import BlockCapture, feature_loss
-    from pela.training.distill import kl_divergence
+    from pela.training.distill_loss import kl_divergence
 
     device = next(teacher.parameters()).device
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}

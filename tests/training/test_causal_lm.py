@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import TEXTS, tiny_llama, word_tokenizer
 
 import pela
@@ -13,7 +12,6 @@ from pela.cli.app import main
 from pela.data.collate import Collator
 from pela.data.inputs import as_dataset
 from pela.data.packing import PackedText
-from pela.training.distill import kl_divergence
 
 
 def test_a_tokenizer_without_a_pad_token_pads_with_its_end_of_text_token(tmp_path):
@@ -26,18 +24,7 @@ def test_a_tokenizer_without_a_pad_token_pads_with_its_end_of_text_token(tmp_pat
     assert batch["input_ids"][1, -1] == tok.eos_token_id
 
 
-def test_kl_divergence_per_real_token_with_temperature():
-    torch.manual_seed(0)
-    s, t = torch.randn(2, 5, 7), torch.randn(2, 5, 7)
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
-    assert float(kl_divergence(t, t, 2.0, mask)) == pytest.approx(0.0, abs=1e-6)
-    keep = mask.bool()
-    p_t, log_s = F.softmax(t[keep] / 2, -1), F.log_softmax(s[keep] / 2, -1)
-    expected = 4 * (p_t * (p_t.log() - log_s)).sum(-1).mean()
-    assert float(kl_divergence(s, t, 2.0, mask)) == pytest.approx(float(expected), rel=1e-5)
-    changed = s.clone()
-    changed[1, 3:] += 100  # padding: no part of the loss
-    assert float(kl_divergence(changed, t, 2.0, mask)) == pytest.approx(float(expected), rel=1e-5)
+def test_a_temperature_needs_logit_distillation():
     with pytest.raises(PelaError, match="give it a weight too"):
         DistillConfig(temperature=2.0)
     with pytest.raises(PelaError, match="temperature must be a finite number > 0"):

@@ -23,14 +23,6 @@ class Images(Dataset):
         return {"pixel_values": self.x[i], "labels": self.y[i]}
 
 
-
-
-
-
-
-
-
-
 def test_distill_reduces_feature_gap_and_freezes_teacher():
     student, teacher = pair(hf_bert)
     before_teacher = {k: v.clone() for k, v in teacher.state_dict().items()}
@@ -174,12 +166,6 @@ def test_block_shared_across_depth_gives_one_feature_per_call():
     assert result.history[-1]["feature"] > 0
 
 
-
-
-
-
-
-
 def test_pair_and_config_errors():
     student, _ = pair(hf_bert)
     from transformers import BertConfig, BertModel
@@ -195,8 +181,6 @@ def test_pair_and_config_errors():
     for kwargs in (dict(steps=0), dict(batch_size=0), dict(lr=-1), dict(alpha=0, task=0), dict(steps=2, epochs=1.0)):
         with pytest.raises(PelaError):
             DistillConfig(**kwargs)
-
-
 
 
 def test_held_out_evaluations_and_the_best_student(tmp_path):
