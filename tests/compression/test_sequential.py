@@ -189,7 +189,7 @@ def test_fed_the_originals_activations_it_gives_the_one_shot_factors():
 def test_block_by_block_holds_no_whole_model_statistics_and_whitens_what_the_refit_does_not_reach(monkeypatch):
     """With a ratio, calibration keeps only the batches, and no one-shot spectrum is computed for a layer the
     refit reaches; a layer outside the blocks (BERT's pooler) is whitened on the inputs it gets at the end."""
-    from pela.compression import compress as compress_module
+    from pela.compression import factors as factors_module
     from pela.compression.calibrate import input_moments
     from pela.compression.targets import select
 
@@ -200,8 +200,8 @@ def test_block_by_block_holds_no_whole_model_statistics_and_whitens_what_the_ref
     cal = pela.calibrate(model, Tokens(n=64, length=12), config, collate_fn=stack_batch)
     assert cal.moments == {} and set(cal.tokens) == {c.name for c in select(model, config) if c.skip_reason is None}
     one_shot: list[int] = []
-    whiten = compress_module.INITS["whiten"]
-    monkeypatch.setitem(compress_module.INITS, "whiten", lambda w, stats: one_shot.append(w.shape) or whiten(w, stats))
+    whiten = factors_module.INITS["whiten"]
+    monkeypatch.setitem(factors_module.INITS, "whiten", lambda w, stats: one_shot.append(w.shape) or whiten(w, stats))
     original = model.pooler.dense.weight.detach().clone()
     report = pela.compress(model, config, calibration=cal)
     assert one_shot == [(32, 32)]  # the pooler's alone

@@ -1,12 +1,12 @@
-"""Calibration for data-aware factorization: each eligible layer's input second moment ``E[x xᵀ]``.
+"""Calibration for data-aware factorization: each eligible layer's input second moment
+``E[x xᵀ]``.
 
-Plain SVD minimizes the error in a layer's *weights*; what matters is the error in its *outputs* on
-real inputs, ``E‖(W − BA)x‖² = tr((W − BA) C (W − BA)ᵀ)`` with ``C = E[x xᵀ]``. One pass over a
+Plain SVD minimizes the error in a layer's *weights*; what matters is the error in its *outputs*
+on real inputs, ``E‖(W − BA)x‖² = tr((W − BA) C (W − BA)ᵀ)`` with ``C = E[x xᵀ]``. One pass over a
 few hundred examples gives ``C`` for every layer `pela.compress` would factorize: forward pre-hooks
 add ``XᵀX`` of each batch to a running sum (float32 over a few thousand inputs, then folded into a
-float64 total), so no activation is ever stored. Padding tokens
-(where the batch has an ``attention_mask``) are left out, since they are not inputs the model
-serves.
+float64 total), so no activation is ever stored. Padding tokens (where the batch has an
+``attention_mask``) are left out, since they are not inputs the model serves.
 """
 
 from __future__ import annotations
@@ -53,25 +53,30 @@ class Calibration:
         for setting in ("sequential", "block_by_block"):
             taken, wanted = getattr(self.config, setting), getattr(config, setting)
             if taken != wanted:
-                raise PelaError(f"this calibration was taken with {setting}={taken} and the model is compressed with "
-                                f"{setting}={wanted}: calibrate with the config you compress with")
-        shapes = {c.name: tuple(c.weight.shape) for c in select(model, config) if c.skip_reason is None}
+                raise PelaError(f"this calibration was taken with {setting}={taken} and the model "
+                                f"is compressed with {setting}={wanted}: calibrate with the config "
+                                "you compress with")
+        shapes = {c.name: tuple(c.weight.shape) for c in select(model, config)
+                  if c.skip_reason is None}
         missing = [name for name in shapes if name not in self.layers]
         if missing and len(missing) == len(shapes):
-            raise PelaError(f"this calibration was taken on another model: none of the {len(shapes)} layers to factorize "
-                            f"is one of its {len(self.layers)} (calibrated another model?)")
+            raise PelaError("this calibration was taken on another model: none of the "
+                            f"{len(shapes)} layers to factorize is one of its {len(self.layers)} "
+                            "(calibrated another model?)")
         if missing:
-            raise PelaError(f"this calibration was not taken on layer {missing[0]!r} (and {len(missing) - 1} more), which "
-                            "the config factorizes: calibrate with the config you compress with")
+            raise PelaError(f"this calibration was not taken on layer {missing[0]!r} (and "
+                            f"{len(missing) - 1} more), which the config factorizes: calibrate "
+                            "with the config you compress with")
         other = next((name for name, shape in shapes.items() if self.layers[name] != shape), None)
         if other is not None:
-            raise PelaError(f"this calibration was taken on another model: {other} is {self.layers[other]} there and "
-                            f"{shapes[other]} here")
+            raise PelaError(f"this calibration was taken on another model: {other} is "
+                            f"{self.layers[other]} there and {shapes[other]} here")
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = None, *, collate_fn: Callable | None = None,
-              samples: int = 512, batch_size: int = 16, probe_samples: int = 32, seed: int = 0, progress: bool = False) -> Calibration:
+def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = None, *,
+              collate_fn: Callable | None = None, samples: int = 512, batch_size: int = 16,
+              probe_samples: int = 32, seed: int = 0, progress: bool = False) -> Calibration:
     """Run ``samples`` seeded examples of ``data`` through ``model`` and collect each eligible
     layer's ``E[x xᵀ]``.
 
@@ -86,18 +91,42 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
             with a ratio or a rank as well (``config.block_by_block``), no statistics are gathered
             here at all: `pela.compress` takes each block's when it reaches it, so that only one
             block's are ever held.
-        collate_fn: turns examples into model inputs; default `pela.data.collate.Collator` with the model's own
-            tokenizer or image transform.
+        collate_fn: turns examples into model inputs; default `pela.data.collate.Collator` with
+            the model's own tokenizer or image transform.
         samples: how many examples to use (all of ``data`` if it has fewer).
-        probe_samples: how many of them to keep for `pela.compression.allocate.sensitivities` (``param_budget``):
-            each layer is probed on these. Probing is most of the time data-aware compression takes, and its
-            cost grows with this number; fewer are faster and allocate worse (docs/BENCHMARKS.md measures both).
+        probe_samples: how many of them to keep for `pela.compression.allocate.sensitivities`
+            (``param_budget``): each layer is probed on these. Probing is most of the time
+            data-aware compression takes, and its cost grows with this number; fewer are faster
+            and allocate worse (docs/BENCHMARKS.md measures both).
 
     Raises:
         PelaError: no data, or a forward pass reaches none of the layers to factorize.
     """
     data = as_dataset(data)  # a datasets.Dataset, a list of texts or of (text, label) pairs
+    _check_sizes(data, samples, batch_size, probe_samples)
+    config = config or LowRankConfig()
+    layers = [c for c in select(model, config) if c.skip_reason is None]
+    if not layers:
+        raise PelaError("no layer to factorize, so nothing to calibrate")
+    n = min(samples, len(data))
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    idx = order[:n].sort().values.tolist()
+    collate_fn = collate_fn or Collator(model)
+    loader = _loader(data, idx, batch_size, collate_fn)
+    # every layer's probe runs these
+    probe_loader = _loader(data, idx[:probe_samples], batch_size, collate_fn)
+    probe = [{k: v for k, v in b.items() if k != "labels"} for b in probe_loader]
+    inputs: list[dict[str, Any]] | None = [] if config.sequential else None
+    # block by block, the batches are all compression needs (it takes each block's statistics
+    # when it gets there): the pass only counts each layer's inputs
+    moments, counts = _run_moments(model, layers, loader, inputs, progress,
+                                   count_only=config.block_by_block)
+    _warn_short(layers, counts)
+    shapes = {c.name: tuple(c.weight.shape) for c in layers}
+    return Calibration(moments, counts, n, probe, inputs, config, shapes)
 
+
+def _check_sizes(data: Dataset, samples: int, batch_size: int, probe_samples: int) -> None:
     if samples < 1:
         raise PelaError(f"calibration needs at least 1 sample, got samples={samples}")
     if probe_samples < 0:
@@ -106,42 +135,38 @@ def calibrate(model: nn.Module, data: Dataset, config: LowRankConfig | None = No
         raise PelaError(f"calibration batch size must be >= 1, got {batch_size}")
     if len(data) == 0:
         raise PelaError("calibration data is empty")
-    layers = [c for c in select(model, config or LowRankConfig()) if c.skip_reason is None]
-    if not layers:
-        raise PelaError("no layer to factorize, so nothing to calibrate")
-    n = min(samples, len(data))
-    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
-    collate_fn = collate_fn or Collator(model)
-    # text: batches of similar lengths spend less of every pass on padding
+
+
+def _loader(data: Dataset, idx: list[int], batch_size: int, collate_fn: Callable) -> DataLoader:
+    """Batches of ``data[idx]``; text in batches of similar lengths, which spend less of every pass
+    on padding."""
     lengths = getattr(data, "lengths", None)
-    by_length = (lambda ids: ids) if lengths is None else (lambda ids: sorted(ids, key=lambda i: lengths[i]))
-    loader = DataLoader(Subset(data, by_length(idx)), batch_size=batch_size, collate_fn=collate_fn)
-    probe_loader = DataLoader(Subset(data, by_length(idx[:probe_samples])), batch_size=batch_size, collate_fn=collate_fn)
-    # every layer's probe runs these
-    probe = [{k: v for k, v in b.items() if k != "labels"} for b in probe_loader]
-    config = config or LowRankConfig()
-    inputs: list[dict[str, Any]] | None = [] if config.sequential else None
-    # block by block, the batches are all compression needs (it takes each block's statistics when
-    # it gets
-    # there): the pass only counts each layer's inputs
-    moments, counts = _run_moments(model, layers, loader, inputs, progress, count_only=config.block_by_block)
+    if lengths is not None:
+        idx = sorted(idx, key=lambda i: lengths[i])
+    return DataLoader(Subset(data, idx), batch_size=batch_size, collate_fn=collate_fn)
+
+
+def _warn_short(layers: list[Any], counts: dict[str, int]) -> None:
+    """Warn of the layer that saw the fewest input vectors for its width, if fewer than it."""
     short = [c for c in layers if 0 < counts.get(c.name, 0) < c.weight.shape[1]]
-    if short:
-        worst = min(short, key=lambda c: counts[c.name] / c.weight.shape[1])
-        warn(f"calibration saw {counts[worst.name]} input vectors for {worst.name}, which has {worst.weight.shape[1]} inputs: "
-             f"its statistics are rank-deficient and are damped; more calibration samples give better factors")
-    shapes = {c.name: tuple(c.weight.shape) for c in layers}
-    return Calibration(moments, counts, n, probe, inputs, config, shapes)
+    if not short:
+        return
+    worst = min(short, key=lambda c: counts[c.name] / c.weight.shape[1])
+    warn(f"calibration saw {counts[worst.name]} input vectors for {worst.name}, which has "
+         f"{worst.weight.shape[1]} inputs: its statistics are rank-deficient and are damped; more "
+         "calibration samples give better factors")
 
 
-def input_moments(model: nn.Module, layers: list[Any], batches: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+def input_moments(model: nn.Module, layers: list[Any],
+                  batches: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """``E[x xᵀ]`` of the inputs ``layers`` (`pela.compression.targets.Candidate`) get when
     ``model`` runs ``batches``."""
     return _run_moments(model, layers, batches, None, False)[0] if layers else {}
 
 
-def _run_moments(model: nn.Module, layers: list[Any], batches: Any, keep: list[dict[str, Any]] | None,
-                 progress: bool, count_only: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+def _run_moments(model: nn.Module, layers: list[Any], batches: Any,
+                 keep: list[dict[str, Any]] | None, progress: bool,
+                 count_only: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
     """Each layer's ``E[x xᵀ]`` (none with ``count_only``) and input count over ``batches`` (each
     batch also appended to ``keep``, when given)."""
     stats = _Moments(count_only)
@@ -196,10 +221,9 @@ class _Moments:
         self.pending: dict[str, int] = {}  # input vectors in the partial sum
         self.counts: dict[str, int] = {}
         self.owner: dict[str, str] = {}  # layer -> the layer whose statistics it shares
-        # the latest input added and its layer: a layer reading that very tensor next (k and v after
-        # q) shares its sum;
-        # only the latest is kept alive, so a pass never holds more than one layer's input on top of
-        # the model's own
+        # the latest input added and its layer: a layer reading that very tensor next (k and v
+        # after q) shares its sum; only the latest is kept alive, so a pass never holds more than
+        # one layer's input on top of the model's own
         self.last: tuple[str, torch.Tensor] | None = None
         # the batch's attention mask: padding is no input the model serves
         self.mask: torch.Tensor | None = None
@@ -216,13 +240,18 @@ class _Moments:
         def pre_hook(module: nn.Module, args: Any) -> None:
             self.calls.append(name)
             self._add(name, args)
-            first = self.first
-            if first is not None and name == first[-1] and len(self.calls) == len(first) and set(self.calls) >= set(first):
-                # every layer's input of this batch is in: the rest of the model (a language model's
+            if self._all_in(name):
+                # every layer's input of this batch is in: the rest of the model (a language
+                # model's logits, the largest tensor of the pass) need not be computed
                 raise _Reached
-                # logits, the largest tensor of the pass) need not be computed
 
         return pre_hook
+
+    def _all_in(self, name: str) -> bool:
+        """Whether ``name``'s call ends this batch's calls as it ended the first batch's."""
+        first = self.first
+        return (first is not None and name == first[-1] and len(self.calls) == len(first)
+                and set(self.calls) >= set(first))
 
     def _add(self, name: str, args: Any) -> None:
         """Add the input in ``args`` to ``name``'s statistics (or to the layer's it shares them
@@ -234,7 +263,8 @@ class _Moments:
         if first is not None and self.owner.setdefault(name, first) == first:
             return  # the very input of a layer before it: one XᵀX serves both
         if self.owner.setdefault(name, name) != name:
-            raise RuntimeError(f"calibration: {name} read the same input as {self.owner[name]} in one batch and not in another")
+            raise RuntimeError(f"calibration: {name} read the same input as {self.owner[name]} "
+                               "in one batch and not in another")
         self.last = (name, x)
         x = real_tokens(x, self.mask).float()
         if self.count_only:
@@ -262,5 +292,6 @@ class _Moments:
         for name in list(self.partial):
             self._fold(name)
         moments = {k: v / self.counts[k] for k, v in self.sums.items()}
-        return ({name: moments[first] for name, first in self.owner.items() if first in moments},
-                {name: self.counts[first] for name, first in self.owner.items()})
+        owners = self.owner.items()
+        return ({name: moments[first] for name, first in owners if first in moments},
+                {name: self.counts[first] for name, first in owners})
