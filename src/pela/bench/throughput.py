@@ -55,7 +55,10 @@ def batch_for(
     """A random batch shaped for ``model`` as ``(args, kwargs)``, its floating-point tensors in
     ``dtype``."""
     inputs = example_inputs(model, batch_size, seq_len, device)
-    cast = lambda t: t.to(dtype) if t.is_floating_point() else t  # noqa: E731  (token ids stay integers)
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dtype) if t.is_floating_point() else t  # token ids stay integers
+
     if isinstance(inputs, tuple):
         return tuple(cast(t) for t in inputs), {}
     return (), {k: cast(v) for k, v in inputs.items()}
