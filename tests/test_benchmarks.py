@@ -66,11 +66,7 @@ def test_profile_lowrank(tmp_path, small_vit):
 
 
 def test_profile_lowrank_sorts_gpu_kernels():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from profile_lowrank import kind
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    from benchmarks.profile_lowrank import kind
     assert kind("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64") == "gemm"
     assert kind("nvjet_tst_128x192_64x5_2x1_v_bz_coopA_TNN") == "gemm"
     assert kind("triton_tem_fused_addmm_0") == "gemm"
@@ -126,8 +122,6 @@ def test_every_script_parses_its_arguments(tmp_path):
         assert code == 0 and "usage" in text, (name, code, text[-500:])
 
 
-
-
 def test_loader_workers(tmp_path, hf_bert_dir):
     words_file(tmp_path / "text.txt")
     run_script(tmp_path, "benchmarks/loader_workers.py", "--model", str(hf_bert_dir), "--data", str(tmp_path / "text.txt"),
@@ -174,11 +168,7 @@ def test_rank_study(tmp_path):
 
 
 def test_rank_study_picks_the_fastest_ranks_at_k_size():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from rank_study import pick
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    from benchmarks.rank_study import pick
     # 100 -> 100 and 60 -> 140 layers: k=2 gives both rank 25, 5,000 parameters (200 per rank); 32 is slow, 16 fast
     row = lambda **kw: {"in": 100, "out": 100, "count": 1, "exact_rank": 25,  # noqa: E731
                         "pair_ms": {"16": 1.0, "32": 5.0, "25": 9.0, "48": 2.0}} | kw
@@ -192,11 +182,7 @@ def test_rank_study_picks_the_fastest_ranks_at_k_size():
 
 
 def test_recipe_study_records_only_runs_at_every_default():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from recipe_study import record
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    from benchmarks.recipe_study import record
     run = lambda row, seed, acc, **kw: {"settings_key": "ft3ep", "row": row, "ratio": 1.0 if row == "teacher" else 2.0,  # noqa: E731
                                         "seed": seed, "accuracy": acc, "params_linear": 5e6} | kw
     pela_run = lambda seed, acc, **kw: run("pela_prog", seed, acc, factor_lr="matched", probe_samples=32, stages=2,  # noqa: E731
@@ -211,15 +197,8 @@ def test_recipe_study_records_only_runs_at_every_default():
     assert "| 0, 1 | 75.50 / 76.50 | 76.00 ± 0.71 | -1.00 |" in lines[1]  # seeds in order, the gap to the teacher on seeds 0 and 1
 
 
-
-
-
 def test_jane_austen_novels_read_from_the_debian_package(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import austen
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    from benchmarks import austen
     books = austen.novels()
     assert sorted(books) == ["emma", "mansfieldpark", "northangerabbey", "persuasion", "prideprejudice", "sensesensibility"]
     assert all(len(ps) > 1000 for ps in books.values())
@@ -257,7 +236,6 @@ def test_llm_distill_fits_its_deadline(tmp_path):
     assert steps > 50 and run["curve"][-1]["step"] == steps and len(run["curve"]) >= 10  # the time was used: steps of ms each
     assert ended < deadline + 10, (ended - deadline, steps)
     assert run["final_perplexity_8_paragraphs_ctx32"] > 1 and run["teacher_perplexity_8_paragraphs_ctx32"] > 1
-
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "benchmarks" / "results").iterdir()))
