@@ -4,8 +4,9 @@
 A model from `pela.load` knows where it came from (``source``, what `pela.save_pretrained` records
 so that `pela.load` can rebuild its architecture without pickles), the directory whose tokenizer and
 config files travel with it (``files``), the names of the classes pela fine-tuned it on
-(``classes``), and the precision its weights came in when that was half (``weights_dtype``), and how
-it pools its tokens when it says (``pooling``: a sentence-transformers model's own). A
+(``classes``), and the precision its weights came in when that was half (``weights_dtype``), how
+it pools its tokens when it says (``pooling``: a sentence-transformers model's own), and whether
+its linear layers hold int8 weights (``int8``). A
 classification head pela added around a backbone (`pela.arch.SequenceClassifier`) has its own
 record; the backbone keeps its source.
 """
@@ -29,6 +30,8 @@ class ModelInfo:
     weights_dtype: str | None = None
     # how the model pools its tokens (a sentence-transformers model's), for a head pela adds
     pooling: str | None = None
+    # "dynamic" or "weight" once `pela.quantize_int8` gave its linear layers int8 weights
+    int8: str | None = None
 
 
 def info(model: Any) -> ModelInfo:

@@ -52,7 +52,7 @@ def test_distill_and_compare(setup, tmp_path, capsys):
     after = json.loads(out)
     assert after["mean_mse"] < 0.5 * before
     assert len(after["blocks"]) == 2 and {"mse", "cosine"} <= set(after["blocks"][0])
-    code, out, err = run_cli(capsys, "compare", tmp_path / "o", setup / "teacher", "--data", setup / "text.txt", "--batch-size", 16)
+    code, out, err = run_cli(capsys, "compare", tmp_path / "o", setup / "teacher", "--data", setup / "text.txt", "--config", "batch_size=16")
     assert code == 0 and "comparing" in err and "feature MSE" in out  # the table, after a bar on stderr
 
 

@@ -68,7 +68,7 @@ def test_the_cli_exports_a_pela_directory_with_its_tokenizer(tmp_path, hf_bert_d
                  "--overwrite"]) == 2
     assert main(["export", str(tmp_path / "small"), "--out", str(tmp_path / "x"), "--format", "tflite"]) == 2
     err = capsys.readouterr().err
-    assert "--format must be one of hf, onnx" in err and not (tmp_path / "x").exists()
+    assert "--format must be one of hf, onnx, pela" in err and not (tmp_path / "x").exists()
     assert pela.load(tmp_path / "small") is not None  # the input is untouched
 
 

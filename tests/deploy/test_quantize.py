@@ -33,9 +33,9 @@ def test_an_int8_student_is_smaller_and_stays_close_to_the_float32_model(tmp_pat
     assert sorted(p.name for p in (tmp_path / "int8").iterdir()) == [ONNX_NAME, RECORD_NAME]
 
 
-def test_the_cli_quantizes_only_an_onnx_export(tmp_path, hf_bert_dir, capsys):
+def test_the_cli_quantizes_an_onnx_export_not_a_hugging_face_one(tmp_path, hf_bert_dir, capsys):
     assert main(["export", str(hf_bert_dir), "--out", str(tmp_path / "q"), "--format", "onnx",
                  "--int8"]) == 0
     assert "int8: outputs within" in capsys.readouterr().out
     assert main(["export", str(hf_bert_dir), "--out", str(tmp_path / "x"), "--int8"]) == 2
-    assert "add --format onnx" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert "add --format onnx or --format pela" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -18,7 +18,9 @@ import typer
 
 # isort: off
 # each module registers its commands, in the order --help lists them
-from pela.cli import compress_cmd, bench_cmd, shrink_cmd, train_cmd, inspect_cmd  # noqa: F401
+from pela.cli import (  # noqa: F401
+    compress_cmd, bench_cmd, shrink_cmd, train_cmd, inspect_cmd, export_cmd,
+)
 
 # isort: on
 from pela.cli.common import Stopped, app

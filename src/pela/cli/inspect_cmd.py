@@ -1,4 +1,4 @@
-"""``pela compare``, ``pela eval``, ``pela export``, ``pela data`` and ``pela demo``."""
+"""``pela compare``, ``pela eval``, ``pela data`` and ``pela demo``."""
 
 from __future__ import annotations
 
@@ -29,17 +29,13 @@ from pela.data.collate import Collator
 from pela.data.labels import dataset_classes
 from pela.data.load import describe
 from pela.demo import run_demo
-from pela.deploy.onnx import export_onnx
 from pela.errors import PelaError
 from pela.evaluation.classifier import evaluate
 from pela.evaluation.compare import compare as _compare
 from pela.evaluation.multiple_choice import multiple_choice as score_choices
 from pela.evaluation.perplexity import perplexity as language_model_perplexity
 from pela.metadata import info
-from pela.models.export import export_hf
 from pela.models.sources import load_for_training
-from pela.utils.files import check_not_input, check_output_dir
-from pela.utils.progress import activity
 
 SPLIT_NAMES = (
     "train; validation, val, valid, dev or eval, which read whichever of those there is; or test, "
@@ -67,7 +63,7 @@ def compare(
     teacher: str = typer.Argument(..., help="the teacher"),
     data: Path = typer.Option(..., "--data", help="data to compare on (same formats as distill)"),
     samples: int = typer.Option(256, help="examples to use (a seeded random subset)"),
-    batch_size: int = typer.Option(32, "--batch-size"),
+    batch_size: int = setting(32, "examples per forward pass"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the comparison as JSON on stdout"),
     blocks: Optional[str] = setting(None, "regex naming the blocks to compare"),
@@ -79,7 +75,7 @@ def compare(
     """Per-block feature MSE / cosine similarity and output agreement of a student and its
     teacher."""
     if samples < 1 or batch_size < 1:
-        raise PelaError("--samples and --batch-size must be >= 1")
+        raise PelaError("--samples and batch_size must be >= 1")
     ds = _load_data(data, text_field=text_field, progress=True)
     loading = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
     s_model = load_for_training(student, **loading)
@@ -215,60 +211,6 @@ def _multiple_choice(model: str, data: Path, batch_size: int, fields: dict,
         f"accuracy {result['accuracy']:.4f}, length-normalized {result['accuracy_norm']:.4f}, "
         f"over {result['examples']:,} examples ({result['choices']:,} choices) in "
         f"{result['seconds']:.0f}s")
-
-
-EXPORT_FORMATS = ("hf", "onnx")
-EXPORT_MODEL_HELP = (
-    "hf: a pela directory of a transformers model (from compress, distill or finetune); onnx: "
-    "any model pela loads (a pela directory, the original)"
-)
-FORMAT_HELP = (
-    "hf: a Hugging Face directory that loads without pela (trust_remote_code=True); onnx: "
-    "model.onnx for ONNX Runtime, checked against the model"
-)
-INT8_HELP = (
-    "with --format onnx: int8 weights and dynamic int8 activations (ONNX Runtime's quantizer)"
-)
-
-
-@command()
-def export(
-    model: str = typer.Argument(..., help=EXPORT_MODEL_HELP),
-    out: Path = typer.Option(..., "--out", help="the directory to write"),
-    format: str = typer.Option("hf", "--format", help=FORMAT_HELP),
-    int8: bool = typer.Option(False, "--int8", help=INT8_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
-) -> None:
-    """Ship a model: a Hugging Face directory that loads without pela, or an ONNX graph for ONNX
-    Runtime."""
-    if format not in EXPORT_FORMATS:
-        raise PelaError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
-    if int8 and format != "onnx":
-        raise PelaError("--int8 quantizes the ONNX graph: add --format onnx")
-    if format == "onnx":
-        return _export_onnx(model, out, overwrite, int8)
-    export_hf(Path(model), out, overwrite=overwrite)
-    cls = next(iter(json.loads((out / "config.json").read_text())["auto_map"]))
-    out_console.print(f"exported to {out}; load it with transformers alone: "
-                      f"{cls}.from_pretrained({str(out)!r}, trust_remote_code=True)")
-
-
-def _export_onnx(model: str, out: Path, overwrite: bool, int8: bool) -> None:
-    if Path(model).is_dir():
-        check_not_input(out, {"model": Path(model)})
-    check_output_dir(out, overwrite)  # before loading: a taken --out is the user's to settle first
-    with activity(f"loading {model}"):
-        loaded = load_for_training(model)
-    with activity("exporting to ONNX and checking it with ONNX Runtime"):
-        record = export_onnx(loaded, out, overwrite=overwrite, int8=int8)
-    out_console.print(
-        f"exported to {record.path} (inputs {', '.join(record.inputs)}; outputs "
-        f"{', '.join(record.outputs)}); ONNX Runtime matches the model to "
-        f"{record.max_abs_difference:.1e}")
-    if record.int8:
-        out_console.print(
-            f"int8: outputs within {record.int8_max_abs_difference:.1e} of the float32 model's "
-            f"({100 * record.int8_relative_error:.2f}% of their norm)")
 
 
 @command(name="data")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pela.errors import PelaError
+from pela.layers.int8 import int8_mode
 from pela.layers.lowrank import part_of_a_stack
 from pela.utils.products import product_ms
 
@@ -49,6 +51,9 @@ def tune_layout(
     """
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")
+    if int8_mode(model) is not None:
+        raise PelaError("the model holds int8 weights (pela.quantize_int8), whose layout torchao "
+                        "chose: tune the layout of the float model")
     choices = []
     for (shape, dtype, device), weights in _weights_by_shape(model).items():
         row_ms, column_ms = product_ms(shape, rows, dtype, device, cache=cache)

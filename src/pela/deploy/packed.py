@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from pela.arch.inputs import example_inputs
+from pela.errors import PelaError
 from pela.layers.hf_modeling import share_inputs
+from pela.layers.int8 import int8_mode
 from pela.layers.lowrank import LowRankLinear, shared_input_groups, unshare_inputs
 
 
@@ -65,6 +67,9 @@ def pack(model: nn.Module, inputs: tuple | dict | None = None) -> list[list[str]
     >>> pack(Attention(), (torch.randn(1, 16),))
     [['q', 'k']]
     """
+    if int8_mode(model) is not None:
+        raise PelaError("the model holds int8 weights (pela.quantize_int8): pack it before "
+                        "quantizing, or run it unpacked")
     unshare_inputs(model)
     groups = [g for g in find_shared_inputs(model, inputs) if _stackable(model, g)]
     share_inputs(model, groups)

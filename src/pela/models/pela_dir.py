@@ -12,12 +12,13 @@ from pela.arch.classifier import SequenceClassifier
 from pela.errors import PelaError
 from pela.layers.hf_modeling import WEIGHTS as EXPORT_WEIGHTS
 from pela.layers.hf_modeling import share_inputs
+from pela.layers.int8 import load_int8
 from pela.layers.lowrank import LowRankLinear
 from pela.metadata import info
 from pela.models.rebuild import build_architecture
 from pela.models.saving import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
 from pela.models.structure import apply_structure
-from pela.models.weights import load_weights, stored_float_dtype
+from pela.models.weights import check_safetensors, load_weights, stored_float_dtype
 from pela.utils.files import read_json
 
 
@@ -100,7 +101,11 @@ def _rebuilt(
     stored = stored_float_dtype(weights)
     if stored is not None:  # a model saved in bfloat16 comes back in bfloat16, bit for bit
         model.to(stored)
-    load_weights(model, weights)
+    if meta.get("int8") is not None:  # quantized as it was saved, then given its int8 weights
+        load_weights(model, weights, state=load_int8(model, check_safetensors(weights),
+                                                     meta["int8"]))
+    else:
+        load_weights(model, weights)
     _share_inputs(model, meta.get("shared_inputs") or [], path)
     if meta.get("source"):
         info(getattr(model, "backbone", model)).source = meta["source"]

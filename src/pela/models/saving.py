@@ -22,6 +22,7 @@ from torch import nn
 
 from pela.arch.classifier import SequenceClassifier
 from pela.errors import PelaError, warn
+from pela.layers.int8 import int8_mode, int8_tensors
 from pela.layers.lowrank import owned_state_dict, shared_input_groups
 from pela.metadata import info
 from pela.models.rebuild import build_architecture, source_of
@@ -158,8 +159,15 @@ def write_weights(
     """``model``'s weights (or ``weights``, gathered from shards) as one safetensors file: tied
     weights once, floats in ``dtype`` if given, the stacked ``A`` factors of a packed model
     (`pela.pack`) as tensors of their own."""
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file, save_model
 
+    if int8_mode(model) is not None:
+        if dtype is not None or weights is not None:
+            raise PelaError("a model with int8 weights is saved as it is: without a dtype, and "
+                            "not sharded")
+        tensors, metadata = int8_tensors(model)
+        save_file(tensors, str(file), metadata=metadata)
+        return
     if weights is None and shared_input_groups(model):
         weights = owned_state_dict(model)
     if weights is not None:
@@ -210,6 +218,8 @@ def _write_model(
     shared = shared_input_groups(model)
     if shared:
         meta["shared_inputs"] = shared
+    if int8_mode(model) is not None:
+        meta["int8"] = int8_mode(model)  # pela.load quantizes the rebuilt model the same way
     write_weights(model, target / WEIGHTS_NAME, dtype, weights)
     if source and source.get("kind") == "hf":
         backbone.config.to_json_file(str(target / "config.json"))
