@@ -1,17 +1,20 @@
-"""int8 on top of a student, on the demo's task: accuracy in ONNX Runtime, float32 against int8.
+"""int8 on top of a student, on the demo's task: accuracy in ONNX Runtime and in PyTorch (torchao),
+float32 against int8.
 
     .venv/bin/python -m benchmarks.int8_accuracy
 
 all-MiniLM-L6-v2 and its k=2 student (pela's factorization: whitened factors, ranks allocated at
 k's size from the unlabeled training glosses; not distilled, to keep the run short) are fine-tuned
 on the demo's task (`benchmarks/harness.py`), exported (`pela.export_onnx`, float32 and
-``int8=True``) and scored on the test glosses by ONNX Runtime, beside PyTorch's score.
+``int8=True``) and scored on the test glosses by ONNX Runtime, beside PyTorch's score, and
+quantized in PyTorch (`pela.quantize_int8`, saved and its file measured) and scored there.
 Results: benchmarks/results/int8_accuracy.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from benchmarks._results import report
 from benchmarks.harness import StudySettings, finetune_model, minilm_dir, study_data
 from pela.data.collate import Collator
 from pela.deploy.onnx import onnx_feed
+from pela.models.saving import WEIGHTS_NAME
 from pela.models.sources import load_for_training
 
 WORK = Path("runs/bench_int8_accuracy")
@@ -58,6 +62,11 @@ def score(name: str, model, data, settings: StudySettings) -> dict:
                               collate_fn=Collator(tuned, max_length=settings.max_length))
     row = {"params": sum(p.numel() for p in tuned.parameters()),
            "pytorch": torch_acc["accuracy"]}
+    int8 = pela.quantize_int8(copy.deepcopy(tuned))  # torchao: int8 in PyTorch
+    row["pytorch int8"] = pela.evaluate(
+        int8, data.test, collate_fn=Collator(int8, max_length=settings.max_length))["accuracy"]
+    saved = pela.save_pretrained(int8, WORK / f"{name}-pytorch-int8", overwrite=True)
+    row["pytorch int8 file MB"] = round((saved / WEIGHTS_NAME).stat().st_size / 1e6, 2)
     for kind, int8 in (("onnxruntime", False), ("onnxruntime int8", True)):
         export = pela.export_onnx(tuned, WORK / f"{name}-{kind.replace(' ', '-')}",
                                   overwrite=True, int8=int8)

@@ -1,6 +1,7 @@
 """What every measurement shares: text no longer than the model takes."""
 
 import pytest
+import torch
 from conftest import hf_bert, timm_vit
 
 from pela import PelaError
@@ -21,3 +22,11 @@ def test_a_length_beyond_a_text_models_positions_is_refused_before_anything_runs
     check_length("vit", timm_vit(), 10_000, "prompt")  # images have no positions to count
     with pytest.raises(PelaError, match="a prompt of 65 tokens is more than bert takes"):
         check_length("bert", hf_bert(), 65, "prompt")
+
+
+def test_an_int8_model_keeps_the_layout_torchao_gave_it():
+    import pela
+    from pela.bench.settings import lay_out
+
+    model = pela.quantize_int8(torch.nn.Sequential(torch.nn.Linear(64, 64)))
+    assert lay_out(model, 1) == 0  # tune_layout, which refuses an int8 model, is not called

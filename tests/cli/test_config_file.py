@@ -91,7 +91,7 @@ def test_key_value_pairs_read_as_toml_values(tmp_path):
 def test_help_lists_what_only_the_file_sets(capsys):
     code, out, _ = run_cli(capsys, "distill", "--help")
     assert code == 0 and "--config" in out and "--gamma" not in out
-    assert "Set with --config" in out and "gamma (default 0.0): weight of weight-perturbation" in out
+    assert "Set with --config (a file's [distill] table" in out and "gamma (default 0.0): weight of weight-perturbation" in out
 
 
 def test_a_person_can_hold_the_cli():

@@ -10,6 +10,7 @@ from pela.arch.inputs import input_kinds
 from pela.arch.properties import max_positions
 from pela.deploy.memory_layout import order_of, tune_layout
 from pela.errors import PelaError
+from pela.layers.int8 import int8_mode
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # torch.compile's
@@ -27,7 +28,10 @@ def check_length(name: str, model: nn.Module, tokens: int | None, what: str) -> 
 
 
 def lay_out(model: nn.Module, rows: int) -> int:
-    """Lay ``model``'s weights out for ``rows`` input rows; how many are now stored by column."""
+    """Lay ``model``'s weights out for ``rows`` input rows; how many are now stored by column. An
+    int8 model (`pela.quantize_int8`) keeps the layout torchao gave its weights."""
+    if int8_mode(model) is not None:
+        return 0
     tune_layout(model, rows)
     linears = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
     return sum(order_of(w) == "column" for w in {id(w): w for w in linears}.values())

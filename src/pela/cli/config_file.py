@@ -156,7 +156,8 @@ def _scalar(value: Any, hint: Any) -> Any:
 
 def settings_help(settings: dict[str, Setting], command: str) -> str:
     """The last section of ``--help``: the options only ``--config`` sets."""
-    lines = [f"Set with --config (a file's [{command}] table, or KEY=VALUE):"]
+    # "\[": rich, which draws --help, would take [command] for a style and drop it
+    lines = [f"Set with --config (a file's \\[{command}] table, or KEY=VALUE):"]
     for name, s in settings.items():
         default = "" if s.default is None else f" (default {s.default})"
         lines.append(f"{name}{default}: {s.help}")

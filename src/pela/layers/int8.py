@@ -5,7 +5,10 @@ Two modes (`MODES`): ``"dynamic"`` (the default) stores each weight as int8 with
 output channel and quantizes the activations per token as they come, so the products run in int8
 and no calibration data is needed (torchao's ``Int8DynamicActivationInt8WeightConfig``);
 ``"weight"`` stores int8 weights only and multiplies in the activations' dtype
-(``Int8WeightOnlyConfig``), for hardware without fast int8 products.
+(``Int8WeightOnlyConfig``), for hardware without fast int8 products. Embedding tables are stored as
+int8 rows, one scale each, in both modes (``IntxWeightOnlyConfig``): a text model's vocabulary is
+often most of its weights. On a CPU the int8 products pay off compiled (`torch.compile`); eagerly,
+torchao's int8 path is slower than the float one (docs/BENCHMARKS.md).
 
 A quantized model is saved and loaded like any pela model: its weights go to safetensors as plain
 tensors (int8 data, scales) with torchao's description of each in the file's metadata
@@ -50,7 +53,8 @@ def int8_mode(model: nn.Module) -> str | None:
 
 
 def quantize_int8(model: nn.Module, mode: str = "dynamic") -> nn.Module:
-    """Quantize every linear layer of ``model`` to int8 weights, in place; returns the model.
+    """Quantize every linear layer (and embedding table) of ``model`` to int8 weights, in place;
+    returns the model.
 
     >>> import torch.nn as nn, pela
     >>> from pela.layers.int8 import int8_mode
@@ -70,22 +74,26 @@ def quantize_int8(model: nn.Module, mode: str = "dynamic") -> nn.Module:
     config = (quantization.Int8DynamicActivationInt8WeightConfig() if mode == "dynamic"
               else quantization.Int8WeightOnlyConfig())
     quantization.quantize_(model, config)
+    # the vocabulary is most of a small text model's weights: its rows too, int8 with a scale each
+    rows = quantization.IntxWeightOnlyConfig(weight_dtype=torch.int8,
+                                             granularity=quantization.PerAxis(0))
+    quantization.quantize_(model, rows, filter_fn=lambda m, _: isinstance(m, nn.Embedding))
     info(model).int8 = mode
     return model
 
 
 def int8_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """A quantized model's weights as plain tensors, and the metadata torchao rebuilds them from:
-    what `safetensors.torch.save_file` takes. Tied plain tensors are stored once."""
+    what `safetensors.torch.save_file` takes. Every name is stored (a tensor two names share, twice):
+    `load_int8`'s tensors are assigned, not copied, so each name needs its own."""
     from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
 
     state, seen = {}, set()
     for name, tensor in model.state_dict().items():
         if type(tensor) is torch.Tensor:
-            if (tensor.data_ptr(), tensor.shape) in seen:
-                continue  # tied: loaded into the same parameter through its first name
-            seen.add((tensor.data_ptr(), tensor.shape))
-            tensor = tensor.detach().contiguous()
+            shared = tensor.data_ptr() in seen
+            seen.add(tensor.data_ptr())
+            tensor = tensor.detach().clone() if shared else tensor.detach().contiguous()
         state[name] = tensor
     tensors, metadata = flatten_tensor_state_dict(state)
     return tensors, {**metadata, "pela_int8": json.dumps(int8_mode(model))}

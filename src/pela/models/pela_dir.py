@@ -102,8 +102,8 @@ def _rebuilt(
     if stored is not None:  # a model saved in bfloat16 comes back in bfloat16, bit for bit
         model.to(stored)
     if meta.get("int8") is not None:  # quantized as it was saved, then given its int8 weights
-        load_weights(model, weights, state=load_int8(model, check_safetensors(weights),
-                                                     meta["int8"]))
+        state = load_int8(model, check_safetensors(weights), meta["int8"])
+        load_weights(model, weights, state=state, assign=True)
     else:
         load_weights(model, weights)
     _share_inputs(model, meta.get("shared_inputs") or [], path)

@@ -120,6 +120,7 @@ def load_weights(
     strict: bool = True,
     allow_pickle: bool = False,
     state: dict[str, torch.Tensor] | None = None,
+    assign: bool = False,
 ) -> None:
     """Load safetensors weights into ``model``, with one-line errors for missing/extra/misshapen
     tensors.
@@ -127,7 +128,8 @@ def load_weights(
     ``allow_pickle``: also accept a legacy torch.save file, read by `load_pickled_tensors` (never
     plain unpickling).
     ``state``: the file's tensors when the caller has read them already (``path`` then only names it
-    in errors).
+    in errors). ``assign``: the tensors become the model's parameters instead of being copied into
+    them (int8 tensors, whose copy torchao does not always allow).
     """
     own = model.state_dict()
     state = without_wrapper_prefix(
@@ -143,7 +145,7 @@ def load_weights(
             f"{path} does not fit this architecture: shape mismatch for {len(wrong)} tensors, e.g. "
             f"{wrong[0]}"
         )
-    result = model.load_state_dict(state, strict=False)
+    result = model.load_state_dict(state, strict=False, assign=assign)
     # tied weights are stored once by safetensors; a key missing only because it is tied is fine
     params = dict(model.named_parameters(remove_duplicate=False))
     stored = {id(params[k]) for k in state if k in params}
