@@ -21,7 +21,7 @@ from pela.utils.progress import activity
 
 # every model measured is laid out the same way, so the ratio is the models', not the layout's
 LAYOUT_CAPTION = ("weights of every model stored in the order this device multiplies fastest "
-                  "(pela.tune_layout)")
+                  "(pela.tune_layout; an int8 model: as torchao stored them)")
 SEQ_LEN_HELP = ("sequence length for text models (default: 128, or the model's positions if fewer; "
                 "with --generate, the prompt's)")
 GENERATE_HELP = ("a language model's generation speed instead: prefill and decode tokens/s "

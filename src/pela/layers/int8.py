@@ -84,8 +84,8 @@ def quantize_int8(model: nn.Module, mode: str = "dynamic") -> nn.Module:
 
 def int8_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """A quantized model's weights as plain tensors, and the metadata torchao rebuilds them from:
-    what `safetensors.torch.save_file` takes. Every name is stored (a tensor two names share, twice):
-    `load_int8`'s tensors are assigned, not copied, so each name needs its own."""
+    what `safetensors.torch.save_file` takes. Every name is stored (a tensor two names share,
+    twice): `load_int8`'s tensors are assigned, not copied, so each name needs its own."""
     from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
 
     state, seen = {}, set()
