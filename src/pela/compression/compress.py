@@ -10,6 +10,7 @@ untouched (block by block: the blocks before it factorized).
 from __future__ import annotations
 
 import time
+from typing import Iterable
 
 from torch import nn
 
@@ -99,7 +100,7 @@ def _check_moments(candidates: list[Candidate], calibration: Calibration | None,
                         "(calibrated another model?)")
 
 
-def _cut(layers: list[Layer], ranks: dict[str, int], refit: set[str],
+def _cut(layers: Iterable[Layer], ranks: dict[str, int], refit: set[str],
          config: LowRankConfig) -> tuple[Swaps, dict[str, list[float]]]:
     """The factors of every layer not refit, and every layer's singular values for the report."""
     swaps: Swaps = {}
