@@ -135,3 +135,13 @@ def test_onnx_runtime_is_timed_beside_pytorch_on_the_same_batch():
     assert ratios["onnxruntime"]["weights"] < 1 and ratios["onnxruntime"]["memory"] is None
     with pytest.raises(PelaError, match="ONNX Runtime is measured on the CPU in float32"):
         benchmark({"m": hf_bert()}, dtype="bfloat16", onnx=True)
+
+
+def test_int8_in_pytorch_is_timed_beside_the_float_model_with_its_smaller_weights():
+    student = hf_bert()
+    pela.compress(student, pela.LowRankConfig(ratio=2, align=1))
+    results = benchmark({"s": student}, batch_size=2, seq_len=8, iters=1, rounds=1, int8=True)
+    assert [r.runtime for r in results] == ["pytorch", "pytorch int8"]
+    fp32, int8 = results
+    assert int8.params == fp32.params and int8.file_bytes < 0.5 * fp32.file_bytes
+    assert int8.items_per_s > 0 and int8.peak_memory_bytes > 0

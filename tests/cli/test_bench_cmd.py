@@ -10,6 +10,8 @@ def test_onnx_is_for_encoders_and_vision_models_not_generation(capsys, hf_bert_d
     capsys.readouterr()  # what making the fixture printed
     code, _, err = run_cli(capsys, "bench", hf_bert_dir, "--generate", "--onnx")
     assert code == 2 and err.startswith("error: --onnx times encoders") and err.count("\n") == 1
+    code, _, err = run_cli(capsys, "bench", hf_bert_dir, "--generate", "--config", "int8=true")
+    assert code == 2 and "bench the int8 model itself" in err and err.count("\n") == 1
 
 
 @pytest.mark.slow  # two ONNX exports of each model and their sessions
@@ -22,10 +24,11 @@ def test_onnx_adds_runtimes_sizes_and_the_students_best_against_the_original(tmp
     code, out, err = run_cli(capsys, "bench", tmp_path / "k2", "--vs", hf_bert_dir, "--batch-size", 2,
                              "--seq-len", 8, "--config", "iters=1", "--config", "rounds=1", "--onnx")
     assert code == 0, err
-    assert out.count(" MB") == 6  # each model's weights in each runtime
+    assert out.count(" MB") == 8  # each model's weights in each runtime
     flat = " ".join(out.split())  # the console wraps long lines
-    for runtime in ("pytorch", "onnxruntime", "onnxruntime int8"):
+    for runtime in ("pytorch", "pytorch int8", "onnxruntime", "onnxruntime int8"):
         assert f"{runtime}: throughput ratio" in flat
-    assert re.search(r"k2 in onnxruntime( int8)? against .*bert in pytorch: \d+\.\d\d×", flat)
+    assert re.search(r"k2 in (pytorch int8|onnxruntime( int8)?) against .*bert in pytorch: "
+                     r"\d+\.\d\d×", flat)
     weights = re.search(r"onnxruntime: throughput ratio .*?weights (\d+\.\d+)×", flat)
     assert weights and float(weights.group(1)) <= 1  # the student's graph is no larger (tiny: rounds to 1)

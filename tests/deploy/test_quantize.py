@@ -10,7 +10,7 @@ from conftest import hf_bert
 import pela
 from pela.cli.app import main
 from pela.deploy.onnx import ONNX_NAME, RECORD_NAME, export_onnx
-from pela.deploy.quantize import quantize_int8
+from pela.deploy.quantize import quantize_onnx
 
 pytestmark = pytest.mark.slow  # torch.export and ONNX Runtime sessions: seconds each
 
@@ -20,7 +20,7 @@ def test_an_int8_student_is_smaller_and_stays_close_to_the_float32_model(tmp_pat
     student = hf_bert()
     pela.compress(student, pela.LowRankConfig(ratio=2, align=1))
     fp32 = export_onnx(student, tmp_path / "fp32")
-    quantize_int8(fp32.path, tmp_path / "direct.onnx")
+    quantize_onnx(fp32.path, tmp_path / "direct.onnx")
     record = export_onnx(student, tmp_path / "int8", int8=True)
     ops = {n.op_type for n in onnx.load(str(record.path)).graph.node}
     assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops

@@ -84,3 +84,12 @@ def test_a_saved_int8_model_loads_bitwise_and_is_smaller(tmp_path, make):
         assert size("int8") < 0.4 * size("fp32")
     with pytest.raises(PelaError, match="saved as it is"):
         pela.save_pretrained(model, tmp_path / "half", dtype="bfloat16")
+
+
+def test_an_int8_weight_takes_its_bytes_not_its_float_size():
+    from pela.layers.int8 import stored_bytes
+
+    model = quantize_int8(nn.Sequential(nn.Linear(64, 32)))
+    weight = model[0].weight
+    assert stored_bytes(weight) == 32 * 64 + 32 * 4 + 32  # int8 data, a float32 scale and an int8 zero point per row
+    assert stored_bytes(torch.zeros(3, 4)) == 48

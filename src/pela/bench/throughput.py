@@ -3,6 +3,7 @@ alike), in PyTorch and, if asked, in ONNX Runtime."""
 
 from __future__ import annotations
 
+import copy
 import statistics
 import tempfile
 import time
@@ -19,6 +20,7 @@ from pela.bench.settings import COMPILE_MODES, DTYPES, check_length, lay_out, sy
 from pela.deploy.onnx import named_inputs
 from pela.deploy.onnx_runs import onnx_runs
 from pela.errors import PelaError
+from pela.layers.int8 import quantize_int8, stored_bytes
 from pela.utils.device import resolve_device
 from pela.utils.progress import progress_bar
 
@@ -42,7 +44,7 @@ class BenchResult:
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     # linear weights `tune_layout` stored column by column for this device (None: not tuned)
     column_weights: int | None = None
-    runtime: str = "pytorch"  # or onnxruntime, onnxruntime int8
+    runtime: str = "pytorch"  # or pytorch int8 (torchao), onnxruntime, onnxruntime int8
     file_bytes: int | None = None  # the weights (PyTorch) or the graph file (ONNX Runtime)
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,6 +81,7 @@ def benchmark(
     progress: bool = False,
     tune: bool = True,
     onnx: bool = False,
+    int8: bool = False,
 ) -> list[BenchResult]:
     """Measure inference throughput of each model on inputs shaped for it.
 
@@ -94,6 +97,8 @@ def benchmark(
     fastest at the batch's shape (:func:`pela.deploy.memory_layout.tune_layout`; the same numbers).
     ``onnx`` also times each model in ONNX Runtime, float32 and int8 (`pela.deploy.onnx_runs`: the
     same batch; CPU, float32 models), each a result of its own (``runtime``, ``file_bytes``).
+    ``int8`` also times each model with int8 weights in PyTorch (`pela.quantize_int8`, torchao:
+    runtime ``pytorch int8``), compiled when the float one is.
 
     Each of ``rounds`` rounds runs every model for ``iters`` forward passes in turn; a model's
     figure is its median round, so a slow spell of a noisy machine does not favour one model. Every
@@ -104,7 +109,8 @@ def benchmark(
     compile = compile or compile_mode is not None
     dev, dt = resolve_device(device), DTYPES[dtype]
     extra = 1 if dev.type == "cpu" else 0  # the pass that counts memory
-    per_model = warmup + extra + rounds * iters + (2 * (1 + rounds * iters) if onnx else 0)
+    per_run = warmup + extra + rounds * iters
+    per_model = per_run * (2 if int8 else 1) + (2 * (1 + rounds * iters) if onnx else 0)
     bar = progress_bar(
         progress, len(models) * per_model, "benchmarking", redraw_only_on_advance=True
     )
@@ -112,21 +118,12 @@ def benchmark(
         runners = []
         for name, model in models.items():
             model = model.eval().to(dev, dt)  # outside inference mode: parameters stay parameters
-            runners.append(
-                _pytorch_runner(
-                    name,
-                    model,
-                    batch_size,
-                    seq_len,
-                    dev,
-                    dt,
-                    tune,
-                    compile,
-                    compile_mode,
-                    warmup,
-                    advance,
-                )
-            )
+            timed = {"pytorch": model}
+            if int8:
+                timed["pytorch int8"] = quantize_int8(copy.deepcopy(model))
+            for runtime, m in timed.items():
+                runners.append(_pytorch_runner(name, m, batch_size, seq_len, dev, dt, tune, compile,
+                                               compile_mode, warmup, advance, runtime))
             if onnx:
                 runners += _onnx_runners(
                     name, model, batch_size, seq_len, Path(work) / name, advance
@@ -194,6 +191,7 @@ def _pytorch_runner(
     compile_mode: str | None,
     warmup: int,
     advance: Callable,
+    runtime: str = "pytorch",
 ) -> _Runner:
     """``model`` laid out, compiled if asked, warmed up and its peak memory counted."""
     args, kwargs = batch_for(model, batch_size, seq_len, dev, dt)
@@ -216,7 +214,7 @@ def _pytorch_runner(
     params = sum(p.numel() for p in model.parameters())
     return _Runner(
         name,
-        "pytorch",
+        runtime,
         lambda: fn(*args, **kwargs),
         params,
         peak,
@@ -267,7 +265,7 @@ def _result(
     compile_mode: str | None,
 ) -> BenchResult:
     sec = statistics.median(times)
-    compiled = compile and r.runtime == "pytorch"
+    compiled = compile and r.runtime.startswith("pytorch")
     return BenchResult(
         r.name,
         r.params,
@@ -290,4 +288,4 @@ def _result(
 def _weight_bytes(model: nn.Module) -> int:
     """What the model's weights take, each tensor once (a saved file holds about this)."""
     unique = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    return sum(t.numel() * t.element_size() for t in unique.values())
+    return sum(stored_bytes(t) for t in unique.values())

@@ -27,7 +27,10 @@ SEQ_LEN_HELP = ("sequence length for text models (default: 128, or the model's p
 GENERATE_HELP = ("a language model's generation speed instead: prefill and decode tokens/s "
                  "(prompts of --seq-len tokens, new_tokens greedy steps, batch --batch-size)")
 ONNX_HELP = ("also time each model in ONNX Runtime, float32 and int8 weights (CPU; exported and "
-             "checked first, as pela export --format onnx does)")
+             "checked first, as pela export --format onnx does), and with int8 weights in PyTorch")
+INT8_HELP = ("also time each model with int8 weights in PyTorch (pela.quantize_int8, torchao; "
+             "compiled with --compile, which is where int8 pays off on a CPU); default: with "
+             "--onnx")
 MODE_HELP = ("torch.compile mode (default, reduce-overhead, max-autotune, "
              "max-autotune-no-cudagraphs); implies --compile")
 
@@ -51,10 +54,15 @@ def bench(
     iters: int = setting(5, "forward passes per round"),
     rounds: int = setting(3, "interleaved rounds; each model's median round counts"),
     random_init: bool = setting(False, "build timm:/hf: sources without pretrained weights"),
+    int8: Optional[bool] = setting(None, INT8_HELP),
 ) -> None:
     """Throughput (items/s), peak memory and size of a model, or of two side by side; --onnx: in
-    ONNX Runtime too; --generate: prefill and decode speed."""
+    ONNX Runtime and with int8 weights too; --generate: prefill and decode speed."""
     _check_flags(device, batch_size, seq_len, iters, rounds, compile_mode, generate, onnx)
+    if generate and int8:
+        raise PelaError("int8=true times throughput: for generation, bench the int8 model itself "
+                        "(pela export MODEL --format pela --int8)")
+    int8 = onnx if int8 is None else int8
     models = {}
     for s in [model] + ([vs] if vs else []):
         with activity(f"loading {s}"):
@@ -66,7 +74,7 @@ def bench(
                                  dtype, rounds, as_json, compile, compile_mode)
     results = benchmark(models, batch_size=batch_size, device=device, dtype=dtype, compile=compile,
                         seq_len=seq_len, iters=iters, rounds=rounds, compile_mode=compile_mode,
-                        progress=True, onnx=onnx)
+                        progress=True, onnx=onnx, int8=int8)
     ratios = _ratios(results) if vs else {}
     if as_json:
         pytorch = ratios.get("pytorch", {})

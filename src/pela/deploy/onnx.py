@@ -22,7 +22,7 @@ from torch import nn
 from pela.arch import is_causal_lm
 from pela.arch.inputs import example_inputs
 from pela.arch.properties import max_positions
-from pela.deploy.quantize import quantize_int8
+from pela.deploy.quantize import quantize_onnx
 from pela.errors import PelaError
 from pela.metadata import info
 from pela.models.saving import copy_companion_files
@@ -117,7 +117,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, overwrite: bool = F
 def _to_int8(path: Path) -> None:
     """Replace the float32 graph at ``path`` by its int8 form."""
     quantized = path.with_name("int8-" + path.name)
-    quantize_int8(path, quantized)
+    quantize_onnx(path, quantized)
     os.replace(quantized, path)
 
 

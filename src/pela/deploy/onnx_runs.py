@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from pela.deploy.onnx import export_onnx, named_inputs, onnx_feed
-from pela.deploy.quantize import quantize_int8
+from pela.deploy.quantize import quantize_onnx
 
 RUNTIMES = ("onnxruntime", "onnxruntime int8")
 
@@ -34,7 +34,7 @@ def onnx_runs(
     fp32 = export_onnx(model, Path(work) / "onnxruntime", overwrite=True).path
     int8 = Path(work) / "onnxruntime-int8" / fp32.name
     int8.parent.mkdir(parents=True, exist_ok=True)
-    quantize_int8(fp32, int8)
+    quantize_onnx(fp32, int8)
     runs = []
     for runtime, path in zip(RUNTIMES, (fp32, int8)):
         session = cpu_session(path)

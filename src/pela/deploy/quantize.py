@@ -14,7 +14,7 @@ from pathlib import Path
 from pela.errors import PelaError
 
 
-def quantize_int8(source: Path, target: Path) -> None:
+def quantize_onnx(source: Path, target: Path) -> None:
     """Write the ONNX graph ``source`` to ``target`` with int8 weights and dynamic int8
     activations."""
     try:

@@ -119,3 +119,15 @@ def load_int8(model: nn.Module, path: Path, mode: str) -> dict[str, torch.Tensor
         raise PelaError(f"{path} holds {len(left)} tensors its metadata does not describe (e.g. "
                         f"{next(iter(left))})")
     return state
+
+
+def stored_bytes(tensor: torch.Tensor) -> int:
+    """What ``tensor`` takes in memory: an int8 tensor's data and scales, not its logical float
+    size."""
+    names = getattr(tensor, "tensor_data_names", None)
+    if names is None:
+        return tensor.numel() * tensor.element_size()
+    names = [*names, *getattr(tensor, "optional_tensor_data_names", [])]
+    inner = [getattr(tensor, n) for n in names]
+    return sum(stored_bytes(t) for t in inner if isinstance(t, torch.Tensor))
+
