@@ -49,6 +49,7 @@ bench: install
 	$(PY) -m benchmarks.distill_throughput
 	$(PY) -m benchmarks.minilm_distill
 	$(PY) -m benchmarks.architectures
+	$(PY) -m benchmarks.int8_speed
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info
