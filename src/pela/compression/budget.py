@@ -1,6 +1,7 @@
 """Ranks for a parameter budget (``LowRankConfig.param_budget``): each layer's sensitivity probed at
 the rank one ratio for all layers would give, then the budget spent where it buys most
-(`pela.compression.allocate`)."""
+(`pela.compression.allocate`), and, with the speed check, not on layers whose factors would be no
+faster than their dense weight."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pela.compression.config import LowRankConfig
 from pela.compression.factors import Layer
 from pela.compression.linearized import linearized_sensitivities
 from pela.compression.ranks import align_rank
+from pela.errors import PelaError
 from pela.linalg import Spectrum
 from pela.utils.progress import progress_bar
 
@@ -27,10 +29,22 @@ def uniform_rank(n_out: int, n_in: int, fraction: float, align: int) -> int:
     return max(min(align, cap), min(kept, cap))
 
 
+# a rank of 0: the layer stays dense (its factors would be no faster; `budget_ranks`)
+DENSE = 0
+RESPEND_ROUNDS = 3  # allocations at most: each may find layers whose new ranks are no faster
+
+
 def budget_ranks(model: nn.Module, layers: list[Layer], config: LowRankConfig,
-                 calibration: Calibration, progress: bool) -> dict[str, int]:
+                 calibration: Calibration, progress: bool,
+                 too_slow: Callable[[Layer, int], bool] | None = None) -> dict[str, int]:
     """Ranks for ``config.param_budget``: probe each layer's sensitivity at the uniform rank of the
-    same size, then allocate."""
+    same size, then allocate.
+
+    ``too_slow(layer, rank)``: whether the layer's factors at ``rank`` would be no faster than its
+    dense weight where the model is served (the speed check). Such a layer stays dense (`DENSE`,
+    its report row saying why) and the parameters it keeps are taken from the others, allocated
+    again, so that the model still meets the budget.
+    """
     fraction, align = config.param_budget, config.align
     device = next(model.parameters()).device
     shapes = [tuple(x.candidate.weight.shape) for x in layers]
@@ -46,10 +60,22 @@ def budget_ranks(model: nn.Module, layers: list[Layer], config: LowRankConfig,
     ranks = {x.name: r for x, r in zip(layers, reference)}
     free = [i for i, w in enumerate(weights) if w is not None]
     unseen = sum(reference[i] * sum(shapes[i]) for i, w in enumerate(weights) if w is None)
-    budget = int(fraction * sum(o * i for o, i in shapes)) - unseen
-    chosen = allocate([shapes[i] for i in free], [layers[i].spectrum.sigma for i in free], budget,
-                      align, [weights[i] for i in free])
-    ranks.update({layers[i].name: r for i, r in zip(free, chosen)})
+    total = int(fraction * sum(o * i for o, i in shapes)) - unseen
+    dense: list[int] = []
+    for _ in range(RESPEND_ROUNDS):
+        kept = [i for i in free if i not in dense]
+        budget = total - sum(shapes[i][0] * shapes[i][1] for i in dense)
+        try:
+            chosen = allocate([shapes[i] for i in kept], [layers[i].spectrum.sigma for i in kept],
+                              budget, align, [weights[i] for i in kept])
+        except PelaError:
+            break  # too little left to re-spend: the speed check keeps the slow ones dense later
+        ranks.update({layers[i].name: r for i, r in zip(kept, chosen)})
+        slow = [i for i, r in zip(kept, chosen) if too_slow is not None and too_slow(layers[i], r)]
+        if not slow:
+            break
+        dense += slow
+        ranks.update({layers[i].name: DENSE for i in slow})
     return ranks
 
 

@@ -10,12 +10,12 @@ untouched (block by block: the blocks before it factorized).
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
 from torch import nn
 
 from pela.compression import speed
-from pela.compression.budget import budget_ranks
+from pela.compression.budget import DENSE, budget_ranks
 from pela.compression.calibrate import Calibration
 from pela.compression.config import LowRankConfig
 from pela.compression.factors import Layer, factorized, spectra
@@ -71,7 +71,8 @@ def compress(model: nn.Module, config: LowRankConfig | None = None, *,
     ranks: dict[str, int] = {}
     if config.resolved_mode()[0] == "param_budget":
         layers = list(layers)
-        ranks = budget_ranks(model, layers, config, calibration, progress)
+        ranks = budget_ranks(model, layers, config, calibration, progress,
+                             _too_slow(model, config) if config.speed_check else None)
     # 3. factors cut at those ranks: the strategy's own (sequential: refit and swapped in, block by
     # block), then the rest, swapped in all at once at the end
     layers, refit = strategy.refit(model, layers, ranks, config, calibration, moments, progress)
@@ -110,11 +111,31 @@ def _cut(layers: Iterable[Layer], ranks: dict[str, int], refit: set[str],
             sigmas[layer.name] = layer.sigma.float().tolist()
             continue
         sigmas[layer.name] = layer.spectrum.sigma.float().tolist()
+        if ranks.get(layer.name) == DENSE:  # the budget went to faster layers (its row says so)
+            continue
         new = factorized(layer, ranks.get(layer.name), config)
         if new is not None:
             c = layer.candidate
             swaps[c.name] = (c.parent, c.name.rsplit(".", 1)[-1], new)
     return swaps, sigmas
+
+
+def _too_slow(model: nn.Module, config: LowRankConfig) -> Callable[[Layer, int], bool]:
+    """Whether a layer's factors at a rank would be no faster than its dense weight where the model
+    will serve (`pela.compression.speed`); a slow one's report row says so."""
+    serve_rows = config.serve_rows or speed.serving_rows(model)
+
+    def too_slow(layer: Layer, rank: int) -> bool:
+        row = layer.row
+        row.ms_dense, row.ms_factored = speed.layer_ms(row.out_features, row.in_features, rank,
+                                                       serve_rows, layer.candidate.weight)
+        row.serve_rows = serve_rows
+        if not speed.slower(row):
+            return False
+        speed.respent(row, rank)
+        return True
+
+    return too_slow
 
 
 def _keep_faster(model: nn.Module, rows: list[LayerReport], swaps: Swaps, refit: set[str],

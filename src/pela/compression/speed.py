@@ -1,5 +1,6 @@
 """Never slower than the original: a layer whose factors this device would not multiply faster
-than its dense weight stays dense.
+than its dense weight stays dense (under a parameter budget, its parameters go to the other layers:
+`pela.compression.budget`).
 
 Factorizing trades one product for two thinner ones. With fewer parameters the two usually take
 less time, but not always: one token at a time, a small layer's second call costs more than the
@@ -69,3 +70,12 @@ def keep_dense(row: LayerReport) -> None:
                   f"dense at {row.serve_rows} rows)")
     row.rank, row.rel_error, row.status = None, None, "dense"
     row.params_after = row.params_before
+
+
+def respent(row: LayerReport, rank: int) -> None:
+    """Say why a row stays dense under a parameter budget: its factors at ``rank`` were timed no
+    faster, and the parameters it keeps were taken from the other layers."""
+    row.reason = (f"its factors at rank {rank} are no faster here ({row.ms_factored:.3f} vs "
+                  f"{row.ms_dense:.3f} ms dense at {row.serve_rows} rows): the budget went to the "
+                  "other layers")
+

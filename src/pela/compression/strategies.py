@@ -62,7 +62,7 @@ class Sequential(OneShot):
         for layer in layers:
             rank = ranks.get(layer.name)
             rank = _rule_rank(layer, config) if rank is None else rank
-            if rank is None:
+            if not rank:  # None: the rule leaves it dense; DENSE: the budget went elsewhere
                 continue
             c = layer.candidate
             attr = c.name.rsplit(".", 1)[-1]
