@@ -126,13 +126,15 @@ def test_onnx_runtime_is_timed_beside_pytorch_on_the_same_batch():
     by = {(r.name, r.runtime): r for r in results}
     assert by["student", "onnxruntime int8"].file_bytes < by["student", "onnxruntime"].file_bytes
     assert by["student", "onnxruntime"].file_bytes < by["original", "onnxruntime"].file_bytes
-    assert by["student", "onnxruntime"].peak_memory_bytes is None
+    # a fresh process's resident growth: at least the graph's weights, which it loads
+    assert all(by[name, "onnxruntime"].peak_memory_bytes >= by[name, "onnxruntime"].file_bytes
+               for name in ("student", "original"))
     assert by["student", "pytorch"].input_shapes == by["student", "onnxruntime"].input_shapes
     from pela.cli.bench_cmd import _ratios
 
     ratios = _ratios(results)  # what pela bench --onnx prints, per runtime
     assert set(ratios) == {"pytorch", "onnxruntime", "onnxruntime int8"}
-    assert ratios["onnxruntime"]["weights"] < 1 and ratios["onnxruntime"]["memory"] is None
+    assert ratios["onnxruntime"]["weights"] < 1 and ratios["onnxruntime"]["memory"] > 0
     with pytest.raises(PelaError, match="ONNX Runtime is measured on the CPU in float32"):
         benchmark({"m": hf_bert()}, dtype="bfloat16", onnx=True)
 

@@ -233,7 +233,8 @@ def _onnx_runners(
     for run in onnx_runs(model, batch_size, seq_len, work):
         run.run()  # warm-up
         advance(info=f"warm-up {name} ({run.runtime})")
-        runners.append(_Runner(name, run.runtime, run.run, params, None, run.file_bytes, shapes))
+        runners.append(_Runner(name, run.runtime, run.run, params, run.peak_bytes, run.file_bytes,
+                               shapes))
     return runners
 
 

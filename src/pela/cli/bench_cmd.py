@@ -110,6 +110,9 @@ def _table(results: list, dtype: str, batch_size: int, compile_mode: str | None)
                            if keep_freed_memory() else "the C library's default allocator")
         caption += ("\npeak memory: the tensors live at once in one eager pass (weights, inputs, "
                     "activations)")
+        if any(r.runtime.startswith("onnxruntime") for r in results):
+            caption += ("; ONNX Runtime: the resident memory a fresh process gains loading the "
+                        "graph and running one batch")
     caption += "\n" + LAYOUT_CAPTION
     how = ", compiled" if results[0].compiled else ""
     how += f" ({compile_mode})" if compile_mode else ""

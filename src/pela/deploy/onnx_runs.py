@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -17,11 +19,34 @@ from pela.deploy.quantize import quantize_onnx
 RUNTIMES = ("onnxruntime", "onnxruntime int8")
 
 
+# a fresh process: load the graph, run one batch, print the resident memory it gained (KiB)
+_PEAK_SCRIPT = """
+import sys
+import numpy as np
+import onnxruntime as ort
+
+def kib(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field))
+
+feed = dict(np.load(sys.argv[2]))
+before = kib("VmRSS")
+options = ort.SessionOptions()
+options.intra_op_num_threads = int(sys.argv[3])
+session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+session.run(None, feed)
+print(kib("VmHWM") - before)
+"""
+
+
 @dataclass
 class OnnxRun:
     runtime: str  # one of RUNTIMES
     run: Callable[[], Any]  # one batch through the session
     file_bytes: int  # the graph and its weights on disk
+    # resident memory a fresh process gains loading the graph and running the batch (None: this
+    # system does not say)
+    peak_bytes: int | None = None
 
 
 def onnx_runs(
@@ -39,8 +64,30 @@ def onnx_runs(
     for runtime, path in zip(RUNTIMES, (fp32, int8)):
         session = cpu_session(path)
         feed = onnx_feed(session, inputs)
-        runs.append(OnnxRun(runtime, lambda s=session, f=feed: s.run(None, f), _bytes(path)))
+        runs.append(OnnxRun(runtime, lambda s=session, f=feed: s.run(None, f), _bytes(path),
+                            process_peak_bytes(path, feed)))
     return runs
+
+
+def process_peak_bytes(path: Path, feed: dict[str, Any]) -> int | None:
+    """The resident memory a fresh process gains while ONNX Runtime loads ``path`` and runs
+    ``feed`` once: the weights, the runtime's arena and the activations (in this process, memory
+    freed earlier would hide what it reuses). None where ``/proc`` does not say (not Linux)."""
+    if not Path("/proc/self/status").is_file():
+        return None
+    import numpy as np
+
+    arrays = path.parent / "peak_inputs.npz"
+    np.savez(arrays, **feed)
+    try:
+        done = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(path), str(arrays),
+                               str(torch.get_num_threads())], capture_output=True, text=True,
+                              timeout=600)
+    finally:
+        arrays.unlink(missing_ok=True)
+    if done.returncode != 0:
+        return None  # the speed is still measured; memory is left blank
+    return int(done.stdout.split()[-1]) * 1024
 
 
 def cpu_session(path: Path) -> Any:
