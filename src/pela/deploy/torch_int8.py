@@ -42,8 +42,9 @@ def save_int8(model: nn.Module, out: str | os.PathLike, mode: str = "dynamic", *
 
 @torch.no_grad()
 def _outputs(model: nn.Module) -> torch.Tensor:
-    torch.manual_seed(0)  # the same inputs before and after
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    inputs = example_inputs(model, 2, 16, device)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+        torch.manual_seed(0)  # the same inputs before and after
+        inputs = example_inputs(model, 2, 16, device)
     out = model(*inputs) if isinstance(inputs, tuple) else model(**inputs)
     return main_output(out).float()
