@@ -43,7 +43,8 @@ def save_int8(model: nn.Module, out: str | os.PathLike, mode: str = "dynamic", *
 @torch.no_grad()
 def _outputs(model: nn.Module) -> torch.Tensor:
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # the caller's random state stays as it was
         torch.manual_seed(0)  # the same inputs before and after
         inputs = example_inputs(model, 2, 16, device)
     out = model(*inputs) if isinstance(inputs, tuple) else model(**inputs)
