@@ -9,6 +9,7 @@ untouched (block by block: the blocks before it factorized).
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Callable, Iterable
 
@@ -64,6 +65,8 @@ def compress(model: nn.Module, config: LowRankConfig | None = None, *,
     strategy = strategy_for(config)
     _check_moments(candidates, calibration, moments, strategy.lazy)
     rows: list[LayerReport] = []
+    # what the speed check times at, found once (a partial forward pass), when first needed
+    serve_rows = functools.cache(lambda: config.serve_rows or speed.serving_rows(model))
     # 1. spectra, one layer at a time: each is cut into factors before the next is computed (block
     # by block, only when a layer the sequential refit does not reach needs one)
     layers = spectra(candidates, config, moments, rows, progress, lazy=strategy.lazy)
@@ -72,13 +75,13 @@ def compress(model: nn.Module, config: LowRankConfig | None = None, *,
     if config.resolved_mode()[0] == "param_budget":
         layers = list(layers)
         ranks = budget_ranks(model, layers, config, calibration, progress,
-                             _too_slow(model, config) if config.speed_check else None)
+                             _too_slow(serve_rows) if config.speed_check else None)
     # 3. factors cut at those ranks: the strategy's own (sequential: refit and swapped in, block by
     # block), then the rest, swapped in all at once at the end
     layers, refit = strategy.refit(model, layers, ranks, config, calibration, moments, progress)
     swaps, sigmas = _cut(layers, ranks, refit, config)
     if config.speed_check and config.resolved_mode()[0] != "rank":
-        _keep_faster(model, rows, swaps, refit, config, progress)
+        _keep_faster(model, rows, swaps, refit, serve_rows(), progress)
     if not swaps and not refit:
         reasons = "; ".join(sorted({r.reason for r in rows if r.reason}))
         raise PelaError(f"no layer was factorized ({len(rows)} linear layers; reasons: "
@@ -120,32 +123,27 @@ def _cut(layers: Iterable[Layer], ranks: dict[str, int], refit: set[str],
     return swaps, sigmas
 
 
-def _too_slow(model: nn.Module, config: LowRankConfig) -> Callable[[Layer, int], bool]:
-    """Whether a layer's factors at a rank would be no faster than its dense weight where the model
-    will serve (`pela.compression.speed`); a slow one's report row says so."""
-    serve_rows = config.serve_rows or speed.serving_rows(model)
+def _too_slow(serve_rows: Callable[[], int]) -> Callable[[Layer, int], bool]:
+    """Whether a layer's factors at a rank would be no faster than its dense weight at the rows the
+    model will serve (`pela.compression.speed`); a slow one's report row says so."""
 
     def too_slow(layer: Layer, rank: int) -> bool:
-        row = layer.row
-        row.ms_dense, row.ms_factored = speed.layer_ms(row.out_features, row.in_features, rank,
-                                                       serve_rows, layer.candidate.weight)
-        row.serve_rows = serve_rows
-        if not speed.slower(row):
+        speed.time_row(layer.row, rank, serve_rows(), layer.candidate.weight)
+        if not speed.slower(layer.row):
             return False
-        speed.respent(row, rank)
+        speed.respent(layer.row, rank)
         return True
 
     return too_slow
 
 
 def _keep_faster(model: nn.Module, rows: list[LayerReport], swaps: Swaps, refit: set[str],
-                 config: LowRankConfig, progress: bool) -> None:
+                 serve_rows: int, progress: bool) -> None:
     """Time every factorized layer against its dense weight where the model will serve, and drop
     the swaps of those whose factors are no faster (`pela.compression.speed`). Layers refit
     block by block are in already: their times are reported, not acted on."""
     weights = {name: swap[2].a.weight for name, swap in swaps.items()}
     weights.update({name: model.get_submodule(name).a.weight for name in refit})
-    serve_rows = config.serve_rows or speed.serving_rows(model)
     speed.time_layers(rows, weights, serve_rows, progress)
     for row in rows:
         if row.name in swaps and speed.slower(row):

@@ -52,11 +52,16 @@ def time_layers(rows: list[LayerReport], weights: dict[str, torch.Tensor], serve
     todo = [r for r in rows if r.rank is not None]
     with progress_bar(progress, len(todo), "timing products") as advance:
         for r in todo:
-            w = weights[r.name]
-            times = layer_ms(r.out_features, r.in_features, r.rank, serve_rows, w)
-            r.ms_dense, r.ms_factored = times
-            r.serve_rows = serve_rows
+            time_row(r, r.rank, serve_rows, weights[r.name])
             advance(info=r.name)
+
+
+def time_row(row: LayerReport, rank: int, serve_rows: int, weight: torch.Tensor) -> None:
+    """Fill in the row's ``ms_dense`` and ``ms_factored``: its shape's products at ``serve_rows``
+    rows, dense and as two factors at ``rank``."""
+    row.ms_dense, row.ms_factored = layer_ms(row.out_features, row.in_features, rank, serve_rows,
+                                             weight)
+    row.serve_rows = serve_rows
 
 
 def slower(row: LayerReport) -> bool:
