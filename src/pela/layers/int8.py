@@ -19,7 +19,6 @@ unpickled.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +33,12 @@ MODES = ("dynamic", "weight")
 
 
 def _torchao() -> Any:
-    """torchao, imported without its warnings about kernels for GPUs this build does not have."""
-    logger = logging.getLogger("torchao")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """torchao's quantization API (its import's log lines about GPU kernels are dropped by
+    `pela.utils.quiet`, as when transformers imports it)."""
     try:
         import torchao.quantization
     except ImportError as e:
         raise PelaError(f"int8 in PyTorch needs {e.name}: pip install 'pela[deploy]'") from e
-    finally:
-        logger.setLevel(level)
     return torchao.quantization
 
 
