@@ -30,7 +30,6 @@ from pela.compression.compress import compress
 from pela.compression.config import LowRankConfig
 from pela.compression.recipe import recipe
 from pela.data.load import load_dataset
-from pela.deploy.memory_layout import tune_layout
 from pela.deploy.onnx import export_onnx
 from pela.deploy.packed import pack
 from pela.errors import PelaError
@@ -40,6 +39,7 @@ from pela.evaluation.multiple_choice import multiple_choice
 from pela.evaluation.perplexity import perplexity
 from pela.layers.int8 import quantize_int8
 from pela.layers.lowrank import LowRankLinear
+from pela.layers.storage_order import tune_layout
 from pela.models.saving import save_pretrained
 from pela.models.sources import load
 from pela.training.distill import DistillConfig, distill

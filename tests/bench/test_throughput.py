@@ -100,11 +100,11 @@ def test_example_inputs_of_fine_tuned_classifiers():
 
 
 def test_every_model_is_laid_out_for_the_device_before_it_is_timed(monkeypatch, tmp_path):
-    from pela.deploy import memory_layout
+    from pela.layers import storage_order
 
     monkeypatch.setenv("PELA_CACHE", str(tmp_path))
 
-    monkeypatch.setattr(memory_layout, "product_ms", lambda *a, **k: (2.0, 1.0))  # columns win
+    monkeypatch.setattr(storage_order, "product_ms", lambda *a, **k: (2.0, 1.0))  # columns win
     dense = timm_vit()
     (r,) = benchmark({"dense": dense}, batch_size=2, iters=1, rounds=1, warmup=1)
     linears = {id(m.weight) for m in dense.modules() if isinstance(m, torch.nn.Linear)}

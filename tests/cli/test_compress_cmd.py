@@ -63,11 +63,20 @@ def test_compress_table_and_bench(vit_dir, tmp_path, capsys):
     (["--exclude", "no_such_layer"], "exclude pattern 'no_such_layer' matches no linear layer"),
     (["--include", "("], "not a valid regular expression"),
     (["--ratio", "2", "--rank", "4"], "only one of"),
+    (["--config", "speedup=1"], "speedup must be a finite number > 1"),
 ])
 def test_compress_user_errors(vit_dir, tmp_path, capsys, args, fragment):
     code, out, err = run_cli(capsys, "compress", vit_dir, "--out", tmp_path / "o", *args)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and fragment in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_speed_target_out_of_reach_is_refused_from_this_devices_timings(vit_dir, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "compress", vit_dir, "--out", tmp_path / "o", "--config", "speedup=50")
+    last = err.strip().splitlines()[-1]  # after the progress of the timings
+    assert code == 2 and re.fullmatch(r"error: a 50× speed-up is out of reach on this device: .* predicted "
+                                      r"\d+\.\d\d× faster .*", last)
     assert not (tmp_path / "o").exists()
 
 
@@ -169,7 +178,7 @@ def test_calibration_data_gets_pelas_recipe_at_the_ratios_size(hf_bert_dir, tmp_
     (["--config", "init=whiten"], "init=whiten needs calibration data"),
     (["--config", "init=qr"], "init must be one of svd, whiten"),
     (["--param-budget", "1.2", "--calib", "CALIB"], "param_budget must be a fraction in (0, 1)"),
-    (["--ratio", "2", "--config", "init=svd", "--calib", "CALIB"], "--calib is used by init=whiten and --param-budget"),
+    (["--ratio", "2", "--config", "init=svd", "--calib", "CALIB"], "--calib is used by init=whiten, --param-budget and speedup"),
     (["--calib", "CALIB", "--config", "calib_samples=0"], "calib_samples must be >= 1"),
     (["--calib", "CALIB", "--config", "calib_batch_size=0"], "calib_batch_size must be >= 1"),
     (["--calib", "MISSING"], "does not exist"),

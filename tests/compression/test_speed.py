@@ -84,3 +84,10 @@ def test_the_cli_shows_each_layers_time_against_dense(monkeypatch, tmp_path, cap
     code, out, _ = run_cli(capsys, "compress", str(hf_bert_dir), "--out", str(tmp_path / "s"),
                            "--ratio", "2", "--config", "align=1")
     assert code == 0 and "×" in out and "rows at a time" in out
+
+
+@pytest.mark.parametrize("build, rows", [(hf_bert, 16), (tiny_llama, 2)])
+def test_the_model_is_timed_where_it_is_served_and_left_in_its_mode(build, rows):
+    model = build().train()
+    assert speed.model_ms(model, rows, min_seconds=0) > 0
+    assert model.training

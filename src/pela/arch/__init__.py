@@ -6,7 +6,8 @@ which
   swapped.
 * `blocks`: the Transformer blocks whose outputs feature distillation matches (`find_blocks`).
 * `inputs`: example inputs, an encoder-decoder's decoder inputs, each block's attention mask.
-* `outputs`: calling a model on a batch and reading its outputs.
+* `outputs`: calling a model on a batch and reading its outputs (a language model's key-value
+  cache under the name its transformers version uses).
 * `towers`: two-tower models (CLIP, SigLIP) run, distilled and classified with the tower their data
 feeds.
 * `properties`: hidden width, class names, the longest input and whether it is a language model, as
@@ -32,10 +33,12 @@ from pela.arch.inputs import (
 )
 from pela.arch.outputs import (
     block_output,
+    cache_argument,
     call_with_inputs,
     forward,
     main_output,
     output_tensors,
+    returned_cache,
     vocabulary_head,
 )
 from pela.arch.properties import class_names, hidden_size, is_causal_lm, max_positions
@@ -63,6 +66,7 @@ __all__ = [
     "model_inputs",
     "block_output",
     "built_image_size",
+    "cache_argument",
     "call_with_inputs",
     "class_names",
     "data_tower",
@@ -77,6 +81,7 @@ __all__ = [
     "max_positions",
     "output_tensors",
     "register_linear_like",
+    "returned_cache",
     "structural_skip",
     "tower_for",
     "two_tower",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any
 
@@ -118,3 +119,15 @@ def vocabulary_head(model: nn.Module) -> nn.Module | None:
     except (NotImplementedError, AttributeError):  # a model class that does not say
         return None
     return head if isinstance(head, nn.Module) else None
+
+
+def cache_argument(model: nn.Module, cache: Any) -> dict[str, Any]:
+    """The keyword that passes a causal language model its key-value cache: ``cache`` where its
+    forward takes that (transformers 5, where the old name warns), else ``past_key_values``."""
+    takes = inspect.signature(getattr(model, "forward", model)).parameters
+    return {"cache" if "cache" in takes else "past_key_values": cache}
+
+
+def returned_cache(output: Any) -> Any:
+    """The key-value cache a causal language model's output holds, under either name."""
+    return output["cache"] if "cache" in output else output.past_key_values

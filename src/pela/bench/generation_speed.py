@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from pela.arch import is_causal_lm
-from pela.bench.settings import COMPILE_MODES, DTYPES, check_length, lay_out, sync
+from pela.arch import cache_argument, is_causal_lm, returned_cache
+from pela.bench.settings import COMPILE_MODES, DTYPES, check_length, lay_out
 from pela.errors import PelaError
-from pela.utils.device import resolve_device
+from pela.utils.device import resolve_device, synchronize
 from pela.utils.progress import progress_bar
 
 
@@ -62,7 +62,7 @@ def generation_benchmark(
     cache).
 
     ``tune`` stores the linear weights in the order this device multiplies fastest at one decoding
-    step's rows (:func:`pela.deploy.memory_layout.tune_layout`). ``compile`` runs prefill and decode
+    step's rows (:func:`pela.layers.storage_order.tune_layout`). ``compile`` runs prefill and decode
     through ``torch.compile`` with a static key-value cache (shapes fixed, so one graph each; the
     first round, not counted, compiles); ``compile_mode`` ``reduce-overhead`` replays the decoding
     step as a CUDA graph on a GPU."""
@@ -145,33 +145,31 @@ class _Steps:
         self.cache.reset()
         self.position = prompt.shape[1]
         where = torch.arange(self.position, device=prompt.device)
-        return self.forward(
-            input_ids=prompt, past_key_values=self.cache, cache_position=where, use_cache=True
-        )
+        return self.forward(input_ids=prompt, cache_position=where, use_cache=True,
+                            **cache_argument(self.model, self.cache))
 
     def decode(self, token: torch.Tensor, past: Any) -> Any:
         if self.cache is None:
-            return self.model(input_ids=token, past_key_values=past, use_cache=True)
+            return self.model(input_ids=token, use_cache=True, **cache_argument(self.model, past))
         where = torch.tensor([self.position], device=token.device)
         self.position += 1
-        return self.forward(
-            input_ids=token, past_key_values=self.cache, cache_position=where, use_cache=True
-        )
+        return self.forward(input_ids=token, cache_position=where, use_cache=True,
+                            **cache_argument(self.model, self.cache))
 
 
 def _prefill_and_decode(
     steps: _Steps, prompt: torch.Tensor, new_tokens: int, device: torch.device
 ) -> tuple[float, float]:
     """Milliseconds of the prompt's pass, and of ``new_tokens`` greedy steps after it."""
-    sync(device)
+    synchronize(device)
     start = time.perf_counter()
     out = steps.prefill(prompt)
-    sync(device)
+    synchronize(device)
     prefill = time.perf_counter() - start
-    past, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+    past, token = returned_cache(out), out.logits[:, -1].argmax(-1, keepdim=True)
     start = time.perf_counter()
     for _ in range(new_tokens):
         out = steps.decode(token, past)
-        past, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
-    sync(device)
+        past, token = returned_cache(out), out.logits[:, -1].argmax(-1, keepdim=True)
+    synchronize(device)
     return prefill * 1e3, (time.perf_counter() - start) * 1e3

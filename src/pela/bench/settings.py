@@ -8,9 +8,10 @@ from torch import nn
 
 from pela.arch.inputs import input_kinds
 from pela.arch.properties import max_positions
-from pela.deploy.memory_layout import order_of, tune_layout
 from pela.errors import PelaError
 from pela.layers.int8 import int8_mode
+from pela.layers.storage_order import tune_layout
+from pela.utils.products import order_of
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # torch.compile's
@@ -36,7 +37,3 @@ def lay_out(model: nn.Module, rows: int) -> int:
     linears = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
     return sum(order_of(w) == "column" for w in {id(w): w for w in linears}.values())
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

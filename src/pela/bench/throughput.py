@@ -16,12 +16,12 @@ from torch import nn
 
 from pela.arch.inputs import DEFAULT_BATCH, DEFAULT_SEQ_LEN, example_inputs, linear_rows
 from pela.bench.peak_memory import eager_peak_bytes
-from pela.bench.settings import COMPILE_MODES, DTYPES, check_length, lay_out, sync
+from pela.bench.settings import COMPILE_MODES, DTYPES, check_length, lay_out
 from pela.deploy.onnx import named_inputs
 from pela.deploy.onnx_runs import onnx_runs
 from pela.errors import PelaError
 from pela.layers.int8 import quantize_int8, stored_bytes
-from pela.utils.device import resolve_device
+from pela.utils.device import resolve_device, synchronize
 from pela.utils.progress import progress_bar
 
 
@@ -94,7 +94,7 @@ def benchmark(
     timed rounds so that it takes no CPU while one is measured.
 
     ``tune`` first stores every model's linear weights in the order this device multiplies
-    fastest at the batch's shape (:func:`pela.deploy.memory_layout.tune_layout`; the same numbers).
+    fastest at the batch's shape (:func:`pela.layers.storage_order.tune_layout`; the same numbers).
     ``onnx`` also times each model in ONNX Runtime, float32 and int8 (`pela.deploy.onnx_runs`: the
     same batch; CPU, float32 models), each a result of its own (``runtime``, ``file_bytes``).
     ``int8`` also times each model with int8 weights in PyTorch (`pela.quantize_int8`, torchao:
@@ -205,7 +205,7 @@ def _pytorch_runner(
         for _ in range(warmup):
             fn(*args, **kwargs)
             advance(info=f"warm-up {name}")
-    sync(dev)
+    synchronize(dev)
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated(dev)
     else:
@@ -246,11 +246,11 @@ def _timed_rounds(
     with torch.inference_mode():
         for r in range(rounds):
             for i, runner in enumerate(runners):
-                sync(dev)
+                synchronize(dev)
                 start = time.perf_counter()
                 for _ in range(iters):
                     runner.call()
-                sync(dev)
+                synchronize(dev)
                 times[i].append((time.perf_counter() - start) / iters)
                 advance(iters, info=f"round {r + 1}/{rounds}")  # after the clock stops
     return times

@@ -62,6 +62,10 @@ SEQUENTIAL_HELP = (
     "with --calib, factorize block by block, each layer fit to the original's outputs from the "
     "inputs the compressed layers before it give (slower, closer)"
 )
+SPEEDUP_HELP = (
+    "make the model this many times faster where it is served, on this device: the most "
+    "parameters measured to meet it (allocated by sensitivity with --calib)"
+)
 SENSITIVITY_HELP = (
     "how allocation measures what each layer's error costs: replay (exact, a re-run per layer; "
     "the default) or gradient (first order, a few backward passes for all layers)"
@@ -89,6 +93,7 @@ def compress(
     random_init: bool = setting(False, "no pretrained weights (smoke tests, benchmarks)"),
     energy: Optional[float] = setting(
         None, "keep this fraction of each layer's singular-value energy"),
+    speedup: Optional[float] = setting(None, SPEEDUP_HELP),
     align: int = setting(8, ALIGN_HELP),
     init: Optional[str] = setting(None, INIT_HELP),
     calib_samples: int = setting(512, "calibration examples to use"),
@@ -104,8 +109,8 @@ def compress(
 ) -> None:
     """Factorize a model's linear layers (PELA stage 1) and save it."""
     _check_calibration_flags(calib, sequential, uniform_ranks, sensitivity)
-    config = _config(ratio, rank, energy, param_budget, align, include, exclude, device, init,
-                     sequential, sensitivity, calib)
+    config = _config(ratio, rank, energy, param_budget, speedup, align, include, exclude, device,
+                     init, sequential, sensitivity, calib)
     _check_counts({"calib_samples": calib_samples, "calib_batch_size": calib_batch_size,
                    "max_length": max_length})
     if plot is not None:
@@ -138,15 +143,17 @@ def compress(
 
 
 def _config(ratio: Optional[float], rank: Optional[int], energy: Optional[float],
-            param_budget: Optional[float], align: int, include: Optional[List[str]],
-            exclude: Optional[List[str]], device: Optional[str], init: Optional[str],
+            param_budget: Optional[float], speedup: Optional[float], align: int,
+            include: Optional[List[str]], exclude: Optional[List[str]], device: Optional[str],
+            init: Optional[str],
             sequential: bool, sensitivity: Optional[str], calib: Optional[Path]) -> LowRankConfig:
     """The command's `LowRankConfig`, refused where it needs calibration data it has not got,
     or would ignore the data it has."""
     if device is not None:
         resolve_device(device)
     config = LowRankConfig(
-        ratio=ratio, rank=rank, energy=energy, param_budget=param_budget, align=align,
+        ratio=ratio, rank=rank, energy=energy, param_budget=param_budget, speedup=speedup,
+        align=align,
         include=tuple(include or ()), exclude=tuple(exclude) if exclude else None, device=device,
         init=init or ("whiten" if calib else "svd"), sequential=sequential,
         sensitivity=sensitivity or "replay",
@@ -155,9 +162,9 @@ def _config(ratio: Optional[float], rank: Optional[int], energy: Optional[float]
     if needs_calib and calib is None:
         what = "--param-budget" if config.param_budget is not None else f"init={config.init}"
         raise PelaError(f"{what} needs calibration data: add --calib DATA")
-    if calib is not None and not needs_calib:
-        raise PelaError("--calib is used by init=whiten and --param-budget; with init=svd and a "
-                        "per-layer rule it would be ignored")
+    if calib is not None and not needs_calib and speedup is None:
+        raise PelaError("--calib is used by init=whiten, --param-budget and speedup; with "
+                        "init=svd and a per-layer rule it would be ignored")
     return config
 
 

@@ -45,37 +45,61 @@ def budget_ranks(model: nn.Module, layers: list[Layer], config: LowRankConfig,
     its report row saying why) and the parameters it keeps are taken from the others, allocated
     again, so that the model still meets the budget.
     """
-    fraction, align = config.param_budget, config.align
+    fraction = config.param_budget
+    weights = probed(model, layers, config, calibration, fraction, progress)
+    # layers the probes cannot see keep these, and every layer if no allocation fits
+    ranks = {x.name: uniform_rank(*x.candidate.weight.shape, fraction, config.align)
+             for x in layers}
+    dense: list[int] = []
+    for _ in range(RESPEND_ROUNDS):
+        try:
+            ranks = allocated(layers, weights, fraction, config.align, dense)
+        except PelaError:
+            break  # too little left to re-spend: the speed check keeps the slow ones dense later
+        slow = [i for i, x in enumerate(layers) if i not in dense and weights[i] is not None
+                and too_slow is not None and too_slow(x, ranks[x.name])]
+        if not slow:
+            break
+        dense += slow
+        ranks.update({layers[i].name: DENSE for i in slow})
+    return ranks
+
+
+def probed(model: nn.Module, layers: list[Layer], config: LowRankConfig,
+           calibration: Calibration, fraction: float, progress: bool) -> list[float | None]:
+    """What one unit of each layer's error costs the model (`pela.compression.allocate`), probed at
+    the rank that keeps ``fraction`` of it; None for a layer the probe does not reach."""
     device = next(model.parameters()).device
-    shapes = [tuple(x.candidate.weight.shape) for x in layers]
-    reference = [uniform_rank(*shape, fraction, align) for shape in shapes]
+    reference = [uniform_rank(*x.candidate.weight.shape, fraction, config.align) for x in layers]
     probes = [(x.name, x.candidate.module, _delta(x.work, x.spectrum, r, device),
                float((x.spectrum.sigma.double() ** 2)[r:].sum()))
               for x, r in zip(layers, reference)]
     with progress_bar(progress, len(probes), "probing sensitivity") as advance:
         gradient = config.sensitivity == "gradient"
         measure = linearized_sensitivities if gradient else sensitivities
-        weights = measure(model, probes, calibration.probe, advance)
-    # layers the probes cannot see keep these
+        return measure(model, probes, calibration.probe, advance)
+
+
+def allocated(layers: list[Layer], weights: list[float | None], fraction: float, align: int,
+              dense: list[int] = ()) -> dict[str, int]:
+    """Ranks that keep ``fraction`` of the layers' parameters, spent where ``weights`` (`probed`)
+    say the error costs most; the layers at indices ``dense`` stay dense (`DENSE`) and what they
+    keep is taken from the others. A layer the probe did not reach keeps the uniform rank.
+
+    Raises:
+        PelaError: what is left cannot give every layer the smallest rank.
+    """
+    shapes = [tuple(x.candidate.weight.shape) for x in layers]
+    reference = [uniform_rank(*shape, fraction, align) for shape in shapes]
     ranks = {x.name: r for x, r in zip(layers, reference)}
-    free = [i for i, w in enumerate(weights) if w is not None]
     unseen = sum(reference[i] * sum(shapes[i]) for i, w in enumerate(weights) if w is None)
-    total = int(fraction * sum(o * i for o, i in shapes)) - unseen
-    dense: list[int] = []
-    for _ in range(RESPEND_ROUNDS):
-        kept = [i for i in free if i not in dense]
-        budget = total - sum(shapes[i][0] * shapes[i][1] for i in dense)
-        try:
-            chosen = allocate([shapes[i] for i in kept], [layers[i].spectrum.sigma for i in kept],
-                              budget, align, [weights[i] for i in kept])
-        except PelaError:
-            break  # too little left to re-spend: the speed check keeps the slow ones dense later
-        ranks.update({layers[i].name: r for i, r in zip(kept, chosen)})
-        slow = [i for i, r in zip(kept, chosen) if too_slow is not None and too_slow(layers[i], r)]
-        if not slow:
-            break
-        dense += slow
-        ranks.update({layers[i].name: DENSE for i in slow})
+    budget = int(fraction * sum(o * i for o, i in shapes)) - unseen
+    budget -= sum(shapes[i][0] * shapes[i][1] for i in dense)
+    kept = [i for i, w in enumerate(weights) if w is not None and i not in dense]
+    chosen = allocate([shapes[i] for i in kept], [layers[i].spectrum.sigma for i in kept],
+                      budget, align, [weights[i] for i in kept])
+    ranks.update({layers[i].name: r for i, r in zip(kept, chosen)})
+    ranks.update({layers[i].name: DENSE for i in dense})
     return ranks
 
 

@@ -19,16 +19,14 @@ from pela.compression import speed
 from pela.compression.budget import DENSE, budget_ranks
 from pela.compression.calibrate import Calibration
 from pela.compression.config import LowRankConfig
-from pela.compression.factors import Layer, factorized, spectra
+from pela.compression.factors import Layer, Swaps, factorized, spectra
 from pela.compression.inits import NEEDS_CALIBRATION
 from pela.compression.report import CompressionReport, LayerReport
+from pela.compression.speed_target import SpeedTarget
 from pela.compression.strategies import strategy_for
 from pela.compression.targets import Candidate, select
 from pela.errors import PelaError
-from pela.layers.lowrank import LowRankLinear
 from pela.utils.device import resolve_device
-
-Swaps = dict[str, tuple[nn.Module, str, LowRankLinear]]  # layer -> (parent, attribute, factors)
 
 
 def count_params(model: nn.Module) -> int:
@@ -72,16 +70,24 @@ def compress(model: nn.Module, config: LowRankConfig | None = None, *,
     layers = spectra(candidates, config, moments, rows, progress, lazy=strategy.lazy)
     # 2. ranks: one rule per layer, or one budget for the model, which needs every spectrum first
     ranks: dict[str, int] = {}
-    if config.resolved_mode()[0] == "param_budget":
+    mode, target = config.resolved_mode()[0], None
+    if mode == "param_budget":
         layers = list(layers)
         ranks = budget_ranks(model, layers, config, calibration, progress,
                              _too_slow(serve_rows) if config.speed_check else None)
+    elif mode == "speedup":  # before any factor is in: the original is timed whole
+        layers = list(layers)
+        target = SpeedTarget(model, layers, config, calibration, serve_rows(), progress)
+        ranks = target.marked(target.ranks())
     # 3. factors cut at those ranks: the strategy's own (sequential: refit and swapped in, block by
     # block), then the rest, swapped in all at once at the end
     layers, refit = strategy.refit(model, layers, ranks, config, calibration, moments, progress)
     swaps, sigmas = _cut(layers, ranks, refit, config)
-    if config.speed_check and config.resolved_mode()[0] != "rank":
+    if (config.speed_check and mode != "rank") or target is not None:
         _keep_faster(model, rows, swaps, refit, serve_rows(), progress)
+    if target is not None:
+        swaps = _confirmed(model, target, layers, ranks, rows, swaps, refit, config,
+                           serve_rows(), progress)
     if not swaps and not refit:
         reasons = "; ".join(sorted({r.reason for r in rows if r.reason}))
         raise PelaError(f"no layer was factorized ({len(rows)} linear layers; reasons: "
@@ -90,7 +96,7 @@ def compress(model: nn.Module, config: LowRankConfig | None = None, *,
         setattr(parent, attr, new)
     seconds = time.perf_counter() - start
     return CompressionReport(rows, params_before, count_params(model), seconds, config.to_dict(),
-                             sigmas)
+                             sigmas, None if target is None else target.record)
 
 
 def _check_moments(candidates: list[Candidate], calibration: Calibration | None,
@@ -121,6 +127,25 @@ def _cut(layers: Iterable[Layer], ranks: dict[str, int], refit: set[str],
             c = layer.candidate
             swaps[c.name] = (c.parent, c.name.rsplit(".", 1)[-1], new)
     return swaps, sigmas
+
+
+def _confirmed(model: nn.Module, target: SpeedTarget, layers: list[Layer], ranks: dict[str, int],
+               rows: list[LayerReport], swaps: Swaps, refit: set[str], config: LowRankConfig,
+               serve_rows: int, progress: bool) -> Swaps:
+    """The swaps of a student measured against the speed target, cut again where it fell short
+    (`SpeedTarget.confirm`). Layers refit block by block are in already: the prediction is all
+    there is."""
+    if refit:
+        target.record = {"target": config.speedup, "predicted": target.predicted(),
+                         "measured": None, "serve_rows": serve_rows}
+        return swaps
+
+    def recut(ranks: dict[str, int]) -> Swaps:
+        again, _ = _cut(layers, ranks, refit, config)
+        _keep_faster(model, rows, again, refit, serve_rows, progress)
+        return again
+
+    return target.confirm(ranks, swaps, recut)
 
 
 def _too_slow(serve_rows: Callable[[], int]) -> Callable[[Layer, int], bool]:

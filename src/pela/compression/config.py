@@ -16,7 +16,7 @@ from typing import Any
 from pela.compression.inits import INITS, NEEDS_CALIBRATION
 from pela.errors import PelaError, warn
 
-RANK_RULES = ("ratio", "rank", "energy", "param_budget")
+RANK_RULES = ("ratio", "rank", "energy", "param_budget", "speedup")
 SENSITIVITIES = ("replay", "gradient")
 
 
@@ -53,8 +53,8 @@ def _is_number(x: Any) -> bool:
 class LowRankConfig:
     """How `pela.compress` factorizes a model.
 
-    Give at most one of ``ratio``, ``rank``, ``energy`` and ``param_budget``; with none,
-    ``ratio=2``.
+    Give at most one of ``ratio``, ``rank``, ``energy``, ``param_budget`` and ``speedup``; with
+    none, ``ratio=2``.
 
     Args:
         ratio: compression ratio k of each layer; rank ``r = floor(m·n / (k·(m+n)))`` (PELA).
@@ -64,6 +64,10 @@ class LowRankConfig:
             with ranks *allocated across layers* to minimize the total error
             (`pela.compression.allocate`)
             instead of one ratio for all. ``param_budget=0.5`` is about the size of ``ratio=2``.
+        speedup: make the model this many times faster where it is served (``serve_rows``), as
+            predicted from this device's measured products (`pela.compression.speed_target`): the
+            most parameters whose predicted time meets it, allocated across layers like
+            ``param_budget`` when calibration is given, else one ratio for all.
         align: round ranks to a multiple of this (8 suits GPU tensor cores; 1 = exact ranks).
             Rounding keeps the promise: down for ``ratio``/``rank``, up for ``energy``.
         include: regexes (``re.search`` on the module name); if given, only matching layers are
@@ -85,7 +89,8 @@ class LowRankConfig:
         device: where to run the factorization math (default: each layer's own device).
         speed_check: leave dense every layer whose two factors this device multiplies no faster
             than its dense weight (`pela.compression.speed`: both timed once, cached); not with an
-            explicit ``rank``. On by default; ``PELA_SPEED_CHECK=0`` turns the default off.
+            explicit ``rank``; always with ``speedup``. On by default; ``PELA_SPEED_CHECK=0``
+            turns the default off.
         serve_rows: the rows a product multiplies where the model will run, for the speed check:
             1 decodes a token; batch × tokens reads a batch. Default: 1 for a causal language
             model, else the tokens of a batch of 32 examples.
@@ -98,6 +103,7 @@ class LowRankConfig:
     rank: int | None = None
     energy: float | None = None
     param_budget: float | None = None
+    speedup: float | None = None
     align: int = 8
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] | None = None
@@ -113,7 +119,8 @@ class LowRankConfig:
         given = [n for n in RANK_RULES if getattr(self, n) is not None]
         if len(given) > 1:
             raise PelaError(
-                f"give only one of ratio, rank, energy and param_budget; got {', '.join(given)}"
+                f"give only one of ratio, rank, energy, param_budget and speedup; got "
+                f"{', '.join(given)}"
             )
         if self.ratio is not None:
             if not _is_number(self.ratio) or not math.isfinite(self.ratio) or self.ratio <= 1:
@@ -132,6 +139,10 @@ class LowRankConfig:
                     f"param_budget must be a fraction in (0, 1) of the factorizable parameters, "
                     f"got {self.param_budget!r}"
                 )
+        if self.speedup is not None:
+            if not _is_number(self.speedup) or not math.isfinite(self.speedup) or self.speedup <= 1:
+                raise PelaError(f"speedup must be a finite number > 1 (times faster than the "
+                                f"original), got {self.speedup!r}")
         if not isinstance(self.align, int) or isinstance(self.align, bool) or self.align < 1:
             raise PelaError(f"align must be an integer >= 1, got {self.align!r}")
         if not isinstance(self.min_features, int) or self.min_features < 0:

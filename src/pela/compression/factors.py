@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
+from torch import nn
 
 from pela.compression.config import LowRankConfig
 from pela.compression.inits import INITS, NEEDS_CALIBRATION
@@ -20,6 +21,9 @@ from pela.errors import PelaError
 from pela.layers.lowrank import LowRankLinear
 from pela.linalg import Spectrum
 from pela.utils.progress import progress_bar
+
+# the factors cut for each layer, not yet in the model: layer -> (parent, attribute, factors)
+Swaps = dict[str, tuple[nn.Module, str, LowRankLinear]]
 
 
 @dataclass

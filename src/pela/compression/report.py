@@ -37,6 +37,9 @@ class CompressionReport:
     config: dict[str, Any] = field(default_factory=dict)
     # σ per factorized layer, for plots; not in to_dict
     spectra: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    # with ``speedup``: the target, and the speed-up predicted and measured where the model is
+    # served (`pela.compression.speed_target.SpeedTarget.confirm`)
+    speed: dict[str, Any] | None = None
 
     @property
     def factorized(self) -> list[LayerReport]:
@@ -59,15 +62,25 @@ class CompressionReport:
             "seconds": self.seconds,
             "config": self.config,
             "layers": [dataclasses.asdict(r) for r in self.layers],
+            **({"speed": self.speed} if self.speed is not None else {}),
         }
 
     def summary(self) -> str:
         n = len(self.factorized)
-        return (
+        line = (
             f"factorized {n} of {len(self.layers)} linear layers: parameters "
             f"{self.params_before:,} -> {self.params_after:,} "
             f"({self.params_after / max(self.params_before, 1):.1%}) in {self.seconds:.2f}s"
         )
+        if self.speed is None:
+            return line
+        s = self.speed
+        line += f"\nspeed-up where it is served ({s['serve_rows']} rows a product): "
+        if s["measured"] is None:
+            return line + f"predicted {s['predicted']:.2f}× (target {s['target']:g}×)"
+        student, original = s["measured_ms"]
+        return line + (f"measured {s['measured']:.2f}× ({student:.3g} vs {original:.3g} ms, both "
+                       f"laid out; target {s['target']:g}×, predicted {s['predicted']:.2f}×)")
 
     def __str__(self) -> str:
         lines = [

@@ -9,20 +9,28 @@ factors are swapped in, each layer's dense product and its two factors' are time
 model will serve (`pela.utils.products.factored_ms`: in turns, once per device, cached; each
 matrix in its faster storage order, as `pela.tune_layout` will lay it out), and a layer whose
 factors are not faster stays dense, its report row saying so. Every factorized layer's row
-carries both times.
+carries both times. `model_ms` times the whole model where it is served, for a speed the user
+names (`pela.compression.speed_target`).
 """
 
 from __future__ import annotations
 
+import statistics
+import time
+from typing import Any, Callable
+
 import torch
 from torch import nn
 
-from pela.arch import is_causal_lm
+from pela.arch import cache_argument, is_causal_lm, returned_cache
 from pela.arch.inputs import DEFAULT_BATCH, DEFAULT_SEQ_LEN, example_inputs, linear_rows
 from pela.arch.properties import max_positions
 from pela.compression.report import LayerReport
+from pela.utils.device import synchronize
 from pela.utils.products import factored_ms
 from pela.utils.progress import progress_bar
+
+MAX_TIMES = 50  # forward passes `model_ms` times at most
 
 
 def serving_rows(model: nn.Module) -> int:
@@ -30,11 +38,67 @@ def serving_rows(model: nn.Module) -> int:
     for a causal language model, else a batch of `DEFAULT_BATCH` examples' tokens."""
     if is_causal_lm(model):
         return 1
-    length = min(DEFAULT_SEQ_LEN, max_positions(model) or DEFAULT_SEQ_LEN)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    inputs = example_inputs(model, 1, length, device)
-    args, kwargs = (inputs, {}) if isinstance(inputs, tuple) else ((), inputs)
-    return DEFAULT_BATCH * linear_rows(model, args, kwargs)
+    return DEFAULT_BATCH * _example_rows(model)
+
+
+@torch.no_grad()
+def model_ms(model: nn.Module, rows: int, min_seconds: float = 0.2) -> float:
+    """Milliseconds of one forward pass of ``model`` (in eval mode) where it is served, with
+    ``rows`` rows a product: for a causal language model, one decoding step of ``rows`` sequences
+    after a prompt of the default length (key-value cache and all); else a batch of random
+    examples of about ``rows`` tokens. The median of at least three, after one to warm up."""
+    device, was_training = _device(model), model.training
+    model.eval()
+    try:
+        run = _decoding_step(model, rows) if is_causal_lm(model) else _batch_pass(model, rows)
+        run()
+        times: list[float] = []
+        while len(times) < 3 or sum(times) < min_seconds * 1e3 and len(times) < MAX_TIMES:
+            synchronize(device)
+            start = time.perf_counter()
+            run()
+            synchronize(device)
+            times.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(times)
+    finally:
+        model.train(was_training)
+
+
+def _batch_pass(model: nn.Module, rows: int) -> Callable[[], Any]:
+    batch = max(1, round(rows / _example_rows(model)))
+    args, kwargs = _split(example_inputs(model, batch, _length(model), _device(model)))
+    return lambda: model(*args, **kwargs)
+
+
+def _decoding_step(model: nn.Module, rows: int) -> Callable[[], Any]:
+    """One new token for each of ``rows`` prompts at a time, the cache growing as it would."""
+    # half the default length, leaving room in the positions for every step timed (`MAX_TIMES`)
+    prompt = max(1, min(_length(model) // 2, _length(model) - MAX_TIMES - 2))
+    ids = example_inputs(model, rows, prompt, _device(model))["input_ids"]
+    state = {"cache": returned_cache(model(input_ids=ids, use_cache=True))}
+    token = ids[:, -1:]
+
+    def step() -> None:
+        out = model(input_ids=token, use_cache=True, **cache_argument(model, state["cache"]))
+        state["cache"] = returned_cache(out)
+    return step
+
+
+def _example_rows(model: nn.Module) -> int:
+    """The rows one example of the default length gives each product."""
+    return linear_rows(model, *_split(example_inputs(model, 1, _length(model), _device(model))))
+
+
+def _length(model: nn.Module) -> int:
+    return min(DEFAULT_SEQ_LEN, max_positions(model) or DEFAULT_SEQ_LEN)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def _split(inputs: tuple | dict) -> tuple[tuple, dict]:
+    return (inputs, {}) if isinstance(inputs, tuple) else ((), inputs)
 
 
 def layer_ms(

@@ -7,6 +7,12 @@ import torch
 from pela.errors import PelaError
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a GPU's), so that a clock read after it counts it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def resolve_device(name: str | torch.device) -> torch.device:
     """``name`` as a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``, ...)."""
     try:

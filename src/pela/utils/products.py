@@ -23,6 +23,7 @@ import torch
 from torch.nn import functional as F
 
 from pela.errors import PelaError
+from pela.utils.device import synchronize
 from pela.utils.files import atomic_write_text, cache_dir
 
 # one row per step is bound by memory: a pass must stream about this much, more than a
@@ -56,6 +57,11 @@ def factored_ms(
     device = torch.device(device)
     key = _key(shape, rows, dtype, device) + f" rank {rank}"
     return _cached(key, lambda: _measure_factored(shape, rank, rows, dtype, device), cache)
+
+
+def order_of(weight: torch.Tensor) -> str:
+    """``row`` or ``column``: how a 2-D weight is stored."""
+    return "column" if weight.dim() == 2 and weight.stride() == (1, weight.shape[0]) else "row"
 
 
 def _cached(key: str, measure, cache: bool) -> tuple[float, float]:
@@ -124,21 +130,16 @@ def _weight(
 
 def _pass_ms(run, device: torch.device, repeats: int = 3) -> float:
     def clock(reps: int) -> float:
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(reps):
             run()
-        _sync(device)
+        synchronize(device)
         return (time.perf_counter() - start) / reps
 
     clock(1)  # warm-up: first calls pick kernels and fault pages in
     reps = max(1, math.ceil(MIN_PASS_S / max(clock(1), 1e-6)))
     return statistics.median(clock(reps) for _ in range(repeats)) * 1e3
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------- the cache of timings

@@ -13,7 +13,9 @@ differently); weights shared between modules, such as a tied embedding and head,
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -21,7 +23,7 @@ from torch import nn
 from pela.errors import PelaError
 from pela.layers.int8 import int8_mode
 from pela.layers.lowrank import part_of_a_stack
-from pela.utils.products import product_ms
+from pela.utils.products import order_of, product_ms
 
 # the other order is kept only when it is clearly faster, not within a timing's noise
 MARGIN = 0.05
@@ -64,9 +66,22 @@ def tune_layout(
     return choices
 
 
-def order_of(weight: torch.Tensor) -> str:
-    """``row`` or ``column``: how a 2-D weight is stored."""
-    return "column" if weight.dim() == 2 and weight.stride() == (1, weight.shape[0]) else "row"
+@contextlib.contextmanager
+def laid_out(model: nn.Module, rows: int = 1) -> Iterator[None]:
+    """`tune_layout` for the duration of a ``with`` block: every linear weight the model holds
+    when the block ends, and every one it held when it began, is stored as it was before (weights
+    first seen inside the block, row by row)."""
+    before = {id(w): (w, order_of(w)) for ws in _weights_by_shape(model).values() for w in ws}
+    tune_layout(model, rows)
+    try:
+        yield
+    finally:
+        now = {id(w): w for ws in _weights_by_shape(model).values() for w in ws}
+        for key, w in now.items():
+            _store(w, before.get(key, (w, "row"))[1])
+        for key, (w, order) in before.items():
+            if key not in now:
+                _store(w, order)
 
 
 def _weights_by_shape(model: nn.Module) -> dict[tuple, list[nn.Parameter]]:

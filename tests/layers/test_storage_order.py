@@ -7,8 +7,9 @@ from torch import nn
 
 import pela
 from pela.arch.inputs import linear_rows
-from pela.deploy import memory_layout
-from pela.deploy.memory_layout import order_of, tune_layout
+from pela.layers import storage_order
+from pela.layers.storage_order import tune_layout
+from pela.utils.products import order_of
 
 
 def _fake_timings(monkeypatch, row_ms: float, column_ms: float) -> list:
@@ -18,7 +19,7 @@ def _fake_timings(monkeypatch, row_ms: float, column_ms: float) -> list:
         calls.append((shape, rows))
         return row_ms, column_ms
 
-    monkeypatch.setattr(memory_layout, "product_ms", product_ms)
+    monkeypatch.setattr(storage_order, "product_ms", product_ms)
     return calls
 
 
@@ -75,3 +76,16 @@ def test_linear_rows_counts_the_rows_the_first_linear_layer_multiplies():
     assert linear_rows(model, (), {"input_ids": ids}) == 21
     with pytest.raises(ValueError, match="rows must be >= 1"):
         tune_layout(model, rows=0)
+
+
+def test_laid_out_for_a_block_puts_every_weight_back_as_it_was(monkeypatch):
+    _fake_timings(monkeypatch, row_ms=2.0, column_ms=1.0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 8))
+    model[1].weight.data = model[1].weight.data.t().contiguous().t()  # stored by column already
+    added = nn.Linear(8, 8)
+    with storage_order.laid_out(model):
+        assert all(order_of(m.weight) == "column" for m in model)
+        model.append(added)  # a layer swapped in inside the block
+        tune_layout(model)
+        assert order_of(added.weight) == "column"
+    assert [order_of(m.weight) for m in model] == ["row", "column", "row"]
