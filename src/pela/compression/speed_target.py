@@ -156,7 +156,7 @@ class SpeedTarget:
                 "outside_products_ms": self.timing.rest_ms}))
             if target <= measured <= target * (1 + SLACK) or attempt == CONFIRM_ROUNDS - 1:
                 break
-            self._learn(student_ms, original_ms)
+            self._learn(measured)
             again = self.ranks(refuse=False)
             if any(again == earlier for earlier, _, _ in tried):
                 break  # the prediction, corrected, names a student already measured
@@ -187,12 +187,10 @@ class SpeedTarget:
                 student += best
         return student
 
-    def _learn(self, student_ms: float, original_ms: float) -> None:
-        """Spread what the measured student took beyond its prediction (or less) over its
-        factorized layers, in the prediction's units (the original's measured time now against
-        its predicted one)."""
-        scale = original_ms / self.timing.original_ms(self.layers)
-        missed = student_ms / scale - self._student_ms()
+    def _learn(self, measured: float) -> None:
+        """Spread what the student took beyond its prediction (or less), measured against the
+        original, over its factorized layers."""
+        missed = self.timing.original_ms(self.layers) / measured - self._student_ms()
         factorized = sum(x.row.status == "factorized" for x in self.layers)
         if factorized:
             self.timing.extra_ms += missed / factorized
