@@ -1,12 +1,13 @@
 """A speed the user names: is the student `LowRankConfig(speedup=...)` makes that fast in `pela bench`?
 
-    .venv/bin/python -m benchmarks.speed_target                  # MiniLM, SmolLM2-135M
+    .venv/bin/python -m benchmarks.speed_target                  # MiniLM, ViT-B/16, SmolLM2-135M
     .venv/bin/python -m benchmarks.speed_target --models smollm2 --targets 1.1 1.2
 
 Each original is compressed by `pela.compress` with ``speedup`` at each target and every other
 setting at its default (plain SVD: speed does not depend on which factors; predicted, then measured
 by `pela.compress` itself, at the rows the model is served with: a batch of 32 × 128 tokens for
-MiniLM, one decoding step for SmolLM2), then measured beside its original in a separate
+MiniLM, of 32 images for ViT-B/16, one decoding step for SmolLM2), then measured beside its
+original in a separate
 `pela.bench` run, both laid out by
 `pela.tune_layout` (`benchmark`: batch 32, 128 tokens; `generation_benchmark`: batch 1, 128-token
 prompts, 64 new tokens). Results: benchmarks/results/speed_target.json, one row per model and
@@ -28,13 +29,15 @@ from pela.bench import benchmark, generation_benchmark
 from pela.models.bundled import smollm2_gguf
 from pela.models.sources import load_for_training
 
-MODELS = ("minilm", "smollm2")
-TARGETS = {"minilm": (1.25, 1.5, 2.0), "smollm2": (1.1, 1.2, 1.35)}
+MODELS = ("minilm", "vit_b16", "smollm2")
+TARGETS = {"minilm": (1.25, 1.5, 2.0), "vit_b16": (1.5, 2.0), "smollm2": (1.1, 1.2, 1.35)}
 
 
 def original(name: str) -> torch.nn.Module:
     if name == "minilm":
         return load_for_training(str(minilm_dir()))
+    if name == "vit_b16":  # randomly initialized: speed does not depend on the weights
+        return load_for_training("timm:vit_base_patch16_224", random_init=True)
     return pela.load(str(smollm2_gguf()))
 
 

@@ -36,7 +36,7 @@ REST = linears_ms(hf_bert())  # the original's other work: as long as its produc
 @pytest.fixture
 def bytes_bound(monkeypatch):
     """Products whose time is the weights they read."""
-    def model_ms(model, rows):
+    def model_ms(model, rows, *args, **kwargs):
         return REST + linears_ms(model)
 
     monkeypatch.setattr(speed_target, "model_ms", model_ms)
@@ -68,13 +68,24 @@ def test_the_target_is_met_with_the_most_parameters_that_meet_it(bytes_bound, ta
 def test_a_student_slower_in_the_model_than_predicted_is_cut_again_until_it_is_fast_enough(
         bytes_bound, monkeypatch):
     # each factor's call costs more in the whole model than timed alone (say, caches it shares)
-    monkeypatch.setattr(speed_target, "model_ms", lambda model, rows: REST + linears_ms(model, 1e-4))
+    monkeypatch.setattr(speed_target, "model_ms", lambda model, rows, *a, **k: REST + linears_ms(model, 1e-4))
     torch.manual_seed(0)
     report = pela.compress(hf_bert(), LowRankConfig(speedup=1.3, align=1, serve_rows=4))
     assert report.speed["students"] >= 2 and report.speed["measured"] >= 1.3
     # the second prediction knows what the first missed: each factor's cost in the whole model
     assert report.speed["predicted"] == pytest.approx(report.speed["measured"])
     assert report.params_after < report.params_before
+
+
+def test_a_student_much_faster_than_asked_gives_parameters_back(bytes_bound, monkeypatch):
+    torch.manual_seed(0)
+    predicted_only = pela.compress(hf_bert(), LowRankConfig(speedup=1.3, align=1, serve_rows=4))
+    # each factor's call costs less in the whole model than timed alone
+    monkeypatch.setattr(speed_target, "model_ms", lambda model, rows, *a, **k: REST + linears_ms(model, -2e-4))
+    torch.manual_seed(0)
+    report = pela.compress(hf_bert(), LowRankConfig(speedup=1.3, align=1, serve_rows=4))
+    assert report.speed["students"] >= 2 and 1.3 <= report.speed["measured"]
+    assert report.params_after > predicted_only.params_after
 
 
 def test_a_faster_target_keeps_fewer_parameters(bytes_bound):

@@ -42,18 +42,21 @@ def serving_rows(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def model_ms(model: nn.Module, rows: int, min_seconds: float = 0.2) -> float:
+def model_ms(model: nn.Module, rows: int, min_seconds: float = 0.2, runs: int = 3,
+             warm: bool = True) -> float:
     """Milliseconds of one forward pass of ``model`` (in eval mode) where it is served, with
     ``rows`` rows a product: for a causal language model, one decoding step of ``rows`` sequences
     after a prompt of the default length (key-value cache and all); else a batch of random
-    examples of about ``rows`` tokens. The median of at least three, after one to warm up."""
+    examples of about ``rows`` tokens. The median of at least ``runs`` (more until they take
+    ``min_seconds``), after one to warm up if ``warm``."""
     device, was_training = _device(model), model.training
     model.eval()
     try:
         run = _decoding_step(model, rows) if is_causal_lm(model) else _batch_pass(model, rows)
-        run()
+        if warm:
+            run()
         times: list[float] = []
-        while len(times) < 3 or sum(times) < min_seconds * 1e3 and len(times) < MAX_TIMES:
+        while len(times) < runs or sum(times) < min_seconds * 1e3 and len(times) < MAX_TIMES:
             synchronize(device)
             start = time.perf_counter()
             run()

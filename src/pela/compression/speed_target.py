@@ -46,6 +46,7 @@ CHECK_ROUNDS = 3  # searches at most, each checked by timing the ranks it found
 CONFIRM_ROUNDS = 3  # students cut and measured at most
 SLACK = 0.05  # a student measured this much faster than asked gives parameters back
 TURNS = 5  # times each of the original and the student is measured, in turns
+TURN_SECONDS = 0.1  # a turn repeats a fast model's pass until it takes this long (its median)
 
 Shape = tuple[int, int]
 
@@ -214,10 +215,11 @@ class SpeedTarget:
             try:
                 use("student")
                 with laid_out(self.model, self.rows):  # the factors too
-                    for _ in range(TURNS):
+                    for turn in range(TURNS):
                         for which in times:
                             use(which)
-                            times[which].append(model_ms(self.model, self.rows))
+                            times[which].append(model_ms(self.model, self.rows, TURN_SECONDS,
+                                                         runs=1, warm=turn == 0))
             finally:
                 use("original")
         student, original = (statistics.median(times[w]) for w in ("student", "original"))
