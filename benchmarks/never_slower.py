@@ -16,28 +16,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
+import functools
 
 import torch
 
 import pela
-from benchmarks._results import report, results_dir
+from benchmarks._speed import study
 from pela.bench import benchmark, generation_benchmark
-from pela.models.bundled import smollm2_gguf
-from pela.models.sources import load_for_training
 
 MODELS = ("vit_b16", "bert_base", "smollm2")
-
-
-def original(name: str) -> torch.nn.Module:
-    if name == "vit_b16":
-        return load_for_training("timm:vit_base_patch16_224", random_init=True)
-    if name == "bert_base":
-        from transformers import BertConfig, BertModel
-
-        torch.manual_seed(0)
-        return BertModel(BertConfig())
-    return pela.load(str(smollm2_gguf()))
 
 
 def row(name: str, model: torch.nn.Module, ratio: float, rounds: int) -> dict:
@@ -66,16 +53,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--name", default="never_slower", help="results file name")
     args = parser.parse_args()
-    path = results_dir() / f"{args.name}.json"
-    done = json.loads(path.read_text())["rows"] if path.is_file() else []  # resumes
-    for name in args.models:
-        todo = [r for r in args.ratios if not any(d["model"] == name and d["ratio"] == r for d in done)]
-        if not todo:
-            continue
-        model = original(name).eval()
-        for ratio in todo:
-            done.append(row(name, model, ratio, args.rounds))
-            report(args.name, {"device": "cpu", "threads": torch.get_num_threads(), "rows": done})
+    settings = {name: args.ratios for name in args.models}
+    study(args.name, "ratio", settings, functools.partial(row, rounds=args.rounds))
 
 
 if __name__ == "__main__":

@@ -18,27 +18,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
+import functools
 
 import torch
 
 import pela
-from benchmarks._results import report, results_dir
-from benchmarks.harness import minilm_dir
+from benchmarks._speed import study
 from pela.bench import benchmark, generation_benchmark
-from pela.models.bundled import smollm2_gguf
-from pela.models.sources import load_for_training
 
-MODELS = ("minilm", "vit_b16", "smollm2")
 TARGETS = {"minilm": (1.25, 1.5, 2.0), "vit_b16": (1.5, 2.0), "smollm2": (1.1, 1.2, 1.35)}
-
-
-def original(name: str) -> torch.nn.Module:
-    if name == "minilm":
-        return load_for_training(str(minilm_dir()))
-    if name == "vit_b16":  # randomly initialized: speed does not depend on the weights
-        return load_for_training("timm:vit_base_patch16_224", random_init=True)
-    return pela.load(str(smollm2_gguf()))
 
 
 def row(name: str, model: torch.nn.Module, target: float, rounds: int) -> dict:
@@ -63,22 +51,13 @@ def row(name: str, model: torch.nn.Module, target: float, rounds: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--models", nargs="+", choices=list(TARGETS), default=list(TARGETS))
     parser.add_argument("--targets", type=float, nargs="+", help="default: per model, TARGETS")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--name", default="speed_target", help="results file name")
     args = parser.parse_args()
-    path = results_dir() / f"{args.name}.json"
-    done = json.loads(path.read_text())["rows"] if path.is_file() else []  # resumes
-    for name in args.models:
-        todo = [t for t in args.targets or TARGETS[name]
-                if not any(d["model"] == name and d["target"] == t for d in done)]
-        if not todo:
-            continue
-        model = original(name).eval()
-        for target in todo:
-            done.append(row(name, model, target, args.rounds))
-            report(args.name, {"device": "cpu", "threads": torch.get_num_threads(), "rows": done})
+    settings = {name: args.targets or TARGETS[name] for name in args.models}
+    study(args.name, "target", settings, functools.partial(row, rounds=args.rounds))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ class CompressionReport:
     # σ per factorized layer, for plots; not in to_dict
     spectra: dict[str, list[float]] = field(default_factory=dict, repr=False)
     # with ``speedup``: the target, and the speed-up predicted and measured where the model is
-    # served (`pela.compression.speed_target.SpeedTarget.confirm`)
+    # served, of the student kept and of each one tried (the fraction of the factorizable
+    # weights it kept) (`pela.compression.speed_target.SpeedTarget.confirm`)
     speed: dict[str, Any] | None = None
 
     @property

@@ -166,7 +166,10 @@ class SpeedTarget:
         best = max(met, key=lambda t: self._kept(t[0])) if met else max(tried, key=lambda t: t[1])
         if best[0] is not ranks:  # an earlier student: cut again
             swaps = recut(self.marked(best[0]))
-        self.record = {**best[2], "students": len(tried)}
+        linear = sum(o * i for o, i in map(_shape, self.layers))
+        self.record = {**best[2], "students": len(tried), "tried": [
+            {"kept": self._kept(r) / linear, "predicted": t["predicted"], "measured": m}
+            for r, m, t in tried]}
         if self.record["measured"] < target:
             warn(f"the student measured {self.record['measured']:.2f}× faster here, short of the "
                  f"{target:g}× asked for (predicted {self.record['predicted']:.2f}×): this "
