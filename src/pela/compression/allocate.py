@@ -27,6 +27,7 @@ from pela import arch
 from pela.compression.replay import BlockCalls, Call, replay, without_cache
 from pela.errors import PelaError
 from pela.features import feature_loss
+from pela.utils.device import model_device
 
 
 def max_rank(out_features: int, in_features: int, align: int) -> int:
@@ -116,7 +117,7 @@ def sensitivities(
     images alone), get ``None``; with no blocks, the model's main output is compared instead.
     """
     blocks = arch.find_blocks(model)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()} for b in probe]
     recorder = BlockCalls(model, blocks)
 

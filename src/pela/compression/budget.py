@@ -19,6 +19,7 @@ from pela.compression.linearized import linearized_sensitivities
 from pela.compression.ranks import align_rank
 from pela.errors import PelaError
 from pela.linalg import Spectrum
+from pela.utils.device import model_device
 from pela.utils.progress import progress_bar
 
 
@@ -69,7 +70,7 @@ def probed(model: nn.Module, layers: list[Layer], config: LowRankConfig,
            calibration: Calibration, fraction: float, progress: bool) -> list[float | None]:
     """What one unit of each layer's error costs the model (`pela.compression.allocate`), probed at
     the rank that keeps ``fraction`` of it; None for a layer the probe does not reach."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     reference = [uniform_rank(*x.candidate.weight.shape, fraction, config.align) for x in layers]
     probes = [(x.name, x.candidate.module, _delta(x.work, x.spectrum, r, device),
                float((x.spectrum.sigma.double() ** 2)[r:].sum()))

@@ -25,6 +25,7 @@ from pela.data.collate import Collator
 from pela.data.inputs import as_dataset
 from pela.errors import PelaError, warn
 from pela.features import real_tokens
+from pela.utils.device import model_device
 from pela.utils.progress import progress_iter
 
 
@@ -177,7 +178,7 @@ def _run_moments(model: nn.Module, layers: list[Any], batches: Any,
         handles.append(head.register_forward_pre_hook(_stop))
     was_training = model.training
     model.eval()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     try:
         for batch in progress_iter(progress, batches, "calibrating"):
             batch = {k: v for k, v in batch.items() if k != "labels"}

@@ -136,8 +136,7 @@ def _confirmed(model: nn.Module, target: SpeedTarget, layers: list[Layer], ranks
     (`SpeedTarget.confirm`). Layers refit block by block are in already: the prediction is all
     there is."""
     if refit:
-        target.record = {"target": config.speedup, "predicted": target.predicted(),
-                         "measured": None, "serve_rows": serve_rows}
+        target.unconfirmed()
         return swaps
 
     def recut(ranks: dict[str, int]) -> Swaps:

@@ -21,6 +21,7 @@ from torch import nn
 
 from pela import arch
 from pela.features import BlockCapture, real_tokens
+from pela.utils.device import model_device
 
 
 def linearized_sensitivities(
@@ -35,7 +36,7 @@ def linearized_sensitivities(
     ``σ²`` tail for each ``(name, module, delta, tail)``, ``None`` for layers outside every block or
     never reached."""
     blocks = arch.find_blocks(model)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     in_block = [not blocks or any(name.startswith(b + ".") for b in blocks) for name, *_ in layers]
     deltas = [delta().to(device) if ok else None for (_, _, delta, _), ok in zip(layers, in_block)]
     totals = [0.0] * len(layers)

@@ -37,6 +37,7 @@ from pela.compression.replay import (
 from pela.errors import warn
 from pela.features import real_tokens
 from pela.linalg import Spectrum, corrected_weight, whiten_spectrum
+from pela.utils.device import model_device
 from pela.utils.progress import progress_bar
 
 
@@ -229,7 +230,7 @@ def refit(
     by_block = {b: [f for f in fits if f.name.startswith(b + ".")] for b in blocks}
     if not blocks or not any(by_block.values()):
         return set()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     batches = [
         {k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()} for b in batches
     ]

@@ -26,7 +26,7 @@ from pela.arch import cache_argument, is_causal_lm, returned_cache
 from pela.arch.inputs import DEFAULT_BATCH, DEFAULT_SEQ_LEN, example_inputs, linear_rows
 from pela.arch.properties import max_positions
 from pela.compression.report import LayerReport
-from pela.utils.device import synchronize
+from pela.utils.device import model_device, synchronize
 from pela.utils.products import factored_ms
 from pela.utils.progress import progress_bar
 
@@ -49,7 +49,7 @@ def model_ms(model: nn.Module, rows: int, min_seconds: float = 0.2, runs: int = 
     after a prompt of the default length (key-value cache and all); else a batch of random
     examples of about ``rows`` tokens. The median of at least ``runs`` (more until they take
     ``min_seconds``), after one to warm up if ``warm``."""
-    device, was_training = _device(model), model.training
+    device, was_training = model_device(model), model.training
     model.eval()
     try:
         run = _decoding_step(model, rows) if is_causal_lm(model) else _batch_pass(model, rows)
@@ -69,7 +69,7 @@ def model_ms(model: nn.Module, rows: int, min_seconds: float = 0.2, runs: int = 
 
 def _batch_pass(model: nn.Module, rows: int) -> Callable[[], Any]:
     batch = max(1, round(rows / _example_rows(model)))
-    args, kwargs = _split(example_inputs(model, batch, _length(model), _device(model)))
+    args, kwargs = _split(example_inputs(model, batch, _length(model), model_device(model)))
     return lambda: model(*args, **kwargs)
 
 
@@ -77,7 +77,7 @@ def _decoding_step(model: nn.Module, rows: int) -> Callable[[], Any]:
     """One new token for each of ``rows`` prompts at a time, the cache growing as it would."""
     # half the default length, leaving room in the positions for every step timed (`MAX_TIMES`)
     prompt = max(1, min(_length(model) // 2, _length(model) - MAX_TIMES - 2))
-    ids = example_inputs(model, rows, prompt, _device(model))["input_ids"]
+    ids = example_inputs(model, rows, prompt, model_device(model))["input_ids"]
     state = {"cache": returned_cache(model(input_ids=ids, use_cache=True))}
     token = ids[:, -1:]
 
@@ -89,15 +89,12 @@ def _decoding_step(model: nn.Module, rows: int) -> Callable[[], Any]:
 
 def _example_rows(model: nn.Module) -> int:
     """The rows one example of the default length gives each product."""
-    return linear_rows(model, *_split(example_inputs(model, 1, _length(model), _device(model))))
+    one = example_inputs(model, 1, _length(model), model_device(model))
+    return linear_rows(model, *_split(one))
 
 
 def _length(model: nn.Module) -> int:
     return min(DEFAULT_SEQ_LEN, max_positions(model) or DEFAULT_SEQ_LEN)
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def _split(inputs: tuple | dict) -> tuple[tuple, dict]:
@@ -150,4 +147,3 @@ def respent(row: LayerReport, rank: int) -> None:
     row.reason = (f"its factors at rank {rank} are no faster here ({row.ms_factored:.3f} vs "
                   f"{row.ms_dense:.3f} ms dense at {row.serve_rows} rows): the budget went to the "
                   "other layers")
-

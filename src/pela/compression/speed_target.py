@@ -13,8 +13,10 @@ faster at its rank kept dense, and times the ranks it found to check.
 
 The prediction leaves out what only the whole model shows (twice the calls, caches shared with the
 rest), so `SpeedTarget.confirm` then measures: the factors are swapped in and out of the model and
-the two timed in turns, laid out alike; where the student falls short, the search runs again for
-the speed-up it lost, and the factors are cut again (at most `CONFIRM_ROUNDS` times).
+the two timed in turns, laid out alike. Where the student misses the target, or passes it by more
+than `SLACK`, what the prediction missed is spread over the factorized layers, the search runs
+again and the factors are cut again (at most `CONFIRM_ROUNDS` students); the student kept is the
+largest measured to meet the target.
 """
 
 from __future__ import annotations
@@ -92,13 +94,16 @@ class SpeedModel:
 
     def student_ms(self, layers: list[Layer], ranks: dict[str, int]) -> float:
         """The predicted time with these ranks (`DENSE`: the layer kept whole)."""
+        return self.total_ms(layers, lambda x: None if ranks[x.name] == DENSE
+                             else self.factors_ratio(_shape(x), ranks[x.name]))
+
+    def total_ms(self, layers: list[Layer], ratio: Callable[[Layer], float | None]) -> float:
+        """The predicted time with each layer's factors at ``ratio(layer)`` of its dense time
+        (None: the layer kept whole)."""
         total = self.rest_ms + self.fixed_ms
         for x in layers:
-            best, rank = self.best_ms[_shape(x)], ranks[x.name]
-            if rank == DENSE:
-                total += best
-            else:
-                total += best * self.factors_ratio(_shape(x), rank) + self.extra_ms
+            r, best = ratio(x), self.best_ms[_shape(x)]
+            total += best if r is None else best * r + self.extra_ms
         return total
 
 
@@ -182,14 +187,16 @@ class SpeedTarget:
 
     def _student_ms(self) -> float:
         """The student's predicted time from its rows (each factorized one timed at its rank)."""
-        timing, student = self.timing, self.timing.rest_ms + self.timing.fixed_ms
-        for x in self.layers:
-            r, best = x.row, timing.best_ms[_shape(x)]
-            if r.status == "factorized" and r.ms_dense:
-                student += best * r.ms_factored / r.ms_dense + timing.extra_ms
-            else:
-                student += best
-        return student
+        def ratio(x: Layer) -> float | None:
+            r = x.row
+            return r.ms_factored / r.ms_dense if r.status == "factorized" and r.ms_dense else None
+        return self.timing.total_ms(self.layers, ratio)
+
+    def unconfirmed(self) -> None:
+        """The `record` of a student that cannot be cut again (refit block by block): the
+        prediction alone."""
+        self.record = {"target": self.config.speedup, "predicted": self.predicted(),
+                       "measured": None, "serve_rows": self.rows}
 
     def _learn(self, measured: float) -> None:
         """Spread what the student took beyond its prediction (or less), measured against the
@@ -260,11 +267,14 @@ def measure(model: nn.Module, layers: list[Layer], rows: int, align: int,
     with activity("timing the model where it is served"):
         whole = model_ms(model, rows)
         linears = linear_layers(model)
-        products = sum(min(_times(c.weight, rows)) for c in linears)
-        fixed = sum(min(_times(c.weight, rows)) for c in linears if c.name not in names)
+        # one product of each shape, in its faster order (timed once, cached)
+        ms = {key: min(product_ms(key[0], rows, *key[1:]))
+              for key in {_key(c.weight) for c in linears}}
+        products = sum(ms[_key(c.weight)] for c in linears)
+        fixed = sum(ms[_key(c.weight)] for c in linears if c.name not in names)
     weight = layers[0].candidate.weight
     shapes = sorted({_shape(x) for x in layers})
-    best = {s: min(product_ms(s, rows, weight.dtype, weight.device)) for s in shapes}
+    best = {_shape(x): ms[_key(x.candidate.weight)] for x in layers}
     timing = SpeedModel(rows, max(0.0, whole - products), fixed, best, {s: {} for s in shapes},
                         weight.dtype, weight.device)
     anchors = [(s, rank) for s in shapes for rank in _anchor_ranks(s, align)]
@@ -317,8 +327,8 @@ def _ranks_rule(layers: list[Layer], timing: SpeedModel,
     return rule
 
 
-def _times(weight: torch.Tensor, rows: int) -> tuple[float, float]:
-    return product_ms(tuple(weight.shape), rows, weight.dtype, weight.device)
+def _key(weight: torch.Tensor) -> tuple[Shape, torch.dtype, torch.device]:
+    return tuple(weight.shape), weight.dtype, weight.device
 
 
 def _shape(layer: Layer) -> Shape:

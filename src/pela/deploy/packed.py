@@ -21,6 +21,7 @@ from pela.errors import PelaError
 from pela.layers.hf_modeling import share_inputs
 from pela.layers.int8 import int8_mode
 from pela.layers.lowrank import LowRankLinear, shared_input_groups, unshare_inputs
+from pela.utils.device import model_device
 
 
 @torch.no_grad()
@@ -28,7 +29,7 @@ def find_shared_inputs(model: nn.Module, inputs: tuple | dict | None = None) -> 
     """Groups (two or more) of `LowRankLinear` layers of ``model`` that receive the same input
     tensor in one forward pass on ``inputs`` (default: a small random batch shaped for it)."""
     if inputs is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        device = model_device(model)
         inputs = example_inputs(model, 1, 8, device)
     names = {id(m): n for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
     seen: list[tuple[torch.Tensor, list[str]]] = []  # each input kept alive: ids are not reused

@@ -14,6 +14,7 @@ from pela.arch.inputs import example_inputs
 from pela.arch.outputs import main_output
 from pela.layers.int8 import quantize_int8
 from pela.models.saving import WEIGHTS_NAME, save_pretrained
+from pela.utils.device import model_device
 
 
 @dataclass
@@ -42,7 +43,7 @@ def save_int8(model: nn.Module, out: str | os.PathLike, mode: str = "dynamic", *
 
 @torch.no_grad()
 def _outputs(model: nn.Module) -> torch.Tensor:
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     cuda = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):  # the caller's random state stays as it was
         torch.manual_seed(0)  # the same inputs before and after

@@ -128,10 +128,6 @@ class _Counts:
                 "items_per_s": n / max(seconds, 1e-9), "per_class": per_class}
 
 
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _per_class(confusion: torch.Tensor, names: list[str] | None) -> dict[str, dict[str, Any]]:
     """Support, recall, precision and F1 of each class the data has (a class it lacks has no
     recall)."""

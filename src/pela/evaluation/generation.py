@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from pela.arch import model_inputs
+from pela.utils.device import model_device
 from pela.utils.files import atomic_write_text
 from pela.utils.processes import partial_state
 
@@ -27,7 +28,7 @@ def side_by_side(student: nn.Module, teacher: nn.Module, prompts: list[str], tok
         ids = tokenizer(prompt, return_tensors="pt")
         row = {"prompt": prompt}
         for name, model in (("teacher", teacher), ("student", student)):
-            device = next(model.parameters()).device
+            device = model_device(model)
             was_training = model.training
             model.eval()
             try:

@@ -27,6 +27,7 @@ from pela.data.choices import ChoiceExample, read_choices
 from pela.data.collate import Collator
 from pela.data.packing import prefix_ids
 from pela.errors import PelaError
+from pela.utils.device import model_device
 from pela.utils.progress import progress_bar
 
 DELIMITER = " "  # between prompt and choice, as the harness's default target_delimiter
@@ -64,7 +65,7 @@ def multiple_choice(model: nn.Module, data: Any, *, batch_size: int = 8, tokeniz
     limit, prefix = max_positions(model), prefix_ids(tokenizer)
     sequences = [(i, c, *_tokens(tokenizer, prefix, examples[i].prompt, choice, limit))
                  for i in mine for c, choice in enumerate(examples[i].choices)]
-    dev = torch.device(device) if device else next(model.parameters()).device
+    dev = torch.device(device) if device else model_device(model)
     began = time.perf_counter()
     scores = _scores(model, sequences, batch_size, dev, progress and state.is_main_process)
     hits = [_right(examples[i], [scores[(i, c)] for c in range(len(examples[i].choices))])

@@ -27,6 +27,7 @@ from pela.data.collate import Collator
 from pela.data.inputs import as_dataset
 from pela.data.packing import texts_of, token_stream
 from pela.errors import PelaError
+from pela.utils.device import model_device
 from pela.utils.progress import progress_bar
 from pela.utils.sharded import holds_shards
 
@@ -129,7 +130,7 @@ def _score(
     # every forward pass (each gathers the weights from all), so each scores all windows
     split = state.num_processes > 1 and not holds_shards(model)
     mine = spans[state.process_index :: state.num_processes] if split else spans
-    dev = torch.device(device) if device else next(model.parameters()).device
+    dev = torch.device(device) if device else model_device(model)
     was_training = model.training
     model.eval()
     nll, count = (

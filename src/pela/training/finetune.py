@@ -18,11 +18,12 @@ from pela.data.collate import Collator
 from pela.data.inputs import as_dataset
 from pela.data.labels import align_classes, dataset_classes, unlabelled_reason
 from pela.errors import PelaError
-from pela.evaluation.classifier import evaluate, model_device
+from pela.evaluation.classifier import evaluate
 from pela.metadata import info
 from pela.training.config import TrainConfig, TrainResult
 from pela.training.loop import fit
 from pela.training.rates import MATCHED, factor_rates
+from pela.utils.device import model_device
 
 # what `evaluate` reports that can pick the best model during fine-tuning (loss is minimized, the
 # others maximized)

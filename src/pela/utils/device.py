@@ -7,6 +7,11 @@ import torch
 from pela.errors import PelaError
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where ``model``'s parameters are (the first one's device; a model without any: the CPU)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (a GPU's), so that a clock read after it counts it."""
     if device.type == "cuda":
