@@ -228,7 +228,7 @@ def test_llm_distill_fits_its_deadline(tmp_path):
     run_script(tmp_path, *common, "--steps", "4", "--eval-every", "2")
     fixed = json.loads((tmp_path / "r.json").read_text())["runs"]["sequential@0.4_b2x16_lr0.0001_steps4"]
     assert [c["step"] for c in fixed["curve"]] == [2, 4] and fixed["start_perplexity"] > 1 and fixed["device"] == "cpu"
-    deadline = time.time() + 15
+    deadline = time.time() + 12
     run_script(tmp_path, *common, "--deadline", str(deadline))
     ended = time.time()
     (key, run), = [(k, r) for k, r in json.loads((tmp_path / "r.json").read_text())["runs"].items() if not k.endswith("_steps4")]

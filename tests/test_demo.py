@@ -10,7 +10,7 @@ from rich.console import Console
 from pela.cli.app import main
 from pela.demo import DemoSettings, run_demo
 
-TINY = DemoSettings(train=96, test=64, distill_steps=4, batch_size=16, calib_samples=32)
+TINY = DemoSettings(train=64, test=32, distill_steps=4, batch_size=16, calib_samples=32, max_length=32)
 
 
 @pytest.mark.slow

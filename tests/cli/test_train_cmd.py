@@ -163,10 +163,14 @@ def test_fsdp_two_processes_match_one(setup, tmp_path):
     (tmp_path / "train.jsonl").write_text("\n".join(rows) + "\n")
     cmd = ["finetune", str(setup / "student"), "--data", str(tmp_path / "train.jsonl"), "--steps", "6", "--batch-size", "8",
            "--lr", "1e-3"]
-    one = subprocess.run([sys.executable, "-m", "pela", *cmd, "--out", str(tmp_path / "f1")], capture_output=True, text=True, env=env)
-    assert one.returncode == 0, one.stderr[-2000:]
+    # the one-process run (one thread) beside the two-process one, which leaves a core idle while it communicates;
+    # its messages in a file, which unlike a pipe never fills while nothing reads it
+    with (tmp_path / "f1.log").open("w") as log:
+        one = subprocess.Popen([sys.executable, "-m", "pela", *cmd, "--out", str(tmp_path / "f1")],
+                               stdout=subprocess.DEVNULL, stderr=log, env=env)
     two = subprocess.run([*launch, *cmd, "--out", str(tmp_path / "f2")], capture_output=True, text=True, env={**env, **FSDP_ENV})
     assert two.returncode == 0, two.stderr[-3000:]
+    assert one.wait(timeout=600) == 0, (tmp_path / "f1.log").read_text()[-2000:]
     meta = json.loads((tmp_path / "f2" / "pela.json").read_text())["finetune"]
     assert meta["processes"] == 2 and meta["sharded"] == {"model": True}
     assert meta["trained_steps"] == 6 and meta["final"]["loss"] > 0

@@ -105,12 +105,18 @@ def test_a_language_model_distilled_on_two_processes_ddp_and_fsdp_scores_as_on_o
            "--config", "temperature=2", "--steps", "4", "--batch-size", "4", "--config", "eval_every=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29523"]
-    runs = {"one": ([sys.executable, *cmd], env), "ddp": ([*launch, *cmd], env),
-            "fsdp": ([*launch, *cmd], {**env, "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2",
-                                       "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP", "FSDP_ACTIVATION_CHECKPOINTING": "true"})}
-    for name, (argv, e) in runs.items():
-        done = subprocess.run([*argv, "--out", str(tmp_path / name)], capture_output=True, text=True, env=e, timeout=600)
+    fsdp = {**env, "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
+            "FSDP_ACTIVATION_CHECKPOINTING": "true"}
+    # the one-process run (one thread) beside the two-process ones, which leave a core idle while they communicate;
+    # its messages in a file, which unlike a pipe never fills while nothing reads it
+    with (tmp_path / "one.log").open("w") as log:
+        single = subprocess.Popen([sys.executable, *cmd, "--out", str(tmp_path / "one")], stdout=subprocess.DEVNULL,
+                                  stderr=log, env=env)
+    for name, e in (("ddp", env), ("fsdp", fsdp)):
+        done = subprocess.run([*launch, *cmd, "--out", str(tmp_path / name)], capture_output=True, text=True, env=e, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
+    assert single.wait(timeout=600) == 0, (tmp_path / "one.log").read_text()[-3000:]
+    runs = ("one", "ddp", "fsdp")
     meta = {name: json.loads((tmp_path / name / "pela.json").read_text())["distill"] for name in runs}
     assert meta["fsdp"]["sharded"] == {"student": True, "teacher": True} and "sharded" not in meta["ddp"]
     assert meta["ddp"]["processes"] == 2 and meta["ddp"]["rank_checksums"][0] == meta["ddp"]["rank_checksums"][1]
