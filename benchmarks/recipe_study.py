@@ -18,11 +18,13 @@ Rows:
 
     nice .venv/bin/python -m benchmarks.recipe_study teacher:1:0 pela:2:0,1,2 paper:2:0 [--epochs 3]
         [--distill-steps 300] [--distill-data labelled|all] [--distill-lr 1e-4] [--finetune-lr 3e-4] [--feature-loss relative|mse]
-        [--probe-samples 32] [--stages 2] [--targets REGEX] [--factor-lr matched|M] [--results FILE] [--table]
-        [--record] [--plot docs/recipe_study.png]
+        [--probe-samples 32] [--stages 2] [--targets REGEX] [--factor-lr matched|M] [--speed-check on|off]
+        [--results FILE] [--table] [--record] [--plot docs/recipe_study.png]
 
 ``--factor-lr`` is the fine-tuning's rate for factored layers (`FinetuneConfig.factor_lr`; runs from before it
-existed ran at 1, the rate of every other parameter). ``--epochs`` etc. are part of a run's key: runs under other settings are kept apart, never averaged.
+existed ran at 1, the rate of every other parameter). ``--speed-check`` is compression's check that keeps a layer
+dense where this device multiplies its factors no faster (`LowRankConfig.speed_check`, pela's default; runs from
+before it existed ran without, `BEFORE`). ``--epochs`` etc. are part of a run's key: runs under other settings are kept apart, never averaged.
 Runs marked with a setting of `REMOVED` ran an option that was tried and removed (docs/BENCHMARKS.md): they
 are listed, never taken for the runs above.
 """
@@ -33,6 +35,7 @@ import argparse
 import hashlib
 import inspect
 import json
+import os
 import statistics
 import time
 from dataclasses import replace
@@ -67,6 +70,8 @@ PROBES = inspect.signature(pela.calibrate).parameters["probe_samples"].default  
 # options tried and removed, with the value every other run had: the student in eval mode while it distilled
 # (no dropout), layer sensitivities measured in the relative feature loss, factored layers distilled at matched rates
 REMOVED = {"student_mode": "train", "sensitivity_loss": "mse", "distill_factor_lr": 1.0}
+# settings added after runs were kept, with the value those runs had: no speed check (`LowRankConfig.speed_check`)
+BEFORE = {"speed_check": False}
 CALIBRATED = ("pela", "pela_seq", "pela_nd", "pela_prog")  # the rows whose result depends on the sensitivity probes
 DISTILLED = ("pela", "pela_seq", "pela_prog", "paper")  # the rows whose result depends on the distillation's feature loss
 
@@ -147,6 +152,7 @@ def shrunk_student(ratio: float, seed: int, unlabeled, settings: StudySettings, 
     made once and kept in ``WORK/students`` under everything it depends on (``student_key``: the distillation's data,
     steps and rate), so that fine-tuning it at other settings (epochs, rates) starts from the very same student."""
     name = f"{student_key}_p{probe_samples}_{loss}_s{stages}_k{ratio:g}_seed{seed}"
+    name += "_speedcheck" if LowRankConfig().speed_check else ""  # pela's default since runs were first kept
     if targets:
         name += "_t" + hashlib.sha1(targets.encode()).hexdigest()[:8]
     kept = WORK / "students" / name
@@ -179,6 +185,11 @@ def run(row: str, ratio: float, seed: int, data, unlabeled, settings: StudySetti
             "params": metrics["params"], "compress_seconds": round(compress_s, 1), "seconds": round(time.perf_counter() - began, 1)}
 
 
+def setting(run: dict, name: str):
+    """A run's value of setting ``name``; for a run kept before the setting existed, the value it ran at."""
+    return run.get(name, BEFORE.get(name))
+
+
 def table(results: dict) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in results["runs"]:
@@ -187,6 +198,7 @@ def table(results: dict) -> str:
         row += f" ({r['stages']} stages)" if r["row"] == "pela_prog" and r["stages"] != STAGES else ""
         row += f" (targets {r['targets']})" if "targets" in r else ""
         row += f" (factor lr {r['factor_lr']})" if r.get("factor_lr", MATCHED) != MATCHED else ""
+        row += " (speed check)" if r["row"] != "teacher" and setting(r, "speed_check") else ""
         row += "".join(f" ({k} {r[k]})" for k, v in REMOVED.items() if r.get(k, v) != v)
         groups.setdefault((r["settings_key"], row, r["ratio"]), []).append(r)
     lines = ["| settings | row | k | linear params | runs | accuracy mean ± std |", "|---|---|---:|---:|---:|---:|"]
@@ -203,11 +215,13 @@ LABELS = {"pela_prog": "pela's recipe (pela.shrink: calibrated, two stages of si
 RECORD = tuple(LABELS)  # the rows of the study of record beside the teacher, pela's recipe first
 
 
-def of_record(run: dict, key: str, probes: int) -> bool:
+def of_record(run: dict, key: str, probes: int, speed_check: bool = False) -> bool:
     """Whether ``run`` belongs to the study of record at settings ``key``: a row of `RECORD` (or the teacher) at every
-    default (matched fine-tuning rates, ``probes`` probe examples, two stages, the blocks as targets), nothing removed."""
+    default (matched fine-tuning rates, ``probes`` probe examples, two stages, the blocks as targets), nothing removed,
+    compressed with the speed check or without (``speed_check``)."""
+    checked = run["row"] == "teacher" or setting(run, "speed_check") == speed_check
     return (run["settings_key"] == key and run["row"] in ("teacher", *RECORD) and not tried(run) and "targets" not in run
-            and run.get("factor_lr", MATCHED) == MATCHED and run.get("probe_samples", probes) == probes
+            and checked            and run.get("factor_lr", MATCHED) == MATCHED and run.get("probe_samples", probes) == probes
             and run.get("stages", STAGES) == STAGES and run.get("feature_loss") in (None, feature_loss_of(run["row"], "relative")))
 
 
@@ -218,10 +232,10 @@ def _by_row(runs: list[dict]) -> dict[tuple[str, float], list[dict]]:
     return groups
 
 
-def record(results: dict, key: str, probes: int) -> str:
+def record(results: dict, key: str, probes: int, speed_check: bool = False) -> str:
     """The study of record at settings ``key`` as a markdown table: every row and k, each seed, mean ± std, and the gap to
     the teacher on the same seeds (none where a seed has no teacher run)."""
-    groups = _by_row([r for r in results["runs"] if of_record(r, key, probes)])
+    groups = _by_row([r for r in results["runs"] if of_record(r, key, probes, speed_check)])
     teacher = {r["seed"]: 100 * r["accuracy"] for r in groups.get(("teacher", 1.0), [])}
     lines = ["| row | k | linear params | seeds | accuracy per seed | mean ± std | Δ vs teacher, same seeds |", "|---|---:|---:|---|---|---:|---:|"]
     for (row, ratio), runs in sorted(groups.items(), key=lambda g: (g[0][1], ("teacher", *RECORD).index(g[0][0]))):
@@ -234,12 +248,12 @@ def record(results: dict, key: str, probes: int) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict, key: str, probes: int, path: Path) -> None:
+def plot(results: dict, key: str, probes: int, path: Path, speed_check: bool = False) -> None:
     """The study of record at settings ``key``: accuracy against linear-layer parameters, mean ± std of each row over
     seeds, the teacher a band."""
     from pela.utils.figures import pyplot, save_figure
 
-    groups = _by_row([r for r in results["runs"] if of_record(r, key, probes)])
+    groups = _by_row([r for r in results["runs"] if of_record(r, key, probes, speed_check)])
     fig, ax = pyplot().subplots(figsize=(7, 4.2))
     teacher = [100 * r["accuracy"] for r in groups.pop(("teacher", 1.0), [])]
     if teacher:
@@ -277,11 +291,16 @@ def main() -> None:
                                      "(`DistillConfig.blocks`; default: the blocks pela finds)")
     p.add_argument("--factor-lr", type=parse_factor_lr, default=MATCHED,
                    help="the fine-tuning's rate for factored layers: matched or a multiple of the rate (FinetuneConfig.factor_lr)")
+    p.add_argument("--speed-check", choices=("on", "off"), default="on" if LowRankConfig().speed_check else "off",
+                   help="compression keeps a layer dense where this device multiplies its factors no faster "
+                        "(LowRankConfig.speed_check; default: pela's)")
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--table", action="store_true", help="print the table of what is there and stop")
     p.add_argument("--record", action="store_true", help="print the study of record at these settings (every default) and stop")
     p.add_argument("--plot", type=Path, help="draw the study of record at these settings, and stop")
     args = p.parse_args()
+    speed_check = args.speed_check == "on"
+    os.environ["PELA_SPEED_CHECK"] = "1" if speed_check else "0"  # what LowRankConfig's default reads
     results = _load(args.results)
     if args.table:
         print(table(results))
@@ -295,8 +314,8 @@ def main() -> None:
     probes = args.probe_samples or PROBES
     if args.record or args.plot:
         if args.plot:
-            plot(results, key, probes, args.plot)
-        print(record(results, key, probes))
+            plot(results, key, probes, args.plot, speed_check)
+        print(record(results, key, probes, speed_check))
         return
     data = study_data(WORK / "data", settings)
     unlabeled = gloss_texts(WORK / "all")[0] if args.distill_data == "all" else data.unlabeled
@@ -306,6 +325,7 @@ def main() -> None:
         extra = {"probe_samples": probes} if row in CALIBRATED else {}
         if row != "teacher":
             extra["factor_lr"] = args.factor_lr
+            extra["speed_check"] = speed_check
         if row in DISTILLED:
             extra["feature_loss"] = feature_loss_of(row, args.feature_loss)
         if row == "pela_prog":
@@ -313,7 +333,7 @@ def main() -> None:
             if args.targets:
                 extra["targets"] = args.targets
         if any(r["settings_key"] == key and r["row"] == row and r["ratio"] == ratio_key and r["seed"] == seed
-               and all(r.get(k) == v for k, v in extra.items()) and r.get("targets") == extra.get("targets")
+               and all(setting(r, k) == v for k, v in extra.items()) and r.get("targets") == extra.get("targets")
                and not tried(r) for r in results["runs"]):
             continue
         torch.manual_seed(seed)

@@ -1,5 +1,7 @@
 """Prefill and decode speed of language models, eager and compiled with a static cache."""
 
+import re
+
 import pytest
 import torch
 from conftest import hf_bert
@@ -33,6 +35,14 @@ def test_generation_speed_of_a_language_model_and_its_student(tmp_path, capsys):
                  "--config", "rounds=1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert len(report["results"]) == 2 and report["ratios"]["decode_tokens_per_s"] > 0
+    # beside PyTorch, each model's step graph in ONNX Runtime, float32 and int8, with a ratio per runtime
+    assert main(["bench", str(tmp_path / "small"), "--vs", str(tmp_path / "lm"), "--generate", "--seq-len", "8", "--config", "new_tokens=3",
+                 "--config", "rounds=1", "--onnx"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for runtime in ("pytorch", "onnxruntime", "onnxruntime int8"):
+        assert re.search(rf"small / .*lm \({runtime}\): prefill \d+\.\d\d×, decode \d+\.\d\d×", out), (runtime, out)
+    with pytest.raises(pela.PelaError, match="CPU in float32"):
+        generation_benchmark({"lm": model}, prompt_tokens=8, new_tokens=2, dtype="bfloat16", onnx=True)
 
 
 @pytest.mark.slow  # torch.compile of a language model: about half a minute
@@ -50,7 +60,7 @@ def test_compiled_generation_decodes_with_a_static_cache_and_the_same_tokens():
         steps = _Steps(copy.deepcopy(model), compile, None, 8 + 5)
         seen = []
         original = steps.decode
-        steps.decode = lambda token, past: seen.append(token) or original(token, past)
+        steps.decode = lambda token: seen.append(token) or original(token)
         for _ in range(2):  # twice: the static cache is emptied between prompts
             seen.clear()
             _prefill_and_decode(steps, prompt, 5, torch.device("cpu"))

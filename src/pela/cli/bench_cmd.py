@@ -27,7 +27,8 @@ SEQ_LEN_HELP = ("sequence length for text models (default: 128, or the model's p
 GENERATE_HELP = ("a language model's generation speed instead: prefill and decode tokens/s "
                  "(prompts of --seq-len tokens, new_tokens greedy steps, batch --batch-size)")
 ONNX_HELP = ("also time each model in ONNX Runtime, float32 and int8 weights (CPU; exported and "
-             "checked first, as pela export --format onnx does), and with int8 weights in PyTorch")
+             "checked first, as pela export --format onnx does), and with int8 weights in PyTorch; "
+             "with --generate, a language model's prefill and decode in ONNX Runtime")
 INT8_HELP = ("also time each model with int8 weights in PyTorch (pela.quantize_int8, torchao; "
              "compiled with --compile, which is where int8 pays off on a CPU); default: with "
              "--onnx")
@@ -58,7 +59,7 @@ def bench(
 ) -> None:
     """Throughput (items/s), peak memory and size of a model, or of two side by side; --onnx: in
     ONNX Runtime and with int8 weights too; --generate: prefill and decode speed."""
-    _check_flags(device, batch_size, seq_len, iters, rounds, compile_mode, generate, onnx)
+    _check_flags(device, batch_size, seq_len, iters, rounds, compile_mode)
     if generate and int8:
         raise PelaError("int8=true times throughput: for generation, bench the int8 model itself "
                         "(pela export MODEL --format pela --int8)")
@@ -71,7 +72,7 @@ def bench(
         models[s if s not in models else s + " (2)"] = loaded
     if generate:
         return _bench_generation(models, seq_len or DEFAULT_SEQ_LEN, new_tokens, batch_size, device,
-                                 dtype, rounds, as_json, compile, compile_mode)
+                                 dtype, rounds, as_json, compile, compile_mode, onnx)
     results = benchmark(models, batch_size=batch_size, device=device, dtype=dtype, compile=compile,
                         seq_len=seq_len, iters=iters, rounds=rounds, compile_mode=compile_mode,
                         progress=True, onnx=onnx, int8=int8)
@@ -89,16 +90,13 @@ def bench(
 
 
 def _check_flags(device: str, batch_size: int, seq_len: int | None, iters: int, rounds: int,
-                 compile_mode: str | None, generate: bool, onnx: bool) -> None:
+                 compile_mode: str | None) -> None:
     resolve_device(device)
     _check_counts({"--batch-size": batch_size, "--seq-len": seq_len, "iters": iters,
                    "rounds": rounds})
     if compile_mode is not None and compile_mode not in COMPILE_MODES:
         modes = ", ".join(COMPILE_MODES)
         raise PelaError(f"compile_mode must be one of {modes}, got {compile_mode!r}")
-    if generate and onnx:
-        raise PelaError("--onnx times encoders and vision models; a language model's generation "
-                        "runs in PyTorch")
 
 
 def _table(results: list, dtype: str, batch_size: int, compile_mode: str | None) -> Table:
@@ -167,28 +165,47 @@ def _print_ratios(results: list, ratios: dict) -> None:
 
 def _bench_generation(models: dict, prompt_tokens: int, new_tokens: int, batch_size: int,
                       device: str, dtype: str, rounds: int, as_json: bool, compile: bool,
-                      compile_mode: str | None) -> None:
+                      compile_mode: str | None, onnx: bool) -> None:
     results = generation_benchmark(models, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
                                    batch_size=batch_size, device=device, dtype=dtype, rounds=rounds,
-                                   progress=True, compile=compile, compile_mode=compile_mode)
-    ratios = None
-    if len(results) > 1:
-        keys = ("prefill_tokens_per_s", "decode_tokens_per_s")
-        ratios = {k: getattr(results[0], k) / getattr(results[1], k) for k in keys}
+                                   progress=True, compile=compile, compile_mode=compile_mode,
+                                   onnx=onnx)
+    by_runtime = _generation_ratios(results)
     if as_json:
-        print(json.dumps({"results": [r.to_dict() for r in results], "ratios": ratios}, indent=2))
+        print(json.dumps({"results": [r.to_dict() for r in results],
+                          "ratios": by_runtime.get("pytorch"), "runtime_ratios": by_runtime},
+                         indent=2))
         return
     how = ", compiled" if results[0].compiled else ""
     title = (f"pela bench --generate ({results[0].device}, {dtype}, batch {batch_size}, "
              f"{prompt_tokens}-token prompts, {new_tokens} new tokens, median of {rounds} "
              f"rounds{how})")
-    table = Table(Column("model", overflow="fold"), "params", "prefill tokens/s", "decode tokens/s",
-                  "ms / new token", title=title, caption=LAYOUT_CAPTION)
+    runtimes = len({r.runtime for r in results}) > 1
+    headers = ["model"] + (["runtime"] if runtimes else []) + [
+        "params", "prefill tokens/s", "decode tokens/s", "ms / new token"]
+    table = Table(Column(headers[0], overflow="fold"), *headers[1:], title=title,
+                  caption=LAYOUT_CAPTION + ("; ONNX Runtime: its graph as exported" if runtimes
+                                            else ""))
     for r in results:
-        table.add_row(r.name, f"{r.params:,}", f"{r.prefill_tokens_per_s:,.0f}",
-                      f"{r.decode_tokens_per_s:,.1f}", f"{r.decode_ms_per_token:.1f}")
+        table.add_row(r.name, *([r.runtime] if runtimes else []), f"{r.params:,}",
+                      f"{r.prefill_tokens_per_s:,.0f}", f"{r.decode_tokens_per_s:,.1f}",
+                      f"{r.decode_ms_per_token:.1f}")
     out_console.print(table)
-    if ratios:
-        out_console.print(f"{results[0].name} / {results[1].name}: prefill "
-                          f"[bold]{ratios['prefill_tokens_per_s']:.2f}×[/bold], decode "
-                          f"[bold]{ratios['decode_tokens_per_s']:.2f}×[/bold]")
+    names = list(dict.fromkeys(r.name for r in results))
+    for runtime, ratio in by_runtime.items():
+        out_console.print(f"{names[0]} / {names[1]}" + (f" ({runtime})" if runtimes else "")
+                          + f": prefill [bold]{ratio['prefill_tokens_per_s']:.2f}×[/bold], decode "
+                          f"[bold]{ratio['decode_tokens_per_s']:.2f}×[/bold]")
+
+
+def _generation_ratios(results: list) -> dict:
+    """Per runtime, the first model's prefill and decode speed over the second's (none for one
+    model)."""
+    names = list(dict.fromkeys(r.name for r in results))
+    if len(names) < 2:
+        return {}
+    by = {(r.name, r.runtime): r for r in results}
+    keys = ("prefill_tokens_per_s", "decode_tokens_per_s")
+    return {runtime: {k: getattr(by[names[0], runtime], k) / getattr(by[names[1], runtime], k)
+                      for k in keys}
+            for runtime in dict.fromkeys(r.runtime for r in results)}

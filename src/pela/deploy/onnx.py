@@ -2,9 +2,11 @@
 
 `export_onnx` hands the model to torch.onnx's exporter (``torch.export`` underneath); a factorized
 layer stays two products (``B(A x)``), so the graph keeps the student's smaller arithmetic. The
-batch and sequence dimensions stay dynamic. Before the file is kept, ONNX Runtime runs it on
-random inputs of a second shape and its outputs must match the model's within ``atol``; the
-figures go to ``pela_onnx.json`` beside ``model.onnx``.
+batch and sequence dimensions stay dynamic. A causal language model exports as one forward step
+with its key-value cache (`pela.deploy.onnx_decoder`), which reads a prompt and writes token by
+token alike. Before the file is kept, ONNX Runtime runs it on random inputs of other shapes than
+exported and its outputs must match the model's within ``atol``; the figures go to
+``pela_onnx.json`` beside ``model.onnx``.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.export import Dim
 
 from pela.arch import is_causal_lm
 from pela.arch.inputs import example_inputs
 from pela.arch.properties import max_positions
+from pela.deploy.onnx_decoder import DecoderStep, step_inputs, step_names
 from pela.deploy.quantize import quantize_onnx
 from pela.errors import PelaError
 from pela.metadata import info
@@ -77,41 +81,74 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, overwrite: bool = F
 
     The model is exported as it will run: in float32 and evaluation mode (it is left so).
 
-    Encoders, vision models and classifiers export; a causal language model is refused (its decode
-    loop with a key-value cache is not one graph). The float32 graph must match the model within
-    ``atol``; with ``int8``, it is then quantized (`pela.deploy.quantize`) and the int8 graph's
-    distance to the model is recorded. The tokenizer and processor files the model was loaded
-    with are copied beside the graph.
+    Encoders, vision models and classifiers export as one pass; a causal language model as one
+    forward step with its key-value cache (`pela.deploy.onnx_decoder`). The float32 graph must
+    match the model within ``atol``; with ``int8``, it is then quantized (`pela.deploy.quantize`)
+    and the int8 graph's distance to the model is recorded. The tokenizer and processor files the
+    model was loaded with are copied beside the graph.
     """
-    if is_causal_lm(model):
-        raise PelaError("ONNX export covers encoders, vision models and classifiers; a language "
-                        "model's generation loop is not one graph")
     ort = _onnxruntime()
     model = model.float().eval()
-    inputs, positional = named_inputs(model, batch_size=2, seq_len=16)
-    wrapped = _Outputs(model, list(inputs), positional).eval()
-    # the check's inputs: another batch size and length than exported
-    check, _ = named_inputs(model, batch_size=3, seq_len=11)
+    graph = _decoder_graph(model) if is_causal_lm(model) else _model_graph(model)
     with torch.no_grad():
-        expected = wrapped(*check.values())  # also names the outputs, as the graph will
+        expected = [graph.module(*c.values()) for c in graph.checks]
     with atomic_dir(out, overwrite) as tmp:
-        program = _export(wrapped, inputs)
+        program = _export(graph)
         program.save(str(tmp / ONNX_NAME))
-        diff, _ = _distance(ort, tmp / ONNX_NAME, check, expected)
+        diff = max(_distance(ort, tmp / ONNX_NAME, c, e)[0] for c, e in zip(graph.checks, expected))
         if diff > atol:
             raise PelaError(f"ONNX Runtime's outputs differ from the model's by {diff:.3g} "
                             f"(more than {atol:g}); nothing was written")
-        shape = list(next(iter(check.values())).shape)
-        record = OnnxExport(Path(out) / ONNX_NAME, list(inputs), wrapped.names, diff, shape,
+        shape = list(next(iter(graph.checks[0].values())).shape)
+        record = OnnxExport(Path(out) / ONNX_NAME, list(graph.inputs), graph.outputs, diff, shape,
                             _opset(program))
         if int8:
             _to_int8(tmp / ONNX_NAME)
             record.int8 = True
-            record.int8_max_abs_difference, record.int8_relative_error = _distance(
-                ort, tmp / ONNX_NAME, check, expected)
+            distances = [_distance(ort, tmp / ONNX_NAME, c, e)
+                         for c, e in zip(graph.checks, expected)]
+            record.int8_max_abs_difference = max(d for d, _ in distances)
+            record.int8_relative_error = max(r for _, r in distances)
         (tmp / RECORD_NAME).write_text(json.dumps(asdict(record), indent=2, default=str))
         copy_companion_files(info(model).files, tmp)
     return record
+
+
+@dataclass
+class _Graph:
+    """What to export: the module, its example inputs by name and how each may vary, the output
+    names, and the inputs of other shapes that ONNX Runtime is checked on."""
+
+    module: nn.Module
+    inputs: dict[str, torch.Tensor]
+    dynamic: tuple
+    outputs: list[str]
+    checks: list[dict[str, torch.Tensor]]
+
+
+def _model_graph(model: nn.Module) -> _Graph:
+    """One pass of an encoder, vision model or classifier; every dimension but the features may
+    vary (batch, sequence, image size as the model allows)."""
+    inputs, positional = named_inputs(model, batch_size=2, seq_len=16)
+    wrapped = _Outputs(model, list(inputs), positional).eval()
+    check, _ = named_inputs(model, batch_size=3, seq_len=11)  # another batch size and length
+    with torch.no_grad():
+        wrapped(*check.values())  # names the outputs, as the graph will
+    dynamic = (tuple({d: Dim.AUTO for d in range(min(v.dim(), 2))} for v in inputs.values()),)
+    return _Graph(wrapped, inputs, dynamic, wrapped.names, [check])
+
+
+def _decoder_graph(model: nn.Module) -> _Graph:
+    """One forward step of a causal language model with its cache; checked writing one token
+    after a cache of another length and batch, and reading a prompt (an empty cache)."""
+    with torch.no_grad():
+        inputs = step_inputs(model, batch_size=2, cached=5, new=3)
+        checks = [step_inputs(model, 3, cached=7, new=1), step_inputs(model, 1, cached=0, new=6)]
+    layers = (len(inputs) - 3) // 2
+    varying = {0: Dim.AUTO, 1: Dim.AUTO}  # batch, and tokens (new, or in all for the mask)
+    cache = tuple({0: Dim.AUTO, 2: Dim.AUTO} for _ in range(2 * layers))  # batch, positions
+    dynamic = (varying, varying, varying, cache)
+    return _Graph(DecoderStep(model).eval(), inputs, dynamic, step_names(layers)[1], checks)
 
 
 def _to_int8(path: Path) -> None:
@@ -144,24 +181,21 @@ def named_inputs(model: nn.Module, batch_size: int,
     return dict(inputs), False
 
 
-def _export(wrapped: _Outputs, inputs: dict[str, torch.Tensor]) -> Any:
-    """The ONNX program of ``wrapped``, whose outputs a first call has named."""
-    from torch.export import Dim
-
-    # every dimension but the features may vary: batch, sequence, image size as the model allows
-    dynamic = [{d: Dim.AUTO for d in range(min(v.dim(), 2))} for v in inputs.values()]
+def _export(graph: _Graph) -> Any:
+    """The ONNX program of ``graph``."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations, not the user's
         try:
-            return torch.onnx.export(wrapped, tuple(inputs.values()), dynamo=True, verbose=False,
-                                     dynamic_shapes=(tuple(dynamic),),
-                                     input_names=list(inputs), output_names=wrapped.names)
+            return torch.onnx.export(graph.module, tuple(graph.inputs.values()), dynamo=True,
+                                     verbose=False, dynamic_shapes=graph.dynamic,
+                                     input_names=list(graph.inputs), output_names=graph.outputs)
         except Exception as e:  # noqa: BLE001 - the exporter's failures are many; say which
             root = e
             while root.__cause__ is not None:  # the exporter wraps what torch.export said
                 root = root.__cause__
             line = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
-            raise PelaError(f"torch.onnx could not export {type(wrapped.model).__name__}: "
+            name = type(getattr(graph.module, "model", graph.module)).__name__
+            raise PelaError(f"torch.onnx could not export {name}: "
                             f"{line}") from e
 
 

@@ -1,5 +1,5 @@
 """A model as ONNX Runtime serves it, float32 and int8, ready to time beside PyTorch
-(`pela bench --onnx`)."""
+(`pela bench --onnx`; a language model's generation: `decoder_runs`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from pela.deploy.onnx import export_onnx, named_inputs, onnx_feed
+from pela.deploy.onnx_decoder import OnnxDecoder
 from pela.deploy.quantize import quantize_onnx
 
 RUNTIMES = ("onnxruntime", "onnxruntime int8")
@@ -67,6 +68,18 @@ def onnx_runs(
         runs.append(OnnxRun(runtime, lambda s=session, f=feed: s.run(None, f), _bytes(path),
                             process_peak_bytes(path, feed)))
     return runs
+
+
+def decoder_runs(model: nn.Module, work: str | os.PathLike) -> list[tuple[str, OnnxDecoder, int]]:
+    """A causal language model's step graph exported once under ``work`` (checked against
+    PyTorch) and quantized to int8: each runtime's name, its greedy loop on a CPU session, and
+    its file's bytes."""
+    fp32 = export_onnx(model, Path(work) / "onnxruntime", overwrite=True).path
+    int8 = Path(work) / "onnxruntime-int8" / fp32.name
+    int8.parent.mkdir(parents=True, exist_ok=True)
+    quantize_onnx(fp32, int8)
+    return [(runtime, OnnxDecoder(cpu_session(path)), _bytes(path))
+            for runtime, path in zip(RUNTIMES, (fp32, int8))]
 
 
 def process_peak_bytes(path: Path, feed: dict[str, Any]) -> int | None:
