@@ -3,11 +3,10 @@ and what cannot be exported is refused with nothing written."""
 
 import json
 
-import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import hf_bert, tiny_llama
+from conftest import hf_bert
 
 import pela
 from pela.cli.app import main
@@ -48,29 +47,6 @@ def test_a_vision_student_exports_with_a_dynamic_batch(tmp_path):
     assert record.inputs == ["pixel_values"] and record.outputs == ["logits"]
     assert record.checked_shape == [3, 3, 32, 32]
     assert record.max_abs_difference <= 1e-4
-
-
-def test_a_language_model_exports_its_step_with_the_cache_and_generates_what_pytorch_does(tmp_path):
-    """(Its int8 graph: tests/bench/test_generation_speed.py, which times it.)"""
-    from pela.deploy.onnx_decoder import OnnxDecoder
-    from pela.deploy.onnx_runs import cpu_session
-
-    torch.manual_seed(0)
-    lm = tiny_llama().eval()
-    pela.compress(lm, pela.LowRankConfig(ratio=2, align=1, speed_check=False))
-    record = export_onnx(lm, tmp_path / "lm")
-    layers = lm.config.num_hidden_layers
-    assert record.inputs[:3] == ["input_ids", "attention_mask", "position_ids"] and len(record.inputs) == 3 + 2 * layers
-    assert record.outputs[0] == "logits" and record.outputs[-1] == f"present.{layers - 1}.value"
-    assert record.max_abs_difference <= 1e-4 and record.checked_shape == [3, 1]  # one new token after a cache
-    prompt = torch.randint(0, lm.config.vocab_size, (2, 7), generator=torch.Generator().manual_seed(1))
-    expected = lm.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False,
-                           pad_token_id=0)[:, 7:]
-    decoder = OnnxDecoder(cpu_session(record.path))
-    tokens = [decoder.prefill(prompt.numpy()).argmax(-1)]  # an empty cache, then one token at a time
-    for _ in range(5):
-        tokens.append(decoder.decode(tokens[-1][:, None]).argmax(-1))
-    assert torch.equal(torch.from_numpy(np.stack(tokens, 1)), expected)
 
 
 def test_what_cannot_be_exported_or_does_not_match_leaves_nothing(tmp_path):

@@ -16,6 +16,7 @@ from torch import nn
 from pela.arch import cache_argument, is_causal_lm, returned_cache
 from pela.bench.settings import COMPILE_MODES, DTYPES, check_length, lay_out
 from pela.deploy.onnx_decoder import OnnxDecoder
+from pela.deploy.onnx_runs import decoder_runs
 from pela.errors import PelaError
 from pela.utils.device import resolve_device, synchronize
 from pela.utils.progress import progress_bar
@@ -94,8 +95,6 @@ def generation_benchmark(
         (name, "pytorch"): _Steps(m, compile, compile_mode, total) for name, m in prepared.items()}
     with tempfile.TemporaryDirectory(prefix="pela-bench-") as work:
         if onnx:
-            from pela.deploy.onnx_runs import decoder_runs
-
             for i, (name, m) in enumerate(prepared.items()):
                 for runtime, decoder, _ in decoder_runs(m, Path(work) / f"model-{i}"):
                     steps[(name, runtime)] = _OnnxSteps(decoder)

@@ -11,6 +11,7 @@ does not export, and says so.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,9 @@ class DecoderStep(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        # a model that places tokens itself (BLOOM's ALiBi) takes no positions: the graph drops
+        # the input
+        self.positions = "position_ids" in inspect.signature(model.forward).parameters
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 position_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -39,9 +43,9 @@ class DecoderStep(nn.Module):
         cache = DynamicCache(config=self.model.config)
         for i in range(0, len(past), 2):
             cache.update(past[i], past[i + 1], i // 2)
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                         position_ids=position_ids, use_cache=True,
-                         **cache_argument(self.model, cache))
+        where = {"position_ids": position_ids} if self.positions else {}
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True,
+                         **where, **cache_argument(self.model, cache))
         return (out.logits, *cache_tensors(returned_cache(out)))
 
 
