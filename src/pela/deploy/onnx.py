@@ -94,8 +94,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, overwrite: bool = F
     ort = _onnxruntime()
     model = model.float().eval()
     graph = _decoder_graph(model) if is_causal_lm(model) else _model_graph(model)
-    with torch.no_grad():
-        expected = [graph.module(*c.values()) for c in graph.checks]
+    expected = graph.expected
     with atomic_dir(out, overwrite) as tmp:
         program = _export(graph)
         program.save(str(tmp / ONNX_NAME))
@@ -130,6 +129,7 @@ class _Graph:
     dynamic: tuple
     outputs: list[str]
     checks: list[dict[str, torch.Tensor]]
+    expected: list[tuple[torch.Tensor, ...]]  # the module's outputs on each check
     scaled: bool = False  # the tolerance grows with the largest output (a language model's logits)
 
 
@@ -140,22 +140,24 @@ def _model_graph(model: nn.Module) -> _Graph:
     wrapped = _Outputs(model, list(inputs), positional).eval()
     check, _ = named_inputs(model, batch_size=3, seq_len=11)  # another batch size and length
     with torch.no_grad():
-        wrapped(*check.values())  # names the outputs, as the graph will
+        expected = wrapped(*check.values())  # also names the outputs, as the graph will
     dynamic = (tuple({d: Dim.AUTO for d in range(min(v.dim(), 2))} for v in inputs.values()),)
-    return _Graph(wrapped, inputs, dynamic, wrapped.names, [check])
+    return _Graph(wrapped, inputs, dynamic, wrapped.names, [check], [expected])
 
 
 def _decoder_graph(model: nn.Module) -> _Graph:
     """One forward step of a causal language model with its cache; checked writing one token
     after a cache of another length and batch, and reading a prompt (an empty cache)."""
+    step = DecoderStep(model).eval()
     with torch.no_grad():
         inputs = step_inputs(model, batch_size=2, cached=5, new=3)
         checks = [step_inputs(model, 3, cached=7, new=1), step_inputs(model, 1, cached=0, new=6)]
+        expected = [step(*c.values()) for c in checks]
     layers = (len(inputs) - 3) // 2
     varying = {0: Dim.AUTO, 1: Dim.AUTO}  # batch, and tokens (new, or in all for the mask)
     cache = tuple({0: Dim.AUTO, 2: Dim.AUTO} for _ in range(2 * layers))  # batch, positions
     dynamic = (varying, varying, varying, cache)
-    return _Graph(DecoderStep(model).eval(), inputs, dynamic, step_names(layers)[1], checks, True)
+    return _Graph(step, inputs, dynamic, step_names(layers)[1], checks, expected, True)
 
 
 def _to_int8(path: Path) -> None:

@@ -57,12 +57,8 @@ def onnx_runs(
     against PyTorch) and that graph quantized to int8 (`pela.deploy.quantize`), with a session of
     each on the CPU, fed the batch `pela.bench` times in PyTorch (same shape, same values)."""
     inputs, _ = named_inputs(model, batch_size, seq_len)
-    fp32 = export_onnx(model, Path(work) / "onnxruntime", overwrite=True).path
-    int8 = Path(work) / "onnxruntime-int8" / fp32.name
-    int8.parent.mkdir(parents=True, exist_ok=True)
-    quantize_onnx(fp32, int8)
     runs = []
-    for runtime, path in zip(RUNTIMES, (fp32, int8)):
+    for runtime, path in zip(RUNTIMES, _graphs(model, work)):
         session = cpu_session(path)
         feed = onnx_feed(session, inputs)
         runs.append(OnnxRun(runtime, lambda s=session, f=feed: s.run(None, f), _bytes(path),
@@ -74,12 +70,18 @@ def decoder_runs(model: nn.Module, work: str | os.PathLike) -> list[tuple[str, O
     """A causal language model's step graph exported once under ``work`` (checked against
     PyTorch) and quantized to int8: each runtime's name, its greedy loop on a CPU session, and
     its file's bytes."""
+    return [(runtime, OnnxDecoder(cpu_session(path)), _bytes(path))
+            for runtime, path in zip(RUNTIMES, _graphs(model, work))]
+
+
+def _graphs(model: nn.Module, work: str | os.PathLike) -> tuple[Path, Path]:
+    """``model``'s float32 graph (`pela.export_onnx`, checked against PyTorch) under ``work``, and
+    that graph quantized to int8 (`pela.deploy.quantize`): one per entry of `RUNTIMES`."""
     fp32 = export_onnx(model, Path(work) / "onnxruntime", overwrite=True).path
     int8 = Path(work) / "onnxruntime-int8" / fp32.name
     int8.parent.mkdir(parents=True, exist_ok=True)
     quantize_onnx(fp32, int8)
-    return [(runtime, OnnxDecoder(cpu_session(path)), _bytes(path))
-            for runtime, path in zip(RUNTIMES, (fp32, int8))]
+    return fp32, int8
 
 
 def process_peak_bytes(path: Path, feed: dict[str, Any]) -> int | None:
