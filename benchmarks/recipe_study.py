@@ -24,7 +24,8 @@ Rows:
 ``--factor-lr`` is the fine-tuning's rate for factored layers (`FinetuneConfig.factor_lr`; runs from before it
 existed ran at 1, the rate of every other parameter). ``--speed-check`` is compression's check that keeps a layer
 dense where this device multiplies its factors no faster (`LowRankConfig.speed_check`, pela's default; runs from
-before it existed ran without, `BEFORE`). ``--epochs`` etc. are part of a run's key: runs under other settings are kept apart, never averaged.
+before it existed ran without, `BEFORE`; pela_prog's runs from before `pela.shrink` checked its last stage only
+checked every stage). ``--epochs`` etc. are part of a run's key: runs under other settings are kept apart, never averaged.
 Runs marked with a setting of `REMOVED` ran an option that was tried and removed (docs/BENCHMARKS.md): they
 are listed, never taken for the runs above.
 """
@@ -70,8 +71,10 @@ PROBES = inspect.signature(pela.calibrate).parameters["probe_samples"].default  
 # options tried and removed, with the value every other run had: the student in eval mode while it distilled
 # (no dropout), layer sensitivities measured in the relative feature loss, factored layers distilled at matched rates
 REMOVED = {"student_mode": "train", "sensitivity_loss": "mse", "distill_factor_lr": 1.0}
-# settings added after runs were kept, with the value those runs had: no speed check (`LowRankConfig.speed_check`)
-BEFORE = {"speed_check": False}
+# settings added after runs were kept, with the value those runs had: no speed check (`LowRankConfig.speed_check`),
+# and where pela_prog ran with it, at every stage of size (`pela.shrink` now checks its last stage only)
+BEFORE = {"speed_check": False, "speed_check_stages": "all"}
+SPEED_CHECK_STAGES = "last"  # pela.shrink's rule today (`stage_recipe`)
 CALIBRATED = ("pela", "pela_seq", "pela_nd", "pela_prog")  # the rows whose result depends on the sensitivity probes
 DISTILLED = ("pela", "pela_seq", "pela_prog", "paper")  # the rows whose result depends on the distillation's feature loss
 
@@ -152,7 +155,7 @@ def shrunk_student(ratio: float, seed: int, unlabeled, settings: StudySettings, 
     made once and kept in ``WORK/students`` under everything it depends on (``student_key``: the distillation's data,
     steps and rate), so that fine-tuning it at other settings (epochs, rates) starts from the very same student."""
     name = f"{student_key}_p{probe_samples}_{loss}_s{stages}_k{ratio:g}_seed{seed}"
-    name += "_speedcheck" if LowRankConfig().speed_check else ""  # pela's default since runs were first kept
+    name += f"_speedcheck_{SPEED_CHECK_STAGES}" if LowRankConfig().speed_check else ""  # pela's default since runs were first kept
     if targets:
         name += "_t" + hashlib.sha1(targets.encode()).hexdigest()[:8]
     kept = WORK / "students" / name
@@ -190,6 +193,11 @@ def setting(run: dict, name: str):
     return run.get(name, BEFORE.get(name))
 
 
+def checked_stages(run: dict) -> str:
+    """Which stages of size a pela_prog run checked speed at, for its label."""
+    return f", {setting(run, 'speed_check_stages')} stages" if run["row"] == "pela_prog" else ""
+
+
 def table(results: dict) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in results["runs"]:
@@ -198,7 +206,7 @@ def table(results: dict) -> str:
         row += f" ({r['stages']} stages)" if r["row"] == "pela_prog" and r["stages"] != STAGES else ""
         row += f" (targets {r['targets']})" if "targets" in r else ""
         row += f" (factor lr {r['factor_lr']})" if r.get("factor_lr", MATCHED) != MATCHED else ""
-        row += " (speed check)" if r["row"] != "teacher" and setting(r, "speed_check") else ""
+        row += f" (speed check{checked_stages(r)})" if r["row"] != "teacher" and setting(r, "speed_check") else ""
         row += "".join(f" ({k} {r[k]})" for k, v in REMOVED.items() if r.get(k, v) != v)
         groups.setdefault((r["settings_key"], row, r["ratio"]), []).append(r)
     lines = ["| settings | row | k | linear params | runs | accuracy mean ± std |", "|---|---|---:|---:|---:|---:|"]
@@ -220,6 +228,8 @@ def of_record(run: dict, key: str, probes: int, speed_check: bool = False) -> bo
     default (matched fine-tuning rates, ``probes`` probe examples, two stages, the blocks as targets), nothing removed,
     compressed with the speed check or without (``speed_check``)."""
     checked = run["row"] == "teacher" or setting(run, "speed_check") == speed_check
+    if speed_check and run["row"] == "pela_prog":
+        checked = checked and setting(run, "speed_check_stages") == SPEED_CHECK_STAGES
     return (run["settings_key"] == key and run["row"] in ("teacher", *RECORD) and not tried(run) and "targets" not in run
             and checked            and run.get("factor_lr", MATCHED) == MATCHED and run.get("probe_samples", probes) == probes
             and run.get("stages", STAGES) == STAGES and run.get("feature_loss") in (None, feature_loss_of(run["row"], "relative")))
@@ -326,6 +336,8 @@ def main() -> None:
         if row != "teacher":
             extra["factor_lr"] = args.factor_lr
             extra["speed_check"] = speed_check
+        if row == "pela_prog" and speed_check:
+            extra["speed_check_stages"] = SPEED_CHECK_STAGES
         if row in DISTILLED:
             extra["feature_loss"] = feature_loss_of(row, args.feature_loss)
         if row == "pela_prog":

@@ -190,14 +190,16 @@ def test_recipe_study_records_only_runs_at_every_default():
     runs = [run("teacher", 0, 0.78), run("teacher", 1, 0.76), pela_run(1, 0.765), pela_run(0, 0.755),
             pela_run(2, 0.5, factor_lr=1.0), pela_run(2, 0.5, student_mode="eval"), pela_run(2, 0.5, targets="x"),
             pela_run(2, 0.5, probe_samples=16), pela_run(2, 0.5, settings_key="ft5ep"), run("paper", 0, 0.7, factor_lr=1.0),
-            run("teacher", 2, 0.9), pela_run(1, 0.775, speed_check=True), pela_run(2, 0.77, speed_check=False)]
+            run("teacher", 2, 0.9), pela_run(1, 0.775, speed_check=True, speed_check_stages="last"),
+            pela_run(1, 0.6, speed_check=True), pela_run(2, 0.77, speed_check=False)]
     lines = record({"runs": runs}, "ft3ep", probes=32).splitlines()[2:]
     assert len(lines) == 2, lines  # the teacher and pela's two runs at every default: nothing else
     assert lines[0].startswith("| teacher | 1 |") and "| 78.00 / 76.00 / 90.00 | 81.33 ± 7.57 | — |" in lines[0]
     # seeds in order, the gap to the teacher on seeds 0 and 1; a run kept before the speed check existed ran without it
     assert "| 0, 1, 2 | 75.50 / 76.50 / 77.00 | 76.33 ± 0.76 | -5.00 |" in lines[1]
     checked = record({"runs": runs}, "ft3ep", probes=32, speed_check=True).splitlines()[2:]
-    assert len(checked) == 2 and "| 1 | 77.50 | 77.50 | +1.50 |" in checked[1], checked  # the same teacher, its own student
+    # the same teacher, its own student; not the run that checked speed at every stage of size, as pela did before
+    assert len(checked) == 2 and "| 1 | 77.50 | 77.50 | +1.50 |" in checked[1], checked
 
 
 def test_jane_austen_novels_read_from_the_debian_package(tmp_path):

@@ -11,7 +11,15 @@ import pela
 from pela import DistillConfig, LowRankConfig, PelaError
 from pela.compression.targets import budget_of
 from pela.layers.lowrank import densify
-from pela.training.shrink import stage_ratios
+from pela.training.shrink import stage_ratios, stage_recipe
+
+
+def test_only_the_last_stage_checks_speed(monkeypatch):
+    monkeypatch.setenv("PELA_SPEED_CHECK", "1")  # pela's default
+    model = hf_bert()
+    assert stage_recipe(model, 2.0).speed_check and not stage_recipe(model, 2.0, last=False).speed_check
+    monkeypatch.setenv("PELA_SPEED_CHECK", "0")
+    assert not stage_recipe(model, 2.0).speed_check
 
 
 def test_stages_cut_the_student_in_steps_of_size_and_share_the_steps():
@@ -26,7 +34,8 @@ def test_stages_cut_the_student_in_steps_of_size_and_share_the_steps():
         # the same by hand: compress at k=2, distill 2 steps, merge the factors, compress at k=4, distill 3 steps
         for k, steps in ((2.0, 2), (4.0, 3)):
             densify(by_hand)
-            recipe = LowRankConfig(param_budget=budget_of(by_hand, LowRankConfig(ratio=k, align=1)), init="whiten", align=1)
+            recipe = LowRankConfig(param_budget=budget_of(by_hand, LowRankConfig(ratio=k, align=1)), init="whiten", align=1,
+                                   speed_check=False)  # the suite's default (conftest); pela's checks the last stage only
             pela.compress(by_hand, recipe, calibration=pela.calibrate(by_hand, data, recipe, collate_fn=stack, samples=32, probe_samples=8))
             pela.distill(by_hand, teacher, data, DistillConfig(steps=steps, batch_size=8, lr=1e-3, seed=0), collate_fn=stack)
     assert [d.steps for d in result.distills] == [2, 3] and len(result.reports) == 2

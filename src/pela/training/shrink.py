@@ -63,11 +63,13 @@ def stage_ratios(ratio: float, stages: int) -> list[float]:
 
 
 def stage_recipe(
-    model: nn.Module, ratio: float, sequential: bool = False, align: int = 8
+    model: nn.Module, ratio: float, sequential: bool = False, align: int = 8, last: bool = True
 ) -> LowRankConfig:
     """pela's factorization at the size ``ratio`` gives: whitened, ranks allocated across layers by
-    sensitivity."""
-    return recipe(model, calibrated=True, ratio=ratio, sequential=sequential, align=align)
+    sensitivity. Only the ``last`` stage checks speed: the model served is the last stage's, and a
+    layer an earlier stage kept dense would be factorized at once, a larger step, by the next."""
+    speed = {} if last else {"speed_check": False}
+    return recipe(model, calibrated=True, ratio=ratio, sequential=sequential, align=align, **speed)
 
 
 def _stage_config(config: DistillConfig, stage: int, stages: int) -> DistillConfig:
@@ -169,7 +171,7 @@ def shrink(
     for stage, k in enumerate(stage_ratios(ratio, stages)):
         if stage:
             densify(student)
-        recipe = stage_recipe(student, k, sequential, align)
+        recipe = stage_recipe(student, k, sequential, align, last=stage == stages - 1)
         began = time.perf_counter()
         calibration = calibrate(student, data, recipe, collate_fn=collate_fn, samples=calib_samples,
                                 probe_samples=probe_samples, seed=seed, progress=progress)
