@@ -3,6 +3,7 @@ PyTorch on a decode and a prefill shape, and run greedily by ONNX Runtime, it wr
 PyTorch's generate writes. (Its int8 graph, timed: tests/bench/test_generation_speed.py.)"""
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from conftest import tiny_llama
@@ -31,6 +32,8 @@ def test_a_students_step_exports_with_its_cache_and_generates_what_pytorch_does(
     assert record.inputs[:3] == ["input_ids", "attention_mask", "position_ids"] and len(record.inputs) == 3 + 2 * layers
     assert record.outputs[0] == "logits" and record.outputs[-1] == f"present.{layers - 1}.value"
     assert record.max_abs_difference <= record.tolerance and record.checked_shape == [3, 1]  # a token after a cache
+    ops = {n.op_type for n in onnx.load(str(record.path), load_external_data=False).graph.node}
+    assert record.opset == 23 and "Attention" in ops  # one operator, not a dozen that copy the cache
     prompt = torch.randint(0, lm.config.vocab_size, (2, 7), generator=torch.Generator().manual_seed(1))
     expected = lm.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False,
                            pad_token_id=0)[:, 7:]

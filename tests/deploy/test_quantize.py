@@ -39,3 +39,13 @@ def test_the_cli_quantizes_an_onnx_export_not_a_hugging_face_one(tmp_path, hf_be
     assert "int8: outputs within" in capsys.readouterr().out
     assert main(["export", str(hf_bert_dir), "--out", str(tmp_path / "x"), "--int8"]) == 2
     assert "add --format onnx or --format pela" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_every_operator_the_quantizer_knows_but_its_own_attention():
+    """ONNX's Attention (opset 23) would be taken for ONNX Runtime's com.microsoft one and written as
+    a QAttention that does not load; every other operator the quantizer handles is still quantized."""
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
+
+    from pela.deploy.quantize import _OP_TYPES
+
+    assert set(_OP_TYPES) == set(IntegerOpsRegistry) - {"Attention"}

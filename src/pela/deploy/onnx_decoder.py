@@ -84,22 +84,25 @@ def step_inputs(model: nn.Module, batch_size: int, cached: int,
 
 class OnnxDecoder:
     """Greedy generation through an ONNX Runtime session of a step graph: `prefill` reads a
-    prompt, each `decode` one token; both return the last position's logits and keep the cache
-    (the session's arrays, fed back as they are)."""
+    prompt, each `decode` one token; both return the last position's logits and keep the cache.
+    The cache stays in ONNX Runtime's own tensors (bound to the next step's inputs as they are):
+    turned into arrays it would be copied out at every step, a copy that grows with the batch."""
 
     def __init__(self, session: Any):
         self.session = session
-        self.taken = [i.name for i in session.get_inputs()]
+        self.taken = {i.name for i in session.get_inputs()}
         self.past = [i for i in session.get_inputs() if i.name.startswith(PAST + ".")]
         self.outputs = [o.name for o in session.get_outputs()]
-        self.cache: dict[str, np.ndarray] = {}
+        self.cache: dict[str, Any] = {}
         self.length = 0
 
     def prefill(self, prompt: np.ndarray) -> np.ndarray:
+        from onnxruntime import OrtValue
+
         batch = prompt.shape[0]
         # an empty cache: the graph's fixed sizes (heads, head size) with no positions yet
-        self.cache = {i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), np.float32)
-                      for i in self.past}
+        self.cache = {i.name: OrtValue.ortvalue_from_numpy(
+            np.zeros((batch, i.shape[1], 0, i.shape[3]), np.float32)) for i in self.past}
         self.length = 0
         return self._step(prompt)
 
@@ -111,9 +114,17 @@ class OnnxDecoder:
         start = self.length
         feed = {"input_ids": ids.astype(np.int64),
                 "attention_mask": np.ones((batch, start + new), np.int64),
-                "position_ids": np.broadcast_to(np.arange(start, start + new), (batch, new)).copy(),
-                **self.cache}
-        got = dict(zip(self.outputs, self.session.run(None, {k: feed[k] for k in self.taken})))
+                "position_ids": np.broadcast_to(np.arange(start, start + new), (batch, new)).copy()}
+        binding = self.session.io_binding()
+        for name, array in feed.items():
+            if name in self.taken:
+                binding.bind_cpu_input(name, array)
+        for name, value in self.cache.items():
+            binding.bind_ortvalue_input(name, value)
+        for name in self.outputs:
+            binding.bind_output(name)  # ONNX Runtime allocates it
+        self.session.run_with_iobinding(binding)
+        got = dict(zip(self.outputs, binding.get_outputs()))
         self.cache = {i.name: got[PRESENT + i.name[len(PAST):]] for i in self.past}
         self.length = start + new
-        return got["logits"][:, -1]
+        return got["logits"].numpy()[:, -1]

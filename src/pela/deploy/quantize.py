@@ -13,6 +13,10 @@ from pathlib import Path
 
 from pela.errors import PelaError
 
+# what the quantizer would quantize, but "Attention": it takes any node of that name for its own
+# com.microsoft Attention, and ONNX's (opset 23, `pela.deploy.onnx.OPSET`) has other attributes
+_OP_TYPES = ["Conv", "MatMul", "LSTM", "Gather", "Transpose", "EmbedLayerNormalization"]
+
 
 def quantize_onnx(source: Path, target: Path) -> None:
     """Write the ONNX graph ``source`` to ``target`` with int8 weights and dynamic int8
@@ -25,6 +29,7 @@ def quantize_onnx(source: Path, target: Path) -> None:
     level = root.level
     root.setLevel(logging.ERROR)  # its advice to pre-process the graph, on every call
     try:
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=_OP_TYPES)
     finally:
         root.setLevel(level)
