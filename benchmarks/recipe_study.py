@@ -231,7 +231,7 @@ def of_record(run: dict, key: str, probes: int, speed_check: bool = False) -> bo
     if speed_check and run["row"] == "pela_prog":
         checked = checked and setting(run, "speed_check_stages") == SPEED_CHECK_STAGES
     return (run["settings_key"] == key and run["row"] in ("teacher", *RECORD) and not tried(run) and "targets" not in run
-            and checked            and run.get("factor_lr", MATCHED) == MATCHED and run.get("probe_samples", probes) == probes
+            and checked and run.get("factor_lr", MATCHED) == MATCHED and run.get("probe_samples", probes) == probes
             and run.get("stages", STAGES) == STAGES and run.get("feature_loss") in (None, feature_loss_of(run["row"], "relative")))
 
 

@@ -132,13 +132,20 @@ def _table(results: list, dtype: str, batch_size: int, compile_mode: str | None)
     return table
 
 
+def _pairs(results: list) -> dict[str, tuple]:
+    """Per runtime, the first model's result and the second's (none for one model)."""
+    names = list(dict.fromkeys(r.name for r in results))
+    if len(names) < 2:
+        return {}
+    by = {(r.name, r.runtime): r for r in results}
+    return {runtime: (by[names[0], runtime], by[names[1], runtime])
+            for runtime in dict.fromkeys(r.runtime for r in results)}
+
+
 def _ratios(results: list) -> dict:
     """Per runtime, the first model's throughput, weights and peak memory over the second's."""
-    names = list(dict.fromkeys(r.name for r in results))
-    by = {(r.name, r.runtime): r for r in results}
     out = {}
-    for runtime in dict.fromkeys(r.runtime for r in results):
-        a, b = by[names[0], runtime], by[names[1], runtime]
+    for runtime, (a, b) in _pairs(results).items():
         memory = None
         if a.peak_memory_bytes and b.peak_memory_bytes:
             memory = a.peak_memory_bytes / b.peak_memory_bytes
@@ -201,11 +208,6 @@ def _bench_generation(models: dict, prompt_tokens: int, new_tokens: int, batch_s
 def _generation_ratios(results: list) -> dict:
     """Per runtime, the first model's prefill and decode speed over the second's (none for one
     model)."""
-    names = list(dict.fromkeys(r.name for r in results))
-    if len(names) < 2:
-        return {}
-    by = {(r.name, r.runtime): r for r in results}
     keys = ("prefill_tokens_per_s", "decode_tokens_per_s")
-    return {runtime: {k: getattr(by[names[0], runtime], k) / getattr(by[names[1], runtime], k)
-                      for k in keys}
-            for runtime in dict.fromkeys(r.runtime for r in results)}
+    return {runtime: {k: getattr(a, k) / getattr(b, k) for k in keys}
+            for runtime, (a, b) in _pairs(results).items()}
