@@ -35,3 +35,20 @@ def test_a_decoding_step_passes_the_cache_under_the_name_the_model_takes(recwarn
         step = model(input_ids=ids[:, 3:], use_cache=True, **cache_argument(model, cache)).logits[:, -1]
     torch.testing.assert_close(step, whole, atol=1e-5, rtol=1e-4)
     assert not [w for w in recwarn if "deprecated" in str(w.message)]
+
+
+def test_a_prompt_gives_its_last_logits_only_where_the_model_can():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from pela.arch import last_logits_argument
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=32)).eval()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        whole = model(input_ids=ids).logits
+        last = model(input_ids=ids, **last_logits_argument(model)).logits
+    assert last.shape == (1, 1, 50)
+    torch.testing.assert_close(last[:, -1], whole[:, -1])
+    assert last_logits_argument(lambda input_ids: None) == {}  # a forward without the keyword

@@ -39,6 +39,25 @@ def test_q_k_v_and_gate_up_are_found_and_packed_without_changing_the_outputs():
     assert model.get_submodule(groups[0][0]).shared._input is None  # the last reader let it go
 
 
+def test_a_packed_model_runs_in_inference_mode_with_the_same_outputs():
+    """Inference tensors keep no version counter: the stack's product is shared by object."""
+    model = _student()
+    before = _logits(model, IDS)
+    pack(model)
+    stack = model.get_submodule("model.layers.0.self_attn.q_proj").shared
+    calls = []
+    real = torch.nn.functional.linear
+    try:
+        torch.nn.functional.linear = lambda x, w, b=None: (calls.append(w is stack.weight),
+                                                           real(x, w, b))[1]
+        with torch.inference_mode():
+            after = model(input_ids=IDS).logits
+    finally:
+        torch.nn.functional.linear = real
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-6)
+    assert calls.count(True) == 1  # one product of the stack for q, k and v
+
+
 def test_an_unfactorized_model_has_nothing_to_pack():
     assert find_shared_inputs(tiny_llama()) == [] and pack(hf_bert()) == []
 

@@ -128,6 +128,14 @@ def cache_argument(model: nn.Module, cache: Any) -> dict[str, Any]:
     return {"cache" if "cache" in takes else "past_key_values": cache}
 
 
+def last_logits_argument(model: nn.Module) -> dict[str, Any]:
+    """The keyword that has a causal language model compute logits for the last position only
+    (``logits_to_keep=1``), where its forward takes it: what generating needs after a prompt,
+    without a vocabulary-wide product for every token of it (as `generate` itself does)."""
+    takes = inspect.signature(getattr(model, "forward", model)).parameters
+    return {"logits_to_keep": 1} if "logits_to_keep" in takes else {}
+
+
 def returned_cache(output: Any) -> Any:
     """The key-value cache a causal language model's output holds, under either name."""
     return output["cache"] if "cache" in output else output.past_key_values

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pela.arch import cache_argument, is_causal_lm, returned_cache
+from pela.arch import cache_argument, is_causal_lm, last_logits_argument, returned_cache
 from pela.bench.settings import COMPILE_MODES, DTYPES, check_length, lay_out
 from pela.deploy.onnx_decoder import OnnxDecoder
 from pela.deploy.onnx_runs import decoder_runs
@@ -160,6 +160,7 @@ class _Steps:
 
     def __init__(self, model: nn.Module, compile: bool, mode: str | None, max_tokens: int):
         self.model, self.cache, self.past = model, None, None
+        self.last = last_logits_argument(model)  # the prompt's last logits only, as `generate`
         self.forward = torch.compile(model, mode=mode, dynamic=False) if compile else model
         if compile:
             from transformers import StaticCache
@@ -168,12 +169,12 @@ class _Steps:
 
     def prefill(self, prompt: torch.Tensor) -> torch.Tensor:
         if self.cache is None:
-            return self._next(self.model(input_ids=prompt, use_cache=True))
+            return self._next(self.model(input_ids=prompt, use_cache=True, **self.last))
         self.cache.reset()
         self.position = prompt.shape[1]
         where = torch.arange(self.position, device=prompt.device)
         return self._next(self.forward(input_ids=prompt, cache_position=where, use_cache=True,
-                                       **cache_argument(self.model, self.cache)))
+                                       **self.last, **cache_argument(self.model, self.cache)))
 
     def decode(self, token: torch.Tensor) -> torch.Tensor:
         if self.cache is None:

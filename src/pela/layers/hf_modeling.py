@@ -52,21 +52,24 @@ class LowRankLinear(nn.Module):
         self.shared: SharedInput | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.shared is not None and self._may_share():
+        # the factors from the dicts nn.Module keeps them in: its __getattr__ costs a microsecond
+        # a lookup, which one token at a time is as much as a small product's arithmetic
+        a, b = self._modules["a"], self._modules["b"]
+        h = None
+        if self.shared is not None and self._may_share(a):
             h = self.shared.product(x, self)
-            if h is not None:
-                return self.b(h)
-        a, b = self.a, self.b
-        if _plain(a) and _plain(b):  # the products themselves: two module calls fewer per token
-            return nn.functional.linear(nn.functional.linear(x, a.weight), b.weight, b.bias)
-        return b(a(x))
+        if not _plain(b):
+            return b(a(x) if h is None else h)
+        pb = b._parameters
+        if h is None:  # the products themselves: two module calls fewer per token
+            h = nn.functional.linear(x, a._parameters["weight"]) if _plain(a) else a(x)
+        return nn.functional.linear(h, pb["weight"], pb["bias"])
 
-    def _may_share(self) -> bool:
-        # only where the shared product is exactly what .a would compute: no gradient to reach
-        # .a's weight through it, no hook to see .a's call, no adapter (peft) in .a's place
-        if torch.is_grad_enabled() and self.a.weight.requires_grad:
-            return False
-        return _plain(self.a)
+    @staticmethod
+    def _may_share(a: nn.Module) -> bool:
+        # only where the shared product is exactly what .a would compute: no hook to see .a's
+        # call, no adapter (peft) in .a's place, no gradient to reach .a's weight through it
+        return _plain(a) and not (torch.is_grad_enabled() and a._parameters["weight"].requires_grad)
 
     def _apply(self, fn: Any, recurse: bool = True) -> "LowRankLinear":
         super()._apply(fn, recurse)
@@ -89,6 +92,11 @@ class LowRankLinear(nn.Module):
                 f"rank={self.rank}, bias={self.b.bias is not None}")
 
 
+# torch registers global hooks in these dicts, never in new ones: looked up once, not per call
+_GLOBAL_HOOKS = nn.modules.module._global_forward_hooks
+_GLOBAL_PRE_HOOKS = nn.modules.module._global_forward_pre_hooks
+
+
 def _plain(linear: nn.Module) -> bool:
     """Whether calling ``linear`` is exactly ``F.linear`` on its weight: an ``nn.Linear`` itself
     (not an adapter or a sharded wrapper), no hook to see the call, no forward put in place of
@@ -97,8 +105,9 @@ def _plain(linear: nn.Module) -> bool:
         type(linear) is nn.Linear
         and not (linear._forward_hooks or linear._forward_pre_hooks)
         and "forward" not in linear.__dict__
-        and not (nn.modules.module._global_forward_hooks
-                 or nn.modules.module._global_forward_pre_hooks)
+        # a wrapper that sets its own tensors in place of the parameters (FSDP's flat views)
+        and "weight" in linear._parameters and "weight" not in linear.__dict__
+        and not (_GLOBAL_HOOKS or _GLOBAL_PRE_HOOKS)
     )
 
 
@@ -132,13 +141,13 @@ class SharedInput:
     def intact(self) -> bool:
         """Whether every layer's ``A`` is still its rows of the stack."""
         w = self.weight
-        row = w.stride(0) * w.element_size()
-        return all(
-            layer.a.weight.dtype == w.dtype
-            and layer.a.weight.device == w.device
-            and layer.a.weight.data_ptr() == w.data_ptr() + start * row
-            for layer, start in zip(self.layers, self.offsets)
-        )
+        row, start = w.stride(0) * w.element_size(), w.data_ptr()
+        for layer, offset in zip(self.layers, self.offsets):
+            a = layer._modules["a"]._parameters.get("weight")
+            if (a is None or a.dtype != w.dtype or a.device != w.device
+                    or a.data_ptr() != start + offset * row):
+                return False
+        return True
 
     def follow(self) -> None:
         """Stack again once every layer has moved to the same new device or dtype."""
@@ -151,11 +160,14 @@ class SharedInput:
     def product(self, x: torch.Tensor, layer: LowRankLinear) -> torch.Tensor | None:
         """``layer``'s ``A x``, from the group's one product; None when the stack is broken."""
         i = self.layers.index(layer)
-        if x is not self._input or x._version != self._version or not self._left:
+        # an inference tensor keeps no version counter: in inference mode, the same tensor
+        # object within the group's calls
+        version = None if x.is_inference() else x._version
+        if x is not self._input or version != self._version or not self._left:
             weight = self._weight()
             if weight is None:
                 return None
-            self._input, self._version = x, x._version
+            self._input, self._version = x, version
             self._output = nn.functional.linear(x, weight)
             self._left = len(self.layers)
         out = self._output[..., self.offsets[i] : self.offsets[i + 1]]
