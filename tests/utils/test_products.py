@@ -36,11 +36,39 @@ def test_many_rows_time_one_weight_and_one_row_streams_from_memory(monkeypatch):
     counts = []
     real = products._pass_ms
     monkeypatch.setattr(products, "_pass_ms", lambda run, device: counts.append(len(run())) or real(run, device))
+    monkeypatch.setattr(products, "_cpu_cache_bytes", lambda: 48 * 2**20)  # a 48 MiB cache
+    products._POOLS.clear()
     products._measure((512, 512), 1, torch.float32, torch.device("cpu"))
     products._measure((512, 512), 512, torch.float32, torch.device("cpu"))
     products._measure((16, 16), 1, torch.float32, torch.device("cpu"))
-    # 64 MiB of 1 MiB weights, in each order; one at many rows; no more than MAX_WEIGHTS tiny ones
-    assert counts == [64, 64, 1, 1, 512, 512]
+    # twice the cache of 1 MiB weights, in each order; one at many rows; MAX_WEIGHTS tiny ones
+    assert counts == [96, 96, 1, 1, products.MAX_WEIGHTS, products.MAX_WEIGHTS]
+    products._POOLS.clear()
+
+
+def test_a_pass_streams_twice_the_last_level_cache(monkeypatch):
+    for cache, stream in [(0, products.STREAM_BYTES), (260 * 2**20, 520 * 2**20),
+                          (4 * 2**30, products.MAX_STREAM_BYTES)]:
+        monkeypatch.setattr(products, "_cpu_cache_bytes", lambda c=cache: c)
+        assert products.stream_bytes(torch.device("cpu")) == stream
+    monkeypatch.undo()
+    assert products._cpu_cache_bytes() >= 0  # what Linux lists here, or 0
+
+
+def test_the_weights_of_a_pass_are_views_of_one_pool_in_either_order(monkeypatch):
+    monkeypatch.setattr(products, "_cpu_cache_bytes", lambda: 0)
+    products._POOLS.clear()
+    rows = products._weights(300, 200, "row", 1, torch.float32, torch.device("cpu"))
+    columns = products._weights(300, 200, "column", 1, torch.float32, torch.device("cpu"))
+    pool = products._POOLS[torch.float32, "cpu"]
+    assert len(rows) == len(columns) == products._count(300 * 200 * 4, 1, pool.numel() * 4)
+    assert all(w.shape == (300, 200) and w.untyped_storage().data_ptr() == pool.untyped_storage().data_ptr()
+               for w in rows + columns)
+    assert products.order_of(rows[0]) == "row" and products.order_of(columns[0]) == "column"
+    assert rows[0].data_ptr() != rows[1].data_ptr()  # each product reads other numbers
+    big = products._weights(5000, 4000, "row", 1, torch.float32, torch.device("cpu"))  # > the pool
+    assert len(big) == 1 and big[0].shape == (5000, 4000)
+    products._POOLS.clear()
 
 
 def test_a_layer_and_its_factors_are_timed_in_turns_and_cached(monkeypatch, tmp_path):

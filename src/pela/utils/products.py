@@ -26,13 +26,15 @@ from pela.errors import PelaError
 from pela.utils.device import synchronize
 from pela.utils.files import atomic_write_text, cache_dir
 
-# one row per step is bound by memory: a pass must stream about this much, more than a
-# processor's last-level cache holds, or it times the cache instead of what the model sees
+# one row per step is bound by memory: a pass must stream more than the processor's last-level
+# cache holds (`stream_bytes`: twice it, at least this much), or it times the cache instead of
+# what a model larger than the cache sees (a server CPU's cache can hold 260 MB)
 STREAM_BYTES = 64 * 2**20
+MAX_STREAM_BYTES = 2 * 2**30
 # many rows are bound by arithmetic: one weight tells
 MEMORY_BOUND_ROWS = 64
-# small weights are bound by each call's fixed cost, not by memory: this many tell
-MAX_WEIGHTS = 512
+# a pass calls at most this many weights: small ones are bound by each call's fixed cost
+MAX_WEIGHTS = 16384
 # a pass is repeated until it takes this long, then the median of three counts
 MIN_PASS_S = 0.02
 
@@ -81,10 +83,10 @@ def _measure_factored(
     passes = {}  # (which, order) -> a pass and how many products it makes
     for which, (o, i) in {"dense": (out, inp), "a": (rank, inp), "b": (out, rank)}.items():
         x = torch.randn(rows, i, dtype=dtype, device=device)
-        count = _count(o * i * x.element_size(), rows)
         for order in ("row", "column"):
-            weights = [_weight(o, i, order, dtype, device) for _ in range(count)]
-            passes[which, order] = (lambda x=x, w=weights: [F.linear(x, a) for a in w], count)
+            weights = _weights(o, i, order, rows, dtype, device)
+            passes[which, order] = (lambda x=x, w=weights: [F.linear(x, a) for a in w],
+                                    len(weights))
     times: dict[tuple[str, str], list[float]] = {k: [] for k in passes}
     with torch.inference_mode():
         for _ in range(3):  # rounds: every pass once in each
@@ -97,35 +99,80 @@ def _measure_factored(
     return best["dense"], best["a"] + best["b"]
 
 
-def _count(nbytes: int, rows: int) -> int:
-    """How many weights of ``nbytes`` one pass reads: enough to stream from memory at a few rows,
-    one at many."""
+def _count(nbytes: int, rows: int, stream: int) -> int:
+    """How many weights of ``nbytes`` one pass reads: enough to stream ``stream`` bytes from
+    memory at a few rows, one at many."""
     if rows > MEMORY_BOUND_ROWS:
         return 1
-    return min(MAX_WEIGHTS, max(1, math.ceil(STREAM_BYTES / nbytes)))
+    return min(MAX_WEIGHTS, max(1, math.ceil(stream / nbytes)))
 
 
 def _measure(
     shape: tuple[int, int], rows: int, dtype: torch.dtype, device: torch.device
 ) -> tuple[float, float]:
     out, inp = shape
-    count = _count(out * inp * torch.empty((), dtype=dtype).element_size(), rows)
     x = torch.randn(rows, inp, dtype=dtype, device=device)
     times = []
     with torch.inference_mode():
         for order in ("row", "column"):
-            weights = [_weight(out, inp, order, dtype, device) for _ in range(count)]
-            times.append(_pass_ms(lambda w=weights: [F.linear(x, a) for a in w], device) / count)
-            del weights
+            weights = _weights(out, inp, order, rows, dtype, device)
+            times.append(_pass_ms(lambda w=weights: [F.linear(x, a) for a in w], device)
+                         / len(weights))
     return times[0], times[1]
 
 
-def _weight(
-    out: int, inp: int, order: str, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
+def _weights(out: int, inp: int, order: str, rows: int, dtype: torch.dtype,
+             device: torch.device) -> list[torch.Tensor]:
+    """The weights one pass multiplies: out × in matrices stored in ``order``, consecutive views
+    of one pool of random numbers (`_pool`), so that streaming gigabytes allocates nothing."""
+    pool = _pool(dtype, device)
+    size = out * inp
+    if size > pool.numel():  # one weight larger than the pool streams from memory by itself
+        pool = torch.empty(size, dtype=dtype, device=device).normal_()
+    count = _count(size * pool.element_size(), rows, pool.numel() * pool.element_size())
+    per_pass = pool.numel() // size
+    chunks = [pool[(k % per_pass) * size:(k % per_pass + 1) * size] for k in range(count)]
     if order == "row":
-        return torch.randn(out, inp, dtype=dtype, device=device)
-    return torch.randn(inp, out, dtype=dtype, device=device).t()  # out × in, stored by column
+        return [c.view(out, inp) for c in chunks]
+    return [c.view(inp, out).t() for c in chunks]  # out × in, stored by column
+
+
+_POOLS: dict[tuple[torch.dtype, str], torch.Tensor] = {}
+
+
+def _pool(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Random numbers to stream, `stream_bytes` of them; the last pool made is kept (filling
+    one takes a second), the one before let go."""
+    key = (dtype, str(device))
+    if key not in _POOLS:
+        _POOLS.clear()
+        count = stream_bytes(device) // torch.empty((), dtype=dtype).element_size()
+        _POOLS[key] = torch.empty(count, dtype=dtype, device=device).normal_()
+    return _POOLS[key]
+
+
+def stream_bytes(device: torch.device) -> int:
+    """What a pass at one row streams: twice the last-level cache (the CPU's, or a GPU's L2), at
+    least `STREAM_BYTES`, at most `MAX_STREAM_BYTES`."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        cache = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0)
+    else:
+        cache = _cpu_cache_bytes()
+    return min(MAX_STREAM_BYTES, max(STREAM_BYTES, 2 * cache))
+
+
+def _cpu_cache_bytes() -> int:
+    """The largest cache Linux lists for the first CPU (0 where it lists none)."""
+    sizes = [0]
+    for entry in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        try:
+            text = entry.read_text().strip().upper()
+            unit = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+            sizes.append(int(text.rstrip("KMG")) * unit)
+        except (OSError, ValueError):
+            continue
+    return max(sizes)
 
 
 def _pass_ms(run, device: torch.device, repeats: int = 3) -> float:
@@ -161,7 +208,9 @@ def _cpu_name() -> str:
 
 
 def _key(shape: tuple[int, int], rows: int, dtype: torch.dtype, device: torch.device) -> str:
-    where = f"{device_name(device)}|torch {torch.__version__}"
+    # the bytes a pass streams: timings taken from within a cache are measured again
+    stream = stream_bytes(device) >> 20
+    where = f"{device_name(device)}|torch {torch.__version__}|stream {stream} MiB"
     return f"{where}|{dtype}|{rows} rows|{shape[0]}x{shape[1]}"
 
 
