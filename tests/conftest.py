@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 import pela
 from pela import LowRankConfig
+from pela.utils import products
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # transformers copies a model's own code (trust_remote_code) into a module cache: keep it out of the home directory
@@ -26,6 +27,10 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 # (the call, not the arithmetic, is the cost): the speed check would keep them all dense. Its own
 # tests (tests/compression/test_speed.py) turn it on.
 os.environ["PELA_SPEED_CHECK"] = "0"
+# the tiny models' products are timed streaming 64 MiB in at most 512 calls, not twice this
+# machine's last-level cache (up to 2 GiB, seconds a shape): tests/utils/test_products.py sets
+# its own
+products.MAX_STREAM_BYTES, products.MAX_WEIGHTS = products.STREAM_BYTES, 512
 
 TIMM_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5)
 TIMM_SWIN = dict(embed_dim=16, depths=(1, 1), num_heads=(1, 2), window_size=4, img_size=32, num_classes=5)

@@ -37,16 +37,19 @@ def test_many_rows_time_one_weight_and_one_row_streams_from_memory(monkeypatch):
     real = products._pass_ms
     monkeypatch.setattr(products, "_pass_ms", lambda run, device: counts.append(len(run())) or real(run, device))
     monkeypatch.setattr(products, "_cpu_cache_bytes", lambda: 48 * 2**20)  # a 48 MiB cache
+    monkeypatch.setattr(products, "MAX_STREAM_BYTES", 2 * 2**30)
+    monkeypatch.setattr(products, "MAX_WEIGHTS", 16384)
     products._POOLS.clear()
     products._measure((512, 512), 1, torch.float32, torch.device("cpu"))
     products._measure((512, 512), 512, torch.float32, torch.device("cpu"))
     products._measure((16, 16), 1, torch.float32, torch.device("cpu"))
     # twice the cache of 1 MiB weights, in each order; one at many rows; MAX_WEIGHTS tiny ones
-    assert counts == [96, 96, 1, 1, products.MAX_WEIGHTS, products.MAX_WEIGHTS]
+    assert counts == [96, 96, 1, 1, 16384, 16384]
     products._POOLS.clear()
 
 
 def test_a_pass_streams_twice_the_last_level_cache(monkeypatch):
+    monkeypatch.setattr(products, "MAX_STREAM_BYTES", 2 * 2**30)  # pela's own (conftest: less)
     for cache, stream in [(0, products.STREAM_BYTES), (260 * 2**20, 520 * 2**20),
                           (4 * 2**30, products.MAX_STREAM_BYTES)]:
         monkeypatch.setattr(products, "_cpu_cache_bytes", lambda c=cache: c)
@@ -80,3 +83,23 @@ def test_a_layer_and_its_factors_are_timed_in_turns_and_cached(monkeypatch, tmp_
     monkeypatch.setattr(products, "_measure_factored", lambda *a: (9.0, 9.0))
     assert factored_ms((128, 128), 8, 1, torch.float32, "cpu") == (dense, factored)
     assert factored_ms((128, 128), 16, 1, torch.float32, "cpu") == (9.0, 9.0)  # another rank
+
+
+def test_many_rows_fill_no_pool_and_release_lets_the_pool_go(monkeypatch):
+    monkeypatch.setattr(products, "_cpu_cache_bytes", lambda: 0)
+    products.release_pool()
+    products._weights(64, 64, "row", 512, torch.float32, torch.device("cpu"))
+    assert products._POOLS == {}  # one weight at many rows: nothing streamed
+    products._weights(64, 64, "row", 1, torch.float32, torch.device("cpu"))
+    assert len(products._POOLS) == 1
+    products.release_pool()
+    assert products._POOLS == {}
+
+
+def test_tuning_a_layout_lets_its_pool_go(monkeypatch, tmp_path):
+    from pela.layers.storage_order import tune_layout
+
+    monkeypatch.setenv("PELA_CACHE", str(tmp_path))
+    monkeypatch.setattr(products, "_cpu_cache_bytes", lambda: 0)
+    tune_layout(torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.Linear(64, 8)))
+    assert products._POOLS == {}

@@ -27,6 +27,7 @@ from pela.compression.strategies import strategy_for
 from pela.compression.targets import Candidate, select
 from pela.errors import PelaError
 from pela.utils.device import resolve_device
+from pela.utils.products import release_pool
 
 
 def count_params(model: nn.Module) -> int:
@@ -88,6 +89,7 @@ def compress(model: nn.Module, config: LowRankConfig | None = None, *,
     if target is not None:
         swaps = _confirmed(model, target, layers, ranks, rows, swaps, refit, config,
                            serve_rows(), progress)
+    release_pool()  # what the speed check streamed, when it measured
     if not swaps and not refit:
         reasons = "; ".join(sorted({r.reason for r in rows if r.reason}))
         raise PelaError(f"no layer was factorized ({len(rows)} linear layers; reasons: "

@@ -23,7 +23,7 @@ from torch import nn
 from pela.errors import PelaError
 from pela.layers.int8 import int8_mode
 from pela.layers.lowrank import part_of_a_stack
-from pela.utils.products import order_of, product_ms
+from pela.utils.products import order_of, product_ms, release_pool
 
 # the other order is kept only when it is clearly faster, not within a timing's noise
 MARGIN = 0.05
@@ -63,6 +63,7 @@ def tune_layout(
         for w in weights:
             _store(w, order)
         choices.append(LayoutChoice(shape, len(weights), row_ms, column_ms, order))
+    release_pool()
     return choices
 
 

@@ -12,6 +12,7 @@ dense product with its two factors'.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import platform
@@ -34,7 +35,7 @@ MAX_STREAM_BYTES = 2 * 2**30
 # many rows are bound by arithmetic: one weight tells
 MEMORY_BOUND_ROWS = 64
 # a pass calls at most this many weights: small ones are bound by each call's fixed cost
-MAX_WEIGHTS = 16384
+MAX_WEIGHTS = 8192
 # a pass is repeated until it takes this long, then the median of three counts
 MIN_PASS_S = 0.02
 
@@ -125,8 +126,11 @@ def _weights(out: int, inp: int, order: str, rows: int, dtype: torch.dtype,
              device: torch.device) -> list[torch.Tensor]:
     """The weights one pass multiplies: out × in matrices stored in ``order``, consecutive views
     of one pool of random numbers (`_pool`), so that streaming gigabytes allocates nothing."""
-    pool = _pool(dtype, device)
     size = out * inp
+    if rows > MEMORY_BOUND_ROWS:  # one weight tells: no pool to fill
+        pool = torch.empty(size, dtype=dtype, device=device).normal_()
+    else:
+        pool = _pool(dtype, device)
     if size > pool.numel():  # one weight larger than the pool streams from memory by itself
         pool = torch.empty(size, dtype=dtype, device=device).normal_()
     count = _count(size * pool.element_size(), rows, pool.numel() * pool.element_size())
@@ -142,13 +146,18 @@ _POOLS: dict[tuple[torch.dtype, str], torch.Tensor] = {}
 
 def _pool(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Random numbers to stream, `stream_bytes` of them; the last pool made is kept (filling
-    one takes a second), the one before let go."""
+    one takes a second) until `release_pool`."""
     key = (dtype, str(device))
     if key not in _POOLS:
         _POOLS.clear()
         count = stream_bytes(device) // torch.empty((), dtype=dtype).element_size()
         _POOLS[key] = torch.empty(count, dtype=dtype, device=device).normal_()
     return _POOLS[key]
+
+
+def release_pool() -> None:
+    """Let the pool of the last measurements go (up to twice the last-level cache of memory)."""
+    _POOLS.clear()
 
 
 def stream_bytes(device: torch.device) -> int:
@@ -162,6 +171,7 @@ def stream_bytes(device: torch.device) -> int:
     return min(MAX_STREAM_BYTES, max(STREAM_BYTES, 2 * cache))
 
 
+@functools.cache
 def _cpu_cache_bytes() -> int:
     """The largest cache Linux lists for the first CPU (0 where it lists none)."""
     sizes = [0]
