@@ -124,16 +124,19 @@ def vocabulary_head(model: nn.Module) -> nn.Module | None:
 def cache_argument(model: nn.Module, cache: Any) -> dict[str, Any]:
     """The keyword that passes a causal language model its key-value cache: ``cache`` where its
     forward takes that (transformers 5, where the old name warns), else ``past_key_values``."""
-    takes = inspect.signature(getattr(model, "forward", model)).parameters
-    return {"cache" if "cache" in takes else "past_key_values": cache}
+    return {"cache" if "cache" in _forward_takes(model) else "past_key_values": cache}
 
 
 def last_logits_argument(model: nn.Module) -> dict[str, Any]:
     """The keyword that has a causal language model compute logits for the last position only
     (``logits_to_keep=1``), where its forward takes it: what generating needs after a prompt,
     without a vocabulary-wide product for every token of it (as `generate` itself does)."""
-    takes = inspect.signature(getattr(model, "forward", model)).parameters
-    return {"logits_to_keep": 1} if "logits_to_keep" in takes else {}
+    return {"logits_to_keep": 1} if "logits_to_keep" in _forward_takes(model) else {}
+
+
+def _forward_takes(model: nn.Module) -> Any:
+    """The parameters a model's forward (or a plain callable) names."""
+    return inspect.signature(getattr(model, "forward", model)).parameters
 
 
 def returned_cache(output: Any) -> Any:

@@ -127,12 +127,12 @@ def _weights(out: int, inp: int, order: str, rows: int, dtype: torch.dtype,
     """The weights one pass multiplies: out × in matrices stored in ``order``, consecutive views
     of one pool of random numbers (`_pool`), so that streaming gigabytes allocates nothing."""
     size = out * inp
-    if rows > MEMORY_BOUND_ROWS:  # one weight tells: no pool to fill
+    # one weight tells at many rows, and one larger than the pool streams from memory by itself:
+    # numbers of its own, no pool filled
+    if rows > MEMORY_BOUND_ROWS or size * dtype.itemsize > stream_bytes(device):
         pool = torch.empty(size, dtype=dtype, device=device).normal_()
     else:
         pool = _pool(dtype, device)
-    if size > pool.numel():  # one weight larger than the pool streams from memory by itself
-        pool = torch.empty(size, dtype=dtype, device=device).normal_()
     count = _count(size * pool.element_size(), rows, pool.numel() * pool.element_size())
     per_pass = pool.numel() // size
     chunks = [pool[(k % per_pass) * size:(k % per_pass + 1) * size] for k in range(count)]
@@ -150,7 +150,7 @@ def _pool(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     key = (dtype, str(device))
     if key not in _POOLS:
         _POOLS.clear()
-        count = stream_bytes(device) // torch.empty((), dtype=dtype).element_size()
+        count = stream_bytes(device) // dtype.itemsize
         _POOLS[key] = torch.empty(count, dtype=dtype, device=device).normal_()
     return _POOLS[key]
 
