@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from pela.arch import cache_argument, is_causal_lm, last_logits_argument, returned_cache
-from pela.bench.settings import COMPILE_MODES, DTYPES, check_length, lay_out
+from pela.bench.settings import COMPILE_MODES, DTYPES, check_length, compile_step, lay_out
 from pela.deploy.onnx_decoder import OnnxDecoder
 from pela.deploy.onnx_runs import decoder_runs
 from pela.errors import PelaError
-from pela.utils.device import resolve_device, synchronize
+from pela.utils.device import model_device, resolve_device, synchronize
 from pela.utils.progress import progress_bar
 
 
@@ -70,10 +70,11 @@ def generation_benchmark(
     ``tune`` stores the linear weights in the order this device multiplies fastest at one decoding
     step's rows (:func:`pela.layers.storage_order.tune_layout`). ``compile`` runs prefill and decode
     through ``torch.compile`` with a static key-value cache (shapes fixed, so one graph each; the
-    first round, not counted, compiles); ``compile_mode`` ``reduce-overhead`` replays the decoding
-    step as a CUDA graph on a GPU. ``onnx`` also runs each model in ONNX Runtime, float32 and int8
-    (its step graph, `pela.deploy.onnx_decoder`: checked against PyTorch when exported; CPU, float32
-    models), each a result of its own (``runtime``)."""
+    first round, not counted, compiles; on a CPU its kernels called from C++,
+    :func:`pela.bench.settings.compile_step`); ``compile_mode`` ``reduce-overhead`` replays the
+    decoding step as a CUDA graph on a GPU. ``onnx`` also runs each model in ONNX Runtime, float32
+    and int8 (its step graph, `pela.deploy.onnx_decoder`: checked against PyTorch when exported;
+    CPU, float32 models), each a result of its own (``runtime``)."""
     _check_generation(models, prompt_tokens, new_tokens, batch_size, rounds)
     if compile_mode is not None and compile_mode not in COMPILE_MODES:
         modes = ", ".join(COMPILE_MODES)
@@ -161,7 +162,7 @@ class _Steps:
     def __init__(self, model: nn.Module, compile: bool, mode: str | None, max_tokens: int):
         self.model, self.cache, self.past = model, None, None
         self.last = last_logits_argument(model)  # the prompt's last logits only, as `generate`
-        self.forward = torch.compile(model, mode=mode, dynamic=False) if compile else model
+        self.forward = compile_step(model, mode, model_device(model)) if compile else model
         if compile:
             from transformers import StaticCache
 

@@ -1,5 +1,5 @@
 """What every speed measurement of `pela.bench` shares: dtypes, compile modes, the length check,
-the layout each model is measured in."""
+the layout each model is measured in, how a decoding step is compiled."""
 
 from __future__ import annotations
 
@@ -37,3 +37,15 @@ def lay_out(model: nn.Module, rows: int) -> int:
     linears = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
     return sum(order_of(w) == "column" for w in {id(w): w for w in linears}.values())
 
+
+def compile_step(model: nn.Module, mode: str | None, device: torch.device) -> nn.Module:
+    """``model`` through ``torch.compile`` for one token at a time, its shapes fixed. One decoding
+    step is hundreds of small kernels: on a CPU in the default mode they are called from inductor's
+    C++ wrapper instead of Python (built apart from the kernels: one build took SmolLM2-135M a
+    quarter of an hour on 2 cores, apart it takes minutes, running as fast). From Python, the calls
+    cost SmolLM2-135M a fifth of its step (docs/BENCHMARKS.md, "Decoding compiled"). On a GPU,
+    ``reduce-overhead`` (CUDA graphs) is what removes that cost."""
+    if device.type == "cpu" and mode in (None, "default"):
+        options = {"cpp_wrapper": True, "cpp_wrapper_build_separate": True}
+        return torch.compile(model, dynamic=False, options=options)
+    return torch.compile(model, mode=mode, dynamic=False)
