@@ -7,8 +7,10 @@ One eager `generation_benchmark` run (batch 1, 128-token prompts, 64 new tokens,
 turns in each round) of: the original as loaded, the original laid out (`pela.tune_layout` at one
 row), the student (plain SVD at ``--ratio`` with every layer factorized: ``speed_check=False``, so
 that the steps, not the check, are measured) as compressed, laid out, and laid out and packed
-(`pela.pack`). Then a second run, compiled (`torch.compile`, static cache), of the laid-out original
-and the laid-out student. Results: benchmarks/results/decode_paths.json.
+(`pela.pack`). Then a run compiled as `pela bench --compile` compiles (`torch.compile`, static
+cache; on a CPU the kernels called from C++) of the laid-out original, student and packed student,
+and one compiled in torch.compile's default mode (kernels called from Python) of the laid-out
+original and student. Results: benchmarks/results/decode_paths.json.
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ def models(ratio: float) -> dict[str, torch.nn.Module]:
     return out
 
 
-def run(models: dict, rounds: int, compile: bool) -> list[dict]:
+def run(models: dict, rounds: int, compile: bool, mode: str | None = None) -> list[dict]:
     results = generation_benchmark(models, prompt_tokens=128, new_tokens=64, rounds=rounds,
-                                   compile=compile, tune=False)  # laid out above, or not at all
+                                   compile=compile, compile_mode=mode,
+                                   tune=False)  # laid out above, or not at all
     return [r.to_dict() for r in results]
 
 
@@ -52,12 +55,15 @@ def main() -> None:
     args = parser.parse_args()
     built = models(args.ratio)
     eager = run(built, args.rounds, compile=False)
-    compiled = run({k: built[k] for k in ("original, laid out", "student, laid out")}, args.rounds,
+    laid_out = ("original, laid out", "student, laid out")
+    compiled = run({k: built[k] for k in (*laid_out, "student, laid out, packed")}, args.rounds,
                    compile=True)
+    python_calls = run({k: built[k] for k in laid_out}, args.rounds, compile=True, mode="default")
     base = eager[0]["decode_tokens_per_s"]
     table = {r["name"]: round(r["decode_tokens_per_s"] / base, 3) for r in eager}
     report(args.name, {"ratio": args.ratio, "threads": torch.get_num_threads(),
-                       "decode_vs_original_as_loaded": table, "eager": eager, "compiled": compiled})
+                       "decode_vs_original_as_loaded": table, "eager": eager, "compiled": compiled,
+                       "compiled, kernels called from Python": python_calls})
 
 
 if __name__ == "__main__":

@@ -130,9 +130,23 @@ def test_a_bad_group_in_pela_json_is_one_clear_error(tmp_path):
         pela.load(str(tmp_path / "m"))
 
 
+def _products(model) -> tuple[int, int]:
+    """How many linear products one traced forward pass holds, and its graph breaks."""
+    torch._dynamo.reset()
+    with torch.no_grad():
+        explained = torch._dynamo.explain(model)(input_ids=IDS)
+    linear = torch.nn.functional.linear
+    nodes = [n for g in explained.graphs for n in g.graph.nodes]
+    return sum(n.op == "call_function" and n.target is linear for n in nodes), explained.graph_break_count
+
+
 @pytest.mark.slow  # torch.compile: seconds
-def test_a_packed_model_compiles_to_the_same_outputs():
+def test_a_packed_model_compiles_to_the_same_outputs_in_one_graph_with_fewer_products():
     model = _student()
     before = _logits(model, IDS)
-    pack(model)
+    unpacked, _ = _products(model)
+    groups = pack(model)
+    packed, breaks = _products(model)
+    # one product of A per group where each layer had its own
+    assert breaks == 0 and packed == unpacked - sum(len(g) - 1 for g in groups)
     torch.testing.assert_close(_logits(torch.compile(model), IDS), before, rtol=1e-5, atol=1e-6)

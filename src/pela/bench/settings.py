@@ -40,12 +40,13 @@ def lay_out(model: nn.Module, rows: int) -> int:
 
 def compile_step(model: nn.Module, mode: str | None, device: torch.device) -> nn.Module:
     """``model`` through ``torch.compile`` for one token at a time, its shapes fixed. One decoding
-    step is hundreds of small kernels: on a CPU in the default mode they are called from inductor's
-    C++ wrapper instead of Python (built apart from the kernels: one build took SmolLM2-135M a
-    quarter of an hour on 2 cores, apart it takes minutes, running as fast). From Python, the calls
-    cost SmolLM2-135M a fifth of its step (docs/BENCHMARKS.md, "Decoding compiled"). On a GPU,
-    ``reduce-overhead`` (CUDA graphs) is what removes that cost."""
-    if device.type == "cpu" and mode in (None, "default"):
+    step is hundreds of small kernels: on a CPU, unless a mode is named (``"default"`` is
+    ``torch.compile``'s own), they are called from inductor's C++ wrapper instead of Python,
+    built apart from the kernels (built together, SmolLM2-135M took a quarter of an hour on 2
+    cores; apart, minutes, and it runs as fast). Python's calls cost SmolLM2-135M a fifth of its
+    step (docs/BENCHMARKS.md, "Decoding compiled"). On a GPU, ``reduce-overhead`` (CUDA graphs)
+    is what removes that cost."""
+    if device.type == "cpu" and mode is None:
         options = {"cpp_wrapper": True, "cpp_wrapper_build_separate": True}
         return torch.compile(model, dynamic=False, options=options)
     return torch.compile(model, mode=mode, dynamic=False)

@@ -33,7 +33,8 @@ INT8_HELP = ("also time each model with int8 weights in PyTorch (pela.quantize_i
              "compiled with --compile, which is where int8 pays off on a CPU); default: with "
              "--onnx")
 MODE_HELP = ("torch.compile mode (default, reduce-overhead, max-autotune, "
-             "max-autotune-no-cudagraphs); implies --compile")
+             "max-autotune-no-cudagraphs); implies --compile. Without one, a decoding step on a "
+             "CPU is compiled with inductor's C++ wrapper (no Python between its kernels)")
 
 
 @command()

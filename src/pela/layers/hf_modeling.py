@@ -111,6 +111,10 @@ def _plain(linear: nn.Module) -> bool:
     )
 
 
+def _exporting() -> bool:
+    return getattr(torch.compiler, "is_exporting", lambda: False)()
+
+
 class SharedInput:
     """The ``A`` factors of layers that read the same input (q, k and v; gate and up), stacked
     into one matrix and multiplied once: one product instead of several small ones, the same
@@ -160,9 +164,10 @@ class SharedInput:
     def product(self, x: torch.Tensor, layer: LowRankLinear) -> torch.Tensor | None:
         """``layer``'s ``A x``, from the group's one product; None when the stack is broken."""
         i = self.layers.index(layer)
-        # an inference tensor keeps no version counter: in inference mode, the same tensor
-        # object within the group's calls
-        version = None if x.is_inference() else x._version
+        # a traced graph has no version counters, and functionalizes what changes in place: the
+        # same tensor object within the group's calls, as in inference mode
+        traced = torch.compiler.is_compiling() and not _exporting()
+        version = None if traced or x.is_inference() else x._version
         if x is not self._input or version != self._version or not self._left:
             weight = self._weight()
             if weight is None:
@@ -177,7 +182,7 @@ class SharedInput:
         return out
 
     def _weight(self) -> torch.Tensor | None:
-        if getattr(torch.compiler, "is_exporting", lambda: False)():
+        if _exporting():
             # traced tensors have no addresses to compare; the graph stacks the parameters
             # themselves (a runtime folds the constant concatenation once)
             return torch.cat([layer.a.weight for layer in self.layers])
