@@ -43,9 +43,9 @@ def compile_step(model: nn.Module, mode: str | None, device: torch.device) -> nn
     step is hundreds of small kernels: on a CPU, unless a mode is named (``"default"`` is
     ``torch.compile``'s own), they are called from inductor's C++ wrapper instead of Python,
     built apart from the kernels (built together, SmolLM2-135M took a quarter of an hour on 2
-    cores; apart, minutes, and it runs as fast). Python's calls cost SmolLM2-135M a fifth of its
-    step (docs/BENCHMARKS.md, "Decoding compiled"). On a GPU, ``reduce-overhead`` (CUDA graphs)
-    is what removes that cost."""
+    cores; apart, minutes, and it runs as fast). Called from Python, SmolLM2-135M's step took 1.7
+    times as long (docs/BENCHMARKS.md, "Decoding compiled"). On a GPU, ``reduce-overhead`` (CUDA
+    graphs) is what removes that cost."""
     if device.type == "cpu" and mode is None:
         options = {"cpp_wrapper": True, "cpp_wrapper_build_separate": True}
         return torch.compile(model, dynamic=False, options=options)
