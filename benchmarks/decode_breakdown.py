@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 import pela
 from benchmarks._results import report
-from pela.arch import cache_argument, returned_cache
+from pela.bench.generation_speed import GreedySteps
 from pela.models.bundled import smollm2_gguf
 
 
@@ -58,13 +58,12 @@ def step_ms(model, tokens: int, fixed_only: bool) -> float:
     """Milliseconds a greedy step takes, over ``tokens`` steps after a 128-token prompt."""
     prompt = torch.randint(0, model.config.vocab_size, (1, 128),
                            generator=torch.Generator().manual_seed(0))
-    out = model(input_ids=prompt, use_cache=True)
-    cache, token = returned_cache(out), out.logits[:, -1].argmax(-1, keepdim=True)
+    steps = GreedySteps(model, compile=False, mode=None, max_tokens=128 + tokens)
+    token = steps.prefill(prompt)
     with NoProducts() if fixed_only else contextlib.nullcontext():
         began = time.perf_counter()
         for _ in range(tokens):
-            out = model(input_ids=token, use_cache=True, **cache_argument(model, cache))
-            cache, token = returned_cache(out), out.logits[:, -1].argmax(-1, keepdim=True)
+            token = steps.decode(token)
         return (time.perf_counter() - began) / tokens * 1e3
 
 

@@ -51,13 +51,13 @@ def test_compiled_generation_decodes_with_a_static_cache_and_the_same_tokens():
 
     from conftest import tiny_llama
 
-    from pela.bench.generation_speed import _prefill_and_decode, _Steps, generation_benchmark
+    from pela.bench.generation_speed import GreedySteps, _prefill_and_decode, generation_benchmark
 
     model = tiny_llama()
     prompt = torch.randint(0, 100, (2, 8))
     tokens = {}
     for compile in (False, True):
-        steps = _Steps(copy.deepcopy(model), compile, None, 8 + 5)
+        steps = GreedySteps(copy.deepcopy(model), compile, None, 8 + 5)
         seen = []
         original = steps.decode
         steps.decode = lambda token: seen.append(token) or original(token)

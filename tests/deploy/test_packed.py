@@ -137,7 +137,8 @@ def _products(model) -> tuple[int, int]:
         explained = torch._dynamo.explain(model)(input_ids=IDS)
     linear = torch.nn.functional.linear
     nodes = [n for g in explained.graphs for n in g.graph.nodes]
-    return sum(n.op == "call_function" and n.target is linear for n in nodes), explained.graph_break_count
+    products = sum(n.op == "call_function" and n.target is linear for n in nodes)
+    return products, explained.graph_break_count
 
 
 @pytest.mark.slow  # torch.compile: seconds

@@ -93,7 +93,8 @@ def generation_benchmark(
     columns = {name: lay_out(m, batch_size) if tune else None for name, m in prepared.items()}
     total = prompt_tokens + new_tokens
     steps: dict[tuple[str, str], Any] = {
-        (name, "pytorch"): _Steps(m, compile, compile_mode, total) for name, m in prepared.items()}
+        (name, "pytorch"): GreedySteps(m, compile, compile_mode, total)
+        for name, m in prepared.items()}
     with tempfile.TemporaryDirectory(prefix="pela-bench-") as work:
         if onnx:
             for i, (name, m) in enumerate(prepared.items()):
@@ -154,7 +155,7 @@ def _check_generation(
         check_length(name, model, prompt_tokens + new_tokens, what)
 
 
-class _Steps:
+class GreedySteps:
     """One model's greedy steps in PyTorch: eager with a cache that grows, or compiled with a
     static cache made once and emptied before each prompt (a new cache object would make
     ``torch.compile`` trace again). Each step returns the next token and keeps the cache."""
@@ -205,7 +206,7 @@ class _OnnxSteps:
 
 
 def _prefill_and_decode(
-    steps: _Steps | _OnnxSteps, prompt: torch.Tensor, new_tokens: int, device: torch.device
+    steps: GreedySteps | _OnnxSteps, prompt: torch.Tensor, new_tokens: int, device: torch.device
 ) -> tuple[float, float]:
     """Milliseconds of the prompt's pass, and of ``new_tokens`` greedy steps after it."""
     synchronize(device)
